@@ -1,0 +1,317 @@
+"""Numba kernels for the CPU: the functions of reference.py, same names and signatures.
+
+Each public function checks its arguments (with reference.py's checks, so the messages
+agree), makes its inputs C-contiguous, allocates the output and hands the loops to a small
+jitted core, `@njit(cache=True, parallel=True)`, whose outer `prange` runs over the
+(n, c) planes or the channels. fastmath stays off: the results are held to the reference.
+Batch-norm statistics are accumulated in float64, as in the reference.
+
+Threading layer. Numba runs `prange` loops on one of three thread pools, chosen once per
+process at the first parallel call: 'tbb', 'omp' (OpenMP) or 'workqueue'. They differ in
+what a call costs when the pool is idle or when BLAS threads hold the cores;
+benchmarks/numba_overhead.py measures each. On a 2-core machine TBB cost a few us per call
+(about 20 us after idling); GNU OpenMP, Numba's fallback when tbb is missing, cost about
+8 ms per call right after a NumPy matmul, its spinning threads fighting OpenBLAS's; the
+workqueue pool cost 50 to 100 us but never stalled. So importing this module sets
+numba.config.THREADING_LAYER_PRIORITY to _THREADING_LAYER_PRIORITY below (TBB, else
+workqueue, OpenMP last) unless the user chose a layer or an order with the environment
+variables NUMBA_THREADING_LAYER or NUMBA_THREADING_LAYER_PRIORITY; a layer set in
+numba.config.THREADING_LAYER before the first parallel call still wins, and nothing
+changes once a parallel Numba function has run in this process. Even the dearest layer
+costs far less than the NumPy work around a kernel call, so there is no serial path for
+small inputs.
+"""
+import os
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .reference import (
+    _check_batchnorm, _check_float, _check_image, _check_pool_index, _check_pool_padding,
+    _check_shape, _out_size,
+)
+
+_THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
+if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
+    numba.config.THREADING_LAYER_PRIORITY = _THREADING_LAYER_PRIORITY
+
+
+# ---------------------------------------------------------------- im2col / col2im
+
+@njit(cache=True, parallel=True)
+def _im2col_core(x, kh, kw, sh, sw, ph, pw, cols):
+    n, c, h, w = x.shape
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        for i in range(kh):                  # for each window element (i, j) ...
+            for j in range(kw):
+                row = (ch * kh + i) * kw + j
+                for oy in range(oh):         # ... and each output pixel (oy, ox)
+                    hi = oy * sh - ph + i
+                    for ox in range(ow):
+                        wi = ox * sw - pw + j
+                        inside = 0 <= hi < h and 0 <= wi < w
+                        cols[b, row, oy * ow + ox] = x[b, ch, hi, wi] if inside else 0
+
+
+@njit(cache=True, parallel=True)
+def _col2im_core(cols, kh, kw, sh, sw, ph, pw, dx):
+    n, c, h, w = dx.shape
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    for plane in prange(n * c):              # a plane of dx is only written by its rows
+        b, ch = plane // c, plane % c
+        for i in range(kh):
+            for j in range(kw):
+                row = (ch * kh + i) * kw + j
+                for oy in range(oh):
+                    hi = oy * sh - ph + i
+                    for ox in range(ow):
+                        wi = ox * sw - pw + j
+                        if 0 <= hi < h and 0 <= wi < w:
+                            dx[b, ch, hi, wi] += cols[b, row, oy * ow + ox]
+
+
+def im2col(x, kh, kw, sh, sw, ph, pw):
+    """Unfold every kh x kw window of x into a column.
+
+    x (N, C, H, W) -> cols (N, C*kh*kw, OH*OW), OH = (H + 2*ph - kh)//sh + 1 (OW alike).
+    cols[n, (c*kh + i)*kw + j, oh*OW + ow] = x[n, c, oh*sh - ph + i, ow*sw - pw + j],
+    zero where that pixel lies in the padding.
+    """
+    _check_image("im2col", x, "x")
+    n, c, _, _ = x.shape
+    oh, ow = _out_size("im2col", x.shape, kh, kw, sh, sw, ph, pw)
+    cols = np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+    _im2col_core(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, cols)
+    return cols
+
+
+def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
+    """The adjoint of im2col: add every column entry back onto the pixel it came from.
+
+    cols (N, C*kh*kw, OH*OW) -> dx of shape x_shape = (N, C, H, W); entries that were read
+    from the padding are dropped. Overlapping windows accumulate.
+    """
+    _check_float("col2im", cols, "cols")
+    n, c, h, w = (int(s) for s in x_shape)
+    oh, ow = _out_size("col2im", (n, c, h, w), kh, kw, sh, sw, ph, pw)
+    _check_shape("col2im", cols, "cols", (n, c * kh * kw, oh * ow))
+    dx = np.zeros((n, c, h, w), dtype=cols.dtype)
+    _col2im_core(np.ascontiguousarray(cols), kh, kw, sh, sw, ph, pw, dx)
+    return dx
+
+
+# ---------------------------------------------------------------- batch norm
+
+@njit(cache=True, parallel=True)
+def _batchnorm_stats(x):
+    n, c, h, w = x.shape
+    m = n * h * w
+    mean = np.empty(c)                       # float64, whatever x's dtype
+    var = np.empty(c)
+    for ch in prange(c):
+        total = 0.0
+        for b in range(n):
+            for i in range(h):
+                for j in range(w):
+                    total += x[b, ch, i, j]
+        mu = total / m
+        squares = 0.0                        # second pass: sum of (x - mean)^2
+        for b in range(n):
+            for i in range(h):
+                for j in range(w):
+                    d = x[b, ch, i, j] - mu
+                    squares += d * d
+        mean[ch] = mu
+        var[ch] = squares / m
+    return mean, var
+
+
+@njit(cache=True, parallel=True)
+def _batchnorm_apply(x, mean, scale, shift, y):
+    n, c, h, w = x.shape
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        for i in range(h):
+            for j in range(w):
+                y[b, ch, i, j] = (x[b, ch, i, j] - mean[ch]) * scale[ch] + shift[ch]
+
+
+@njit(cache=True, parallel=True)
+def _batchnorm_grad_sums(grad_out, x, mean, invstd):
+    n, c, h, w = x.shape
+    sum_g = np.empty(c)
+    sum_g_xhat = np.empty(c)
+    for ch in prange(c):
+        s, t = 0.0, 0.0
+        for b in range(n):
+            for i in range(h):
+                for j in range(w):
+                    g = grad_out[b, ch, i, j]
+                    s += g
+                    t += g * ((x[b, ch, i, j] - mean[ch]) * invstd[ch])
+        sum_g[ch] = s
+        sum_g_xhat[ch] = t
+    return sum_g, sum_g_xhat
+
+
+@njit(cache=True, parallel=True)
+def _batchnorm_grad_x(grad_out, x, mean, invstd, coef, grad_bias, grad_weight, grad_x):
+    n, c, h, w = x.shape
+    m = n * h * w
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        for i in range(h):
+            for j in range(w):
+                xhat = (x[b, ch, i, j] - mean[ch]) * invstd[ch]
+                grad_x[b, ch, i, j] = coef[ch] * (
+                    m * grad_out[b, ch, i, j] - grad_bias[ch] - xhat * grad_weight[ch])
+
+
+def batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps):
+    """Training-mode batch norm over the axes (0, 2, 3) of x.
+
+    x (N, C, H, W), weight and bias (C,) -> (y, mean, invstd): y like x, mean and invstd (C,)
+    in x's dtype, invstd = 1/sqrt(biased_var + eps), y = (x - mean)*invstd*weight + bias.
+    running_mean and running_var ((C,) or None) are updated in place as PyTorch does:
+    r = (1 - momentum)*r + momentum*batch_stat, using the unbiased variance.
+    """
+    m = _check_batchnorm("batchnorm_forward", x, weight=weight, bias=bias,
+                         running_mean=running_mean, running_var=running_var)
+    x = np.ascontiguousarray(x)
+    mean, var = _batchnorm_stats(x)
+    invstd = 1.0 / np.sqrt(var + eps)
+    scale = invstd * np.asarray(weight, dtype=np.float64)
+    y = np.empty_like(x)
+    _batchnorm_apply(x, mean, scale, np.asarray(bias, dtype=np.float64), y)
+    if running_mean is not None:
+        running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
+    if running_var is not None:
+        running_var[...] = (1.0 - momentum) * running_var + momentum * var * (m / (m - 1))
+    return y, mean.astype(x.dtype), invstd.astype(x.dtype)
+
+
+def batchnorm_backward(grad_out, x, weight, mean, invstd):
+    """The gradient of training-mode batch norm, the batch statistics depending on x.
+
+    grad_out and x (N, C, H, W), weight, mean, invstd (C,) -> (grad_x, grad_weight,
+    grad_bias): grad_x like x, the others (C,), all in x's dtype. With m = N*H*W and
+    xhat = (x - mean)*invstd:
+    grad_bias = sum(grad_out), grad_weight = sum(grad_out*xhat) (sums over 0, 2, 3),
+    grad_x = weight*invstd/m * (m*grad_out - grad_bias - xhat*grad_weight).
+    """
+    m = _check_batchnorm("batchnorm_backward", x, weight=weight, mean=mean, invstd=invstd)
+    _check_shape("batchnorm_backward", grad_out, "grad_out", x.shape)
+    _check_float("batchnorm_backward", grad_out, "grad_out")
+    x, grad_out = np.ascontiguousarray(x), np.ascontiguousarray(grad_out)
+    mean64, invstd64 = (np.asarray(v, dtype=np.float64) for v in (mean, invstd))
+    grad_bias, grad_weight = _batchnorm_grad_sums(grad_out, x, mean64, invstd64)
+    coef = np.asarray(weight, dtype=np.float64) * invstd64 / m
+    grad_x = np.empty_like(x)
+    _batchnorm_grad_x(grad_out, x, mean64, invstd64, coef, grad_bias, grad_weight, grad_x)
+    return grad_x, grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)
+
+
+# ---------------------------------------------------------------- ReLU
+
+@njit(cache=True, parallel=True)
+def _relu_forward_core(x, y):
+    for k in prange(x.size):
+        y[k] = np.maximum(x[k], 0)           # np.maximum lets NaN through
+
+
+@njit(cache=True, parallel=True)
+def _relu_backward_core(grad_out, x, grad_x):
+    for k in prange(x.size):
+        grad_x[k] = grad_out[k] if x[k] > 0 else 0
+
+
+def relu_forward(x):
+    """max(x, 0) elementwise; x of any shape, y like x (NaN passes through)."""
+    _check_float("relu_forward", x, "x")
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _relu_forward_core(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+def relu_backward(grad_out, x):
+    """grad_out * 1[x > 0] elementwise (zero where x == 0, as PyTorch); any shape."""
+    _check_float("relu_backward", grad_out, "grad_out")
+    _check_shape("relu_backward", x, "x", grad_out.shape)
+    grad_out, x = np.ascontiguousarray(grad_out), np.ascontiguousarray(x)
+    grad_x = np.empty_like(grad_out)
+    _relu_backward_core(grad_out.reshape(-1), x.reshape(-1), grad_x.reshape(-1))
+    return grad_x
+
+
+# ---------------------------------------------------------------- max pooling
+
+@njit(cache=True, parallel=True)
+def _maxpool_forward_core(x, kh, kw, sh, sw, ph, pw, y, idx):
+    n, c, h, w = x.shape
+    _, _, oh, ow = y.shape
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        for oy in range(oh):                 # for each output pixel ...
+            top = oy * sh - ph
+            for ox in range(ow):
+                left = ox * sw - pw
+                best = -np.inf
+                arg = max(top, 0) * w + max(left, 0)
+                for hi in range(max(top, 0), min(top + kh, h)):   # ... walk its window
+                    for wi in range(max(left, 0), min(left + kw, w)):
+                        v = x[b, ch, hi, wi]
+                        # strictly larger takes over: ties keep the first; NaN wins
+                        if v > best or (np.isnan(v) and not np.isnan(best)):
+                            best = v
+                            arg = hi * w + wi
+                y[b, ch, oy, ox] = best
+                idx[b, ch, oy, ox] = arg
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_backward_core(grad_out, idx, grad_x):
+    planes, size = grad_out.shape
+    for plane in prange(planes):             # idx points within the plane: no races
+        for k in range(size):
+            grad_x[plane, idx[plane, k]] += grad_out[plane, k]
+
+
+def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
+    """Max pooling (floor mode), the padding acting as -inf.
+
+    x (N, C, H, W) -> (y, idx), both (N, C, OH, OW) with OH = (H + 2*ph - kh)//sh + 1;
+    idx (int64) is the flat index h*W + w of the chosen element within its (n, c) plane.
+    Ties go to the first maximum in row-major window order; a NaN wins (as PyTorch).
+    """
+    _check_image("maxpool_forward", x, "x")
+    _check_pool_padding("maxpool_forward", kh, kw, ph, pw)
+    n, c, _, _ = x.shape
+    oh, ow = _out_size("maxpool_forward", x.shape, kh, kw, sh, sw, ph, pw)
+    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    idx = np.empty((n, c, oh, ow), dtype=np.int64)
+    _maxpool_forward_core(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, y, idx)
+    return y, idx
+
+
+def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
+    """Send each output gradient back to the input element its window chose.
+
+    grad_out and idx (N, C, OH, OW) -> grad_x of shape x_shape = (N, C, H, W): a zero
+    array into which grad_out is scatter-added at idx (overlapping windows accumulate).
+    """
+    _check_float("maxpool_backward", grad_out, "grad_out")
+    n, c, h, w = (int(s) for s in x_shape)
+    _check_pool_padding("maxpool_backward", kh, kw, ph, pw)
+    oh, ow = _out_size("maxpool_backward", (n, c, h, w), kh, kw, sh, sw, ph, pw)
+    _check_shape("maxpool_backward", grad_out, "grad_out", (n, c, oh, ow))
+    _check_shape("maxpool_backward", idx, "idx", (n, c, oh, ow))
+    _check_pool_index("maxpool_backward", idx, h * w)
+    grad_x = np.zeros((n * c, h * w), dtype=grad_out.dtype)
+    _maxpool_backward_core(np.ascontiguousarray(grad_out).reshape(n * c, oh * ow),
+                           np.ascontiguousarray(idx, dtype=np.int64).reshape(n * c, oh * ow),
+                           grad_x)
+    return grad_x.reshape(n, c, h, w)

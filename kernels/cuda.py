@@ -1,0 +1,278 @@
+"""CuPy launchers for the CUDA C kernels in cuda/*.cu: the nine functions of reference.py.
+
+The kernels live in real .cu files next to this one, templated on the element type T.
+Each file is compiled once per device by cupy.RawModule with name expressions such as
+"im2col<float>" and "im2col<double>", which make NVRTC instantiate the templates; CuPy is
+imported only when a kernel is first needed, so importing this module never needs a GPU.
+
+The launch logic (argument checks, output allocation, launch geometry, the exact C type of
+every scalar argument) is written once, in the class Launchers, against an array module
+`xp` and a function that finds a compiled kernel. The module-level functions use CuPy;
+kernels/emulate.py uses the same class with NumPy and the kernels compiled for the CPU, so
+a CPU-only test run exercises the very launches a GPU would see.
+
+Launch geometry. Elementwise kernels use a grid-stride loop: `grid_for(work, block)`
+blocks of `block` threads, at most `max_blocks` of them, and each thread steps through the
+data by the total number of threads. Batch-norm reductions use one block per channel
+(blocks stride over channels when C > max_blocks). Scalars are passed as NumPy scalars of
+the kernel's C type (np.int32 for int, np.int64 for long long): CuPy passes a bare Python
+int as a 64-bit integer, which an `int` parameter would misread.
+"""
+import functools
+import pathlib
+import re
+
+import numpy as np
+
+from .reference import (
+    _check_batchnorm, _check_float, _check_image, _check_pool_padding, _check_shape,
+    _out_size,
+)
+
+CUDA_DIR = pathlib.Path(__file__).resolve().parent / "cuda"
+SOURCES = ("im2col.cu", "batchnorm.cu", "relu.cu", "maxpool.cu")
+C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+BLOCK = 256            # threads per block on a GPU; a multiple of 32 (the reductions need it)
+MAX_BLOCKS = 65535     # cap on a grid-stride grid; beyond it each thread takes more steps
+
+_KERNEL = re.compile(r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+(\w+)\s*\(([^)]*)\)")
+
+
+def read_source(filename):
+    """The text of one of the .cu files in kernels/cuda/."""
+    return (CUDA_DIR / filename).read_text(encoding="utf-8")
+
+
+def kernel_signatures(source):
+    """{kernel name: [(C type, parameter name), ...]} of the `template <typename T>
+    __global__ void` kernels in a .cu source, in order."""
+    signatures = {}
+    for name, params in _KERNEL.findall(source):
+        pairs = []
+        for param in params.split(","):
+            m = re.fullmatch(r"\s*(.*?)\s*\b(\w+)\s*", param, flags=re.S)
+            pairs.append((" ".join(m.group(1).split()), m.group(2)))
+        signatures[name] = pairs
+    return signatures
+
+
+def name_expressions(source):
+    """The instantiations to compile: "name<float>" and "name<double>" for every kernel."""
+    return [f"{name}<{t}>" for name in kernel_signatures(source) for t in C_TYPES.values()]
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_files():
+    """{kernel name: the .cu file that defines it}, for every file in SOURCES."""
+    return {name: f for f in SOURCES for name in kernel_signatures(read_source(f))}
+
+
+def grid_for(work, block, max_blocks=MAX_BLOCKS):
+    """Blocks for a grid-stride loop over `work` items: enough for one item per thread,
+    but at most max_blocks (and at least 1)."""
+    return max(1, min(-(-work // block), max_blocks))
+
+
+def _i32(*values):
+    return tuple(np.int32(v) for v in values)
+
+
+class Launchers:
+    """The nine kernels of reference.py, launched on arrays of `xp`.
+
+    kernel(name, dtype) returns a callable with RawKernel's calling convention,
+    kernel((grid,), (block,), args). block must be a multiple of 32, at most 1024.
+    """
+
+    def __init__(self, xp, kernel, block=BLOCK, max_blocks=MAX_BLOCKS):
+        if block % 32 or not 32 <= block <= 1024:
+            raise ValueError(f"block must be a multiple of 32 in [32, 1024], got {block}")
+        self.xp, self.kernel, self.block, self.max_blocks = xp, kernel, block, max_blocks
+
+    def _launch(self, name, dtype, work, args):
+        """One thread per item of `work`, in a grid-stride loop."""
+        if work > 0:
+            grid = grid_for(work, self.block, self.max_blocks)
+            self.kernel(name, dtype)((grid,), (self.block,), args)
+
+    def _launch_per_channel(self, name, dtype, channels, args):
+        """One block per channel (the block reduces that channel)."""
+        grid = max(1, min(channels, self.max_blocks))
+        self.kernel(name, dtype)((grid,), (self.block,), args)
+
+    def _vector(self, v, dtype):
+        return self.xp.ascontiguousarray(v, dtype=dtype)
+
+    def im2col(self, x, kh, kw, sh, sw, ph, pw):
+        """See reference.im2col."""
+        _check_image("im2col", x, "x")
+        n, c, h, w = x.shape
+        oh, ow = _out_size("im2col", x.shape, kh, kw, sh, sw, ph, pw)
+        x = self.xp.ascontiguousarray(x)
+        cols = self.xp.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+        self._launch("im2col", x.dtype, cols.size,
+                     (x, cols, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
+        return cols
+
+    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw):
+        """See reference.col2im."""
+        _check_float("col2im", cols, "cols")
+        n, c, h, w = (int(s) for s in x_shape)
+        oh, ow = _out_size("col2im", (n, c, h, w), kh, kw, sh, sw, ph, pw)
+        _check_shape("col2im", cols, "cols", (n, c * kh * kw, oh * ow))
+        cols = self.xp.ascontiguousarray(cols)
+        dx = self.xp.empty((n, c, h, w), dtype=cols.dtype)
+        self._launch("col2im", cols.dtype, dx.size,
+                     (cols, dx, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
+        return dx
+
+    def batchnorm_forward(self, x, weight, bias, running_mean, running_var, momentum, eps):
+        """See reference.batchnorm_forward."""
+        m = _check_batchnorm("batchnorm_forward", x, weight=weight, bias=bias,
+                             running_mean=running_mean, running_var=running_var)
+        xp, dt = self.xp, x.dtype
+        x = xp.ascontiguousarray(x)
+        n, c, h, w = x.shape
+        mean64, var64 = xp.empty(c, dtype=np.float64), xp.empty(c, dtype=np.float64)
+        self._launch_per_channel("batchnorm_stats", dt, c, (x, mean64, var64, *_i32(n, c, h * w)))
+        mean, invstd = mean64.astype(dt), (1.0 / xp.sqrt(var64 + eps)).astype(dt)
+        y = xp.empty_like(x)
+        self._launch("batchnorm_apply", dt, x.size,
+                     (x, mean, invstd, self._vector(weight, dt), self._vector(bias, dt), y,
+                      *_i32(n, c, h * w)))
+        if running_mean is not None:
+            running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean64
+        if running_var is not None:
+            running_var[...] = (1.0 - momentum) * running_var + momentum * var64 * (m / (m - 1))
+        return y, mean, invstd
+
+    def batchnorm_backward(self, grad_out, x, weight, mean, invstd):
+        """See reference.batchnorm_backward."""
+        _check_batchnorm("batchnorm_backward", x, weight=weight, mean=mean, invstd=invstd)
+        _check_shape("batchnorm_backward", grad_out, "grad_out", x.shape)
+        _check_float("batchnorm_backward", grad_out, "grad_out")
+        xp, dt = self.xp, x.dtype
+        x, g = xp.ascontiguousarray(x), xp.ascontiguousarray(grad_out, dtype=dt)
+        n, c, h, w = x.shape
+        mean, invstd = self._vector(mean, dt), self._vector(invstd, dt)
+        sum_g, sum_gxhat = xp.empty(c, dtype=np.float64), xp.empty(c, dtype=np.float64)
+        self._launch_per_channel("batchnorm_backward_reduce", dt, c,
+                                 (g, x, mean, invstd, sum_g, sum_gxhat, *_i32(n, c, h * w)))
+        grad_x = xp.empty_like(x)
+        self._launch("batchnorm_backward_apply", dt, x.size,
+                     (g, x, mean, invstd, self._vector(weight, dt), sum_g, sum_gxhat, grad_x,
+                      *_i32(n, c, h * w)))
+        return grad_x, sum_gxhat.astype(dt), sum_g.astype(dt)
+
+    def relu_forward(self, x):
+        """See reference.relu_forward."""
+        _check_float("relu_forward", x, "x")
+        x = self.xp.ascontiguousarray(x)
+        y = self.xp.empty_like(x)
+        self._launch("relu_forward", x.dtype, x.size, (x, y, np.int64(x.size)))
+        return y
+
+    def relu_backward(self, grad_out, x):
+        """See reference.relu_backward."""
+        _check_float("relu_backward", grad_out, "grad_out")
+        _check_shape("relu_backward", x, "x", grad_out.shape)
+        g = self.xp.ascontiguousarray(grad_out)
+        x = self.xp.ascontiguousarray(x, dtype=g.dtype)
+        grad_x = self.xp.empty_like(g)
+        self._launch("relu_backward", g.dtype, g.size, (g, x, grad_x, np.int64(g.size)))
+        return grad_x
+
+    def maxpool_forward(self, x, kh, kw, sh, sw, ph, pw):
+        """See reference.maxpool_forward."""
+        _check_image("maxpool_forward", x, "x")
+        _check_pool_padding("maxpool_forward", kh, kw, ph, pw)
+        n, c, h, w = x.shape
+        oh, ow = _out_size("maxpool_forward", x.shape, kh, kw, sh, sw, ph, pw)
+        x = self.xp.ascontiguousarray(x)
+        y = self.xp.empty((n, c, oh, ow), dtype=x.dtype)
+        idx = self.xp.empty((n, c, oh, ow), dtype=np.int64)
+        self._launch("maxpool_forward", x.dtype, y.size,
+                     (x, y, idx, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
+        return y, idx
+
+    def maxpool_backward(self, grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
+        """See reference.maxpool_backward."""
+        _check_float("maxpool_backward", grad_out, "grad_out")
+        n, c, h, w = (int(s) for s in x_shape)
+        _check_pool_padding("maxpool_backward", kh, kw, ph, pw)
+        oh, ow = _out_size("maxpool_backward", (n, c, h, w), kh, kw, sh, sw, ph, pw)
+        _check_shape("maxpool_backward", grad_out, "grad_out", (n, c, oh, ow))
+        _check_shape("maxpool_backward", idx, "idx", (n, c, oh, ow))
+        g = self.xp.ascontiguousarray(grad_out)
+        idx = self.xp.ascontiguousarray(idx, dtype=np.int64)
+        grad_x = self.xp.empty((n, c, h, w), dtype=g.dtype)
+        self._launch("maxpool_backward", g.dtype, grad_x.size,
+                     (g, idx, grad_x, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
+        return grad_x
+
+
+@functools.lru_cache(maxsize=None)
+def _module(filename, device_id):
+    """The compiled RawModule of one .cu file on one device (compiled once, then cached)."""
+    import cupy
+
+    source = read_source(filename)
+    with cupy.cuda.Device(device_id):
+        return cupy.RawModule(code=source, options=("-std=c++17",),
+                              name_expressions=name_expressions(source))
+
+
+def _cupy_kernel(name, dtype):
+    """The RawKernel `name<T>` for dtype on the current device."""
+    import cupy
+
+    module = _module(kernel_files()[name], cupy.cuda.Device().id)
+    return module.get_function(f"{name}<{C_TYPES[np.dtype(dtype)]}>")
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu():
+    import cupy
+
+    return Launchers(cupy, _cupy_kernel)
+
+
+def im2col(x, kh, kw, sh, sw, ph, pw):
+    """Unfold the kh x kw windows of x (N, C, H, W) into cols (N, C*kh*kw, OH*OW), on the GPU."""
+    return _gpu().im2col(x, kh, kw, sh, sw, ph, pw)
+
+
+def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
+    """The adjoint of im2col (a gather: each pixel sums the entries read from it), on the GPU."""
+    return _gpu().col2im(cols, x_shape, kh, kw, sh, sw, ph, pw)
+
+
+def batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps):
+    """Training-mode batch norm -> (y, mean, invstd); updates the running stats in place."""
+    return _gpu().batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps)
+
+
+def batchnorm_backward(grad_out, x, weight, mean, invstd):
+    """Batch-norm gradient -> (grad_x, grad_weight, grad_bias), on the GPU."""
+    return _gpu().batchnorm_backward(grad_out, x, weight, mean, invstd)
+
+
+def relu_forward(x):
+    """max(x, 0) elementwise, on the GPU."""
+    return _gpu().relu_forward(x)
+
+
+def relu_backward(grad_out, x):
+    """grad_out * 1[x > 0] elementwise, on the GPU."""
+    return _gpu().relu_backward(grad_out, x)
+
+
+def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
+    """Max pooling -> (y, idx), idx the flat h*W + w of each chosen element, on the GPU."""
+    return _gpu().maxpool_forward(x, kh, kw, sh, sw, ph, pw)
+
+
+def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
+    """Route grad_out back to the elements idx chose (a gather, no atomics), on the GPU."""
+    return _gpu().maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw)

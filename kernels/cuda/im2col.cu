@@ -1,0 +1,63 @@
+// im2col and its adjoint col2im for NCHW images.
+//
+// cols has shape (N, C*kh*kw, OH*OW): row r = (c*kh + i)*kw + j, column p = oh*OW + ow, and
+// cols[n, r, p] = x[n, c, oh*sh - ph + i, ow*sw - pw + j], or 0 where that falls in the padding.
+//
+// Formulations:
+// - im2col: one thread per entry of cols (grid-stride loop). Consecutive threads write
+//   consecutive columns p, so the writes are coalesced; each thread does one read.
+// - col2im as a gather: one thread per input pixel (n, c, h, w) sums every cols entry that
+//   im2col read from that pixel. The window offset i reaches row h from output row
+//   oh = (h + ph - i) / sh, if that division is exact and 0 <= oh < OH (same for j, w).
+//   Each pixel is written by exactly one thread, so no atomics are needed, the result is
+//   deterministic, and the sum runs in a fixed order.
+
+template <typename T>
+__global__ void im2col(const T* x, T* cols, int N, int C, int H, int W, int kh, int kw,
+                       int sh, int sw, int ph, int pw, int OH, int OW) {
+    long long L = (long long)OH * OW;             // columns per image
+    long long K = (long long)C * kh * kw;         // rows per image
+    long long total = (long long)N * K * L;
+    long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += stride) {
+        int p = (int)(k % L);
+        int r = (int)((k / L) % K);
+        int n = (int)(k / (L * K));
+        int ow = p % OW, oh = p / OW;
+        int j = r % kw, i = (r / kw) % kh, c = r / (kw * kh);
+        int h = oh * sh - ph + i;
+        int w = ow * sw - pw + j;
+        bool inside = h >= 0 && h < H && w >= 0 && w < W;
+        cols[k] = inside ? x[(((long long)n * C + c) * H + h) * W + w] : T(0);
+    }
+}
+
+template <typename T>
+__global__ void col2im(const T* cols, T* dx, int N, int C, int H, int W, int kh, int kw,
+                       int sh, int sw, int ph, int pw, int OH, int OW) {
+    long long L = (long long)OH * OW;
+    long long K = (long long)C * kh * kw;
+    long long total = (long long)N * C * H * W;
+    long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += stride) {
+        int w = (int)(k % W);
+        int h = (int)((k / W) % H);
+        int c = (int)((k / ((long long)W * H)) % C);
+        int n = (int)(k / ((long long)W * H * C));
+        const T* img_cols = cols + (long long)n * K * L;
+        T sum = T(0);
+        for (int i = 0; i < kh; ++i) {
+            int t = h + ph - i;                   // = oh * sh if row oh's window has h at i
+            if (t < 0 || t % sh != 0 || t / sh >= OH) continue;
+            int oh = t / sh;
+            for (int j = 0; j < kw; ++j) {
+                int u = w + pw - j;
+                if (u < 0 || u % sw != 0 || u / sw >= OW) continue;
+                int ow = u / sw;
+                long long r = ((long long)c * kh + i) * kw + j;
+                sum += img_cols[r * L + (long long)oh * OW + ow];
+            }
+        }
+        dx[k] = sum;
+    }
+}

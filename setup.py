@@ -1,0 +1,29 @@
+"""Install tinyres; the top-level kernels/ folder becomes the subpackage tinyres.kernels."""
+from setuptools import setup
+
+setup(
+    name="tinyres",
+    version="0.1.0",
+    description="A from-scratch deep-learning engine for learning how ResNets work",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[
+        "tinyres", "tinyres.functional", "tinyres.nn", "tinyres.models",
+        "tinyres.optim", "tinyres.data", "tinyres.kernels",
+    ],
+    package_dir={"tinyres.kernels": "kernels"},
+    package_data={"tinyres.kernels": ["cuda/*.cu", "cuda/*.h", "cuda/*.cuh"]},
+    install_requires=[
+        "numpy>=1.24",
+        "numba>=0.59",
+        "tbb>=2021.6",
+        "scikit-learn>=1.3",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "hypothesis>=6.80"],
+        "cuda": ["cupy-cuda13x>=13"],
+    },
+)

@@ -1,0 +1,247 @@
+"""The autograd core: the backward walk, accumulation, grad mode, hooks, retain_graph,
+the gradient checker itself (including a negative control), and error messages."""
+import numpy as np
+import pytest
+
+import tinyres
+from tinyres.autograd import Function
+from tinyres.functional.math import binary_operands
+
+
+def f64(*shape, grad=True, seed=0):
+    rng = np.random.default_rng(seed)
+    return tinyres.tensor(rng.standard_normal(shape), requires_grad=grad)
+
+
+def test_gradient_of_a_small_expression_matches_hand_derivative():
+    a = tinyres.tensor([1.5, -2.0], dtype=tinyres.float64, requires_grad=True)
+    b = tinyres.tensor([3.0, 0.5], dtype=tinyres.float64, requires_grad=True)
+    (a * b + a ** 2).sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), [3.0 + 3.0, 0.5 - 4.0])
+    np.testing.assert_allclose(b.grad.numpy(), [1.5, -2.0])
+
+
+def test_a_tensor_used_twice_accumulates_both_gradients():
+    x = f64(4)
+    y = x * 3.0 + x * x       # x feeds two branches: they meet with +
+    y.backward(tinyres.ones_like(y))
+    np.testing.assert_allclose(x.grad.numpy(), 3.0 + 2 * x.numpy())
+
+
+def test_gradients_accumulate_across_backward_calls():
+    x = f64(3)
+    (x * 2.0).sum().backward()
+    (x * 2.0).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 4.0)
+
+
+def test_a_chain_of_5000_ops_does_not_hit_the_recursion_limit():
+    x = tinyres.tensor([1.0], dtype=tinyres.float64, requires_grad=True)
+    y = x
+    for _ in range(5000):
+        y = y * 1.0001
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [1.0001 ** 5000], rtol=1e-9)
+
+
+def test_order_is_deterministic():
+    from tinyres.tensor import _topological_order
+    x = f64(2)
+    y = (x * 2.0 + x.exp()) * x.abs().sqrt()
+    names = [[n._ctx.function.__name__ if n._ctx else "leaf" for n in
+              _topological_order(y)] for _ in range(3)]
+    assert names[0] == names[1] == names[2]
+    order = _topological_order(y)
+    position = {id(t): i for i, t in enumerate(order)}
+    for t in order:
+        if t._ctx is not None:
+            for parent in t._ctx.inputs:
+                if parent is not None and parent.requires_grad:
+                    assert position[id(parent)] < position[id(t)]
+
+
+def test_no_grad_context_and_decorator_record_nothing():
+    x = f64(3)
+    with tinyres.no_grad():
+        y = x * 2.0
+    assert not y.requires_grad and y._ctx is None
+
+    @tinyres.no_grad()
+    def double(t):
+        return t * 2.0
+    z = double(x)
+    assert not z.requires_grad
+    assert tinyres.is_grad_enabled()
+    assert (x * 2.0).requires_grad
+
+
+def test_second_backward_through_freed_graph_raises_and_retain_graph_allows_it():
+    x = f64(3)
+    y = (x.exp() * x).sum()
+    y.backward(retain_graph=True)
+    first = x.grad.numpy().copy()
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * first)
+    with pytest.raises(RuntimeError, match="second time"):
+        y.backward()
+
+
+def test_hooks_see_and_can_replace_the_gradient():
+    x = f64(3)
+    h = x * 2.0
+    seen = []
+    handle = h.register_hook(lambda g: seen.append(g.numpy().copy()))
+    h.register_hook(lambda g: g * 10.0)
+    h.sum().backward()
+    np.testing.assert_allclose(seen[0], 1.0)
+    np.testing.assert_allclose(x.grad.numpy(), 20.0)
+    handle.remove()
+    x.grad = None
+    (x * 2.0).sum().backward()
+    assert len(seen) == 1
+
+
+def test_backward_on_non_scalar_needs_a_gradient():
+    x = f64(3)
+    with pytest.raises(RuntimeError, match="scalar"):
+        (x * 2.0).backward()
+    with pytest.raises(RuntimeError, match="shape"):
+        (x * 2.0).backward(tinyres.ones(4, dtype=tinyres.float64))
+
+
+def test_dtypes_default_and_float64_propagates():
+    assert tinyres.tensor([1.0, 2.0]).dtype == np.float32
+    assert tinyres.tensor([1, 2]).dtype == np.int64
+    assert tinyres.randn(2, 2).dtype == np.float32
+    x = tinyres.randn(2, 2, dtype=tinyres.float64)
+    assert (x * 2 + 1).dtype == np.float64
+    assert (x.float() * 2).dtype == np.float32
+
+
+def test_comparisons_are_not_differentiable_and_indexing_is():
+    x = f64(5)
+    mask = x > 0
+    assert mask.dtype == np.bool_ and not mask.requires_grad
+    x[1:4].sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0, 1, 1, 1, 0])
+
+
+def test_detach_and_item_and_requires_grad_():
+    x = f64(1)
+    d = (x * 2.0).detach()
+    assert not d.requires_grad and d._ctx is None
+    assert isinstance(d.item(), float)
+    with pytest.raises(TypeError, match="float"):
+        tinyres.tensor([1, 2]).requires_grad_()
+
+
+# ----- bad input: clear errors, inputs and graph untouched ------------------------------
+def test_binary_op_rejects_shapes_that_do_not_broadcast():
+    a, b = f64(3, 4), f64(3, 5)
+    with pytest.raises(ValueError, match=r"add: shapes \(3, 4\) and \(3, 5\)"):
+        a + b
+
+
+def test_binary_op_rejects_mixed_float_dtypes():
+    with pytest.raises(TypeError, match="mul: dtype mismatch"):
+        tinyres.randn(2) * tinyres.randn(2, dtype=tinyres.float64)
+
+
+def test_matmul_names_both_shapes():
+    with pytest.raises(ValueError, match=r"matmul: shapes \(2, 3\) and \(4, 5\)"):
+        f64(2, 3) @ f64(4, 5)
+
+
+def test_a_failing_op_leaves_inputs_and_graph_untouched():
+    x = f64(3, 4)
+    before = x.numpy().copy()
+    with pytest.raises(ValueError):
+        x.reshape(5, 5)
+    assert x._ctx is None and x.grad is None
+    np.testing.assert_array_equal(x.numpy(), before)
+
+
+# ----- the gradient checker -------------------------------------------------------------
+class WrongSquare(Function):
+    """x^2 with a deliberately wrong backward (2x + 0.01): the negative control."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return grad_out * (2 * x + 0.01)
+
+
+class RightSquare(WrongSquare):
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return grad_out * 2 * x
+
+
+@pytest.mark.parametrize("mode", ["full", "projection"])
+def test_gradcheck_catches_a_wrong_backward(mode):
+    x = f64(4, 3)
+    assert tinyres.gradcheck(RightSquare.apply, [x], mode=mode)
+    with pytest.raises(tinyres.GradcheckError, match="analytic"):
+        tinyres.gradcheck(WrongSquare.apply, [x], mode=mode)
+
+
+def test_gradcheck_catches_a_wrong_backward_hidden_by_a_plain_sum():
+    """Subtracting the mean makes every output sum to zero: a checker that summed the
+    output would see a zero gradient either way. The random weighting does not."""
+    class CentreWrong(Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x - x.mean()
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            return grad_out.copy()       # forgets the -mean(grad_out) term
+
+    x = f64(6)
+    with pytest.raises(tinyres.GradcheckError):
+        tinyres.gradcheck(CentreWrong.apply, [x], mode="projection")
+
+
+def test_gradcheck_catches_a_forward_that_modifies_its_input():
+    class Sneaky(Function):
+        @staticmethod
+        def forward(ctx, x):
+            x *= 1.0000001
+            return x.copy()
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            return grad_out
+
+    with pytest.raises(tinyres.GradcheckError, match="modified"):
+        tinyres.gradcheck(Sneaky.apply, [f64(3)])
+
+
+def test_gradcheck_requires_float64():
+    with pytest.raises(TypeError, match="float64"):
+        tinyres.gradcheck(lambda x: x * 2.0, [tinyres.randn(3, requires_grad=True)])
+
+
+def test_run_backward_checks_gradient_shapes():
+    class BadShape(Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 1.0
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            return grad_out[:1]
+
+    with pytest.raises(RuntimeError, match=r"BadShape.backward: gradient 0 has shape"):
+        BadShape.apply(f64(3)).sum().backward()
+
+
+def test_binary_operands_wraps_scalars_in_the_tensor_dtype():
+    a, b = binary_operands("add", f64(2), 3)
+    assert b.dtype == np.float64 and b.shape == ()

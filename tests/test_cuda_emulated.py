@@ -1,0 +1,227 @@
+"""The CUDA kernels of kernels/cuda/*.cu, run on the CPU through kernels/emulate.py.
+
+Every kernel is launched by the same cuda.Launchers code that drives the GPU, on small
+shapes (odd sizes, stride larger than the kernel, padding, batch 1), in float32 and
+float64, and held to kernels/reference.py. The emulation uses 64-thread blocks and at most
+8 blocks, so the grid-stride loops take several turns; batch norm also runs with 32 and
+128 threads and with more channels than blocks. Negative controls: a planted off-by-one in
+im2col and a broken warp reduction must be caught by the same comparisons, and a kernel
+that leaves some threads out of __syncthreads() must fail with the deadlock message.
+"""
+import numpy as np
+import pytest
+
+from tinyres.kernels import cuda, emulate
+from tinyres.kernels import reference as ref
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+# (x shape, kh, kw, sh, sw, ph, pw): all valid for max pooling too (padding <= kernel/2)
+WINDOWS = [
+    ((1, 1, 1, 1), 1, 1, 1, 1, 0, 0),
+    ((2, 3, 7, 6), 3, 2, 2, 1, 1, 1),
+    ((1, 2, 5, 5), 2, 2, 3, 3, 0, 0),      # stride > kernel: some pixels are never read
+    ((3, 2, 9, 4), 3, 3, 1, 1, 1, 1),
+    ((2, 1, 8, 8), 1, 1, 2, 2, 0, 0),      # the 1x1 stride-2 projection of a ResNet
+    ((1, 4, 11, 13), 3, 3, 2, 2, 1, 1),
+    ((1, 3, 4, 5), 4, 4, 1, 2, 2, 2),
+]
+BN_SHAPES = [(2, 3, 5, 7), (1, 4, 1, 3), (5, 11, 3, 3), (1, 2, 17, 19)]
+
+
+def _backend(**options):
+    try:
+        return emulate.backend(**options)
+    except emulate.EmulatorUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def emu():
+    return _backend()
+
+
+def _close(got, want, dtype, what):
+    assert got.dtype == want.dtype and got.shape == want.shape, what
+    np.testing.assert_allclose(got, want, err_msg=what, **TOL[dtype])
+
+
+def check_windows(backend, case, dtype, seed=0):
+    """im2col, col2im and max pooling of `backend` against the reference on one case."""
+    shape, *geometry = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    cols = ref.im2col(x, *geometry)
+    _close(backend.im2col(x, *geometry), cols, dtype, f"im2col {case}")
+    g = rng.standard_normal(cols.shape).astype(dtype)
+    _close(backend.col2im(g, shape, *geometry), ref.col2im(g, shape, *geometry), dtype,
+           f"col2im {case}")
+    ties = rng.integers(-2, 3, size=shape).astype(dtype)   # many equal maxima per window
+    for data in (x, ties):
+        y, idx = backend.maxpool_forward(data, *geometry)
+        y_ref, idx_ref = ref.maxpool_forward(data, *geometry)
+        _close(y, y_ref, dtype, f"maxpool_forward {case}")
+        np.testing.assert_array_equal(idx, idx_ref, err_msg=f"maxpool idx {case}")
+        go = rng.standard_normal(y.shape).astype(dtype)
+        _close(backend.maxpool_backward(go, idx, shape, *geometry),
+               ref.maxpool_backward(go, idx_ref, shape, *geometry), dtype,
+               f"maxpool_backward {case}")
+
+
+def check_batchnorm(backend, shape, dtype, seed=0):
+    """Batch-norm forward (with running stats) and backward against the reference."""
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 3 + 50).astype(dtype)  # |mean| >> std: two passes matter
+    weight, bias = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    runs = [(rng.standard_normal(c).astype(dtype), rng.random(c).astype(dtype) + 0.5)]
+    runs.append(tuple(r.copy() for r in runs[0]))
+    got = backend.batchnorm_forward(x, weight, bias, *runs[0], 0.1, 1e-5)
+    want = ref.batchnorm_forward(x, weight, bias, *runs[1], 0.1, 1e-5)
+    for a, b, what in zip(got + runs[0], want + runs[1], ["y", "mean", "invstd", "rm", "rv"]):
+        _close(a, b, dtype, f"batchnorm_forward {what} {shape}")
+    g = rng.standard_normal(shape).astype(dtype)
+    got = backend.batchnorm_backward(g, x, weight, want[1], want[2])
+    want = ref.batchnorm_backward(g, x, weight, want[1], want[2])
+    for a, b, what in zip(got, want, ["grad_x", "grad_weight", "grad_bias"]):
+        scale = max(1.0, float(np.abs(b).max()))
+        np.testing.assert_allclose(a / scale, b / scale, err_msg=f"{what} {shape}", **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", WINDOWS, ids=str)
+def test_im2col_col2im_maxpool(emu, case, dtype):
+    check_windows(emu, case, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_batchnorm(emu, shape, dtype):
+    check_batchnorm(emu, shape, dtype)
+
+
+@pytest.mark.parametrize("block", [32, 128])
+def test_batchnorm_other_block_sizes(block):
+    backend = _backend(block=block, max_blocks=3)
+    for dtype in DTYPES:
+        check_batchnorm(backend, (3, 5, 6, 7), dtype, seed=block)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu(emu, dtype):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 5, 7)).astype(dtype)
+    x[0, 0, :3] = [0.0, np.nan, -0.0]
+    g = rng.standard_normal(x.shape).astype(dtype)
+    _close(emu.relu_forward(x), ref.relu_forward(x), dtype, "relu_forward")
+    _close(emu.relu_backward(g, x), ref.relu_backward(g, x), dtype, "relu_backward")
+
+
+def test_non_contiguous_inputs(emu):
+    x = np.random.default_rng(2).standard_normal((2, 6, 5, 3)).transpose(0, 3, 2, 1)
+    _close(emu.im2col(x, 3, 3, 1, 1, 1, 1), ref.im2col(x, 3, 3, 1, 1, 1, 1), np.float64, "im2col")
+    _close(emu.relu_forward(x[:, ::2]), ref.relu_forward(x[:, ::2]), np.float64, "relu")
+
+
+def test_maxpool_nan_wins(emu):
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    x[0, 0, 1, 0] = np.nan
+    y, idx = emu.maxpool_forward(x, 2, 2, 2, 2, 0, 0)
+    y_ref, idx_ref = ref.maxpool_forward(x, 2, 2, 2, 2, 0, 0)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+
+
+def test_bad_input_same_message_as_reference(emu):
+    x = np.zeros((2, 3, 4), np.float32)
+    with pytest.raises(ValueError, match="must be 4-D"):
+        emu.im2col(x, 3, 3, 1, 1, 1, 1)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        emu.relu_forward(np.zeros(3, np.int32))
+
+
+def test_kernel_arguments_are_type_checked(emu):
+    kernel = emu.kernel("relu_forward", np.float32)
+    x, y = np.ones(4, np.float32), np.empty(4, np.float32)
+    kernel((1,), (32,), (x, y, np.int64(4)))
+    np.testing.assert_array_equal(y, x)
+    with pytest.raises(emulate.KernelArgumentError, match="long long n.*np.int64 scalar"):
+        kernel((1,), (32,), (x, y, 4))                     # a bare Python int
+    with pytest.raises(emulate.KernelArgumentError, match="float32 array, got float64"):
+        kernel((1,), (32,), (x.astype(np.float64), y, np.int64(4)))
+    with pytest.raises(emulate.KernelArgumentError, match="C-contiguous"):
+        kernel((1,), (32,), (np.ones(8, np.float32)[::2], y, np.int64(4)))
+    with pytest.raises(emulate.KernelArgumentError, match="takes 3 arguments"):
+        kernel((1,), (32,), (x, y))
+
+
+# ---------------------------------------------------------------- negative controls
+
+def _planted(filename, old, new):
+    text = cuda.read_source(filename)
+    assert text.count(old) >= 1, f"{filename} no longer contains {old!r}; update the control"
+    return {filename: text.replace(old, new, 1)}
+
+
+def test_planted_im2col_off_by_one_is_caught():
+    backend = _backend(sources=_planted(
+        "im2col.cu", "int h = oh * sh - ph + i;", "int h = oh * sh - ph + i + 1;"))
+    with pytest.raises(AssertionError, match="im2col"):
+        check_windows(backend, WINDOWS[1], np.float64)
+
+
+def test_planted_warp_reduction_bug_is_caught():
+    backend = _backend(sources=_planted(
+        "batchnorm.cu", "for (int offset = 16;", "for (int offset = 8;"))
+    with pytest.raises(AssertionError, match="batchnorm_forward"):
+        check_batchnorm(backend, BN_SHAPES[0], np.float64)
+
+
+PROBES = r"""
+template <typename T>
+__global__ void sync_some(T* out, int active) {
+    if ((int)threadIdx.x < active) __syncthreads();    // wrong unless active >= blockDim.x
+    out[blockIdx.x * blockDim.x + threadIdx.x] = T(1);
+}
+
+template <typename T>
+__global__ void warp_allreduce(const T* x, T* out) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    T v = x[i];
+    for (int mask = 16; mask > 0; mask /= 2) v += __shfl_xor_sync(0xffffffffu, v, mask);
+    out[i] = v;
+}
+
+template <typename T>
+__global__ void count_threads(T* total) {
+    atomicAdd(total, T(1));
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def probes():
+    try:
+        return emulate.EmulatedModule(PROBES, "probes.cu", timeout_ms=1000)
+    except emulate.EmulatorUnavailable as e:
+        pytest.skip(str(e))
+
+
+def test_partial_syncthreads_fails_with_deadlock_instead_of_hanging(probes):
+    kernel = probes.get_function("sync_some<float>")
+    out = np.zeros(2 * 64, np.float32)
+    kernel((2,), (64,), (out, np.int32(64)))              # every thread syncs: fine
+    assert out.sum() == 128
+    with pytest.raises(emulate.KernelLaunchError, match=r"deadlock .* waited at"):
+        kernel((2,), (64,), (out, np.int32(10)))
+
+
+def test_warp_shuffle_and_atomic_add(probes):
+    x = np.arange(96, dtype=np.float64)
+    out = np.empty_like(x)
+    probes.get_function("warp_allreduce<double>")((1,), (96,), (x, out))
+    np.testing.assert_array_equal(out, np.repeat(x.reshape(3, 32).sum(axis=1), 32))
+    total = np.zeros(1, np.float32)
+    probes.get_function("count_threads<float>")((3,), (64,), (total,))
+    assert total[0] == 3 * 64

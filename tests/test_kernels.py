@@ -1,0 +1,394 @@
+"""One spec for every kernel backend: each fast backend is held to kernels/reference.py.
+
+Shapes, strides, paddings, dtypes and memory layouts are drawn by hypothesis; the values
+come from a seeded NumPy generator. The reference itself is checked against the index
+formulas, finite differences and PyTorch's conventions, so that agreeing with it means
+something. To test another backend, add (name, module) to BACKENDS.
+"""
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from tinyres.kernels import cpu, reference
+
+BACKENDS = [("cpu", cpu)]
+PUBLIC = {"im2col", "col2im", "batchnorm_forward", "batchnorm_backward", "relu_forward",
+          "relu_backward", "maxpool_forward", "maxpool_backward"}
+
+backends = pytest.mark.parametrize("kernels", [m for _, m in BACKENDS],
+                                   ids=[name for name, _ in BACKENDS])
+all_modules = pytest.mark.parametrize("kernels", [reference] + [m for _, m in BACKENDS],
+                                      ids=["reference"] + [name for name, _ in BACKENDS])
+hypothesis_settings = settings(max_examples=30, deadline=None)
+
+DTYPES = st.sampled_from([np.float32, np.float64])
+LAYOUTS = st.sampled_from(["contiguous", "reversed axes", "every other element"])
+SEEDS = st.integers(0, 2**32 - 1)
+
+
+# ---------------------------------------------------------------- helpers
+
+def laid_out(a, layout):
+    """The values of a in a (usually) non-contiguous array of the given layout."""
+    if layout == "reversed axes":
+        return np.ascontiguousarray(a.T).T
+    if layout == "every other element":
+        wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+        wide[..., ::2] = a
+        return wide[..., ::2]
+    return a
+
+
+def random(rng, shape, dtype, layout="contiguous"):
+    return laid_out(rng.standard_normal(shape).astype(dtype), layout)
+
+
+def assert_close(actual, expected):
+    """Same shape and dtype, values equal to float32 or float64 tolerance."""
+    assert actual.shape == expected.shape
+    assert actual.dtype == expected.dtype
+    tol = 1e-5 if expected.dtype == np.float32 else 1e-12
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
+
+
+@st.composite
+def geometries(draw, pool=False):
+    """(x_shape, (kh, kw, sh, sw, ph, pw)) of a valid window geometry."""
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)),
+             draw(st.integers(1, 9)), draw(st.integers(1, 9)))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph = draw(st.integers(0, kh // 2 if pool else 2))
+    pw = draw(st.integers(0, kw // 2 if pool else 2))
+    assume(shape[2] + 2 * ph >= kh and shape[3] + 2 * pw >= kw)
+    return shape, (kh, kw, sh, sw, ph, pw)
+
+
+def out_hw(x_shape, kh, kw, sh, sw, ph, pw):
+    return (x_shape[2] + 2 * ph - kh) // sh + 1, (x_shape[3] + 2 * pw - kw) // sw + 1
+
+
+# ---------------------------------------------------------------- the API
+
+@all_modules
+def test_every_backend_has_exactly_the_public_kernels(kernels):
+    public = {name for name in dir(kernels) if not name.startswith("_")
+              and callable(getattr(kernels, name))
+              and getattr(getattr(kernels, name), "__module__", None) == kernels.__name__}
+    assert public == PUBLIC
+
+
+# ---------------------------------------------------------------- im2col / col2im
+
+@all_modules
+@hypothesis_settings
+@given(geometries(), DTYPES, SEEDS)
+def test_im2col_follows_the_index_formula(kernels, geometry, dtype, seed):
+    x_shape, (kh, kw, sh, sw, ph, pw) = geometry
+    x = random(np.random.default_rng(seed), x_shape, dtype)
+    oh, ow = out_hw(x_shape, kh, kw, sh, sw, ph, pw)
+    n, c, h, w = x_shape
+    expected = np.zeros((n, c * kh * kw, oh * ow), dtype=dtype)
+    for ch in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                for p in range(oh * ow):
+                    hi, wi = p // ow * sh - ph + i, p % ow * sw - pw + j
+                    if 0 <= hi < h and 0 <= wi < w:
+                        expected[:, (ch * kh + i) * kw + j, p] = x[:, ch, hi, wi]
+    np.testing.assert_array_equal(kernels.im2col(x, kh, kw, sh, sw, ph, pw), expected)
+
+
+@backends
+@hypothesis_settings
+@given(geometries(), DTYPES, LAYOUTS, SEEDS)
+def test_im2col_matches_reference(kernels, geometry, dtype, layout, seed):
+    x_shape, window = geometry
+    x = random(np.random.default_rng(seed), x_shape, dtype, layout)
+    before = x.copy()
+    assert_close(kernels.im2col(x, *window), reference.im2col(x, *window))
+    np.testing.assert_array_equal(x, before)
+
+
+@backends
+@hypothesis_settings
+@given(geometries(), DTYPES, LAYOUTS, SEEDS)
+def test_col2im_matches_reference(kernels, geometry, dtype, layout, seed):
+    x_shape, (kh, kw, sh, sw, ph, pw) = geometry
+    oh, ow = out_hw(x_shape, kh, kw, sh, sw, ph, pw)
+    cols_shape = (x_shape[0], x_shape[1] * kh * kw, oh * ow)
+    cols = random(np.random.default_rng(seed), cols_shape, dtype, layout)
+    window = (kh, kw, sh, sw, ph, pw)
+    assert_close(kernels.col2im(cols, x_shape, *window),
+                 reference.col2im(cols, x_shape, *window))
+
+
+@all_modules
+@hypothesis_settings
+@given(geometries(), SEEDS)
+def test_col2im_is_the_adjoint_of_im2col(kernels, geometry, seed):
+    # <im2col(x), c> == <x, col2im(c)> for all x, c: col2im is im2col's transpose
+    x_shape, window = geometry
+    rng = np.random.default_rng(seed)
+    x = random(rng, x_shape, np.float64)
+    cols = random(rng, kernels.im2col(x, *window).shape, np.float64)
+    lhs = np.sum(kernels.im2col(x, *window) * cols)
+    rhs = np.sum(x * kernels.col2im(cols, x_shape, *window))
+    assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
+
+
+# ---------------------------------------------------------------- batch norm
+
+@st.composite
+def batchnorm_cases(draw):
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)),
+             draw(st.integers(1, 9)), draw(st.integers(1, 9)))
+    assume(shape[0] * shape[2] * shape[3] > 1)
+    return shape, draw(DTYPES), draw(LAYOUTS), draw(SEEDS)
+
+
+@backends
+@hypothesis_settings
+@given(batchnorm_cases(), st.booleans())
+def test_batchnorm_forward_matches_reference(kernels, case, track_running_stats):
+    shape, dtype, layout, seed = case
+    rng = np.random.default_rng(seed)
+    x = random(rng, shape, dtype, layout) * 3 + 1
+    weight, bias = random(rng, shape[1], dtype), random(rng, shape[1], dtype)
+    stats = [random(rng, shape[1], dtype), np.abs(random(rng, shape[1], dtype))]
+    ours = [s.copy() for s in stats] if track_running_stats else [None, None]
+    theirs = [s.copy() for s in stats] if track_running_stats else [None, None]
+    before = x.copy()
+    got = kernels.batchnorm_forward(x, weight, bias, *ours, 0.1, 1e-5)
+    want = reference.batchnorm_forward(x, weight, bias, *theirs, 0.1, 1e-5)
+    for a, b in zip(got, want):
+        assert_close(a, b)
+    if track_running_stats:
+        for a, b in zip(ours, theirs):
+            assert_close(a, b)
+    np.testing.assert_array_equal(x, before)
+
+
+@all_modules
+def test_batchnorm_forward_follows_pytorch(kernels):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 5, 2)) * [[[[1.0]], [[2.0]], [[0.5]]]]
+    weight, bias = rng.standard_normal(3), rng.standard_normal(3)
+    running_mean, running_var = np.full(3, 0.5), np.full(3, 2.0)
+    y, mean, invstd = kernels.batchnorm_forward(x, weight, bias, running_mean, running_var,
+                                                0.25, 1e-3)
+    batch_mean, biased, unbiased = (x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3)),
+                                    x.var(axis=(0, 2, 3), ddof=1))
+    np.testing.assert_allclose(mean, batch_mean, rtol=1e-12)
+    np.testing.assert_allclose(invstd, 1 / np.sqrt(biased + 1e-3), rtol=1e-12)
+    per_channel = (slice(None), None, None)
+    np.testing.assert_allclose(
+        y, (x - batch_mean[per_channel]) * (invstd * weight)[per_channel] + bias[per_channel],
+        rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(running_mean, 0.75 * 0.5 + 0.25 * batch_mean, rtol=1e-12)
+    np.testing.assert_allclose(running_var, 0.75 * 2.0 + 0.25 * unbiased, rtol=1e-12)
+
+
+@backends
+@hypothesis_settings
+@given(batchnorm_cases())
+def test_batchnorm_backward_matches_reference(kernels, case):
+    shape, dtype, layout, seed = case
+    rng = np.random.default_rng(seed)
+    x = random(rng, shape, dtype, layout)
+    grad_out = random(rng, shape, dtype, layout)
+    weight = random(rng, shape[1], dtype)
+    _, mean, invstd = reference.batchnorm_forward(x, weight, weight, None, None, 0.1, 1e-5)
+    before = (x.copy(), grad_out.copy())
+    got = kernels.batchnorm_backward(grad_out, x, weight, mean, invstd)
+    want = reference.batchnorm_backward(grad_out, x, weight, mean, invstd)
+    for a, b in zip(got, want):
+        assert_close(a, b)
+    np.testing.assert_array_equal(x, before[0])
+    np.testing.assert_array_equal(grad_out, before[1])
+
+
+def _central_difference(f, a, h=1e-6):
+    """d f / d a by central differences, a perturbed in place and restored."""
+    grad = np.zeros_like(a)
+    for k in np.ndindex(a.shape):
+        saved = a[k]
+        a[k] = saved + h
+        up = f()
+        a[k] = saved - h
+        down = f()
+        a[k] = saved
+        grad[k] = (up - down) / (2 * h)
+    return grad
+
+
+@all_modules
+def test_batchnorm_backward_is_the_gradient_of_the_forward(kernels):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 2, 3))
+    weight, bias = rng.standard_normal(3), rng.standard_normal(3)
+    r = rng.standard_normal(x.shape)     # random output weighting: sum(y) is constant
+
+    def loss():
+        return np.sum(reference.batchnorm_forward(x, weight, bias, None, None, 0.1, 1e-5)[0] * r)
+
+    _, mean, invstd = reference.batchnorm_forward(x, weight, bias, None, None, 0.1, 1e-5)
+    grad_x, grad_weight, grad_bias = kernels.batchnorm_backward(r, x, weight, mean, invstd)
+    for analytic, a in ((grad_x, x), (grad_weight, weight), (grad_bias, bias)):
+        np.testing.assert_allclose(analytic, _central_difference(loss, a), rtol=1e-6, atol=1e-8)
+
+
+# ---------------------------------------------------------------- ReLU
+
+@st.composite
+def relu_cases(draw):
+    shape = tuple(draw(st.lists(st.integers(1, 6), min_size=1, max_size=4)))
+    return shape, draw(DTYPES), draw(LAYOUTS), draw(SEEDS)
+
+
+@backends
+@hypothesis_settings
+@given(relu_cases())
+def test_relu_matches_reference(kernels, case):
+    shape, dtype, layout, seed = case
+    rng = np.random.default_rng(seed)
+    x = laid_out(np.round(rng.standard_normal(shape)).astype(dtype), layout)  # many zeros
+    grad_out = random(rng, shape, dtype, layout)
+    assert_close(kernels.relu_forward(x), reference.relu_forward(x))
+    assert_close(kernels.relu_backward(grad_out, x), reference.relu_backward(grad_out, x))
+
+
+@all_modules
+def test_relu_follows_pytorch(kernels):
+    x = np.array([-2.0, -0.0, 0.0, 0.5, np.nan], dtype=np.float32)
+    grad_out = np.array([1.0, 2.0, 3.0, 4.0, 5.0], dtype=np.float32)
+    y = kernels.relu_forward(x)
+    np.testing.assert_array_equal(y, [0.0, 0.0, 0.0, 0.5, np.nan])
+    np.testing.assert_array_equal(kernels.relu_backward(grad_out, x), [0, 0, 0, 4, 0])
+    assert y.dtype == np.float32
+
+
+# ---------------------------------------------------------------- max pooling
+
+@st.composite
+def pool_cases(draw):
+    shape, window = draw(geometries(pool=True))
+    return shape, window, draw(DTYPES), draw(LAYOUTS), draw(SEEDS)
+
+
+def distinct_values(rng, shape, dtype, layout):
+    """Values without ties (a permutation), so that the argmax is unique."""
+    return laid_out(rng.permutation(int(np.prod(shape))).reshape(shape).astype(dtype), layout)
+
+
+@backends
+@hypothesis_settings
+@given(pool_cases())
+def test_maxpool_forward_matches_reference(kernels, case):
+    shape, window, dtype, layout, seed = case
+    x = distinct_values(np.random.default_rng(seed), shape, dtype, layout)
+    y, idx = kernels.maxpool_forward(x, *window)
+    y_ref, idx_ref = reference.maxpool_forward(x, *window)
+    assert_close(y, y_ref)
+    assert idx.dtype == np.int64
+    np.testing.assert_array_equal(idx, idx_ref)
+
+
+@all_modules
+@hypothesis_settings
+@given(pool_cases())
+def test_maxpool_forward_picks_the_window_maximum(kernels, case):
+    shape, (kh, kw, sh, sw, ph, pw), dtype, layout, seed = case
+    x = distinct_values(np.random.default_rng(seed), shape, dtype, layout)
+    y, idx = kernels.maxpool_forward(x, kh, kw, sh, sw, ph, pw)
+    n, c, h, w = shape
+    for oy, ox in np.ndindex(y.shape[2:]):
+        top, left = oy * sh - ph, ox * sw - pw
+        window = x[:, :, max(top, 0):top + kh, max(left, 0):left + kw]
+        np.testing.assert_array_equal(y[:, :, oy, ox], window.max(axis=(2, 3)))
+    chosen = np.take_along_axis(x.reshape(n, c, h * w), idx.reshape(n, c, -1), axis=2)
+    np.testing.assert_array_equal(chosen.reshape(y.shape), y)
+
+
+@all_modules
+@hypothesis_settings
+@given(geometries(pool=True))
+def test_maxpool_ties_go_to_the_first_element_of_the_window(kernels, geometry):
+    shape, (kh, kw, sh, sw, ph, pw) = geometry
+    y, idx = kernels.maxpool_forward(np.ones(shape), kh, kw, sh, sw, ph, pw)
+    top = np.maximum(np.arange(y.shape[2]) * sh - ph, 0)[:, None]
+    left = np.maximum(np.arange(y.shape[3]) * sw - pw, 0)[None, :]
+    np.testing.assert_array_equal(idx, np.broadcast_to(top * shape[3] + left, idx.shape))
+    np.testing.assert_array_equal(idx, reference.maxpool_forward(np.ones(shape), kh, kw, sh,
+                                                                 sw, ph, pw)[1])
+
+
+@backends
+@hypothesis_settings
+@given(pool_cases())
+def test_maxpool_backward_matches_reference(kernels, case):
+    shape, window, dtype, layout, seed = case
+    rng = np.random.default_rng(seed)
+    _, idx = reference.maxpool_forward(distinct_values(rng, shape, dtype, "contiguous"),
+                                       *window)
+    grad_out = random(rng, idx.shape, dtype, layout)
+    idx = laid_out(idx, layout)
+    got = kernels.maxpool_backward(grad_out, idx, shape, *window)
+    assert_close(got, reference.maxpool_backward(grad_out, idx, shape, *window))
+
+
+@all_modules
+def test_maxpool_backward_accumulates_overlapping_windows(kernels):
+    x = np.zeros((1, 1, 3, 3))
+    x[0, 0, 1, 1] = 1.0                  # the maximum of all four 2x2 windows
+    y, idx = kernels.maxpool_forward(x, 2, 2, 1, 1, 0, 0)
+    grad_x = kernels.maxpool_backward(np.full(y.shape, 0.5), idx, x.shape, 2, 2, 1, 1, 0, 0)
+    expected = np.zeros_like(x)
+    expected[0, 0, 1, 1] = 2.0
+    np.testing.assert_array_equal(grad_x, expected)
+
+
+# ---------------------------------------------------------------- bad input
+
+def _x(*shape, dtype=np.float32):
+    return np.zeros(shape, dtype=dtype)
+
+
+BAD_CALLS = [
+    ("im2col", lambda k: k.im2col(_x(2, 3, 4), 3, 3, 1, 1, 1, 1), ValueError, "4-D"),
+    ("im2col", lambda k: k.im2col(_x(1, 1, 4, 4, dtype=np.int64), 3, 3, 1, 1, 1, 1),
+     TypeError, "float32 or float64"),
+    ("im2col", lambda k: k.im2col(_x(1, 1, 4, 4), 0, 3, 1, 1, 1, 1), ValueError, "kernel"),
+    ("im2col", lambda k: k.im2col(_x(1, 1, 4, 4), 3, 3, 0, 1, 1, 1), ValueError, "stride"),
+    ("im2col", lambda k: k.im2col(_x(1, 1, 2, 4), 5, 3, 1, 1, 1, 1), ValueError, "fit"),
+    ("col2im", lambda k: k.col2im(_x(1, 8, 4), (1, 1, 4, 4), 3, 3, 1, 1, 1, 1),
+     ValueError, r"\(1, 9, 16\)"),
+    ("batchnorm_forward", lambda k: k.batchnorm_forward(
+        _x(1, 2, 1, 1), _x(2), _x(2), None, None, 0.1, 1e-5), ValueError,
+     "more than one value per channel"),
+    ("batchnorm_forward", lambda k: k.batchnorm_forward(
+        _x(2, 2, 3, 3), _x(3), _x(2), None, None, 0.1, 1e-5), ValueError, "weight"),
+    ("batchnorm_backward", lambda k: k.batchnorm_backward(
+        _x(2, 2, 3, 2), _x(2, 2, 3, 3), _x(2), _x(2), _x(2)), ValueError, "grad_out"),
+    ("relu_forward", lambda k: k.relu_forward(np.zeros(3, dtype=np.int32)), TypeError,
+     "float32 or float64"),
+    ("relu_backward", lambda k: k.relu_backward(_x(3), _x(4)), ValueError, "shape"),
+    ("maxpool_forward", lambda k: k.maxpool_forward(_x(1, 1, 4, 4), 2, 2, 2, 2, 2, 0),
+     ValueError, "half the kernel"),
+    ("maxpool_forward", lambda k: k.maxpool_forward(_x(4, 4), 2, 2, 2, 2, 0, 0),
+     ValueError, "4-D"),
+    ("maxpool_backward", lambda k: k.maxpool_backward(
+        _x(1, 1, 2, 2), np.full((1, 1, 2, 2), 16), (1, 1, 4, 4), 2, 2, 2, 2, 0, 0),
+     ValueError, "idx"),
+]
+
+
+@all_modules
+@pytest.mark.parametrize("name, call, error, detail", BAD_CALLS,
+                         ids=[f"{c[0]}-{c[3]}" for c in BAD_CALLS])
+def test_bad_input_is_rejected_with_a_clear_message(kernels, name, call, error, detail):
+    with pytest.raises(error, match=name) as caught:
+        call(kernels)
+    assert caught.match(detail)

@@ -1,0 +1,109 @@
+"""Every op gradient-checked in float64 on hypothesis-drawn shapes, non-contiguous inputs
+included, under random output weightings (see tinyres.gradcheck); plus float32 runs and
+the bad-input messages of the ops."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tinyres
+import tinyres.nn.functional as F
+from namespaces import TinyresOps
+from op_cases import CASES
+
+OPS = TinyresOps()
+SETTINGS = settings(max_examples=15, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+def draw_case(case, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    arrays, params = case.draw_inputs(data.draw, rng)
+    return arrays, params
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@SETTINGS
+@given(data=st.data())
+def test_gradcheck_float64(case, data):
+    arrays, params = draw_case(case, data)
+    inputs = [OPS.wrap(a, requires_grad=True) for a in arrays]
+    assert tinyres.gradcheck(lambda *ts: case.call(OPS, *ts, **params), inputs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_float32_runs_and_stays_float32(case, data):
+    arrays, params = draw_case(case, data)
+    inputs = [OPS.wrap(a.astype(np.float32), requires_grad=True) for a in arrays]
+    out = case.call(OPS, *inputs, **params)
+    assert out.dtype == np.float32
+    out.backward(tinyres.ones_like(out))
+    for t in inputs:
+        assert t.grad is None or t.grad.dtype == np.float32
+
+
+# ----- bad input -----------------------------------------------------------------------
+def test_conv2d_names_channels_and_shapes():
+    x, w = tinyres.randn(2, 3, 8, 8), tinyres.randn(16, 16, 3, 3)
+    with pytest.raises(ValueError, match=r"conv2d: the input \(2, 3, 8, 8\) has 3 channels "
+                                         r"but the weight \(16, 16, 3, 3\) expects 16"):
+        F.conv2d(x, w)
+
+
+def test_conv2d_rejects_a_kernel_larger_than_the_padded_input():
+    with pytest.raises(ValueError, match="conv2d: the padded input is 2x2"):
+        F.conv2d(tinyres.randn(1, 1, 2, 2), tinyres.randn(1, 1, 3, 3))
+
+
+def test_batch_norm_names_the_mismatched_statistic():
+    x = tinyres.randn(4, 3, 2, 2)
+    with pytest.raises(ValueError, match=r"batch_norm: running_mean must have shape \(3,\)"):
+        F.batch_norm(x, tinyres.zeros(4), tinyres.ones(3), training=False)
+
+
+def test_batch_norm_training_needs_more_than_one_value_per_channel():
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        F.batch_norm(tinyres.randn(1, 3), None, None, training=True)
+
+
+def test_cross_entropy_checks_labels():
+    logits = tinyres.randn(4, 3)
+    with pytest.raises(TypeError, match="integer class labels"):
+        F.cross_entropy(logits, tinyres.tensor([0.0, 1.0, 2.0, 0.0]))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        F.cross_entropy(logits, tinyres.tensor([0, 1, 3, 0]))
+    with pytest.raises(ValueError, match=r"input \(4, 3\) and target \(3,\)"):
+        F.cross_entropy(logits, tinyres.tensor([0, 1, 2]))
+
+
+def test_mse_loss_does_not_broadcast():
+    with pytest.raises(ValueError, match=r"mse_loss: input \(3, 1\) and target \(3,\)"):
+        F.mse_loss(tinyres.randn(3, 1), tinyres.randn(3))
+
+
+def test_residual_add_requires_equal_shapes():
+    with pytest.raises(ValueError, match="residual_add: the branch"):
+        F.residual_add(tinyres.randn(2, 4, 8, 8), tinyres.randn(2, 2, 8, 8))
+
+
+def test_pool_padding_at_most_half_the_kernel():
+    with pytest.raises(ValueError, match="max_pool2d: padding"):
+        F.max_pool2d(tinyres.randn(1, 1, 5, 5), 2, padding=2)
+
+
+def test_expand_and_cat_messages():
+    with pytest.raises(ValueError, match="expand: dimension 0"):
+        tinyres.randn(2, 3).expand(4, 3)
+    with pytest.raises(ValueError, match="cat: tensors must have equal sizes except"):
+        F.cat([tinyres.randn(2, 3), tinyres.randn(2, 4)], dim=0)
+
+
+def test_residual_add_backward_is_branch_plus_scaled_shortcut():
+    branch = tinyres.randn(2, 3, dtype=tinyres.float64, requires_grad=True)
+    shortcut = tinyres.randn(2, 3, dtype=tinyres.float64, requires_grad=True)
+    g = tinyres.randn(2, 3, dtype=tinyres.float64)
+    F.residual_add(branch, shortcut, scale=0.5).backward(g)
+    np.testing.assert_array_equal(branch.grad.numpy(), g.numpy())
+    np.testing.assert_array_equal(shortcut.grad.numpy(), 0.5 * g.numpy())

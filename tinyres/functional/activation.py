@@ -1,0 +1,91 @@
+"""Activations: relu (on the kernel layer), softmax, log_softmax, and dropout."""
+import numpy as np
+
+from tinyres.autograd import Function
+from tinyres.backend import get_array_module, kernels_for
+from tinyres.functional.shape import _dim
+
+
+class ReLU(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return kernels_for(x).relu_forward(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d relu/dx = 1[x > 0]
+        (x,) = ctx.saved_tensors
+        return kernels_for(x).relu_backward(grad_out, x)
+
+
+class LogSoftmax(Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        xp = get_array_module(x)
+        shifted = x - x.max(axis=dim, keepdims=True)
+        out = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+        ctx.save_for_backward(out)
+        ctx.dim = dim
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d log_softmax/dx = g - softmax * sum(g)
+        (out,) = ctx.saved_tensors
+        xp = get_array_module(out)
+        return grad_out - xp.exp(out) * grad_out.sum(axis=ctx.dim, keepdims=True)
+
+
+class Softmax(Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        xp = get_array_module(x)
+        e = xp.exp(x - x.max(axis=dim, keepdims=True))
+        out = e / e.sum(axis=dim, keepdims=True)
+        ctx.save_for_backward(out)
+        ctx.dim = dim
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d softmax/dx = s * (g - sum(g * s))
+        (out,) = ctx.saved_tensors
+        return out * (grad_out - (grad_out * out).sum(axis=ctx.dim, keepdims=True))
+
+
+class Dropout(Function):
+    @staticmethod
+    def forward(ctx, x, keep):
+        ctx.keep = keep   # the mask, already scaled by 1 / (1 - p)
+        return x * keep
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d (x * mask / (1 - p))/dx = mask / (1 - p)
+        return grad_out * ctx.keep
+
+
+def relu(x, inplace=False):
+    return ReLU.apply(x)
+
+
+def softmax(x, dim):
+    return Softmax.apply(x, dim=_dim(dim, x.ndim, "softmax"))
+
+
+def log_softmax(x, dim):
+    return LogSoftmax.apply(x, dim=_dim(dim, x.ndim, "log_softmax"))
+
+
+def dropout(x, p=0.5, training=True):
+    """Zero each element with probability p and scale the rest by 1 / (1 - p)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    xp = get_array_module(x.data)
+    mask = np.random.random_sample(x.shape) >= p
+    scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
+    keep = xp.asarray(mask * scale, dtype=x.dtype)
+    return Dropout.apply(x, keep=keep)

@@ -1,0 +1,494 @@
+"""Elementwise maths, matmul and reductions; each op's forward and backward side by side.
+
+Everything here is plain `xp` code (NumPy or CuPy, whichever holds the data): these are
+the things the array libraries already do well. Broadcasting in forward is undone in
+backward by `unbroadcast`.
+"""
+import builtins
+import collections
+
+import numpy as np
+
+from tinyres.autograd import Function
+from tinyres.backend import get_array_module
+from tinyres.tensor import Tensor
+
+
+# ----- helpers shared by the binary ops ------------------------------------------------
+def unbroadcast(grad, shape):
+    """Sum `grad` down to `shape`: the backward of NumPy broadcasting."""
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(
+        i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
+    return grad.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+def as_tensor(value, like, op):
+    """A Tensor for `value`; Python and NumPy scalars take the dtype of `like`."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (int, float, np.number, bool)):
+        xp = get_array_module(like.data)
+        return Tensor(xp.asarray(value, dtype=like.dtype))
+    raise TypeError(f"{op}: expected a Tensor or a Python number, got {type(value).__name__}")
+
+
+def binary_operands(op, a, b):
+    """Two Tensors of one dtype whose shapes broadcast, or a clear error."""
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        raise TypeError(f"{op}: at least one operand must be a Tensor")
+    a = as_tensor(a, b, op) if not isinstance(a, Tensor) else a
+    b = as_tensor(b, a, op) if not isinstance(b, Tensor) else b
+    if a.dtype != b.dtype:
+        raise TypeError(f"{op}: dtype mismatch, {a.dtype} {a.shape} and {b.dtype} {b.shape}; "
+                        "convert one with .float() or .double()")
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together "
+                         "(trailing dimensions must be equal or 1)") from None
+    return a, b
+
+
+def _axes(dim, ndim):
+    if dim is None:
+        return None
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    for d in dims:
+        if not -ndim <= d < builtins.max(ndim, 1):
+            raise IndexError(f"dimension {d} is out of range for a tensor of {ndim} dims")
+    return tuple(d % builtins.max(ndim, 1) for d in dims)
+
+
+def _keep(grad, shape, axes, keepdim):
+    """Reshape a reduced gradient so it broadcasts back over the reduced axes."""
+    if axes is None or keepdim:
+        return grad
+    return get_array_module(grad).expand_dims(grad, axes)
+
+
+# ----- elementwise: two inputs ---------------------------------------------------------
+class Add(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = a.shape, b.shape
+        return a + b
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d(a+b)/da = 1, d(a+b)/db = 1
+        return unbroadcast(grad_out, ctx.shapes[0]), unbroadcast(grad_out, ctx.shapes[1])
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = a.shape, b.shape
+        return a - b
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d(a-b)/da = 1, d(a-b)/db = -1
+        return unbroadcast(grad_out, ctx.shapes[0]), unbroadcast(-grad_out, ctx.shapes[1])
+
+
+class Mul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d(ab)/da = b, d(ab)/db = a
+        a, b = ctx.saved_tensors
+        return unbroadcast(grad_out * b, a.shape), unbroadcast(grad_out * a, b.shape)
+
+
+class Div(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a / b
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
+        a, b = ctx.saved_tensors
+        return (unbroadcast(grad_out / b, a.shape),
+                unbroadcast(-grad_out * a / (b * b), b.shape))
+
+
+class Pow(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        out = a ** b
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d(a^b)/da = b a^(b-1), d(a^b)/db = a^b log(a)
+        a, b, out = ctx.saved_tensors
+        xp = get_array_module(a)
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = unbroadcast(grad_out * b * a ** (b - 1), a.shape)
+        if ctx.needs_input_grad[1]:
+            log_a = xp.log(xp.where(a > 0, a, 1))   # defined where the base is positive
+            grad_b = unbroadcast(grad_out * out * log_a, b.shape)
+        return grad_a, grad_b
+
+
+class Matmul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a @ b
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d(AB)/dA = G B^T, d(AB)/dB = A^T G (batch axes broadcast, then summed)
+        a, b = ctx.saved_tensors
+        xp = get_array_module(a)
+        a2 = a[None, :] if a.ndim == 1 else a          # 1-D operands as (1, k) and (k, 1)
+        b2 = b[:, None] if b.ndim == 1 else b
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        g = grad_out.reshape(batch + (a2.shape[-2], b2.shape[-1]))
+        grad_a = unbroadcast(g @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+        grad_b = unbroadcast(xp.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
+        return grad_a, grad_b
+
+
+class Where(Function):
+    @staticmethod
+    def forward(ctx, condition, a, b):
+        ctx.condition = condition
+        ctx.shapes = a.shape, b.shape
+        return get_array_module(a).where(condition, a, b)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d/da = 1[condition], d/db = 1[not condition]
+        zero = grad_out.dtype.type(0)
+        xp = get_array_module(grad_out)
+        return (None,
+                unbroadcast(xp.where(ctx.condition, grad_out, zero), ctx.shapes[0]),
+                unbroadcast(xp.where(ctx.condition, zero, grad_out), ctx.shapes[1]))
+
+
+# ----- elementwise: one input ----------------------------------------------------------
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return -a
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d(-a)/da = -1
+        return -grad_out
+
+
+class Exp(Function):
+    @staticmethod
+    def forward(ctx, a):
+        out = get_array_module(a).exp(a)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d exp(a)/da = exp(a)
+        (out,) = ctx.saved_tensors
+        return grad_out * out
+
+
+class Log(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return get_array_module(a).log(a)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d log(a)/da = 1/a
+        (a,) = ctx.saved_tensors
+        return grad_out / a
+
+
+class Sqrt(Function):
+    @staticmethod
+    def forward(ctx, a):
+        out = get_array_module(a).sqrt(a)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d sqrt(a)/da = 1 / (2 sqrt(a))
+        (out,) = ctx.saved_tensors
+        return grad_out / (2 * out)
+
+
+class Abs(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return get_array_module(a).abs(a)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d|a|/da = sign(a) (0 at 0, as torch)
+        (a,) = ctx.saved_tensors
+        return grad_out * get_array_module(a).sign(a)
+
+
+class Clamp(Function):
+    @staticmethod
+    def forward(ctx, a, low=None, high=None):
+        ctx.save_for_backward(a)
+        ctx.low, ctx.high = low, high
+        return get_array_module(a).clip(a, low, high).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d clamp(a)/da = 1 inside [low, high], 0 outside
+        (a,) = ctx.saved_tensors
+        inside = get_array_module(a).ones(a.shape, dtype=bool)
+        if ctx.low is not None:
+            inside &= a >= ctx.low
+        if ctx.high is not None:
+            inside &= a <= ctx.high
+        return grad_out * inside
+
+
+class Cast(Function):
+    @staticmethod
+    def forward(ctx, a, dtype):
+        ctx.dtype = a.dtype
+        return a.astype(dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # the identity, back in the input's dtype
+        return grad_out.astype(ctx.dtype)
+
+
+# ----- reductions ----------------------------------------------------------------------
+class Sum(Function):
+    @staticmethod
+    def forward(ctx, a, axes=None, keepdim=False):
+        ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
+        return get_array_module(a).sum(a, axis=axes, keepdims=keepdim)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d sum(a)/da = 1 for every summed element
+        xp = get_array_module(grad_out)
+        g = _keep(grad_out, ctx.shape, ctx.axes, ctx.keepdim)
+        return xp.broadcast_to(g, ctx.shape).copy()
+
+
+class Mean(Function):
+    @staticmethod
+    def forward(ctx, a, axes=None, keepdim=False):
+        ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
+        ctx.count = _count(a.shape, axes)
+        return get_array_module(a).mean(a, axis=axes, keepdims=keepdim)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d mean(a)/da = 1/n for every averaged element
+        xp = get_array_module(grad_out)
+        g = _keep(grad_out, ctx.shape, ctx.axes, ctx.keepdim) / ctx.count
+        return xp.broadcast_to(g, ctx.shape).astype(grad_out.dtype)
+
+
+class Var(Function):
+    @staticmethod
+    def forward(ctx, a, axes=None, keepdim=False, unbiased=True):
+        xp = get_array_module(a)
+        mean = xp.mean(a, axis=axes, keepdims=True)
+        count = _count(a.shape, axes)
+        ctx.save_for_backward(a - mean)
+        ctx.axes, ctx.keepdim = axes, keepdim
+        ctx.denom = count - 1 if unbiased else count
+        return xp.var(a, axis=axes, keepdims=keepdim, ddof=1 if unbiased else 0)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d var(a)/da = 2 (a - mean) / (n - ddof)
+        (centred,) = ctx.saved_tensors
+        g = _keep(grad_out, centred.shape, ctx.axes, ctx.keepdim)
+        return (g * (2 * centred / ctx.denom)).astype(centred.dtype)
+
+
+class Max(Function):
+    @staticmethod
+    def forward(ctx, a, largest=True):
+        xp = get_array_module(a)
+        out = xp.max(a) if largest else xp.min(a)
+        ctx.save_for_backward(a, out)
+        return xp.asarray(out)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d max(a)/da = 1 at the maximum, shared equally between ties (as torch)
+        a, out = ctx.saved_tensors
+        hit = a == out
+        return (grad_out * hit / hit.sum()).astype(a.dtype)
+
+
+class MaxDim(Function):
+    @staticmethod
+    def forward(ctx, a, dim, keepdim=False, largest=True):
+        xp = get_array_module(a)
+        index = xp.expand_dims((xp.argmax if largest else xp.argmin)(a, axis=dim), dim)
+        ctx.index, ctx.shape, ctx.dim, ctx.keepdim = index, a.shape, dim, keepdim
+        out = xp.take_along_axis(a, index, axis=dim)
+        return out if keepdim else xp.squeeze(out, axis=dim)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d max(a, dim)/da = 1 at the chosen index along dim, 0 elsewhere
+        xp = get_array_module(grad_out)
+        grad = xp.zeros(ctx.shape, dtype=grad_out.dtype)
+        g = grad_out if ctx.keepdim else xp.expand_dims(grad_out, ctx.dim)
+        xp.put_along_axis(grad, ctx.index, g, axis=ctx.dim)
+        return grad
+
+
+def _count(shape, axes):
+    """How many elements a reduction over `axes` combines into one."""
+    if axes is None:
+        return int(np.prod(shape))
+    return int(np.prod([shape[d] for d in axes]))
+
+
+# ----- the public functions ------------------------------------------------------------
+def add(a, b):
+    return Add.apply(*binary_operands("add", a, b))
+
+
+def sub(a, b):
+    return Sub.apply(*binary_operands("sub", a, b))
+
+
+def mul(a, b):
+    return Mul.apply(*binary_operands("mul", a, b))
+
+
+def div(a, b):
+    return Div.apply(*binary_operands("div", a, b))
+
+
+def pow(a, exponent):
+    return Pow.apply(*binary_operands("pow", a, exponent))
+
+
+def matmul(a, b):
+    """Matrix product with NumPy's rules (1-D operands, broadcast batch axes)."""
+    a, b = (as_tensor(a, b, "matmul"), b) if not isinstance(a, Tensor) else (a, b)
+    if a.dtype != b.dtype:
+        raise TypeError(f"matmul: dtype mismatch, {a.dtype} and {b.dtype}")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both operands need at least one dimension, got shapes "
+                         f"{a.shape} and {b.shape}")
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align: the last "
+                         f"dimension of the first ({k_a}) must equal the "
+                         f"{'first' if b.ndim == 1 else 'second-to-last'} of the second ({k_b})")
+    return Matmul.apply(a, b)
+
+
+def where(condition, a, b):
+    """Elementwise choice: a where condition holds, else b (condition is not differentiated)."""
+    cond = condition.data if isinstance(condition, Tensor) else condition
+    a, b = binary_operands("where", a, b)
+    try:
+        np.broadcast_shapes(tuple(cond.shape), a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"where: condition {tuple(cond.shape)} and operands {a.shape}, "
+                         f"{b.shape} cannot be broadcast together") from None
+    return Where.apply(Tensor(cond.astype(bool)), a, b)
+
+
+def neg(a):
+    return Neg.apply(a)
+
+
+def exp(a):
+    return Exp.apply(a)
+
+
+def log(a):
+    return Log.apply(a)
+
+
+def sqrt(a):
+    return Sqrt.apply(a)
+
+
+def abs(a):
+    return Abs.apply(a)
+
+
+def clamp(a, min=None, max=None):
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of min and max must be given")
+    return Clamp.apply(a, low=min, high=max)
+
+
+def cast(a, dtype):
+    dtype = np.dtype(dtype)
+    return a if dtype == a.dtype else Cast.apply(a, dtype=dtype)
+
+
+def sum(a, dim=None, keepdim=False):
+    return Sum.apply(a, axes=_axes(dim, a.ndim), keepdim=keepdim)
+
+
+def mean(a, dim=None, keepdim=False):
+    return Mean.apply(a, axes=_axes(dim, a.ndim), keepdim=keepdim)
+
+
+def var(a, dim=None, keepdim=False, unbiased=True):
+    return Var.apply(a, axes=_axes(dim, a.ndim), keepdim=keepdim, unbiased=unbiased)
+
+
+MaxResult = collections.namedtuple("MaxResult", ["values", "indices"])
+
+
+def _max_or_min(a, dim, keepdim, largest):
+    if dim is None:
+        return Max.apply(a, largest=largest)
+    (axis,) = _axes(dim, a.ndim)
+    values = MaxDim.apply(a, dim=axis, keepdim=keepdim, largest=largest)
+    xp = get_array_module(a.data)
+    indices = (xp.argmax if largest else xp.argmin)(a.data, axis=axis)
+    return MaxResult(values, Tensor(xp.expand_dims(indices, axis) if keepdim else indices))
+
+
+def max(a, dim=None, keepdim=False):
+    """The largest value; with `dim`, (values, indices) along it, as torch.max."""
+    return _max_or_min(a, dim, keepdim, largest=True)
+
+
+def min(a, dim=None, keepdim=False):
+    """The smallest value; with `dim`, (values, indices) along it, as torch.min."""
+    return _max_or_min(a, dim, keepdim, largest=False)
+
+
+_COMPARE = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
+            "eq": np.equal, "ne": np.not_equal}
+
+
+def compare(a, b, how):
+    """Elementwise comparison; the result is a boolean tensor outside the graph."""
+    a, b = binary_operands(how, a, b)
+    xp = get_array_module(a.data)
+    return Tensor(getattr(xp, _COMPARE[how].__name__)(a.data, b.data))

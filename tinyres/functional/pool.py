@@ -1,0 +1,84 @@
+"""Pooling: max (on the kernel layer), average (im2col and a mean), adaptive average."""
+from tinyres.autograd import Function
+from tinyres.backend import get_array_module, kernels_for
+from tinyres.functional.conv import pair
+from tinyres.functional.math import mean
+
+
+class MaxPool2d(Function):
+    @staticmethod
+    def forward(ctx, x, window):
+        y, idx = kernels_for(x).maxpool_forward(x, *window)
+        ctx.idx, ctx.shape, ctx.window = idx, x.shape, window
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d max/dx = 1 at the element each window chose (its recorded index), 0 elsewhere
+        return kernels_for(grad_out).maxpool_backward(grad_out, ctx.idx, ctx.shape,
+                                                      *ctx.window)
+
+
+class AvgPool2d(Function):
+    @staticmethod
+    def forward(ctx, x, window):
+        kh, kw, sh, sw, ph, pw = window
+        n, c, h, w = x.shape
+        cols = kernels_for(x).im2col(x, *window)           # (N, C*kh*kw, OH*OW)
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        ctx.shape, ctx.window = x.shape, window
+        return cols.reshape(n, c, kh * kw, oh, ow).mean(axis=2)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d mean/dx = 1/(kh*kw) for each element of the window (padding counted)
+        kh, kw = ctx.window[:2]
+        xp = get_array_module(grad_out)
+        n, c = grad_out.shape[:2]
+        g = grad_out.reshape(n, c, 1, -1) / (kh * kw)
+        cols = xp.broadcast_to(g, (n, c, kh * kw, g.shape[-1])).reshape(n, c * kh * kw, -1)
+        return kernels_for(grad_out).col2im(xp.ascontiguousarray(cols), ctx.shape, *ctx.window)
+
+
+def _window(op, x, kernel_size, stride, padding):
+    if x.ndim != 4:
+        raise ValueError(f"{op}: expected a 4-D input (N, C, H, W), got shape {x.shape}")
+    kh, kw = pair(kernel_size, "kernel_size", op)
+    sh, sw = pair(kernel_size if stride is None else stride, "stride", op)
+    ph, pw = pair(padding, "padding", op)
+    if min(kh, kw, sh, sw) < 1:
+        raise ValueError(f"{op}: kernel_size and stride must be at least 1, got "
+                         f"{(kh, kw)} and {(sh, sw)}")
+    if ph > kh // 2 or pw > kw // 2:
+        raise ValueError(f"{op}: padding {(ph, pw)} must be at most half the kernel {(kh, kw)}")
+    if x.shape[2] + 2 * ph < kh or x.shape[3] + 2 * pw < kw:
+        raise ValueError(f"{op}: the kernel {(kh, kw)} is larger than the padded input "
+                         f"{x.shape} with padding {(ph, pw)}")
+    return kh, kw, sh, sw, ph, pw
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0):
+    """torch.nn.functional.max_pool2d (floor mode); stride defaults to kernel_size."""
+    return MaxPool2d.apply(input, window=_window("max_pool2d", input, kernel_size, stride,
+                                                 padding))
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0):
+    """torch.nn.functional.avg_pool2d with count_include_pad=True (its default)."""
+    return AvgPool2d.apply(input, window=_window("avg_pool2d", input, kernel_size, stride,
+                                                 padding))
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Average to an (oh, ow) grid. Output 1 is the global average pool of a ResNet;
+    larger outputs must divide the input (then it is an avg_pool2d with stride = kernel)."""
+    if input.ndim != 4:
+        raise ValueError(f"adaptive_avg_pool2d: expected a 4-D input, got {input.shape}")
+    oh, ow = pair(output_size, "output_size", "adaptive_avg_pool2d")
+    h, w = input.shape[2:]
+    if (oh, ow) == (1, 1):
+        return mean(input, dim=(2, 3), keepdim=True)
+    if oh < 1 or ow < 1 or h % oh or w % ow:
+        raise NotImplementedError(f"adaptive_avg_pool2d: output size {(oh, ow)} must divide "
+                                  f"the input size {(h, w)}")
+    return avg_pool2d(input, (h // oh, w // ow))

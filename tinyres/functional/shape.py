@@ -1,0 +1,227 @@
+"""Shape ops: they move values around without changing them, so each backward moves the
+gradient back the same way (reshape back, transpose back, scatter back)."""
+import numpy as np
+
+from tinyres.autograd import Function
+from tinyres.backend import get_array_module
+from tinyres.tensor import Tensor
+
+
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def _dim(d, ndim, op):
+    if not -ndim <= d < max(ndim, 1):
+        raise IndexError(f"{op}: dimension {d} is out of range for a tensor of {ndim} dims")
+    return d % max(ndim, 1)
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.shape = a.shape
+        return a.reshape(shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # a reshape of the values: reshape the gradient back
+        return grad_out.reshape(ctx.shape)
+
+
+class Permute(Function):
+    @staticmethod
+    def forward(ctx, a, dims):
+        ctx.inverse = tuple(np.argsort(dims))
+        return a.transpose(dims)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # move every axis back where it came from
+        return grad_out.transpose(ctx.inverse)
+
+
+class Expand(Function):
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.shape = a.shape
+        return get_array_module(a).broadcast_to(a, shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # every copy of a value sends its gradient back to the one original: sum them
+        from tinyres.functional.math import unbroadcast
+        return unbroadcast(grad_out, ctx.shape)
+
+
+class GetItem(Function):
+    @staticmethod
+    def forward(ctx, a, index):
+        ctx.shape, ctx.index = a.shape, index
+        return a[index]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # scatter-add the gradient into the positions read (repeated indices accumulate)
+        xp = get_array_module(grad_out)
+        grad = xp.zeros(ctx.shape, dtype=grad_out.dtype)
+        xp.add.at(grad, ctx.index, grad_out)
+        return grad
+
+
+class Cat(Function):
+    @staticmethod
+    def forward(ctx, *arrays, dim):
+        ctx.dim = dim
+        ctx.bounds = np.cumsum([a.shape[dim] for a in arrays])[:-1]
+        return get_array_module(arrays[0]).concatenate(arrays, axis=dim)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # each input gets back its own slice of the gradient
+        return tuple(get_array_module(grad_out).split(grad_out, ctx.bounds, axis=ctx.dim))
+
+
+class Pad(Function):
+    @staticmethod
+    def forward(ctx, a, widths, value):
+        ctx.inner = tuple(slice(lo, a.shape[i] + lo) for i, (lo, _) in enumerate(widths))
+        return get_array_module(a).pad(a, widths, constant_values=value)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # the padding was constant: only the interior passes a gradient back
+        return grad_out[ctx.inner].copy()
+
+
+# ----- the public functions ------------------------------------------------------------
+def reshape(a, *shape):
+    shape = _shape_arg(shape)
+    try:
+        np.broadcast_to(np.int8(0), a.shape).reshape(shape)
+    except ValueError:
+        raise ValueError(f"reshape: cannot reshape a tensor of shape {a.shape} "
+                         f"({a.numel()} elements) into {shape}") from None
+    return Reshape.apply(a, shape=shape)
+
+
+def view(a, *shape):
+    """reshape (tinyres copies when an array is not contiguous; values are the same)."""
+    return reshape(a, *shape)
+
+
+def flatten(a, start_dim=0, end_dim=-1):
+    if a.ndim == 0:
+        return reshape(a, 1)
+    start, end = _dim(start_dim, a.ndim, "flatten"), _dim(end_dim, a.ndim, "flatten")
+    shape = a.shape[:start] + (int(np.prod(a.shape[start:end + 1])),) + a.shape[end + 1:]
+    return reshape(a, shape)
+
+
+def permute(a, *dims):
+    dims = tuple(_dim(d, a.ndim, "permute") for d in _shape_arg(dims))
+    if sorted(dims) != list(range(a.ndim)):
+        raise ValueError(f"permute: {dims} is not a permutation of the {a.ndim} dims "
+                         f"of a tensor of shape {a.shape}")
+    return Permute.apply(a, dims=dims)
+
+
+def transpose(a, dim0, dim1):
+    dims = list(range(a.ndim))
+    d0, d1 = _dim(dim0, a.ndim, "transpose"), _dim(dim1, a.ndim, "transpose")
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    return Permute.apply(a, dims=tuple(dims))
+
+
+def squeeze(a, dim=None):
+    if dim is None:
+        return reshape(a, tuple(n for n in a.shape if n != 1))
+    d = _dim(dim, a.ndim, "squeeze")
+    if a.shape[d] != 1:
+        return a
+    return reshape(a, a.shape[:d] + a.shape[d + 1:])
+
+
+def unsqueeze(a, dim):
+    d = _dim(dim, a.ndim + 1, "unsqueeze")
+    return reshape(a, a.shape[:d] + (1,) + a.shape[d:])
+
+
+def expand(a, *shape):
+    shape = _shape_arg(shape)
+    lead = len(shape) - a.ndim
+    if lead < 0:
+        raise ValueError(f"expand: cannot expand shape {a.shape} to fewer dims {shape}")
+    target = tuple(a.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
+    for i, n in enumerate(a.shape):
+        if n != 1 and n != target[i + lead]:
+            raise ValueError(f"expand: dimension {i} of shape {a.shape} has size {n} and "
+                             f"can only be expanded from size 1, not to {target[i + lead]} "
+                             f"(target {shape})")
+    return Expand.apply(a, shape=target)
+
+
+def _check_joinable(op, tensors, dim, same_size_along_dim):
+    if not tensors:
+        raise ValueError(f"{op}: expected a non-empty list of tensors")
+    first = tensors[0]
+    for t in tensors[1:]:
+        if t.dtype != first.dtype:
+            raise TypeError(f"{op}: dtype mismatch, {first.dtype} and {t.dtype}")
+        rest_a = [n for i, n in enumerate(first.shape) if same_size_along_dim or i != dim]
+        rest_b = [n for i, n in enumerate(t.shape) if same_size_along_dim or i != dim]
+        if t.ndim != first.ndim or rest_a != rest_b:
+            what = "the same shape" if same_size_along_dim else f"equal sizes except in dim {dim}"
+            raise ValueError(f"{op}: tensors must have {what}, got "
+                             + ", ".join(str(x.shape) for x in tensors))
+
+
+def cat(tensors, dim=0):
+    tensors = list(tensors)
+    d = _dim(dim, tensors[0].ndim if tensors else 1, "cat")
+    _check_joinable("cat", tensors, d, same_size_along_dim=False)
+    return Cat.apply(*tensors, dim=d)
+
+
+def stack(tensors, dim=0):
+    tensors = list(tensors)
+    d = _dim(dim, tensors[0].ndim + 1 if tensors else 1, "stack")
+    _check_joinable("stack", tensors, d, same_size_along_dim=True)
+    return cat([unsqueeze(t, d) for t in tensors], dim=d)
+
+
+def pad(a, pad, mode="constant", value=0.0):
+    """torch's pad: `pad` lists (left, right) pairs starting from the LAST dimension."""
+    if mode != "constant":
+        raise NotImplementedError(f"pad: only mode='constant' is supported, got {mode!r}")
+    if len(pad) % 2 or len(pad) // 2 > a.ndim:
+        raise ValueError(f"pad: expected an even number of at most {2 * a.ndim} widths for "
+                         f"a tensor of shape {a.shape}, got {tuple(pad)}")
+    if any(p < 0 for p in pad):
+        raise ValueError(f"pad: negative widths are not supported, got {tuple(pad)}")
+    widths = [(0, 0)] * a.ndim
+    for k in range(len(pad) // 2):
+        widths[a.ndim - 1 - k] = (pad[2 * k], pad[2 * k + 1])
+    return Pad.apply(a, widths=tuple(widths), value=value)
+
+
+def _plain_index(index):
+    """Tensors inside an index become arrays; everything else is kept."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(_plain_index(i) for i in index)
+    return index
+
+
+def getitem(a, index):
+    index = _plain_index(index)
+    if a.device == "cpu":   # check on a zero-cost view first, for a message with shapes
+        try:
+            np.broadcast_to(np.int8(0), a.shape)[index]
+        except (IndexError, TypeError) as err:
+            raise IndexError(f"getitem: index {index!r} is invalid for a tensor of shape "
+                             f"{a.shape}: {err}") from None
+    return GetItem.apply(a, index=index)

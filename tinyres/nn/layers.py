@@ -1,0 +1,300 @@
+"""The layers of a ResNet, with torch.nn's names, arguments, parameters and buffers.
+
+Each layer holds its weights and calls one op from tinyres.nn.functional in forward().
+Parameter and buffer names (weight, bias, running_mean, running_var,
+num_batches_tracked) are torch's, so state_dict keys match between the two engines.
+"""
+import math
+
+import numpy as np
+
+from tinyres import backend
+from tinyres.functional.conv import pair
+from tinyres.nn import functional as F
+from tinyres.nn import init
+from tinyres.nn.module import Module, Parameter
+from tinyres.tensor import Tensor
+
+DEFAULT_DTYPE = np.float32
+
+
+def _empty_parameter(shape, device, dtype):
+    """A Parameter of zeros of the given shape; the layer's reset_parameters fills it."""
+    device = backend.check_device(device or "cpu")
+    data = backend.xp_for(device).zeros(shape, dtype=np.dtype(dtype or DEFAULT_DTYPE))
+    return Parameter(data)
+
+
+def _buffer(values, device):
+    return Tensor(backend.to_device(values, backend.check_device(device or "cpu")))
+
+
+def _fan_in_bias_(bias, weight):
+    """torch's bias default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    fan_in, _ = init._calculate_fan_in_and_fan_out(weight)
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    init.uniform_(bias, -bound, bound)
+
+
+class Conv2d(Module):
+    """2-D convolution; weight (out_channels, in_channels, kh, kw), bias (out_channels,)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", device=None,
+                 dtype=None):
+        super().__init__()
+        if dilation not in (1, (1, 1)) or groups != 1 or padding_mode != "zeros":
+            raise NotImplementedError("Conv2d: only dilation=1, groups=1 and "
+                                      "padding_mode='zeros' are supported")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = pair(kernel_size, "kernel_size", "Conv2d")
+        self.stride = pair(stride, "stride", "Conv2d")
+        self.padding = pair(padding, "padding", "Conv2d")
+        self.weight = _empty_parameter((out_channels, in_channels) + self.kernel_size,
+                                       device, dtype)
+        if bias:
+            self.bias = _empty_parameter((out_channels,), device, dtype)
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            _fan_in_bias_(self.bias, self.weight)
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias; weight (out_features, in_features)."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = _empty_parameter((out_features, in_features), device, dtype)
+        if bias:
+            self.bias = _empty_parameter((out_features,), device, dtype)
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            _fan_in_bias_(self.bias, self.weight)
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class _BatchNorm(Module):
+    """Batch norm over channel dim 1. Training: normalise by the batch statistics and
+    update the running ones; evaluation: normalise by the running statistics."""
+
+    expected_dims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, device=None, dtype=None, *, bias=True):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.register_parameter("weight", None)
+        self.register_parameter("bias", None)
+        if affine:
+            self.weight = _empty_parameter((num_features,), device, dtype)
+        if affine and bias:
+            self.bias = _empty_parameter((num_features,), device, dtype)
+        if track_running_stats:
+            float_dtype = np.dtype(dtype or DEFAULT_DTYPE)
+            self.register_buffer("running_mean",
+                                 _buffer(np.zeros(num_features, float_dtype), device))
+            self.register_buffer("running_var",
+                                 _buffer(np.ones(num_features, float_dtype), device))
+            self.register_buffer("num_batches_tracked",
+                                 _buffer(np.array(0, dtype=np.int64), device))
+        else:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(name, None)
+        self.reset_parameters()
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
+
+    def reset_parameters(self):
+        self.reset_running_stats()
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def _check_input_dim(self, x):
+        if x.ndim not in self.expected_dims:
+            wanted = " or ".join(f"{d}D" for d in self.expected_dims)
+            raise ValueError(f"{type(self).__name__}: expected {wanted} input "
+                             f"(got {x.ndim}D input)")
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.data += 1
+            if self.momentum is None:      # cumulative moving average
+                momentum = 1.0 / float(self.num_batches_tracked.item())
+        use_batch_stats = self.training or self.running_mean is None
+        track = not self.training or self.track_running_stats
+        return F.batch_norm(x, self.running_mean if track else None,
+                            self.running_var if track else None, self.weight, self.bias,
+                            use_batch_stats, momentum, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm of (N, C, H, W) inputs, statistics over N, H and W."""
+
+    expected_dims = (4,)
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm of (N, C) or (N, C, L) inputs, statistics over N (and L)."""
+
+    expected_dims = (2, 3)
+
+
+class ReLU(Module):
+    """max(x, 0). `inplace` is accepted for compatibility and ignored."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x):
+        return F.relu(x)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+
+class MaxPool2d(Module):
+    """Max over kh x kw windows (stride defaults to kernel_size)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        super().__init__()
+        if dilation != 1 or ceil_mode:
+            raise NotImplementedError("MaxPool2d: only dilation=1 and ceil_mode=False")
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding, self.dilation, self.ceil_mode = padding, dilation, ceil_mode
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, "
+                f"ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    """Mean over kh x kw windows, padding counted (torch's count_include_pad=True)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding = padding
+
+    def forward(self, x):
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average to a fixed output size; output_size=1 is a ResNet's global average pool."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class Flatten(Module):
+    """Merge dims start_dim..end_dim into one: (N, C, 1, 1) -> (N, C) by default."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        return F.flatten(x, self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Dropout(Module):
+    """Zero each element with probability p in training, scaling the rest by 1/(1-p)."""
+
+    def __init__(self, p=0.5, inplace=False):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        self.p, self.inplace = p, inplace
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+class Identity(Module):
+    """Returns its input; takes and ignores any arguments (a placeholder layer)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class CrossEntropyLoss(Module):
+    """Mean cross entropy between logits (N, classes) and integer labels (N,)."""
+
+    def forward(self, input, target):
+        return F.cross_entropy(input, target)
+
+
+class MSELoss(Module):
+    """Mean squared error."""
+
+    def forward(self, input, target):
+        return F.mse_loss(input, target)

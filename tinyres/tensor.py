@@ -1,0 +1,490 @@
+"""Tensor: an array (NumPy or CuPy), its gradient, and the backward walk.
+
+A Tensor made by an op remembers the op's Context (`_ctx`), which holds the op's inputs.
+`backward()` orders the graph once, from the output back to the leaves, and hands each
+node the sum of the gradients of everything that consumed it: where one tensor feeds two
+branches (a shortcut and a residual branch), their gradients meet with `+`.
+"""
+import numbers
+
+import numpy as np
+
+from tinyres import backend
+
+DEFAULT_DTYPE = np.float32
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _as_dtype(dtype):
+    return None if dtype is None else np.dtype(dtype)
+
+
+class Tensor:
+    """An n-dimensional array that can record the ops applied to it."""
+
+    __array_priority__ = 1000  # numpy scalars and arrays defer to Tensor's operators
+
+    def __init__(self, data, requires_grad=False):
+        if isinstance(data, Tensor):
+            data = data.data
+        self.data = data
+        self.grad = None
+        self._ctx = None          # the Context of the op that made this tensor
+        self._hooks = []
+        self._retains_grad = False
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # ----- what it is -------------------------------------------------------------------
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def device(self):
+        return backend.device_of(self.data)
+
+    @property
+    def is_leaf(self):
+        return self._ctx is None
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self):
+        return int(self.data.size)
+
+    def dim(self):
+        return self.ndim
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        dev = ", device='cuda'" if self.device == "cuda" else ""
+        body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
+        return f"tensor({body}, dtype={self.dtype}{dev}{grad})"
+
+    # ----- conversions ------------------------------------------------------------------
+    def numpy(self):
+        """The data as a NumPy array (copied from the GPU if needed)."""
+        return backend.to_device(self.data, "cpu")
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item(): only a one-element tensor converts to a Python "
+                             f"scalar, this one has shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def detach(self):
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and self.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"requires_grad_: only float tensors can require a gradient, "
+                            f"this one is {self.dtype}")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def to(self, device=None, dtype=None):
+        """A copy on another device and/or of another dtype (self when nothing changes).
+        Like torch, `to` is differentiable only through dtype changes done by `astype`."""
+        if isinstance(device, (type, np.dtype)) or (isinstance(device, str)
+                                                    and device.startswith("float")):
+            device, dtype = None, device
+        out = self
+        if dtype is not None and np.dtype(dtype) != self.dtype:
+            out = out.astype(dtype)
+        if device is not None:
+            device = backend.check_device(device)
+            if device != out.device:
+                moved = Tensor(backend.to_device(out.data, device))
+                moved.requires_grad = out.requires_grad and out.is_leaf
+                out = moved
+        return out
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def astype(self, dtype):
+        from tinyres.functional.math import cast
+        return cast(self, dtype)
+
+    def float(self):
+        return self.to(dtype=np.float32)
+
+    def double(self):
+        return self.to(dtype=np.float64)
+
+    # ----- gradients --------------------------------------------------------------------
+    def register_hook(self, hook):
+        """Call hook(grad) when this tensor's gradient is complete; a returned Tensor
+        replaces the gradient. Returns a handle whose remove() unregisters the hook."""
+        if not self.requires_grad:
+            raise RuntimeError("register_hook: this tensor does not require a gradient")
+        self._hooks.append(hook)
+        return _HookHandle(self._hooks, hook)
+
+    def retain_grad(self):
+        """Keep .grad on this non-leaf tensor after backward."""
+        self._retains_grad = True
+
+    def backward(self, gradient=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's .grad that requires one."""
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require a gradient and "
+                               "has no graph (did you create it under no_grad?)")
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward: a gradient can be created implicitly only "
+                                   f"for a scalar output; this one has shape {self.shape}, "
+                                   f"so pass backward(gradient) of that shape")
+            seed = backend.get_array_module(self.data).ones_like(self.data)
+        else:
+            seed = gradient.data if isinstance(gradient, Tensor) else gradient
+            if tuple(seed.shape) != self.shape:
+                raise RuntimeError(f"backward: gradient has shape {tuple(seed.shape)}, "
+                                   f"expected the output's shape {self.shape}")
+            seed = seed.astype(self.dtype, copy=False)
+        _backward_walk(self, seed, retain_graph)
+
+    def zero_grad_(self):
+        self.grad = None
+
+    # ----- operators (the ops live in tinyres.functional) -----------------------------
+    def __add__(self, other):
+        return fmath.add(self, other)
+
+    def __radd__(self, other):
+        return fmath.add(other, self)
+
+    def __sub__(self, other):
+        return fmath.sub(self, other)
+
+    def __rsub__(self, other):
+        return fmath.sub(other, self)
+
+    def __mul__(self, other):
+        return fmath.mul(self, other)
+
+    def __rmul__(self, other):
+        return fmath.mul(other, self)
+
+    def __truediv__(self, other):
+        return fmath.div(self, other)
+
+    def __rtruediv__(self, other):
+        return fmath.div(other, self)
+
+    def __pow__(self, exponent):
+        return fmath.pow(self, exponent)
+
+    def __rpow__(self, base):
+        return fmath.pow(base, self)
+
+    def __matmul__(self, other):
+        return fmath.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return fmath.matmul(other, self)
+
+    def __neg__(self):
+        return fmath.neg(self)
+
+    def __abs__(self):
+        return fmath.abs(self)
+
+    def __lt__(self, other):
+        return fmath.compare(self, other, "lt")
+
+    def __le__(self, other):
+        return fmath.compare(self, other, "le")
+
+    def __gt__(self, other):
+        return fmath.compare(self, other, "gt")
+
+    def __ge__(self, other):
+        return fmath.compare(self, other, "ge")
+
+    def __eq__(self, other):
+        return fmath.compare(self, other, "eq")
+
+    def __ne__(self, other):
+        return fmath.compare(self, other, "ne")
+
+    __hash__ = object.__hash__
+
+    def __getitem__(self, index):
+        return fshape.getitem(self, index)
+
+    def __bool__(self):
+        return bool(self.item())
+
+    # ----- methods that mirror tinyres.functional ---------------------------------------
+    def sum(self, dim=None, keepdim=False):
+        return fmath.sum(self, dim, keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        return fmath.mean(self, dim, keepdim)
+
+    def var(self, dim=None, keepdim=False, unbiased=True):
+        return fmath.var(self, dim, keepdim, unbiased)
+
+    def max(self, dim=None, keepdim=False):
+        return fmath.max(self, dim, keepdim)
+
+    def min(self, dim=None, keepdim=False):
+        return fmath.min(self, dim, keepdim)
+
+    def exp(self):
+        return fmath.exp(self)
+
+    def log(self):
+        return fmath.log(self)
+
+    def sqrt(self):
+        return fmath.sqrt(self)
+
+    def abs(self):
+        return fmath.abs(self)
+
+    def clamp(self, min=None, max=None):
+        return fmath.clamp(self, min, max)
+
+    def relu(self):
+        from tinyres.functional.activation import relu
+        return relu(self)
+
+    def argmax(self, dim=None, keepdim=False):
+        xp = backend.get_array_module(self.data)
+        out = xp.argmax(self.data, axis=dim)
+        if keepdim and dim is not None:
+            out = xp.expand_dims(out, dim)
+        return Tensor(out)
+
+    def reshape(self, *shape):
+        return fshape.reshape(self, *shape)
+
+    def view(self, *shape):
+        return fshape.view(self, *shape)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return fshape.flatten(self, start_dim, end_dim)
+
+    def transpose(self, dim0, dim1):
+        return fshape.transpose(self, dim0, dim1)
+
+    def permute(self, *dims):
+        return fshape.permute(self, *dims)
+
+    def squeeze(self, dim=None):
+        return fshape.squeeze(self, dim)
+
+    def unsqueeze(self, dim):
+        return fshape.unsqueeze(self, dim)
+
+    def expand(self, *shape):
+        return fshape.expand(self, *shape)
+
+    @property
+    def T(self):
+        return fshape.permute(self, *reversed(range(self.ndim)))
+
+
+class _HookHandle:
+    def __init__(self, hooks, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self):
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def _topological_order(root):
+    """Tensors of the graph under `root`, each after all of its inputs.
+
+    Iterative depth-first search (a 5000-op chain would overflow Python's recursion
+    limit); inputs are visited in argument order, so the order is deterministic.
+    """
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        if node._ctx is not None:
+            for parent in reversed(node._ctx.inputs):
+                if parent is not None and parent.requires_grad and id(parent) not in visited:
+                    stack.append((parent, False))
+    return order
+
+
+def _backward_walk(root, seed, retain_graph):
+    """Send gradients from `root` to the leaves, consumers before producers."""
+    from tinyres.autograd import no_grad, run_backward
+    pending = {id(root): seed}     # gradient summed so far for each tensor
+    with no_grad():
+        for node in reversed(_topological_order(root)):
+            grad = pending.pop(id(node), None)
+            if grad is None:
+                continue
+            for hook in node._hooks:
+                replaced = hook(Tensor(grad))
+                if replaced is not None:
+                    grad = replaced.data if isinstance(replaced, Tensor) else replaced
+            if node._ctx is None or node._retains_grad:
+                node.grad = Tensor(grad) if node.grad is None else Tensor(node.grad.data + grad)
+            if node._ctx is None:
+                continue
+            ctx = node._ctx
+            input_grads = run_backward(ctx, grad)
+            for parent, g in zip(ctx.inputs, input_grads):
+                if g is None or parent is None or not parent.requires_grad:
+                    continue
+                # Where a tensor fed two consumers (a shortcut and a residual branch, say),
+                # their gradients add up here.
+                pending[id(parent)] = pending[id(parent)] + g if id(parent) in pending else g
+            if not retain_graph:
+                ctx.free()
+
+
+# ----- making tensors ------------------------------------------------------------------
+def _default_dtype_for(array_like):
+    """torch's rule: Python floats become float32, Python ints int64, arrays keep theirs."""
+    if hasattr(array_like, "dtype"):
+        return None
+    probe = np.asarray(array_like)
+    if probe.dtype.kind == "f":
+        return DEFAULT_DTYPE
+    return None
+
+
+def tensor(data, dtype=None, requires_grad=False, device="cpu"):
+    """A new leaf tensor holding a copy of `data` (nested lists, scalars, arrays)."""
+    device = backend.check_device(device)
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = backend.xp_for(device)
+    dtype = _as_dtype(dtype) or _default_dtype_for(data)
+    array = xp.array(backend.to_device(data, device) if hasattr(data, "dtype") else data,
+                     dtype=dtype, copy=True)
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def from_numpy(array):
+    """A tensor sharing memory with a NumPy array (dtype kept)."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+    return Tensor(array)
+
+
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def _filled(fill, shape, dtype, requires_grad, device):
+    device = backend.check_device(device)
+    xp = backend.xp_for(device)
+    data = xp.full(_shape_arg(shape), fill, dtype=_as_dtype(dtype) or DEFAULT_DTYPE)
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def zeros(*shape, dtype=None, requires_grad=False, device="cpu"):
+    return _filled(0, shape, dtype, requires_grad, device)
+
+
+def ones(*shape, dtype=None, requires_grad=False, device="cpu"):
+    return _filled(1, shape, dtype, requires_grad, device)
+
+
+def full(shape, fill_value, dtype=None, requires_grad=False, device="cpu"):
+    return _filled(fill_value, (shape,) if isinstance(shape, int) else shape,
+                   dtype, requires_grad, device)
+
+
+def _random(sampler, shape, dtype, requires_grad, device):
+    """Draw on the CPU from NumPy's global generator (seeded by tinyres.manual_seed)."""
+    data = sampler(_shape_arg(shape)).astype(_as_dtype(dtype) or DEFAULT_DTYPE)
+    return Tensor(backend.to_device(data, backend.check_device(device)),
+                  requires_grad=requires_grad)
+
+
+def randn(*shape, dtype=None, requires_grad=False, device="cpu"):
+    return _random(lambda s: np.random.standard_normal(s), shape, dtype, requires_grad, device)
+
+
+def rand(*shape, dtype=None, requires_grad=False, device="cpu"):
+    return _random(lambda s: np.random.random_sample(s), shape, dtype, requires_grad, device)
+
+
+def arange(start, end=None, step=1, dtype=None, requires_grad=False, device="cpu"):
+    if end is None:
+        start, end = 0, start
+    is_float = any(isinstance(v, float) for v in (start, end, step))
+    dtype = _as_dtype(dtype) or (DEFAULT_DTYPE if is_float else np.int64)
+    xp = backend.xp_for(backend.check_device(device))
+    return Tensor(xp.arange(start, end, step, dtype=dtype), requires_grad=requires_grad)
+
+
+def _like(maker, t, dtype, requires_grad, device, *args):
+    return maker(*args, t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad,
+                 device=device or t.device)
+
+
+def zeros_like(t, dtype=None, requires_grad=False, device=None):
+    return _like(zeros, t, dtype, requires_grad, device)
+
+
+def ones_like(t, dtype=None, requires_grad=False, device=None):
+    return _like(ones, t, dtype, requires_grad, device)
+
+
+def randn_like(t, dtype=None, requires_grad=False, device=None):
+    return _like(randn, t, dtype, requires_grad, device)
+
+
+def rand_like(t, dtype=None, requires_grad=False, device=None):
+    return _like(rand, t, dtype, requires_grad, device)
+
+
+def full_like(t, fill_value, dtype=None, requires_grad=False, device=None):
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad,
+                device=device or t.device)
+
+
+def manual_seed(seed):
+    """Seed the generator behind randn/rand and the layer initialisers."""
+    np.random.seed(seed)
+
+
+def is_scalar(value):
+    return isinstance(value, numbers.Number)
+
+
+# The operator methods above call these; imported last because they import Tensor.
+from tinyres.functional import math as fmath  # noqa: E402
+from tinyres.functional import shape as fshape  # noqa: E402
