@@ -10,16 +10,15 @@ Threading layer. Numba runs `prange` loops on one of three thread pools, chosen 
 process at the first parallel call: 'tbb', 'omp' (OpenMP) or 'workqueue'. They differ in
 what a call costs when the pool is idle or when BLAS threads hold the cores;
 benchmarks/numba_overhead.py measures each. On a 2-core machine TBB cost a few us per call
-(about 20 us after idling); GNU OpenMP, Numba's fallback when tbb is missing, cost about
-8 ms per call right after a NumPy matmul, its spinning threads fighting OpenBLAS's; the
+(tens of us after idling); GNU OpenMP, Numba's fallback when tbb is missing, cost 4 to 12 ms
+per call right after a NumPy matmul, its spinning threads fighting OpenBLAS's; the
 workqueue pool cost 50 to 100 us but never stalled. So importing this module sets
 numba.config.THREADING_LAYER_PRIORITY to _THREADING_LAYER_PRIORITY below (TBB, else
 workqueue, OpenMP last) unless the user chose a layer or an order with the environment
 variables NUMBA_THREADING_LAYER or NUMBA_THREADING_LAYER_PRIORITY; a layer set in
 numba.config.THREADING_LAYER before the first parallel call still wins, and nothing
-changes once a parallel Numba function has run in this process. Even the dearest layer
-costs far less than the NumPy work around a kernel call, so there is no serial path for
-small inputs.
+changes once a parallel Numba function has run in this process. Both layers kept cost far
+less than the NumPy work around a kernel call, so there is no serial path for small inputs.
 """
 import os
 

@@ -36,7 +36,6 @@
 #include <condition_variable>
 #include <cstring>
 #include <exception>
-#include <functional>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -162,8 +161,8 @@ inline unsigned thread_rank() {
 }
 
 // Run kernel() on every thread of every block; 0 on success, else 1 and a message in error.
-inline int launch(dim3 grid, dim3 block, int timeout_ms, char* error, int error_len,
-                  const std::function<void()>& kernel) {
+template <typename Kernel>
+int launch(dim3 grid, dim3 block, int timeout_ms, char* error, int error_len, Kernel kernel) {
     std::lock_guard<std::mutex> serial(launch_mutex);
     unsigned threads = block.x * block.y * block.z;
     unsigned blocks = grid.x * grid.y * grid.z;
