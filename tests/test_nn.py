@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tinyres import nn
+from tinyres.backend import cuda_is_available
 from tinyres.nn import functional as F
 from tinyres.nn import init
 from tinyres.optim import SGD
@@ -151,7 +152,7 @@ def test_to_and_double_keep_parameter_identity():
     assert net.fc.weight.dtype == np.float32 and net.fc.weight is params[-2]
 
 
-@pytest.mark.skipif("not __import__('tinyres.backend').backend.cuda_is_available()")
+@pytest.mark.skipif(not cuda_is_available(), reason="needs CuPy and a CUDA device")
 def test_cuda_moves_in_place_and_back():
     net = Net()
     weight = net.fc.weight
@@ -275,8 +276,9 @@ def test_state_dict_keys_and_repr_match_torch():
     assert repr(ours) == repr(ref)
 
 
-def test_torch_round_trip_forward_and_running_stats(rng=np.random.default_rng(0)):
+def test_torch_round_trip_forward_and_running_stats():
     torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
     ref, ours = _pair_of_models(torch)
     with torch.no_grad():
         ref[1].weight.uniform_(0.5, 1.5)

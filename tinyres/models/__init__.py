@@ -16,14 +16,17 @@ def get_model(name, **kwargs):
     return ARCHITECTURES[name](**kwargs)
 
 
-def from_state_dict(name, state_dict, **kwargs):
+def from_state_dict(name, state_dict, dtype=None, **kwargs):
     """Build model `name` and load a torchvision-layout state_dict: a dict of NumPy arrays,
     or the path of an .npz written by `np.savez(path, **torch_model.state_dict())` with
-    the tensors turned into arrays. Strict: missing, unexpected or mis-shaped keys raise."""
+    the tensors turned into arrays. `dtype` (e.g. np.float64) is set before loading, so
+    no value is rounded. Strict: missing, unexpected or mis-shaped keys raise."""
     if isinstance(state_dict, (str, bytes)) or hasattr(state_dict, "__fspath__"):
         with np.load(state_dict) as archive:
             state_dict = {k: archive[k] for k in archive.files}
     model = get_model(name, **kwargs)
+    if dtype is not None:
+        model.to(dtype=dtype)
     model.load_state_dict(state_dict)
     return model
 
