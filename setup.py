@@ -17,7 +17,7 @@ setup(
     install_requires=[
         "numpy>=1.24",
         "numba>=0.59",
-        "tbb>=2021.6",
+        "tbb>=2021.6; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
         "scikit-learn>=1.3",
         "tqdm>=4.60",
         "matplotlib>=3.7",
@@ -25,5 +25,7 @@ setup(
     extras_require={
         "dev": ["pytest>=7", "hypothesis>=6.80"],
         "cuda": ["cupy-cuda13x>=13"],
+        # compile checks of the CUDA sources through NVRTC, no GPU needed
+        "cuda-compile": ["cupy-cuda13x>=13", "nvidia-cuda-nvrtc"],
     },
 )

@@ -16,7 +16,7 @@ from tinyres.tensor import (Tensor, arange, from_numpy, full, full_like, manual_
                             zeros_like)
 from tinyres.functional.math import where
 from tinyres.functional.shape import cat, stack
-from tinyres import cuda, nn, optim  # noqa: E402  (subpackages of the public face)
+from tinyres import cuda, models, nn, optim, probes  # noqa: E402  (the public subpackages)
 
 float32 = np.float32
 float64 = np.float64
@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Function", "GradcheckError", "Tensor", "arange", "cat", "cuda", "enable_grad",
     "float32", "float64", "from_numpy", "full", "full_like", "gradcheck", "int64",
-    "is_grad_enabled", "manual_seed", "nn", "no_grad", "ones", "ones_like", "optim", "rand",
+    "is_grad_enabled", "manual_seed", "models", "nn", "no_grad", "ones", "ones_like", "optim", "probes", "rand",
     "rand_like", "randn", "randn_like", "set_grad_enabled", "stack", "tensor", "where",
     "zeros", "zeros_like",
 ]

@@ -67,7 +67,11 @@ class GetItem(Function):
         # scatter-add the gradient into the positions read (repeated indices accumulate)
         xp = get_array_module(grad_out)
         grad = xp.zeros(ctx.shape, dtype=grad_out.dtype)
-        xp.add.at(grad, ctx.index, grad_out)
+        if xp is np:
+            np.add.at(grad, ctx.index, grad_out)
+        else:
+            import cupyx
+            cupyx.scatter_add(grad, ctx.index, grad_out)
         return grad
 
 
@@ -75,7 +79,7 @@ class Cat(Function):
     @staticmethod
     def forward(ctx, *arrays, dim):
         ctx.dim = dim
-        ctx.bounds = np.cumsum([a.shape[dim] for a in arrays])[:-1]
+        ctx.bounds = [int(b) for b in np.cumsum([a.shape[dim] for a in arrays])[:-1]]
         return get_array_module(arrays[0]).concatenate(arrays, axis=dim)
 
     @staticmethod

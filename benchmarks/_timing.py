@@ -1,0 +1,225 @@
+"""Shared machinery of the benchmark scripts: the machine header, worker processes that
+run one engine each, rounds that alternate between the engines, and table printing.
+
+Why one process per engine: on a small machine the idle threads of one runtime (Numba's
+pool, OpenBLAS, torch's OpenMP) spin for a while after their work and steal cores from
+another runtime in the same process. So the parent starts one worker per (engine, case),
+a fresh Python running the benchmark script with `--worker SPEC`, and asks the workers in
+turn for a round (warm-up, then timed repetitions): tinyres round 1, torch round 1,
+tinyres round 2, ... Only one worker computes at a time; the other waits on its stdin.
+
+Peak memory: tracemalloc misses NumPy's and torch's C allocations, so a worker reports
+the growth of its peak resident set size (getrusage(RUSAGE_SELF).ru_maxrss) from just
+before it builds the full-size case (after imports and a tiny-size warm-up of the same
+case, which compiles the Numba kernels and starts the thread pools) to its end.
+
+Protocol: the worker writes one JSON object per line prefixed with "@@ " on stdout
+(anything else there is ignored); the parent writes {"cmd": "round"|"done"} lines.
+"""
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+
+PREFIX = "@@ "
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ----- the machine and the commit -------------------------------------------------------
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_commit():
+    """`git rev-parse --short HEAD`, plus '-dirty' when the tree has changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _version(module):
+    try:
+        return __import__(module).__version__
+    except Exception:
+        return "not installed"
+
+
+def machine_info():
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "numpy": _version("numpy"),
+        "numba": _version("numba"),
+        "torch": _version("torch"),
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def header_lines(info):
+    return [f"machine: {info['platform']}, {info['cpu']}, {info['cores']} cores, "
+            f"Python {info['python']}",
+            f"numpy {info['numpy']}, numba {info['numba']}, torch {info['torch']}, "
+            f"commit {info['commit']}, {info['date']}"]
+
+
+# ----- the worker side ------------------------------------------------------------------
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB on Linux
+
+
+def _send(obj):
+    sys.stdout.write(PREFIX + json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def serve(spec, make_step):
+    """Run in a worker: make_step(engine, case, tiny) returns a function doing one
+    repetition (and waiting for it to finish). Answers 'round' commands until 'done'."""
+    try:
+        tiny = make_step(spec["engine"], spec["case"], tiny=True)
+        for _ in range(2):
+            tiny()
+        del tiny
+        base = peak_rss_mb()
+        step = make_step(spec["engine"], spec["case"], tiny=False)
+    except Exception:
+        _send({"error": traceback.format_exc()})
+        return
+    _send({"ready": True})
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "done":
+            _send({"peak_rss_mb": peak_rss_mb() - base})
+            return
+        try:
+            for _ in range(spec["warmup"]):
+                step()
+            times = []
+            for _ in range(spec["reps"]):
+                start = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - start)
+            _send({"times": times})
+        except Exception:
+            _send({"error": traceback.format_exc()})
+            return
+
+
+# ----- the parent side ------------------------------------------------------------------
+class Worker:
+    """One engine on one case, in a fresh `python script --worker SPEC` process."""
+
+    def __init__(self, script, spec, env=None):
+        self.proc = subprocess.Popen(
+            [sys.executable, script, "--worker", json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            env={**os.environ, **(env or {})}, cwd=ROOT)
+
+    def receive(self):
+        for line in self.proc.stdout:
+            if line.startswith(PREFIX):
+                return json.loads(line[len(PREFIX):])
+        return {"error": f"worker exited with code {self.proc.wait()}"}
+
+    def ask(self, cmd):
+        self.proc.stdin.write(json.dumps({"cmd": cmd}) + "\n")
+        self.proc.stdin.flush()
+        return self.receive()
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def run_case(script, case, engines, rounds, reps, warmup, env=None):
+    """Time `case` on every engine, alternating rounds. Returns {engine: result dict}
+    with 'ms' (median of all timed repetitions), 'round_ms' (per-round medians),
+    'min_ms', 'peak_rss_mb', or 'error'."""
+    workers, out = {}, {}
+    for engine in engines:
+        spec = {"engine": engine, "case": case, "reps": reps, "warmup": warmup}
+        workers[engine] = Worker(script, spec, env)
+    for engine, worker in workers.items():
+        msg = worker.receive()
+        if "error" in msg:
+            out[engine] = {"error": msg["error"].strip().splitlines()[-1]}
+            sys.stderr.write(f"[{engine}] {case['name']}: {msg['error']}\n")
+    times = {e: [] for e in engines}
+    round_ms = {e: [] for e in engines}
+    for _ in range(rounds):
+        for engine, worker in workers.items():
+            if engine in out:
+                continue
+            msg = worker.ask("round")
+            if "error" in msg:
+                out[engine] = {"error": msg["error"].strip().splitlines()[-1]}
+                sys.stderr.write(f"[{engine}] {case['name']}: {msg['error']}\n")
+                continue
+            times[engine] += msg["times"]
+            round_ms[engine].append(1e3 * statistics.median(msg["times"]))
+    for engine, worker in workers.items():
+        if engine not in out:
+            rss = worker.ask("done").get("peak_rss_mb")
+            out[engine] = {"ms": 1e3 * statistics.median(times[engine]),
+                           "min_ms": 1e3 * min(times[engine]),
+                           "round_ms": round_ms[engine], "peak_rss_mb": rss}
+        worker.close()
+    return out
+
+
+def select(cases, pattern):
+    """The cases whose name matches the regular expression `pattern` (all when None)."""
+    if not pattern:
+        return cases
+    rx = re.compile(pattern)
+    return [c for c in cases if rx.search(c["name"])]
+
+
+# ----- printing ------------------------------------------------------------------------
+def fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(columns, rows):
+    """columns: [(title, width)], rows: lists of strings; the first column left-aligned."""
+    line = "  ".join(t.ljust(w) if i == 0 else t.rjust(w)
+                     for i, (t, w) in enumerate(columns))
+    print(line)
+    print("-" * len(line))
+    for row in rows:
+        print("  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w)
+                        for i, (v, (_, w)) in enumerate(zip(row, columns))), flush=True)
+
+
+def write_json(path, payload):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1)
+    print(f"wrote {path}")

@@ -1,0 +1,103 @@
+"""The GPU run: `pytest -m gpu`. Every op gradient-checked in float64 on 'cuda', the CUDA
+kernels against the NumPy reference, and resnet20 / resnet18 on the GPU against the CPU.
+Skipped where CUDA is not usable (tinyres.cuda.why_unavailable() says why)."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tinyres
+import tinyres.nn.functional as F
+from namespaces import TinyresOps
+from op_cases import CASES
+from tinyres import models
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not tinyres.cuda.is_available(),
+                                 reason=f"CUDA unusable: {tinyres.cuda.why_unavailable()}")]
+
+
+class CudaOps(TinyresOps):
+    """The op namespace with every tensor on the GPU."""
+
+    @staticmethod
+    def tensor_like(value, like):
+        return TinyresOps.tensor_like(value, like).to("cuda")
+
+    @staticmethod
+    def wrap(array, requires_grad):
+        import cupy
+        return tinyres.Tensor(cupy.asarray(array), requires_grad=requires_grad)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_gradcheck_float64_on_cuda(case, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    arrays, params = case.draw_inputs(data.draw, rng)
+    ops = CudaOps()
+    inputs = [ops.wrap(a, requires_grad=True) for a in arrays]
+    assert tinyres.gradcheck(lambda *ts: case.call(ops, *ts, **params), inputs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_kernels_match_the_reference(dtype):
+    import cupy
+    from tinyres.kernels import cuda, reference
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 5, 11, 9)).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+    def same(ours, ref):
+        for a, b in zip(ours if isinstance(ours, tuple) else (ours,),
+                        ref if isinstance(ref, tuple) else (ref,)):
+            np.testing.assert_allclose(cupy.asnumpy(a), b, **tol)
+
+    for window in [(3, 3, 1, 1, 1, 1), (1, 1, 2, 2, 0, 0), (2, 3, 3, 2, 1, 1)]:
+        cols = reference.im2col(x, *window)
+        same(cuda.im2col(cupy.asarray(x), *window), cols)
+        same(cuda.col2im(cupy.asarray(cols), x.shape, *window),
+             reference.col2im(cols, x.shape, *window))
+        y, idx = reference.maxpool_forward(x, *window)
+        same(cuda.maxpool_forward(cupy.asarray(x), *window), (y, idx))
+        same(cuda.maxpool_backward(cupy.asarray(y), cupy.asarray(idx), x.shape, *window),
+             reference.maxpool_backward(y, idx, x.shape, *window))
+    w, b = rng.standard_normal(5).astype(dtype), rng.standard_normal(5).astype(dtype)
+    rm, rv = np.zeros(5, dtype), np.ones(5, dtype)
+    rm_gpu, rv_gpu = cupy.asarray(rm), cupy.asarray(rv)
+    y, mean, invstd = reference.batchnorm_forward(x, w, b, rm, rv, 0.1, 1e-5)
+    same(cuda.batchnorm_forward(*map(cupy.asarray, (x, w, b)), rm_gpu, rv_gpu, 0.1, 1e-5),
+         (y, mean, invstd))
+    same((rm_gpu, rv_gpu), (rm, rv))
+    same(cuda.batchnorm_backward(*map(cupy.asarray, (g, x, w, mean, invstd))),
+         reference.batchnorm_backward(g, x, w, mean, invstd))
+    same(cuda.relu_forward(cupy.asarray(x)), reference.relu_forward(x))
+    same(cuda.relu_backward(cupy.asarray(g), cupy.asarray(x)), reference.relu_backward(g, x))
+
+
+@pytest.mark.parametrize("name,shape", [("resnet20", (4, 3, 32, 32)),
+                                        ("resnet18", (2, 3, 64, 64))])
+def test_models_on_cuda_match_the_cpu(name, shape):
+    tinyres.manual_seed(0)
+    cpu_model = models.get_model(name)
+    gpu_model = models.get_model(name)
+    gpu_model.load_state_dict(cpu_model.state_dict())
+    gpu_model.to("cuda")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = rng.integers(0, 10, size=shape[0])
+    results = []
+    for model, device in ((cpu_model, "cpu"), (gpu_model, "cuda")):
+        xt = tinyres.tensor(x, requires_grad=True, device=device)
+        loss = F.cross_entropy(model(xt), tinyres.tensor(y, device=device))
+        loss.backward()
+        results.append((loss.item(), xt.grad.numpy(),
+                        {k: p.grad.numpy() for k, p in model.named_parameters()}))
+    (l_cpu, gx_cpu, g_cpu), (l_gpu, gx_gpu, g_gpu) = results
+    assert abs(l_cpu - l_gpu) < 1e-4 * abs(l_cpu)
+    np.testing.assert_allclose(gx_gpu, gx_cpu, rtol=1e-3, atol=1e-5)
+    for k in g_cpu:
+        scale = np.abs(g_cpu[k]).max()
+        assert np.abs(g_gpu[k] - g_cpu[k]).max() <= 1e-3 * scale + 1e-6, k
