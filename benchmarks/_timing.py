@@ -94,15 +94,15 @@ def _send(obj):
 
 
 def serve(spec, make_step):
-    """Run in a worker: make_step(engine, case, tiny) returns a function doing one
+    """Run in a worker: make_step(engine, case, tiny_size) returns a function doing one
     repetition (and waiting for it to finish). Answers 'round' commands until 'done'."""
     try:
-        tiny = make_step(spec["engine"], spec["case"], tiny=True)
+        tiny = make_step(spec["engine"], spec["case"], True)
         for _ in range(2):
             tiny()
         del tiny
         base = peak_rss_mb()
-        step = make_step(spec["engine"], spec["case"], tiny=False)
+        step = make_step(spec["engine"], spec["case"], False)
     except Exception:
         _send({"error": traceback.format_exc()})
         return
@@ -207,15 +207,15 @@ def fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-def print_table(columns, rows):
-    """columns: [(title, width)], rows: lists of strings; the first column left-aligned."""
-    line = "  ".join(t.ljust(w) if i == 0 else t.rjust(w)
-                     for i, (t, w) in enumerate(columns))
-    print(line)
-    print("-" * len(line))
-    for row in rows:
-        print("  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w)
-                        for i, (v, (_, w)) in enumerate(zip(row, columns))), flush=True)
+def print_row(columns, row):
+    """columns: [(title, width)]; the first column left-aligned, the others right."""
+    print("  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w)
+                    for i, (v, (_, w)) in enumerate(zip(row, columns))), flush=True)
+
+
+def print_header(columns):
+    print_row(columns, [t for t, _ in columns])
+    print("-" * (sum(w for _, w in columns) + 2 * (len(columns) - 1)))
 
 
 def write_json(path, payload):
