@@ -11,7 +11,9 @@ tinyres round 2, ... Only one worker computes at a time; the other waits on its 
 Peak memory: tracemalloc misses NumPy's and torch's C allocations, so a worker reports
 the growth of its peak resident set size (getrusage(RUSAGE_SELF).ru_maxrss) from just
 before it builds the full-size case (after imports and a tiny-size warm-up of the same
-case, which compiles the Numba kernels and starts the thread pools) to its end.
+case, which compiles the Numba kernels and starts the thread pools) to its end: the peak
+mark is reset there (Linux /proc/self/clear_refs), and the figure is the final ru_maxrss
+minus the resident size at that point.
 
 Protocol: the worker writes one JSON object per line prefixed with "@@ " on stdout
 (anything else there is ignored); the parent writes {"cmd": "round"|"done"} lines.
@@ -73,6 +75,7 @@ def machine_info():
         "torch": _version("torch"),
         "commit": git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "loadavg_at_start": os.getloadavg()[0],
     }
 
 
@@ -80,12 +83,31 @@ def header_lines(info):
     return [f"machine: {info['platform']}, {info['cpu']}, {info['cores']} cores, "
             f"Python {info['python']}",
             f"numpy {info['numpy']}, numba {info['numba']}, torch {info['torch']}, "
-            f"commit {info['commit']}, {info['date']}"]
+            f"commit {info['commit']}, {info['date']}, "
+            f"load average {info['loadavg_at_start']:.1f} at start"]
 
 
 # ----- the worker side ------------------------------------------------------------------
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB on Linux
+
+
+def current_rss_mb():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return peak_rss_mb()
+
+
+def reset_peak_rss():
+    """Linux: reset the peak-RSS mark to the current RSS (writing 5 to clear_refs), so
+    that the peak seen afterwards is the case's, not the imports' or the JIT's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def _send(obj):
@@ -101,7 +123,8 @@ def serve(spec, make_step):
         for _ in range(2):
             tiny()
         del tiny
-        base = peak_rss_mb()
+        reset_peak_rss()
+        base = current_rss_mb()
         step = make_step(spec["engine"], spec["case"], False)
     except Exception:
         _send({"error": traceback.format_exc()})

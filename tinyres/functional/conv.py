@@ -6,6 +6,8 @@ Backward:  grad_W2   = sum_n grad_out[n] @ cols[n]^T
            grad_cols = W2^T @ grad_out         then grad_x = col2im(grad_cols)
 A 1x1 stride-1 unpadded convolution needs no im2col: x.reshape(N, C, H*W) is its cols.
 """
+import numpy as np
+
 from tinyres.autograd import Function
 from tinyres.backend import get_array_module, kernels_for
 
@@ -19,6 +21,33 @@ def pair(value, name, op):
     return out
 
 
+def batched_matmul(a, b):
+    """a @ b[n] for every n, a 2-D and b 3-D, as a (N, rows(a), cols(b)) array.
+
+    NumPy's matmul does not reach BLAS when one operand is broadcast over the batch (its
+    batch stride is 0), so on the CPU each sample gets its own GEMM, written in place;
+    CuPy's matmul runs one strided-batched cuBLAS GEMM.
+    """
+    xp = get_array_module(b)
+    if xp is not np:
+        return xp.matmul(a, b)
+    out = np.empty((b.shape[0], a.shape[0], b.shape[2]), dtype=b.dtype)
+    for n in range(b.shape[0]):
+        np.matmul(a, b[n], out=out[n])
+    return out
+
+
+def weight_gradient(g, cols):
+    """sum_n g[n] @ cols[n]^T: the gradient of W2 in out[n] = W2 @ cols[n]."""
+    xp = get_array_module(g)
+    if xp is not np:
+        return xp.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0)
+    total = g[0] @ cols[0].T
+    for n in range(1, g.shape[0]):
+        total += g[n] @ cols[n].T
+    return total
+
+
 def _is_pointwise(kh, kw, stride, padding):
     return (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0)
 
@@ -26,7 +55,6 @@ def _is_pointwise(kh, kw, stride, padding):
 class Conv2d(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding):
-        xp = get_array_module(x)
         n, c, h, w = x.shape
         oc, _, kh, kw = weight.shape
         (sh, sw), (ph, pw) = stride, padding
@@ -37,7 +65,7 @@ class Conv2d(Function):
             cols = kernels_for(x).im2col(x, kh, kw, sh, sw, ph, pw)
             oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         w2 = weight.reshape(oc, -1)
-        out = xp.matmul(w2, cols).reshape(n, oc, oh, ow)
+        out = batched_matmul(w2, cols).reshape(n, oc, oh, ow)
         if bias is not None:
             out += bias.reshape(1, oc, 1, 1)
         ctx.save_for_backward(cols, w2)
@@ -48,13 +76,12 @@ class Conv2d(Function):
     def backward(ctx, grad_out):
         # d out/d W2 = cols^T (summed over the batch), d out/d cols = W2^T, col2im undoes im2col
         cols, w2 = ctx.saved_tensors
-        xp = get_array_module(cols)
         x_shape, w_shape, (sh, sw), (ph, pw) = ctx.geometry
         n, oc = grad_out.shape[:2]
         g = grad_out.reshape(n, oc, -1)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_cols = xp.matmul(w2.T, g)
+            grad_cols = batched_matmul(w2.T, g)
             kh, kw = w_shape[2:]
             if _is_pointwise(kh, kw, (sh, sw), (ph, pw)):
                 grad_x = grad_cols.reshape(x_shape)
@@ -62,7 +89,7 @@ class Conv2d(Function):
                 grad_x = kernels_for(grad_cols).col2im(grad_cols, x_shape, kh, kw,
                                                        sh, sw, ph, pw)
         if ctx.needs_input_grad[1]:
-            grad_w = xp.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0).reshape(w_shape)
+            grad_w = weight_gradient(g, cols).reshape(w_shape)
         if ctx.needs_input_grad[2]:
             grad_b = g.sum(axis=(0, 2))
         return grad_x, grad_w, grad_b

@@ -1,0 +1,414 @@
+"""Convolution: tinyres (im2col + cuBLAS on the GPU, im2col + BLAS on the CPU) beside
+cuDNN through PyTorch (or CuPy's cuDNN bindings), on the convolution shapes of resnet20
+(batch 128, 32x32) and resnet50 (batch 64, 224x224), then whole training steps.
+
+Precision is the same on both sides: strict float32 by default (TF32 off in cuBLAS and
+cuDNN, CUPY_TF32=0), TF32 on both sides with --tf32. CuPy reads CUPY_TF32 when it is
+imported, so each invocation runs one mode, and this script sets the variable before
+anything imports CuPy.
+
+Columns:
+  shape            N x C x H x W input, OC, kernel/stride; "fwd" forward, "fwd+bwd"
+                   forward and backward (input and weight gradients)
+  tinyres ms       median time (CUDA events on the GPU) after warm-up
+  ref ms           the same on the reference (cuDNN via torch; torch CPU with --device cpu)
+  ratio            tinyres / reference (above 1: tinyres is slower)
+  GF/s             2*N*OC*OH*OW*C*kh*kw per forward, three times that for fwd+bwd
+  geomean          geometric mean of the ratios over the resnet50 shapes, per pass
+Whole models: images per second of a training step (forward, cross-entropy, backward,
+SGD step) of resnet50 (batch 64) and resnet20 (batch 128).
+
+    python benchmarks/conv_bench.py                       # GPU, strict fp32
+    python benchmarks/conv_bench.py --tf32 --json out.json
+    python benchmarks/conv_bench.py --device cpu --quick  # CPU against torch CPU
+
+On the CPU each engine runs in its own worker process and the engines alternate (the
+machinery of cpu_bench.py); --quick there uses small batches.
+"""
+import argparse
+import math
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _timing  # noqa: E402
+import cpu_bench  # noqa: E402
+
+
+# ----- shapes -----------------------------------------------------------------------------
+def shape_cases(quick, device):
+    """(group, case) pairs: the distinct convolutions of resnet20 and resnet50."""
+    r20_batch, r50_batch = 128, 64
+    if quick and device == "cpu":
+        r50_batch = 4
+    r20 = cpu_bench.distinct(cpu_bench.model_convs("resnet20", r20_batch)[0])
+    r50 = cpu_bench.distinct(cpu_bench.model_convs("resnet50", r50_batch)[0])
+    if quick:
+        r20, r50 = r20[:3], r50[:5]          # the stem and the first bottleneck
+    return ([("resnet20", c) for c in cpu_bench.conv_cases("r20", r20)]
+            + [("resnet50", c) for c in cpu_bench.conv_cases("r50", r50)])
+
+
+def model_cases(quick, device):
+    if device == "cpu":
+        if quick:
+            return [cpu_bench.model_case("resnet20", "train", 32)]
+        return [cpu_bench.model_case("resnet20", "train", 128),
+                cpu_bench.model_case("resnet50", "train", 8)]
+    return [cpu_bench.model_case("resnet50", "train", 64),
+            cpu_bench.model_case("resnet20", "train", 128)]
+
+
+# ----- the GPU engines (one process; CUDA events) ------------------------------------------
+def gpu_time_ms(fn, warmup, reps, event_cls, sync):
+    """Median over reps of the GPU time of fn(), measured with CUDA events."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(reps):
+        start, end = event_cls(), event_cls()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(event_cls.elapsed(start, end))
+    return statistics.median(times)
+
+
+def tinyres_gpu_step(case, np):
+    import tinyres
+    import tinyres.nn.functional as F
+    rng = np.random.default_rng(0)
+    x_np, w_np, g_np = cpu_bench._inputs(case, rng, np)
+    x = tinyres.tensor(x_np, requires_grad=True, device="cuda")
+    w = tinyres.tensor(w_np, requires_grad=True, device="cuda")
+    g = tinyres.tensor(g_np, device="cuda")
+
+    def fwd():
+        return F.conv2d(x, w, None, case["stride"], case["pad"])
+    if case["op"] == "fwd":
+        return fwd
+
+    def step():
+        x.grad = w.grad = None
+        fwd().backward(g)
+    return step
+
+
+def torch_gpu_step(case, np):
+    import torch
+    import torch.nn.functional as F
+    rng = np.random.default_rng(0)
+    x_np, w_np, g_np = cpu_bench._inputs(case, rng, np)
+    x = torch.from_numpy(x_np).cuda().requires_grad_()
+    w = torch.from_numpy(w_np).cuda().requires_grad_()
+    g = torch.from_numpy(g_np).cuda()
+
+    def fwd():
+        return F.conv2d(x, w, None, case["stride"], case["pad"])
+    if case["op"] == "fwd":
+        return fwd
+
+    def step():
+        x.grad = w.grad = None
+        fwd().backward(g)
+    return step
+
+
+def cupy_cudnn_step(case, np, tf32):
+    """The reference through CuPy's own cuDNN bindings (used when torch has no CUDA)."""
+    import cupy
+    try:
+        from cupyx import cudnn
+    except ImportError:
+        from cupy import cudnn
+    rng = np.random.default_rng(0)
+    x_np, w_np, g_np = cpu_bench._inputs(case, rng, np)
+    x, w, g = cupy.asarray(x_np), cupy.asarray(w_np), cupy.asarray(g_np)
+    y, gx, gw = cupy.empty_like(g), cupy.empty_like(x), cupy.empty_like(w)
+    pad, stride, dil = (case["pad"],) * 2, (case["stride"],) * 2, (1, 1)
+    tc = "always" if tf32 else "never"
+
+    def fwd():
+        cudnn.convolution_forward(x, w, None, y, pad, stride, dil, 1,
+                                  auto_tune=True, tensor_core=tc)
+    if case["op"] == "fwd":
+        return fwd
+
+    def step():
+        fwd()
+        cudnn.convolution_backward_filter(x, g, gw, pad, stride, dil, 1, deterministic=False,
+                                          auto_tune=True, tensor_core=tc)
+        cudnn.convolution_backward_data(w, g, None, gx, pad, stride, dil, 1,
+                                        deterministic=False, auto_tune=True, tensor_core=tc)
+    return step
+
+
+def torch_gpu_model_step(case, np):
+    import torch
+    import torch.nn.functional as F
+    model = (torch_resnet50() if case["model"] == "resnet50"
+             else cpu_bench.torch_model(case["model"])).cuda()
+    size = 32 if case["model"] == "resnet20" else 224
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((case["n"], 3, size, size),
+                                             dtype=np.float32)).cuda()
+    y = torch.from_numpy(rng.integers(0, 10, case["n"])).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return step
+
+
+def tinyres_gpu_model_step(case, np):
+    import tinyres
+    import tinyres.nn.functional as F
+    from tinyres.models import get_model
+    model = get_model(case["model"])
+    model.to("cuda")
+    size = 32 if case["model"] == "resnet20" else 224
+    rng = np.random.default_rng(0)
+    x = tinyres.tensor(rng.standard_normal((case["n"], 3, size, size), dtype=np.float32),
+                       device="cuda")
+    y = tinyres.tensor(rng.integers(0, 10, case["n"]), device="cuda")
+    opt = tinyres.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return step
+
+
+def torch_resnet50():
+    """torchvision's resnet50 layout (v1.5: the stride on the 3x3), without torchvision."""
+    from torch import nn
+
+    class Bottleneck(nn.Module):
+        def __init__(self, inp, planes, stride):
+            super().__init__()
+            out = planes * 4
+            self.body = nn.Sequential(
+                nn.Conv2d(inp, planes, 1, bias=False), nn.BatchNorm2d(planes), nn.ReLU(),
+                nn.Conv2d(planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes),
+                nn.ReLU(), nn.Conv2d(planes, out, 1, bias=False), nn.BatchNorm2d(out))
+            self.downsample = None
+            if stride != 1 or inp != out:
+                self.downsample = nn.Sequential(nn.Conv2d(inp, out, 1, stride, bias=False),
+                                                nn.BatchNorm2d(out))
+
+        def forward(self, x):
+            identity = x if self.downsample is None else self.downsample(x)
+            return (self.body(x) + identity).relu()
+
+    layers, inp = [], 64
+    for planes, count, stride in zip((64, 128, 256, 512), (3, 4, 6, 3), (1, 2, 2, 2)):
+        for i in range(count):
+            layers.append(Bottleneck(inp, planes, stride if i == 0 else 1))
+            inp = planes * 4
+    return nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                         nn.MaxPool2d(3, 2, 1), *layers, nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(2048, 1000))
+
+
+def gpu_reference(tf32):
+    """(name, step maker, timer) of the reference engine on the GPU, or (None, reason)."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cudnn.benchmark = True
+            return "cuDNN (torch)", torch_gpu_step
+    except ImportError:
+        pass
+    try:
+        try:
+            from cupyx import cudnn  # noqa: F401
+        except ImportError:
+            from cupy import cudnn  # noqa: F401
+        return "cuDNN (cupy)", lambda case, np: cupy_cudnn_step(case, np, tf32)
+    except ImportError:
+        return None, "neither torch with CUDA nor CuPy's cuDNN bindings are installed"
+
+
+def gpu_info():
+    import cupy
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"]
+    return {"gpu": name.decode() if isinstance(name, bytes) else name,
+            "cupy": cupy.__version__,
+            "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+            "cuda_driver": cupy.cuda.runtime.driverGetVersion()}
+
+
+def run_gpu(args, info):
+    import numpy as np
+    import cupy
+    ref_name, ref_step = gpu_reference(args.tf32)
+    if ref_name is None:
+        print(f"note: no reference column: {ref_step}")
+    print(f"reference: {ref_name}; precision: {'TF32' if args.tf32 else 'strict fp32'}")
+
+    def cupy_event():
+        return cupy.cuda.Event()
+    cupy_event.elapsed = cupy.cuda.get_elapsed_time      # milliseconds
+    # torch and CuPy work on the current stream of the same device; CUDA events on
+    # CuPy's null stream bracket the work of either after a device-wide synchronize.
+    sync = cupy.cuda.Device().synchronize
+    warmup, reps = (2, 5) if args.quick else (5, 20)
+
+    rows = []
+    for group, case in shape_cases(args.quick, "cuda"):
+        row = {"group": group, "case": case}
+        for engine, maker in (("tinyres", tinyres_gpu_step), ("ref", ref_step)):
+            if maker is None:
+                continue
+            try:
+                row[engine] = {"ms": gpu_time_ms(maker(case, np), warmup, reps,
+                                                 cupy_event, sync)}
+            except Exception as err:
+                row[engine] = {"error": f"{type(err).__name__}: {err}"}
+            cupy.get_default_memory_pool().free_all_blocks()
+        rows.append(finish_row(row))
+    models = []
+    for case in ([] if args.no_models else model_cases(args.quick, "cuda")):
+        row = {"case": case}
+        for engine, maker in (("tinyres", tinyres_gpu_model_step),
+                              ("ref", torch_gpu_model_step if ref_name == "cuDNN (torch)"
+                               else None)):
+            if maker is None:
+                continue
+            try:
+                ms = gpu_time_ms(maker(case, np), 3, 10 if not args.quick else 3, cupy_event, sync)
+                row[engine] = {"ms": ms, "images_per_s": case["n"] / ms * 1e3}
+            except Exception as err:
+                row[engine] = {"error": f"{type(err).__name__}: {err}"}
+            cupy.get_default_memory_pool().free_all_blocks()
+        models.append(finish_row(row))
+    return {"reference": ref_name, **gpu_info()}, rows, models
+
+
+# ----- the CPU path (workers of cpu_bench.py) ----------------------------------------------
+def run_cpu(args, info):
+    script = os.path.abspath(cpu_bench.__file__)
+    rounds, reps = (2, 2) if args.quick else (3, 3)
+    rows, models = [], []
+    for group, case in shape_cases(args.quick, "cpu"):
+        case = dict(case, threads=args.threads)
+        res = _timing.run_case(script, case, ["tinyres", "torch"], rounds, reps, 1)
+        rows.append(finish_row({"group": group, "case": case, "tinyres": res["tinyres"],
+                                "ref": res["torch"]}))
+        print_shape_row(rows[-1])
+    for case in ([] if args.no_models else model_cases(args.quick, "cpu")):
+        if case["model"] == "resnet50":
+            continue                      # cpu_bench's torch twins stop at resnet18
+        case = dict(case, threads=args.threads)
+        res = _timing.run_case(script, case, ["tinyres", "torch"], rounds, 1 if args.quick
+                               else 2, 1)
+        for r in res.values():
+            if "ms" in r:
+                r["images_per_s"] = case["n"] / r["ms"] * 1e3
+        models.append(finish_row({"case": case, "tinyres": res["tinyres"],
+                                  "ref": res["torch"]}))
+    return {"reference": "torch CPU"}, rows, models
+
+
+# ----- the table ---------------------------------------------------------------------------
+def finish_row(row):
+    t, r = row.get("tinyres", {}), row.get("ref", {})
+    row["ratio"] = t["ms"] / r["ms"] if "ms" in t and "ms" in r else None
+    flops = row["case"].get("flops")
+    for side in (t, r):
+        if "ms" in side and flops:
+            side["gflops"] = flops / side["ms"] / 1e6
+    return row
+
+
+SHAPE_COLUMNS = [("shape", 48), ("tinyres ms", 11), ("ref ms", 10), ("ratio", 7),
+                 ("tinyres GF/s", 12), ("ref GF/s", 10)]
+
+
+def _cell(side, key, spec):
+    if "error" in side:
+        return "error"
+    return _timing.fmt(side.get(key), spec)
+
+
+def print_shape_row(row):
+    t, r = row.get("tinyres", {}), row.get("ref", {})
+    _timing.print_row(SHAPE_COLUMNS, [
+        row["case"]["name"], _cell(t, "ms", ".2f"), _cell(r, "ms", ".2f"),
+        _timing.fmt(row["ratio"], ".2f"), _cell(t, "gflops", ".1f"),
+        _cell(r, "gflops", ".1f")])
+
+
+def geomeans(rows):
+    out = {}
+    for op in ("fwd", "fwd+bwd"):
+        ratios = [r["ratio"] for r in rows if r["group"] == "resnet50"
+                  and r["case"]["op"] == op and r["ratio"]]
+        out[op] = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else None
+    return out
+
+
+def print_models(models):
+    columns = [("training step", 34), ("tinyres img/s", 13), ("ref img/s", 10),
+               ("ratio (time)", 12)]
+    print()
+    _timing.print_header(columns)
+    for row in models:
+        t, r = row.get("tinyres", {}), row.get("ref", {})
+        _timing.print_row(columns, [row["case"]["name"], _cell(t, "images_per_s", ".1f"),
+                                    _cell(r, "images_per_s", ".1f"),
+                                    _timing.fmt(row["ratio"], ".2f")])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    ap.add_argument("--tf32", action="store_true", help="TF32 on both sides (GPU only)")
+    ap.add_argument("--quick", action="store_true", help="a few shapes, few repetitions")
+    ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    ap.add_argument("--no-models", action="store_true", help="skip the whole-model section")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="CPU threads per engine with --device cpu")
+    args = ap.parse_args(argv)
+    # Before anything imports CuPy: cuBLAS TF32 in CuPy follows CUPY_TF32 at import time.
+    os.environ["CUPY_TF32"] = "1" if args.tf32 else "0"
+    if args.tf32 and args.device == "cpu":
+        ap.error("--tf32 is a GPU mode")
+    info = _timing.machine_info()
+    print("\n".join(_timing.header_lines(info)))
+    print()
+    _timing.print_header(SHAPE_COLUMNS)
+    if args.device == "cuda":
+        extra, rows, models = run_gpu(args, info)
+        for row in rows:
+            print_shape_row(row)
+    else:
+        extra, rows, models = run_cpu(args, info)
+    info.update(extra)
+    if "gpu" in info:
+        print(f"GPU: {info['gpu']}, CuPy {info['cupy']}, CUDA runtime "
+              f"{info['cuda_runtime']}, driver {info['cuda_driver']}")
+    gm = geomeans(rows)
+    print(f"reference: {info['reference']}; geometric mean of tinyres/reference over the "
+          f"resnet50 shapes: fwd {_timing.fmt(gm['fwd'], '.2f')}, "
+          f"fwd+bwd {_timing.fmt(gm['fwd+bwd'], '.2f')}")
+    print_models(models)
+    if args.json:
+        _timing.write_json(args.json, {"machine": info, "device": args.device,
+                                       "tf32": args.tf32, "quick": args.quick,
+                                       "shapes": rows, "geomean_resnet50": gm,
+                                       "models": models})
+
+
+if __name__ == "__main__":
+    main()

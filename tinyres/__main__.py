@@ -1,0 +1,135 @@
+"""The command line: `python -m tinyres <command> [options]`.
+
+    python -m tinyres train                       # resnet20 on the 8x8 digits, ~30 s on CPU
+    python -m tinyres train --shortcut none --epochs 5 --save run.npz
+    python -m tinyres train --resume run.npz --epochs 10
+    python -m tinyres demo                        # a one-epoch smoke run
+
+Each command is a pair of functions, one adding its options to an argparse parser and one
+running it with the parsed arguments, listed once in COMMANDS. Adding a command is
+writing those two functions and one line there.
+"""
+import argparse
+import sys
+import time
+from dataclasses import fields
+
+import numpy as np
+
+import tinyres
+import tinyres.nn.functional as F
+from tinyres.probes import GradientProbe
+from tinyres.train import DATASETS, TrainConfig, Trainer
+
+
+# ----- train ---------------------------------------------------------------------------
+def add_train_arguments(parser):
+    """The options of `train` (and `demo`), defaulting to TrainConfig's values."""
+    d = TrainConfig()
+    a = parser.add_argument
+    a("--model", default=d.model, help="architecture, e.g. resnet20, resnet56")
+    a("--data", default=d.data, choices=DATASETS, help="dataset (default %(default)s)")
+    a("--data-root", default=d.data_root, help="folder holding cifar-10-batches-py/")
+    a("--epochs", type=int, default=d.epochs)
+    a("--batch-size", type=int, default=d.batch_size)
+    a("--lr", type=float, default=d.lr)
+    a("--momentum", type=float, default=d.momentum)
+    a("--weight-decay", type=float, default=d.weight_decay)
+    a("--schedule", default=d.schedule, choices=("cosine", "multistep"))
+    a("--device", default=d.device, help="cpu or cuda")
+    a("--seed", type=int, default=d.seed)
+    a("--shortcut", default=d.shortcut, choices=("A", "B", "C", "none"),
+      help="CIFAR ResNet shortcut option; 'none' builds the plain twin")
+    a("--shortcut-scale", type=float, default=d.shortcut_scale,
+      help="lambda in y = F(x) + lambda * x")
+    a("--upsample", type=int, default=d.upsample, help="nearest-neighbour factor (8x8 -> 16x16)")
+    a("--subset", type=int, default=d.subset, help="use only the first N training images")
+    a("--no-augment", dest="augment", action="store_false", help="no random crops/flips")
+    a("--save", default=d.save, help="checkpoint .npz written after every epoch")
+    a("--resume", default=d.resume, help="checkpoint to continue from")
+    a("--metrics", default=d.metrics, help="per-epoch metrics, .json or .csv")
+    a("--figure", default=d.figure, help="loss/accuracy curves, e.g. curves.png")
+    a("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def config_from_args(args):
+    """A TrainConfig from parsed arguments (those that name one of its fields)."""
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    if values.get("shortcut") == "none":
+        values["shortcut"] = None
+    return TrainConfig(**values)
+
+
+def report(trainer, shown=16):
+    """What the model learned: test accuracy, some predictions against the labels, and
+    the gradient split between shortcut and branch on one test batch."""
+    _, test_acc = trainer.evaluate()
+    images, labels = trainer.test_set.get_batch(np.arange(min(shown, len(trainer.test_set))))
+    predicted = trainer.predict(images)
+    print(f"learned: test accuracy {100 * test_acc:.1f}% (chance "
+          f"{100 / trainer.num_classes:.1f}%) on {len(trainer.test_set)} held-out images")
+    print(f"  predicted {' '.join(map(str, predicted))}")
+    print(f"  labels    {' '.join(map(str, labels))}")
+    if trainer.config.shortcut is None or not trainer.config.model.startswith("resnet"):
+        print("(no shortcuts in this model: no shortcut-gradient table)")
+        return
+    trainer.model.eval()
+    device = trainer.config.device
+    with GradientProbe(trainer.model) as probe:
+        loss = F.cross_entropy(trainer.model(tinyres.tensor(images, device=device)),
+                               tinyres.tensor(labels, device=device))
+        loss.backward()
+    trainer.model.zero_grad()
+    print("\ngradient through each block's shortcut vs its residual branch (one test batch):")
+    print(probe.summary())
+
+
+def run_train(args):
+    """Train, print the epochs, then what the model learned."""
+    config = config_from_args(args)
+    trainer = Trainer(config)
+    print(f"{config.model} (shortcut {config.shortcut}) on {config.data}: "
+          f"{trainer.num_parameters:,} parameters; {len(trainer.train_set)} training, "
+          f"{len(trainer.test_set)} test images of shape {trainer.test_set.images.shape[1:]}")
+    if trainer.start_epoch:
+        print(f"resumed from {config.resume} after epoch {trainer.start_epoch}")
+    start = time.perf_counter()
+    trainer.fit()
+    print(f"trained in {time.perf_counter() - start:.1f}s")
+    report(trainer)
+    return 0
+
+
+def add_demo_arguments(parser):
+    """`demo` takes the train options, with a one-epoch run on 256 digits as defaults."""
+    add_train_arguments(parser)
+    parser.set_defaults(epochs=1, subset=256, batch_size=64)
+
+
+# ----- the command table -----------------------------------------------------------------
+COMMANDS = [
+    # (name, help, add its arguments, run it)
+    ("train", "train a ResNet and report what it learned", add_train_arguments, run_train),
+    ("demo", "a one-epoch smoke run of train", add_demo_arguments, run_train),
+]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m tinyres",
+                                     description="tinyres: ResNets from scratch")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, help_text, add_arguments, run in COMMANDS:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(command)
+        command.set_defaults(run=run)
+    return parser
+
+
+def main(argv=None):
+    """Parse `argv` (default sys.argv[1:]) and run the chosen command; its exit code."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

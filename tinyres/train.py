@@ -1,0 +1,305 @@
+"""Training: SGD with momentum on a CIFAR-style ResNet, evaluated each epoch, resumable.
+
+    from tinyres.train import TrainConfig, train
+    history = train(TrainConfig(model="resnet20", data="digits", epochs=10))
+    history[-1]["test_acc"]
+
+`train(config)` builds a Trainer and calls fit(). A Trainer holds the model, the
+optimizer, the schedule and both loaders; it writes a checkpoint after every epoch when
+`config.save` is set, and `config.resume` restores everything a run depends on (weights,
+optimizer and schedule state, the loader's shuffle generator, the augmentation generator
+and NumPy's global generator), so a resumed run continues exactly as if never stopped.
+"""
+import csv
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+import tinyres
+import tinyres.nn.functional as F
+from tinyres import data
+from tinyres.checkpoint import (load_checkpoint, numpy_rng_state, save_checkpoint,
+                                set_numpy_rng_state)
+from tinyres.models import count_parameters, get_model
+from tinyres.optim import SGD
+from tinyres.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
+
+DATASETS = ("digits", "mnist", "synthetic", "cifar10")
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on. `epochs` is the run's total length (the schedule is
+    laid out over it); `stop_after` ends this call early, after that epoch, as an
+    interruption would. `subset` keeps only the first n training samples."""
+    model: str = "resnet20"
+    data: str = "digits"
+    shortcut: str = "A"              # 'A', 'B', 'C' or None (the plain twin)
+    shortcut_scale: float = 1.0
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "cosine"         # 'cosine' or 'multistep'
+    milestones: tuple = None         # multistep epochs; default half and three quarters
+    device: str = "cpu"
+    seed: int = 0
+    augment: bool = True
+    upsample: int = 1                # nearest-neighbour factor for small images
+    subset: int = None
+    data_root: str = None            # the folder holding cifar-10-batches-py/
+    eval_batch_size: int = 256
+    save: str = None
+    resume: str = None
+    metrics: str = None
+    figure: str = None
+    quiet: bool = False
+    stop_after: int = None
+
+
+# ----- data ------------------------------------------------------------------------------
+def _arrays(config):
+    """(train images, train labels, test images, test labels) for a non-CIFAR dataset."""
+    if config.data == "digits":
+        images, labels = data.load_digits()
+    elif config.data == "mnist":
+        images, labels = data.load_mnist_subset()
+    elif config.data == "synthetic":
+        images, labels = data.synthetic(n=1024, classes=4, size=8, channels=3, seed=0)
+    else:
+        raise ValueError(f"unknown dataset {config.data!r}; expected one of {DATASETS}")
+    images = data.upsample(data.to_rgb(images), config.upsample)
+    train_idx, test_idx = data.split_indices(len(images), test_fraction=0.2, seed=0)
+    return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
+
+
+def _augmentation(config, size, rng):
+    """The random part of the training transform ([] when augmentation is off)."""
+    if not config.augment:
+        return []
+    steps = [data.RandomCrop(size, padding=max(1, size // 8), rng=rng)]
+    if config.data == "cifar10":          # digits and blobs are not mirror-symmetric
+        steps.append(data.RandomHorizontalFlip(0.5, rng=rng))
+    return steps
+
+
+def build_datasets(config, aug_rng):
+    """(train set, test set, number of classes); augmentation draws from aug_rng."""
+    if config.data == "cifar10":
+        if not config.data_root:
+            raise ValueError("data 'cifar10' needs data_root (--data-root), the folder "
+                             "holding cifar-10-batches-py/")
+        norm = data.Normalize(CIFAR_MEAN, CIFAR_STD)
+        train_set = data.CIFAR10(config.data_root, train=True)
+        test_set = data.CIFAR10(config.data_root, train=False, transform=norm)
+        train_set.transform = data.Compose(_augmentation(config, 32, aug_rng) + [norm])
+        if config.subset:
+            train_set = data.ArrayDataset(train_set.images[:config.subset],
+                                          train_set.labels[:config.subset],
+                                          train_set.transform, scale=1 / 255)
+        return train_set, test_set, 10
+    x_train, y_train, x_test, y_test = _arrays(config)
+    if config.subset:
+        x_train, y_train = x_train[:config.subset], y_train[:config.subset]
+    norm = data.Normalize(*data.channel_stats(x_train))
+    steps = _augmentation(config, x_train.shape[-1], aug_rng) + [norm]
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    return (data.ArrayDataset(x_train, y_train, data.Compose(steps)),
+            data.ArrayDataset(x_test, y_test, norm), num_classes)
+
+
+# ----- the trainer -------------------------------------------------------------------------
+def _show_bars(config):
+    return not config.quiet and sys.stderr.isatty()
+
+
+class Trainer:
+    """Model, optimizer, schedule and loaders for one config; fit() runs the epochs."""
+
+    def __init__(self, config):
+        self.config = config
+        tinyres.manual_seed(config.seed)              # NumPy's global generator: init
+        loader_seed, aug_seed = np.random.SeedSequence(config.seed).spawn(2)
+        self.aug_rng = np.random.default_rng(aug_seed)
+        self.train_set, self.test_set, self.num_classes = build_datasets(config, self.aug_rng)
+        self.train_loader = data.DataLoader(self.train_set, config.batch_size, shuffle=True,
+                                            seed=loader_seed, device=config.device)
+        self.test_loader = data.DataLoader(self.test_set, config.eval_batch_size,
+                                           device=config.device)
+        self.model = get_model(config.model, num_classes=self.num_classes,
+                               **self._model_options()).to(config.device)
+        self.optimizer = SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                             weight_decay=config.weight_decay, nesterov=config.nesterov)
+        self.scheduler = self._make_scheduler()
+        self.history = []
+        self.start_epoch = 0
+        if config.resume:
+            self.resume(config.resume)
+
+    def _model_options(self):
+        if not self.config.model.startswith("resnet") or self.config.model in (
+                "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+            return {}
+        return {"shortcut": self.config.shortcut, "shortcut_scale": self.config.shortcut_scale}
+
+    def _make_scheduler(self):
+        c = self.config
+        if c.schedule == "cosine":
+            return CosineAnnealingLR(self.optimizer, T_max=c.epochs)
+        if c.schedule == "multistep":
+            milestones = c.milestones or (c.epochs // 2, c.epochs * 3 // 4)
+            return MultiStepLR(self.optimizer, milestones=milestones, gamma=0.1)
+        raise ValueError(f"unknown schedule {c.schedule!r}; expected 'cosine' or 'multistep'")
+
+    @property
+    def num_parameters(self):
+        return count_parameters(self.model)
+
+    # ----- one epoch ------------------------------------------------------------------
+    def train_epoch(self, epoch):
+        """One pass over the training set; (mean loss, accuracy)."""
+        self.model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.config.epochs}",
+                   leave=False, disable=not _show_bars(self.config))
+        for images, labels in bar:
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            n = len(labels.data)
+            total_loss += loss.item() * n
+            correct += int((logits.numpy().argmax(1) == labels.numpy()).sum())
+            seen += n
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        return total_loss / seen, correct / seen
+
+    def evaluate(self, loader=None):
+        """(mean loss, accuracy) over the test set, in eval mode without gradients."""
+        self.model.eval()
+        total_loss, correct, seen = 0.0, 0, 0
+        with tinyres.no_grad():
+            for images, labels in loader or self.test_loader:
+                logits = self.model(images)
+                n = len(labels.data)
+                total_loss += F.cross_entropy(logits, labels).item() * n
+                correct += int((logits.numpy().argmax(1) == labels.numpy()).sum())
+                seen += n
+        return total_loss / seen, correct / seen
+
+    def predict(self, images):
+        """Predicted classes for a NumPy batch already transformed like the test set."""
+        self.model.eval()
+        with tinyres.no_grad():
+            logits = self.model(tinyres.tensor(images, device=self.config.device))
+        return logits.numpy().argmax(1)
+
+    # ----- the run ----------------------------------------------------------------------
+    def fit(self, log=print):
+        """Train from start_epoch to config.epochs (or stop_after); the history."""
+        c = self.config
+        last = c.epochs if c.stop_after is None else min(c.epochs, c.stop_after)
+        for epoch in range(self.start_epoch, last):
+            start = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_loss, train_acc = self.train_epoch(epoch)
+            test_loss, test_acc = self.evaluate()
+            self.scheduler.step()
+            row = dict(epoch=epoch + 1, lr=lr, train_loss=train_loss, train_acc=train_acc,
+                       test_loss=test_loss, test_acc=test_acc,
+                       seconds=time.perf_counter() - start)
+            self.history.append(row)
+            if not c.quiet and log:
+                log(format_row(row, c.epochs))
+            self._after_epoch(epoch + 1)
+        if c.figure and self.history:
+            plot_history(self.history, c.figure)
+        return self.history
+
+    def _after_epoch(self, epochs_done):
+        c = self.config
+        if c.metrics:
+            write_metrics(self.history, c.metrics, config=c)
+        if c.save:
+            self.save(c.save, epochs_done)
+
+    # ----- checkpoints ---------------------------------------------------------------------
+    def rng_states(self):
+        return {"loader": self.train_loader.state_dict(),
+                "augment": self.aug_rng.bit_generator.state, "numpy": numpy_rng_state()}
+
+    def save(self, path, epochs_done):
+        """A checkpoint after `epochs_done` epochs."""
+        save_checkpoint(path, self.model, self.optimizer, self.scheduler, self.rng_states(),
+                        epoch=epochs_done, extra={"history": self.history,
+                                                  "config": asdict(self.config)})
+
+    def resume(self, path):
+        """Restore everything from a checkpoint; fit() then continues after its epoch."""
+        ckpt = load_checkpoint(path)
+        saved_model = ckpt.extra.get("config", {}).get("model", self.config.model)
+        if saved_model != self.config.model:
+            raise ValueError(f"checkpoint {path!r} holds a {saved_model}, this run builds a "
+                             f"{self.config.model}")
+        self.model.load_state_dict(ckpt.model)
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        self.scheduler.load_state_dict(ckpt.scheduler)
+        self.train_loader.load_state_dict(ckpt.rng_states["loader"])
+        self.aug_rng.bit_generator.state = ckpt.rng_states["augment"]
+        set_numpy_rng_state(ckpt.rng_states["numpy"])
+        self.history = list(ckpt.extra.get("history", []))
+        self.start_epoch = ckpt.epoch
+
+
+def train(config):
+    """Run a whole training as configured; returns the per-epoch history (dicts)."""
+    return Trainer(config).fit()
+
+
+# ----- reporting -------------------------------------------------------------------------
+def format_row(row, epochs):
+    """One epoch as a line of text."""
+    return (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.4f}  "
+            f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:5.1f}%  "
+            f"test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:5.1f}%  "
+            f"({row['seconds']:.1f}s)")
+
+
+def write_metrics(history, path, config=None):
+    """The history as CSV (a path ending in .csv) or JSON {config, history}."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if path.endswith(".csv"):
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]) if history else ["epoch"])
+            writer.writeheader()
+            writer.writerows(history)
+        return
+    with open(path, "w") as f:
+        json.dump({"config": asdict(config) if config else None, "history": history}, f,
+                  indent=2)
+
+
+def plot_history(history, path):
+    """Loss and accuracy curves (train and test) against the epoch, saved to `path`."""
+    from matplotlib.figure import Figure     # no pyplot: no global backend state
+    epochs = [r["epoch"] for r in history]
+    fig = Figure(figsize=(9, 3.5))
+    for ax, key, title in zip(fig.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy")):
+        ax.plot(epochs, [r[f"train_{key}"] for r in history], "o-", label="train")
+        ax.plot(epochs, [r[f"test_{key}"] for r in history], "s-", label="test")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
