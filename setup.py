@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.10",
     packages=[
         "tinyres", "tinyres.functional", "tinyres.nn", "tinyres.models",
-        "tinyres.optim", "tinyres.data", "tinyres.kernels",
+        "tinyres.optim", "tinyres.data", "tinyres.experiments", "tinyres.kernels",
     ],
     package_dir={"tinyres.kernels": "kernels"},
     package_data={"tinyres.kernels": ["cuda/*.cu", "cuda/*.h", "cuda/*.cuh"]},

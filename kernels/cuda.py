@@ -110,7 +110,7 @@ class Launchers:
         n, c, h, w = x.shape
         oh, ow = _out_size("im2col", x.shape, kh, kw, sh, sw, ph, pw)
         x = self.xp.ascontiguousarray(x)
-        cols = self.xp.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+        cols = self.xp.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
         self._launch("im2col", x.dtype, cols.size,
                      (x, cols, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
         return cols
@@ -120,7 +120,7 @@ class Launchers:
         _check_float("col2im", cols, "cols")
         n, c, h, w = (int(s) for s in x_shape)
         oh, ow = _out_size("col2im", (n, c, h, w), kh, kw, sh, sw, ph, pw)
-        _check_shape("col2im", cols, "cols", (n, c * kh * kw, oh * ow))
+        _check_shape("col2im", cols, "cols", (c * kh * kw, n * oh * ow))
         cols = self.xp.ascontiguousarray(cols)
         dx = self.xp.empty((n, c, h, w), dtype=cols.dtype)
         self._launch("col2im", cols.dtype, dx.size,
@@ -239,7 +239,7 @@ def _gpu():
 
 
 def im2col(x, kh, kw, sh, sw, ph, pw):
-    """Unfold the kh x kw windows of x (N, C, H, W) into cols (N, C*kh*kw, OH*OW), on the GPU."""
+    """Unfold the kh x kw windows of x (N, C, H, W) into cols (C*kh*kw, N*OH*OW), on the GPU."""
     return _gpu().im2col(x, kh, kw, sh, sw, ph, pw)
 
 

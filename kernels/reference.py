@@ -87,41 +87,45 @@ def _window_slice(start, count, step):
 
 
 def im2col(x, kh, kw, sh, sw, ph, pw):
-    """Unfold every kh x kw window of x into a column.
+    """Unfold every kh x kw window of x into a column, the images of the batch side by side.
 
-    x (N, C, H, W) -> cols (N, C*kh*kw, OH*OW), OH = (H + 2*ph - kh)//sh + 1 (OW alike).
-    cols[n, (c*kh + i)*kw + j, oh*OW + ow] = x[n, c, oh*sh - ph + i, ow*sw - pw + j],
+    x (N, C, H, W) -> cols (C*kh*kw, N*OH*OW), OH = (H + 2*ph - kh)//sh + 1 (OW alike).
+    cols[(c*kh + i)*kw + j, n*OH*OW + oh*OW + ow] = x[n, c, oh*sh - ph + i, ow*sw - pw + j],
     zero where that pixel lies in the padding. weight.reshape(OC, C*kh*kw) @ cols is then
-    the convolution, already in NCHW order.
+    the whole batch's convolution in one GEMM, of shape (OC, N*OH*OW): output channel
+    first, so one transpose of its (OC, N) axes gives NCHW.
     """
     _check_image("im2col", x, "x")
     n, c, h, w = x.shape
     oh, ow = _out_size("im2col", x.shape, kh, kw, sh, sw, ph, pw)
     padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    cols = np.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            # window element (i, j) of every output pixel at once
-            cols[:, :, i, j] = padded[:, :, _window_slice(i, oh, sh), _window_slice(j, ow, sw)]
-    return cols.reshape(n, c * kh * kw, oh * ow)
+            # window element (i, j) of every output pixel of every image at once;
+            # the window is (N, C, OH, OW), its (C, N) swapped to match cols
+            window = padded[:, :, _window_slice(i, oh, sh), _window_slice(j, ow, sw)]
+            cols[:, i, j] = window.transpose(1, 0, 2, 3)
+    return cols.reshape(c * kh * kw, n * oh * ow)
 
 
 def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
     """The adjoint of im2col: add every column entry back onto the pixel it came from.
 
-    cols (N, C*kh*kw, OH*OW) -> dx of shape x_shape = (N, C, H, W); entries that were read
+    cols (C*kh*kw, N*OH*OW) -> dx of shape x_shape = (N, C, H, W); entries that were read
     from the padding are dropped. Overlapping windows accumulate.
     """
     _check_float("col2im", cols, "cols")
     n, c, h, w = (int(s) for s in x_shape)
     oh, ow = _out_size("col2im", (n, c, h, w), kh, kw, sh, sw, ph, pw)
-    _check_shape("col2im", cols, "cols", (n, c * kh * kw, oh * ow))
-    cols6 = cols.reshape(n, c, kh, kw, oh, ow)
+    _check_shape("col2im", cols, "cols", (c * kh * kw, n * oh * ow))
+    cols6 = cols.reshape(c, kh, kw, n, oh, ow)
     padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
             # one (i, j) never hits a pixel twice, so += on the strided view is safe
-            padded[:, :, _window_slice(i, oh, sh), _window_slice(j, ow, sw)] += cols6[:, :, i, j]
+            window = padded[:, :, _window_slice(i, oh, sh), _window_slice(j, ow, sw)]
+            window += cols6[:, i, j].transpose(1, 0, 2, 3)
     return padded[:, :, ph:ph + h, pw:pw + w].copy()
 
 

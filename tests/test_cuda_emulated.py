@@ -5,8 +5,9 @@ shapes (odd sizes, stride larger than the kernel, padding, batch 1), in float32 
 float64, and held to kernels/reference.py. The emulation uses 64-thread blocks and at most
 8 blocks, so the grid-stride loops take several turns; batch norm also runs with 32 and
 128 threads and with more channels than blocks. Negative controls: a planted off-by-one in
-im2col and a broken warp reduction must be caught by the same comparisons, and a kernel
-that leaves some threads out of __syncthreads() must fail with the deadlock message.
+im2col, a col2im that takes the rows of cols one image shorter than they are and a broken
+warp reduction must be caught by the same comparisons, and a kernel that leaves some
+threads out of __syncthreads() must fail with the deadlock message.
 """
 import numpy as np
 import pytest
@@ -168,6 +169,15 @@ def test_planted_im2col_off_by_one_is_caught():
     backend = _backend(sources=_planted(
         "im2col.cu", "int h = oh * sh - ph + i;", "int h = oh * sh - ph + i + 1;"))
     with pytest.raises(AssertionError, match="im2col"):
+        check_windows(backend, WINDOWS[1], np.float64)
+
+
+def test_planted_col2im_row_stride_bug_is_caught():
+    # rows of cols are N*OH*OW long; a stride of (N-1)*OH*OW reads the wrong entries
+    backend = _backend(sources=_planted(
+        "im2col.cu", "sum += img_cols[r * Q +", "sum += img_cols[r * (Q - L) +"))
+    assert WINDOWS[1][0][0] > 1, "the control needs a batch of more than one image"
+    with pytest.raises(AssertionError, match="col2im"):
         check_windows(backend, WINDOWS[1], np.float64)
 
 

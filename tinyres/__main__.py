@@ -106,11 +106,31 @@ def add_demo_arguments(parser):
     parser.set_defaults(epochs=1, subset=256, batch_size=64)
 
 
+# ----- experiment ------------------------------------------------------------------------
+def add_experiment_arguments(parser):
+    """The options of `experiment`: which one, how big, where the figure goes."""
+    from tinyres.experiments import EXPERIMENTS
+    parser.add_argument("name", choices=sorted(EXPERIMENTS), help="the experiment")
+    parser.add_argument("--quick", action="store_true", help="the seconds-on-a-CPU version")
+    parser.add_argument("--out", default=None, help="figure folder (default runs/experiments)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_experiment(args):
+    """Run one experiment; it prints its table and saves its figure."""
+    from tinyres.experiments import run
+    result = run(args.name, quick=args.quick, seed=args.seed, out_dir=args.out)
+    print(f"figure: {result['figure']}")
+    return 0
+
+
 # ----- the command table -----------------------------------------------------------------
 COMMANDS = [
     # (name, help, add its arguments, run it)
     ("train", "train a ResNet and report what it learned", add_train_arguments, run_train),
     ("demo", "a one-epoch smoke run of train", add_demo_arguments, run_train),
+    ("experiment", "rerun a ResNet paper result (--quick: seconds)", add_experiment_arguments,
+     run_experiment),
 ]
 
 

@@ -1,13 +1,14 @@
-"""2-D convolution as im2col + one GEMM (per sample, straight into NCHW).
+"""2-D convolution as im2col + one GEMM per pass.
 
-Forward:   cols = im2col(x)                    (N, C*kh*kw, OH*OW)
-           out  = W2 @ cols                    (N, OC, OH*OW), W2 = weight.reshape(OC, -1)
-Backward:  grad_W2   = sum_n grad_out[n] @ cols[n]^T
-           grad_cols = W2^T @ grad_out         then grad_x = col2im(grad_cols)
-A 1x1 stride-1 unpadded convolution needs no im2col: x.reshape(N, C, H*W) is its cols.
+Forward:   cols = im2col(x)                    (C*kh*kw, N*OH*OW): every window a column
+           out  = W2 @ cols                    (OC, N*OH*OW), W2 = weight.reshape(OC, -1)
+Backward:  grad_W2   = g2 @ cols^T             g2 = grad_out as (OC, N*OH*OW)
+           grad_cols = W2^T @ g2               then grad_x = col2im(grad_cols)
+The whole batch sits side by side in the columns, so each pass is one large GEMM (a
+GEMM per sample would pay BLAS's thread start-up N times). The columns are k*k times the
+size of x, so backward rebuilds them from x instead of keeping them alive in the graph.
+A 1x1 stride-1 unpadded convolution needs no im2col: x with its channels first is its cols.
 """
-import numpy as np
-
 from tinyres.autograd import Function
 from tinyres.backend import get_array_module, kernels_for
 
@@ -21,77 +22,61 @@ def pair(value, name, op):
     return out
 
 
-def batched_matmul(a, b):
-    """a @ b[n] for every n, a 2-D and b 3-D, as a (N, rows(a), cols(b)) array.
-
-    NumPy's matmul does not reach BLAS when one operand is broadcast over the batch (its
-    batch stride is 0), so on the CPU each sample gets its own GEMM, written in place;
-    CuPy's matmul runs one strided-batched cuBLAS GEMM.
-    """
-    xp = get_array_module(b)
-    if xp is not np:
-        return xp.matmul(a, b)
-    out = np.empty((b.shape[0], a.shape[0], b.shape[2]), dtype=b.dtype)
-    for n in range(b.shape[0]):
-        np.matmul(a, b[n], out=out[n])
-    return out
+def channels_first(a):
+    """(N, C, H, W) -> (C, N*H*W), contiguous: the layout of the columns."""
+    n, c = a.shape[:2]
+    return get_array_module(a).ascontiguousarray(a.transpose(1, 0, 2, 3)).reshape(c, -1)
 
 
-def weight_gradient(g, cols):
-    """sum_n g[n] @ cols[n]^T: the gradient of W2 in out[n] = W2 @ cols[n]."""
-    xp = get_array_module(g)
-    if xp is not np:
-        return xp.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0)
-    total = g[0] @ cols[0].T
-    for n in range(1, g.shape[0]):
-        total += g[n] @ cols[n].T
-    return total
+def batch_first(a2, n, h, w):
+    """(C, N*H*W) -> (N, C, H, W), contiguous: back to NCHW."""
+    c = a2.shape[0]
+    return get_array_module(a2).ascontiguousarray(a2.reshape(c, n, h, w).transpose(1, 0, 2, 3))
 
 
-def _is_pointwise(kh, kw, stride, padding):
-    return (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0)
+def columns(x, kh, kw, stride, padding):
+    """The im2col matrix of x (C*kh*kw, N*OH*OW), and the output size (OH, OW)."""
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw) = stride, padding
+    if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+        return channels_first(x), (h, w)
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    return kernels_for(x).im2col(x, kh, kw, sh, sw, ph, pw), (oh, ow)
 
 
 class Conv2d(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding):
-        n, c, h, w = x.shape
         oc, _, kh, kw = weight.shape
-        (sh, sw), (ph, pw) = stride, padding
-        if _is_pointwise(kh, kw, stride, padding):
-            cols = x.reshape(n, c, h * w)
-            oh, ow = h, w
-        else:
-            cols = kernels_for(x).im2col(x, kh, kw, sh, sw, ph, pw)
-            oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        cols, (oh, ow) = columns(x, kh, kw, stride, padding)
         w2 = weight.reshape(oc, -1)
-        out = batched_matmul(w2, cols).reshape(n, oc, oh, ow)
+        out = batch_first(w2 @ cols, x.shape[0], oh, ow)
         if bias is not None:
             out += bias.reshape(1, oc, 1, 1)
-        ctx.save_for_backward(cols, w2)
-        ctx.geometry = x.shape, weight.shape, stride, padding
+        ctx.save_for_backward(x, w2)
+        ctx.geometry = weight.shape, stride, padding
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d out/d W2 = cols^T (summed over the batch), d out/d cols = W2^T, col2im undoes im2col
-        cols, w2 = ctx.saved_tensors
-        x_shape, w_shape, (sh, sw), (ph, pw) = ctx.geometry
-        n, oc = grad_out.shape[:2]
-        g = grad_out.reshape(n, oc, -1)
+        # d out/d W2 = cols^T, d out/d cols = W2^T, and col2im is the adjoint of im2col
+        x, w2 = ctx.saved_tensors
+        w_shape, stride, padding = ctx.geometry
+        kh, kw = w_shape[2:]
+        g2 = channels_first(grad_out)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_cols = batched_matmul(w2.T, g)
-            kh, kw = w_shape[2:]
-            if _is_pointwise(kh, kw, (sh, sw), (ph, pw)):
-                grad_x = grad_cols.reshape(x_shape)
+            grad_cols = w2.T @ g2
+            if (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0):
+                grad_x = batch_first(grad_cols, *(x.shape[:1] + x.shape[2:]))
             else:
-                grad_x = kernels_for(grad_cols).col2im(grad_cols, x_shape, kh, kw,
-                                                       sh, sw, ph, pw)
+                grad_x = kernels_for(grad_cols).col2im(grad_cols, x.shape, kh, kw,
+                                                       *stride, *padding)
         if ctx.needs_input_grad[1]:
-            grad_w = weight_gradient(g, cols).reshape(w_shape)
+            cols, _ = columns(x, kh, kw, stride, padding)     # rebuilt, not kept
+            grad_w = (g2 @ cols.T).reshape(w_shape)
         if ctx.needs_input_grad[2]:
-            grad_b = g.sum(axis=(0, 2))
+            grad_b = g2.sum(axis=1)
         return grad_x, grad_w, grad_b
 
 

@@ -1,0 +1,91 @@
+"""The quick experiments on a fixed seed reproduce the papers' qualitative results."""
+import os
+
+import pytest
+
+from tinyres.__main__ import main
+from tinyres.experiments import EXPERIMENTS, lesion, run, shattered, shortcut_scale
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("experiments"))
+
+
+def by_net(runs):
+    return {(r["net"], r["depth"]): r for r in runs}
+
+
+def test_degradation_deep_plain_trains_worse(out_dir):
+    result = run("degradation", quick=True, seed=0, out_dir=out_dir)
+    nets = by_net(result["runs"])
+    shallow, deep = sorted({depth for _, depth in nets})
+    # the deeper plain net trains worse than the shallower one: degradation
+    assert nets["plain", deep]["train_error"] > nets["plain", shallow]["train_error"] + 0.2
+    # its residual twin, same depth, data and budget, trains far better
+    assert nets["residual", deep]["train_loss"] < 0.5 * nets["plain", deep]["train_loss"]
+    assert nets["residual", deep]["train_error"] < nets["plain", deep]["train_error"] - 0.2
+    assert os.path.isfile(result["figure"]) and "train err" in result["table"]
+
+
+@pytest.fixture(scope="module")
+def scale_result(out_dir):
+    return shortcut_scale.run(quick=True, seed=0, out_dir=out_dir)
+
+
+def test_shortcut_scale_follows_lambda_to_the_k(scale_result):
+    law = scale_result["law"]
+    assert {r["lam"] for r in law} == set(shortcut_scale.LAMBDAS)
+    for r in law:
+        assert r["zero_branch"] == pytest.approx(r["lam"] ** r["k"], rel=0.01)
+    # with the branches switched on, F' adds to lambda and the law no longer holds alone
+    assert any(abs(r["branch_on"] / r["predicted"] - 1) > 0.1 for r in law)
+
+
+def test_shortcut_scale_gradient_ratio_is_not_trivially_one():
+    assert shortcut_scale.gradient_ratio(3, 0.5) == pytest.approx(0.125, rel=1e-6)
+    assert shortcut_scale.gradient_ratio(3, 1.5) == pytest.approx(3.375, rel=1e-6)
+
+
+def test_shortcut_scale_large_lambda_blows_up_the_first_epoch(scale_result):
+    first = {r["lam"]: r["first_loss"] for r in scale_result["training"]}
+    assert first[1.5] > 5 * first[1.0]
+
+
+def test_shattered_gradients_plain_shatters_resnet_does_not(out_dir):
+    result = shattered.run(quick=True, seed=0, out_dir=out_dir)
+    lag1 = result["lag1"]
+    plain, res = lag1["24-layer plain, BN"], lag1["50-layer resnet, BN"]
+    scaled = lag1["50-layer resnet, BN, branches x0.1"]
+    assert abs(plain) < 0.2 < 0.4 < res < scaled
+    assert scaled > 0.8 and lag1["1-layer plain, BN"] > 0.5
+    assert os.path.isfile(result["figure"])
+
+
+def test_shattered_autocorrelation_of_white_and_smooth_sequences():
+    import numpy as np
+    rng = np.random.default_rng(0)
+    assert abs(shattered.autocorrelation(rng.standard_normal(4096))[1]) < 0.05
+    assert shattered.autocorrelation(np.sin(np.linspace(0, 3, 256)))[1] > 0.95
+
+
+def test_lesion_resnet_survives_plain_does_not(out_dir):
+    result = lesion.run(quick=True, seed=0, out_dir=out_dir)
+    residual, plain = result["runs"]
+    assert (residual["net"], plain["net"]) == ("residual", "plain")
+    assert len(residual["deleted"]) == len(plain["deleted"]) == 7
+    assert residual["mean_increase"] < plain["mean_increase"] - 0.3
+    # deleting a block from the middle/end of the resnet costs little
+    late = [e for name, e in residual["deleted"] if name.startswith(("layer2", "layer3"))]
+    assert max(late) < residual["base_error"] + 0.1
+
+
+def test_experiment_command(out_dir, capsys):
+    assert main(["experiment", "shattered-gradients", "--quick", "--out", out_dir,
+                 "--seed", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "lag-1" in printed and "shattered_gradients.png" in printed
+    assert set(EXPERIMENTS) == {"degradation", "shortcut-scale", "shattered-gradients",
+                                "lesion"}
+    with pytest.raises(ValueError):
+        run("no-such-experiment")
