@@ -7,6 +7,19 @@ from tinyres.__main__ import main
 from tinyres.experiments import EXPERIMENTS, lesion, run, shattered, shortcut_scale
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread():
+    """One BLAS thread: these small GEMMs gain nothing from more, and on a busy machine
+    spinning BLAS threads make the module several times slower."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:                 # pragma: no cover - only slower without it
+        yield
+        return
+    with threadpool_limits(1):
+        yield
+
+
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("experiments"))
