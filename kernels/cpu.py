@@ -26,10 +26,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .reference import (
-    _check_batchnorm, _check_float, _check_image, _check_pool_index, _check_pool_padding,
-    _check_shape, _out_size,
-)
+from . import checks
 
 _THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
 if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
@@ -84,9 +81,8 @@ def im2col(x, kh, kw, sh, sw, ph, pw):
     cols[(c*kh + i)*kw + j, n*OH*OW + oh*OW + ow] = x[n, c, oh*sh - ph + i, ow*sw - pw + j],
     zero where that pixel lies in the padding.
     """
-    _check_image("im2col", x, "x")
+    oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw)
     n, c, _, _ = x.shape
-    oh, ow = _out_size("im2col", x.shape, kh, kw, sh, sw, ph, pw)
     cols = np.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
     _im2col_core(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw,
                  cols.reshape(c * kh * kw, n, oh * ow))
@@ -99,10 +95,7 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
     cols (C*kh*kw, N*OH*OW) -> dx of shape x_shape = (N, C, H, W); entries that were read
     from the padding are dropped. Overlapping windows accumulate.
     """
-    _check_float("col2im", cols, "cols")
-    n, c, h, w = (int(s) for s in x_shape)
-    oh, ow = _out_size("col2im", (n, c, h, w), kh, kw, sh, sw, ph, pw)
-    _check_shape("col2im", cols, "cols", (c * kh * kw, n * oh * ow))
+    n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw)
     dx = np.zeros((n, c, h, w), dtype=cols.dtype)
     cols3 = np.ascontiguousarray(cols).reshape(c * kh * kw, n, oh * ow)
     _col2im_core(cols3, kh, kw, sh, sw, ph, pw, dx)
@@ -184,8 +177,7 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps)
     running_mean and running_var ((C,) or None) are updated in place as PyTorch does:
     r = (1 - momentum)*r + momentum*batch_stat, using the unbiased variance.
     """
-    m = _check_batchnorm("batchnorm_forward", x, weight=weight, bias=bias,
-                         running_mean=running_mean, running_var=running_var)
+    m = checks.batchnorm_forward_args(x, weight, bias, running_mean, running_var)
     x = np.ascontiguousarray(x)
     mean, var = _batchnorm_stats(x)
     invstd = 1.0 / np.sqrt(var + eps)
@@ -208,9 +200,7 @@ def batchnorm_backward(grad_out, x, weight, mean, invstd):
     grad_bias = sum(grad_out), grad_weight = sum(grad_out*xhat) (sums over 0, 2, 3),
     grad_x = weight*invstd/m * (m*grad_out - grad_bias - xhat*grad_weight).
     """
-    m = _check_batchnorm("batchnorm_backward", x, weight=weight, mean=mean, invstd=invstd)
-    _check_shape("batchnorm_backward", grad_out, "grad_out", x.shape)
-    _check_float("batchnorm_backward", grad_out, "grad_out")
+    m = checks.batchnorm_backward_args(grad_out, x, weight, mean, invstd)
     x, grad_out = np.ascontiguousarray(x), np.ascontiguousarray(grad_out)
     mean64, invstd64 = (np.asarray(v, dtype=np.float64) for v in (mean, invstd))
     grad_bias, grad_weight = _batchnorm_grad_sums(grad_out, x, mean64, invstd64)
@@ -236,7 +226,7 @@ def _relu_backward_core(grad_out, x, grad_x):
 
 def relu_forward(x):
     """max(x, 0) elementwise; x of any shape, y like x (NaN passes through)."""
-    _check_float("relu_forward", x, "x")
+    checks.check_float("relu_forward", x, "x")
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
     _relu_forward_core(x.reshape(-1), y.reshape(-1))
@@ -245,8 +235,7 @@ def relu_forward(x):
 
 def relu_backward(grad_out, x):
     """grad_out * 1[x > 0] elementwise (zero where x == 0, as PyTorch); any shape."""
-    _check_float("relu_backward", grad_out, "grad_out")
-    _check_shape("relu_backward", x, "x", grad_out.shape)
+    checks.relu_backward_args(grad_out, x)
     grad_out, x = np.ascontiguousarray(grad_out), np.ascontiguousarray(x)
     grad_x = np.empty_like(grad_out)
     _relu_backward_core(grad_out.reshape(-1), x.reshape(-1), grad_x.reshape(-1))
@@ -293,10 +282,8 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
     idx (int64) is the flat index h*W + w of the chosen element within its (n, c) plane.
     Ties go to the first maximum in row-major window order; a NaN wins (as PyTorch).
     """
-    _check_image("maxpool_forward", x, "x")
-    _check_pool_padding("maxpool_forward", kh, kw, ph, pw)
+    oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw)
     n, c, _, _ = x.shape
-    oh, ow = _out_size("maxpool_forward", x.shape, kh, kw, sh, sw, ph, pw)
     y = np.empty((n, c, oh, ow), dtype=x.dtype)
     idx = np.empty((n, c, oh, ow), dtype=np.int64)
     _maxpool_forward_core(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, y, idx)
@@ -309,13 +296,8 @@ def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
     grad_out and idx (N, C, OH, OW) -> grad_x of shape x_shape = (N, C, H, W): a zero
     array into which grad_out is scatter-added at idx (overlapping windows accumulate).
     """
-    _check_float("maxpool_backward", grad_out, "grad_out")
-    n, c, h, w = (int(s) for s in x_shape)
-    _check_pool_padding("maxpool_backward", kh, kw, ph, pw)
-    oh, ow = _out_size("maxpool_backward", (n, c, h, w), kh, kw, sh, sw, ph, pw)
-    _check_shape("maxpool_backward", grad_out, "grad_out", (n, c, oh, ow))
-    _check_shape("maxpool_backward", idx, "idx", (n, c, oh, ow))
-    _check_pool_index("maxpool_backward", idx, h * w)
+    n, c, h, w, oh, ow = checks.maxpool_backward_args(grad_out, idx, x_shape,
+                                                      kh, kw, sh, sw, ph, pw)
     grad_x = np.zeros((n * c, h * w), dtype=grad_out.dtype)
     _maxpool_backward_core(np.ascontiguousarray(grad_out).reshape(n * c, oh * ow),
                            np.ascontiguousarray(idx, dtype=np.int64).reshape(n * c, oh * ow),

@@ -24,10 +24,7 @@ import re
 
 import numpy as np
 
-from .reference import (
-    _check_batchnorm, _check_float, _check_image, _check_pool_padding, _check_shape,
-    _out_size,
-)
+from . import checks
 
 CUDA_DIR = pathlib.Path(__file__).resolve().parent / "cuda"
 SOURCES = ("im2col.cu", "batchnorm.cu", "relu.cu", "maxpool.cu")
@@ -106,9 +103,8 @@ class Launchers:
 
     def im2col(self, x, kh, kw, sh, sw, ph, pw):
         """See reference.im2col."""
-        _check_image("im2col", x, "x")
+        oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw)
         n, c, h, w = x.shape
-        oh, ow = _out_size("im2col", x.shape, kh, kw, sh, sw, ph, pw)
         x = self.xp.ascontiguousarray(x)
         cols = self.xp.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
         self._launch("im2col", x.dtype, cols.size,
@@ -117,10 +113,7 @@ class Launchers:
 
     def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw):
         """See reference.col2im."""
-        _check_float("col2im", cols, "cols")
-        n, c, h, w = (int(s) for s in x_shape)
-        oh, ow = _out_size("col2im", (n, c, h, w), kh, kw, sh, sw, ph, pw)
-        _check_shape("col2im", cols, "cols", (c * kh * kw, n * oh * ow))
+        n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw)
         cols = self.xp.ascontiguousarray(cols)
         dx = self.xp.empty((n, c, h, w), dtype=cols.dtype)
         self._launch("col2im", cols.dtype, dx.size,
@@ -129,8 +122,7 @@ class Launchers:
 
     def batchnorm_forward(self, x, weight, bias, running_mean, running_var, momentum, eps):
         """See reference.batchnorm_forward."""
-        m = _check_batchnorm("batchnorm_forward", x, weight=weight, bias=bias,
-                             running_mean=running_mean, running_var=running_var)
+        m = checks.batchnorm_forward_args(x, weight, bias, running_mean, running_var)
         xp, dt = self.xp, x.dtype
         x = xp.ascontiguousarray(x)
         n, c, h, w = x.shape
@@ -149,9 +141,7 @@ class Launchers:
 
     def batchnorm_backward(self, grad_out, x, weight, mean, invstd):
         """See reference.batchnorm_backward."""
-        _check_batchnorm("batchnorm_backward", x, weight=weight, mean=mean, invstd=invstd)
-        _check_shape("batchnorm_backward", grad_out, "grad_out", x.shape)
-        _check_float("batchnorm_backward", grad_out, "grad_out")
+        checks.batchnorm_backward_args(grad_out, x, weight, mean, invstd)
         xp, dt = self.xp, x.dtype
         x, g = xp.ascontiguousarray(x), xp.ascontiguousarray(grad_out, dtype=dt)
         n, c, h, w = x.shape
@@ -167,7 +157,7 @@ class Launchers:
 
     def relu_forward(self, x):
         """See reference.relu_forward."""
-        _check_float("relu_forward", x, "x")
+        checks.check_float("relu_forward", x, "x")
         x = self.xp.ascontiguousarray(x)
         y = self.xp.empty_like(x)
         self._launch("relu_forward", x.dtype, x.size, (x, y, np.int64(x.size)))
@@ -175,8 +165,7 @@ class Launchers:
 
     def relu_backward(self, grad_out, x):
         """See reference.relu_backward."""
-        _check_float("relu_backward", grad_out, "grad_out")
-        _check_shape("relu_backward", x, "x", grad_out.shape)
+        checks.relu_backward_args(grad_out, x)
         g = self.xp.ascontiguousarray(grad_out)
         x = self.xp.ascontiguousarray(x, dtype=g.dtype)
         grad_x = self.xp.empty_like(g)
@@ -185,10 +174,8 @@ class Launchers:
 
     def maxpool_forward(self, x, kh, kw, sh, sw, ph, pw):
         """See reference.maxpool_forward."""
-        _check_image("maxpool_forward", x, "x")
-        _check_pool_padding("maxpool_forward", kh, kw, ph, pw)
+        oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw)
         n, c, h, w = x.shape
-        oh, ow = _out_size("maxpool_forward", x.shape, kh, kw, sh, sw, ph, pw)
         x = self.xp.ascontiguousarray(x)
         y = self.xp.empty((n, c, oh, ow), dtype=x.dtype)
         idx = self.xp.empty((n, c, oh, ow), dtype=np.int64)
@@ -198,12 +185,8 @@ class Launchers:
 
     def maxpool_backward(self, grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
         """See reference.maxpool_backward."""
-        _check_float("maxpool_backward", grad_out, "grad_out")
-        n, c, h, w = (int(s) for s in x_shape)
-        _check_pool_padding("maxpool_backward", kh, kw, ph, pw)
-        oh, ow = _out_size("maxpool_backward", (n, c, h, w), kh, kw, sh, sw, ph, pw)
-        _check_shape("maxpool_backward", grad_out, "grad_out", (n, c, oh, ow))
-        _check_shape("maxpool_backward", idx, "idx", (n, c, oh, ow))
+        n, c, h, w, oh, ow = checks.maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw,
+                                                          ph, pw, check_index=False)
         g = self.xp.ascontiguousarray(grad_out)
         idx = self.xp.ascontiguousarray(idx, dtype=np.int64)
         grad_x = self.xp.empty((n, c, h, w), dtype=g.dtype)

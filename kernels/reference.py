@@ -6,80 +6,12 @@ Batch-norm statistics are accumulated in float64 and cast back to the input's dt
 All functions accept float32 or float64 arrays of any memory layout and never modify
 their inputs, except batchnorm_forward, which updates the running statistics in place.
 
-The argument checks (the _check_* helpers at the top) are imported by the other backends,
-so that all of them reject bad input with the same message.
+The argument checks live in checks.py, shared by all three layers, so that all of them
+reject bad input with the same message.
 """
 import numpy as np
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _check_float(fn, a, name):
-    """Raise TypeError unless a is a float32 or float64 array."""
-    dtype = getattr(a, "dtype", None)
-    if dtype not in _FLOATS:
-        raise TypeError(f"{fn}: {name} must be a float32 or float64 array, got "
-                        f"{type(a).__name__} of dtype {dtype}")
-
-
-def _check_image(fn, x, name):
-    """Raise unless x is a float32/float64 NCHW array."""
-    _check_float(fn, x, name)
-    if x.ndim != 4:
-        raise ValueError(f"{fn}: {name} must be 4-D (N, C, H, W), got shape {x.shape}")
-
-
-def _check_shape(fn, a, name, expected):
-    """Raise ValueError unless a.shape == expected."""
-    if tuple(a.shape) != tuple(expected):
-        raise ValueError(f"{fn}: {name} must have shape {tuple(expected)}, got {a.shape}")
-
-
-def _out_size(fn, x_shape, kh, kw, sh, sw, ph, pw):
-    """(OH, OW) of a kh x kw window sliding with stride (sh, sw) over padding (ph, pw)."""
-    if len(x_shape) != 4:
-        raise ValueError(f"{fn}: x_shape must be (N, C, H, W), got {tuple(x_shape)}")
-    if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
-        raise ValueError(f"{fn}: expected kernel and stride >= 1 and padding >= 0, got "
-                         f"kernel ({kh}, {kw}), stride ({sh}, {sw}), padding ({ph}, {pw})")
-    h, w = x_shape[2], x_shape[3]
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    if oh < 1 or ow < 1:
-        raise ValueError(f"{fn}: a ({kh}, {kw}) kernel with padding ({ph}, {pw}) does not "
-                         f"fit an input of shape {tuple(x_shape)}; expected "
-                         f"H + 2*ph >= kh and W + 2*pw >= kw")
-    return oh, ow
-
-
-def _check_pool_padding(fn, kh, kw, ph, pw):
-    """Raise ValueError unless the padding is at most half the kernel (as PyTorch)."""
-    if ph > kh // 2 or pw > kw // 2:
-        raise ValueError(f"{fn}: padding ({ph}, {pw}) must be at most half the kernel "
-                         f"({kh}, {kw}), so that no window lies wholly in the padding")
-
-
-def _check_pool_index(fn, idx, plane_size):
-    """Raise unless idx is an integer array with every entry in [0, plane_size)."""
-    if not np.issubdtype(idx.dtype, np.integer):
-        raise TypeError(f"{fn}: idx must be an integer array, got dtype {idx.dtype}")
-    if idx.size and (idx.min() < 0 or idx.max() >= plane_size):
-        raise ValueError(f"{fn}: idx must lie in [0, H*W) = [0, {plane_size}), got values "
-                         f"from {idx.min()} to {idx.max()}")
-
-
-def _check_batchnorm(fn, x, **per_channel):
-    """Check x (N, C, H, W) and the (C,) vectors given (None allowed); return m = N*H*W."""
-    _check_image(fn, x, "x")
-    n, c, h, w = x.shape
-    for name, v in per_channel.items():
-        if v is not None:
-            _check_shape(fn, v, name, (c,))
-    m = n * h * w
-    if m < 2:
-        raise ValueError(f"{fn}: expected more than one value per channel in training "
-                         f"mode, got x of shape {x.shape}")
-    return m
-
+from . import checks
 
 def _window_slice(start, count, step):
     """The slice that picks `count` elements from `start` on, every `step`-th."""
@@ -95,9 +27,8 @@ def im2col(x, kh, kw, sh, sw, ph, pw):
     the whole batch's convolution in one GEMM, of shape (OC, N*OH*OW): output channel
     first, so one transpose of its (OC, N) axes gives NCHW.
     """
-    _check_image("im2col", x, "x")
+    oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw)
     n, c, h, w = x.shape
-    oh, ow = _out_size("im2col", x.shape, kh, kw, sh, sw, ph, pw)
     padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     cols = np.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
     for i in range(kh):
@@ -115,10 +46,7 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
     cols (C*kh*kw, N*OH*OW) -> dx of shape x_shape = (N, C, H, W); entries that were read
     from the padding are dropped. Overlapping windows accumulate.
     """
-    _check_float("col2im", cols, "cols")
-    n, c, h, w = (int(s) for s in x_shape)
-    oh, ow = _out_size("col2im", (n, c, h, w), kh, kw, sh, sw, ph, pw)
-    _check_shape("col2im", cols, "cols", (c * kh * kw, n * oh * ow))
+    n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw)
     cols6 = cols.reshape(c, kh, kw, n, oh, ow)
     padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
     for i in range(kh):
@@ -137,8 +65,7 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps)
     running_mean and running_var ((C,) or None) are updated in place as PyTorch does:
     r = (1 - momentum)*r + momentum*batch_stat, using the unbiased variance.
     """
-    m = _check_batchnorm("batchnorm_forward", x, weight=weight, bias=bias,
-                         running_mean=running_mean, running_var=running_var)
+    m = checks.batchnorm_forward_args(x, weight, bias, running_mean, running_var)
     x64 = x.astype(np.float64)
     mean = x64.mean(axis=(0, 2, 3))
     centred = x64 - mean[None, :, None, None]
@@ -162,9 +89,7 @@ def batchnorm_backward(grad_out, x, weight, mean, invstd):
     grad_bias = sum(grad_out), grad_weight = sum(grad_out*xhat) (sums over 0, 2, 3),
     grad_x = weight*invstd/m * (m*grad_out - grad_bias - xhat*grad_weight).
     """
-    m = _check_batchnorm("batchnorm_backward", x, weight=weight, mean=mean, invstd=invstd)
-    _check_shape("batchnorm_backward", grad_out, "grad_out", x.shape)
-    _check_float("batchnorm_backward", grad_out, "grad_out")
+    m = checks.batchnorm_backward_args(grad_out, x, weight, mean, invstd)
 
     def per_channel(v):
         return np.asarray(v, dtype=np.float64)[None, :, None, None]
@@ -181,14 +106,13 @@ def batchnorm_backward(grad_out, x, weight, mean, invstd):
 
 def relu_forward(x):
     """max(x, 0) elementwise; x of any shape, y like x (NaN passes through)."""
-    _check_float("relu_forward", x, "x")
+    checks.check_float("relu_forward", x, "x")
     return np.maximum(x, x.dtype.type(0))
 
 
 def relu_backward(grad_out, x):
     """grad_out * 1[x > 0] elementwise (zero where x == 0, as PyTorch); any shape."""
-    _check_float("relu_backward", grad_out, "grad_out")
-    _check_shape("relu_backward", x, "x", grad_out.shape)
+    checks.relu_backward_args(grad_out, x)
     return np.where(x > 0, grad_out, grad_out.dtype.type(0))
 
 
@@ -200,10 +124,8 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
     Each window is walked in row-major order and only a strictly larger value takes over,
     so ties go to the first maximum; a NaN wins over any number (as PyTorch).
     """
-    _check_image("maxpool_forward", x, "x")
-    _check_pool_padding("maxpool_forward", kh, kw, ph, pw)
+    oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw)
     n, c, h, w = x.shape
-    oh, ow = _out_size("maxpool_forward", x.shape, kh, kw, sh, sw, ph, pw)
     padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
     top = np.arange(oh)[:, None] * sh - ph         # first input row of each window
     left = np.arange(ow)[None, :] * sw - pw        # first input column of each window
@@ -224,13 +146,8 @@ def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
     grad_out and idx (N, C, OH, OW) -> grad_x of shape x_shape = (N, C, H, W): a zero
     array into which grad_out is scatter-added at idx (overlapping windows accumulate).
     """
-    _check_float("maxpool_backward", grad_out, "grad_out")
-    n, c, h, w = (int(s) for s in x_shape)
-    _check_pool_padding("maxpool_backward", kh, kw, ph, pw)
-    oh, ow = _out_size("maxpool_backward", (n, c, h, w), kh, kw, sh, sw, ph, pw)
-    _check_shape("maxpool_backward", grad_out, "grad_out", (n, c, oh, ow))
-    _check_shape("maxpool_backward", idx, "idx", (n, c, oh, ow))
-    _check_pool_index("maxpool_backward", idx, h * w)
+    n, c, h, w, oh, ow = checks.maxpool_backward_args(grad_out, idx, x_shape,
+                                                      kh, kw, sh, sw, ph, pw)
     grad_x = np.zeros((n * c, h * w), dtype=grad_out.dtype)
     planes = np.arange(n * c)[:, None]
     np.add.at(grad_x, (planes, idx.reshape(n * c, oh * ow)), grad_out.reshape(n * c, oh * ow))
