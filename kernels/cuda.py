@@ -1,4 +1,4 @@
-"""CuPy launchers for the CUDA C kernels in cuda/*.cu: the nine functions of reference.py.
+"""CuPy launchers for the CUDA C kernels in cuda/*.cu: the eight functions of reference.py.
 
 The kernels live in real .cu files next to this one, templated on the element type T.
 Each file is compiled once per device by cupy.RawModule with name expressions such as
@@ -76,7 +76,7 @@ def _i32(*values):
 
 
 class Launchers:
-    """The nine kernels of reference.py, launched on arrays of `xp`.
+    """The eight kernels of reference.py, launched on arrays of `xp`.
 
     kernel(name, dtype) returns a callable with RawKernel's calling convention,
     kernel((grid,), (block,), args). block must be a multiple of 32, at most 1024.
