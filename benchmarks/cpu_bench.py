@@ -333,6 +333,9 @@ def make_numpy_step(case, np, threads):
 
 def make_step(engine, case, tiny_size=False):
     """One repetition of `case` on `engine`, as a function (the worker's entry point)."""
+    if engine == "tinyres":
+        import tinyres  # noqa: F401  before NumPy, as `python -m tinyres` does: it sets
+        #                 OpenBLAS's spin time, read when NumPy loads (tinyres/__init__.py)
     import numpy as np
     threads = case.get("threads") or os.cpu_count()
     if tiny_size:
