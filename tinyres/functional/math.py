@@ -343,9 +343,9 @@ class Max(Function):
 
 class MaxDim(Function):
     @staticmethod
-    def forward(ctx, a, dim, keepdim=False, largest=True):
+    def forward(ctx, a, index, dim, keepdim=False):
+        """The values of `a` at `index` (argmax or argmin, kept dims) along `dim`."""
         xp = get_array_module(a)
-        index = xp.expand_dims((xp.argmax if largest else xp.argmin)(a, axis=dim), dim)
         ctx.index, ctx.shape, ctx.dim, ctx.keepdim = index, a.shape, dim, keepdim
         out = xp.take_along_axis(a, index, axis=dim)
         return out if keepdim else xp.squeeze(out, axis=dim)
@@ -467,10 +467,10 @@ def _max_or_min(a, dim, keepdim, largest):
     if dim is None:
         return Max.apply(a, largest=largest)
     (axis,) = _axes(dim, a.ndim)
-    values = MaxDim.apply(a, dim=axis, keepdim=keepdim, largest=largest)
     xp = get_array_module(a.data)
-    indices = (xp.argmax if largest else xp.argmin)(a.data, axis=axis)
-    return MaxResult(values, Tensor(xp.expand_dims(indices, axis) if keepdim else indices))
+    index = xp.expand_dims((xp.argmax if largest else xp.argmin)(a.data, axis=axis), axis)
+    values = MaxDim.apply(a, index=index, dim=axis, keepdim=keepdim)
+    return MaxResult(values, Tensor(index if keepdim else xp.squeeze(index, axis=axis)))
 
 
 def max(a, dim=None, keepdim=False):
