@@ -7,15 +7,9 @@
     loss = F.relu(x).mean()
     loss.backward()          # x.grad now holds d loss / d x
 """
-import os
+from tinyres import runtime
 
-# OpenBLAS's worker threads keep spinning for a while after each GEMM; between GEMMs the
-# Numba kernels (im2col, batch norm, ReLU) then share the cores with those spinning
-# threads. A short spin (2**4 cycles, OpenBLAS's minimum) made a resnet20 training step
-# on 2 cores about 20% faster (benchmarks/README.md). OpenBLAS reads this once, when NumPy
-# is first imported: it takes effect when tinyres is imported first (as by `python -m
-# tinyres`), and a value the user set is kept.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+runtime.configure()   # before NumPy loads OpenBLAS: see tinyres/runtime.py
 
 import numpy as np  # noqa: E402
 
