@@ -1,5 +1,8 @@
-"""Devices without a GPU: asking about CUDA answers False without raising; asking for it
-explicitly raises an error that says what is missing; ops refuse mixed devices."""
+"""Devices without a GPU: asking about CUDA answers False without raising, asking for it
+explicitly raises an error that says what is missing; and the process settings of
+tinyres.runtime, which yield to the user's own."""
+import os
+import platform
 import re
 import subprocess
 import sys
@@ -43,3 +46,30 @@ def test_cpu_arrays_use_numba_kernels_and_numpy():
     assert backend.get_array_module(x) is np
     assert backend.kernels_for(x).__name__ == "tinyres.kernels.cpu"
     assert backend.device_of(x) == "cpu" and tinyres.Tensor(x).device == "cpu"
+
+
+def _env_after_import(**env):
+    """OPENBLAS_THREAD_TIMEOUT as seen in a fresh process after `import tinyres`."""
+    code = "import os, tinyres; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("OPENBLAS_THREAD_TIMEOUT", "TINYRES_KEEP_RUNTIME")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, env={**full, **env}).stdout.strip()
+
+
+def test_runtime_sets_a_short_openblas_spin_unless_the_user_chose():
+    assert _env_after_import() == "4"
+    assert _env_after_import(OPENBLAS_THREAD_TIMEOUT="9") == "9"
+    assert _env_after_import(TINYRES_KEEP_RUNTIME="1") == "None"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_runtime_malloc_tuning_applies_on_glibc_and_yields_to_the_environment(monkeypatch):
+    from tinyres import runtime
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert runtime._tune_malloc() is True
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert runtime._tune_malloc() is False
