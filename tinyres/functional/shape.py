@@ -3,7 +3,7 @@ gradient back the same way (reshape back, transpose back, scatter back)."""
 import numpy as np
 
 from tinyres.autograd import Function
-from tinyres.backend import get_array_module
+from tinyres.backend import get_array_module, to_device
 from tinyres.tensor import Tensor
 
 
@@ -211,17 +211,19 @@ def pad(a, pad, mode="constant", value=0.0):
     return Pad.apply(a, widths=tuple(widths), value=value)
 
 
-def _plain_index(index):
-    """Tensors inside an index become arrays; everything else is kept."""
+def _plain_index(index, device):
+    """Tensors and arrays inside an index become arrays on `device`; the rest is kept."""
     if isinstance(index, Tensor):
-        return index.data
+        index = index.data
     if isinstance(index, tuple):
-        return tuple(_plain_index(i) for i in index)
+        return tuple(_plain_index(i, device) for i in index)
+    if hasattr(index, "dtype") and hasattr(index, "shape"):
+        return to_device(index, device)
     return index
 
 
 def getitem(a, index):
-    index = _plain_index(index)
+    index = _plain_index(index, a.device)
     if a.device == "cpu":   # check on a zero-cost view first, for a message with shapes
         try:
             np.broadcast_to(np.int8(0), a.shape)[index]
