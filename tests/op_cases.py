@@ -5,7 +5,7 @@ A case draws its input arrays with hypothesis and calls the op through a namespa
 that is either tinyres.nn.functional or a torch equivalent, so the same line of code runs
 in both engines. `noncontig` draws some inputs as strided views (transposed, sliced).
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -19,8 +19,6 @@ class OpCase:
     name: str
     draw_inputs: Callable      # (draw, rng) -> (list of float64 arrays, dict of params)
     call: Callable             # (F, *tensors, **params) -> tensor
-    positive: bool = False     # inputs drawn away from 0 (log, sqrt, pow, abs)
-    tags: set = field(default_factory=set)
 
 
 def array(draw, rng, shape, positive=False):

@@ -156,9 +156,11 @@ def test_to_and_double_keep_parameter_identity():
 def test_cuda_moves_in_place_and_back():
     net = Net()
     weight = net.fc.weight
-    expected = net.eval()(randn(2, 3, 6, 6)).numpy()
+    x = randn(2, 3, 6, 6)
+    expected = net.eval()(x).numpy()
     net.cuda()
     assert net.fc.weight is weight and net.fc.weight.device == "cuda"
+    np.testing.assert_allclose(net(x.cuda()).numpy(), expected, rtol=1e-4, atol=1e-5)
     assert net.layer1[0].bn1.running_mean.device == "cuda"
     assert net.state_dict()["fc.weight"].__class__ is np.ndarray
     net.cpu()

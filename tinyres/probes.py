@@ -18,7 +18,6 @@ add): the "+1" of y = F(x) + x, measured.
 import numpy as np
 
 from tinyres.autograd import Function
-from tinyres.tensor import Tensor
 
 
 class Tap(Function):
@@ -132,4 +131,4 @@ class GradientProbe:
         return "\n".join(lines)
 
 
-__all__ = ["GradientProbe", "Tap", "Tensor"]
+__all__ = ["GradientProbe", "Tap"]

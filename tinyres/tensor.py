@@ -5,8 +5,6 @@ A Tensor made by an op remembers the op's Context (`_ctx`), which holds the op's
 node the sum of the gradients of everything that consumed it: where one tensor feeds two
 branches (a shortcut and a residual branch), their gradients meet with `+`.
 """
-import numbers
-
 import numpy as np
 
 from tinyres import backend
@@ -164,9 +162,6 @@ class Tensor:
                                    f"expected the output's shape {self.shape}")
             seed = seed.astype(self.dtype, copy=False)
         _backward_walk(self, seed, retain_graph)
-
-    def zero_grad_(self):
-        self.grad = None
 
     # ----- operators (the ops live in tinyres.functional) -----------------------------
     def __add__(self, other):
@@ -479,10 +474,6 @@ def full_like(t, fill_value, dtype=None, requires_grad=False, device=None):
 def manual_seed(seed):
     """Seed the generator behind randn/rand and the layer initialisers."""
     np.random.seed(seed)
-
-
-def is_scalar(value):
-    return isinstance(value, numbers.Number)
 
 
 # The operator methods above call these; imported last because they import Tensor.

@@ -46,8 +46,8 @@ def nll_loss(input, target):
 
 def cross_entropy(input, target):
     """Mean cross-entropy between logits (N, C) and integer labels (N,)."""
-    _labels(target, input, "cross_entropy")
-    return nll_loss(log_softmax(input, dim=1), target)
+    labels = _labels(target, input, "cross_entropy")
+    return NLLLoss.apply(log_softmax(input, dim=1), target=labels)
 
 
 def mse_loss(input, target):

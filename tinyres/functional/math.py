@@ -62,7 +62,7 @@ def _axes(dim, ndim):
     return tuple(d % builtins.max(ndim, 1) for d in dims)
 
 
-def _keep(grad, shape, axes, keepdim):
+def _keep(grad, axes, keepdim):
     """Reshape a reduced gradient so it broadcasts back over the reduced axes."""
     if axes is None or keepdim:
         return grad
@@ -287,7 +287,7 @@ class Sum(Function):
     def backward(ctx, grad_out):
         # d sum(a)/da = 1 for every summed element
         xp = get_array_module(grad_out)
-        g = _keep(grad_out, ctx.shape, ctx.axes, ctx.keepdim)
+        g = _keep(grad_out, ctx.axes, ctx.keepdim)
         return xp.broadcast_to(g, ctx.shape).copy()
 
 
@@ -302,7 +302,7 @@ class Mean(Function):
     def backward(ctx, grad_out):
         # d mean(a)/da = 1/n for every averaged element
         xp = get_array_module(grad_out)
-        g = _keep(grad_out, ctx.shape, ctx.axes, ctx.keepdim) / ctx.count
+        g = _keep(grad_out, ctx.axes, ctx.keepdim) / ctx.count
         return xp.broadcast_to(g, ctx.shape).astype(grad_out.dtype)
 
 
@@ -321,7 +321,7 @@ class Var(Function):
     def backward(ctx, grad_out):
         # d var(a)/da = 2 (a - mean) / (n - ddof)
         (centred,) = ctx.saved_tensors
-        g = _keep(grad_out, centred.shape, ctx.axes, ctx.keepdim)
+        g = _keep(grad_out, ctx.axes, ctx.keepdim)
         return (g * (2 * centred / ctx.denom)).astype(centred.dtype)
 
 
