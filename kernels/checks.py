@@ -128,3 +128,29 @@ def maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, check_
     if check_index:
         check_pool_index("maxpool_backward", idx, h * w)
     return n, c, h, w, oh, ow
+
+
+def conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw):
+    """Check conv2d_forward's arguments; return (OH, OW)."""
+    return check_conv2d("conv2d_forward", x, w2, kh, kw, sh, sw, ph, pw)
+
+
+def conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw):
+    """Check conv2d_backward's arguments; return (OH, OW)."""
+    oh, ow = check_conv2d("conv2d_backward", x, w2, kh, kw, sh, sw, ph, pw)
+    check_float("conv2d_backward", grad_out, "grad_out")
+    check_shape("conv2d_backward", grad_out, "grad_out", (x.shape[0], w2.shape[0], oh, ow))
+    return oh, ow
+
+
+def check_conv2d(fn, x, w2, kh, kw, sh, sw, ph, pw):
+    """x (N, C, H, W) and w2 (OC, C*kh*kw) of one float dtype; return (OH, OW)."""
+    check_image(fn, x, "x")
+    check_float(fn, w2, "w2")
+    if w2.ndim != 2 or w2.shape[1] != x.shape[1] * kh * kw:
+        raise ValueError(f"{fn}: w2 must have shape (out_channels, {x.shape[1] * kh * kw}) "
+                         f"= (OC, C*kh*kw) for x {x.shape} and a {kh}x{kw} kernel, "
+                         f"got {w2.shape}")
+    if w2.dtype != x.dtype:
+        raise TypeError(f"{fn}: x is {x.dtype} but w2 is {w2.dtype}")
+    return out_size(fn, x.shape, kh, kw, sh, sw, ph, pw)

@@ -1,4 +1,4 @@
-"""CuPy launchers for the CUDA C kernels in cuda/*.cu: the eight functions of reference.py.
+"""CuPy launchers for the CUDA C kernels in cuda/*.cu: the functions of reference.py.
 
 The kernels live in real .cu files next to this one, templated on the element type T.
 Each file is compiled once per device by cupy.RawModule with name expressions such as
@@ -24,7 +24,7 @@ import re
 
 import numpy as np
 
-from . import checks
+from . import checks, gemm_conv
 
 CUDA_DIR = pathlib.Path(__file__).resolve().parent / "cuda"
 SOURCES = ("im2col.cu", "batchnorm.cu", "relu.cu", "maxpool.cu")
@@ -214,11 +214,15 @@ def _cupy_kernel(name, dtype):
     return module.get_function(f"{name}<{C_TYPES[np.dtype(dtype)]}>")
 
 
-@functools.lru_cache(maxsize=None)
-def _gpu():
+def _cupy():
     import cupy
 
-    return Launchers(cupy, _cupy_kernel)
+    return cupy
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu():
+    return Launchers(_cupy(), _cupy_kernel)
 
 
 def im2col(x, kh, kw, sh, sw, ph, pw):
@@ -229,6 +233,19 @@ def im2col(x, kh, kw, sh, sw, ph, pw):
 def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
     """The adjoint of im2col (a gather: each pixel sums the entries read from it), on the GPU."""
     return _gpu().col2im(cols, x_shape, kh, kw, sh, sw, ph, pw)
+
+
+def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw):
+    """The convolution of x (N, C, H, W) with w2 (OC, C*kh*kw): im2col + one cuBLAS GEMM."""
+    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw)
+    return gemm_conv.conv2d_forward(_cupy(), im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow)
+
+
+def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w=True):
+    """(grad_x, grad_w2) of conv2d_forward, each None unless asked for, on the GPU."""
+    checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw)
+    return gemm_conv.conv2d_backward(_cupy(), im2col, col2im, grad_out, x, w2,
+                                     kh, kw, sh, sw, ph, pw, need_x, need_w)
 
 
 def batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps):

@@ -11,7 +11,7 @@ reject bad input with the same message.
 """
 import numpy as np
 
-from . import checks
+from . import checks, gemm_conv
 
 def _window_slice(start, count, step):
     """The slice that picks `count` elements from `start` on, every `step`-th."""
@@ -55,6 +55,26 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
             window = padded[:, :, _window_slice(i, oh, sh), _window_slice(j, ow, sw)]
             window += cols6[:, i, j].transpose(1, 0, 2, 3)
     return padded[:, :, ph:ph + h, pw:pw + w].copy()
+
+
+def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw):
+    """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C*kh*kw).
+
+    -> out (N, OC, OH, OW), out[n, o, y, z] = sum over (c, i, j) of
+    w2[o, (c*kh + i)*kw + j] * x[n, c, y*sh - ph + i, z*sw - pw + j] (zero in the padding):
+    im2col of the whole batch, then one GEMM (kernels/gemm_conv.py).
+    """
+    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw)
+    return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow)
+
+
+def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w=True):
+    """The gradients of conv2d_forward -> (grad_x like x, grad_w2 like w2), each None
+    unless asked for: grad_w2 = grad_out (OC, N*OH*OW) @ im2col(x)^T and
+    grad_x = col2im(w2^T @ grad_out)."""
+    checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw)
+    return gemm_conv.conv2d_backward(np, im2col, col2im, grad_out, x, w2,
+                                     kh, kw, sh, sw, ph, pw, need_x, need_w)
 
 
 def batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tinyres.kernels import cpu, reference
 
 BACKENDS = [("cpu", cpu)]
-PUBLIC = {"im2col", "col2im", "batchnorm_forward", "batchnorm_backward", "relu_forward",
+PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
           "relu_backward", "maxpool_forward", "maxpool_backward"}
 
 backends = pytest.mark.parametrize("kernels", [m for _, m in BACKENDS],
@@ -138,6 +138,111 @@ def test_col2im_is_the_adjoint_of_im2col(kernels, geometry, seed):
     lhs = np.sum(kernels.im2col(x, *window) * cols)
     rhs = np.sum(x * kernels.col2im(cols, x_shape, *window))
     assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
+
+
+# ---------------------------------------------------------------- convolution
+
+# cpu.py runs one GEMM per image where an image has PER_IMAGE_MIN_PIXELS output pixels
+# or more, and im2col + one GEMM below; both paths are held to the reference.
+CPU_CONV_PATHS = pytest.mark.parametrize("min_pixels", [
+    pytest.param(1, id="per-image", marks=pytest.mark.skipif(
+        not cpu._per_image_gemms_usable(),
+        reason="SciPy shares NumPy's BLAS here: cpu.py does not use per-image GEMMs")),
+    pytest.param(10**9, id="one-GEMM")])
+
+
+def conv_by_the_sum(x, w2, kh, kw, sh, sw, ph, pw):
+    """out[n, o, y, z] = sum over (c, i, j) of w2[o, (c*kh + i)*kw + j] * x[n, c, ...]."""
+    n, c, h, w = x.shape
+    oh, ow = out_hw(x.shape, kh, kw, sh, sw, ph, pw)
+    weight = w2.reshape(-1, c, kh, kw)
+    out = np.zeros((n, w2.shape[0], oh, ow), dtype=np.float64)
+    for y in range(oh):
+        for z in range(ow):
+            for i in range(kh):
+                for j in range(kw):
+                    hi, wi = y * sh - ph + i, z * sw - pw + j
+                    if 0 <= hi < h and 0 <= wi < w:
+                        out[:, :, y, z] += x[:, :, hi, wi] @ weight[:, :, i, j].T
+    return out
+
+
+@st.composite
+def conv_cases(draw):
+    x_shape, window = draw(geometries())
+    kh, kw = window[:2]
+    oc = draw(st.integers(1, 5))
+    return x_shape, (oc, x_shape[1] * kh * kw), window, draw(DTYPES), draw(LAYOUTS), draw(SEEDS)
+
+
+@all_modules
+@hypothesis_settings
+@given(geometries(), DTYPES, SEEDS)
+def test_conv2d_forward_follows_the_sum(kernels, geometry, dtype, seed):
+    x_shape, window = geometry
+    rng = np.random.default_rng(seed)
+    x = random(rng, x_shape, dtype)
+    w2 = random(rng, (3, x_shape[1] * window[0] * window[1]), dtype)
+    expected = conv_by_the_sum(x.astype(np.float64), w2.astype(np.float64), *window)
+    assert_close(kernels.conv2d_forward(x, w2, *window), expected.astype(dtype))
+
+
+@CPU_CONV_PATHS
+@hypothesis_settings
+@given(conv_cases(), st.sampled_from([(True, True), (True, False), (False, True)]))
+def test_conv2d_matches_reference(min_pixels, case, needs):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cpu, "PER_IMAGE_MIN_PIXELS", min_pixels)
+        check_conv2d_against_reference(case, needs)
+
+
+def check_conv2d_against_reference(case, needs):
+    x_shape, w2_shape, window, dtype, layout, seed = case
+    rng = np.random.default_rng(seed)
+    x, w2 = random(rng, x_shape, dtype, layout), random(rng, w2_shape, dtype, layout)
+    before = x.copy(), w2.copy()
+    assert_close(cpu.conv2d_forward(x, w2, *window), reference.conv2d_forward(x, w2, *window))
+    g = random(rng, (x_shape[0], w2_shape[0]) + out_hw(x_shape, *window), dtype, layout)
+    got = cpu.conv2d_backward(g, x, w2, *window, *needs)
+    expected = reference.conv2d_backward(g, x, w2, *window, *needs)
+    for need, a, b in zip(needs, got, expected):
+        assert (a is None) == (b is None) == (not need)
+        if need:
+            assert_close(a, b)
+    np.testing.assert_array_equal(x, before[0])
+    np.testing.assert_array_equal(w2, before[1])
+
+
+@all_modules
+@hypothesis_settings
+@given(geometries(), SEEDS)
+def test_conv2d_backward_is_the_adjoint_of_the_forward(kernels, geometry, seed):
+    # the forward is linear in x and in w2: <conv(x, w2), g> == <x, grad_x> == <w2, grad_w2>
+    x_shape, window = geometry
+    rng = np.random.default_rng(seed)
+    x = random(rng, x_shape, np.float64)
+    w2 = random(rng, (2, x_shape[1] * window[0] * window[1]), np.float64)
+    g = random(rng, (x_shape[0], 2) + out_hw(x_shape, *window), np.float64)
+    lhs = np.sum(kernels.conv2d_forward(x, w2, *window) * g)
+    grad_x, grad_w2 = kernels.conv2d_backward(g, x, w2, *window)
+    assert np.sum(x * grad_x) == pytest.approx(lhs, rel=1e-12, abs=1e-12)
+    assert np.sum(w2 * grad_w2) == pytest.approx(lhs, rel=1e-12, abs=1e-12)
+
+
+def test_cpu_conv2d_splits_a_large_batch_over_threads_like_one_gemm(monkeypatch):
+    # more images than threads, uneven shares; both paths agree with each other
+    rng = np.random.default_rng(0)
+    x, w2 = random(rng, (7, 3, 9, 9), np.float32), random(rng, (4, 27), np.float32)
+    g = random(rng, (7, 4, 9, 9), np.float32)
+    monkeypatch.setattr(cpu, "PER_IMAGE_MIN_PIXELS", 1)
+    per_image = cpu.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1), cpu.conv2d_backward(
+        g, x, w2, 3, 3, 1, 1, 1, 1)
+    monkeypatch.setattr(cpu, "PER_IMAGE_MIN_PIXELS", 10**9)
+    one_gemm = cpu.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1), cpu.conv2d_backward(
+        g, x, w2, 3, 3, 1, 1, 1, 1)
+    assert_close(per_image[0], one_gemm[0])
+    for a, b in zip(per_image[1], one_gemm[1]):
+        assert_close(a, b)
 
 
 # ---------------------------------------------------------------- batch norm
@@ -366,6 +471,13 @@ BAD_CALLS = [
     ("im2col", lambda k: k.im2col(_x(1, 1, 2, 4), 5, 3, 1, 1, 1, 1), ValueError, "fit"),
     ("col2im", lambda k: k.col2im(_x(1, 9, 16), (1, 1, 4, 4), 3, 3, 1, 1, 1, 1),
      ValueError, r"shape \(9, 16\)"),
+    ("conv2d_forward", lambda k: k.conv2d_forward(_x(1, 2, 4, 4), _x(3, 9), 3, 3, 1, 1, 1, 1),
+     ValueError, r"w2 must have shape \(out_channels, 18\)"),
+    ("conv2d_forward", lambda k: k.conv2d_forward(
+        _x(1, 1, 4, 4), _x(3, 9, dtype=np.float64), 3, 3, 1, 1, 1, 1), TypeError, "float64"),
+    ("conv2d_backward", lambda k: k.conv2d_backward(
+        _x(1, 3, 3, 3), _x(1, 1, 4, 4), _x(3, 9), 3, 3, 1, 1, 1, 1), ValueError,
+     r"grad_out must have shape \(1, 3, 4, 4\)"),
     ("batchnorm_forward", lambda k: k.batchnorm_forward(
         _x(1, 2, 1, 1), _x(2), _x(2), None, None, 0.1, 1e-5), ValueError,
      "more than one value per channel"),

@@ -1,16 +1,16 @@
-"""2-D convolution as im2col + one GEMM per pass.
+"""2-D convolution, on the kernel layer of its input's device.
 
-Forward:   cols = im2col(x)                    (C*kh*kw, N*OH*OW): every window a column
-           out  = W2 @ cols                    (OC, N*OH*OW), W2 = weight.reshape(OC, -1)
-Backward:  grad_W2   = g2 @ cols^T             g2 = grad_out as (OC, N*OH*OW)
-           grad_cols = W2^T @ g2               then grad_x = col2im(grad_cols)
-The whole batch sits side by side in the columns, so each pass is one large GEMM (a
-GEMM per sample would pay BLAS's thread start-up N times). The columns are k*k times the
-size of x, so backward rebuilds them from x instead of keeping them alive in the graph.
-A 1x1 stride-1 unpadded convolution needs no im2col: x with its channels first is its cols.
+The kernels take the weight as the matrix w2 = weight.reshape(OC, C*kh*kw), and every one
+of them computes
+    out[n, o] = w2[o] . (the window of x[n] under output pixel o), as a GEMM on columns
+    grad_w2   = sum over images of grad_out[n] @ cols(x[n])^T
+    grad_x    = col2im(w2^T @ grad_out): each window entry sends its gradient back
+kernels/gemm_conv.py builds one im2col matrix for the whole batch and does one GEMM per
+pass (reference.py, cuda.py); kernels/cpu.py runs one GEMM per image in Numba's threads,
+straight into NCHW, where an image is large enough (see its conv2d_forward).
 """
 from tinyres.autograd import Function
-from tinyres.backend import get_array_module, kernels_for
+from tinyres.backend import kernels_for
 
 
 def pair(value, name, op):
@@ -22,35 +22,12 @@ def pair(value, name, op):
     return out
 
 
-def channels_first(a):
-    """(N, C, H, W) -> (C, N*H*W), contiguous: the layout of the columns."""
-    n, c = a.shape[:2]
-    return get_array_module(a).ascontiguousarray(a.transpose(1, 0, 2, 3)).reshape(c, -1)
-
-
-def batch_first(a2, n, h, w):
-    """(C, N*H*W) -> (N, C, H, W), contiguous: back to NCHW."""
-    c = a2.shape[0]
-    return get_array_module(a2).ascontiguousarray(a2.reshape(c, n, h, w).transpose(1, 0, 2, 3))
-
-
-def columns(x, kh, kw, stride, padding):
-    """The im2col matrix of x (C*kh*kw, N*OH*OW), and the output size (OH, OW)."""
-    n, c, h, w = x.shape
-    (sh, sw), (ph, pw) = stride, padding
-    if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
-        return channels_first(x), (h, w)
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    return kernels_for(x).im2col(x, kh, kw, sh, sw, ph, pw), (oh, ow)
-
-
 class Conv2d(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding):
         oc, _, kh, kw = weight.shape
-        cols, (oh, ow) = columns(x, kh, kw, stride, padding)
         w2 = weight.reshape(oc, -1)
-        out = batch_first(w2 @ cols, x.shape[0], oh, ow)
+        out = kernels_for(x).conv2d_forward(x, w2, kh, kw, *stride, *padding)
         if bias is not None:
             out += bias.reshape(1, oc, 1, 1)
         ctx.save_for_backward(x, w2)
@@ -59,24 +36,14 @@ class Conv2d(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d out/d W2 = cols^T, d out/d cols = W2^T, and col2im is the adjoint of im2col
+        # d out/d w2 = cols^T, d out/d cols = w2^T, and col2im is the adjoint of im2col
         x, w2 = ctx.saved_tensors
         w_shape, stride, padding = ctx.geometry
-        kh, kw = w_shape[2:]
-        g2 = channels_first(grad_out)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_cols = w2.T @ g2
-            if (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0):
-                grad_x = batch_first(grad_cols, *(x.shape[:1] + x.shape[2:]))
-            else:
-                grad_x = kernels_for(grad_cols).col2im(grad_cols, x.shape, kh, kw,
-                                                       *stride, *padding)
-        if ctx.needs_input_grad[1]:
-            cols, _ = columns(x, kh, kw, stride, padding)     # rebuilt, not kept
-            grad_w = (g2 @ cols.T).reshape(w_shape)
-        if ctx.needs_input_grad[2]:
-            grad_b = g2.sum(axis=1)
+        grad_x, grad_w2 = kernels_for(x).conv2d_backward(
+            grad_out, x, w2, *w_shape[2:], *stride, *padding,
+            need_x=ctx.needs_input_grad[0], need_w=ctx.needs_input_grad[1])
+        grad_w = None if grad_w2 is None else grad_w2.reshape(w_shape)
+        grad_b = grad_out.sum(axis=(0, 2, 3)) if ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
 
 

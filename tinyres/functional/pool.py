@@ -1,7 +1,8 @@
 """Pooling: max (on the kernel layer), average (im2col and a mean), adaptive average."""
 from tinyres.autograd import Function
 from tinyres.backend import get_array_module, kernels_for
-from tinyres.functional.conv import batch_first, channels_first, columns, pair
+from tinyres.functional.conv import pair
+from tinyres.kernels.gemm_conv import batch_first, channels_first, columns
 from tinyres.functional.math import mean
 
 
@@ -22,19 +23,20 @@ class MaxPool2d(Function):
 class AvgPool2d(Function):
     @staticmethod
     def forward(ctx, x, window):
-        kh, kw = window[:2]
-        n, c = x.shape[:2]
-        cols, (oh, ow) = columns(x, kh, kw, window[2:4], window[4:])   # (C*kh*kw, N*OH*OW)
+        kh, kw, sh, sw, ph, pw = window
+        n, c, h, w = x.shape
+        xp = get_array_module(x)
+        cols = columns(xp, kernels_for(x).im2col, x, *window)            # (C*kh*kw, N*OH*OW)
         ctx.shape, ctx.window = x.shape, window
         means = cols.reshape(c, kh * kw, -1).mean(axis=1)                # (C, N*OH*OW)
-        return batch_first(means, n, oh, ow)
+        return batch_first(xp, means, n, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
 
     @staticmethod
     def backward(ctx, grad_out):
         # d mean/dx = 1/(kh*kw) for each element of the window (padding counted)
         kh, kw = ctx.window[:2]
         xp = get_array_module(grad_out)
-        g = channels_first(grad_out) / (kh * kw)                           # (C, N*OH*OW)
+        g = channels_first(xp, grad_out) / (kh * kw)                           # (C, N*OH*OW)
         c = g.shape[0]
         cols = xp.broadcast_to(g[:, None, :], (c, kh * kw, g.shape[1])).reshape(c * kh * kw, -1)
         return kernels_for(grad_out).col2im(cols, ctx.shape, *ctx.window)

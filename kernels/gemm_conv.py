@@ -1,0 +1,59 @@
+"""2-D convolution as im2col + one GEMM over the whole batch, for any kernel layer.
+
+With w2 = weight.reshape(OC, C*kh*kw) and g2 = grad_out as (OC, N*OH*OW):
+Forward:   cols = im2col(x)            (C*kh*kw, N*OH*OW): every window a column
+           out  = w2 @ cols            (OC, N*OH*OW), then NCHW
+Backward:  grad_w2 = g2 @ cols^T       the columns rebuilt from x, not kept from forward
+           grad_x  = col2im(w2^T @ g2) col2im is the adjoint of im2col
+The whole batch sits side by side in the columns, so each pass is one large GEMM. The
+columns are kh*kw times the size of x, so backward rebuilds them instead of keeping them
+alive between the passes. A 1x1 stride-1 unpadded convolution needs no im2col: x with its
+channels first is its columns.
+
+reference.py and cuda.py convolve this way, with their own im2col/col2im and xp = NumPy or
+CuPy; cpu.py does for small images (see its conv2d_forward).
+"""
+
+
+def channels_first(xp, a):
+    """(N, C, H, W) -> (C, N*H*W), contiguous: the layout of the columns."""
+    return xp.ascontiguousarray(a.transpose(1, 0, 2, 3)).reshape(a.shape[1], -1)
+
+
+def batch_first(xp, a2, n, h, w):
+    """(C, N*H*W) -> (N, C, H, W), contiguous: back to NCHW."""
+    return xp.ascontiguousarray(a2.reshape(a2.shape[0], n, h, w).transpose(1, 0, 2, 3))
+
+
+def is_pointwise(kh, kw, sh, sw, ph, pw):
+    """True for a 1x1 stride-1 unpadded kernel, whose columns are x itself."""
+    return (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0)
+
+
+def columns(xp, im2col, x, kh, kw, sh, sw, ph, pw):
+    """The im2col matrix of x, (C*kh*kw, N*OH*OW)."""
+    if is_pointwise(kh, kw, sh, sw, ph, pw):
+        return channels_first(xp, x)
+    return im2col(x, kh, kw, sh, sw, ph, pw)
+
+
+def conv2d_forward(xp, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow):
+    """out (N, OC, OH, OW) = the convolution of x (N, C, H, W) with w2 (OC, C*kh*kw)."""
+    cols = columns(xp, im2col, x, kh, kw, sh, sw, ph, pw)
+    return batch_first(xp, w2 @ cols, x.shape[0], oh, ow)
+
+
+def conv2d_backward(xp, im2col, col2im, grad_out, x, w2, kh, kw, sh, sw, ph, pw,
+                    need_x, need_w):
+    """(grad_x, grad_w2) of the convolution; either is None where not needed."""
+    g2 = channels_first(xp, grad_out)
+    grad_x = grad_w2 = None
+    if need_x:
+        grad_cols = w2.T @ g2
+        if is_pointwise(kh, kw, sh, sw, ph, pw):
+            grad_x = batch_first(xp, grad_cols, x.shape[0], *x.shape[2:])
+        else:
+            grad_x = col2im(grad_cols, x.shape, kh, kw, sh, sw, ph, pw)
+    if need_w:
+        grad_w2 = g2 @ columns(xp, im2col, x, kh, kw, sh, sw, ph, pw).T
+    return grad_x, grad_w2
