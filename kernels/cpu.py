@@ -194,15 +194,15 @@ def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, threads, out):
 @njit(cache=True, parallel=True)
 def _conv2d_backward_core(g, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w, dx, dw_parts):
     n, threads = x.shape[0], dw_parts.shape[0]
-    for t in prange(threads):                # each thread sums its images' grad_w2 apart
+    for t in prange(threads):                # each thread sums its images' grad_w2^T apart
         cols = np.empty((w2.shape[1], g.shape[2]), dtype=x.dtype)
-        dw = np.empty(w2.shape, dtype=x.dtype)
+        dw_t = np.empty((w2.shape[1], w2.shape[0]), dtype=x.dtype)
         dw_parts[t] = 0
         for b in range(t * n // threads, (t + 1) * n // threads):
             if need_w:
                 _im2col_image(x, b, kh, kw, sh, sw, ph, pw, cols)
-                np.dot(g[b], cols.T, dw)     # (OC, OH*OW) @ (OH*OW, C*kh*kw)
-                dw_parts[t] += dw
+                np.dot(cols, g[b].T, dw_t)   # (C*kh*kw, OH*OW) @ (OH*OW, OC): grad_w2^T,
+                dw_parts[t] += dw_t          # 2x faster than g[b] @ cols^T for OC = 16
             if need_x:
                 np.dot(w2.T, g[b], cols)     # the gradient of image b's columns
                 _col2im_image(cols, b, kh, kw, sh, sw, ph, pw, dx)
@@ -233,11 +233,11 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
         return gemm_conv.conv2d_backward(np, im2col, col2im, grad_out, x, w2,
                                          kh, kw, sh, sw, ph, pw, need_x, need_w)
     dx = np.empty(x.shape, dtype=x.dtype)
-    dw_parts = np.empty((min(numba.get_num_threads(), n),) + w2.shape, dtype=x.dtype)
+    dw_parts = np.empty((min(numba.get_num_threads(), n),) + w2.shape[::-1], dtype=x.dtype)
     g = np.ascontiguousarray(grad_out).reshape(n, oc, oh * ow)
     _conv2d_backward_core(g, np.ascontiguousarray(x), np.ascontiguousarray(w2),
                           kh, kw, sh, sw, ph, pw, need_x, need_w, dx, dw_parts)
-    return (dx if need_x else None), (dw_parts.sum(axis=0) if need_w else None)
+    return (dx if need_x else None), (dw_parts.sum(axis=0).T.copy() if need_w else None)
 
 
 # ---------------------------------------------------------------- batch norm
