@@ -56,6 +56,14 @@ class Expand(Function):
         return unbroadcast(grad_out, ctx.shape)
 
 
+def is_basic_index(index):
+    """True for an index of ints, slices, None and Ellipsis only (NumPy's basic indexing),
+    which never reads a position twice."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice))
+               for p in parts)
+
+
 class GetItem(Function):
     @staticmethod
     def forward(ctx, a, index):
@@ -67,7 +75,9 @@ class GetItem(Function):
         # scatter-add the gradient into the positions read (repeated indices accumulate)
         xp = get_array_module(grad_out)
         grad = xp.zeros(ctx.shape, dtype=grad_out.dtype)
-        if xp is np:
+        if is_basic_index(ctx.index):      # slices and ints read each position once
+            grad[ctx.index] = grad_out
+        elif xp is np:
             np.add.at(grad, ctx.index, grad_out)
         else:
             import cupyx
