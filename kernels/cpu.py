@@ -122,7 +122,8 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 # of its own (SciPy's wheels): where NumPy and SciPy share one BLAS, limiting it would
 # make all of NumPy's GEMMs single-threaded, and the per-image path is not used.
 
-PER_IMAGE_MIN_PIXELS = 64
+MIN_PIXELS_PER_CHANNEL = 1        # per-image GEMMs where OH*OW >= this * OC
+GEMM_MIN_COLUMNS = 256            # images side by side in one GEMM: at least this many columns
 
 
 @functools.lru_cache(maxsize=None)
@@ -143,73 +144,93 @@ def _per_image_gemms_usable():
 
 
 @njit(cache=True)
-def _im2col_image(x, b, kh, kw, sh, sw, ph, pw, cols):
-    """cols (C*kh*kw, OH*OW) = the columns of image b alone (see im2col)."""
+def _im2col_images(x, b0, kh, kw, sh, sw, ph, pw, cols):
+    """cols (C*kh*kw, m, OH*OW) = the columns of the m images b0, ..., b0 + m - 1."""
     _, c, h, w = x.shape
     oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     for ch in range(c):
         for i in range(kh):
             for j in range(kw):
                 row = (ch * kh + i) * kw + j
-                for oy in range(oh):
-                    hi = oy * sh - ph + i
-                    if 0 <= hi < h:
-                        for ox in range(ow):
-                            wi = ox * sw - pw + j
-                            cols[row, oy * ow + ox] = x[b, ch, hi, wi] if 0 <= wi < w else 0
-                    else:
-                        for ox in range(ow):
-                            cols[row, oy * ow + ox] = 0
+                for q in range(cols.shape[1]):
+                    for oy in range(oh):
+                        hi = oy * sh - ph + i
+                        if 0 <= hi < h:
+                            for ox in range(ow):
+                                wi = ox * sw - pw + j
+                                inside = 0 <= wi < w
+                                cols[row, q, oy * ow + ox] = x[b0 + q, ch, hi, wi] if inside else 0
+                        else:
+                            for ox in range(ow):
+                                cols[row, q, oy * ow + ox] = 0
 
 
 @njit(cache=True)
-def _col2im_image(cols, b, kh, kw, sh, sw, ph, pw, dx):
-    """dx[b] = the adjoint of _im2col_image applied to cols (dx[b] is overwritten)."""
+def _col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dx):
+    """dx[b0:b0 + m] = the adjoint of _im2col_images applied to cols (C*kh*kw, m, OH*OW)."""
     _, c, h, w = dx.shape
     oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    dx[b] = 0
-    for ch in range(c):
-        for i in range(kh):
-            for j in range(kw):
-                row = (ch * kh + i) * kw + j
-                for oy in range(oh):
-                    hi = oy * sh - ph + i
-                    if 0 <= hi < h:
-                        for ox in range(ow):
-                            wi = ox * sw - pw + j
-                            if 0 <= wi < w:
-                                dx[b, ch, hi, wi] += cols[row, oy * ow + ox]
+    for q in range(cols.shape[1]):
+        dx[b0 + q] = 0
+        for ch in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    row = (ch * kh + i) * kw + j
+                    for oy in range(oh):
+                        hi = oy * sh - ph + i
+                        if 0 <= hi < h:
+                            for ox in range(ow):
+                                wi = ox * sw - pw + j
+                                if 0 <= wi < w:
+                                    dx[b0 + q, ch, hi, wi] += cols[row, q, oy * ow + ox]
 
 
 @njit(cache=True, parallel=True)
-def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, threads, out):
-    n = x.shape[0]
-    for t in prange(threads):                # thread t: images [t*n/threads, (t+1)*n/threads)
-        cols = np.empty((w2.shape[1], out.shape[2]), dtype=x.dtype)
-        for b in range(t * n // threads, (t + 1) * n // threads):
-            _im2col_image(x, b, kh, kw, sh, sw, ph, pw, cols)
-            np.dot(w2, cols, out[b])         # (OC, C*kh*kw) @ (C*kh*kw, OH*OW)
+def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, group, out):
+    n, (oc, k), p = x.shape[0], w2.shape, out.shape[2]
+    for task in prange((n + group - 1) // group):    # a task: `group` images, one GEMM
+        b0 = task * group
+        m = min(group, n - b0)
+        cols = np.empty((k, m, p), dtype=x.dtype)
+        _im2col_images(x, b0, kh, kw, sh, sw, ph, pw, cols)
+        if m == 1:                                   # (OC, C*kh*kw) @ (C*kh*kw, OH*OW)
+            np.dot(w2, cols.reshape(k, p), out[b0])
+        else:
+            res = np.dot(w2, cols.reshape(k, m * p)).reshape(oc, m, p)
+            for q in range(m):
+                out[b0 + q] = res[:, q]
 
 
 @njit(cache=True, parallel=True)
-def _conv2d_backward_core(g, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w, dx, dw_parts):
-    n, threads = x.shape[0], dw_parts.shape[0]
-    for t in prange(threads):                # each thread sums its images' grad_w2^T apart
-        cols = np.empty((w2.shape[1], g.shape[2]), dtype=x.dtype)
-        dw_t = np.empty((w2.shape[1], w2.shape[0]), dtype=x.dtype)
-        dw_parts[t] = 0
-        for b in range(t * n // threads, (t + 1) * n // threads):
-            if need_w:
-                _im2col_image(x, b, kh, kw, sh, sw, ph, pw, cols)
-                np.dot(cols, g[b].T, dw_t)   # (C*kh*kw, OH*OW) @ (OH*OW, OC): grad_w2^T,
-                dw_parts[t] += dw_t          # 2x faster than g[b] @ cols^T for OC = 16
-            if need_x:
-                np.dot(w2.T, g[b], cols)     # the gradient of image b's columns
-                _col2im_image(cols, b, kh, kw, sh, sw, ph, pw, dx)
+def _conv2d_backward_core(g, x, w2, kh, kw, sh, sw, ph, pw, group, need_x, need_w,
+                          dx, dw_parts):
+    n, (oc, k), p = x.shape[0], w2.shape, g.shape[2]
+    for task in prange(dw_parts.shape[0]):           # each task keeps its grad_w2^T apart
+        b0 = task * group
+        m = min(group, n - b0)
+        if m == 1:
+            gm = g[b0]
+        else:                                        # the group's output gradients side by side
+            gm3 = np.empty((oc, m, p), dtype=x.dtype)
+            for q in range(m):
+                gm3[:, q] = g[b0 + q]
+            gm = gm3.reshape(oc, m * p)
+        cols = np.empty((k, m, p), dtype=x.dtype)
+        if need_w:                                   # (C*kh*kw, m*OH*OW) @ (m*OH*OW, OC):
+            _im2col_images(x, b0, kh, kw, sh, sw, ph, pw, cols)     # 2x faster than
+            np.dot(cols.reshape(k, m * p), gm.T, dw_parts[task])    # g @ cols^T at OC 16
+        if need_x:
+            np.dot(w2.T, gm, cols.reshape(k, m * p))  # the gradient of the group's columns
+            _col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dx)
 
 
-def _per_image(n, oh, ow):
-    return oh * ow >= PER_IMAGE_MIN_PIXELS and _per_image_gemms_usable()
+def _per_image(oc, oh, ow):
+    return oh * ow >= MIN_PIXELS_PER_CHANNEL * oc and _per_image_gemms_usable()
+
+
+def _group(n, pixels):
+    """Images per GEMM: enough for GEMM_MIN_COLUMNS columns, and a task for every thread."""
+    return max(1, min(-(-GEMM_MIN_COLUMNS // pixels), n // numba.get_num_threads()))
 
 
 def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw):
@@ -217,11 +238,11 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw):
     (N, OC, OH, OW): one GEMM per image in parallel, or for small images im2col + one GEMM."""
     oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw)
     n, oc = x.shape[0], w2.shape[0]
-    if not _per_image(n, oh, ow):
+    if not _per_image(oc, oh, ow):
         return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow)
     out = np.empty((n, oc, oh * ow), dtype=x.dtype)
     _conv2d_forward_core(np.ascontiguousarray(x), np.ascontiguousarray(w2),
-                         kh, kw, sh, sw, ph, pw, min(numba.get_num_threads(), n), out)
+                         kh, kw, sh, sw, ph, pw, _group(n, oh * ow), out)
     return out.reshape(n, oc, oh, ow)
 
 
@@ -229,14 +250,15 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
     """(grad_x like x, grad_w2 like w2) of conv2d_forward, each None unless asked for."""
     oh, ow = checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw)
     n, oc = x.shape[0], w2.shape[0]
-    if not _per_image(n, oh, ow):
+    if not _per_image(oc, oh, ow):
         return gemm_conv.conv2d_backward(np, im2col, col2im, grad_out, x, w2,
                                          kh, kw, sh, sw, ph, pw, need_x, need_w)
+    group = _group(n, oh * ow)
     dx = np.empty(x.shape, dtype=x.dtype)
-    dw_parts = np.empty((min(numba.get_num_threads(), n),) + w2.shape[::-1], dtype=x.dtype)
+    dw_parts = np.empty((-(-n // group),) + w2.shape[::-1], dtype=x.dtype)
     g = np.ascontiguousarray(grad_out).reshape(n, oc, oh * ow)
     _conv2d_backward_core(g, np.ascontiguousarray(x), np.ascontiguousarray(w2),
-                          kh, kw, sh, sw, ph, pw, need_x, need_w, dx, dw_parts)
+                          kh, kw, sh, sw, ph, pw, group, need_x, need_w, dx, dw_parts)
     return (dx if need_x else None), (dw_parts.sum(axis=0).T.copy() if need_w else None)
 
 

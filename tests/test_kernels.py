@@ -142,10 +142,11 @@ def test_col2im_is_the_adjoint_of_im2col(kernels, geometry, seed):
 
 # ---------------------------------------------------------------- convolution
 
-# cpu.py runs one GEMM per image where an image has PER_IMAGE_MIN_PIXELS output pixels
-# or more, and im2col + one GEMM below; both paths are held to the reference.
-CPU_CONV_PATHS = pytest.mark.parametrize("min_pixels", [
-    pytest.param(1, id="per-image", marks=pytest.mark.skipif(
+# cpu.py runs GEMMs of one image (or a few) in Numba's threads where an image has at least
+# MIN_PIXELS_PER_CHANNEL output pixels per output channel, and im2col + one GEMM over the
+# batch elsewhere; both paths are held to the reference.
+CPU_CONV_PATHS = pytest.mark.parametrize("min_pixels_per_channel", [
+    pytest.param(0, id="per-image", marks=pytest.mark.skipif(
         not cpu._per_image_gemms_usable(),
         reason="SciPy shares NumPy's BLAS here: cpu.py does not use per-image GEMMs")),
     pytest.param(10**9, id="one-GEMM")])
@@ -190,9 +191,9 @@ def test_conv2d_forward_follows_the_sum(kernels, geometry, dtype, seed):
 @CPU_CONV_PATHS
 @hypothesis_settings
 @given(conv_cases(), st.sampled_from([(True, True), (True, False), (False, True)]))
-def test_conv2d_matches_reference(min_pixels, case, needs):
+def test_conv2d_matches_reference(min_pixels_per_channel, case, needs):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cpu, "PER_IMAGE_MIN_PIXELS", min_pixels)
+        patch.setattr(cpu, "MIN_PIXELS_PER_CHANNEL", min_pixels_per_channel)
         check_conv2d_against_reference(case, needs)
 
 
@@ -229,19 +230,20 @@ def test_conv2d_backward_is_the_adjoint_of_the_forward(kernels, geometry, seed):
     assert np.sum(w2 * grad_w2) == pytest.approx(lhs, rel=1e-12, abs=1e-12)
 
 
-def test_cpu_conv2d_splits_a_large_batch_over_threads_like_one_gemm(monkeypatch):
-    # more images than threads, uneven shares; both paths agree with each other
+@pytest.mark.parametrize("min_columns", [1, 200, 10**6], ids=["one image", "3+2 and 3+3", "all"])
+def test_cpu_conv2d_groups_of_images_give_the_one_gemm_result(monkeypatch, min_columns):
+    # 11 images of 81 output pixels; on 2 threads, 5 and 6 images a thread, in groups of
+    # 1, of ceil(200/81) = 3 (the last group of a thread shorter), or of all of them
     rng = np.random.default_rng(0)
-    x, w2 = random(rng, (7, 3, 9, 9), np.float32), random(rng, (4, 27), np.float32)
-    g = random(rng, (7, 4, 9, 9), np.float32)
-    monkeypatch.setattr(cpu, "PER_IMAGE_MIN_PIXELS", 1)
-    per_image = cpu.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1), cpu.conv2d_backward(
-        g, x, w2, 3, 3, 1, 1, 1, 1)
-    monkeypatch.setattr(cpu, "PER_IMAGE_MIN_PIXELS", 10**9)
-    one_gemm = cpu.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1), cpu.conv2d_backward(
-        g, x, w2, 3, 3, 1, 1, 1, 1)
-    assert_close(per_image[0], one_gemm[0])
-    for a, b in zip(per_image[1], one_gemm[1]):
+    x, w2 = random(rng, (11, 3, 9, 9), np.float32), random(rng, (4, 27), np.float32)
+    g = random(rng, (11, 4, 9, 9), np.float32)
+    window = (3, 3, 1, 1, 1, 1)
+    monkeypatch.setattr(cpu, "MIN_PIXELS_PER_CHANNEL", 0)
+    monkeypatch.setattr(cpu, "GEMM_MIN_COLUMNS", min_columns)
+    grouped = cpu.conv2d_forward(x, w2, *window), *cpu.conv2d_backward(g, x, w2, *window)
+    monkeypatch.setattr(cpu, "MIN_PIXELS_PER_CHANNEL", 10**9)
+    one_gemm = cpu.conv2d_forward(x, w2, *window), *cpu.conv2d_backward(g, x, w2, *window)
+    for a, b in zip(grouped, one_gemm):
         assert_close(a, b)
 
 
