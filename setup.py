@@ -17,6 +17,8 @@ setup(
     install_requires=[
         "numpy>=1.24",
         "numba>=0.59",
+        "scipy>=1.10",            # its BLAS is what np.dot calls inside Numba's kernels
+        "threadpoolctl>=3.1",     # to hold that BLAS to one thread (kernels/cpu.py)
         "tbb>=2021.6; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
         "scikit-learn>=1.3",
         "tqdm>=4.60",
