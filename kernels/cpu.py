@@ -3,8 +3,9 @@
 Each public function checks its arguments (with reference.py's checks, so the messages
 agree), makes its inputs C-contiguous, allocates the output and hands the loops to a small
 jitted core, `@njit(cache=True, parallel=True)`, whose outer `prange` runs over the
-(n, c) planes, the channels or (im2col) the rows of cols. fastmath stays off: the results
-are held to the reference. Batch-norm statistics are accumulated in float64, as in the reference.
+(n, c) planes, the channels, (im2col) the rows of cols or (convolution) groups of images.
+fastmath stays off but for the batch-norm sums, which may be reassociated; the results are
+held to the reference. Batch-norm statistics are accumulated in float64, as in the reference.
 
 Threading layer. Numba runs `prange` loops on one of three thread pools, chosen once per
 process at the first parallel call: 'tbb', 'omp' (OpenMP) or 'workqueue'. They differ in
@@ -105,15 +106,22 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 
 # ---------------------------------------------------------------- convolution
 
-# One GEMM per image, in Numba's threads, straight into NCHW. Each thread takes a run of
-# images and, per image, unfolds it into a columns buffer of its own (C*kh*kw, OH*OW) that
-# stays in its core's cache, multiplies, and moves on: no (C*kh*kw, N*OH*OW) matrix is
-# written to memory and read back, and no output or gradient is transposed. Measured on
-# the resnet20 3x3 layers at batch 128 (2 cores), forward+backward took 36/21/19 ms for 16/
-# 32/64 channels against 65/40/21 ms for im2col of the whole batch + one GEMM. The GEMMs
-# of small images are too small for this: at 7x7, a resnet18 layer4 convolution took 131 ms
-# against 73 ms, so below PER_IMAGE_MIN_PIXELS output pixels an image, conv2d_forward and
-# conv2d_backward use the one-GEMM path of gemm_conv.py.
+# GEMMs of one image (or a few), in Numba's threads, straight into NCHW. The batch is cut
+# into tasks of `group` consecutive images; prange hands the tasks to the threads, and a
+# task unfolds its images into a columns buffer of its own (C*kh*kw, group, OH*OW) that
+# stays in its core's cache, multiplies, and is done: no (C*kh*kw, N*OH*OW) matrix is
+# written to memory and read back, and no output or gradient is transposed. Each task
+# keeps its own grad_w2^T, summed afterwards. Measured on the resnet20 3x3 layers at batch
+# 128 (2 cores), forward+backward took 36/21/19 ms for 16/32/64 channels against 65/40/21
+# ms for im2col of the whole batch + one GEMM.
+# - group: images are put side by side until a GEMM has GEMM_MIN_COLUMNS columns, since
+#   small GEMMs run slowly (one image of 8x8 gives 64).
+# - Where the weight is larger than an image's columns (OH*OW < OC: the deep layers of
+#   resnet18), every task would stream the whole weight for little work; there, a 512-
+#   channel 7x7 layer took 87-124 ms against 73 ms on the one-GEMM path of gemm_conv.py,
+#   which conv2d_forward and conv2d_backward then take.
+# - The cores index the buffer as (row, image, pixel): a flat column index (image*OH*OW +
+#   pixel) compiled into loops that measured 2x slower, as in im2col above.
 #
 # np.dot in a Numba function calls the BLAS that SciPy ships (scipy.linalg.cython_blas).
 # Called from two Numba threads at once, that OpenBLAS started threads of its own and
