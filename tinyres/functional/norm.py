@@ -37,23 +37,25 @@ class BatchNormTrain(Function):
 class BatchNormEval(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, mean, var, eps):
+        # y = (x - mean)*invstd*w + b = x*scale + shift: one multiply and one add per element
         xp = get_array_module(x)
         shape = (1, -1) + (1,) * (x.ndim - 2)
         invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype)
-        xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
         scale = invstd if weight is None else weight * invstd
-        ctx.save_for_backward(xhat, scale)
+        shift = -mean * scale if bias is None else bias - mean * scale
+        ctx.save_for_backward(x, mean, invstd, scale)
         ctx.shape = shape
-        y = xhat if weight is None else xhat * weight.reshape(shape)
-        return y if bias is None else y + bias.reshape(shape)
+        y = x * scale.reshape(shape)
+        y += shift.reshape(shape)
+        return y
 
     @staticmethod
     def backward(ctx, grad_out):
-        # fixed statistics: d y/dx = w*invstd, d y/dw = xhat, d y/db = 1
-        xhat, scale = ctx.saved_tensors
+        # fixed statistics: d y/dx = w*invstd, d y/dw = xhat = (x - mean)*invstd, d y/db = 1
+        x, mean, invstd, scale = ctx.saved_tensors
         axes = (0,) + tuple(range(2, grad_out.ndim))
-        return (grad_out * scale.reshape(ctx.shape), (grad_out * xhat).sum(axis=axes),
-                grad_out.sum(axis=axes))
+        grad_w = (grad_out * (x - mean.reshape(ctx.shape))).sum(axis=axes) * invstd
+        return grad_out * scale.reshape(ctx.shape), grad_w, grad_out.sum(axis=axes)
 
 
 def _data(t):
