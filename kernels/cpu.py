@@ -128,7 +128,9 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 # the 16-channel forward ran at 4 GFLOP/s instead of 65; so the first convolution sets it
 # to one thread through threadpoolctl. That is only done where SciPy's BLAS is a library
 # of its own (SciPy's wheels): where NumPy and SciPy share one BLAS, limiting it would
-# make all of NumPy's GEMMs single-threaded, and the per-image path is not used.
+# make all of NumPy's GEMMs single-threaded, and the per-image path is not used. Nor is
+# it with TINYRES_KEEP_RUNTIME=1 (see tinyres/runtime.py). A program that calls SciPy's
+# BLAS itself (scipy.linalg) gets it single-threaded after tinyres's first convolution.
 
 MIN_PIXELS_PER_CHANNEL = 1        # per-image GEMMs where OH*OW >= this * OC
 GEMM_MIN_COLUMNS = 256            # images side by side in one GEMM: at least this many columns
@@ -136,7 +138,10 @@ GEMM_MIN_COLUMNS = 256            # images side by side in one GEMM: at least th
 
 @functools.lru_cache(maxsize=None)
 def _per_image_gemms_usable():
-    """Set SciPy's own BLAS to one thread; False where it has none (see above)."""
+    """Set SciPy's own BLAS to one thread; False where it has none (see above), or where
+    TINYRES_KEEP_RUNTIME=1 asks tinyres to leave the process's settings alone."""
+    if os.environ.get("TINYRES_KEEP_RUNTIME") == "1":
+        return False
     try:
         import scipy
         import scipy.linalg.cython_blas  # noqa: F401  (loads the library Numba calls)
