@@ -14,8 +14,11 @@ Two settings, each measured on the resnet20 training step on 2 cores
   reuse: the step was again about 15-20% faster. Set through mallopt, on glibc only, unless
   MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ is in the environment.
 
-Set TINYRES_KEEP_RUNTIME=1 to leave both alone (the Numba threading layer is chosen in
-tinyres/kernels/cpu.py).
+Set TINYRES_KEEP_RUNTIME=1 to leave both alone. Two more settings live with the kernels,
+in tinyres/kernels/cpu.py: the Numba threading layer, chosen when that module is imported,
+and SciPy's own BLAS (which np.dot calls inside Numba), held to one thread at the first
+convolution because the convolution's GEMMs run inside Numba's threads; with
+TINYRES_KEEP_RUNTIME=1 that BLAS is left alone and convolutions take the one-GEMM path.
 """
 import ctypes
 import os
