@@ -28,7 +28,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import checks, gemm_conv
+from . import checks, gemm_conv, winograd
 
 _THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
 if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
@@ -134,6 +134,8 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 
 MIN_PIXELS_PER_CHANNEL = 1        # per-image GEMMs where OH*OW >= this * OC
 GEMM_MIN_COLUMNS = 256            # images side by side in one GEMM: at least this many columns
+WINOGRAD_MIN_PIXELS_PER_CHANNEL = 4   # Winograd (3x3, stride 1, padding 1) where OH*OW >=
+                                      # this * OC; None: never
 
 
 @functools.lru_cache(maxsize=None)
@@ -241,6 +243,20 @@ def _per_image(oc, oh, ow):
     return oh * ow >= MIN_PIXELS_PER_CHANNEL * oc and _per_image_gemms_usable()
 
 
+def _winograd(kh, kw, sh, sw, ph, pw, oc, oh, ow):
+    return ((kh, kw, sh, sw, ph, pw) == (3, 3, 1, 1, 1, 1) and WINOGRAD_MIN_PIXELS_PER_CHANNEL
+            is not None and oh * ow >= WINOGRAD_MIN_PIXELS_PER_CHANNEL * oc)
+
+
+def _winograd_conv(x, w4):
+    """The 3x3 stride-1 padding-1 convolution of x (contiguous) with w4 (OC, C, 3, 3)."""
+    n, _, h, w = x.shape
+    out = np.empty((n, w4.shape[0], h, w), dtype=x.dtype)
+    winograd.forward_core(x, winograd.weight_transform(w4), _group(n, winograd.tiles(h, w)),
+                          out)
+    return out
+
+
 def _group(n, pixels):
     """Images per GEMM: enough for GEMM_MIN_COLUMNS columns, and a task for every thread."""
     return max(1, min(-(-GEMM_MIN_COLUMNS // pixels), n // numba.get_num_threads()))
@@ -253,9 +269,12 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw):
     n, oc = x.shape[0], w2.shape[0]
     if not _per_image(oc, oh, ow):
         return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow)
+    x = np.ascontiguousarray(x)
+    if _winograd(kh, kw, sh, sw, ph, pw, oc, oh, ow):
+        return _winograd_conv(x, w2.reshape(oc, -1, 3, 3))
     out = np.empty((n, oc, oh * ow), dtype=x.dtype)
-    _conv2d_forward_core(np.ascontiguousarray(x), np.ascontiguousarray(w2),
-                         kh, kw, sh, sw, ph, pw, _group(n, oh * ow), out)
+    _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw,
+                         _group(n, oh * ow), out)
     return out.reshape(n, oc, oh, ow)
 
 
@@ -266,13 +285,20 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
     if not _per_image(oc, oh, ow):
         return gemm_conv.conv2d_backward(np, im2col, col2im, grad_out, x, w2,
                                          kh, kw, sh, sw, ph, pw, need_x, need_w)
+    g = np.ascontiguousarray(grad_out)
+    grad_x = None
+    if need_x and _winograd(kh, kw, sh, sw, ph, pw, oc, oh, ow):
+        grad_x = _winograd_conv(g, winograd.flipped(w2.reshape(oc, -1, 3, 3)))
+        need_x = False                       # ... and the GEMM path computes only grad_w2
     group = _group(n, oh * ow)
-    dx = np.empty(x.shape, dtype=x.dtype)
+    dx = np.empty(x.shape if need_x else (0, 0, 0, 0), dtype=x.dtype)
     dw_parts = np.empty((-(-n // group),) + w2.shape[::-1], dtype=x.dtype)
-    g = np.ascontiguousarray(grad_out).reshape(n, oc, oh * ow)
-    _conv2d_backward_core(g, np.ascontiguousarray(x), np.ascontiguousarray(w2),
-                          kh, kw, sh, sw, ph, pw, group, need_x, need_w, dx, dw_parts)
-    return (dx if need_x else None), (dw_parts.sum(axis=0).T.copy() if need_w else None)
+    _conv2d_backward_core(g.reshape(n, oc, oh * ow), np.ascontiguousarray(x),
+                          np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw, group,
+                          need_x, need_w, dx, dw_parts)
+    if need_x:
+        grad_x = dx
+    return grad_x, (dw_parts.sum(axis=0).T.copy() if need_w else None)
 
 
 # ---------------------------------------------------------------- batch norm

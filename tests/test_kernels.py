@@ -144,12 +144,18 @@ def test_col2im_is_the_adjoint_of_im2col(kernels, geometry, seed):
 
 # cpu.py runs GEMMs of one image (or a few) in Numba's threads where an image has at least
 # MIN_PIXELS_PER_CHANNEL output pixels per output channel, and im2col + one GEMM over the
-# batch elsewhere; both paths are held to the reference.
-CPU_CONV_PATHS = pytest.mark.parametrize("min_pixels_per_channel", [
-    pytest.param(0, id="per-image", marks=pytest.mark.skipif(
-        not cpu._per_image_gemms_usable(),
-        reason="SciPy shares NumPy's BLAS here: cpu.py does not use per-image GEMMs")),
-    pytest.param(10**9, id="one-GEMM")])
+# batch elsewhere; 3x3 stride-1 padding-1 layers with WINOGRAD_MIN_PIXELS_PER_CHANNEL
+# pixels per channel take kernels/winograd.py for the output and the input gradient. Each
+# path is held to the reference (the values are patched into cpu.py).
+PER_IMAGE_USABLE = pytest.mark.skipif(
+    not cpu._per_image_gemms_usable(),
+    reason="SciPy shares NumPy's BLAS here: cpu.py does not use per-image GEMMs")
+CPU_CONV_PATHS = pytest.mark.parametrize("path", [
+    pytest.param({"MIN_PIXELS_PER_CHANNEL": 0, "WINOGRAD_MIN_PIXELS_PER_CHANNEL": None},
+                 id="per-image", marks=PER_IMAGE_USABLE),
+    pytest.param({"MIN_PIXELS_PER_CHANNEL": 0, "WINOGRAD_MIN_PIXELS_PER_CHANNEL": 0},
+                 id="winograd", marks=PER_IMAGE_USABLE),
+    pytest.param({"MIN_PIXELS_PER_CHANNEL": 10**9}, id="one-GEMM")])
 
 
 def conv_by_the_sum(x, w2, kh, kw, sh, sw, ph, pw):
@@ -191,10 +197,24 @@ def test_conv2d_forward_follows_the_sum(kernels, geometry, dtype, seed):
 @CPU_CONV_PATHS
 @hypothesis_settings
 @given(conv_cases(), st.sampled_from([(True, True), (True, False), (False, True)]))
-def test_conv2d_matches_reference(min_pixels_per_channel, case, needs):
+def test_conv2d_matches_reference(path, case, needs):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cpu, "MIN_PIXELS_PER_CHANNEL", min_pixels_per_channel)
+        for name, value in path.items():
+            patch.setattr(cpu, name, value)
         check_conv2d_against_reference(case, needs)
+
+
+@CPU_CONV_PATHS
+@hypothesis_settings
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 9),
+       st.integers(1, 9), DTYPES, LAYOUTS, SEEDS)
+def test_conv2d_3x3_same_matches_reference(path, n, c, oc, h, w, dtype, layout, seed):
+    # the geometry Winograd takes, odd and even sizes (tiles past the edge), 1x1 images
+    case = ((n, c, h, w), (oc, c * 9), (3, 3, 1, 1, 1, 1), dtype, layout, seed)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in path.items():
+            patch.setattr(cpu, name, value)
+        check_conv2d_against_reference(case, (True, True))
 
 
 def check_conv2d_against_reference(case, needs):
@@ -239,6 +259,7 @@ def test_cpu_conv2d_groups_of_images_give_the_one_gemm_result(monkeypatch, min_c
     g = random(rng, (11, 4, 9, 9), np.float32)
     window = (3, 3, 1, 1, 1, 1)
     monkeypatch.setattr(cpu, "MIN_PIXELS_PER_CHANNEL", 0)
+    monkeypatch.setattr(cpu, "WINOGRAD_MIN_PIXELS_PER_CHANNEL", None)
     monkeypatch.setattr(cpu, "GEMM_MIN_COLUMNS", min_columns)
     grouped = cpu.conv2d_forward(x, w2, *window), *cpu.conv2d_backward(g, x, w2, *window)
     monkeypatch.setattr(cpu, "MIN_PIXELS_PER_CHANNEL", 10**9)
