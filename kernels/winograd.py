@@ -34,8 +34,10 @@ def tiles(oh, ow):
 
 def weight_transform(w4):
     """w4 (OC, C, 3, 3) -> U (16, OC, C), U[4a + b] = (G w G^T)[a, b], in w4's dtype."""
-    u = np.einsum("ai,ocij,bj->aboc", G, w4.astype(np.float64), G)
-    return np.ascontiguousarray(u.reshape(16, *w4.shape[:2]).astype(w4.dtype))
+    w_gt = np.tensordot(w4.astype(np.float64), G, axes=([3], [1]))   # (OC, C, 3, b): w G^T
+    u = np.tensordot(G, w_gt, axes=([1], [2]))                        # (a, OC, C, b)
+    return np.ascontiguousarray(u.transpose(0, 3, 1, 2).reshape(16, *w4.shape[:2]),
+                                dtype=w4.dtype)
 
 
 def flipped(w4):
