@@ -60,6 +60,11 @@ def test_cuda_kernels_match_the_reference(dtype):
         same(cuda.im2col(cupy.asarray(x), *window), cols)
         same(cuda.col2im(cupy.asarray(cols), x.shape, *window),
              reference.col2im(cols, x.shape, *window))
+        w2 = rng.standard_normal((4, x.shape[1] * window[0] * window[1])).astype(dtype)
+        out = reference.conv2d_forward(x, w2, *window)
+        same(cuda.conv2d_forward(cupy.asarray(x), cupy.asarray(w2), *window), out)
+        same(cuda.conv2d_backward(cupy.asarray(out), cupy.asarray(x), cupy.asarray(w2), *window),
+             reference.conv2d_backward(out, x, w2, *window))
         y, idx = reference.maxpool_forward(x, *window)
         same(cuda.maxpool_forward(cupy.asarray(x), *window), (y, idx))
         same(cuda.maxpool_backward(cupy.asarray(y), cupy.asarray(idx), x.shape, *window),

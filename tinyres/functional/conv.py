@@ -6,8 +6,10 @@ of them computes
     grad_w2   = sum over images of grad_out[n] @ cols(x[n])^T
     grad_x    = col2im(w2^T @ grad_out): each window entry sends its gradient back
 kernels/gemm_conv.py builds one im2col matrix for the whole batch and does one GEMM per
-pass (reference.py, cuda.py); kernels/cpu.py runs one GEMM per image in Numba's threads,
-straight into NCHW, where an image is large enough (see its conv2d_forward).
+pass (reference.py, cuda.py); kernels/cpu.py runs one GEMM per image (or per few small
+images) in Numba's threads, straight into NCHW, and 3x3 stride-1 "same" layers through
+Winograd's F(2x2, 3x3) (kernels/winograd.py), where each pays (see cpu.py's convolution
+section). All of them are held to reference.py.
 """
 from tinyres.autograd import Function
 from tinyres.backend import kernels_for

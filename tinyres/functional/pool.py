@@ -29,7 +29,8 @@ class AvgPool2d(Function):
         cols = columns(xp, kernels_for(x).im2col, x, *window)            # (C*kh*kw, N*OH*OW)
         ctx.shape, ctx.window = x.shape, window
         means = cols.reshape(c, kh * kw, -1).mean(axis=1)                # (C, N*OH*OW)
-        return batch_first(xp, means, n, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        return batch_first(xp, means, n, oh, ow)
 
     @staticmethod
     def backward(ctx, grad_out):
