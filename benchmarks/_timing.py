@@ -9,11 +9,14 @@ turn for a round (warm-up, then timed repetitions): tinyres round 1, torch round
 tinyres round 2, ... Only one worker computes at a time; the other waits on its stdin.
 
 Peak memory: tracemalloc misses NumPy's and torch's C allocations, so a worker reports
-the growth of its peak resident set size (getrusage(RUSAGE_SELF).ru_maxrss) from just
-before it builds the full-size case (after imports and a tiny-size warm-up of the same
-case, which compiles the Numba kernels and starts the thread pools) to its end: the peak
-mark is reset there (Linux /proc/self/clear_refs), and the figure is the final ru_maxrss
-minus the resident size at that point.
+the growth of its peak resident set size from just before it builds the full-size case
+(after imports and a tiny-size warm-up of the same case, which compiles the Numba kernels
+and starts the thread pools) to its end: the peak mark is reset there (Linux
+/proc/self/clear_refs), and the figure is the final peak minus the resident size at that
+point. The peak is read from VmHWM in /proc/self/status, which that reset clears;
+getrusage's ru_maxrss is not cleared by it, and had carried the peak of the imports and
+the warm-up (about 100 MB above the base for tinyres's workers, 30-50 MB for torch's)
+into the figure of every small case. ru_maxrss remains the fallback off Linux.
 
 Protocol: the worker writes one JSON object per line prefixed with "@@ " on stdout
 (anything else there is ignored); the parent writes {"cmd": "round"|"done"} lines.
@@ -89,6 +92,14 @@ def header_lines(info):
 
 # ----- the worker side ------------------------------------------------------------------
 def peak_rss_mb():
+    """The peak resident set size in MB: VmHWM (reset by reset_peak_rss), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0                 # kB
+    except (OSError, ValueError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB on Linux
 
 

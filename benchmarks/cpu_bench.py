@@ -469,7 +469,7 @@ def main(argv=None):
     reps = args.reps or (2 if args.quick else 3)
     info = _timing.machine_info()
     print("\n".join(_timing.header_lines(info)))
-    print("memory: growth of each worker's peak RSS (ru_maxrss) over the case, one fresh "
+    print("memory: growth of each worker's peak RSS (VmHWM) over the case, one fresh "
           "process per (engine, case)")
     records = run_table(cases, engines, rounds, reps, args.warmup, args.threads,
                         "CPU, float32")
