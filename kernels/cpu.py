@@ -300,6 +300,8 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
     if need_x and _winograd(kh, kw, sh, sw, ph, pw, oc, oh, ow):
         grad_x = _winograd_conv(g, winograd.flipped(w2.reshape(oc, -1, 3, 3)))
         need_x = False                       # ... and the GEMM path computes only grad_w2
+    if not (need_x or need_w):
+        return grad_x, None
     group = _group(n, oh * ow)
     dx = np.empty(x.shape if need_x else (0, 0, 0, 0), dtype=x.dtype)
     dw_parts = np.empty((-(-n // group),) + w2.shape[::-1], dtype=x.dtype)

@@ -196,7 +196,7 @@ def test_conv2d_forward_follows_the_sum(kernels, geometry, dtype, seed):
 
 @CPU_CONV_PATHS
 @hypothesis_settings
-@given(conv_cases(), st.sampled_from([(True, True), (True, False), (False, True)]))
+@given(conv_cases(), st.sampled_from([(True, True), (True, False), (False, True), (False, False)]))
 def test_conv2d_matches_reference(path, case, needs):
     with pytest.MonkeyPatch.context() as patch:
         for name, value in path.items():
