@@ -42,38 +42,57 @@ if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.envi
 # cols was (N, C*kh*kw, OH*OW); a flat column index b*OH*OW + p measured 2x slower. The
 # threads split im2col by rows of cols and col2im by channels, so each one streams through
 # whole rows (N*OH*OW long); splitting by (n, c) planes instead, every plane visits kh*kw
-# rows far apart, and that measured up to 3x slower for col2im.
+# rows far apart, and that measured up to 3x slower for col2im. The convolution cores
+# below unfold a few images at a time with the same two loops, _im2col_row and
+# _col2im_channel.
+
+@njit(cache=True)
+def _im2col_row(x, b0, row, kh, kw, sh, sw, ph, pw, cols):
+    """cols[row, q] for the images b0 + q: window element (i, j) of channel ch, where
+    row = (ch*kh + i)*kw + j, at every output pixel (zero in the padding)."""
+    _, _, h, w = x.shape
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    ch, i, j = row // (kh * kw), row // kw % kh, row % kw
+    for q in range(cols.shape[1]):
+        for oy in range(oh):
+            hi = oy * sh - ph + i
+            if 0 <= hi < h:
+                for ox in range(ow):
+                    wi = ox * sw - pw + j
+                    cols[row, q, oy * ow + ox] = x[b0 + q, ch, hi, wi] if 0 <= wi < w else 0
+            else:
+                for ox in range(ow):
+                    cols[row, q, oy * ow + ox] = 0
+
+
+@njit(cache=True)
+def _col2im_channel(cols, b0, ch, kh, kw, sh, sw, ph, pw, dx):
+    """Add the rows of channel ch of cols onto dx[b0 + q, ch], for every image q of cols."""
+    _, _, h, w = dx.shape
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    for i in range(kh):
+        for j in range(kw):
+            row = (ch * kh + i) * kw + j
+            for q in range(cols.shape[1]):
+                for oy in range(oh):
+                    hi = oy * sh - ph + i
+                    if 0 <= hi < h:
+                        for ox in range(ow):
+                            wi = ox * sw - pw + j
+                            if 0 <= wi < w:
+                                dx[b0 + q, ch, hi, wi] += cols[row, q, oy * ow + ox]
+
 
 @njit(cache=True, parallel=True)
 def _im2col_core(x, kh, kw, sh, sw, ph, pw, cols):
-    n, c, h, w = x.shape
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    for row in prange(c * kh * kw):          # for each row: channel ch, window element (i, j)
-        ch, i, j = row // (kh * kw), row // kw % kh, row % kw
-        for b in range(n):                   # ... each image and output pixel (oy, ox)
-            for oy in range(oh):
-                hi = oy * sh - ph + i
-                for ox in range(ow):
-                    wi = ox * sw - pw + j
-                    inside = 0 <= hi < h and 0 <= wi < w
-                    cols[row, b, oy * ow + ox] = x[b, ch, hi, wi] if inside else 0
+    for row in prange(cols.shape[0]):
+        _im2col_row(x, 0, row, kh, kw, sh, sw, ph, pw, cols)
 
 
 @njit(cache=True, parallel=True)
 def _col2im_core(cols, kh, kw, sh, sw, ph, pw, dx):
-    n, c, h, w = dx.shape
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    for ch in prange(c):                     # channel ch of dx is only written by its rows
-        for i in range(kh):
-            for j in range(kw):
-                row = (ch * kh + i) * kw + j
-                for b in range(n):
-                    for oy in range(oh):
-                        hi = oy * sh - ph + i
-                        for ox in range(ow):
-                            wi = ox * sw - pw + j
-                            if 0 <= hi < h and 0 <= wi < w:
-                                dx[b, ch, hi, wi] += cols[row, b, oy * ow + ox]
+    for ch in prange(dx.shape[1]):           # channel ch of dx is only written by its rows
+        _col2im_channel(cols, 0, ch, kh, kw, sh, sw, ph, pw, dx)
 
 
 def im2col(x, kh, kw, sh, sw, ph, pw):
@@ -170,43 +189,17 @@ def _per_image_gemms_usable():
 @njit(cache=True)
 def _im2col_images(x, b0, kh, kw, sh, sw, ph, pw, cols):
     """cols (C*kh*kw, m, OH*OW) = the columns of the m images b0, ..., b0 + m - 1."""
-    _, c, h, w = x.shape
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    for ch in range(c):
-        for i in range(kh):
-            for j in range(kw):
-                row = (ch * kh + i) * kw + j
-                for q in range(cols.shape[1]):
-                    for oy in range(oh):
-                        hi = oy * sh - ph + i
-                        if 0 <= hi < h:
-                            for ox in range(ow):
-                                wi = ox * sw - pw + j
-                                inside = 0 <= wi < w
-                                cols[row, q, oy * ow + ox] = x[b0 + q, ch, hi, wi] if inside else 0
-                        else:
-                            for ox in range(ow):
-                                cols[row, q, oy * ow + ox] = 0
+    for row in range(cols.shape[0]):
+        _im2col_row(x, b0, row, kh, kw, sh, sw, ph, pw, cols)
 
 
 @njit(cache=True)
 def _col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dx):
     """dx[b0:b0 + m] = the adjoint of _im2col_images applied to cols (C*kh*kw, m, OH*OW)."""
-    _, c, h, w = dx.shape
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     for q in range(cols.shape[1]):
         dx[b0 + q] = 0
-        for ch in range(c):
-            for i in range(kh):
-                for j in range(kw):
-                    row = (ch * kh + i) * kw + j
-                    for oy in range(oh):
-                        hi = oy * sh - ph + i
-                        if 0 <= hi < h:
-                            for ox in range(ow):
-                                wi = ox * sw - pw + j
-                                if 0 <= wi < w:
-                                    dx[b0 + q, ch, hi, wi] += cols[row, q, oy * ow + ox]
+    for ch in range(dx.shape[1]):
+        _col2im_channel(cols, b0, ch, kh, kw, sh, sw, ph, pw, dx)
 
 
 @njit(cache=True, parallel=True)

@@ -11,7 +11,8 @@ alive between the passes. A 1x1 stride-1 unpadded convolution needs no im2col: x
 channels first is its columns.
 
 reference.py and cuda.py convolve this way, with their own im2col/col2im and xp = NumPy or
-CuPy; cpu.py does for small images (see its conv2d_forward).
+CuPy; cpu.py does where an image has fewer output pixels than output channels, or where
+SciPy's BLAS cannot be held to one thread (see its convolution section).
 """
 
 

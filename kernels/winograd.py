@@ -19,7 +19,7 @@ error is below 1e-6.
 
 The batch is cut into tasks of `group` images, as in cpu.py's GEMM path, each with its
 own V and M in cache. Tiles of an odd-sized output run past its edge: those outputs are
-dropped, and their gradients are zero.
+dropped.
 """
 import numpy as np
 from numba import njit, prange
