@@ -166,8 +166,9 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 
 MIN_PIXELS_PER_CHANNEL = 1        # per-image GEMMs where OH*OW >= this * OC
 GEMM_MIN_COLUMNS = 256            # images side by side in one GEMM: at least this many columns
-WINOGRAD_MIN_PIXELS_PER_CHANNEL = 4   # Winograd (3x3, stride 1, padding 1) where OH*OW >=
+WINOGRAD_MIN_PIXELS_PER_CHANNEL = 1   # Winograd (3x3, stride 1, padding 1) where OH*OW >=
                                       # this * OC; None: never
+WINOGRAD_TASK_BYTES = 256 * 1024      # a Winograd task's V and M together, at most
 DIRECT_WEIGHT_GRAD_MIN_WIDTH = 16     # weight_grad.py for 3x3 stride-1 padding-1 layers
                                       # whose output is at least this wide; None: never
 
@@ -265,9 +266,17 @@ def _winograd_conv(x, w4):
     """The 3x3 stride-1 padding-1 convolution of x (contiguous) with w4 (OC, C, 3, 3)."""
     n, _, h, w = x.shape
     out = np.empty((n, w4.shape[0], h, w), dtype=x.dtype)
-    winograd.forward_core(x, winograd.weight_transform(w4), _group(n, winograd.tiles(h, w)),
+    winograd.forward_core(x, winograd.weight_transform(w4), _winograd_group(x, w4.shape[0]),
                           out)
     return out
+
+
+def _winograd_group(x, oc):
+    """Images per Winograd task: V and M of a task, 16*(C + OC)*T entries an image, within
+    WINOGRAD_TASK_BYTES (at least one image), and a task for every thread."""
+    n, c, h, w = x.shape
+    per_image = 16 * (c + oc) * winograd.tiles(h, w) * x.itemsize
+    return max(1, min(WINOGRAD_TASK_BYTES // per_image, n // numba.get_num_threads()))
 
 
 def _group(n, pixels):
