@@ -141,15 +141,17 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 #   which conv2d_forward and conv2d_backward then take.
 # - The cores index the buffer as (row, image, pixel): a flat column index (image*OH*OW +
 #   pixel) compiled into loops that measured 2x slower, as in im2col above.
-# - 3x3 stride-1 padding-1 layers with OH*OW >= WINOGRAD_MIN_PIXELS_PER_CHANNEL * OC
-#   compute the output and the input gradient with kernels/winograd.py (2.25x fewer
-#   multiplications, tasks alike); the weight gradient stays here. Against this file's
-#   GEMMs, forward / input gradient: 6.2/6.4 against 10.2/9.0 ms for 16 channels at 32x32
-#   (batch 128), 16.1/16.5 against 27.5/24.4 for resnet18's 64 channels at 56x56 (batch
-#   16), 18.1/18.8 against 27.3/28.6 (one-GEMM path) for 128 at 28x28; but 5.7/5.6
-#   against 5.0/4.5 for 64 channels at 8x8, and slower still for 256 at 14x14 and 512 at
-#   7x7, where a tile's transforms are worth less than its share of the weight: hence the
-#   threshold (4 output pixels per output channel).
+# - 3x3 stride-1 padding-1 layers with OH*OW >= WINOGRAD_MIN_PIXELS_PER_CHANNEL * OC and
+#   at least WINOGRAD_MIN_CHANNELS channels in and out compute the output and the input
+#   gradient with kernels/winograd.py (2.25x fewer multiplications, tasks of at most
+#   WINOGRAD_TASK_BYTES). Forward, against this file's GEMMs (batch 128, 2 threads):
+#   4.0 against 7.8 ms for 16 channels at 32x32, 3.4 against 5.7 for 32 at 16x16, 3.1
+#   against 4.7 for 64 at 8x8; resnet18 (batch 16): 14.7 against 24.2 for 64 at 56x56, 12.7
+#   against 21.6 for 128 at 28x28; but 24.5-27.7 against 20.9 for 256 at 14x14 and 37-40
+#   against 32 for 512 at 7x7 (fewer output pixels than channels: each tile's transforms
+#   are worth less than its share of the weight), and 1.7 against 0.9 for resnet20's first
+#   layer (3 channels in: the GEMMs are too small to gain what the transforms cost); hence
+#   the two thresholds.
 # - The weight gradient of those 3x3 stride-1 padding-1 layers, where the output is at
 #   least DIRECT_WEIGHT_GRAD_MIN_WIDTH wide, is summed from shifted rows of x and
 #   grad_out by kernels/weight_grad.py, with no im2col: 3.8 against 6.3 ms for 16 channels
@@ -168,6 +170,7 @@ MIN_PIXELS_PER_CHANNEL = 1        # per-image GEMMs where OH*OW >= this * OC
 GEMM_MIN_COLUMNS = 256            # images side by side in one GEMM: at least this many columns
 WINOGRAD_MIN_PIXELS_PER_CHANNEL = 1   # Winograd (3x3, stride 1, padding 1) where OH*OW >=
                                       # this * OC; None: never
+WINOGRAD_MIN_CHANNELS = 8             # ... and where C and OC are both at least this
 WINOGRAD_TASK_BYTES = 256 * 1024      # a Winograd task's V and M together, at most
 DIRECT_WEIGHT_GRAD_MIN_WIDTH = 16     # weight_grad.py for 3x3 stride-1 padding-1 layers
                                       # whose output is at least this wide; None: never
@@ -252,9 +255,10 @@ def _per_image(oc, oh, ow):
     return oh * ow >= MIN_PIXELS_PER_CHANNEL * oc and _per_image_gemms_usable()
 
 
-def _winograd(kh, kw, sh, sw, ph, pw, oc, oh, ow):
+def _winograd(kh, kw, sh, sw, ph, pw, c, oc, oh, ow):
     return ((kh, kw, sh, sw, ph, pw) == (3, 3, 1, 1, 1, 1) and WINOGRAD_MIN_PIXELS_PER_CHANNEL
-            is not None and oh * ow >= WINOGRAD_MIN_PIXELS_PER_CHANNEL * oc)
+            is not None and oh * ow >= WINOGRAD_MIN_PIXELS_PER_CHANNEL * oc
+            and min(c, oc) >= WINOGRAD_MIN_CHANNELS)
 
 
 def _direct_weight_grad(kh, kw, sh, sw, ph, pw, ow):
@@ -293,7 +297,7 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw):
     if not _per_image(oc, oh, ow):
         return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow)
     x = np.ascontiguousarray(x)
-    if _winograd(kh, kw, sh, sw, ph, pw, oc, oh, ow):
+    if _winograd(kh, kw, sh, sw, ph, pw, x.shape[1], oc, oh, ow):
         return _winograd_conv(x, w2.reshape(oc, -1, 3, 3))
     out = np.empty((n, oc, oh * ow), dtype=x.dtype)
     _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw,
@@ -317,7 +321,7 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
                                          kh, kw, sh, sw, ph, pw, need_x, need_w)
     g = np.ascontiguousarray(grad_out)
     grad_x = None
-    if need_x and _winograd(kh, kw, sh, sw, ph, pw, oc, oh, ow):
+    if need_x and _winograd(kh, kw, sh, sw, ph, pw, x.shape[1], oc, oh, ow):
         grad_x = _winograd_conv(g, winograd.flipped(w2.reshape(oc, -1, 3, 3)))
         need_x = False                       # ... and the GEMM path computes only grad_w2
     if not (need_x or need_w):

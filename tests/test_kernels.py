@@ -145,9 +145,9 @@ def test_col2im_is_the_adjoint_of_im2col(kernels, geometry, seed):
 # cpu.py runs GEMMs of one image (or a few) in Numba's threads where an image has at least
 # MIN_PIXELS_PER_CHANNEL output pixels per output channel, and im2col + one GEMM over the
 # batch elsewhere; 3x3 stride-1 padding-1 layers with WINOGRAD_MIN_PIXELS_PER_CHANNEL
-# pixels per channel take kernels/winograd.py for the output and the input gradient, and
-# those at least DIRECT_WEIGHT_GRAD_MIN_WIDTH wide kernels/weight_grad.py for the weight
-# gradient. Each path is held to the reference (the values are patched into cpu.py).
+# pixels per channel (and WINOGRAD_MIN_CHANNELS channels) take kernels/winograd.py for the
+# output and the input gradient, and those at least DIRECT_WEIGHT_GRAD_MIN_WIDTH wide
+# kernels/weight_grad.py for the weight gradient. Each path is held to the reference (the values are patched into cpu.py).
 PER_IMAGE_USABLE = pytest.mark.skipif(
     not cpu._per_image_gemms_usable(),
     reason="SciPy shares NumPy's BLAS here: cpu.py does not use per-image GEMMs")
@@ -156,7 +156,8 @@ CPU_CONV_PATHS = pytest.mark.parametrize("path", [
     pytest.param({**NO_SHORTCUTS, "MIN_PIXELS_PER_CHANNEL": 0},
                  id="per-image", marks=PER_IMAGE_USABLE),
     pytest.param({**NO_SHORTCUTS, "MIN_PIXELS_PER_CHANNEL": 0,
-                  "WINOGRAD_MIN_PIXELS_PER_CHANNEL": 0}, id="winograd", marks=PER_IMAGE_USABLE),
+                  "WINOGRAD_MIN_PIXELS_PER_CHANNEL": 0, "WINOGRAD_MIN_CHANNELS": 0},
+                 id="winograd", marks=PER_IMAGE_USABLE),
     pytest.param({**NO_SHORTCUTS, "DIRECT_WEIGHT_GRAD_MIN_WIDTH": 0},
                  id="direct weight gradient"),
     pytest.param({**NO_SHORTCUTS, "MIN_PIXELS_PER_CHANNEL": 10**9}, id="one-GEMM")])
