@@ -144,14 +144,15 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 # - 3x3 stride-1 padding-1 layers with OH*OW >= WINOGRAD_MIN_PIXELS_PER_CHANNEL * OC and
 #   at least WINOGRAD_MIN_CHANNELS channels in and out compute the output and the input
 #   gradient with kernels/winograd.py (2.25x fewer multiplications, tasks of at most
-#   WINOGRAD_TASK_BYTES). Forward, against this file's GEMMs (batch 128, 2 threads):
-#   4.0 against 7.8 ms for 16 channels at 32x32, 3.4 against 5.7 for 32 at 16x16, 3.1
-#   against 4.7 for 64 at 8x8; resnet18 (batch 16): 14.7 against 24.2 for 64 at 56x56, 12.7
-#   against 21.6 for 128 at 28x28; but 24.5-27.7 against 20.9 for 256 at 14x14 and 37-40
-#   against 32 for 512 at 7x7 (fewer output pixels than channels: each tile's transforms
-#   are worth less than its share of the weight), and 1.7 against 0.9 for resnet20's first
-#   layer (3 channels in: the GEMMs are too small to gain what the transforms cost); hence
-#   the two thresholds.
+#   WINOGRAD_TASK_BYTES; its GEMMs need the one-thread BLAS, like the per-image path).
+#   Forward, against the GEMM path each layer takes otherwise (2 threads): resnet20 at
+#   batch 128, 3.5 against 8.0 ms for 16 channels of 32x32, 3.0 against 5.9 for 32 of
+#   16x16, 3.2 against 4.9 for 64 of 8x8; resnet18 at batch 16, 15.1 against 25.0 for 64 of
+#   56x56, 12.8 against 21.6 for 128 of 28x28, 16.0 against 20.6 (one-GEMM path) for 256
+#   of 14x14; but 49.5 against 20.2 for 512 of 7x7 (49 output pixels for 512 channels:
+#   each tile's transforms are worth less than its share of the weight), and 1.2 against
+#   0.9 for resnet20's first layer (3 channels in: too little to multiply for what the
+#   transforms cost); hence the two thresholds.
 # - The weight gradient of those 3x3 stride-1 padding-1 layers, where the output is at
 #   least DIRECT_WEIGHT_GRAD_MIN_WIDTH wide, is summed from shifted rows of x and
 #   grad_out by kernels/weight_grad.py, with no im2col: 3.8 against 6.3 ms for 16 channels
@@ -168,7 +169,7 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 
 MIN_PIXELS_PER_CHANNEL = 1        # per-image GEMMs where OH*OW >= this * OC
 GEMM_MIN_COLUMNS = 256            # images side by side in one GEMM: at least this many columns
-WINOGRAD_MIN_PIXELS_PER_CHANNEL = 1   # Winograd (3x3, stride 1, padding 1) where OH*OW >=
+WINOGRAD_MIN_PIXELS_PER_CHANNEL = 0.5  # Winograd (3x3, stride 1, padding 1) where OH*OW >=
                                       # this * OC; None: never
 WINOGRAD_MIN_CHANNELS = 8             # ... and where C and OC are both at least this
 WINOGRAD_TASK_BYTES = 256 * 1024      # a Winograd task's V and M together, at most
@@ -258,7 +259,7 @@ def _per_image(oc, oh, ow):
 def _winograd(kh, kw, sh, sw, ph, pw, c, oc, oh, ow):
     return ((kh, kw, sh, sw, ph, pw) == (3, 3, 1, 1, 1, 1) and WINOGRAD_MIN_PIXELS_PER_CHANNEL
             is not None and oh * ow >= WINOGRAD_MIN_PIXELS_PER_CHANNEL * oc
-            and min(c, oc) >= WINOGRAD_MIN_CHANNELS)
+            and min(c, oc) >= WINOGRAD_MIN_CHANNELS and _per_image_gemms_usable())
 
 
 def _direct_weight_grad(kh, kw, sh, sw, ph, pw, ow):
@@ -290,15 +291,15 @@ def _group(n, pixels):
 
 def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw):
     """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C*kh*kw) -> out
-    (N, OC, OH, OW): GEMMs of one image (or a few) in parallel, Winograd for the 3x3
-    stride-1 padding-1 layers where it pays, or im2col + one GEMM (see above)."""
+    (N, OC, OH, OW): Winograd for the 3x3 stride-1 padding-1 layers where it pays, else
+    GEMMs of one image (or a few) in parallel, or im2col + one GEMM (see above)."""
     oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw)
     n, oc = x.shape[0], w2.shape[0]
+    if _winograd(kh, kw, sh, sw, ph, pw, x.shape[1], oc, oh, ow):
+        return _winograd_conv(np.ascontiguousarray(x), w2.reshape(oc, -1, 3, 3))
     if not _per_image(oc, oh, ow):
         return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow)
     x = np.ascontiguousarray(x)
-    if _winograd(kh, kw, sh, sw, ph, pw, x.shape[1], oc, oh, ow):
-        return _winograd_conv(x, w2.reshape(oc, -1, 3, 3))
     out = np.empty((n, oc, oh * ow), dtype=x.dtype)
     _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw,
                          _group(n, oh * ow), out)
@@ -306,35 +307,41 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw):
 
 
 def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w=True):
-    """(grad_x like x, grad_w2 like w2) of conv2d_forward, each None unless asked for."""
+    """(grad_x like x, grad_w2 like w2) of conv2d_forward, each None unless asked for:
+    grad_x by Winograd and grad_w2 by weight_grad.py where they pay, the rest by GEMMs."""
     oh, ow = checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw)
-    n, oc = x.shape[0], w2.shape[0]
+    oc = w2.shape[0]
+    grad_x = grad_w2 = None
+    if need_x and _winograd(kh, kw, sh, sw, ph, pw, x.shape[1], oc, oh, ow):
+        grad_x = _winograd_conv(np.ascontiguousarray(grad_out),
+                                winograd.flipped(w2.reshape(oc, -1, 3, 3)))
+        need_x = False
     if need_w and _direct_weight_grad(kh, kw, sh, sw, ph, pw, ow):
         grad_w2 = weight_grad.weight_grad(np.ascontiguousarray(grad_out),
                                           np.ascontiguousarray(x),
                                           4 * numba.get_num_threads()).reshape(w2.shape)
-        if need_x:
-            grad_x, _ = conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_w=False)
-        return (grad_x if need_x else None), grad_w2
-    if not _per_image(oc, oh, ow):
-        return gemm_conv.conv2d_backward(np, im2col, col2im, grad_out, x, w2,
-                                         kh, kw, sh, sw, ph, pw, need_x, need_w)
-    g = np.ascontiguousarray(grad_out)
-    grad_x = None
-    if need_x and _winograd(kh, kw, sh, sw, ph, pw, x.shape[1], oc, oh, ow):
-        grad_x = _winograd_conv(g, winograd.flipped(w2.reshape(oc, -1, 3, 3)))
-        need_x = False                       # ... and the GEMM path computes only grad_w2
-    if not (need_x or need_w):
-        return grad_x, None
+        need_w = False
+    if need_x or need_w:                     # what is left, by GEMMs
+        backward = _per_image_backward if _per_image(oc, oh, ow) else _one_gemm_backward
+        gx, gw = backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w)
+        grad_x, grad_w2 = (gx if need_x else grad_x), (gw if need_w else grad_w2)
+    return grad_x, grad_w2
+
+
+def _one_gemm_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w):
+    return gemm_conv.conv2d_backward(np, im2col, col2im, grad_out, x, w2,
+                                     kh, kw, sh, sw, ph, pw, need_x, need_w)
+
+
+def _per_image_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w):
+    n, oc, oh, ow = grad_out.shape
     group = _group(n, oh * ow)
     dx = np.empty(x.shape if need_x else (0, 0, 0, 0), dtype=x.dtype)
     dw_parts = np.empty((-(-n // group),) + w2.shape[::-1], dtype=x.dtype)
-    _conv2d_backward_core(g.reshape(n, oc, oh * ow), np.ascontiguousarray(x),
-                          np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw, group,
-                          need_x, need_w, dx, dw_parts)
-    if need_x:
-        grad_x = dx
-    return grad_x, (dw_parts.sum(axis=0).T.copy() if need_w else None)
+    _conv2d_backward_core(np.ascontiguousarray(grad_out).reshape(n, oc, oh * ow),
+                          np.ascontiguousarray(x), np.ascontiguousarray(w2),
+                          kh, kw, sh, sw, ph, pw, group, need_x, need_w, dx, dw_parts)
+    return (dx if need_x else None), (dw_parts.sum(axis=0).T.copy() if need_w else None)
 
 
 # ---------------------------------------------------------------- batch norm

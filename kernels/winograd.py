@@ -26,12 +26,12 @@ spare tile at its end (tx = tw), computed and never used. With it, every step of
 transforms is a loop over all j of a channel at once with no test inside, which
 vectorises; a tile row of its own (tw = 16, 8, 4 on the resnet20 layers) is too short for
 that. The input transform cuts the padded plane into its even and odd rows and columns
-(pe, po): the columns d0..d3 of tile j are then pe[0][j], pe[1][j], pe[0][j+1], pe[1][j+1],
-and its rows are the rows of pe and po at j and at j + tw + 1. Against transforms written
-per tile (the previous version of this file), the whole convolution of 16/32/64 channels
-of 32x32/16x16/8x8 (batch 128, 2 threads) took 4.0/3.4/3.1 ms against 4.8/4.2/4.0, and
-resnet18's 128 channels of 28x28 12.7 against 13.9 ms; but 64 of 56x56, whose V of an
-image (3.3 MB) does not fit in the cache, took 17.1 against 15.4 ms.
+(pe, po), reading each row of x as pairs: the columns d0..d3 of tile j are then pe[0][j],
+pe[1][j], pe[0][j+1], pe[1][j+1], and its rows are the rows of pe and po at j and at
+j + tw + 1. The output transform writes each output row as pairs the same way. Against
+transforms written per tile, the whole convolution of 16/32/64 channels of 32x32/16x16/
+8x8 (batch 128, 2 threads) went from 4.8/4.2/4.0 ms to 3.5/3.0/3.2 ms, and resnet18's 128
+channels of 28x28 (batch 16) from 13.9 to 12.8 ms.
 """
 import numpy as np
 from numba import njit, prange
@@ -67,10 +67,11 @@ def _split(x, b, ch, pe, po):
     for y in range(h):
         p = pe if (y + 1) % 2 == 0 else po   # padded row y + 1
         row = (y + 1) // 2
-        for k in range(1, (w + 2) // 2):     # even padded column 2k: column 2k - 1 of x
-            p[0, row, k] = x[b, ch, y, 2 * k - 1]
-        for k in range((w + 1) // 2):        # odd padded column 2k + 1: column 2k of x
-            p[1, row, k] = x[b, ch, y, 2 * k]
+        for k in range(w // 2):              # x columns 2k, 2k+1: padded 2k+1 (odd), 2k+2
+            p[1, row, k] = x[b, ch, y, 2 * k]    # (even); read as pairs, which vectorises
+            p[0, row, k + 1] = x[b, ch, y, 2 * k + 1]
+        if w % 2:
+            p[1, row, w // 2] = x[b, ch, y, w - 1]
 
 
 @njit(cache=True)
@@ -125,10 +126,11 @@ def _input_tiles(x, b0, v):
 def _output_tiles(mm, b0, out):
     """out[b0 + q, o] = A^T M A for every tile, M = mm[:, o, tile] as 4x4."""
     _, oc, oh, ow = out.shape
-    r = (ow + 1) // 2 + 1
-    t = (oh + 1) // 2 * r
+    th, r = (oh + 1) // 2, (ow + 1) // 2 + 1
+    t = th * r
     s = np.empty((2, 4, t), dtype=out.dtype)     # A^T M: rows m0 + m1 + m2, m1 - m2 - m3
-    y = np.empty((2, 2, t), dtype=out.dtype)     # (A^T M) A: the 2x2 outputs of each tile
+    y4 = np.empty((2, 2, th, r), dtype=out.dtype)  # (A^T M) A: output (2*ty + a, 2*tx + e)
+    y = y4.reshape(2, 2, t)                        # ... as y4[a, e, ty, tx] = y[a, e, tile]
     for q in range(mm.shape[2] // t):
         for o in range(oc):
             for k in range(4):
@@ -146,13 +148,13 @@ def _output_tiles(mm, b0, out):
                     y0[j] = s0[j] + s1[j] + s2[j]
                 for j in range(t):
                     y1[j] = s1[j] - s2[j] - s3[j]
-            for row in range(oh):                # output row 2*ty + a, columns 2*tx + (0, 1)
-                a, base = row % 2, row // 2 * r
-                for tx in range(ow // 2):
-                    out[b0 + q, o, row, 2 * tx] = y[a, 0, base + tx]
-                    out[b0 + q, o, row, 2 * tx + 1] = y[a, 1, base + tx]
+            for row in range(oh):
+                a, ty = row % 2, row // 2
+                for tx in range(ow // 2):        # written as pairs, which vectorises
+                    out[b0 + q, o, row, 2 * tx] = y4[a, 0, ty, tx]
+                    out[b0 + q, o, row, 2 * tx + 1] = y4[a, 1, ty, tx]
                 if ow % 2:
-                    out[b0 + q, o, row, ow - 1] = y[a, 0, base + ow // 2]
+                    out[b0 + q, o, row, ow - 1] = y4[a, 0, ty, ow // 2]
 
 
 @njit(cache=True, parallel=True)
