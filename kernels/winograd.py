@@ -45,12 +45,28 @@ def tiles(oh, ow):
     return ((oh + 1) // 2) * ((ow + 1) // 2 + 1)
 
 
+@njit(cache=True)
 def weight_transform(w4):
-    """w4 (OC, C, 3, 3) -> U (16, OC, C), U[4a + b] = (G w G^T)[a, b], in w4's dtype."""
-    w_gt = np.tensordot(w4.astype(np.float64), G, axes=([3], [1]))   # (OC, C, 3, b): w G^T
-    u = np.tensordot(G, w_gt, axes=([1], [2]))                        # (a, OC, C, b)
-    return np.ascontiguousarray(u.transpose(0, 3, 1, 2).reshape(16, *w4.shape[:2]),
-                                dtype=w4.dtype)
+    """w4 (OC, C, 3, 3) -> U (16, OC, C), U[4a + b] = (G w G^T)[a, b], in w4's dtype
+    (computed in float64). The rows of G w are w0, (w0 + w1 + w2)/2, (w0 - w1 + w2)/2, w2
+    for the rows w_i of w, and G^T does the same to the columns."""
+    oc, c = w4.shape[0], w4.shape[1]
+    u = np.empty((16, oc, c), dtype=w4.dtype)
+    gw = np.empty((4, 3))
+    for o in range(oc):
+        for ch in range(c):
+            for j in range(3):
+                w0, w1 = float(w4[o, ch, 0, j]), float(w4[o, ch, 1, j])
+                w2 = float(w4[o, ch, 2, j])
+                gw[0, j], gw[1, j] = w0, 0.5 * (w0 + w1 + w2)
+                gw[2, j], gw[3, j] = 0.5 * (w0 - w1 + w2), w2
+            for a in range(4):
+                t0, t1, t2 = gw[a, 0], gw[a, 1], gw[a, 2]
+                u[4 * a, o, ch] = t0
+                u[4 * a + 1, o, ch] = 0.5 * (t0 + t1 + t2)
+                u[4 * a + 2, o, ch] = 0.5 * (t0 - t1 + t2)
+                u[4 * a + 3, o, ch] = t2
+    return u
 
 
 def flipped(w4):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tinyres.kernels import cpu, reference
+from tinyres.kernels import cpu, reference, winograd
 
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
@@ -272,6 +272,15 @@ def test_cpu_conv2d_groups_of_images_give_the_one_gemm_result(monkeypatch, min_c
     one_gemm = cpu.conv2d_forward(x, w2, *window), *cpu.conv2d_backward(g, x, w2, *window)
     for a, b in zip(grouped, one_gemm):
         assert_close(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_weight_transform_is_g_w_gt(dtype):
+    rng = np.random.default_rng(0)
+    w4 = random(rng, (3, 5, 3, 3), dtype)
+    expected = np.einsum("ai,ocij,bj->aboc", winograd.G, w4.astype(np.float64), winograd.G)
+    got = winograd.weight_transform(w4)
+    assert_close(got, expected.reshape(16, 3, 5).astype(dtype))
 
 
 # ---------------------------------------------------------------- batch norm
