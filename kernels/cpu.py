@@ -4,8 +4,9 @@ Each public function checks its arguments (with reference.py's checks, so the me
 agree), makes its inputs C-contiguous, allocates the output and hands the loops to a small
 jitted core, `@njit(cache=True, parallel=True)`, whose outer `prange` runs over the
 (n, c) planes, the channels, (im2col) the rows of cols or (convolution) groups of images.
-fastmath stays off but for the batch-norm sums, which may be reassociated; the results are
-held to the reference. Batch-norm statistics are accumulated in float64, as in the reference.
+fastmath stays off but for the batch-norm sums and the sums of weight_grad.py, which may be
+reassociated (and, in weight_grad.py, fused into multiply-adds); the results are held to
+the reference. Batch-norm statistics are accumulated in float64, as in the reference.
 
 Threading layer. Numba runs `prange` loops on one of three thread pools, chosen once per
 process at the first parallel call: 'tbb', 'omp' (OpenMP) or 'workqueue'. They differ in

@@ -7,9 +7,10 @@ of them computes
     grad_x    = col2im(w2^T @ grad_out): each window entry sends its gradient back
 kernels/gemm_conv.py builds one im2col matrix for the whole batch and does one GEMM per
 pass (reference.py, cuda.py); kernels/cpu.py runs one GEMM per image (or per few small
-images) in Numba's threads, straight into NCHW, and 3x3 stride-1 "same" layers through
-Winograd's F(2x2, 3x3) (kernels/winograd.py), where each pays (see cpu.py's convolution
-section). All of them are held to reference.py.
+images) in Numba's threads, straight into NCHW, 3x3 stride-1 "same" layers through
+Winograd's F(2x2, 3x3) (kernels/winograd.py) for the output and grad_x, and their grad_w2
+as dot products of shifted rows (kernels/weight_grad.py), where each pays (see cpu.py's
+convolution section). All of them are held to reference.py.
 """
 from tinyres.autograd import Function
 from tinyres.backend import kernels_for
