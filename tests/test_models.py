@@ -145,24 +145,36 @@ def normwise(a, b):
 
 def test_resnet50_float32_is_as_accurate_as_torch_float32():
     """At a tiny input, layer4 of resnet50 normalises 2x2 maps of a batch of 2 (8 values
-    per channel), and float32 gradients there are ill-conditioned: torch's own float32
-    gradients differ from its float64 ones by about 0.7% (norm over all parameters) and by
-    percents in single layer4 tensors. So the float64 parity above is the exactness proof;
-    here tinyres in float32 must be as close to the float64 truth as torch in float32."""
+    per channel), and float32 is ill-conditioned there: torch's own float32 output differs
+    from its float64 one by about 1e-4 (relative to the largest entry), and its gradients
+    by 0.7% to 4% (norm over all parameters). So the float64 parity above is the exactness
+    proof; here tinyres in float32 must be as close to the float64 truth as torch in
+    float32 is. Rounding errors are amplified chaotically, so one input does not tell:
+    over eight inputs the ratio of tinyres's gradient error to torch's ranged from 0.28 to
+    6.2 (0.45 to 2.3 with Winograd turned off), and two float32 outputs, each 1e-4 from the
+    truth, can be 1.2e-4 apart. So each engine is compared with the truth, by the median
+    over the eight inputs."""
     torch = pytest.importorskip("torch")
     import copy
     torch_resnets = pytest.importorskip("torch_resnets")
     torch.manual_seed(0)
     t32 = torch_resnets.resnet50()
     t64 = copy.deepcopy(t32).double()
-    ours = models.from_state_dict("resnet50", {k: v.numpy() for k, v in t32.state_dict().items()})
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((2, 3, 64, 64)).astype(np.float32)
-    target = rng.integers(0, 1000, size=2)
-    mine, theirs = run_step("tinyres", ours, x, target), run_step("torch", t32, x, target)
-    truth = run_step("torch", t64, x.astype(np.float64), target)
-    assert relative_error(mine[0], theirs[0]) < 1e-4
-    assert abs(mine[1] - theirs[1]) / abs(theirs[1]) < 1e-4
-    our_error = normwise(flat_grads(mine), flat_grads(truth))
-    torch_error = normwise(flat_grads(theirs), flat_grads(truth))
-    assert our_error < 2 * torch_error + 1e-4, (our_error, torch_error)
+    state = {k: v.numpy() for k, v in t32.state_dict().items()}
+    out_errors, grad_errors = {"tinyres": [], "torch": []}, {"tinyres": [], "torch": []}
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((2, 3, 64, 64)).astype(np.float32)
+        target = rng.integers(0, 1000, size=2)
+        t32.zero_grad(set_to_none=True)
+        t64.zero_grad(set_to_none=True)
+        truth = run_step("torch", t64, x.astype(np.float64), target)
+        steps = {"tinyres": run_step("tinyres", models.from_state_dict("resnet50", state),
+                                     x, target),
+                 "torch": run_step("torch", t32, x, target)}
+        for engine, step in steps.items():
+            assert abs(step[1] - truth[1]) / abs(truth[1]) < 1e-4      # the loss
+            out_errors[engine].append(relative_error(step[0], truth[0]))
+            grad_errors[engine].append(normwise(flat_grads(step), flat_grads(truth)))
+    for errors in (out_errors, grad_errors):
+        assert np.median(errors["tinyres"]) < 2 * np.median(errors["torch"]), errors
