@@ -3,7 +3,8 @@ multiplications per 2x2 output tile, for kernels/cpu.py.
 
 Cut the padded input into 4x4 tiles d that overlap by 2 (tile (ty, tx) starts at row
 2*ty - 1, column 2*tx - 1) and the output into the 2x2 tiles they produce. Then, with the
-constant matrices B^T (4x4), G (4x3) and A^T (2x4) below,
+constant matrices B^T (4x4), G (4x3) and A^T (2x4) (G is below; B^T and A^T are written
+out as the sums in _along_rows, _input_tiles and _output_tiles),
     U = G w G^T        for every (oc, c): the weight, 4x4               (weight_transform)
     V = B^T d B        for every (c, tile): the input tile, 4x4         (_input_tiles)
     M[xi] = U[xi] @ V[xi]   for each of the 16 entries xi: (OC, C) @ (C, tiles), a GEMM
