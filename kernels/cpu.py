@@ -312,19 +312,17 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
     grad_x by Winograd and grad_w2 by weight_grad.py where they pay, the rest by GEMMs."""
     oh, ow = checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw)
     oc = w2.shape[0]
+    g, x = np.ascontiguousarray(grad_out), np.ascontiguousarray(x)
     grad_x = grad_w2 = None
     if need_x and _winograd(kh, kw, sh, sw, ph, pw, x.shape[1], oc, oh, ow):
-        grad_x = _winograd_conv(np.ascontiguousarray(grad_out),
-                                winograd.flipped(w2.reshape(oc, -1, 3, 3)))
+        grad_x = _winograd_conv(g, winograd.flipped(w2.reshape(oc, -1, 3, 3)))
         need_x = False
     if need_w and _direct_weight_grad(kh, kw, sh, sw, ph, pw, ow):
-        grad_w2 = weight_grad.weight_grad(np.ascontiguousarray(grad_out),
-                                          np.ascontiguousarray(x),
-                                          4 * numba.get_num_threads()).reshape(w2.shape)
+        grad_w2 = weight_grad.weight_grad(g, x, 4 * numba.get_num_threads()).reshape(w2.shape)
         need_w = False
     if need_x or need_w:                     # what is left, by GEMMs
         backward = _per_image_backward if _per_image(oc, oh, ow) else _one_gemm_backward
-        gx, gw = backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w)
+        gx, gw = backward(g, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w)
         grad_x, grad_w2 = (gx if need_x else grad_x), (gw if need_w else grad_w2)
     return grad_x, grad_w2
 
@@ -334,13 +332,13 @@ def _one_gemm_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w):
                                      kh, kw, sh, sw, ph, pw, need_x, need_w)
 
 
-def _per_image_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w):
-    n, oc, oh, ow = grad_out.shape
+def _per_image_backward(g, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w):
+    """The GEMM path of conv2d_backward for g and x C-contiguous."""
+    n, oc, oh, ow = g.shape
     group = _group(n, oh * ow)
     dx = np.empty(x.shape if need_x else (0, 0, 0, 0), dtype=x.dtype)
     dw_parts = np.empty((-(-n // group),) + w2.shape[::-1], dtype=x.dtype)
-    _conv2d_backward_core(np.ascontiguousarray(grad_out).reshape(n, oc, oh * ow),
-                          np.ascontiguousarray(x), np.ascontiguousarray(w2),
+    _conv2d_backward_core(g.reshape(n, oc, oh * ow), x, np.ascontiguousarray(w2),
                           kh, kw, sh, sw, ph, pw, group, need_x, need_w, dx, dw_parts)
     return (dx if need_x else None), (dw_parts.sum(axis=0).T.copy() if need_w else None)
 

@@ -72,18 +72,10 @@ def _add_image(xp, gp, wp, dw):
                     a30 += q3[p] * x0
                     a31 += q3[p] * x1
                     a32 += q3[p] * x2
-                dw[o, ch, i, 0] += a00
-                dw[o, ch, i, 1] += a01
-                dw[o, ch, i, 2] += a02
-                dw[o + 1, ch, i, 0] += a10
-                dw[o + 1, ch, i, 1] += a11
-                dw[o + 1, ch, i, 2] += a12
-                dw[o + 2, ch, i, 0] += a20
-                dw[o + 2, ch, i, 1] += a21
-                dw[o + 2, ch, i, 2] += a22
-                dw[o + 3, ch, i, 0] += a30
-                dw[o + 3, ch, i, 1] += a31
-                dw[o + 3, ch, i, 2] += a32
+                sums = ((a00, a01, a02), (a10, a11, a12), (a20, a21, a22), (a30, a31, a32))
+                for k in range(4):
+                    for j in range(3):
+                        dw[o + k, ch, i, j] += sums[k][j]
                 o += 4
             while o < oc:                   # the last OC % 4 channels, one at a time
                 q0 = gp[o]
