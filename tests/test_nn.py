@@ -117,7 +117,7 @@ def test_layer_shapes_and_modes():
     assert nn.Flatten()(x).shape == (2, 192)
     assert nn.Identity(7, foo=1)(x) is x
     drop = nn.Dropout(0.5)
-    assert (drop(x).data == 0).mean() > 0.3
+    assert (drop(x).array == 0).mean() > 0.3
     drop.eval()
     assert drop(x) is x
     with pytest.raises(ValueError, match="expected 4D input"):
@@ -128,8 +128,8 @@ def test_layer_shapes_and_modes():
 def test_deepcopy_gives_independent_parameters():
     net = Net()
     twin = copy.deepcopy(net)
-    twin.fc.weight.data[...] = 0
-    assert not np.all(net.fc.weight.data == 0)
+    twin.fc.weight.array[...] = 0
+    assert not np.all(net.fc.weight.array == 0)
     assert list(twin.state_dict()) == list(net.state_dict())
 
 
@@ -144,10 +144,10 @@ def test_to_and_double_keep_parameter_identity():
     assert all(p.dtype == np.float64 for p in net.parameters())
     assert net.layer1[0].bn1.running_var.dtype == np.float64
     assert net.layer1[0].bn1.num_batches_tracked.dtype == np.int64
-    before = net.fc.weight.data.copy()
+    before = net.fc.weight.array.copy()
     net(randn(2, 3, 6, 6, dtype=np.float64)).sum().backward()
     opt.step()
-    assert net.fc.weight.dtype == np.float64 and not np.array_equal(before, net.fc.weight.data)
+    assert net.fc.weight.dtype == np.float64 and not np.array_equal(before, net.fc.weight.array)
     net.float()
     assert net.fc.weight.dtype == np.float32 and net.fc.weight is params[-2]
 
@@ -170,15 +170,15 @@ def test_cuda_moves_in_place_and_back():
 # ----- state_dict -----------------------------------------------------------------------
 def test_load_state_dict_copies_into_existing_arrays():
     src, dst = Net(), Net()
-    weight_array = dst.fc.weight.data
+    weight_array = dst.fc.weight.array
     result = dst.load_state_dict(src.state_dict())
     assert result.missing_keys == [] and result.unexpected_keys == []
-    assert dst.fc.weight.data is weight_array
+    assert dst.fc.weight.array is weight_array
     for key, value in src.state_dict().items():
         np.testing.assert_array_equal(dst.state_dict()[key], value)
     sd = src.state_dict()
     sd["fc.bias"][...] = 42.0        # state_dict values are copies
-    assert not np.any(src.fc.bias.data == 42.0)
+    assert not np.any(src.fc.bias.array == 42.0)
 
 
 def test_strict_load_reports_every_bad_key_and_loads_nothing():
@@ -207,7 +207,7 @@ def test_non_strict_load_tolerates_keys_but_not_shapes():
     sd["unused"] = np.ones(1)
     missing, unexpected = net.load_state_dict(sd, strict=False)
     assert missing == ["fc.bias"] and unexpected == ["unused"]
-    np.testing.assert_array_equal(net.fc.weight.data, other.fc.weight.data)
+    np.testing.assert_array_equal(net.fc.weight.array, other.fc.weight.array)
     sd["fc.weight"] = np.zeros((3, 3))
     with pytest.raises(RuntimeError, match="size mismatch for fc.weight"):
         net.load_state_dict(sd, strict=False)
@@ -218,27 +218,27 @@ def test_kaiming_normal_fan_out_relu_std():
     manual_seed(0)
     w = init.kaiming_normal_(zeros(256, 128, 3, 3), mode="fan_out", nonlinearity="relu")
     expected = math.sqrt(2.0 / (256 * 9))
-    assert abs(w.data.std() / expected - 1) < 0.03
-    assert abs(w.data.mean()) < 0.05 * expected
+    assert abs(w.array.std() / expected - 1) < 0.03
+    assert abs(w.array.mean()) < 0.05 * expected
 
 
 def test_uniform_inits_respect_their_bounds():
     manual_seed(1)
     w = init.kaiming_uniform_(zeros(64, 32, 3, 3), a=math.sqrt(5))
     bound = 1 / math.sqrt(32 * 9)
-    assert np.abs(w.data).max() <= bound and np.abs(w.data).max() > 0.95 * bound
+    assert np.abs(w.array).max() <= bound and np.abs(w.array).max() > 0.95 * bound
     x = init.xavier_uniform_(zeros(100, 50), gain=2.0)
     bound = 2.0 * math.sqrt(6 / 150)
-    assert np.abs(x.data).max() <= bound and np.abs(x.data).max() > 0.95 * bound
+    assert np.abs(x.array).max() <= bound and np.abs(x.array).max() > 0.95 * bound
     conv = nn.Conv2d(8, 4, 3)
     bound = 1 / math.sqrt(8 * 9)
     for p in (conv.weight, conv.bias):
-        assert p.dtype == np.float32 and np.abs(p.data).max() <= bound
-    assert np.abs(conv.weight.data).max() > 0.9 * bound
+        assert p.dtype == np.float32 and np.abs(p.array).max() <= bound
+    assert np.abs(conv.weight.array).max() > 0.9 * bound
     u = init.uniform_(zeros(1000), -2.0, -1.0)
-    assert u.data.min() >= -2.0 and u.data.max() <= -1.0
-    assert np.all(init.constant_(zeros(3), 0.5).data == 0.5)
-    assert np.all(init.ones_(zeros(3)).data == 1.0)
+    assert u.array.min() >= -2.0 and u.array.max() <= -1.0
+    assert np.all(init.constant_(zeros(3), 0.5).array == 0.5)
+    assert np.all(init.ones_(zeros(3)).array == 1.0)
     with pytest.raises(ValueError):
         init.xavier_normal_(zeros(5))
 
@@ -253,9 +253,9 @@ def test_calculate_gain_matches_torch():
 
 def test_manual_seed_makes_initialisation_repeatable():
     manual_seed(3)
-    a = nn.Linear(5, 5).weight.data.copy()
+    a = nn.Linear(5, 5).weight.array.copy()
     manual_seed(3)
-    np.testing.assert_array_equal(a, nn.Linear(5, 5).weight.data)
+    np.testing.assert_array_equal(a, nn.Linear(5, 5).weight.array)
 
 
 # ----- parity with torch ----------------------------------------------------------------
@@ -350,5 +350,5 @@ def test_small_mlp_learns():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0]
-    accuracy = (model(Tensor(x)).data.argmax(axis=1) == y).mean()
+    accuracy = (model(Tensor(x)).array.argmax(axis=1) == y).mean()
     assert accuracy > 0.9

@@ -58,8 +58,8 @@ def test_optimizer_matches_torch(name):
     _run_ours(cls(ours, **options), ours, grads[:STEPS])
     _run_torch(torch, getattr(torch.optim, cls.__name__)(ref, **options), ref, grads[:STEPS])
     for p, q, a in zip(ours, ref, start):
-        assert not np.allclose(p.data, a)            # the parameters did move
-        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-12, atol=1e-14)
+        assert not np.allclose(p.array, a)            # the parameters did move
+        np.testing.assert_allclose(p.array, q.detach().numpy(), rtol=1e-12, atol=1e-14)
 
 
 def test_param_groups_have_their_own_options_and_match_torch():
@@ -76,7 +76,7 @@ def test_param_groups_have_their_own_options_and_match_torch():
                                        {"params": ref[2:], "lr": 0.5, "momentum": 0.5}],
                                       lr=0.1, momentum=0.9), ref, grads[:STEPS])
     for p, q in zip(ours, ref):
-        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(p.array, q.detach().numpy(), rtol=1e-12, atol=1e-14)
 
 
 def test_parameters_without_gradient_are_skipped_and_zero_grad_clears():
@@ -84,7 +84,7 @@ def test_parameters_without_gradient_are_skipped_and_zero_grad_clears():
     opt = Adam([a, b], lr=0.1)
     a.grad = Tensor(np.ones(3))
     opt.step()
-    assert np.all(a.data < 1) and np.all(b.data == 1)
+    assert np.all(a.array < 1) and np.all(b.array == 1)
     assert b not in opt.state and opt.state[a]["step"] == 1
     opt.zero_grad()
     assert a.grad is None
@@ -92,11 +92,11 @@ def test_parameters_without_gradient_are_skipped_and_zero_grad_clears():
 
 def test_updates_are_in_place_and_keep_dtype():
     p = nn.Parameter(np.ones(4, dtype=np.float32))
-    array = p.data
+    array = p.array
     opt = SGD([p], lr=0.1, momentum=0.9, weight_decay=0.1)
     p.grad = Tensor(np.ones(4, dtype=np.float32))
     opt.step()
-    assert p.data is array and p.dtype == np.float32
+    assert p.array is array and p.dtype == np.float32
     assert opt.state[p]["momentum_buffer"].dtype == np.float32
 
 
@@ -129,14 +129,14 @@ def test_resumed_optimizer_continues_exactly(name, tmp_path):
     np.savez(path, **opt.state_dict())               # plain arrays and numbers only
     loaded = dict(np.load(path))
 
-    resumed = [nn.Parameter(p.data.copy()) for p in first]
+    resumed = [nn.Parameter(p.array.copy()) for p in first]
     fresh = cls(resumed, lr=123.0)                   # options come from the state_dict
     fresh.load_state_dict(loaded)
     assert fresh.param_groups[0]["lr"] == options["lr"]
     assert isinstance(fresh.param_groups[0]["lr"], float)
     _run_ours(fresh, resumed, grads[STEPS:])
     for p, q in zip(straight, resumed):
-        np.testing.assert_array_equal(p.data, q.data)
+        np.testing.assert_array_equal(p.array, q.array)
 
 
 def test_optimizer_state_dict_layout_and_mismatch():

@@ -51,7 +51,7 @@ def stage_gradients(model, seed=0):
     y = tinyres.tensor(rng.integers(0, 10, size=4))
     model.double()
     stem = model.relu(model.bn1(model.conv1(x)))
-    h = tinyres.Tensor(stem.data, requires_grad=True)       # layer1's input, a leaf
+    h = tinyres.Tensor(stem.array, requires_grad=True)       # layer1's input, a leaf
     out = model.layer1(h)
     out.retain_grad()
     F.cross_entropy(model.fc(model.avgpool(model.layer3(model.layer2(out))).flatten(1)),

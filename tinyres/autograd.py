@@ -10,49 +10,167 @@ requires a gradient, links the output to a `Context` holding the function, its i
 whatever `forward` saved. `Tensor.backward` (tensor.py) walks those links in reverse.
 """
 import contextlib
+import functools
 import threading
+import traceback
+import weakref
 
-from tinyres.backend import device_of
+from tinyres.backend import device_of, get_array_module
 
-_state = threading.local()
+_state = threading.local()     # per thread, as in PyTorch: grad mode and inference mode
+_anomaly = {"enabled": False}  # process-wide, as torch.autograd.set_detect_anomaly
 
 
+# ----- grad mode ------------------------------------------------------------------------
 def is_grad_enabled():
-    """True unless inside `no_grad()`."""
-    return getattr(_state, "enabled", True)
+    """True unless inside `no_grad()`, `set_grad_enabled(False)` or `inference_mode()`."""
+    return getattr(_state, "grad", True)
 
 
-def set_grad_enabled(mode):
-    """Turn graph recording on or off for this thread; returns the previous mode."""
-    previous = is_grad_enabled()
-    _state.enabled = bool(mode)
-    return previous
+def is_inference_mode_enabled():
+    """True inside `inference_mode()`."""
+    return getattr(_state, "inference", False)
 
 
-class _GradMode(contextlib.ContextDecorator):
-    """Context manager and decorator setting grad mode, restoring it on exit."""
+def _modes():
+    return is_grad_enabled(), is_inference_mode_enabled()
 
-    mode = True
+
+def _set_modes(grad, inference):
+    _state.grad, _state.inference = bool(grad), bool(inference)
+
+
+def _saved_modes():
+    """This thread's stack of the modes that each open `with` block will restore."""
+    if not hasattr(_state, "stack"):
+        _state.stack = []
+    return _state.stack
+
+
+class _ModeBlock(contextlib.ContextDecorator):
+    """A `with` block (or decorator) that sets the grad modes and restores them on exit.
+
+    Each entry pushes the modes it found onto this thread's stack and its exit pops them,
+    so one instance can be entered again while open (recursion, threads), and an
+    exception inside restores the state too."""
+
+    grad = inference = None    # None: leave that mode as it is
 
     def __enter__(self):
-        self._previous = set_grad_enabled(self.mode)
+        _saved_modes().append(_modes())
+        grad, inference = _modes()
+        _set_modes(grad if self.grad is None else self.grad,
+                   inference if self.inference is None else self.inference)
         return self
 
     def __exit__(self, *exc):
-        set_grad_enabled(self._previous)
+        _set_modes(*_saved_modes().pop())
         return False
 
 
-class no_grad(_GradMode):
+class no_grad(_ModeBlock):
     """`with no_grad():` or `@no_grad()`: ops record no graph inside."""
 
-    mode = False
+    grad = False
 
 
-class enable_grad(_GradMode):
+class enable_grad(_ModeBlock):
     """`with enable_grad():` turns recording back on inside a `no_grad` region."""
 
-    mode = True
+    grad = True
+
+
+class inference_mode(_ModeBlock):
+    """`with inference_mode():` no graph, and every tensor made inside is an inference
+    tensor: it can never be saved for a backward pass, nor changed in place outside."""
+
+    def __init__(self, mode=True):
+        self.grad = False if mode else None
+        self.inference = bool(mode)
+
+
+class set_grad_enabled:
+    """Set grad mode for this thread: at once as a call, until the end of the block as a
+    `with` statement, or for each call of a function it decorates (PyTorch's semantics)."""
+
+    def __init__(self, mode):
+        self.mode = bool(mode)
+        self._previous = _modes()
+        _set_modes(self.mode, self._previous[1])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _set_modes(*self._previous)
+        return False
+
+    def __call__(self, function):
+        _set_modes(*self._previous)       # as a decorator it changes nothing until called
+        mode = self.mode
+
+        @functools.wraps(function)
+        def with_mode(*args, **kwargs):
+            with set_grad_enabled(mode):
+                return function(*args, **kwargs)
+        return with_mode
+
+
+# ----- anomaly detection ----------------------------------------------------------------
+def is_anomaly_enabled():
+    return _anomaly["enabled"]
+
+
+def set_detect_anomaly(mode):
+    """Check every gradient for NaN and Inf as backward makes it, and remember where each
+    op's forward was called, so that the error can show it."""
+    _anomaly["enabled"] = bool(mode)
+
+
+class detect_anomaly(contextlib.ContextDecorator):
+    """`with detect_anomaly():` anomaly detection inside the block."""
+
+    def __init__(self, check_nan=True):
+        self.check_nan = check_nan
+
+    def __enter__(self):
+        self._previous = is_anomaly_enabled()
+        set_detect_anomaly(self.check_nan)
+        return self
+
+    def __exit__(self, *exc):
+        set_detect_anomaly(self._previous)
+        return False
+
+
+def _check_finite(ctx, grads):
+    """Anomaly mode: a NaN or Inf gradient is an error naming the op and its forward."""
+    for i, g in enumerate(grads):
+        if g is None or get_array_module(g).isfinite(g).all():
+            continue
+        where = "".join(traceback.format_list(getattr(ctx, "stack", []) or []))
+        raise RuntimeError(
+            f"Function '{ctx.function.__name__}Backward' returned nan values in its {i}th "
+            f"output (gradient {i} has NaN or Inf).\nIts forward was called here:\n{where}")
+
+
+# ----- versions: which in-place writes a tensor's memory has seen -----------------------
+class VersionCounter:
+    """How many in-place writes have changed a piece of memory. A tensor, its detach()
+    and every view made from it share one counter."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = 0
+
+
+def _shares_memory(a, b):
+    if a is b:
+        return True
+    if a is None or b is None or not hasattr(a, "shape") or not hasattr(b, "shape"):
+        return False
+    return bool(get_array_module(a).may_share_memory(a, b))
 
 
 class Context:
@@ -62,6 +180,7 @@ class Context:
         self.function = function
         self.inputs = inputs          # the input Tensors, in order (constants are None)
         self.saved = ()
+        self.saved_versions = ()      # (index in saved, its counter, the value it must keep)
         self.freed = False            # True once backward ran without retain_graph
         self.needs_input_grad = tuple(t is not None and t.requires_grad for t in inputs)
 
@@ -71,6 +190,7 @@ class Context:
     @property
     def saved_tensors(self):
         self.check_not_freed()
+        self.check_versions()
         return self.saved
 
     def check_not_freed(self):
@@ -80,12 +200,42 @@ class Context:
                 "time; its saved values were freed. Pass retain_graph=True to the first "
                 "backward() if you need to call backward() twice.")
 
+    def record_versions(self, result):
+        """Note which saved arrays are an input's or the output's memory and the version
+        each had, so that backward can tell if an in-place write changed one since."""
+        owners = [(t, f"input {i}") for i, t in enumerate(self.inputs) if t is not None]
+        owners.append((result, "output 0"))
+        checks = []
+        for k, array in enumerate(self.saved):
+            for t, role in owners:
+                if _shares_memory(array, t.array):
+                    if t._inference:
+                        raise RuntimeError(
+                            f"{self.function.__name__}: Inference tensors cannot be saved for "
+                            "backward. To work around you can make a clone to get a normal "
+                            "tensor and use it in autograd.")
+                    checks.append((k, t._version_counter, t._version_counter.value,
+                                   f"{t.dtype} tensor of shape {list(t.shape)}, saved by "
+                                   f"{self.function.__name__} as its {role}"))
+                    break
+        self.saved_versions = tuple(checks)
+
+    def check_versions(self):
+        for _, counter, expected, what in self.saved_versions:
+            if counter.value != expected:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified "
+                    f"by an inplace operation: [{what}] is at version {counter.value}; "
+                    f"expected version {expected} instead. Hint: clone() the tensor before "
+                    "changing it in place, or do the in-place change after backward().")
+
     def free(self):
         """Drop saved arrays and every attribute set by forward (the graph's memory)."""
         keep = {"function", "inputs", "needs_input_grad"}
         for name in [n for n in vars(self) if n not in keep]:
             delattr(self, name)
         self.saved = ()
+        self.saved_versions = ()
         self.freed = True
 
 
@@ -108,18 +258,57 @@ class Function:
         """
         from tinyres.tensor import Tensor
         _check_same_device(cls.__name__, inputs)
-        arrays = [t.data if t is not None else None for t in inputs]
+        arrays = [t.array if t is not None else None for t in inputs]
         ctx = Context(cls, tuple(inputs))
         out = cls.forward(ctx, *arrays, **params)
         needs_graph = is_grad_enabled() and any(ctx.needs_input_grad)
         result = Tensor(out, requires_grad=needs_graph)
+        _share_memory_bookkeeping(result, inputs)
         if needs_graph:
+            _check_views_current(cls.__name__, inputs, ctx.needs_input_grad)
+            ctx.record_versions(result)
+            if is_anomaly_enabled():
+                ctx.stack = traceback.extract_stack()[:-2]
+            link_consumer(ctx)
             result._ctx = ctx
         return result
 
 
+def _share_memory_bookkeeping(result, inputs):
+    """An output that shares memory with an input (a view: reshape, slice, transpose...)
+    shares that input's version counter and remembers the input as its base."""
+    for t in inputs:
+        if t is not None and _shares_memory(result.array, t.array):
+            result._version_counter = t._version_counter
+            result._base = t if t._base is None else t._base
+            result._graph_version = t._version_counter.value
+            return
+
+
+def _check_views_current(op, inputs, needs_grad):
+    """A view whose memory was changed in place (through its base or another view) after
+    its history was recorded no longer matches that history: refuse to build on it."""
+    for i, t in enumerate(inputs):
+        if needs_grad[i] and t._base is not None and t._version_counter.value != t._graph_version:
+            raise RuntimeError(
+                f"{op}: input {i} (shape {t.shape}) is a view whose memory was modified in "
+                f"place after the view was taken (version {t._graph_version} -> "
+                f"{t._version_counter.value}); tinyres does not rewrite a view's history. Take the "
+                "view again after the in-place operation.")
+
+
+def link_consumer(ctx):
+    """Each non-leaf input remembers (weakly) the nodes that consumed it, so that an
+    in-place op on it can hand those nodes the tensor's earlier value (functional/inplace.py)."""
+    ref = None
+    for t, needed in zip(ctx.inputs, ctx.needs_input_grad):
+        if needed and t._ctx is not None:
+            ref = ref or weakref.ref(ctx)
+            t._consumers.append(ref)
+
+
 def _check_same_device(op, inputs):
-    devices = {device_of(t.data) for t in inputs if t is not None}
+    devices = {device_of(t.array) for t in inputs if t is not None}
     if len(devices) > 1:
         shapes = ", ".join(f"{tuple(t.shape)} on {t.device}" for t in inputs if t is not None)
         raise RuntimeError(f"{op}: all inputs must be on one device, got {shapes}")
@@ -139,8 +328,8 @@ def run_backward(ctx, grad_out):
     for i, (t, g) in enumerate(zip(ctx.inputs, grads)):
         if g is None or t is None:
             continue
-        if g.shape != t.data.shape or g.dtype != t.data.dtype:
+        if g.shape != t.array.shape or g.dtype != t.array.dtype:
             raise RuntimeError(
                 f"{name}.backward: gradient {i} has shape {tuple(g.shape)} and dtype "
-                f"{g.dtype}, expected shape {tuple(t.data.shape)} and dtype {t.data.dtype}")
+                f"{g.dtype}, expected shape {tuple(t.array.shape)} and dtype {t.array.dtype}")
     return grads

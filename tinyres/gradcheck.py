@@ -63,7 +63,7 @@ def _central_difference(fn, inputs, directions, eps):
     def shift(sign):
         for t, step in zip(inputs, steps):
             if step is not None:
-                t.data += sign * step
+                t.array += sign * step
     shift(+1)
     plus = _flat_output(fn, inputs)
     shift(-2)

@@ -8,6 +8,7 @@ branches (a shortcut and a residual branch), their gradients meet with `+`.
 import numpy as np
 
 from tinyres import backend
+from tinyres.autograd import VersionCounter, is_inference_mode_enabled
 
 DEFAULT_DTYPE = np.float32
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -24,42 +25,76 @@ class Tensor:
 
     def __init__(self, data, requires_grad=False):
         if isinstance(data, Tensor):
-            data = data.data
-        self.data = data
+            data = data.array
+        self.array = data             # the NumPy or CuPy array holding the values
         self.grad = None
-        self._ctx = None          # the Context of the op that made this tensor
+        self._ctx = None              # the Context of the op that made this tensor
         self._hooks = []
         self._retains_grad = False
+        self._version_counter = VersionCounter()   # bumped by every in-place write to the memory
+        self._graph_version = 0       # the version this tensor's history describes
+        self._base = None             # the tensor this one is a view of (shares memory)
+        self._consumers = []          # weak refs to the nodes that used it (non-leaves)
+        self._inference = is_inference_mode_enabled()
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
 
+    # ----- the values as a Tensor, PyTorch's .data ---------------------------------------
+    @property
+    def data(self):
+        """A Tensor sharing this one's memory, with no history and a version counter of
+        its own: writes through it are invisible to autograd (as in PyTorch; prefer
+        `with no_grad():` or detach())."""
+        return Tensor(self.array)
+
+    @data.setter
+    def data(self, value):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"data: expected a Tensor to take the memory of, got "
+                            f"{type(value).__name__}")
+        self.array = value.array
+
     # ----- what it is -------------------------------------------------------------------
     @property
     def shape(self):
-        return tuple(self.data.shape)
+        return tuple(self.array.shape)
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self.array.dtype
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self.array.ndim
 
     @property
     def device(self):
-        return backend.device_of(self.data)
+        return backend.device_of(self.array)
 
     @property
     def is_leaf(self):
         return self._ctx is None
 
+    @property
+    def grad_fn(self):
+        """The node of the op that made this tensor (None for a leaf)."""
+        return self._ctx
+
+    @property
+    def _version(self):
+        """How many in-place writes this tensor's memory has seen (PyTorch's x._version)."""
+        return self._version_counter.value
+
+    def is_inference(self):
+        """True for a tensor made inside inference_mode()."""
+        return self._inference
+
     def size(self, dim=None):
         return self.shape if dim is None else self.shape[dim]
 
     def numel(self):
-        return int(self.data.size)
+        return int(self.array.size)
 
     def dim(self):
         return self.ndim
@@ -76,22 +111,32 @@ class Tensor:
     # ----- conversions ------------------------------------------------------------------
     def numpy(self):
         """The data as a NumPy array (copied from the GPU if needed)."""
-        return backend.to_device(self.data, "cpu")
+        return backend.to_device(self.array, "cpu")
 
     def item(self):
-        if self.data.size != 1:
+        if self.array.size != 1:
             raise ValueError(f"item(): only a one-element tensor converts to a Python "
                              f"scalar, this one has shape {self.shape}")
-        return self.data.reshape(()).item()
+        return self.array.reshape(()).item()
 
     def tolist(self):
         return self.numpy().tolist()
 
     def detach(self):
-        """The same data, cut from the graph."""
-        return Tensor(self.data)
+        """The same memory, cut from the graph. In-place writes to either one bump the
+        version counter they share, so backward still notices them."""
+        out = Tensor(self.array)
+        out._version_counter = self._version_counter
+        return out
 
     def requires_grad_(self, requires_grad=True):
+        if not requires_grad and self._ctx is not None:
+            raise RuntimeError("you can only change requires_grad flags of leaf variables. "
+                               "If you want to use a computed variable in a subgraph that "
+                               "doesn't require differentiation use var_no_grad = var.detach().")
+        if requires_grad and self._inference and not is_inference_mode_enabled():
+            raise RuntimeError("Setting requires_grad=True on inference tensor outside "
+                               "InferenceMode is not allowed.")
         if requires_grad and self.dtype not in FLOAT_DTYPES:
             raise TypeError(f"requires_grad_: only float tensors can require a gradient, "
                             f"this one is {self.dtype}")
@@ -110,7 +155,7 @@ class Tensor:
         if device is not None:
             device = backend.check_device(device)
             if device != out.device:
-                moved = Tensor(backend.to_device(out.data, device))
+                moved = Tensor(backend.to_device(out.array, device))
                 moved.requires_grad = out.requires_grad and out.is_leaf
                 out = moved
         return out
@@ -150,17 +195,17 @@ class Tensor:
             raise RuntimeError("backward: this tensor does not require a gradient and "
                                "has no graph (did you create it under no_grad?)")
         if gradient is None:
-            if self.data.size != 1:
+            if self.array.size != 1:
                 raise RuntimeError(f"backward: a gradient can be created implicitly only "
                                    f"for a scalar output; this one has shape {self.shape}, "
                                    f"so pass backward(gradient) of that shape")
-            seed = backend.get_array_module(self.data).ones_like(self.data)
+            seed = backend.get_array_module(self.array).ones_like(self.array)
         else:
-            seed = gradient.data if isinstance(gradient, Tensor) else gradient
+            seed = gradient.array if isinstance(gradient, Tensor) else gradient
             if tuple(seed.shape) != self.shape:
                 raise RuntimeError(f"backward: gradient has shape {tuple(seed.shape)}, "
                                    f"expected the output's shape {self.shape}")
-            seed = seed.astype(self.dtype, copy=False)
+            seed = seed.astype(self.dtype, copy=True)   # never alias the caller's array
         _backward_walk(self, seed, retain_graph)
 
     # ----- operators (the ops live in tinyres.functional) -----------------------------
@@ -229,6 +274,53 @@ class Tensor:
     def __getitem__(self, index):
         return fshape.getitem(self, index)
 
+    def __setitem__(self, index, value):
+        finplace.setitem(self, index, value)
+
+    # ----- in place (PyTorch's rules, tinyres/functional/inplace.py) --------------------
+    def __iadd__(self, other):
+        return finplace.add_(self, other)
+
+    def __isub__(self, other):
+        return finplace.sub_(self, other)
+
+    def __imul__(self, other):
+        return finplace.mul_(self, other)
+
+    def __itruediv__(self, other):
+        return finplace.div_(self, other)
+
+    def add_(self, other, *, alpha=1):
+        return finplace.add_(self, other, alpha)
+
+    def sub_(self, other, *, alpha=1):
+        return finplace.sub_(self, other, alpha)
+
+    def mul_(self, other):
+        return finplace.mul_(self, other)
+
+    def div_(self, other):
+        return finplace.div_(self, other)
+
+    def clamp_(self, min=None, max=None):
+        return finplace.clamp_(self, min, max)
+
+    def relu_(self):
+        return finplace.relu_(self)
+
+    def zero_(self):
+        return finplace.zero_(self)
+
+    def fill_(self, value):
+        return finplace.fill_(self, value)
+
+    def copy_(self, src):
+        return finplace.copy_(self, src)
+
+    def clone(self):
+        """A copy with its own memory, differentiable (the gradient passes unchanged)."""
+        return fmath.clone(self)
+
     def __bool__(self):
         return bool(self.item())
 
@@ -268,8 +360,8 @@ class Tensor:
         return relu(self)
 
     def argmax(self, dim=None, keepdim=False):
-        xp = backend.get_array_module(self.data)
-        out = xp.argmax(self.data, axis=dim)
+        xp = backend.get_array_module(self.array)
+        out = xp.argmax(self.array, axis=dim)
         if keepdim and dim is not None:
             out = xp.expand_dims(out, dim)
         return Tensor(out)
@@ -316,7 +408,8 @@ def _topological_order(root):
     """Tensors of the graph under `root`, each after all of its inputs.
 
     Iterative depth-first search (a 5000-op chain would overflow Python's recursion
-    limit); inputs are visited in argument order, so the order is deterministic.
+    limit); inputs are visited in argument order, so the order is deterministic. An input
+    is followed where its node recorded that it needed a gradient.
     """
     order, visited = [], set()
     stack = [(root, False)]
@@ -330,33 +423,64 @@ def _topological_order(root):
         visited.add(id(node))
         stack.append((node, True))
         if node._ctx is not None:
-            for parent in reversed(node._ctx.inputs):
-                if parent is not None and parent.requires_grad and id(parent) not in visited:
+            ctx = node._ctx
+            for parent, needed in zip(reversed(ctx.inputs), reversed(ctx.needs_input_grad)):
+                if needed and id(parent) not in visited:
                     stack.append((parent, False))
     return order
 
 
+def _run_hooks(node, grad):
+    """Call the tensor's hooks in order; a returned gradient must keep shape and dtype."""
+    for hook in node._hooks:
+        replaced = hook(Tensor(grad))
+        if replaced is None:
+            continue
+        new = replaced.array if isinstance(replaced, Tensor) else replaced
+        if tuple(getattr(new, "shape", ())) != tuple(grad.shape) or \
+                getattr(new, "dtype", None) != grad.dtype:
+            name = getattr(hook, "__name__", type(hook).__name__)
+            raise RuntimeError(
+                f"hook '{name}' registered on a tensor of shape {node.shape} and dtype "
+                f"{node.dtype} returned a gradient of shape "
+                f"{tuple(getattr(new, 'shape', ()))} and dtype {getattr(new, 'dtype', None)}; "
+                f"expected shape {tuple(grad.shape)} and dtype {grad.dtype}")
+        grad = new
+    return grad
+
+
+def _accumulate(node, grad):
+    """Add `grad` into node.grad: in place where it exists (as PyTorch), else a copy that
+    this tensor alone owns (the walk hands one array to several tensors: Add's backward
+    passes grad_out to both inputs)."""
+    if node.grad is None:
+        node.grad = Tensor(grad.copy())
+    else:
+        node.grad.array += grad
+        node.grad._version_counter.value += 1
+
+
 def _backward_walk(root, seed, retain_graph):
     """Send gradients from `root` to the leaves, consumers before producers."""
-    from tinyres.autograd import no_grad, run_backward
+    from tinyres.autograd import _check_finite, is_anomaly_enabled, no_grad, run_backward
     pending = {id(root): seed}     # gradient summed so far for each tensor
+    anomaly = is_anomaly_enabled()
     with no_grad():
         for node in reversed(_topological_order(root)):
             grad = pending.pop(id(node), None)
             if grad is None:
                 continue
-            for hook in node._hooks:
-                replaced = hook(Tensor(grad))
-                if replaced is not None:
-                    grad = replaced.data if isinstance(replaced, Tensor) else replaced
+            grad = _run_hooks(node, grad)
             if node._ctx is None or node._retains_grad:
-                node.grad = Tensor(grad) if node.grad is None else Tensor(node.grad.data + grad)
+                _accumulate(node, grad)
             if node._ctx is None:
                 continue
             ctx = node._ctx
             input_grads = run_backward(ctx, grad)
-            for parent, g in zip(ctx.inputs, input_grads):
-                if g is None or parent is None or not parent.requires_grad:
+            if anomaly:
+                _check_finite(ctx, input_grads)
+            for parent, needed, g in zip(ctx.inputs, ctx.needs_input_grad, input_grads):
+                if g is None or not needed:
                     continue
                 # Where a tensor fed two consumers (a shortcut and a residual branch, say),
                 # their gradients add up here.
@@ -380,7 +504,7 @@ def tensor(data, dtype=None, requires_grad=False, device="cpu"):
     """A new leaf tensor holding a copy of `data` (nested lists, scalars, arrays)."""
     device = backend.check_device(device)
     if isinstance(data, Tensor):
-        data = data.data
+        data = data.array
     xp = backend.xp_for(device)
     dtype = _as_dtype(dtype) or _default_dtype_for(data)
     array = xp.array(backend.to_device(data, device) if hasattr(data, "dtype") else data,
@@ -479,3 +603,4 @@ def manual_seed(seed):
 # The operator methods above call these; imported last because they import Tensor.
 from tinyres.functional import math as fmath  # noqa: E402
 from tinyres.functional import shape as fshape  # noqa: E402
+from tinyres.functional import inplace as finplace  # noqa: E402

@@ -176,7 +176,7 @@ class Trainer:
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
-            n = len(labels.data)
+            n = len(labels.array)
             total_loss += loss.item() * n
             correct += int((logits.numpy().argmax(1) == labels.numpy()).sum())
             seen += n
@@ -190,7 +190,7 @@ class Trainer:
         with tinyres.no_grad():
             for images, labels in loader or self.test_loader:
                 logits = self.model(images)
-                n = len(labels.data)
+                n = len(labels.array)
                 total_loss += F.cross_entropy(logits, labels).item() * n
                 correct += int((logits.numpy().argmax(1) == labels.numpy()).sum())
                 seen += n

@@ -9,14 +9,15 @@ from tinyres.functional.shape import _dim
 class ReLU(Function):
     @staticmethod
     def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return kernels_for(x).relu_forward(x)
+        out = kernels_for(x).relu_forward(x)
+        ctx.save_for_backward(out)          # out > 0 exactly where x > 0
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d relu/dx = 1[x > 0]
-        (x,) = ctx.saved_tensors
-        return kernels_for(x).relu_backward(grad_out, x)
+        # d relu/dx = 1[x > 0] (0 at x = 0, as PyTorch), read from the output
+        (out,) = ctx.saved_tensors
+        return kernels_for(out).relu_backward(grad_out, out)
 
 
 class LogSoftmax(Function):
@@ -67,6 +68,10 @@ class Dropout(Function):
 
 
 def relu(x, inplace=False):
+    """max(x, 0); with inplace=True, written into x (PyTorch's rules: functional/inplace.py)."""
+    if inplace:
+        from tinyres.functional.inplace import relu_
+        return relu_(x)
     return ReLU.apply(x)
 
 
@@ -84,7 +89,7 @@ def dropout(x, p=0.5, training=True):
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    xp = get_array_module(x.data)
+    xp = get_array_module(x.array)
     mask = np.random.random_sample(x.shape) >= p
     scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
     keep = xp.asarray(mask * scale, dtype=x.dtype)

@@ -26,7 +26,7 @@ class NLLLoss(Function):
 
 
 def _labels(target, logits, op):
-    t = target.data if isinstance(target, Tensor) else target
+    t = target.array if isinstance(target, Tensor) else target
     if t.dtype.kind not in "iu":
         raise TypeError(f"{op}: target must hold integer class labels, got dtype {t.dtype}")
     if logits.ndim != 2 or t.shape != (logits.shape[0],):

@@ -30,7 +30,7 @@ def as_tensor(value, like, op):
     if isinstance(value, Tensor):
         return value
     if isinstance(value, (int, float, np.number, bool)):
-        xp = get_array_module(like.data)
+        xp = get_array_module(like.array)
         return Tensor(xp.asarray(value, dtype=like.dtype))
     raise TypeError(f"{op}: expected a Tensor or a Python number, got {type(value).__name__}")
 
@@ -97,28 +97,35 @@ class Sub(Function):
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        # keep only what backward reads: a's gradient needs b, b's needs a
+        need_a, need_b = ctx.needs_input_grad
+        ctx.save_for_backward(a if need_b else None, b if need_a else None)
+        ctx.shapes = a.shape, b.shape
         return a * b
 
     @staticmethod
     def backward(ctx, grad_out):
         # d(ab)/da = b, d(ab)/db = a
         a, b = ctx.saved_tensors
-        return unbroadcast(grad_out * b, a.shape), unbroadcast(grad_out * a, b.shape)
+        grad_a = None if b is None else unbroadcast(grad_out * b, ctx.shapes[0])
+        grad_b = None if a is None else unbroadcast(grad_out * a, ctx.shapes[1])
+        return grad_a, grad_b
 
 
 class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        ctx.save_for_backward(a if ctx.needs_input_grad[1] else None, b)
+        ctx.shapes = a.shape, b.shape
         return a / b
 
     @staticmethod
     def backward(ctx, grad_out):
         # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
         a, b = ctx.saved_tensors
-        return (unbroadcast(grad_out / b, a.shape),
-                unbroadcast(-grad_out * a / (b * b), b.shape))
+        grad_a = unbroadcast(grad_out / b, ctx.shapes[0])
+        grad_b = None if a is None else unbroadcast(-grad_out * a / (b * b), ctx.shapes[1])
+        return grad_a, grad_b
 
 
 class Pow(Function):
@@ -276,6 +283,17 @@ class Cast(Function):
         return grad_out.astype(ctx.dtype)
 
 
+class Clone(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return a.copy()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d clone(a)/da = 1
+        return grad_out
+
+
 # ----- reductions ----------------------------------------------------------------------
 class Sum(Function):
     @staticmethod
@@ -407,7 +425,7 @@ def matmul(a, b):
 
 def where(condition, a, b):
     """Elementwise choice: a where condition holds, else b (condition is not differentiated)."""
-    cond = condition.data if isinstance(condition, Tensor) else condition
+    cond = condition.array if isinstance(condition, Tensor) else condition
     a, b = binary_operands("where", a, b)
     try:
         np.broadcast_shapes(tuple(cond.shape), a.shape, b.shape)
@@ -443,6 +461,11 @@ def clamp(a, min=None, max=None):
     return Clamp.apply(a, low=min, high=max)
 
 
+def clone(a):
+    """A copy of a with memory of its own; the gradient passes through unchanged."""
+    return Clone.apply(a)
+
+
 def cast(a, dtype):
     dtype = np.dtype(dtype)
     return a if dtype == a.dtype else Cast.apply(a, dtype=dtype)
@@ -467,8 +490,8 @@ def _max_or_min(a, dim, keepdim, largest):
     if dim is None:
         return Max.apply(a, largest=largest)
     (axis,) = _axes(dim, a.ndim)
-    xp = get_array_module(a.data)
-    index = xp.expand_dims((xp.argmax if largest else xp.argmin)(a.data, axis=axis), axis)
+    xp = get_array_module(a.array)
+    index = xp.expand_dims((xp.argmax if largest else xp.argmin)(a.array, axis=axis), axis)
     values = MaxDim.apply(a, index=index, dim=axis, keepdim=keepdim)
     return MaxResult(values, Tensor(index if keepdim else xp.squeeze(index, axis=axis)))
 
@@ -490,5 +513,5 @@ _COMPARE = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.great
 def compare(a, b, how):
     """Elementwise comparison; the result is a boolean tensor outside the graph."""
     a, b = binary_operands(how, a, b)
-    xp = get_array_module(a.data)
-    return Tensor(getattr(xp, _COMPARE[how].__name__)(a.data, b.data))
+    xp = get_array_module(a.array)
+    return Tensor(getattr(xp, _COMPARE[how].__name__)(a.array, b.array))

@@ -59,7 +59,7 @@ class BatchNormEval(Function):
 
 
 def _data(t):
-    return t.data if isinstance(t, Tensor) else t
+    return t.array if isinstance(t, Tensor) else t
 
 
 def _check_bn_args(x, running_mean, running_var, weight, bias, training):

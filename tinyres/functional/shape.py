@@ -224,7 +224,7 @@ def pad(a, pad, mode="constant", value=0.0):
 def _plain_index(index, device):
     """Tensors and arrays inside an index become arrays on `device`; the rest is kept."""
     if isinstance(index, Tensor):
-        index = index.data
+        index = index.array
     if isinstance(index, tuple):
         return tuple(_plain_index(i, device) for i in index)
     if hasattr(index, "dtype") and hasattr(index, "shape"):

@@ -61,7 +61,7 @@ def _correct_fan(tensor, mode):
 
 def _fill(tensor, values):
     """Copy CPU values into the tensor's array, keeping its dtype and device."""
-    data = tensor.data
+    data = tensor.array
     data[...] = backend.to_device(np.asarray(values, dtype=data.dtype), backend.device_of(data))
     return tensor
 

@@ -23,7 +23,7 @@ class Parameter(Tensor):
 
     def __init__(self, data, requires_grad=True):
         if isinstance(data, Tensor):
-            data = data.data
+            data = data.array
         if not hasattr(data, "dtype"):
             data = np.asarray(data, dtype=np.float32)
         super().__init__(data, requires_grad=requires_grad)
@@ -35,8 +35,11 @@ class Parameter(Tensor):
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
-def _as_numpy(value):
-    """A NumPy array from a tinyres Tensor, a torch tensor, a CuPy or NumPy array."""
+def _as_numpy(value, key="value"):
+    """A NumPy array of numbers from a tinyres Tensor, a torch tensor, a CuPy or NumPy
+    array, or a Python number; anything else (None, strings, objects) is a TypeError."""
+    if value is None:
+        raise TypeError(f"{key}: expected an array or tensor of numbers, got None")
     if isinstance(value, Tensor):
         return value.numpy()
     if hasattr(value, "detach"):                    # torch.Tensor
@@ -45,7 +48,14 @@ def _as_numpy(value):
         return value.numpy()
     if backend.is_cuda_array(value):
         return value.get()
-    return np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{key}: cannot read {type(value).__name__} as an array: {err}") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{key}: expected numbers, got an array of dtype {array.dtype} "
+                        f"from {type(value).__name__}")
+    return array
 
 
 def _indent(text, spaces):
@@ -269,7 +279,7 @@ class Module:
             if set_to_none or param.grad is None:
                 param.grad = None
             else:
-                param.grad.data[...] = 0
+                param.grad.array[...] = 0
 
     # ----- state_dict -------------------------------------------------------------------
     def state_dict(self, prefix="", keep_vars=False):
@@ -294,28 +304,37 @@ class Module:
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays (NumPy, tinyres or torch tensors) into the parameters and buffers,
-        keeping their dtype and device. Every key is checked before anything is copied:
-        a size mismatch, or with strict=True a missing or unexpected key, raises one
+        keeping their dtype and device. Every key and value is checked and converted
+        before anything is copied: a value that is not numbers (None, text), a size
+        mismatch, or with strict=True a missing or unexpected key, raises one
         RuntimeError listing them all and leaves the module untouched.
         Returns (missing_keys, unexpected_keys)."""
         own = self.state_dict(keep_vars=True)
-        incoming = OrderedDict((key, _as_numpy(value)) for key, value in state_dict.items())
-        missing = [key for key in own if key not in incoming]
-        unexpected = [key for key in incoming if key not in own]
-        errors = [f"size mismatch for {key}: copying a param with shape "
-                  f"{tuple(value.shape)} from checkpoint, the shape in current model is "
-                  f"{tuple(own[key].shape)}."
-                  for key, value in incoming.items()
-                  if key in own and tuple(value.shape) != own[key].shape]
+        incoming, errors = OrderedDict(), []
+        for key, value in state_dict.items():
+            try:
+                incoming[key] = _as_numpy(value, key)
+            except TypeError as err:
+                errors.append(f'While copying the parameter named "{key}", expected an array '
+                              f"or tensor of numbers from checkpoint but received: {err}")
+        missing = [key for key in own if key not in state_dict]
+        unexpected = [key for key in state_dict if key not in own]
+        errors += [f"size mismatch for {key}: copying a param with shape "
+                   f"{tuple(value.shape)} from checkpoint, the shape in current model is "
+                   f"{tuple(own[key].shape)}."
+                   for key, value in incoming.items()
+                   if key in own and tuple(value.shape) != own[key].shape]
         if strict:
             errors = self._key_errors(missing, unexpected) + errors
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:"
                                "\n\t" + "\n\t".join(errors))
-        for key, value in incoming.items():
-            if key in own:
-                target = own[key].data
-                target[...] = backend.to_device(value.astype(target.dtype), own[key].device)
+        # Everything is converted before anything is written: all or nothing.
+        converted = [(own[key], backend.to_device(value.astype(own[key].dtype), own[key].device))
+                     for key, value in incoming.items() if key in own]
+        for tensor, value in converted:
+            tensor.array[...] = value
+            tensor._version_counter.value += 1
         return IncompatibleKeys(missing, unexpected)
 
     @staticmethod
@@ -339,9 +358,9 @@ class Module:
             for tensor in list(module._parameters.values()) + list(module._buffers.values()):
                 if tensor is None:
                     continue
-                tensor.data = _converted(tensor.data, device, dtype)
+                tensor.array = _converted(tensor.array, device, dtype)
                 if tensor.grad is not None:
-                    tensor.grad = Tensor(_converted(tensor.grad.data, device, dtype))
+                    tensor.grad = Tensor(_converted(tensor.grad.array, device, dtype))
         return self
 
     def cuda(self):

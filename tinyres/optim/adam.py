@@ -31,19 +31,19 @@ class Adam(Optimizer):
                                       weight_decay=weight_decay, amsgrad=amsgrad))
 
     def _update(self, param, grad, group, state):
-        xp = get_array_module(param.data)
+        xp = get_array_module(param.array)
         lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
         if not state:
             state["step"] = 0
-            state["exp_avg"] = xp.zeros_like(param.data)
-            state["exp_avg_sq"] = xp.zeros_like(param.data)
+            state["exp_avg"] = xp.zeros_like(param.array)
+            state["exp_avg_sq"] = xp.zeros_like(param.array)
             if group["amsgrad"]:
-                state["max_exp_avg_sq"] = xp.zeros_like(param.data)
+                state["max_exp_avg_sq"] = xp.zeros_like(param.array)
         state["step"] += 1
         if self.decoupled_weight_decay:
-            param.data *= 1 - lr * wd
+            param.array *= 1 - lr * wd
         elif wd != 0:
-            grad = grad + wd * param.data
+            grad = grad + wd * param.array
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m *= beta1
         m += (1 - beta1) * grad
@@ -54,7 +54,7 @@ class Adam(Optimizer):
         bias_correction1 = 1 - beta1 ** state["step"]
         bias_correction2 = 1 - beta2 ** state["step"]
         denom = xp.sqrt(v) / math.sqrt(bias_correction2) + group["eps"]
-        param.data -= (lr / bias_correction1) * m / denom
+        param.array -= (lr / bias_correction1) * m / denom
 
 
 class AdamW(Adam):

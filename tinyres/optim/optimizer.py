@@ -4,7 +4,7 @@ An optimizer holds `param_groups`, a list of dicts: {'params': [Parameter, ...]}
 that group's options (lr, momentum, ...), the constructor's defaults filling what a group
 does not set, as in torch. `state[param]` is a dict of that parameter's running values
 (momentum buffers, Adam moments). `step()` updates every parameter that has a gradient,
-in place on `param.data`, with whatever array module holds it (NumPy or CuPy).
+in place on `param.array`, with whatever array module holds it (NumPy or CuPy).
 
 state_dict() is flat, so that `numpy.savez(path, **opt.state_dict())` saves it as is:
 
@@ -77,7 +77,7 @@ class Optimizer:
                 if set_to_none or p.grad is None:
                     p.grad = None
                 else:
-                    p.grad.data[...] = 0
+                    p.grad.array[...] = 0
 
     def step(self, closure=None):
         """Update every parameter that has a gradient. `closure`, if given, recomputes
@@ -90,7 +90,8 @@ class Optimizer:
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
-                        self._update(p, p.grad.data, group, self.state.setdefault(p, {}))
+                        self._update(p, p.grad.array, group, self.state.setdefault(p, {}))
+                        p._version_counter.value += 1     # an in-place write, as p.add_()
         return loss
 
     def _update(self, param, grad, group, state):

@@ -29,7 +29,7 @@ class SGD(Optimizer):
     def _update(self, param, grad, group, state):
         d = grad
         if group["weight_decay"] != 0:
-            d = d + group["weight_decay"] * param.data
+            d = d + group["weight_decay"] * param.array
         momentum = group["momentum"]
         if momentum != 0:
             buf = state.get("momentum_buffer")
@@ -39,4 +39,4 @@ class SGD(Optimizer):
                 buf *= momentum
                 buf += (1 - group["dampening"]) * d
             d = d + momentum * buf if group["nesterov"] else buf
-        param.data -= group["lr"] * d
+        param.array -= group["lr"] * d

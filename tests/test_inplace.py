@@ -1,0 +1,239 @@
+"""In-place operations against PyTorch: the same script runs through tinyres and torch, and
+must give the same values, the same gradients, the same version counts, or the same kind
+of error. Skipped cleanly where torch is not installed."""
+import numpy as np
+import pytest
+
+import tinyres
+
+torch = pytest.importorskip("torch")
+
+LIBS = {"tinyres": tinyres, "torch": torch}
+
+
+def new(lib, array, requires_grad=False):
+    return lib.tensor(np.array(array, dtype=np.float64), requires_grad=requires_grad)
+
+
+def values(t):
+    return None if t is None else t.detach().numpy().copy()
+
+
+# Each in-place op as a pair: the op on a tensor `t` of shape (2, 3), with `other` a
+# second float64 tensor of the same shape (which may require grad).
+INPLACE = {
+    "add_": lambda t, o: t.add_(o, alpha=2.0),
+    "sub_": lambda t, o: t.sub_(o),
+    "mul_": lambda t, o: t.mul_(o),
+    "div_": lambda t, o: t.div_(o),
+    "iadd": lambda t, o: t.__iadd__(o),
+    "isub": lambda t, o: t.__isub__(o * 3.0),
+    "imul": lambda t, o: t.__imul__(o),
+    "itruediv": lambda t, o: t.__itruediv__(o),
+    "add_ broadcast": lambda t, o: t.add_(o[0]),
+    "mul_ scalar": lambda t, o: t.mul_(2.5),
+    "zero_": lambda t, o: t.zero_(),
+    "fill_": lambda t, o: t.fill_(0.75),
+    "clamp_": lambda t, o: t.clamp_(-0.5, 0.5),
+    "clamp_ min": lambda t, o: t.clamp_(min=0.1),
+    "copy_": lambda t, o: t.copy_(o),
+    "copy_ broadcast": lambda t, o: t.copy_(o[1]),
+    "relu_": lambda t, o: t.relu_(),
+    "setitem slice": lambda t, o: t.__setitem__((slice(None), 1), o[:, 0]),
+    "setitem int": lambda t, o: t.__setitem__(0, 4.0),
+    "setitem mask": lambda t, o: t.__setitem__(t > 0.2, 0.0),
+    "setitem mask tensor": lambda t, o: t.__setitem__(o > 0.0, o[o > 0.0]),
+    "setitem index list": lambda t, o: t.__setitem__(([0, 1], [2, 0]), o[0, :2]),
+}
+
+A = [[0.3, -1.2, 0.8], [1.5, -0.1, 0.45]]
+B = [[0.7, 0.25, -1.1], [2.0, -0.6, 1.3]]
+
+
+def run_plain(lib, name):
+    t, o = new(lib, A), new(lib, B)
+    before = t._version
+    out = INPLACE[name](t, o)
+    return values(t), t._version - before, out is t or name.startswith("setitem")
+
+
+def run_differentiable(lib, name):
+    """The op on a non-leaf, with `other` requiring grad; gradients of a weighting."""
+    x, o = new(lib, A, requires_grad=True), new(lib, B, requires_grad=True)
+    y = x * 1.5
+    early = y + 1.0                         # a consumer of y's value before the write
+    INPLACE[name](y, o)
+    w = new(lib, [[1.0, -2.0, 0.5], [3.0, 0.25, -1.0]])
+    ((y * w).sum() + (early * w).sum()).backward()
+    return values(y), values(x.grad), values(o.grad)
+
+
+@pytest.mark.parametrize("name", INPLACE)
+def test_inplace_result_and_version_match_torch(name):
+    ours, theirs = run_plain(tinyres, name), run_plain(torch, name)
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-12)
+    assert ours[1] == theirs[1] >= 1       # the version counter moved, as torch's did
+    assert ours[2] and theirs[2]           # the op returns the tensor itself
+
+
+@pytest.mark.parametrize("name", INPLACE)
+def test_inplace_on_non_leaf_differentiates_as_torch(name):
+    ours, theirs = run_differentiable(tinyres, name), run_differentiable(torch, name)
+    for what, a, b in zip(("value", "x.grad", "other.grad"), ours, theirs):
+        if b is None:
+            assert a is None or not np.any(a), what
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=what)
+
+
+@pytest.mark.parametrize("name", INPLACE)
+def test_inplace_on_a_saved_tensor_fails_at_backward(name):
+    for lib in LIBS.values():
+        x, o = new(lib, A, requires_grad=True), new(lib, B)
+        y = x * 1.5
+        z = y * y                          # Mul saves y
+        INPLACE[name](y, o)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            z.sum().backward()
+
+
+@pytest.mark.parametrize("name", INPLACE)
+def test_inplace_on_a_leaf_that_requires_grad(name):
+    for lib in LIBS.values():
+        p, o = new(lib, A, requires_grad=True), new(lib, B)
+        with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+            INPLACE[name](p, o)
+        with lib.no_grad():
+            INPLACE[name](p, o)
+        assert p.is_leaf and p.requires_grad and p.grad_fn is None if lib is torch else \
+            p.is_leaf and p.requires_grad
+    ours, theirs = new(tinyres, A, True), new(torch, A, True)
+    with tinyres.no_grad():
+        INPLACE[name](ours, new(tinyres, B))
+    with torch.no_grad():
+        INPLACE[name](theirs, new(torch, B))
+    np.testing.assert_allclose(values(ours), values(theirs), rtol=1e-12)
+
+
+def hand_written_sgd(lib):
+    lib.manual_seed(0)
+    w = lib.tensor(np.linspace(-1, 1, 6).reshape(2, 3), requires_grad=True)
+    x = lib.tensor(np.arange(12.0).reshape(4, 3) / 10)
+    for _ in range(3):
+        loss = ((x @ w.T) ** 2).mean()
+        loss.backward()
+        with lib.no_grad():
+            w -= 0.1 * w.grad
+            w.grad.zero_()
+    return values(w), w.is_leaf, w.requires_grad
+
+
+def test_hand_written_sgd_step_updates_the_parameter():
+    ours, theirs = hand_written_sgd(tinyres), hand_written_sgd(torch)
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-12)
+    assert not np.allclose(ours[0], np.linspace(-1, 1, 6).reshape(2, 3))
+    assert ours[1:] == theirs[1:] == (True, True)
+
+
+def test_relu_inplace_layer_writes_into_its_input_and_differentiates():
+    results = {}
+    for name, lib in LIBS.items():
+        x = new(lib, A, requires_grad=True)
+        h = x * 2.0
+        out = lib.nn.ReLU(inplace=True)(h)
+        out.sum().backward()
+        results[name] = values(h), values(x.grad), out is h
+    np.testing.assert_array_equal(results["tinyres"][0], results["torch"][0])
+    np.testing.assert_array_equal(results["tinyres"][1], results["torch"][1])
+    assert results["tinyres"][2] and results["torch"][2]
+    assert "inplace=True" in repr(tinyres.nn.ReLU(inplace=True))
+
+
+def test_inplace_errors_match_torch():
+    for lib in LIBS.values():
+        ints = lib.tensor([1, 2, 3])
+        with pytest.raises(RuntimeError, match="can't be cast"):
+            ints.div_(lib.tensor([2, 2, 2]))           # true division gives floats
+        small = new(lib, [1.0, 2.0, 3.0])
+        with pytest.raises(RuntimeError, match="doesn't match the broadcast shape"):
+            small.add_(new(lib, [[1.0, 2.0, 3.0]] * 2))
+        with pytest.raises(RuntimeError):
+            lib.zeros(3).expand(2, 3).add_(1.0)         # one memory cell, many elements
+        with pytest.raises(RuntimeError, match="0-dim"):
+            small.fill_(new(lib, [1.0, 2.0]))
+
+
+def test_views_share_the_version_counter():
+    for lib in LIBS.values():
+        x = new(lib, A)
+        row, flat, det = x[0], x.reshape(6), x.detach()
+        x.add_(1.0)
+        det.mul_(2.0)
+        assert row._version == flat._version == det._version == x._version == 2
+        assert x.data._version == 0            # .data has a counter of its own
+        x.data.add_(1.0)
+        assert x._version == 2
+
+
+def test_data_shares_memory_without_history():
+    for lib in LIBS.values():
+        x = new(lib, A, requires_grad=True)
+        y = x * 2
+        d = y.data
+        assert not d.requires_grad and d.is_leaf and isinstance(d, type(x))
+        d.zero_()
+        assert np.all(values(y) == 0)          # the same memory
+        p = new(lib, A, requires_grad=True)
+        p.data = new(lib, B)
+        np.testing.assert_array_equal(values(p), np.array(B))
+        assert p.is_leaf and p.requires_grad
+
+
+def test_writes_through_data_and_detach_reach_from_numpy_arrays():
+    array = np.zeros(3)
+    t = tinyres.from_numpy(array)
+    t.add_(1.0)
+    t.detach()[0] = 5.0
+    np.testing.assert_array_equal(array, [5.0, 1.0, 1.0])
+
+
+def test_inplace_on_a_view_of_a_leaf_is_refused_as_torch():
+    for lib in LIBS.values():
+        p = new(lib, A, requires_grad=True)
+        with pytest.raises(RuntimeError, match="view of a leaf Variable"):
+            p[0].add_(1.0)
+
+
+def test_inplace_on_a_view_of_a_non_leaf_is_refused_not_silently_wrong():
+    x = new(tinyres, A, requires_grad=True)
+    y = x * 2
+    with pytest.raises(RuntimeError, match="view"):
+        y[0].mul_(3.0)
+    y[0] = y[0] * 3.0                          # the supported spelling: write to the base
+    y.sum().backward()
+    np.testing.assert_array_equal(values(x.grad), [[6.0] * 3, [2.0] * 3])
+
+
+def test_a_stale_view_is_refused():
+    x = new(tinyres, A, requires_grad=True)
+    y = x * 2
+    row = y[0]
+    y.mul_(3.0)                                # row's memory changed under its history
+    with pytest.raises(RuntimeError, match="view whose memory was modified"):
+        row * 2
+
+
+def test_inference_tensors_follow_torch_rules():
+    for lib in LIBS.values():
+        with lib.inference_mode():
+            t = new(lib, A)
+            s = t * 2
+        assert s.is_inference() and not new(lib, A).is_inference()
+        with pytest.raises(RuntimeError, match="Inplace update to inference tensor"):
+            s.add_(1.0)
+        w = new(lib, A, requires_grad=True)
+        with pytest.raises(RuntimeError, match="Inference tensors cannot be saved"):
+            s * w
+        np.testing.assert_array_equal(values(s + w), values(s) + np.array(A))  # nothing saved
+        with pytest.raises(RuntimeError):
+            s.requires_grad_(True)
