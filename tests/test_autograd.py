@@ -245,3 +245,52 @@ def test_run_backward_checks_gradient_shapes():
 def test_binary_operands_wraps_scalars_in_the_tensor_dtype():
     a, b = binary_operands("add", f64(2), 3)
     assert b.dtype == np.float64 and b.shape == ()
+
+
+# ----- gradient buffers never alias ----------------------------------------------------
+def test_each_leaf_owns_its_grad():
+    a = tinyres.randn(3, requires_grad=True)
+    b = tinyres.randn(3, requires_grad=True)
+    (a + b).sum().backward()                  # Add hands one array to both inputs
+    assert not np.shares_memory(a.grad.array, b.grad.array)
+    a.grad.array[0] = 99.0
+    assert b.grad.array[0] == 1.0
+
+
+def test_backward_copies_the_gradient_it_is_given():
+    x = tinyres.randn(2, 3, requires_grad=True)
+    seed = np.ones((2, 3), dtype=np.float32)
+    x.backward(seed)
+    assert not np.shares_memory(x.grad.array, seed)
+    x.grad.array[...] = 5.0
+    assert np.all(seed == 1.0)
+    y = x * 1.0
+    y.retain_grad()
+    given = tinyres.ones(2, 3)
+    y.backward(given)
+    assert not np.shares_memory(y.grad.array, given.array)
+
+
+def test_gradients_accumulate_into_the_same_grad_tensor_as_torch():
+    x = tinyres.randn(3, requires_grad=True)
+    (x * 2).sum().backward()
+    first = x.grad
+    (x * 3).sum().backward()
+    assert x.grad is first and np.allclose(first.array, 5.0)
+
+
+@pytest.mark.parametrize("bad", [lambda g: g.sum(), lambda g: g.double(),
+                                 lambda g: tinyres.ones(4)], ids=["shape", "dtype", "size"])
+def test_a_hook_returning_a_gradient_of_another_shape_or_dtype_is_refused(bad):
+    x = tinyres.randn(3, requires_grad=True)
+    y = x * 2
+    y.register_hook(bad)
+    with pytest.raises(RuntimeError, match=r"hook '<lambda>' registered on a tensor of shape "
+                                           r"\(3,\) and dtype float32 returned"):
+        y.sum().backward()
+
+
+def test_requires_grad_false_on_a_non_leaf_is_refused_as_torch():
+    y = tinyres.randn(3, requires_grad=True) * 2
+    with pytest.raises(RuntimeError, match="only change requires_grad flags of leaf"):
+        y.requires_grad_(False)

@@ -352,3 +352,17 @@ def test_small_mlp_learns():
     assert losses[-1] < 0.3 * losses[0]
     accuracy = (model(Tensor(x)).array.argmax(axis=1) == y).mean()
     assert accuracy > 0.9
+
+
+@pytest.mark.parametrize("bad", [None, "weights", [[1, 2], None], {"a": 1}],
+                         ids=["None", "text", "ragged", "dict"])
+def test_load_state_dict_refuses_non_numbers_and_loads_nothing(bad):
+    net = nn.Linear(2, 3)
+    before = {k: v.copy() for k, v in net.state_dict().items()}
+    state = net.state_dict()
+    state["weight"] = np.full((3, 2), 7.0)          # a good value, listed first
+    state["bias"] = bad
+    with pytest.raises(RuntimeError, match='While copying the parameter named "bias"'):
+        net.load_state_dict(state)
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])   # all or nothing
