@@ -237,3 +237,18 @@ def test_inference_tensors_follow_torch_rules():
         np.testing.assert_array_equal(values(s + w), values(s) + np.array(A))  # nothing saved
         with pytest.raises(RuntimeError):
             s.requires_grad_(True)
+
+
+def test_relu_inplace_keeps_its_output_in_the_tensor_and_checks_it():
+    for lib in LIBS.values():
+        x = new(lib, A, requires_grad=True)
+        y = x * 2
+        y.relu_()                              # saves its output: y's memory, version 1
+        y.add_(1.0)                            # version 2
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
+    x = new(tinyres, A, requires_grad=True)
+    y = x * 2
+    y.relu_()
+    (saved,) = y.grad_fn.saved
+    assert saved is y.array                    # no second copy of the activation

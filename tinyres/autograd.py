@@ -149,9 +149,11 @@ def _check_finite(ctx, grads):
         if g is None or get_array_module(g).isfinite(g).all():
             continue
         where = "".join(traceback.format_list(getattr(ctx, "stack", []) or []))
+        kind = "nan" if get_array_module(g).isnan(g).any() else "inf"
         raise RuntimeError(
-            f"Function '{ctx.function.__name__}Backward' returned nan values in its {i}th "
-            f"output (gradient {i} has NaN or Inf).\nIts forward was called here:\n{where}")
+            f"Function '{ctx.function.__name__}Backward' returned {kind} values in its "
+            f"{i}th output (the gradient for input {i}, shape {tuple(g.shape)}).\n"
+            f"Its forward was called here (most recent call last):\n{where}")
 
 
 # ----- versions: which in-place writes a tensor's memory has seen -----------------------

@@ -440,8 +440,9 @@ def _run_hooks(node, grad):
         if tuple(getattr(new, "shape", ())) != tuple(grad.shape) or \
                 getattr(new, "dtype", None) != grad.dtype:
             name = getattr(hook, "__name__", type(hook).__name__)
+            made_by = "a leaf" if node._ctx is None else f"the output of {node._ctx.function.__name__}"
             raise RuntimeError(
-                f"hook '{name}' registered on a tensor of shape {node.shape} and dtype "
+                f"hook '{name}' registered on {made_by}, a tensor of shape {node.shape} and dtype "
                 f"{node.dtype} returned a gradient of shape "
                 f"{tuple(getattr(new, 'shape', ()))} and dtype {getattr(new, 'dtype', None)}; "
                 f"expected shape {tuple(grad.shape)} and dtype {grad.dtype}")

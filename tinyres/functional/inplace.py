@@ -125,6 +125,21 @@ def _keep_saved_values(ctx, memory):
     ctx.saved_versions = tuple(c for c in ctx.saved_versions if c[0] not in copied)
 
 
+def _save_output_in_place(ctx, result, t):
+    """A node that saved its output (relu, exp, sqrt) now reads it from t's memory,
+    where the output was written, checked at t's new version; the separate result
+    array is freed, so relu_ keeps one activation alive, as relu does."""
+    moved = {k for k, a in enumerate(ctx.saved) if a is result.array}
+    if not moved:
+        return
+    ctx.saved = tuple(t.array if k in moved else a for k, a in enumerate(ctx.saved))
+    checks = [c for c in ctx.saved_versions if c[0] not in moved]
+    checks += [(k, t._version_counter, t._version_counter.value,
+                f"{t.dtype} tensor of shape {list(t.shape)}, written in place by "
+                f"{ctx.function.__name__}") for k in sorted(moved)]
+    ctx.saved_versions = tuple(checks)
+
+
 def apply_inplace(t, op, compute, *others):
     """Write compute(t, *others), an ordinary out-of-place op, into t's memory."""
     if not isinstance(t, Tensor):
@@ -150,6 +165,8 @@ def apply_inplace(t, op, compute, *others):
     if recording:
         t._ctx, t.requires_grad = result._ctx, True
         t._graph_version = t._version_counter.value
+        if result._ctx is not None:
+            _save_output_in_place(result._ctx, result, t)
     return t
 
 
