@@ -252,3 +252,56 @@ def test_relu_inplace_keeps_its_output_in_the_tensor_and_checks_it():
     y.relu_()
     (saved,) = y.grad_fn.saved
     assert saved is y.array                    # no second copy of the activation
+
+
+def torchvision_style_block(lib):
+    """A user's residual block written the torchvision way: in-place ReLUs and
+    `out += identity`, run forward and backward."""
+    nn = lib.nn
+    lib.manual_seed(0)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(3)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            identity = x
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            out += identity
+            return self.relu(out)
+
+    block = Block().double()
+    rng = np.random.default_rng(3)
+    for conv in (block.conv1, block.conv2):
+        conv.weight.data.copy_(lib.tensor(rng.standard_normal(tuple(conv.weight.shape))))
+    x = lib.tensor(rng.standard_normal((2, 3, 5, 5)), requires_grad=True)
+    w = lib.tensor(rng.standard_normal((2, 3, 5, 5)))
+    out = block(x)
+    (out * w).sum().backward()
+    return [values(out), values(x.grad)] + [values(p.grad) for p in block.parameters()]
+
+
+def test_a_torchvision_style_block_with_inplace_ops_matches_torch():
+    ours, theirs = torchvision_style_block(tinyres), torchvision_style_block(torch)
+    assert len(ours) == len(theirs) == 8
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=f"item {i}")
+
+
+def test_an_optimizer_step_before_backward_is_caught_as_torch():
+    for lib in LIBS.values():
+        lib.manual_seed(0)
+        layer = lib.nn.Linear(3, 2).double()
+        opt = lib.optim.SGD(layer.parameters(), lr=0.1)
+        x = new(lib, A, requires_grad=True)
+        loss = layer(x).sum()
+        loss.backward(retain_graph=True)
+        opt.step()                             # writes the weight Linear saved for x's grad
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
