@@ -1,5 +1,10 @@
 """Tensor: an array (NumPy or CuPy), its gradient, and the backward walk.
 
+`t.array` is the NumPy or CuPy array itself; `t.data` is PyTorch's: a Tensor sharing that
+memory with no history. In-place writes (functional/inplace.py) bump a version counter
+that the tensor shares with its views and detach(); a node checks, at backward, that the
+tensors it saved still have the version they had when it saved them.
+
 A Tensor made by an op remembers the op's Context (`_ctx`), which holds the op's inputs.
 `backward()` orders the graph once, from the output back to the leaves, and hands each
 node the sum of the gradients of everything that consumed it: where one tensor feeds two
