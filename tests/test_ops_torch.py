@@ -1,7 +1,10 @@
-"""Every op against PyTorch in float64: the same inputs, forward outputs and the gradients
-of a random weighting of the output. Skipped cleanly where torch is not installed."""
+"""Every op against PyTorch in float64, on each CPU kernel layer (reference.py and the
+Numba cpu.py): the same inputs, forward outputs and the gradients of a random weighting
+of the output. Skipped cleanly where torch is not installed."""
 import numpy as np
 import pytest
+
+import tinyres
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,13 +26,15 @@ def run(ops, case, arrays, params, weight_seed):
     return value, grads
 
 
+@pytest.mark.parametrize("layer", ["cpu", "reference"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_matches_torch_float64(case, data):
+def test_matches_torch_float64(case, layer, data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
     arrays, params = case.draw_inputs(data.draw, rng)
-    ours, our_grads = run(OURS, case, arrays, params, weight_seed=7)
+    with tinyres.kernels.use(layer):
+        ours, our_grads = run(OURS, case, arrays, params, weight_seed=7)
     theirs, their_grads = run(THEIRS, case, arrays, params, weight_seed=7)
     np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
     for i, (g, h) in enumerate(zip(our_grads, their_grads)):

@@ -80,10 +80,22 @@ def get_array_module(a):
 
 
 def kernels_for(a):
-    """The kernel module for an array: Numba kernels on the CPU, CUDA kernels on the GPU."""
+    """The kernel module for an array: the layer chosen with tinyres.kernels.use(), or by
+    the array's device, Numba kernels (cpu.py) on the CPU and CUDA kernels on the GPU."""
+    from tinyres import kernels
+    layer = kernels.chosen()
     if is_cuda_array(a):
+        if layer in ("reference", "cpu"):
+            raise RuntimeError(f"kernel layer {layer!r} runs on the CPU, but this array is "
+                               "on the GPU: choose 'cuda' or move the tensors with .cpu()")
         from tinyres.kernels import cuda
         return cuda
+    if layer == "cuda":
+        raise RuntimeError("kernel layer 'cuda' runs on the GPU, but this array is on the "
+                           "CPU: move the model and the data with .cuda()")
+    if layer == "reference":
+        from tinyres.kernels import reference
+        return reference
     from tinyres.kernels import cpu
     return cpu
 

@@ -1,10 +1,10 @@
 """ResNets: torchvision's ImageNet family and the CIFAR family of He et al. (2015), with
 their plain twins (no shortcut) and a shortcut scale lambda.
 
-Every residual block ends the same way:
+Every residual block's forward ends the same way, where a torchvision reader looks:
 
     out = residual_add(out, identity, self.shortcut_scale)   # F(x) + lambda * x: the "+1"
-    out = self.relu(out)
+    return self.watched(self.relu(out))
 
 so the gradient reaching the block's input is grad * (F'(x) + lambda). Names and
 state_dict keys follow torchvision (conv1, bn1, layer1.0.conv1, layer2.0.downsample.0,
@@ -41,11 +41,8 @@ class ResidualBlock(nn.Module):
         attached, which puts a gradient tap on each path."""
         return (x, x) if self.probe is None else self.probe.tap(self, x)
 
-    def join(self, out, identity):
-        """relu(F(x) + lambda * shortcut(x)); the plain twin returns relu(F(x))."""
-        if self.residual:
-            out = residual_add(out, identity, self.shortcut_scale)   # the "+1" path
-        out = self.relu(out)
+    def watched(self, out):
+        """The block's output, shown to an attached probe (which records its gradient)."""
         if self.probe is not None:
             self.probe.watch_output(self, out)
         return out
@@ -73,7 +70,9 @@ class BasicBlock(ResidualBlock):
         out = self.bn2(self.conv2(out))
         if self.downsample is not None:
             identity = self.downsample(identity)
-        return self.join(out, identity)
+        if self.residual:                 # False in the plain twin: no shortcut at all
+            out = residual_add(out, identity, self.shortcut_scale)  # F(x) + lambda x: the "+1"
+        return self.watched(self.relu(out))
 
 
 class Bottleneck(ResidualBlock):
@@ -101,7 +100,9 @@ class Bottleneck(ResidualBlock):
         out = self.bn3(self.conv3(out))
         if self.downsample is not None:
             identity = self.downsample(identity)
-        return self.join(out, identity)
+        if self.residual:                 # False in the plain twin: no shortcut at all
+            out = residual_add(out, identity, self.shortcut_scale)  # F(x) + lambda x: the "+1"
+        return self.watched(self.relu(out))
 
 
 def last_bn(block):
