@@ -8,32 +8,18 @@ fastmath stays off but for the batch-norm sums and the sums of weight_grad.py, w
 reassociated (and, in weight_grad.py, fused into multiply-adds); the results are held to
 the reference. Batch-norm statistics are accumulated in float64, as in the reference.
 
-Threading layer. Numba runs `prange` loops on one of three thread pools, chosen once per
-process at the first parallel call: 'tbb', 'omp' (OpenMP) or 'workqueue'. They differ in
-what a call costs when the pool is idle or when BLAS threads hold the cores;
-benchmarks/numba_overhead.py measures each. On a 2-core machine TBB cost a few us per call
-(tens of us after idling); GNU OpenMP, Numba's fallback when tbb is missing, cost 4 to 12 ms
-per call right after a NumPy matmul, its spinning threads fighting OpenBLAS's; the
-workqueue pool cost 50 to 100 us but never stalled. So importing this module sets
-numba.config.THREADING_LAYER_PRIORITY to _THREADING_LAYER_PRIORITY below (TBB, else
-workqueue, OpenMP last) unless the user chose a layer or an order with the environment
-variables NUMBA_THREADING_LAYER or NUMBA_THREADING_LAYER_PRIORITY; a layer set in
-numba.config.THREADING_LAYER before the first parallel call still wins, and nothing
-changes once a parallel Numba function has run in this process. Both layers kept cost far
-less than the NumPy work around a kernel call, so there is no serial path for small inputs.
+Threading layer: Numba picks its thread pool at the first parallel call; tinyres leaves
+that choice to Numba (TBB, which tinyres installs, where it is present) unless
+tinyres.runtime.tune() is called (see there, and benchmarks/README.md for what each pool
+costs).
 """
-import functools
-import os
+import contextlib
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-from . import checks, gemm_conv, weight_grad, winograd
-
-_THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
-if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
-    numba.config.THREADING_LAYER_PRIORITY = _THREADING_LAYER_PRIORITY
+from . import checks, conv_plan, gemm_conv, weight_grad, winograd
 
 
 # ---------------------------------------------------------------- im2col / col2im
@@ -126,76 +112,33 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 
 # ---------------------------------------------------------------- convolution
 
-# GEMMs of one image (or a few), in Numba's threads, straight into NCHW. The batch is cut
-# into tasks of `group` consecutive images; prange hands the tasks to the threads, and a
-# task unfolds its images into a columns buffer of its own (C*kh*kw, group, OH*OW) that
-# stays in its core's cache, multiplies, and is done: no (C*kh*kw, N*OH*OW) matrix is
-# written to memory and read back, and no output or gradient is transposed. Each task
-# keeps its own grad_w2^T, summed afterwards. Measured on the resnet20 3x3 layers at batch
-# 128 (2 cores), forward+backward took 36/21/19 ms for 16/32/64 channels against 65/40/21
-# ms for im2col of the whole batch + one GEMM.
-# - group: images are put side by side until a GEMM has GEMM_MIN_COLUMNS columns, since
-#   small GEMMs run slowly (one image of 8x8 gives 64).
-# - Where the weight is larger than an image's columns (OH*OW < OC: the deep layers of
-#   resnet18), every task would stream the whole weight for little work; there, a 512-
-#   channel 7x7 layer took 87-124 ms against 73 ms on the one-GEMM path of gemm_conv.py,
-#   which conv2d_forward and conv2d_backward then take.
-# - The cores index the buffer as (row, image, pixel): a flat column index (image*OH*OW +
-#   pixel) compiled into loops that measured 2x slower, as in im2col above.
-# - 3x3 stride-1 padding-1 layers with OH*OW >= WINOGRAD_MIN_PIXELS_PER_CHANNEL * OC and
-#   at least WINOGRAD_MIN_CHANNELS channels in and out compute the output and the input
-#   gradient with kernels/winograd.py (2.25x fewer multiplications, tasks of at most
-#   WINOGRAD_TASK_BYTES; its GEMMs need the one-thread BLAS, like the per-image path).
-#   Forward, against the GEMM path each layer takes otherwise (2 threads): resnet20 at
-#   batch 128, 3.5 against 8.0 ms for 16 channels of 32x32, 3.0 against 5.9 for 32 of
-#   16x16, 3.2 against 4.9 for 64 of 8x8; resnet18 at batch 16, 15.1 against 25.0 for 64 of
-#   56x56, 12.8 against 21.6 for 128 of 28x28, 16.0 against 20.6 (one-GEMM path) for 256
-#   of 14x14; but 49.5 against 20.2 for 512 of 7x7 (49 output pixels for 512 channels:
-#   each tile's transforms are worth less than its share of the weight), and 1.2 against
-#   0.9 for resnet20's first layer (3 channels in: too little to multiply for what the
-#   transforms cost); hence the two thresholds.
-# - The weight gradient of those 3x3 stride-1 padding-1 layers, where the output is at
-#   least DIRECT_WEIGHT_GRAD_MIN_WIDTH wide, is summed from shifted rows of x and
-#   grad_out by kernels/weight_grad.py, with no im2col: 3.8 against 6.3 ms for 16 channels
-#   at 32x32 (batch 128), equal for 128 at 28x28 (batch 16), slower for 64 at 8x8.
+# Which algorithm runs for a layer is decided in one place, conv_plan.conv_algorithm(),
+# whose thresholds come from measurements kept in benchmarks/README.md. The per-image
+# path cuts the batch into tasks of `group` consecutive images; prange hands the tasks to
+# the threads, and a task unfolds its images into a columns buffer of its own
+# (C*kh*kw, group, OH*OW) that stays in its core's cache, multiplies, and is done: no
+# (C*kh*kw, N*OH*OW) matrix is written to memory, no output or gradient is transposed.
+# Each task keeps its own grad_w2^T, summed afterwards. The cores index the buffer as
+# (row, image, pixel): a flat column index compiled into slower loops, as in im2col.
 #
-# np.dot in a Numba function calls the BLAS that SciPy ships (scipy.linalg.cython_blas).
-# Called from two Numba threads at once, that OpenBLAS started threads of its own and
-# the 16-channel forward ran at 4 GFLOP/s instead of 65; so the first convolution sets it
-# to one thread through threadpoolctl. That is only done where SciPy's BLAS is a library
-# of its own (SciPy's wheels): where NumPy and SciPy share one BLAS, limiting it would
-# make all of NumPy's GEMMs single-threaded, and the per-image path is not used. Nor is
-# it with TINYRES_KEEP_RUNTIME=1 (see tinyres/runtime.py). A program that calls SciPy's
-# BLAS itself (scipy.linalg) gets it single-threaded after tinyres's first convolution.
-
-MIN_PIXELS_PER_CHANNEL = 1        # per-image GEMMs where OH*OW >= this * OC
-GEMM_MIN_COLUMNS = 256            # images side by side in one GEMM: at least this many columns
-WINOGRAD_MIN_PIXELS_PER_CHANNEL = 0.5  # Winograd (3x3, stride 1, padding 1) where OH*OW >=
-                                      # this * OC; None: never
-WINOGRAD_MIN_CHANNELS = 8             # ... and where C and OC are both at least this
-WINOGRAD_TASK_BYTES = 256 * 1024      # a Winograd task's V and M together, at most
-DIRECT_WEIGHT_GRAD_MIN_WIDTH = 16     # weight_grad.py for 3x3 stride-1 padding-1 layers
-                                      # whose output is at least this wide; None: never
+# np.dot in a Numba function calls the BLAS that SciPy ships; called from several Numba
+# threads at once, a multi-threaded BLAS starts threads of its own on the same cores, so
+# each call on these paths holds SciPy's BLAS to one thread while it runs and then puts
+# its thread count back (NumPy's own BLAS is a different library and is never touched).
 
 
-@functools.lru_cache(maxsize=None)
-def _per_image_gemms_usable():
-    """Set SciPy's own BLAS to one thread; False where it has none (see above), or where
-    TINYRES_KEEP_RUNTIME=1 asks tinyres to leave the process's settings alone."""
-    if os.environ.get("TINYRES_KEEP_RUNTIME") == "1":
-        return False
-    try:
-        import scipy
-        import scipy.linalg.cython_blas  # noqa: F401  (loads the library Numba calls)
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return False
-    scipy_dir = os.path.dirname(scipy.__file__)
-    own = [lib for lib in ThreadpoolController().select(user_api="blas").lib_controllers
-           if lib.filepath.startswith((scipy_dir + os.sep, scipy_dir + ".libs" + os.sep))]
-    for lib in own:
+@contextlib.contextmanager
+def _one_blas_thread():
+    """SciPy's own BLAS at one thread for the length of the block, then as it was."""
+    lib = conv_plan.scipy_blas()
+    before = lib.get_num_threads()
+    if before != 1:
         lib.set_num_threads(1)
-    return bool(own)
+    try:
+        yield
+    finally:
+        if before != 1:
+            lib.set_num_threads(before)
 
 
 @njit(cache=True)
@@ -253,21 +196,6 @@ def _conv2d_backward_core(g, x, w2, kh, kw, sh, sw, ph, pw, group, need_x, need_
             _col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dx)
 
 
-def _per_image(oc, oh, ow):
-    return oh * ow >= MIN_PIXELS_PER_CHANNEL * oc and _per_image_gemms_usable()
-
-
-def _winograd(kh, kw, sh, sw, ph, pw, c, oc, oh, ow):
-    return ((kh, kw, sh, sw, ph, pw) == (3, 3, 1, 1, 1, 1) and WINOGRAD_MIN_PIXELS_PER_CHANNEL
-            is not None and oh * ow >= WINOGRAD_MIN_PIXELS_PER_CHANNEL * oc
-            and min(c, oc) >= WINOGRAD_MIN_CHANNELS and _per_image_gemms_usable())
-
-
-def _direct_weight_grad(kh, kw, sh, sw, ph, pw, ow):
-    return ((kh, kw, sh, sw, ph, pw) == (3, 3, 1, 1, 1, 1) and DIRECT_WEIGHT_GRAD_MIN_WIDTH
-            is not None and ow >= DIRECT_WEIGHT_GRAD_MIN_WIDTH)
-
-
 def _winograd_conv(x, w4):
     """The 3x3 stride-1 padding-1 convolution of x (contiguous) with w4 (OC, C, 3, 3)."""
     n, _, h, w = x.shape
@@ -279,50 +207,64 @@ def _winograd_conv(x, w4):
 
 def _winograd_group(x, oc):
     """Images per Winograd task: V and M of a task, 16*(C + OC)*T entries an image, within
-    WINOGRAD_TASK_BYTES (at least one image), and a task for every thread."""
+    the policy's winograd_task_bytes (at least one image), and a task for every thread."""
     n, c, h, w = x.shape
     per_image = 16 * (c + oc) * winograd.tiles(h, w) * x.itemsize
-    return max(1, min(WINOGRAD_TASK_BYTES // per_image, n // numba.get_num_threads()))
+    task_bytes = conv_plan.current_policy().winograd_task_bytes
+    return max(1, min(task_bytes // per_image, n // numba.get_num_threads()))
 
 
 def _group(n, pixels):
-    """Images per GEMM: enough for GEMM_MIN_COLUMNS columns, and a task for every thread."""
-    return max(1, min(-(-GEMM_MIN_COLUMNS // pixels), n // numba.get_num_threads()))
+    """Images per GEMM: enough for the policy's gemm_min_columns, and a task for every thread."""
+    min_columns = conv_plan.current_policy().gemm_min_columns
+    return max(1, min(-(-min_columns // pixels), n // numba.get_num_threads()))
+
+
+def _plan(x, w2, kh, kw, sh, sw, ph, pw):
+    return conv_plan.conv_algorithm(x.shape, (w2.shape[0], x.shape[1], kh, kw),
+                                    (sh, sw), (ph, pw))
 
 
 def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw):
     """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C*kh*kw) -> out
-    (N, OC, OH, OW): Winograd for the 3x3 stride-1 padding-1 layers where it pays, else
-    GEMMs of one image (or a few) in parallel, or im2col + one GEMM (see above)."""
+    (N, OC, OH, OW), by the algorithm conv_plan.conv_algorithm() names for the layer."""
     oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw)
     n, oc = x.shape[0], w2.shape[0]
-    if _winograd(kh, kw, sh, sw, ph, pw, x.shape[1], oc, oh, ow):
-        return _winograd_conv(np.ascontiguousarray(x), w2.reshape(oc, -1, 3, 3))
-    if not _per_image(oc, oh, ow):
+    plan = _plan(x, w2, kh, kw, sh, sw, ph, pw)
+    if plan.forward == "one-gemm":
         return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow)
     x = np.ascontiguousarray(x)
-    out = np.empty((n, oc, oh * ow), dtype=x.dtype)
-    _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw,
-                         _group(n, oh * ow), out)
+    with _one_blas_thread():
+        if plan.forward == "winograd":
+            return _winograd_conv(x, w2.reshape(oc, -1, 3, 3))
+        out = np.empty((n, oc, oh * ow), dtype=x.dtype)
+        _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw,
+                             _group(n, oh * ow), out)
     return out.reshape(n, oc, oh, ow)
 
 
 def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w=True):
-    """(grad_x like x, grad_w2 like w2) of conv2d_forward, each None unless asked for:
-    grad_x by Winograd and grad_w2 by weight_grad.py where they pay, the rest by GEMMs."""
-    oh, ow = checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw)
+    """(grad_x like x, grad_w2 like w2) of conv2d_forward, each None unless asked for,
+    by the algorithms conv_plan.conv_algorithm() names for the layer."""
+    checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw)
     oc = w2.shape[0]
+    plan = _plan(x, w2, kh, kw, sh, sw, ph, pw)
     g, x = np.ascontiguousarray(grad_out), np.ascontiguousarray(x)
     grad_x = grad_w2 = None
-    if need_x and _winograd(kh, kw, sh, sw, ph, pw, x.shape[1], oc, oh, ow):
-        grad_x = _winograd_conv(g, winograd.flipped(w2.reshape(oc, -1, 3, 3)))
+    if need_x and plan.grad_input == "winograd":
+        with _one_blas_thread():
+            grad_x = _winograd_conv(g, winograd.flipped(w2.reshape(oc, -1, 3, 3)))
         need_x = False
-    if need_w and _direct_weight_grad(kh, kw, sh, sw, ph, pw, ow):
+    if need_w and plan.grad_weight == "shifted-rows":
         grad_w2 = weight_grad.weight_grad(g, x, 4 * numba.get_num_threads()).reshape(w2.shape)
         need_w = False
     if need_x or need_w:                     # what is left, by GEMMs
-        backward = _per_image_backward if _per_image(oc, oh, ow) else _one_gemm_backward
-        gx, gw = backward(g, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w)
+        gemm = plan.grad_input if need_x else plan.grad_weight
+        if gemm == "per-image":
+            with _one_blas_thread():
+                gx, gw = _per_image_backward(g, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w)
+        else:
+            gx, gw = _one_gemm_backward(g, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w)
         grad_x, grad_w2 = (gx if need_x else grad_x), (gw if need_w else grad_w2)
     return grad_x, grad_w2
 

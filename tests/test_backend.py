@@ -1,6 +1,7 @@
 """Devices without a GPU: asking about CUDA answers False without raising, asking for it
 explicitly raises an error that says what is missing; and the process settings of
-tinyres.runtime, which yield to the user's own."""
+tinyres.runtime.tune(), which yield to the user's own; importing tinyres changes none of them."""
+import json
 import os
 import platform
 import re
@@ -48,62 +49,71 @@ def test_cpu_arrays_use_numba_kernels_and_numpy():
     assert backend.device_of(x) == "cpu" and tinyres.Tensor(x).device == "cpu"
 
 
-def _env_after_import(**env):
-    """OPENBLAS_THREAD_TIMEOUT as seen in a fresh process after `import tinyres`."""
-    code = "import os, tinyres; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
-    full = {k: v for k, v in os.environ.items()
-            if k not in ("OPENBLAS_THREAD_TIMEOUT", "TINYRES_KEEP_RUNTIME")}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, env={**full, **env}).stdout.strip()
-
-
-def test_runtime_sets_a_short_openblas_spin_unless_the_user_chose():
-    assert _env_after_import() == "4"
-    assert _env_after_import(OPENBLAS_THREAD_TIMEOUT="9") == "9"
-    assert _env_after_import(TINYRES_KEEP_RUNTIME="1") == "None"
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_runtime_malloc_tuning_applies_on_glibc_and_yields_to_the_environment(monkeypatch):
-    from tinyres import runtime
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("not glibc")
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    assert runtime._tune_malloc() is True
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
-    assert runtime._tune_malloc() is False
-
-
-def _blas_threads_after_a_convolution(**env):
-    """(NumPy's BLAS threads before, and after, SciPy's BLAS threads after, the CPU path)
-    in a fresh process around one convolution large enough for per-image GEMMs."""
-    code = """
-import numpy as np, scipy, tinyres, tinyres.nn.functional as F
-from threadpoolctl import threadpool_info
-from tinyres.kernels import cpu
-def threads(where):
-    return min([lib['num_threads'] for lib in threadpool_info() if where(lib['filepath'])],
-               default=0)
-numpy_before = threads(lambda p: 'numpy' in p)
-F.conv2d(tinyres.zeros(2, 3, 16, 16), tinyres.zeros(4, 3, 3, 3), padding=1)
-scipy_dir = scipy.__file__.rsplit('/', 1)[0]
-print(numpy_before, threads(lambda p: 'numpy' in p), threads(lambda p: p.startswith(scipy_dir)),
-      cpu._per_image_gemms_usable())
+IMPORT_PROBE = """
+import os, json, numba
+before = (dict(os.environ), list(numba.config.THREADING_LAYER_PRIORITY))
+import tinyres, tinyres.kernels.cpu
+after = (dict(os.environ), list(numba.config.THREADING_LAYER_PRIORITY))
+print(json.dumps([before == after, after[1]]))
 """
+
+
+def test_importing_tinyres_changes_nothing_outside_it():
     full = {k: v for k, v in os.environ.items()
-            if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "TINYRES_KEEP_RUNTIME")}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, env={**full, **env}).stdout.split()
+            if not k.startswith(("NUMBA_THREADING", "OPENBLAS_THREAD_TIMEOUT"))}
+    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True,
+                         text=True, check=True, env=full).stdout
+    unchanged, priority = json.loads(out)
+    assert unchanged, "import tinyres changed the environment or Numba's threading order"
+    assert priority != tinyres.runtime.THREADING_LAYER_PRIORITY      # Numba's own order
 
 
-def test_convolution_holds_scipys_own_blas_to_one_thread_and_leaves_numpys():
+def test_tune_says_what_it_changed_and_yields_to_the_user():
+    code = ("import json, numba, tinyres; lines = tinyres.runtime.tune(); "
+            "print(json.dumps([lines, list(numba.config.THREADING_LAYER_PRIORITY)]))")
+    full = {k: v for k, v in os.environ.items()
+            if not k.startswith(("NUMBA_THREADING", "OPENBLAS_THREAD_TIMEOUT", "MALLOC_"))}
+    lines, priority = json.loads(subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env=full).stdout)
+    assert priority == tinyres.runtime.THREADING_LAYER_PRIORITY
+    assert any(line.startswith("Numba thread pools, in order: tbb") for line in lines)
+    assert any("OPENBLAS_THREAD_TIMEOUT=4 before" in line for line in lines)
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert "glibc malloc: mmap threshold 32 MB, no trimming" in lines
+    chosen = {**full, "NUMBA_THREADING_LAYER": "workqueue", "MALLOC_TRIM_THRESHOLD_": "1"}
+    lines, priority = json.loads(subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env=chosen).stdout)
+    assert priority != tinyres.runtime.THREADING_LAYER_PRIORITY
+    assert any(line.startswith("glibc malloc: left as it is") for line in lines)
+
+
+BLAS_PROBE = """
+import numpy as np, scipy, json, tinyres, tinyres.nn.functional as F
+from threadpoolctl import threadpool_info
+from tinyres.kernels import conv_plan
+def threads():
+    scipy_dir = scipy.__file__.rsplit('/', 1)[0]
+    return sorted((lib['filepath'].startswith(scipy_dir), lib['num_threads'])
+                  for lib in threadpool_info() if lib['user_api'] == 'blas')
+own_blas = conv_plan.scipy_blas() is not None     # loads SciPy's BLAS, changes nothing
+before = threads()
+x, w = tinyres.randn(4, 16, 16, 16), tinyres.randn(16, 16, 3, 3, requires_grad=True)
+plan = conv_plan.conv_algorithm(x.shape, w.shape, 1, 1)
+F.conv2d(x, w, padding=1).sum().backward()
+print(json.dumps([before, threads(), plan.forward, own_blas]))
+"""
+
+
+def test_a_convolution_leaves_every_blas_thread_count_as_it_was():
     pytest.importorskip("threadpoolctl")
-    numpy_before, numpy_after, scipy_threads, per_image = _blas_threads_after_a_convolution()
-    if per_image == "False":
-        pytest.skip("SciPy's BLAS is not a library of its own here")
-    assert scipy_threads == "1"
-    assert numpy_after == numpy_before != "0"
-    # with TINYRES_KEEP_RUNTIME=1 nothing is changed and the one-GEMM path is taken
-    *_, per_image = _blas_threads_after_a_convolution(TINYRES_KEEP_RUNTIME="1")
-    assert per_image == "False"
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    before, after, forward, own_blas = json.loads(subprocess.run(
+        [sys.executable, "-c", BLAS_PROBE], capture_output=True, text=True, check=True,
+        env=full).stdout)
+    assert before == after and before
+    if own_blas and os.cpu_count() > 1:
+        assert [True, 1] not in before        # SciPy's BLAS runs several threads here
+        assert forward == "winograd"          # GEMMs inside Numba's threads did run

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tinyres.kernels import cpu, reference, winograd
+from tinyres.kernels import conv_plan, cpu, reference, winograd
 
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
@@ -142,25 +142,24 @@ def test_col2im_is_the_adjoint_of_im2col(kernels, geometry, seed):
 
 # ---------------------------------------------------------------- convolution
 
-# cpu.py runs GEMMs of one image (or a few) in Numba's threads where an image has at least
-# MIN_PIXELS_PER_CHANNEL output pixels per output channel, and im2col + one GEMM over the
-# batch elsewhere; 3x3 stride-1 padding-1 layers with WINOGRAD_MIN_PIXELS_PER_CHANNEL
-# pixels per channel (and WINOGRAD_MIN_CHANNELS channels) take kernels/winograd.py for the
-# output and the input gradient, and those at least DIRECT_WEIGHT_GRAD_MIN_WIDTH wide
-# kernels/weight_grad.py for the weight gradient. Each path is held to the reference (the values are patched into cpu.py).
+# cpu.py runs the algorithm that kernels/conv_plan.py names for a layer: GEMMs of one
+# image (or a few) in Numba's threads, im2col + one GEMM over the batch, Winograd for the
+# output and input gradient of 3x3 stride-1 padding-1 layers, and the weight gradient of
+# those from shifted rows. Each path is forced here through conv_policy() and held to the
+# reference.
 PER_IMAGE_USABLE = pytest.mark.skipif(
-    not cpu._per_image_gemms_usable(),
-    reason="SciPy shares NumPy's BLAS here: cpu.py does not use per-image GEMMs")
-NO_SHORTCUTS = {"WINOGRAD_MIN_PIXELS_PER_CHANNEL": None, "DIRECT_WEIGHT_GRAD_MIN_WIDTH": None}
+    conv_plan.scipy_blas() is None,
+    reason="SciPy shares NumPy's BLAS here: cpu.py does not run GEMMs inside its threads")
+NO_SHORTCUTS = {"winograd_min_pixels_per_channel": None, "shifted_rows_min_width": None}
 CPU_CONV_PATHS = pytest.mark.parametrize("path", [
-    pytest.param({**NO_SHORTCUTS, "MIN_PIXELS_PER_CHANNEL": 0},
+    pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0},
                  id="per-image", marks=PER_IMAGE_USABLE),
-    pytest.param({**NO_SHORTCUTS, "MIN_PIXELS_PER_CHANNEL": 0,
-                  "WINOGRAD_MIN_PIXELS_PER_CHANNEL": 0, "WINOGRAD_MIN_CHANNELS": 0},
+    pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0,
+                  "winograd_min_pixels_per_channel": 0, "winograd_min_channels": 0},
                  id="winograd", marks=PER_IMAGE_USABLE),
-    pytest.param({**NO_SHORTCUTS, "DIRECT_WEIGHT_GRAD_MIN_WIDTH": 0},
+    pytest.param({**NO_SHORTCUTS, "shifted_rows_min_width": 0},
                  id="direct weight gradient"),
-    pytest.param({**NO_SHORTCUTS, "MIN_PIXELS_PER_CHANNEL": 10**9}, id="one-GEMM")])
+    pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": None}, id="one-GEMM")])
 
 
 def conv_by_the_sum(x, w2, kh, kw, sh, sw, ph, pw):
@@ -203,9 +202,7 @@ def test_conv2d_forward_follows_the_sum(kernels, geometry, dtype, seed):
 @hypothesis_settings
 @given(conv_cases(), st.sampled_from([(True, True), (True, False), (False, True), (False, False)]))
 def test_conv2d_matches_reference(path, case, needs):
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in path.items():
-            patch.setattr(cpu, name, value)
+    with conv_plan.conv_policy(**path):
         check_conv2d_against_reference(case, needs)
 
 
@@ -217,9 +214,7 @@ def test_conv2d_3x3_same_matches_reference(path, n, c, oc, h, w, dtype, layout, 
     # the geometry Winograd and weight_grad.py take, odd and even sizes (tiles past the
     # edge), 1x1 images, output channels in weight_grad.py's blocks of 4 and past them
     case = ((n, c, h, w), (oc, c * 9), (3, 3, 1, 1, 1, 1), dtype, layout, seed)
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in path.items():
-            patch.setattr(cpu, name, value)
+    with conv_plan.conv_policy(**path):
         check_conv2d_against_reference(case, (True, True))
 
 
@@ -257,20 +252,18 @@ def test_conv2d_backward_is_the_adjoint_of_the_forward(kernels, geometry, seed):
 
 
 @pytest.mark.parametrize("min_columns", [1, 200, 10**6], ids=["one image", "3+2 and 3+3", "all"])
-def test_cpu_conv2d_groups_of_images_give_the_one_gemm_result(monkeypatch, min_columns):
+def test_cpu_conv2d_groups_of_images_give_the_one_gemm_result(min_columns):
     # 11 images of 81 output pixels; on 2 threads, 5 and 6 images a thread, in groups of
     # 1, of ceil(200/81) = 3 (the last group of a thread shorter), or of all of them
     rng = np.random.default_rng(0)
     x, w2 = random(rng, (11, 3, 9, 9), np.float32), random(rng, (4, 27), np.float32)
     g = random(rng, (11, 4, 9, 9), np.float32)
     window = (3, 3, 1, 1, 1, 1)
-    monkeypatch.setattr(cpu, "MIN_PIXELS_PER_CHANNEL", 0)
-    monkeypatch.setattr(cpu, "WINOGRAD_MIN_PIXELS_PER_CHANNEL", None)
-    monkeypatch.setattr(cpu, "DIRECT_WEIGHT_GRAD_MIN_WIDTH", None)
-    monkeypatch.setattr(cpu, "GEMM_MIN_COLUMNS", min_columns)
-    grouped = cpu.conv2d_forward(x, w2, *window), *cpu.conv2d_backward(g, x, w2, *window)
-    monkeypatch.setattr(cpu, "MIN_PIXELS_PER_CHANNEL", 10**9)
-    one_gemm = cpu.conv2d_forward(x, w2, *window), *cpu.conv2d_backward(g, x, w2, *window)
+    with conv_plan.conv_policy(conv_plan.ConvPolicy.only("per-image"),
+                               gemm_min_columns=min_columns):
+        grouped = cpu.conv2d_forward(x, w2, *window), *cpu.conv2d_backward(g, x, w2, *window)
+    with conv_plan.conv_policy(conv_plan.ConvPolicy.only("one-gemm")):
+        one_gemm = cpu.conv2d_forward(x, w2, *window), *cpu.conv2d_backward(g, x, w2, *window)
     for a, b in zip(grouped, one_gemm):
         assert_close(a, b)
 

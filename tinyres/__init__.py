@@ -7,11 +7,7 @@
     loss = F.relu(x).mean()
     loss.backward()          # x.grad now holds d loss / d x
 """
-from tinyres import runtime
-
-runtime.configure()   # before NumPy loads OpenBLAS: see tinyres/runtime.py
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 from tinyres.autograd import (Function, enable_grad, inference_mode, is_anomaly_enabled,
                               is_grad_enabled, is_inference_mode_enabled, no_grad,
@@ -22,7 +18,7 @@ from tinyres.tensor import (Tensor, arange, from_numpy, full, full_like, manual_
                             zeros_like)
 from tinyres.functional.math import where
 from tinyres.functional.shape import cat, stack
-from tinyres import cuda, models, nn, optim, probes  # noqa: E402  (the public subpackages)
+from tinyres import cuda, kernels, models, nn, optim, probes, runtime  # the public subpackages
 
 float32 = np.float32
 float64 = np.float64

@@ -1,24 +1,24 @@
-"""How tinyres sets up the CPU runtime of its process, once, when it is imported.
+"""Process-wide CPU settings that make tinyres faster, applied only when asked for.
 
-Two settings, each measured on the resnet20 training step on 2 cores
-(benchmarks/README.md), and each skipped where the user has already chosen:
+Importing tinyres changes nothing outside tinyres. `tinyres.runtime.tune()` makes the
+changes below and returns one line for each thing it changed or could not change;
+`python -m tinyres train` calls it unless given --no-tune, and prints those lines. What
+each setting buys, measured on the resnet20 training step, is in benchmarks/README.md
+("Process settings").
 
-- OpenBLAS's idle threads keep spinning for a while after each GEMM; between GEMMs the
-  Numba kernels (im2col, batch norm, ReLU) then share the cores with those spinning
-  threads. `OPENBLAS_THREAD_TIMEOUT=4` (2**4 cycles, OpenBLAS's minimum) made the step
-  about 20% faster. OpenBLAS reads it once, when NumPy is first imported: it takes effect
-  when tinyres is imported first, as by `python -m tinyres`.
-- glibc's malloc hands arrays above a threshold straight to mmap and returns them to the
-  system when freed, so every new activation of a few MB pays its page faults again. A
-  fixed mmap threshold of 32 MB (glibc's maximum) and no trimming keep freed blocks for
-  reuse: the step was again about 15-20% faster. Set through mallopt, on glibc only, unless
-  MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ is in the environment.
-
-Set TINYRES_KEEP_RUNTIME=1 to leave both alone. Two more settings live with the kernels,
-in tinyres/kernels/cpu.py: the Numba threading layer, chosen when that module is imported,
-and SciPy's own BLAS (which np.dot calls inside Numba), held to one thread at the first
-convolution because the convolution's GEMMs run inside Numba's threads; with
-TINYRES_KEEP_RUNTIME=1 that BLAS is left alone and convolutions take the one-GEMM path.
+- glibc's malloc hands arrays above a threshold straight to mmap and gives them back to
+  the system when freed, so every new activation of a few MB pays its page faults again.
+  A fixed mmap threshold of 32 MB (glibc's largest) and no trimming keep freed blocks for
+  reuse. Set through mallopt, on glibc only, unless MALLOC_MMAP_THRESHOLD_ or
+  MALLOC_TRIM_THRESHOLD_ is in the environment (the user's own choice wins).
+- Numba's thread pool: TBB where it is installed, else the workqueue pool, and GNU OpenMP
+  last, whose spinning threads were measured fighting OpenBLAS's. Numba's own order puts
+  OpenMP second, which only matters where TBB is missing. Set unless NUMBA_THREADING_LAYER
+  or NUMBA_THREADING_LAYER_PRIORITY is in the environment, and only before Numba's first
+  parallel call.
+- OpenBLAS's idle threads spin for a while after each GEMM, sharing the cores with the
+  Numba kernels between GEMMs; OPENBLAS_THREAD_TIMEOUT=4 shortens the spin. OpenBLAS reads
+  it once, when NumPy starts, so tune() can only report it: export it before Python starts.
 """
 import ctypes
 import os
@@ -27,6 +27,7 @@ import sys
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # glibc's mallopt parameters
 MMAP_THRESHOLD = 32 * 1024 * 1024                      # glibc's largest allowed value
 TRIM_THRESHOLD = 2**31 - 1
+THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
 
 
 def _tune_malloc():
@@ -43,9 +44,33 @@ def _tune_malloc():
                 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
-def configure():
-    """Apply the settings above (once per process; a user's own choices win)."""
-    if os.environ.get("TINYRES_KEEP_RUNTIME") == "1":
-        return
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-    _tune_malloc()
+def _tune_numba_threading():
+    """Numba's thread-pool order above; False where the user chose or a pool already runs."""
+    if {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
+        return False
+    import numba
+    from numba.np.ufunc import parallel
+    if getattr(parallel, "_is_initialized", False):
+        return False
+    numba.config.THREADING_LAYER_PRIORITY = list(THREADING_LAYER_PRIORITY)
+    return True
+
+
+def tune():
+    """Apply the settings above to this process; returns what was done, one line each."""
+    lines = []
+    if _tune_malloc():
+        lines.append(f"glibc malloc: mmap threshold {MMAP_THRESHOLD >> 20} MB, no trimming")
+    else:
+        lines.append("glibc malloc: left as it is (not glibc, or MALLOC_*_ set by the user)")
+    if _tune_numba_threading():
+        lines.append(f"Numba thread pools, in order: {', '.join(THREADING_LAYER_PRIORITY)}")
+    else:
+        lines.append("Numba thread pool: left as it is (chosen by the user, or already running)")
+    timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+    if timeout is None:
+        lines.append("OpenBLAS spin: not changed (export OPENBLAS_THREAD_TIMEOUT=4 before "
+                     "starting Python to shorten it)")
+    else:
+        lines.append(f"OpenBLAS spin: OPENBLAS_THREAD_TIMEOUT={timeout}, from the environment")
+    return lines

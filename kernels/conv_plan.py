@@ -1,0 +1,162 @@
+"""Which algorithm the CPU layer (cpu.py) runs for a convolution, and why: one policy.
+
+    >>> from tinyres.kernels import conv_plan
+    >>> print(conv_plan.conv_algorithm((128, 16, 32, 32), (16, 16, 3, 3), stride=1, padding=1))
+    forward: winograd, input gradient: winograd, weight gradient: shifted-rows
+      - ...one line of reason per decision...
+
+The algorithms, each held to reference.py by tests/test_kernels.py:
+
+    one-gemm      im2col of the whole batch, then one GEMM (gemm_conv.py): any layer
+    per-image     a GEMM of one image (or a few) in each of Numba's threads, straight into
+                  NCHW, no (C*kh*kw, N*OH*OW) matrix in memory: layers with at least
+                  `per_image_min_pixels_per_channel` output pixels per output channel
+    winograd      F(2x2, 3x3) (winograd.py), for the output and the input gradient of 3x3
+                  stride-1 padding-1 layers with enough pixels and channels
+    shifted-rows  the weight gradient of those 3x3 layers, at least `shifted_rows_min_width`
+                  wide, summed from shifted rows of x and grad_out (weight_grad.py)
+
+The thresholds are the fields of ConvPolicy; the measurements behind them are in
+benchmarks/README.md ("How the CPU layer picks a convolution"). Change them for this
+thread, explicitly, with a block:
+
+    with conv_plan.conv_policy(winograd_min_pixels_per_channel=None):   # no Winograd
+        ...
+    with conv_plan.conv_policy(ConvPolicy.only("one-gemm")):            # textbook im2col
+        ...
+
+The per-image and Winograd paths run GEMMs inside Numba's threads, which calls the BLAS
+SciPy ships; they are used only where SciPy's BLAS is a library of its own (SciPy's
+wheels), and cpu.py holds that library to one thread for the length of each call.
+Deciding changes nothing: no thread count or allocator is touched here.
+"""
+import contextlib
+import dataclasses
+import functools
+import os
+import threading
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvPolicy:
+    """The thresholds of the CPU layer's choice (None switches an algorithm off)."""
+
+    per_image_min_pixels_per_channel: float = 1        # OH*OW >= this * OC
+    gemm_min_columns: int = 256                        # images side by side per GEMM
+    winograd_min_pixels_per_channel: float = 0.5       # OH*OW >= this * OC, 3x3 s1 p1
+    winograd_min_channels: int = 8                     # C and OC both at least this
+    winograd_task_bytes: int = 256 * 1024              # a Winograd task's V and M, at most
+    shifted_rows_min_width: int = 16                   # OW >= this, 3x3 s1 p1
+
+    @classmethod
+    def only(cls, algorithm):
+        """A policy that runs one GEMM path everywhere: 'one-gemm' or 'per-image'."""
+        off = dict(winograd_min_pixels_per_channel=None, shifted_rows_min_width=None)
+        if algorithm == "one-gemm":
+            return cls(per_image_min_pixels_per_channel=None, **off)
+        if algorithm == "per-image":
+            return cls(per_image_min_pixels_per_channel=0, **off)
+        raise ValueError(f"ConvPolicy.only: expected 'one-gemm' or 'per-image', got "
+                         f"{algorithm!r} (Winograd and shifted rows apply to 3x3 layers only)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvPlan:
+    """What runs for one convolution: an algorithm per pass, and the reasons."""
+
+    forward: str
+    grad_input: str
+    grad_weight: str
+    reasons: tuple
+
+    def __str__(self):
+        head = (f"forward: {self.forward}, input gradient: {self.grad_input}, "
+                f"weight gradient: {self.grad_weight}")
+        return "\n".join([head] + [f"  - {r}" for r in self.reasons])
+
+
+_current = threading.local()
+
+
+def current_policy():
+    """The policy in force for this thread (ConvPolicy() unless conv_policy() changed it)."""
+    return getattr(_current, "policy", None) or ConvPolicy()
+
+
+@contextlib.contextmanager
+def conv_policy(policy=None, **changes):
+    """Use `policy` (or the current one with `changes` to its fields) in this block."""
+    base = policy if policy is not None else current_policy()
+    previous = getattr(_current, "policy", None)
+    _current.policy = dataclasses.replace(base, **changes)
+    try:
+        yield _current.policy
+    finally:
+        _current.policy = previous
+
+
+@functools.lru_cache(maxsize=None)
+def scipy_blas():
+    """The threadpoolctl controller of SciPy's own BLAS (what np.dot calls inside Numba),
+    or None where SciPy shares NumPy's BLAS or is missing. Only looks; changes nothing."""
+    try:
+        import scipy
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the library Numba calls)
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    scipy_dir = os.path.dirname(scipy.__file__)
+    own = [lib for lib in ThreadpoolController().select(user_api="blas").lib_controllers
+           if lib.filepath.startswith((scipy_dir + os.sep, scipy_dir + ".libs" + os.sep))]
+    return own[0] if own else None
+
+
+def _is_3x3_same(kh, kw, sh, sw, ph, pw):
+    return (kh, kw, sh, sw, ph, pw) == (3, 3, 1, 1, 1, 1)
+
+
+def _at_least(value, threshold):
+    return threshold is not None and value >= threshold
+
+
+def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, policy=None):
+    """The ConvPlan the CPU layer follows for x (N, C, H, W) and weight (OC, C, kh, kw)."""
+    policy = policy or current_policy()
+    _, c, h, w = x_shape
+    oc, _, kh, kw = weight_shape
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    pixels, same3 = oh * ow, _is_3x3_same(kh, kw, sh, sw, ph, pw)
+    threads_ok = scipy_blas() is not None
+    reasons = []
+
+    per_image = threads_ok and _at_least(pixels, _scaled(policy.per_image_min_pixels_per_channel, oc))
+    gemm = "per-image" if per_image else "one-gemm"
+    if not threads_ok:
+        reasons.append("SciPy has no BLAS of its own here: GEMMs inside threads are off, "
+                       "so one-gemm")
+    else:
+        reasons.append(f"{pixels} output pixels for {oc} channels: {gemm} "
+                       f"(per-image from {policy.per_image_min_pixels_per_channel} a channel)")
+
+    winograd = (same3 and threads_ok and min(c, oc) >= policy.winograd_min_channels
+                and _at_least(pixels, _scaled(policy.winograd_min_pixels_per_channel, oc)))
+    if same3:
+        reasons.append(f"3x3 stride 1 padding 1, {c} -> {oc} channels, {pixels} pixels: "
+                       f"{'winograd' if winograd else 'no winograd'} (from "
+                       f"{policy.winograd_min_pixels_per_channel} pixels a channel and "
+                       f"{policy.winograd_min_channels} channels)")
+    shifted = same3 and _at_least(ow, policy.shifted_rows_min_width)
+    if same3:
+        reasons.append(f"output {ow} wide: weight gradient "
+                       f"{'from shifted rows' if shifted else 'by GEMM'} (shifted rows from "
+                       f"{policy.shifted_rows_min_width} wide)")
+    return ConvPlan(forward="winograd" if winograd else gemm,
+                    grad_input="winograd" if winograd else gemm,
+                    grad_weight="shifted-rows" if shifted else gemm,
+                    reasons=tuple(reasons))
+
+
+def _scaled(per_channel, channels):
+    return None if per_channel is None else per_channel * channels
