@@ -333,9 +333,9 @@ def make_numpy_step(case, np, threads):
 
 def make_step(engine, case, tiny_size=False):
     """One repetition of `case` on `engine`, as a function (the worker's entry point)."""
-    if engine == "tinyres":
-        import tinyres  # noqa: F401  before NumPy, as `python -m tinyres` does: it sets
-        #                 OpenBLAS's spin time, read when NumPy loads (tinyres/__init__.py)
+    if engine == "tinyres" and case.get("tune"):
+        import tinyres
+        tinyres.runtime.tune()      # what `python -m tinyres train` does unless --no-tune
     import numpy as np
     threads = case.get("threads") or os.cpu_count()
     if tiny_size:
@@ -417,7 +417,7 @@ def rows_for(case, res, engines):
     return row, {"case": case, "ratio_tinyres_torch": ratio, "results": res}
 
 
-def run_table(cases, engines, rounds, reps, warmup, threads, title):
+def run_table(cases, engines, rounds, reps, warmup, threads, title, tune=False):
     columns = [("case", max([len(c["name"]) for c in cases] + [40]))]
     columns += [(f"{e} ms", 10) for e in engines] + [("ratio", 6)]
     columns += [(f"{e} GF/s", 10) for e in engines] + [(f"{e} MB", 8) for e in engines]
@@ -426,7 +426,7 @@ def run_table(cases, engines, rounds, reps, warmup, threads, title):
     rows, records = [], []
     _timing.print_header(columns)
     for case in cases:
-        case = dict(case, threads=threads)
+        case = dict(case, threads=threads, tune=tune)
         usable = [e for e in engines if e != "numpy" or case["kind"] == "conv"]
         res = _timing.run_case(os.path.abspath(__file__), case, usable, rounds, reps, warmup)
         res.update({e: {} for e in engines if e not in usable})
@@ -451,6 +451,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="threads for every engine (default: all cores)")
     ap.add_argument("--list", action="store_true", help="print the case names and exit")
+    ap.add_argument("--tune", action="store_true",
+                    help="tinyres's workers call tinyres.runtime.tune() first (malloc and "
+                         "Numba thread-pool settings); without it tinyres runs untuned")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -472,10 +475,11 @@ def main(argv=None):
     print("memory: growth of each worker's peak RSS (VmHWM) over the case, one fresh "
           "process per (engine, case)")
     records = run_table(cases, engines, rounds, reps, args.warmup, args.threads,
-                        "CPU, float32")
+                        "CPU, float32" + (", tinyres tuned" if args.tune else ""), args.tune)
     if args.json:
         _timing.write_json(args.json, {"machine": info, "rounds": rounds, "reps": reps,
                                        "warmup": args.warmup, "threads": args.threads,
+                                       "tinyres_tuned": args.tune,
                                        "engines": engines, "rows": records})
 
 

@@ -13,12 +13,10 @@ through window element (i, j) is entry p + i*(W+2) + j of xp. So
 
 a dot product of two contiguous rows, the second shifted, which vectorises with no test
 inside. Four output channels and the three column offsets j are summed in one pass (12
-sums, 7 loads per 12 multiply-adds). Against cpu.py's im2col + GEMM, weight gradient
-alone, 2 threads: 3.8 against 6.3 ms for 16 channels of 32x32 and 4.1 against 5.4 for 32
-of 16x16 (resnet20, batch 128), 18.6 against 23.0 for 64 of 56x56 and equal (21 ms) for 128
-of 28x28 (resnet18, batch 16); but 7.6 against 4.4 for 64 of 8x8, where each sum is short
-and ending it costs about as much as the sum. So cpu.py takes this path where the output
-is at least DIRECT_WEIGHT_GRAD_MIN_WIDTH wide.
+sums, 7 loads per 12 multiply-adds). On narrow outputs each sum is short and ending it
+costs about as much as the sum, so the CPU layer takes this path only where the output is
+at least ConvPolicy.shifted_rows_min_width wide (kernels/conv_plan.py; the measurements
+are in benchmarks/README.md).
 
 The sums run in the input's dtype and may be reassociated (fastmath "reassoc", and
 "contract" for fused multiply-adds), as in any GEMM.

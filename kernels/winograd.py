@@ -13,10 +13,9 @@ which is exactly the 3x3 correlation: 16 multiplications per tile and channel pa
 instead of 4*9 = 36, so the GEMMs do 2.25x less work than im2col's, and the transforms are
 additions. The gradient of the input is the same convolution of grad_out with the weight
 flipped and its channels swapped (`flipped`). (The weight gradient can be had from the same
-pieces, dU = (A dY A^T) @ V^T, but for the resnet20 layers its 16 small GEMMs per image
-measured slower than cpu.py's GEMM on the columns, which computes it instead.) The
-transforms of float32 data lose a few bits: measured against the direct sum, the relative
-error is below 1e-6.
+pieces, dU = (A dY A^T) @ V^T, but its 16 small GEMMs per image are slower than the other
+paths on the resnet20 layers, which compute it instead.) The transforms of float32 data
+lose a few bits against the direct sum (tests/test_kernels.py holds them to the reference).
 
 The batch is cut into tasks of `group` images, as in cpu.py's GEMM path, each with its
 own V and M in cache. Tiles of an odd-sized output run past its edge: those outputs are
@@ -29,10 +28,9 @@ vectorises; a tile row of its own (tw = 16, 8, 4 on the resnet20 layers) is too 
 that. The input transform cuts the padded plane into its even and odd rows and columns
 (pe, po), reading each row of x as pairs: the columns d0..d3 of tile j are then pe[0][j],
 pe[1][j], pe[0][j+1], pe[1][j+1], and its rows are the rows of pe and po at j and at
-j + tw + 1. The output transform writes each output row as pairs the same way. Against
-transforms written per tile, the whole convolution of 16/32/64 channels of 32x32/16x16/
-8x8 (batch 128, 2 threads) went from 4.8/4.2/4.0 ms to 3.5/3.0/3.2 ms, and resnet18's 128
-channels of 28x28 (batch 16) from 13.9 to 12.8 ms.
+j + tw + 1. The output transform writes each output row as pairs the same way. What the
+layout bought, and when Winograd pays at all, is measured in benchmarks/README.md ("How
+the CPU layer picks a convolution").
 """
 import numpy as np
 from numba import njit, prange
