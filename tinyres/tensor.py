@@ -41,7 +41,7 @@ class Tensor:
         self._base = None             # the tensor this one is a view of (shares memory)
         self._consumers = []          # weak refs to the nodes that used it (non-leaves)
         self._inference = is_inference_mode_enabled()
-        self.requires_grad = False
+        self._requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
 
@@ -145,8 +145,17 @@ class Tensor:
         if requires_grad and self.dtype not in FLOAT_DTYPES:
             raise TypeError(f"requires_grad_: only float tensors can require a gradient, "
                             f"this one is {self.dtype}")
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = bool(requires_grad)
         return self
+
+    @property
+    def requires_grad(self):
+        """Whether ops on this tensor are recorded for backward."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        self.requires_grad_(value)
 
     def to(self, device=None, dtype=None):
         """A copy on another device and/or of another dtype (self when nothing changes).
