@@ -9,13 +9,26 @@ optimizer, the schedule and both loaders; it writes a checkpoint after every epo
 `config.save` is set, and `config.resume` restores everything a run depends on (weights,
 optimizer and schedule state, the loader's shuffle generator, the augmentation generator
 and NumPy's global generator), so a resumed run continues exactly as if never stopped.
+
+Nothing runs on a config that cannot finish: validate_config() checks every field (numbers
+in range, output paths writable, the figure format one matplotlib writes) and a resume
+checks the checkpoint's stored configuration against this one, refusing a mismatch with
+the list of differences, before any data is loaded. Both raise ConfigError naming the
+field.
+
+Resuming with a different `epochs` continues the schedule from where it is: the cosine
+keeps the phase it has reached and stretches (or squeezes) the rest of its half-period to
+end at the new last epoch, so the rate never jumps back up; multistep keeps the
+milestones it was laid out with (later epochs run at the last rate). With the same
+`epochs` a resumed run is the uninterrupted one, bit for bit.
 """
 import csv
 import json
+import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -23,21 +36,31 @@ from tqdm.auto import tqdm
 import tinyres
 import tinyres.nn.functional as F
 from tinyres import data
-from tinyres.checkpoint import (load_checkpoint, numpy_rng_state, save_checkpoint,
-                                set_numpy_rng_state)
-from tinyres.models import count_parameters, get_model
+from tinyres.backend import check_device
+from tinyres.checkpoint import (CheckpointError, load_checkpoint, numpy_rng_state,
+                                save_checkpoint, set_numpy_rng_state)
+from tinyres.models import ARCHITECTURES, count_parameters, get_model
 from tinyres.optim import SGD
-from tinyres.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
+from tinyres.optim.lr_scheduler import ExtendableCosineLR, MultiStepLR
 
 DATASETS = ("digits", "mnist", "synthetic", "cifar10")
+SCHEDULES = ("cosine", "multistep")
+SHORTCUTS = ("A", "B", "C", None)
+METRICS_FORMATS = (".json", ".csv")
+# What a checkpoint's run was and must stay: a resume that asks for anything else is
+# refused. The others (epochs, device, paths, printing) may change between calls.
+RESUME_FIELDS = ("model", "shortcut", "shortcut_scale", "data", "subset", "upsample",
+                 "augment", "batch_size", "lr", "momentum", "weight_decay", "nesterov",
+                 "schedule", "milestones", "seed")
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 @dataclass
 class TrainConfig:
     """Everything a run depends on. `epochs` is the run's total length (the schedule is
-    laid out over it); `stop_after` ends this call early, after that epoch, as an
-    interruption would. `subset` keeps only the first n training samples."""
+    laid out over it), at least 1; `stop_after` ends this call early, after that epoch,
+    as an interruption would. `subset` keeps only the first n training samples (None:
+    all). validate_config() says what each field accepts."""
     model: str = "resnet20"
     data: str = "digits"
     shortcut: str = "A"              # 'A', 'B', 'C' or None (the plain twin)
@@ -63,6 +86,154 @@ class TrainConfig:
     figure: str = None
     quiet: bool = False
     stop_after: int = None
+
+
+# ----- checking a config -------------------------------------------------------------------
+class ConfigError(ValueError):
+    """A TrainConfig field with a value the run cannot use; `field` names it."""
+
+    def __init__(self, field, message):
+        super().__init__(message)
+        self.field = field
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_int(config, name, low, high=None, optional=False):
+    value = getattr(config, name)
+    if optional and value is None:
+        return
+    in_range = _is_int(value) and value >= low and (high is None or value <= high)
+    if not in_range:
+        bound = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise ConfigError(name, f"{name} must be an integer {bound}"
+                          f"{' or None' if optional else ''}, got {value!r}")
+
+
+def _check_float(config, name, low=None):
+    value = getattr(config, name)
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value) and (low is None or value >= low)
+    if not ok:
+        bound = f" >= {low}" if low is not None else ""
+        raise ConfigError(name, f"{name} must be a finite number{bound}, got {value!r}")
+
+
+def _check_choice(config, name, choices):
+    if getattr(config, name) not in choices:
+        raise ConfigError(name, f"{name} must be one of {list(choices)}, got "
+                                f"{getattr(config, name)!r}")
+
+
+def writable_problem(path):
+    """Why a file cannot be written at `path` (None when it can): the path is a folder,
+    or its folder cannot be created or written. Creates nothing."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if os.path.isdir(path):
+        return f"{path!r} is a folder, not a file"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"{path!r} exists and is not writable"
+    folder = os.path.dirname(path)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        return f"cannot create a folder for {path!r}: {folder!r} is a file"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write to folder {folder!r}"
+    return None
+
+
+def figure_formats():
+    """The file formats matplotlib can save (extensions without the dot)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def _check_outputs(config):
+    for name in ("save", "metrics", "figure"):
+        path = getattr(config, name)
+        if path is None:
+            continue
+        problem = writable_problem(path)
+        if problem:
+            raise ConfigError(name, f"{name}: {problem}")
+    if config.metrics and os.path.splitext(config.metrics)[1].lower() not in METRICS_FORMATS:
+        raise ConfigError("metrics", f"metrics {config.metrics!r}: unknown format; the "
+                                     f"file name must end in one of {list(METRICS_FORMATS)}")
+    if config.figure:
+        ext = os.path.splitext(config.figure)[1][1:].lower()
+        if ext not in figure_formats():
+            raise ConfigError("figure", f"figure {config.figure!r}: unknown format "
+                                        f"{ext or '(no extension)'!r}; matplotlib writes "
+                                        f"{', '.join(figure_formats())}")
+
+
+def validate_config(config):
+    """Raise ConfigError (naming the field) for any value the run cannot use, before any
+    work: numbers in range, known names, writable output paths, a known figure format."""
+    _check_choice(config, "model", sorted(ARCHITECTURES))
+    _check_choice(config, "data", DATASETS)
+    _check_choice(config, "shortcut", SHORTCUTS)
+    _check_choice(config, "schedule", SCHEDULES)
+    _check_float(config, "shortcut_scale")
+    for name in ("lr", "momentum", "weight_decay"):
+        _check_float(config, name, low=0)
+    for name in ("epochs", "batch_size", "eval_batch_size", "upsample"):
+        _check_int(config, name, 1)
+    _check_int(config, "subset", 1, optional=True)
+    _check_int(config, "stop_after", 1, optional=True)
+    _check_int(config, "seed", 0, 2 ** 32 - 1)
+    if config.nesterov and config.momentum <= 0:
+        raise ConfigError("nesterov", "nesterov needs a momentum > 0")
+    if config.milestones is not None and not all(_is_int(m) and m >= 1
+                                                 for m in config.milestones):
+        raise ConfigError("milestones", f"milestones must be epochs >= 1, got "
+                                        f"{config.milestones!r}")
+    try:
+        check_device(config.device)
+    except (ValueError, RuntimeError) as err:
+        raise ConfigError("device", str(err)) from err
+    if config.data == "cifar10" and not (config.data_root and os.path.isdir(config.data_root)):
+        raise ConfigError("data_root", f"data 'cifar10' needs data_root, the folder holding "
+                                       f"cifar-10-batches-py/; got {config.data_root!r}")
+    _check_outputs(config)
+
+
+# ----- checking a resume -------------------------------------------------------------------
+def _comparable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def config_differences(stored, config):
+    """'field: checkpoint X, this run Y' for each RESUME_FIELDS entry that differs."""
+    asked = asdict(config)
+    return [f"{name}: checkpoint {stored.get(name)!r}, this run {asked[name]!r}"
+            for name in RESUME_FIELDS
+            if _comparable(stored.get(name, "(absent)")) != _comparable(asked[name])]
+
+
+def resume_checkpoint(config):
+    """The checkpoint config.resume names, verified and checked against `config`: raises
+    CheckpointError for a bad file, ConfigError ('resume') for one from another run."""
+    path = config.resume
+    ckpt = load_checkpoint(path)
+    needed = {"optimizer": ckpt.optimizer, "scheduler": ckpt.scheduler,
+              "config": ckpt.extra.get("config"),
+              "generators": all(k in ckpt.rng_states for k in ("loader", "augment", "numpy"))}
+    absent = [name for name, present in needed.items() if not present]
+    if absent:
+        raise CheckpointError(f"checkpoint {path!r} cannot resume a run: it holds no "
+                              f"{', '.join(absent)} (it was not written by Trainer.save)")
+    differences = config_differences(ckpt.extra["config"], config)
+    if differences:
+        raise ConfigError("resume", f"cannot resume from {path!r}: it was trained with another "
+                                    f"configuration: " + "; ".join(differences))
+    if config.epochs < ckpt.epoch:
+        raise ConfigError("epochs", f"epochs {config.epochs} is fewer than the {ckpt.epoch} "
+                                    f"epochs checkpoint {path!r} has already trained")
+    return ckpt
 
 
 # ----- data ------------------------------------------------------------------------------
@@ -91,6 +262,12 @@ def _augmentation(config, size, rng):
     return steps
 
 
+def _check_subset(config, available):
+    if config.subset > available:
+        raise ConfigError("subset", f"subset {config.subset} is more than the {available} "
+                                    f"training images of {config.data!r}")
+
+
 def build_datasets(config, aug_rng):
     """(train set, test set, number of classes); augmentation draws from aug_rng."""
     if config.data == "cifar10":
@@ -102,12 +279,14 @@ def build_datasets(config, aug_rng):
         test_set = data.CIFAR10(config.data_root, train=False, transform=norm)
         train_set.transform = data.Compose(_augmentation(config, 32, aug_rng) + [norm])
         if config.subset:
+            _check_subset(config, len(train_set))
             train_set = data.ArrayDataset(train_set.images[:config.subset],
                                           train_set.labels[:config.subset],
                                           train_set.transform, scale=1 / 255)
         return train_set, test_set, 10
     x_train, y_train, x_test, y_test = _arrays(config)
     if config.subset:
+        _check_subset(config, len(x_train))
         x_train, y_train = x_train[:config.subset], y_train[:config.subset]
     norm = data.Normalize(*data.channel_stats(x_train))
     steps = _augmentation(config, x_train.shape[-1], aug_rng) + [norm]
@@ -125,6 +304,8 @@ class Trainer:
     """Model, optimizer, schedule and loaders for one config; fit() runs the epochs."""
 
     def __init__(self, config):
+        validate_config(config)
+        ckpt = resume_checkpoint(config) if config.resume else None
         self.config = config
         tinyres.manual_seed(config.seed)              # NumPy's global generator: init
         loader_seed, aug_seed = np.random.SeedSequence(config.seed).spawn(2)
@@ -141,8 +322,8 @@ class Trainer:
         self.scheduler = self._make_scheduler()
         self.history = []
         self.start_epoch = 0
-        if config.resume:
-            self.resume(config.resume)
+        if ckpt is not None:
+            self.restore(ckpt)
 
     def _model_options(self):
         if not self.config.model.startswith("resnet") or self.config.model in (
@@ -153,7 +334,7 @@ class Trainer:
     def _make_scheduler(self):
         c = self.config
         if c.schedule == "cosine":
-            return CosineAnnealingLR(self.optimizer, T_max=c.epochs)
+            return ExtendableCosineLR(self.optimizer, T_max=c.epochs)
         if c.schedule == "multistep":
             milestones = c.milestones or (c.epochs // 2, c.epochs * 3 // 4)
             return MultiStepLR(self.optimizer, milestones=milestones, gamma=0.1)
@@ -244,20 +425,34 @@ class Trainer:
                                                   "config": asdict(self.config)})
 
     def resume(self, path):
-        """Restore everything from a checkpoint; fit() then continues after its epoch."""
-        ckpt = load_checkpoint(path)
-        saved_model = ckpt.extra.get("config", {}).get("model", self.config.model)
-        if saved_model != self.config.model:
-            raise ValueError(f"checkpoint {path!r} holds a {saved_model}, this run builds a "
-                             f"{self.config.model}")
+        """Restore everything from the checkpoint at `path`, after checking that it comes
+        from a run with this config (see resume_checkpoint); fit() then continues."""
+        self.restore(resume_checkpoint(replace(self.config, resume=path)))
+
+    def restore(self, ckpt):
+        """Load a checked checkpoint: weights, optimizer, schedule, generators, history.
+        With more (or fewer) epochs than the checkpoint's run had, the schedule continues
+        from where it is to the new end (see continue_schedule)."""
         self.model.load_state_dict(ckpt.model)
         self.optimizer.load_state_dict(ckpt.optimizer)
         self.scheduler.load_state_dict(ckpt.scheduler)
+        continue_schedule(self.scheduler, ckpt.extra["config"]["epochs"], self.config.epochs)
         self.train_loader.load_state_dict(ckpt.rng_states["loader"])
         self.aug_rng.bit_generator.state = ckpt.rng_states["augment"]
         set_numpy_rng_state(ckpt.rng_states["numpy"])
         self.history = list(ckpt.extra.get("history", []))
         self.start_epoch = ckpt.epoch
+
+
+def continue_schedule(scheduler, old_epochs, new_epochs):
+    """Re-plan a restored schedule for a run now `new_epochs` long instead of
+    `old_epochs`. Cosine: keep the phase reached and stretch the rest of the half-cosine
+    to end at new_epochs (the rate keeps decreasing, never jumps back up). Multistep:
+    unchanged (the milestones stay where they were; later epochs run at the last rate).
+    The same length changes nothing, so the resumed run is the uninterrupted one."""
+    if new_epochs != old_epochs and new_epochs > scheduler.last_epoch \
+            and isinstance(scheduler, ExtendableCosineLR):
+        scheduler.extend(new_epochs)
 
 
 def train(config):
@@ -277,7 +472,7 @@ def format_row(row, epochs):
 def write_metrics(history, path, config=None):
     """The history as CSV (a path ending in .csv) or JSON {config, history}."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if path.endswith(".csv"):
+    if path.lower().endswith(".csv"):
         with open(path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(history[0]) if history else ["epoch"])
             writer.writeheader()
