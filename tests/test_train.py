@@ -1,7 +1,11 @@
-"""Training, checkpoints and the command line: checkpoints round-trip and refuse damaged
-files, a failed save keeps the last good one, a resumed run is bit-for-bit the
-uninterrupted one, and `python -m tinyres` trains end to end and prints the probe table."""
+"""Training and the command line: a resumed run is bit-for-bit the uninterrupted one, a
+resume with more epochs continues the cosine downwards, a resume from another
+architecture or configuration is refused with every difference, the same seed gives the
+same run bit for bit (in this process and in a fresh one), every bad option is a usage
+error before any work, and `python -m tinyres` trains end to end and prints the probe
+table. (The checkpoint files themselves: test_checkpoint.py.)"""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -10,13 +14,19 @@ import numpy as np
 import pytest
 
 import tinyres
-from tinyres import checkpoint, nn
+from tinyres import nn
 from tinyres.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tinyres.optim import SGD
-from tinyres.optim.lr_scheduler import MultiStepLR
-from tinyres.train import Trainer, TrainConfig, train
+from tinyres.optim.lr_scheduler import CosineAnnealingLR, ExtendableCosineLR
+from tinyres.train import ConfigError, Trainer, TrainConfig, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child_env():
+    env = dict(os.environ, MPLBACKEND="Agg")
+    env.setdefault("NUMBA_CACHE_DIR", "/tmp/numba_cache")
+    return env
 
 
 # ----- training and exact resume -----------------------------------------------------------
@@ -58,6 +68,152 @@ def test_resume_without_the_rng_states_would_differ(tmp_path):
     assert partial.fit()[-1]["train_loss"] != full[-1]["train_loss"]
 
 
+# ----- a resume with another length, or from another run -----------------------------------
+def cosine_rates(scheduler_class, T_max, steps, extend_at=None, new_T_max=None):
+    """The rate before each of `steps` scheduler steps and after the last one."""
+    optimizer = SGD(nn.Linear(2, 2).parameters(), lr=0.1, momentum=0.9)
+    scheduler = scheduler_class(optimizer, T_max=T_max, eta_min=0.001)
+    rates = [optimizer.param_groups[0]["lr"]]
+    for step in range(steps):
+        if step == extend_at:
+            scheduler.extend(new_T_max)
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    return rates
+
+
+def test_extendable_cosine_is_the_cosine_until_extended():
+    ours = cosine_rates(ExtendableCosineLR, 5, 12)
+    assert ours == cosine_rates(CosineAnnealingLR, 5, 12)          # bit for bit
+    torch = pytest.importorskip("torch")
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=5, eta_min=0.001)
+    theirs = [optimizer.param_groups[0]["lr"]]
+    for _ in range(12):
+        optimizer.step()
+        scheduler.step()
+        theirs.append(optimizer.param_groups[0]["lr"])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("T_max, at, new_T_max", [(4, 2, 9), (10, 7, 12), (6, 3, 4), (3, 3, 5)])
+def test_an_extended_cosine_keeps_decreasing_to_the_floor_at_the_new_end(T_max, at, new_T_max):
+    rates = cosine_rates(ExtendableCosineLR, T_max, new_T_max, at, new_T_max)
+    assert rates[:at + 1] == cosine_rates(ExtendableCosineLR, T_max, at)   # no jump at `at`
+    pairs = list(zip(rates, rates[1:]))
+    assert all(a >= b for a, b in pairs), rates                           # never climbs
+    assert all(a > b for a, b in pairs if a > 0.001 + 1e-15), rates       # falls to the
+    assert rates[-1] == pytest.approx(0.001, abs=1e-15)                   # floor at the end
+    old = cosine_rates(CosineAnnealingLR, T_max, new_T_max)
+    if new_T_max > T_max:                       # what the unextended cosine does instead
+        assert old[T_max] == pytest.approx(0.001) and old[-1] > old[T_max]
+
+
+def test_resume_with_more_epochs_continues_the_cosine_downwards(tmp_path):
+    save = str(tmp_path / "run.npz")
+    first = train(tiny_config(tmp_path, epochs=3, stop_after=2, save=save))
+    longer = tiny_config(tmp_path, epochs=5, resume=save, save=str(tmp_path / "longer.npz"),
+                         stop_after=4)
+    assert len(Trainer(longer).fit()) == 4
+    again = Trainer(tiny_config(tmp_path, epochs=5, resume=str(tmp_path / "longer.npz")))
+    history = again.fit()                  # the restored rows and the fifth epoch
+    rates = [row["lr"] for row in history]
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]
+    assert rates[:2] == [row["lr"] for row in first]
+    assert all(a > b for a, b in zip(rates, rates[1:])), rates
+    assert again.scheduler.get_last_lr() == [pytest.approx(0.0, abs=1e-15)]  # at epoch 5
+    # the stretched cosine is one curve: a single resume to 5 epochs gives the same rates
+    once = Trainer(tiny_config(tmp_path, epochs=5, resume=save, stop_after=4)).fit()
+    assert [row["lr"] for row in once] == rates[:4]
+
+
+def test_resume_refuses_another_architecture_or_configuration(tmp_path):
+    save = str(tmp_path / "run.npz")
+    train(tiny_config(tmp_path, epochs=3, stop_after=2, save=save))
+    assert Trainer(tiny_config(tmp_path, epochs=3, resume=save)).start_epoch == 2
+    cases = [({"shortcut": None}, ["shortcut"]),                       # the plain twin
+             ({"shortcut_scale": 0.5}, ["shortcut_scale"]),
+             ({"model": "resnet32", "lr": 0.1, "batch_size": 16, "seed": 4},
+              ["model", "lr", "batch_size", "seed"]),
+             ({"augment": False, "subset": 64, "schedule": "multistep"},
+              ["augment", "subset", "schedule"])]
+    for overrides, differing in cases:
+        with pytest.raises(ConfigError) as err:
+            Trainer(tiny_config(tmp_path, epochs=3, resume=save, **overrides))
+        message = str(err.value)
+        assert err.value.field == "resume" and repr(save) in message
+        listed = [part.split(":")[0].strip() for part in message.split(": ", 2)[2].split("; ")]
+        assert sorted(listed) == sorted(differing), message
+    with pytest.raises(ConfigError, match="fewer than the 2 epochs") as err:
+        Trainer(tiny_config(tmp_path, epochs=1, resume=save))
+    assert err.value.field == "epochs"
+    done = str(tmp_path / "done.npz")                    # a cosine run that has finished
+    train(tiny_config(tmp_path, epochs=3, resume=save, save=done))
+    with pytest.raises(ConfigError, match="finished its cosine schedule") as err:
+        Trainer(tiny_config(tmp_path, epochs=6, resume=done))
+    assert err.value.field == "epochs"
+
+
+def test_resume_refuses_a_checkpoint_that_is_not_a_training_run(tmp_path):
+    save = str(tmp_path / "weights.npz")
+    save_checkpoint(save, tinyres.models.resnet20(num_classes=4), epoch=1)
+    with pytest.raises(CheckpointError, match="cannot resume a run: it holds no optimizer, "
+                                              "scheduler, config, generators"):
+        Trainer(tiny_config(tmp_path, resume=save))
+
+
+# ----- determinism -------------------------------------------------------------------------
+def run_state(trainer):
+    """Every parameter, buffer and optimizer entry of a trained Trainer, as arrays."""
+    state = {f"param/{k}": p.numpy() for k, p in trainer.model.named_parameters()}
+    state.update({f"buffer/{k}": np.asarray(b.numpy() if hasattr(b, "numpy") else b)
+                  for k, b in trainer.model.named_buffers()})
+    state.update({f"optimizer/{k}": np.asarray(v)
+                  for k, v in trainer.optimizer.state_dict().items()})
+    return state
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
+
+
+CHILD_TRAIN = """
+import json, sys
+import numpy as np
+from tinyres.train import TrainConfig, Trainer
+trainer = Trainer(TrainConfig(**json.loads(sys.argv[1])))
+trainer.fit()
+state = {f"param/{k}": p.numpy() for k, p in trainer.model.named_parameters()}
+state.update({f"buffer/{k}": b.numpy() for k, b in trainer.model.named_buffers()})
+np.savez(sys.argv[2], **state)
+"""
+
+
+def test_the_same_seed_gives_the_same_run_bit_for_bit(tmp_path):
+    config = tiny_config(tmp_path, epochs=2)
+    first = Trainer(config)
+    first.fit()
+    np.random.seed(12345)                     # whatever the global generator holds now
+    second = Trainer(config)
+    second.fit()
+    assert_same_state(run_state(first), run_state(second))
+    assert any(k.startswith("buffer/") and "running_var" in k for k in run_state(first))
+    other = Trainer(tiny_config(tmp_path, epochs=2, seed=4))       # the negative control
+    other.fit()
+    assert not all(np.array_equal(v, run_state(other)[k]) for k, v in run_state(first).items())
+    from dataclasses import asdict
+    out = subprocess.run([sys.executable, "-c", CHILD_TRAIN, json.dumps(asdict(config)),
+                          str(tmp_path / "child.npz")], cwd=ROOT, env=child_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    with np.load(tmp_path / "child.npz") as child:
+        fresh = {k: child[k] for k in child.files}
+    mine = {k: v for k, v in run_state(first).items() if not k.startswith("optimizer/")}
+    assert_same_state(mine, fresh)
+
+
 def test_training_learns_and_writes_metrics_and_figure(tmp_path):
     config = tiny_config(tmp_path, subset=None, epochs=3, lr=0.1,
                          metrics=str(tmp_path / "m.json"), figure=str(tmp_path / "curves.png"))
@@ -75,14 +231,13 @@ def test_training_learns_and_writes_metrics_and_figure(tmp_path):
 def test_bad_options_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="schedule"):
         Trainer(tiny_config(tmp_path, schedule="linear"))
-    with pytest.raises(ValueError, match="dataset"):
+    with pytest.raises(ValueError, match="data must be one of"):
         Trainer(tiny_config(tmp_path, data="imagenet"))
 
 
 # ----- the command line ----------------------------------------------------------------------
 def test_cli_demo_runs_end_to_end_and_prints_the_probe_table(tmp_path):
-    env = dict(os.environ, MPLBACKEND="Agg")
-    env.setdefault("NUMBA_CACHE_DIR", "/tmp/numba_cache")
+    env = child_env()
     out = subprocess.run(
         [sys.executable, "-m", "tinyres", "demo", "--data", "synthetic", "--subset", "64",
          "--save", str(tmp_path / "c.npz"), "--metrics", str(tmp_path / "m.csv")],

@@ -233,6 +233,12 @@ def resume_checkpoint(config):
     if config.epochs < ckpt.epoch:
         raise ConfigError("epochs", f"epochs {config.epochs} is fewer than the {ckpt.epoch} "
                                     f"epochs checkpoint {path!r} has already trained")
+    finished = ckpt.epoch >= ckpt.extra["config"]["epochs"]
+    if config.schedule == "cosine" and finished and config.epochs > ckpt.epoch:
+        raise ConfigError("epochs", f"checkpoint {path!r} finished its cosine schedule at "
+                                    f"epoch {ckpt.epoch}: its learning rate is 0, so "
+                                    f"epochs {config.epochs} would train no further; start "
+                                    f"a new run (or resume before the end)")
     return ckpt
 
 
