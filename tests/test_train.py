@@ -259,3 +259,78 @@ def test_cli_plain_model_and_resume(tmp_path, capsys):
     assert main(args + ["--epochs", "3", "--resume", str(tmp_path / "c.npz")]) == 0
     assert "resumed from" in capsys.readouterr().out
     assert load_checkpoint(str(tmp_path / "c.npz")).epoch == 3
+    before = (tmp_path / "c.npz").read_bytes()
+    assert main(args + ["--epochs", "3", "--resume", str(tmp_path / "c.npz")]) == 0
+    assert "nothing to train" in capsys.readouterr().out          # a no-op that says so
+    assert (tmp_path / "c.npz").read_bytes() == before
+
+
+BAD_OPTIONS = [
+    (["--epochs", "0"], "--epochs"), (["--epochs", "-1"], "--epochs"),
+    (["--subset", "0"], "--subset"), (["--subset", "-5"], "--subset"),
+    (["--subset", "100000"], "--subset"), (["--batch-size", "0"], "--batch-size"),
+    (["--upsample", "0"], "--upsample"), (["--lr", "-0.1"], "--lr"), (["--lr", "nan"], "--lr"),
+    (["--momentum", "-1"], "--momentum"), (["--weight-decay", "-1e-4"], "--weight-decay"),
+    (["--seed", "-1"], "--seed"), (["--seed", str(2 ** 32)], "--seed"),
+    (["--shortcut-scale", "inf"], "--shortcut-scale"), (["--device", "tpu"], "--device"),
+    (["--model", "vgg16"], "--model"), (["--data", "cifar10"], "--data-root"),
+    (["--figure", "{tmp}/curves.xyz"], "--figure"), (["--figure", "{tmp}/curves"], "--figure"),
+    (["--figure", "{file}/curves.png"], "--figure"), (["--metrics", "{tmp}/m.txt"], "--metrics"),
+    (["--metrics", "{file}/m.json"], "--metrics"), (["--metrics", "{tmp}"], "--metrics"),
+    (["--save", "{file}/sub/c.npz"], "--save"), (["--save", "{tmp}"], "--save"),
+    (["--resume", "{tmp}/none.npz"], "--resume"), (["--resume", "{file}"], "--resume"),
+]
+
+
+@pytest.mark.parametrize("command", ["train", "demo"])
+@pytest.mark.parametrize("options, option", BAD_OPTIONS)
+def test_cli_refuses_a_bad_option_before_any_work(tmp_path, monkeypatch, capsys, command,
+                                                  options, option):
+    from tinyres.__main__ import main
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setattr(Trainer, "fit", lambda self, log=print: pytest.fail("training ran"))
+    options = [o.format(tmp=tmp_path, file=tmp_path / "a_file") for o in options]
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--data", "synthetic", "--quiet"] + options)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {option}: " in err and "usage: python -m tinyres" in err, err
+
+
+@pytest.mark.parametrize("options, option", [(["--seed", "-1"], "--seed"),
+                                             (["--out", "{file}/figures"], "--out")])
+def test_cli_experiment_refuses_a_bad_option_before_any_work(tmp_path, monkeypatch, capsys,
+                                                             options, option):
+    import tinyres.experiments
+    from tinyres.__main__ import main
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setattr(tinyres.experiments, "run", lambda *a, **k: pytest.fail("it ran"))
+    options = [o.format(file=tmp_path / "a_file") for o in options]
+    with pytest.raises(SystemExit) as exit_:
+        main(["experiment", "lesion", "--quick"] + options)
+    assert exit_.value.code == 2 and f"error: argument {option}: " in capsys.readouterr().err
+
+
+def test_cli_accepts_the_edges_of_each_range(tmp_path, monkeypatch):
+    """The control for the refusals above: the smallest valid values get to training."""
+    from tinyres.__main__ import main
+    ran = []
+    monkeypatch.setattr(Trainer, "fit", lambda self, log=print: ran.append(self.config))
+    monkeypatch.setattr("tinyres.__main__.report", lambda trainer: None)
+    assert main(["train", "--data", "synthetic", "--quiet", "--epochs", "1", "--subset", "1",
+                 "--batch-size", "1", "--upsample", "1", "--lr", "0", "--momentum", "0",
+                 "--weight-decay", "0", "--seed", str(2 ** 32 - 1), "--figure",
+                 str(tmp_path / "new" / "c.SVG"), "--metrics", str(tmp_path / "m.CSV"),
+                 "--save", str(tmp_path / "new" / "c.npz")]) == 0
+    assert ran and ran[0].subset == 1 and ran[0].seed == 2 ** 32 - 1
+    assert not (tmp_path / "new").exists()                   # checking created nothing
+
+
+def test_every_cli_option_has_help_text():
+    from tinyres.__main__ import build_parser
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    missing = [f"{name} {'/'.join(action.option_strings) or action.dest}"
+               for name, sub in commands.items() for action in sub._actions
+               if not (action.help or "").strip()]
+    assert len(commands) >= 3 and not missing, missing
