@@ -5,7 +5,6 @@ same run bit for bit (in this process and in a fresh one), every bad option is a
 error before any work, and `python -m tinyres` trains end to end and prints the probe
 table. (The checkpoint files themselves: test_checkpoint.py.)"""
 import json
-import math
 import os
 import subprocess
 import sys

@@ -8,6 +8,11 @@
 Each command is a pair of functions, one adding its options to an argparse parser and one
 running it with the parsed arguments, listed once in COMMANDS. Adding a command is
 writing those two functions and one line there.
+
+A run function checks every option before any work (through tinyres.train_config for
+train and demo) and raises UsageError for a bad one; main() reports it as argparse does,
+naming the option, with exit code 2. So a bad --figure format, an unwritable --metrics
+path or --epochs 0 fails at once, not after the training.
 """
 import argparse
 import os
@@ -19,9 +24,10 @@ import numpy as np
 
 import tinyres
 import tinyres.nn.functional as F
-from tinyres.probes import GradientProbe
 from tinyres.checkpoint import CheckpointError
-from tinyres.train import DATASETS, ConfigError, TrainConfig, Trainer, writable_problem
+from tinyres.probes import GradientProbe
+from tinyres.train import Trainer
+from tinyres.train_config import DATASETS, ConfigError, TrainConfig, writable_problem
 
 
 # ----- train ---------------------------------------------------------------------------

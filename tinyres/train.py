@@ -10,11 +10,9 @@ optimizer, the schedule and both loaders; it writes a checkpoint after every epo
 optimizer and schedule state, the loader's shuffle generator, the augmentation generator
 and NumPy's global generator), so a resumed run continues exactly as if never stopped.
 
-Nothing runs on a config that cannot finish: validate_config() checks every field (numbers
-in range, output paths writable, the figure format one matplotlib writes) and a resume
-checks the checkpoint's stored configuration against this one, refusing a mismatch with
-the list of differences, before any data is loaded. Both raise ConfigError naming the
-field.
+Nothing runs on a config that cannot finish: the Trainer first checks every field and,
+when resuming, the checkpoint's stored configuration against this one (see
+tinyres.train_config), before any data is loaded.
 
 Resuming with a different `epochs` continues the schedule from where it is: the cosine
 keeps the phase it has reached and stretches (or squeezes) the rest of its half-period to
@@ -24,11 +22,10 @@ milestones it was laid out with (later epochs run at the last rate). With the sa
 """
 import csv
 import json
-import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -36,210 +33,14 @@ from tqdm.auto import tqdm
 import tinyres
 import tinyres.nn.functional as F
 from tinyres import data
-from tinyres.backend import check_device
-from tinyres.checkpoint import (CheckpointError, load_checkpoint, numpy_rng_state,
-                                save_checkpoint, set_numpy_rng_state)
-from tinyres.models import ARCHITECTURES, count_parameters, get_model
+from tinyres.checkpoint import numpy_rng_state, save_checkpoint, set_numpy_rng_state
+from tinyres.models import count_parameters, get_model
 from tinyres.optim import SGD
 from tinyres.optim.lr_scheduler import ExtendableCosineLR, MultiStepLR
+from tinyres.train_config import (DATASETS, ConfigError, TrainConfig, resume_checkpoint,
+                                  validate_config)
 
-DATASETS = ("digits", "mnist", "synthetic", "cifar10")
-SCHEDULES = ("cosine", "multistep")
-SHORTCUTS = ("A", "B", "C", None)
-METRICS_FORMATS = (".json", ".csv")
-# What a checkpoint's run was and must stay: a resume that asks for anything else is
-# refused. The others (epochs, device, paths, printing) may change between calls.
-RESUME_FIELDS = ("model", "shortcut", "shortcut_scale", "data", "subset", "upsample",
-                 "augment", "batch_size", "lr", "momentum", "weight_decay", "nesterov",
-                 "schedule", "milestones", "seed")
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on. `epochs` is the run's total length (the schedule is
-    laid out over it), at least 1; `stop_after` ends this call early, after that epoch,
-    as an interruption would. `subset` keeps only the first n training samples (None:
-    all). validate_config() says what each field accepts."""
-    model: str = "resnet20"
-    data: str = "digits"
-    shortcut: str = "A"              # 'A', 'B', 'C' or None (the plain twin)
-    shortcut_scale: float = 1.0
-    epochs: int = 15
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    schedule: str = "cosine"         # 'cosine' or 'multistep'
-    milestones: tuple = None         # multistep epochs; default half and three quarters
-    device: str = "cpu"
-    seed: int = 0
-    augment: bool = True
-    upsample: int = 1                # nearest-neighbour factor for small images
-    subset: int = None
-    data_root: str = None            # the folder holding cifar-10-batches-py/
-    eval_batch_size: int = 256
-    save: str = None
-    resume: str = None
-    metrics: str = None
-    figure: str = None
-    quiet: bool = False
-    stop_after: int = None
-
-
-# ----- checking a config -------------------------------------------------------------------
-class ConfigError(ValueError):
-    """A TrainConfig field with a value the run cannot use; `field` names it."""
-
-    def __init__(self, field, message):
-        super().__init__(message)
-        self.field = field
-
-
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _check_int(config, name, low, high=None, optional=False):
-    value = getattr(config, name)
-    if optional and value is None:
-        return
-    in_range = _is_int(value) and value >= low and (high is None or value <= high)
-    if not in_range:
-        bound = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise ConfigError(name, f"{name} must be an integer {bound}"
-                          f"{' or None' if optional else ''}, got {value!r}")
-
-
-def _check_float(config, name, low=None):
-    value = getattr(config, name)
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) \
-        and math.isfinite(value) and (low is None or value >= low)
-    if not ok:
-        bound = f" >= {low}" if low is not None else ""
-        raise ConfigError(name, f"{name} must be a finite number{bound}, got {value!r}")
-
-
-def _check_choice(config, name, choices):
-    if getattr(config, name) not in choices:
-        raise ConfigError(name, f"{name} must be one of {list(choices)}, got "
-                                f"{getattr(config, name)!r}")
-
-
-def writable_problem(path):
-    """Why a file cannot be written at `path` (None when it can): the path is a folder,
-    or its folder cannot be created or written. Creates nothing."""
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    if os.path.isdir(path):
-        return f"{path!r} is a folder, not a file"
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        return f"{path!r} exists and is not writable"
-    folder = os.path.dirname(path)
-    while not os.path.exists(folder):
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder):
-        return f"cannot create a folder for {path!r}: {folder!r} is a file"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"cannot write to folder {folder!r}"
-    return None
-
-
-def figure_formats():
-    """The file formats matplotlib can save (extensions without the dot)."""
-    from matplotlib.backend_bases import FigureCanvasBase
-    return sorted(FigureCanvasBase.get_supported_filetypes())
-
-
-def _check_outputs(config):
-    for name in ("save", "metrics", "figure"):
-        path = getattr(config, name)
-        if path is None:
-            continue
-        problem = writable_problem(path)
-        if problem:
-            raise ConfigError(name, f"{name}: {problem}")
-    if config.metrics and os.path.splitext(config.metrics)[1].lower() not in METRICS_FORMATS:
-        raise ConfigError("metrics", f"metrics {config.metrics!r}: unknown format; the "
-                                     f"file name must end in one of {list(METRICS_FORMATS)}")
-    if config.figure:
-        ext = os.path.splitext(config.figure)[1][1:].lower()
-        if ext not in figure_formats():
-            raise ConfigError("figure", f"figure {config.figure!r}: unknown format "
-                                        f"{ext or '(no extension)'!r}; matplotlib writes "
-                                        f"{', '.join(figure_formats())}")
-
-
-def validate_config(config):
-    """Raise ConfigError (naming the field) for any value the run cannot use, before any
-    work: numbers in range, known names, writable output paths, a known figure format."""
-    _check_choice(config, "model", sorted(ARCHITECTURES))
-    _check_choice(config, "data", DATASETS)
-    _check_choice(config, "shortcut", SHORTCUTS)
-    _check_choice(config, "schedule", SCHEDULES)
-    _check_float(config, "shortcut_scale")
-    for name in ("lr", "momentum", "weight_decay"):
-        _check_float(config, name, low=0)
-    for name in ("epochs", "batch_size", "eval_batch_size", "upsample"):
-        _check_int(config, name, 1)
-    _check_int(config, "subset", 1, optional=True)
-    _check_int(config, "stop_after", 1, optional=True)
-    _check_int(config, "seed", 0, 2 ** 32 - 1)
-    if config.nesterov and config.momentum <= 0:
-        raise ConfigError("nesterov", "nesterov needs a momentum > 0")
-    if config.milestones is not None and not all(_is_int(m) and m >= 1
-                                                 for m in config.milestones):
-        raise ConfigError("milestones", f"milestones must be epochs >= 1, got "
-                                        f"{config.milestones!r}")
-    try:
-        check_device(config.device)
-    except (ValueError, RuntimeError) as err:
-        raise ConfigError("device", str(err)) from err
-    if config.data == "cifar10" and not (config.data_root and os.path.isdir(config.data_root)):
-        raise ConfigError("data_root", f"data 'cifar10' needs data_root, the folder holding "
-                                       f"cifar-10-batches-py/; got {config.data_root!r}")
-    _check_outputs(config)
-
-
-# ----- checking a resume -------------------------------------------------------------------
-def _comparable(value):
-    return tuple(value) if isinstance(value, list) else value
-
-
-def config_differences(stored, config):
-    """'field: checkpoint X, this run Y' for each RESUME_FIELDS entry that differs."""
-    asked = asdict(config)
-    return [f"{name}: checkpoint {stored.get(name)!r}, this run {asked[name]!r}"
-            for name in RESUME_FIELDS
-            if _comparable(stored.get(name, "(absent)")) != _comparable(asked[name])]
-
-
-def resume_checkpoint(config):
-    """The checkpoint config.resume names, verified and checked against `config`: raises
-    CheckpointError for a bad file, ConfigError ('resume') for one from another run."""
-    path = config.resume
-    ckpt = load_checkpoint(path)
-    needed = {"optimizer": ckpt.optimizer, "scheduler": ckpt.scheduler,
-              "config": ckpt.extra.get("config"),
-              "generators": all(k in ckpt.rng_states for k in ("loader", "augment", "numpy"))}
-    absent = [name for name, present in needed.items() if not present]
-    if absent:
-        raise CheckpointError(f"checkpoint {path!r} cannot resume a run: it holds no "
-                              f"{', '.join(absent)} (it was not written by Trainer.save)")
-    differences = config_differences(ckpt.extra["config"], config)
-    if differences:
-        raise ConfigError("resume", f"cannot resume from {path!r}: it was trained with another "
-                                    f"configuration: " + "; ".join(differences))
-    if config.epochs < ckpt.epoch:
-        raise ConfigError("epochs", f"epochs {config.epochs} is fewer than the {ckpt.epoch} "
-                                    f"epochs checkpoint {path!r} has already trained")
-    finished = ckpt.epoch >= ckpt.extra["config"]["epochs"]
-    if config.schedule == "cosine" and finished and config.epochs > ckpt.epoch:
-        raise ConfigError("epochs", f"checkpoint {path!r} finished its cosine schedule at "
-                                    f"epoch {ckpt.epoch}: its learning rate is 0, so "
-                                    f"epochs {config.epochs} would train no further; start "
-                                    f"a new run (or resume before the end)")
-    return ckpt
 
 
 # ----- data ------------------------------------------------------------------------------
@@ -504,3 +305,7 @@ def plot_history(history, path):
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
+
+
+__all__ = ["ConfigError", "TrainConfig", "Trainer", "build_datasets", "continue_schedule",
+           "format_row", "plot_history", "train", "write_metrics"]
