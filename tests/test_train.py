@@ -273,6 +273,7 @@ BAD_OPTIONS = [
     (["--seed", "-1"], "--seed"), (["--seed", str(2 ** 32)], "--seed"),
     (["--shortcut-scale", "inf"], "--shortcut-scale"), (["--device", "tpu"], "--device"),
     (["--model", "vgg16"], "--model"), (["--data", "cifar10"], "--data-root"),
+    (["--data", "cifar10", "--data-root", "{tmp}"], "--data-root"),
     (["--figure", "{tmp}/curves.xyz"], "--figure"), (["--figure", "{tmp}/curves"], "--figure"),
     (["--figure", "{file}/curves.png"], "--figure"), (["--metrics", "{tmp}/m.txt"], "--metrics"),
     (["--metrics", "{file}/m.json"], "--metrics"), (["--metrics", "{tmp}"], "--metrics"),

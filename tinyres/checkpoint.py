@@ -165,6 +165,9 @@ _TEMP = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]+$")
 
 
 def _process_exists(pid):
+    """Whether process `pid` runs (True when it cannot be told: its file is kept)."""
+    if os.name != "posix":
+        return True                   # Windows' os.kill would terminate the process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

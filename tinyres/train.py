@@ -243,7 +243,7 @@ class Trainer:
         self.model.load_state_dict(ckpt.model)
         self.optimizer.load_state_dict(ckpt.optimizer)
         self.scheduler.load_state_dict(ckpt.scheduler)
-        continue_schedule(self.scheduler, ckpt.extra["config"]["epochs"], self.config.epochs)
+        continue_schedule(self.scheduler, self.config.epochs)
         self.train_loader.load_state_dict(ckpt.rng_states["loader"])
         self.aug_rng.bit_generator.state = ckpt.rng_states["augment"]
         set_numpy_rng_state(ckpt.rng_states["numpy"])
@@ -251,15 +251,16 @@ class Trainer:
         self.start_epoch = ckpt.epoch
 
 
-def continue_schedule(scheduler, old_epochs, new_epochs):
-    """Re-plan a restored schedule for a run now `new_epochs` long instead of
-    `old_epochs`. Cosine: keep the phase reached and stretch the rest of the half-cosine
-    to end at new_epochs (the rate keeps decreasing, never jumps back up). Multistep:
-    unchanged (the milestones stay where they were; later epochs run at the last rate).
-    The same length changes nothing, so the resumed run is the uninterrupted one."""
-    if new_epochs != old_epochs and new_epochs > scheduler.last_epoch \
-            and isinstance(scheduler, ExtendableCosineLR):
-        scheduler.extend(new_epochs)
+def continue_schedule(scheduler, epochs):
+    """Re-plan a restored schedule for a run now `epochs` long. Cosine laid out over
+    another length: keep the phase reached and stretch (or squeeze) the rest of the
+    half-cosine to end at `epochs`, so the rate keeps decreasing and never jumps back up.
+    Multistep: unchanged (the milestones stay where they were; later epochs run at the
+    last rate). The same length changes nothing: the resumed run is the uninterrupted
+    one, bit for bit."""
+    if isinstance(scheduler, ExtendableCosineLR) and scheduler.T_max != epochs \
+            and epochs > scheduler.last_epoch:
+        scheduler.extend(epochs)
 
 
 def train(config):

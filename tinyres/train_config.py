@@ -143,6 +143,22 @@ def _check_outputs(config):
                                         f"{', '.join(figure_formats())}")
 
 
+def _check_cifar_root(root):
+    """data_root must hold the extracted CIFAR-10 batches."""
+    from tinyres.data.datasets import CIFAR_TEST_FILES, CIFAR_TRAIN_FILES, cifar_folder
+    needs = "data 'cifar10' needs data_root, the folder holding cifar-10-batches-py/"
+    if not root:
+        raise ConfigError("data_root", f"{needs}; got {root!r}")
+    try:
+        folder = cifar_folder(root)
+    except FileNotFoundError as err:
+        raise ConfigError("data_root", f"{needs}: {err}") from err
+    missing = [name for name in CIFAR_TRAIN_FILES + CIFAR_TEST_FILES
+               if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        raise ConfigError("data_root", f"{needs}: {folder!r} lacks {missing}")
+
+
 def validate_config(config):
     """Raise ConfigError (naming the field) for any value the run cannot use, before any
     work: numbers in range, known names, writable output paths, a known figure format."""
@@ -168,9 +184,8 @@ def validate_config(config):
         check_device(config.device)
     except (ValueError, RuntimeError) as err:
         raise ConfigError("device", str(err)) from err
-    if config.data == "cifar10" and not (config.data_root and os.path.isdir(config.data_root)):
-        raise ConfigError("data_root", f"data 'cifar10' needs data_root, the folder holding "
-                                       f"cifar-10-batches-py/; got {config.data_root!r}")
+    if config.data == "cifar10":
+        _check_cifar_root(config.data_root)
     _check_outputs(config)
 
 
@@ -181,10 +196,10 @@ def _comparable(value):
 
 def config_differences(stored, config):
     """'field: checkpoint X, this run Y' for each RESUME_FIELDS entry that differs."""
-    asked = asdict(config)
-    return [f"{name}: checkpoint {stored.get(name)!r}, this run {asked[name]!r}"
+    asked, absent = asdict(config), "(absent)"
+    return [f"{name}: checkpoint {stored.get(name, absent)!r}, this run {asked[name]!r}"
             for name in RESUME_FIELDS
-            if _comparable(stored.get(name, "(absent)")) != _comparable(asked[name])]
+            if _comparable(stored.get(name, absent)) != _comparable(asked[name])]
 
 
 def resume_checkpoint(config):
@@ -192,21 +207,22 @@ def resume_checkpoint(config):
     CheckpointError for a bad file, ConfigError ('resume') for one from another run."""
     path = config.resume
     ckpt = load_checkpoint(path)
+    stored = ckpt.extra.get("config")
     needed = {"optimizer": ckpt.optimizer, "scheduler": ckpt.scheduler,
-              "config": ckpt.extra.get("config"),
+              "config": isinstance(stored, dict) and _is_int(stored.get("epochs")),
               "generators": all(k in ckpt.rng_states for k in ("loader", "augment", "numpy"))}
     absent = [name for name, present in needed.items() if not present]
     if absent:
         raise CheckpointError(f"checkpoint {path!r} cannot resume a run: it holds no "
                               f"{', '.join(absent)} (it was not written by Trainer.save)")
-    differences = config_differences(ckpt.extra["config"], config)
+    differences = config_differences(stored, config)
     if differences:
         raise ConfigError("resume", f"cannot resume from {path!r}: it was trained with another "
                                     f"configuration: " + "; ".join(differences))
     if config.epochs < ckpt.epoch:
         raise ConfigError("epochs", f"epochs {config.epochs} is fewer than the {ckpt.epoch} "
                                     f"epochs checkpoint {path!r} has already trained")
-    finished = ckpt.epoch >= ckpt.extra["config"]["epochs"]
+    finished = ckpt.epoch >= stored["epochs"]
     if config.schedule == "cosine" and finished and config.epochs > ckpt.epoch:
         raise ConfigError("epochs", f"checkpoint {path!r} finished its cosine schedule at "
                                     f"epoch {ckpt.epoch}: its learning rate is 0, so "
