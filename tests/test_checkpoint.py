@@ -8,6 +8,7 @@ import os
 import pickle
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -142,16 +143,16 @@ def test_damage_inside_a_resealed_zip_never_loads_wrong_values(tmp_path):
     save_tiny(str(path))
     original = load_checkpoint(str(path))
     raw = path.read_bytes()
-    archive = raw[:-(checkpoint.TRAILER_LENGTH + 2)] + b"\0\0"     # the comment removed
-    positions = list(range(0, 64)) + list(range(64, len(archive), 3))  # all of the
-    caught = 0                                                   # first local header
+    archive = unsealed(raw)
+    directory = struct.unpack("<I", archive[-6:-2])[0]        # where the central one starts
+    positions = sorted(set(range(0, 64)) | set(range(directory, len(archive)))
+                       | set(range(64, directory, 3)))       # every header byte, some data
+    caught = 0
     for at in positions:
-        with open(path, "w+b") as f:
-            f.write(flipped(archive, at))
-            try:
-                seal(f)
-            except ValueError:          # the end-of-directory record itself was hit
-                continue
+        try:
+            resealed(path, flipped(archive, at))
+        except ValueError:              # the end-of-directory record itself was hit
+            continue
         try:
             loaded = load_checkpoint(str(path))
         except CheckpointError as err:
@@ -160,6 +161,37 @@ def test_damage_inside_a_resealed_zip_never_loads_wrong_values(tmp_path):
             continue
         assert same_content(loaded, original), f"byte {at}: loaded different values"
     assert caught > len(positions) // 2
+
+
+def unsealed(raw):
+    """A checkpoint's bytes without the checksum comment (a plain comment-less zip)."""
+    return raw[:-(checkpoint.TRAILER_LENGTH + 2)] + b"\0\0"
+
+
+def resealed(path, archive):
+    with open(path, "w+b") as f:
+        f.write(archive)
+        seal(f)
+
+
+@pytest.mark.parametrize("offset, value, zip_error", [
+    (8, 0x01, "encrypted"),              # flag bit 0: zipfile raises RuntimeError
+    (10, 99, "compression method"),      # zipfile raises NotImplementedError
+    (28, 0xFF, "name length"),           # a file name that runs into the next header
+])
+def test_zip_errors_become_checkpoint_errors(tmp_path, offset, value, zip_error):
+    """A central-directory entry of a well-sealed file with a bad field: the errors
+    zipfile gives (RuntimeError, NotImplementedError, BadZipFile...) arrive as
+    CheckpointError naming the file."""
+    path = tmp_path / "ckpt.npz"
+    save_tiny(str(path))
+    archive = bytearray(unsealed(path.read_bytes()))
+    entry = archive.index(b"PK\x01\x02")
+    archive[entry + offset] = value
+    resealed(path, bytes(archive))
+    with pytest.raises(CheckpointError, match="cannot read it as an .npz") as err:
+        load_checkpoint(str(path))
+    assert repr(str(path)) in str(err.value)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.95, 0.999])
