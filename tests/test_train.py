@@ -298,6 +298,7 @@ def test_cli_refuses_a_bad_option_before_any_work(tmp_path, monkeypatch, capsys,
 
 
 @pytest.mark.parametrize("options, option", [(["--seed", "-1"], "--seed"),
+                                             (["--seed", str(2 ** 31)], "--seed"),
                                              (["--out", "{file}/figures"], "--out")])
 def test_cli_experiment_refuses_a_bad_option_before_any_work(tmp_path, monkeypatch, capsys,
                                                              options, option):

@@ -44,8 +44,8 @@ def add_train_arguments(parser):
       help="total length of the run in epochs, at least 1 (default %(default)s); the "
            "schedule is laid out over it. With --resume: the new total (not a number of "
            "extra epochs); a cosine schedule then continues from the rate it has reached "
-           "and decreases to 0 at the new last epoch, never climbing back, and multistep "
-           "keeps its milestones")
+           "and decreases to 0 at the new last epoch, never climbing back (a run whose cosine "
+           "has ended is refused), and multistep keeps its milestones")
     a("--batch-size", type=int, default=d.batch_size,
       help="training images per SGD step, at least 1 (default %(default)s)")
     a("--lr", type=float, default=d.lr, help="initial learning rate, >= 0 (default "
@@ -171,14 +171,15 @@ def add_experiment_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="the seconds-on-a-CPU version")
     parser.add_argument("--out", default=None, help="figure folder (default runs/experiments)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seed of every twin's weights and shuffle, 0 to 2**32-1 "
-                             "(default %(default)s)")
+                        help="seed of every twin's weights and shuffle, 0 to 2**31-1 "
+                             "(some experiments also use the next few seeds; default "
+                             "%(default)s)")
 
 
 def check_experiment_args(args):
     """UsageError for a seed out of range or an --out folder that cannot be written."""
-    if not 0 <= args.seed <= 2 ** 32 - 1:
-        raise UsageError("--seed", f"seed must be an integer from 0 to 2**32-1, got "
+    if not 0 <= args.seed <= 2 ** 31 - 1:
+        raise UsageError("--seed", f"seed must be an integer from 0 to 2**31-1, got "
                                    f"{args.seed}")
     if args.out is not None:
         problem = writable_problem(os.path.join(args.out, f"{args.name}.png"))

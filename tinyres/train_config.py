@@ -82,7 +82,7 @@ def _check_int(config, name, low, high=None, optional=False):
     if not in_range:
         bound = f"from {low} to {high}" if high is not None else f">= {low}"
         raise ConfigError(name, f"{name} must be an integer {bound}"
-                          f"{' or None' if optional else ''}, got {value!r}")
+                          f"{' (or None: all)' if optional else ''}, got {value!r}")
 
 
 def _check_float(config, name, low=None):
