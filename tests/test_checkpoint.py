@@ -337,6 +337,17 @@ def test_saved_file_has_the_permissions_open_gives(tmp_path, umask):
         os.umask(previous)
 
 
+def test_saved_file_has_the_permissions_torch_save_gives(tmp_path):
+    torch = pytest.importorskip("torch")
+    previous = os.umask(0o027)
+    try:
+        torch.save({"w": torch.zeros(2)}, str(tmp_path / "torch.pt"))
+        save_tiny(str(tmp_path / "ours.npz"))
+    finally:
+        os.umask(previous)
+    assert _mode(tmp_path / "ours.npz") == _mode(tmp_path / "torch.pt") == 0o640
+
+
 def _dead_pid():
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
