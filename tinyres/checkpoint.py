@@ -17,21 +17,39 @@ Layout of the archive (plain arrays only, so numpy.load never needs allow_pickle
     epoch, format        0-d arrays
     sha256               hex digest over every other entry (see payload_digest)
 
-A save writes to a temporary file in the same folder, fsyncs it and renames it over the
-target with os.replace, so a crash or error mid-save leaves the last good checkpoint as
-it was.
+Two checksums guard it. The zip comment (the last bytes of the file) is
+"tinyres-sha256:<hex>", the SHA-256 of every byte before the comment's length field, so
+a flipped or missing byte anywhere in the file is caught before the zip is parsed; the
+sha256 entry covers the arrays as parsed. Any file that fails a check, or is no
+checkpoint at all (empty, text, a lone .npy, someone else's zip), raises CheckpointError
+naming the file and what is wrong with it.
+
+A save writes `.<name>.tmp-<pid>-<random>` next to the target (mode 0666 less the umask,
+or the target's own mode when it exists, as open() would give), fsyncs it and renames it
+over the target with os.replace, so a crash or error mid-save leaves the last good
+checkpoint as it was. A process killed mid-save (kill -9) cannot remove its temporary
+file; the next save to the same target removes those whose process is gone.
 """
 import hashlib
 import json
 import os
-import tempfile
+import re
+import secrets
+import stat
+import struct
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
-FORMAT = "tinyres-checkpoint-1"
+FORMAT = "tinyres-checkpoint-2"
 SECTIONS = ("model", "optimizer", "scheduler")
+META = ("sha256", "format", "epoch", "rng_states", "extra")
+TRAILER_TAG = b"tinyres-sha256:"
+TRAILER_LENGTH = len(TRAILER_TAG) + 64            # the tag and a hex SHA-256
+END_RECORD = b"PK\x05\x06"                         # a zip's end-of-central-directory record
+END_RECORD_SIZE = 22                               # without a comment
+CHUNK = 1 << 20
 
 
 class CheckpointError(Exception):
@@ -63,7 +81,7 @@ def set_numpy_rng_state(state):
                          state["pos"], state["has_gauss"], state["cached_gaussian"]))
 
 
-# ----- arrays in, arrays out -----------------------------------------------------------
+# ----- arrays in -------------------------------------------------------------------------
 def _as_array(key, value):
     """A plain (non-object) NumPy array for one entry; refuses what would need pickle."""
     array = np.asarray(value)
@@ -98,7 +116,22 @@ def _payload(model, optimizer, scheduler, rng_states, epoch, extra):
     arrays["extra"] = _text(extra or {})
     arrays["epoch"] = np.array(int(epoch), dtype=np.int64)
     arrays["format"] = np.array(FORMAT)
+    arrays["sha256"] = np.array(payload_digest(arrays))
     return arrays
+
+
+# ----- writing ---------------------------------------------------------------------------
+def _file_digest(f, nbytes):
+    """SHA-256 of the first `nbytes` bytes of the open binary file `f`."""
+    digest = hashlib.sha256()
+    f.seek(0)
+    while nbytes > 0:
+        chunk = f.read(min(CHUNK, nbytes))
+        if not chunk:
+            break
+        digest.update(chunk)
+        nbytes -= len(chunk)
+    return digest.hexdigest()
 
 
 def _write_arrays(fileobj, arrays):
@@ -106,19 +139,88 @@ def _write_arrays(fileobj, arrays):
     np.savez(fileobj, **arrays)
 
 
+def write_archive(fileobj, arrays):
+    """The .npz of `arrays` with the checksum comment, into a file open for reading and
+    writing ('w+b'). save_checkpoint's format, for any arrays (tests build bad ones)."""
+    _write_arrays(fileobj, arrays)
+    seal(fileobj)
+
+
+def seal(fileobj):
+    """Give the zip archive that ends the open file `fileobj` ('w+b' or 'r+b', no comment
+    yet) the comment 'tinyres-sha256:<hex>', the SHA-256 of every byte before the
+    comment's length field."""
+    end = fileobj.seek(0, os.SEEK_END)
+    fileobj.seek(end - END_RECORD_SIZE)
+    record = fileobj.read(END_RECORD_SIZE)
+    if record[:4] != END_RECORD or record[-2:] != b"\0\0":
+        raise ValueError("the file does not end with a comment-less zip "
+                         "end-of-central-directory record; cannot add the checksum")
+    comment = TRAILER_TAG + _file_digest(fileobj, end - 2).encode()
+    fileobj.seek(end - 2)
+    fileobj.write(struct.pack("<H", len(comment)) + comment)
+
+
+_TEMP = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]+$")
+
+
+def _process_exists(pid):
+    """Whether process `pid` runs (True when it cannot be told: its file is kept)."""
+    if os.name != "posix":
+        return True                   # Windows' os.kill would terminate the process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True                   # someone else's process, or cannot tell: keep it
+    return True
+
+
+def remove_stale_temporaries(path):
+    """Delete `.<name>.tmp-<pid>-...` files left next to `path` by saves whose process
+    no longer exists (killed mid-save); a live process's file is its save in progress.
+    The removed paths."""
+    folder, name = os.path.split(os.path.abspath(path))
+    removed = []
+    for entry in os.listdir(folder):
+        match = _TEMP.match(entry)
+        if match and match["name"] == name and not _process_exists(int(match["pid"])):
+            try:
+                os.remove(os.path.join(folder, entry))
+                removed.append(os.path.join(folder, entry))
+            except FileNotFoundError:
+                pass                  # another save cleaned it first
+    return removed
+
+
+def _open_temporary(path):
+    """A new file `.<name>.tmp-<pid>-<random>` beside `path`, open 'w+b', created with
+    open()'s permissions: 0666 less the umask, or the mode of the file it will replace."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                 0o666)
+    try:
+        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+    except FileNotFoundError:
+        pass
+    return tmp, os.fdopen(fd, "w+b")
+
+
 def save_checkpoint(path, model, optimizer=None, scheduler=None, rng_states=None, epoch=0,
                     extra=None):
     """Write one checksummed .npz at `path`, atomically (temp file, fsync, os.replace).
     `rng_states` and `extra` must be JSON-serialisable."""
+    path = os.fspath(path)
     arrays = _payload(model, optimizer, scheduler, rng_states, epoch, extra)
-    arrays["sha256"] = np.array(payload_digest(arrays))
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp")
+    remove_stale_temporaries(path)
+    tmp, f = _open_temporary(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            _write_arrays(f, arrays)
+        with f:
+            write_archive(f, arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -143,25 +245,100 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
-# ----- loading -------------------------------------------------------------------------
-def _read_arrays(path):
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
+# ----- reading: the file, then the arrays, then the entries ----------------------------
+def _what_it_is(head):
+    """A description of a file that does not start like a zip archive."""
+    if head.startswith(b"\x93NUMPY"):
+        return "a single NumPy array (.npy), not a checkpoint archive"
+    if head.startswith(b"\x80"):
+        return "a pickle, not a checkpoint archive (checkpoints are never pickles)"
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as err:
-        raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt: cannot read it "
-                              f"as an .npz archive ({type(err).__name__}: {err})") from err
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return f"text ({head[:20]!r}...), not a checkpoint archive"
+    return f"not a zip archive: it starts with {head[:8]!r}, expected b'PK\\x03\\x04'"
 
 
-def _check(path, arrays):
-    missing = [k for k in ("sha256", "format", "epoch", "rng_states", "extra")
-               if k not in arrays]
+def _verify_file(path):
+    """Check the whole file against the checksum in its zip comment."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} is not a regular file")
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(64)
+            if size == 0:
+                raise CheckpointError(f"checkpoint {path!r} is empty (0 bytes)")
+            if not head.startswith(b"PK\x03\x04"):
+                raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt, or not "
+                                      f"a checkpoint: it is {_what_it_is(head)}")
+            f.seek(max(0, size - TRAILER_LENGTH - 2))
+            tail = f.read()
+            length, comment = tail[:2], tail[2:]
+            if (len(tail) != TRAILER_LENGTH + 2 or not comment.startswith(TRAILER_TAG)
+                    or length != struct.pack("<H", TRAILER_LENGTH)):
+                raise CheckpointError(
+                    f"checkpoint {path!r} is truncated or corrupt, or not written by "
+                    f"tinyres.checkpoint.save_checkpoint: it does not end with the "
+                    f"'tinyres-sha256:' checksum record ({size} bytes, ending {tail[-12:]!r})")
+            stored = comment[len(TRAILER_TAG):].decode("ascii", "replace")
+            actual = _file_digest(f, size - TRAILER_LENGTH - 2)
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path!r} cannot be read: {err}") from err
+    if actual != stored:
+        raise CheckpointError(f"checkpoint {path!r} is corrupt: the SHA-256 of its bytes is "
+                              f"{actual[:16]}..., its checksum record says {stored[:16]}...")
+
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _read_member(archive, info):
+    """One .npy member as an array, its header checked before anything is allocated."""
+    if not info.filename.endswith(".npy"):
+        raise ValueError(f"member {info.filename!r} is not a .npy array")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in _HEADER_READERS:
+            raise ValueError(f"member {info.filename!r} is .npy version {version}, "
+                             f"expected one of {sorted(_HEADER_READERS)}")
+        shape, _, dtype = _HEADER_READERS[version](member)
+        if dtype.hasobject:
+            raise ValueError(f"member {info.filename!r} holds Python objects (dtype {dtype})")
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if expected > info.file_size:
+            raise ValueError(f"member {info.filename!r} declares {expected} bytes of data "
+                             f"(shape {shape}, {dtype}) in {info.file_size} bytes")
+    with archive.open(info) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
+def _read_arrays(path):
+    """Every member of the verified archive, by name without '.npy'."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {info.filename[:-4]: _read_member(archive, info)
+                    for info in archive.infolist()}
+    except Exception as err:      # any failure to parse is a malformed file
+        raise CheckpointError(f"checkpoint {path!r} is corrupt: cannot read it as an .npz "
+                              f"archive ({type(err).__name__}: {err})") from err
+
+
+def _check_entries(path, arrays):
+    missing = [k for k in META if k not in arrays]
     if missing:
         raise CheckpointError(f"checkpoint {path!r} is missing entries {missing}; expected a "
                               f"file written by tinyres.checkpoint.save_checkpoint")
-    if str(arrays["format"]) != FORMAT:
+    for key in META:
+        if arrays[key].shape != ():
+            raise CheckpointError(f"checkpoint {path!r}: entry {key!r} has shape "
+                                  f"{arrays[key].shape}, expected a single value")
+    if arrays["format"].dtype.kind != "U" or str(arrays["format"]) != FORMAT:
         raise CheckpointError(f"checkpoint {path!r} has format {str(arrays['format'])!r}, "
                               f"expected {FORMAT!r}")
     stored = str(arrays.pop("sha256"))
@@ -169,6 +346,21 @@ def _check(path, arrays):
     if stored != actual:
         raise CheckpointError(f"checkpoint {path!r} is corrupt: SHA-256 of its contents is "
                               f"{actual[:16]}..., the stored checksum says {stored[:16]}...")
+    if arrays["epoch"].dtype.kind not in "iu":
+        raise CheckpointError(f"checkpoint {path!r}: entry 'epoch' has dtype "
+                              f"{arrays['epoch'].dtype}, expected an integer")
+
+
+def _json(path, arrays, key):
+    try:
+        value = json.loads(str(arrays[key]))
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {path!r}: entry {key!r} is not valid JSON "
+                              f"({err})") from err
+    if not isinstance(value, dict):
+        raise CheckpointError(f"checkpoint {path!r}: entry {key!r} holds a "
+                              f"{type(value).__name__}, expected a JSON object")
+    return value
 
 
 def _section(arrays, name):
@@ -177,19 +369,22 @@ def _section(arrays, name):
 
 
 def load_checkpoint(path):
-    """Read and verify a checkpoint; a Checkpoint of state dicts (NumPy arrays)."""
+    """Read and verify a checkpoint; a Checkpoint of state dicts (NumPy arrays).
+    Raises CheckpointError, naming the file and the fault, for anything else."""
     path = os.fspath(path)
+    _verify_file(path)
     arrays = _read_arrays(path)
-    _check(path, arrays)
+    _check_entries(path, arrays)
     model = _section(arrays, "model")
     if not model:
         raise CheckpointError(f"checkpoint {path!r} holds no model/ entries")
     return Checkpoint(epoch=int(arrays["epoch"]), model=model,
                       optimizer=_section(arrays, "optimizer"),
                       scheduler=_section(arrays, "scheduler"),
-                      rng_states=json.loads(str(arrays["rng_states"])),
-                      extra=json.loads(str(arrays["extra"])))
+                      rng_states=_json(path, arrays, "rng_states"),
+                      extra=_json(path, arrays, "extra"))
 
 
 __all__ = ["Checkpoint", "CheckpointError", "load_checkpoint", "numpy_rng_state",
-           "payload_digest", "save_checkpoint", "set_numpy_rng_state"]
+           "payload_digest", "remove_stale_temporaries", "save_checkpoint",
+           "seal", "set_numpy_rng_state", "write_archive"]

@@ -9,13 +9,23 @@ optimizer, the schedule and both loaders; it writes a checkpoint after every epo
 `config.save` is set, and `config.resume` restores everything a run depends on (weights,
 optimizer and schedule state, the loader's shuffle generator, the augmentation generator
 and NumPy's global generator), so a resumed run continues exactly as if never stopped.
+
+Nothing runs on a config that cannot finish: the Trainer first checks every field and,
+when resuming, the checkpoint's stored configuration against this one (see
+tinyres.train_config), before any data is loaded.
+
+Resuming with a different `epochs` continues the schedule from where it is: the cosine
+keeps the phase it has reached and stretches (or squeezes) the rest of its half-period to
+end at the new last epoch, so the rate never jumps back up; multistep keeps the
+milestones it was laid out with (later epochs run at the last rate). With the same
+`epochs` a resumed run is the uninterrupted one, bit for bit.
 """
 import csv
 import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -23,46 +33,14 @@ from tqdm.auto import tqdm
 import tinyres
 import tinyres.nn.functional as F
 from tinyres import data
-from tinyres.checkpoint import (load_checkpoint, numpy_rng_state, save_checkpoint,
-                                set_numpy_rng_state)
+from tinyres.checkpoint import numpy_rng_state, save_checkpoint, set_numpy_rng_state
 from tinyres.models import count_parameters, get_model
 from tinyres.optim import SGD
-from tinyres.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
+from tinyres.optim.lr_scheduler import ExtendableCosineLR, MultiStepLR
+from tinyres.train_config import (DATASETS, ConfigError, TrainConfig, resume_checkpoint,
+                                  validate_config)
 
-DATASETS = ("digits", "mnist", "synthetic", "cifar10")
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on. `epochs` is the run's total length (the schedule is
-    laid out over it); `stop_after` ends this call early, after that epoch, as an
-    interruption would. `subset` keeps only the first n training samples."""
-    model: str = "resnet20"
-    data: str = "digits"
-    shortcut: str = "A"              # 'A', 'B', 'C' or None (the plain twin)
-    shortcut_scale: float = 1.0
-    epochs: int = 15
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    schedule: str = "cosine"         # 'cosine' or 'multistep'
-    milestones: tuple = None         # multistep epochs; default half and three quarters
-    device: str = "cpu"
-    seed: int = 0
-    augment: bool = True
-    upsample: int = 1                # nearest-neighbour factor for small images
-    subset: int = None
-    data_root: str = None            # the folder holding cifar-10-batches-py/
-    eval_batch_size: int = 256
-    save: str = None
-    resume: str = None
-    metrics: str = None
-    figure: str = None
-    quiet: bool = False
-    stop_after: int = None
 
 
 # ----- data ------------------------------------------------------------------------------
@@ -91,6 +69,12 @@ def _augmentation(config, size, rng):
     return steps
 
 
+def _check_subset(config, available):
+    if config.subset > available:
+        raise ConfigError("subset", f"subset {config.subset} is more than the {available} "
+                                    f"training images of {config.data!r}")
+
+
 def build_datasets(config, aug_rng):
     """(train set, test set, number of classes); augmentation draws from aug_rng."""
     if config.data == "cifar10":
@@ -102,12 +86,14 @@ def build_datasets(config, aug_rng):
         test_set = data.CIFAR10(config.data_root, train=False, transform=norm)
         train_set.transform = data.Compose(_augmentation(config, 32, aug_rng) + [norm])
         if config.subset:
+            _check_subset(config, len(train_set))
             train_set = data.ArrayDataset(train_set.images[:config.subset],
                                           train_set.labels[:config.subset],
                                           train_set.transform, scale=1 / 255)
         return train_set, test_set, 10
     x_train, y_train, x_test, y_test = _arrays(config)
     if config.subset:
+        _check_subset(config, len(x_train))
         x_train, y_train = x_train[:config.subset], y_train[:config.subset]
     norm = data.Normalize(*data.channel_stats(x_train))
     steps = _augmentation(config, x_train.shape[-1], aug_rng) + [norm]
@@ -125,6 +111,8 @@ class Trainer:
     """Model, optimizer, schedule and loaders for one config; fit() runs the epochs."""
 
     def __init__(self, config):
+        validate_config(config)
+        ckpt = resume_checkpoint(config) if config.resume else None
         self.config = config
         tinyres.manual_seed(config.seed)              # NumPy's global generator: init
         loader_seed, aug_seed = np.random.SeedSequence(config.seed).spawn(2)
@@ -141,8 +129,8 @@ class Trainer:
         self.scheduler = self._make_scheduler()
         self.history = []
         self.start_epoch = 0
-        if config.resume:
-            self.resume(config.resume)
+        if ckpt is not None:
+            self.restore(ckpt)
 
     def _model_options(self):
         if not self.config.model.startswith("resnet") or self.config.model in (
@@ -153,7 +141,7 @@ class Trainer:
     def _make_scheduler(self):
         c = self.config
         if c.schedule == "cosine":
-            return CosineAnnealingLR(self.optimizer, T_max=c.epochs)
+            return ExtendableCosineLR(self.optimizer, T_max=c.epochs)
         if c.schedule == "multistep":
             milestones = c.milestones or (c.epochs // 2, c.epochs * 3 // 4)
             return MultiStepLR(self.optimizer, milestones=milestones, gamma=0.1)
@@ -244,20 +232,35 @@ class Trainer:
                                                   "config": asdict(self.config)})
 
     def resume(self, path):
-        """Restore everything from a checkpoint; fit() then continues after its epoch."""
-        ckpt = load_checkpoint(path)
-        saved_model = ckpt.extra.get("config", {}).get("model", self.config.model)
-        if saved_model != self.config.model:
-            raise ValueError(f"checkpoint {path!r} holds a {saved_model}, this run builds a "
-                             f"{self.config.model}")
+        """Restore everything from the checkpoint at `path`, after checking that it comes
+        from a run with this config (see resume_checkpoint); fit() then continues."""
+        self.restore(resume_checkpoint(replace(self.config, resume=path)))
+
+    def restore(self, ckpt):
+        """Load a checked checkpoint: weights, optimizer, schedule, generators, history.
+        With more (or fewer) epochs than the checkpoint's run had, the schedule continues
+        from where it is to the new end (see continue_schedule)."""
         self.model.load_state_dict(ckpt.model)
         self.optimizer.load_state_dict(ckpt.optimizer)
         self.scheduler.load_state_dict(ckpt.scheduler)
+        continue_schedule(self.scheduler, self.config.epochs)
         self.train_loader.load_state_dict(ckpt.rng_states["loader"])
         self.aug_rng.bit_generator.state = ckpt.rng_states["augment"]
         set_numpy_rng_state(ckpt.rng_states["numpy"])
         self.history = list(ckpt.extra.get("history", []))
         self.start_epoch = ckpt.epoch
+
+
+def continue_schedule(scheduler, epochs):
+    """Re-plan a restored schedule for a run now `epochs` long. Cosine laid out over
+    another length: keep the phase reached and stretch (or squeeze) the rest of the
+    half-cosine to end at `epochs`, so the rate keeps decreasing and never jumps back up.
+    Multistep: unchanged (the milestones stay where they were; later epochs run at the
+    last rate). The same length changes nothing: the resumed run is the uninterrupted
+    one, bit for bit."""
+    if isinstance(scheduler, ExtendableCosineLR) and scheduler.T_max != epochs \
+            and epochs > scheduler.last_epoch:
+        scheduler.extend(epochs)
 
 
 def train(config):
@@ -277,7 +280,7 @@ def format_row(row, epochs):
 def write_metrics(history, path, config=None):
     """The history as CSV (a path ending in .csv) or JSON {config, history}."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if path.endswith(".csv"):
+    if path.lower().endswith(".csv"):
         with open(path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(history[0]) if history else ["epoch"])
             writer.writeheader()
@@ -303,3 +306,7 @@ def plot_history(history, path):
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
+
+
+__all__ = ["ConfigError", "TrainConfig", "Trainer", "build_datasets", "continue_schedule",
+           "format_row", "plot_history", "train", "write_metrics"]

@@ -98,3 +98,42 @@ class CosineAnnealingLR(LRScheduler):
     def get_lr(self):
         cosine = (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
         return [self.eta_min + (base - self.eta_min) * cosine for base in self.base_lrs]
+
+
+class ExtendableCosineLR(CosineAnnealingLR):
+    """CosineAnnealingLR whose remaining length can change part-way, for a run resumed
+    with more (or fewer) epochs than it was laid out for.
+
+    The rate is eta_min + (base_lr - eta_min) * (1 + cos(pi * phase)) / 2, where the
+    phase runs linearly from `from_phase` at epoch `from_epoch` to 1 at epoch T_max. A
+    new schedule has from_epoch 0 and from_phase 0: phase = last_epoch / T_max, and every
+    rate equals CosineAnnealingLR's bit for bit. extend(T_max) keeps the phase reached so
+    far and stretches the rest of the half-cosine to end at the new T_max: the rate never
+    jumps, keeps decreasing, and reaches eta_min at the new last epoch (where
+    CosineAnnealingLR with the old T_max would hit eta_min early and climb back up)."""
+
+    settings = CosineAnnealingLR.settings + ("from_epoch", "from_phase")
+
+    def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
+        self.from_epoch, self.from_phase = 0, 0.0
+        super().__init__(optimizer, T_max, eta_min, last_epoch)
+
+    def phase(self, epoch):
+        """Where `epoch` lies on the half-cosine, 0 (start) to 1 (eta_min)."""
+        return self.from_phase + (1 - self.from_phase) * (epoch - self.from_epoch) / (
+            self.T_max - self.from_epoch)
+
+    def extend(self, T_max):
+        """Make the schedule end at epoch T_max (> last_epoch), continuing from here."""
+        if T_max <= self.last_epoch:
+            raise ValueError(f"ExtendableCosineLR.extend: T_max {T_max} must be after the "
+                             f"current epoch {self.last_epoch}")
+        self.from_phase = self.phase(self.last_epoch)
+        self.from_epoch, self.T_max = self.last_epoch, T_max
+
+    def get_lr(self):
+        # pi * p + pi * (1 - p) * (e - k) / (T - k) is pi * e / T exactly when p = k = 0.
+        p, k = self.from_phase, self.from_epoch
+        angle = math.pi * p + math.pi * (1 - p) * (self.last_epoch - k) / (self.T_max - k)
+        cosine = (1 + math.cos(angle)) / 2
+        return [self.eta_min + (base - self.eta_min) * cosine for base in self.base_lrs]
