@@ -335,3 +335,14 @@ def test_every_cli_option_has_help_text():
                for name, sub in commands.items() for action in sub._actions
                if not (action.help or "").strip()]
     assert len(commands) >= 3 and not missing, missing
+
+
+def test_train_tunes_the_process_unless_asked_not_to(capsys):
+    from tinyres.__main__ import main
+    args = ["train", "--data", "synthetic", "--subset", "32", "--epochs", "1", "--quiet"]
+    assert main(args + ["--no-tune"]) == 0
+    assert "process settings" not in capsys.readouterr().out
+    assert main(args) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines()
+                if line.startswith("process settings"))
+    assert "glibc malloc" in line and "Numba thread pool" in line and "OpenBLAS" in line

@@ -25,6 +25,7 @@ import numpy as np
 import tinyres
 import tinyres.nn.functional as F
 from tinyres.checkpoint import CheckpointError
+from tinyres import runtime
 from tinyres.probes import GradientProbe
 from tinyres.train import Trainer
 from tinyres.train_config import DATASETS, ConfigError, TrainConfig, writable_problem
@@ -80,6 +81,9 @@ def add_train_arguments(parser):
     a("--figure", default=d.figure, help="loss/accuracy curves, e.g. curves.png (any "
       "format matplotlib writes: png, pdf, svg, ...)")
     a("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    a("--no-tune", action="store_true",
+      help="leave this process's malloc and Numba thread-pool settings alone (by default "
+           "train calls tinyres.runtime.tune() and prints what it changed)")
 
 
 def config_from_args(args):
@@ -141,6 +145,9 @@ def build_trainer(config):
 def run_train(args):
     """Train, print the epochs, then what the model learned."""
     config = config_from_args(args)
+    if not args.no_tune:
+        print("process settings (tinyres.runtime.tune(); --no-tune skips): "
+              + "; ".join(runtime.tune()))
     trainer = build_trainer(config)
     print(f"{config.model} (shortcut {config.shortcut}) on {config.data}: "
           f"{trainer.num_parameters:,} parameters; {len(trainer.train_set)} training, "
