@@ -265,7 +265,7 @@ class Function:
         out = cls.forward(ctx, *arrays, **params)
         needs_graph = is_grad_enabled() and any(ctx.needs_input_grad)
         result = Tensor(out, requires_grad=needs_graph)
-        _share_memory_bookkeeping(result, inputs)
+        _share_memory_bookkeeping(result, inputs, cls, params)
         if needs_graph:
             _check_views_current(cls.__name__, inputs, ctx.needs_input_grad)
             ctx.record_versions(result)
@@ -276,14 +276,17 @@ class Function:
         return result
 
 
-def _share_memory_bookkeeping(result, inputs):
+def _share_memory_bookkeeping(result, inputs, function, params):
     """An output that shares memory with an input (a view: reshape, slice, transpose...)
-    shares that input's version counter and remembers the input as its base."""
+    shares that input's version counter, remembers the tensor at the root as its base, and
+    how it was made from its input (so that an in-place write to it can be replayed on
+    the input: functional/inplace.py)."""
     for t in inputs:
         if t is not None and _shares_memory(result.array, t.array):
             result._version_counter = t._version_counter
             result._base = t if t._base is None else t._base
             result._graph_version = t._version_counter.value
+            result._view_of = (t, function, params)
             return
 
 

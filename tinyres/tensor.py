@@ -39,6 +39,7 @@ class Tensor:
         self._version_counter = VersionCounter()   # bumped by every in-place write to the memory
         self._graph_version = 0       # the version this tensor's history describes
         self._base = None             # the tensor this one is a view of (shares memory)
+        self._view_of = None          # (input, Function, params) that made this view
         self._consumers = []          # weak refs to the nodes that used it (non-leaves)
         self._inference = is_inference_mode_enabled()
         self._requires_grad = False

@@ -16,10 +16,11 @@ PyTorch's rules, kept here:
 - the result must have the tensor's shape (no broadcasting of the target) and a dtype
   that casts to the tensor's without losing its kind (no float into an int tensor);
 - an inference tensor is changed in place only inside inference_mode().
-One difference: an in-place write to a view of a tensor that requires grad is refused
-under grad mode (PyTorch rewrites the base's history; tinyres asks you to write to the
-base, `x[index] = value`, or to clone the view), because the base's recorded history
-would otherwise silently disagree with its values.
+An in-place op on a slice of a recorded tensor, `y[0].mul_(3)` or `y[:, 1] += v`, is
+replayed on the tensor it was sliced from, as `y[0] = y[0] * 3`, so that y's history
+records it (PyTorch's CopySlices). A view made any other way (reshape, transpose, expand)
+of a tensor that requires grad is refused under grad mode, rather than let the base's
+history silently disagree with its values: write to the base, or clone() the view.
 """
 import contextlib
 import numbers
@@ -86,10 +87,22 @@ def check_writable(t, op):
         if base.is_leaf and base.requires_grad:
             raise RuntimeError(f"{op}: a view of a leaf Variable that requires grad is being "
                                "used in an in-place operation.")
-        raise RuntimeError(
-            f"{op}: in-place write to a view (shape {t.shape}) of a tensor (shape "
-            f"{base.shape}) that requires grad; tinyres records in-place ops on whole "
-            "tensors only. Write to the base (x[index] = value) or clone() the view first.")
+        if _slice_of(t) is None:
+            raise RuntimeError(
+                f"{op}: in-place write to a view (shape {t.shape}) of a tensor (shape "
+                f"{base.shape}) that requires grad, made by "
+                f"{t._view_of[1].__name__ if t._view_of else 'an op'}; tinyres replays "
+                "in-place writes on slices (x[index]) only. Write to the base or clone() "
+                "the view first.")
+
+
+def _slice_of(t):
+    """(the tensor, index) when t is the slice tensor[index], else None."""
+    from tinyres.functional.shape import GetItem
+    if t._view_of is None or t._view_of[1] is not GetItem:
+        return None
+    parent, _, params = t._view_of
+    return parent, params["index"]
 
 
 def _check_result(op, t, result):
@@ -154,6 +167,8 @@ def apply_inplace(t, op, compute, *others):
         isinstance(o, Tensor) and o.requires_grad for o in others))
     source = _stand_in(t) if recording else t
     others = tuple(source if o is t else o for o in others)
+    if recording and t._base is not None:
+        return _write_through_slice(t, op, source, compute, others)
     with contextlib.nullcontext() if recording else no_grad():
         result = compute(source, *others)
     _check_result(op, t, result)
@@ -167,6 +182,22 @@ def apply_inplace(t, op, compute, *others):
         t._graph_version = t._version_counter.value
         if result._ctx is not None:
             _save_output_in_place(result._ctx, result, t)
+    return t
+
+
+def _write_through_slice(t, op, source, compute, others):
+    """t = parent[index] changed in place while recorded: parent[index] = compute(t), then
+    t is parent[index] again, with that history."""
+    from tinyres.functional.shape import GetItem
+    parent, index = _slice_of(t)
+    result = compute(source, *others)
+    _check_result(op, t, result)
+    if result._ctx is not None:
+        _keep_saved_values(result._ctx, t.array)
+    setitem(parent, index, result)
+    again = GetItem.apply(parent, index=index)
+    t._ctx, t._requires_grad = again._ctx, again.requires_grad
+    t._view_of, t._graph_version = again._view_of, t._version_counter.value
     return t
 
 
