@@ -13,6 +13,8 @@ import math
 import numpy as np
 
 from tinyres import backend
+from tinyres.autograd import no_grad
+from tinyres.tensor import Tensor
 
 _LINEAR_GAIN = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
                 "conv_transpose2d", "conv_transpose3d", "sigmoid")
@@ -60,10 +62,11 @@ def _correct_fan(tensor, mode):
 
 
 def _fill(tensor, values):
-    """Copy CPU values into the tensor's array, keeping its dtype and device."""
-    data = tensor.array
-    data[...] = backend.to_device(np.asarray(values, dtype=data.dtype), backend.device_of(data))
-    return tensor
+    """Copy CPU values into the tensor, in place and unrecorded (as torch.nn.init does under
+    no_grad), keeping its dtype and device; its version counter moves on."""
+    array = backend.to_device(np.asarray(values, dtype=tensor.dtype), tensor.device)
+    with no_grad():
+        return tensor.copy_(Tensor(array))
 
 
 def uniform_(tensor, a=0.0, b=1.0):
