@@ -423,6 +423,8 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps)
     r = (1 - momentum)*r + momentum*batch_stat, using the unbiased variance.
     """
     m = checks.batchnorm_forward_args(x, weight, bias, running_mean, running_var)
+    if m == 0:     # an empty batch (as PyTorch): empty y, the running statistics untouched
+        return np.empty_like(x), np.zeros(x.shape[1], x.dtype), np.zeros(x.shape[1], x.dtype)
     x3 = _planes(x)
     mean, var = _batchnorm_stats(x3)
     invstd = 1.0 / np.sqrt(var + eps)
@@ -446,6 +448,8 @@ def batchnorm_backward(grad_out, x, weight, mean, invstd):
     grad_x = weight*invstd/m * (m*grad_out - grad_bias - xhat*grad_weight).
     """
     m = checks.batchnorm_backward_args(grad_out, x, weight, mean, invstd)
+    if m == 0:     # an empty batch: no gradient reaches weight and bias
+        return np.empty_like(x), np.zeros(x.shape[1], x.dtype), np.zeros(x.shape[1], x.dtype)
     x3, g3 = _planes(x), _planes(grad_out)
     mean64, invstd64 = (np.asarray(v, dtype=np.float64) for v in (mean, invstd))
     grad_bias, grad_weight = _batchnorm_grad_sums(g3, x3, mean64, invstd64)
@@ -466,7 +470,7 @@ def _relu_forward_core(x, y):
 @njit(cache=True, parallel=True)
 def _relu_backward_core(grad_out, x, grad_x):
     for k in prange(x.size):
-        grad_x[k] = grad_out[k] if x[k] > 0 else 0
+        grad_x[k] = 0 if x[k] <= 0 else grad_out[k]   # a NaN lets the gradient through
 
 
 def relu_forward(x):
@@ -479,7 +483,8 @@ def relu_forward(x):
 
 
 def relu_backward(grad_out, x):
-    """grad_out * 1[x > 0] elementwise (zero where x == 0, as PyTorch); any shape."""
+    """grad_out * 1[not x <= 0] elementwise: zero where x <= 0, NaN lets the gradient
+    through (as PyTorch); any shape."""
     checks.relu_backward_args(grad_out, x)
     grad_out, x = np.ascontiguousarray(grad_out), np.ascontiguousarray(x)
     grad_x = np.empty_like(grad_out)

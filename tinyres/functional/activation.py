@@ -14,7 +14,7 @@ class ReLU(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d relu/dx = 1[x > 0]
+        # d relu/dx = 1[x > 0]: 0 at x = 0, and 1 at a NaN (as torch: zero where x <= 0)
         (x,) = ctx.saved_tensors
         return kernels_for(x).relu_backward(grad_out, x)
 
