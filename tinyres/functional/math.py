@@ -11,7 +11,7 @@ import numpy as np
 
 from tinyres.autograd import Function
 from tinyres.backend import get_array_module
-from tinyres.tensor import Tensor
+from tinyres.tensor import DEFAULT_DTYPE, Tensor
 
 
 # ----- helpers shared by the binary ops ------------------------------------------------
@@ -25,25 +25,86 @@ def unbroadcast(grad, shape):
     return grad.sum(axis=axes, keepdims=True).reshape(shape)
 
 
-def as_tensor(value, like, op):
-    """A Tensor for `value`; Python and NumPy scalars take the dtype of `like`."""
+# ----- type promotion: which dtype an op on mixed operands computes in -----------------
+_SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+def _category(dtype):
+    """0 for bool, 1 for integers, 2 for floats: the order in which dtypes promote."""
+    return {"b": 0, "i": 1, "u": 1, "f": 2}[np.dtype(dtype).kind]
+
+
+def promote_types(a, b):
+    """torch.promote_types: the higher category wins (int64 + float32 -> float32, where
+    NumPy would say float64); within one category, the wider type (float32 + float64 ->
+    float64, int32 + int64 -> int64)."""
+    a, b = np.dtype(a), np.dtype(b)
+    if _category(a) != _category(b):
+        return a if _category(a) > _category(b) else b
+    return np.promote_types(a, b)
+
+
+def _scalar_dtype(value):
+    """The dtype a Python (or NumPy) scalar stands for: bool, int64 or the default float."""
+    if isinstance(value, (bool, np.bool_)):
+        return np.dtype(bool)
+    if isinstance(value, (int, np.integer)):
+        return np.dtype(np.int64)
+    return np.dtype(DEFAULT_DTYPE)
+
+
+def result_type(*operands):
+    """The dtype PyTorch computes `op(*operands)` in (torch.result_type), for Tensors and
+    Python or NumPy scalars.
+
+    Operands come in three tiers: tensors with dimensions, 0-d tensors, and scalars. Each
+    tier is promoted on its own (promote_types), and a lower tier changes the result only
+    when it is of a higher category (bool < integer < float). So a scalar never widens a
+    tensor of its own category (float32 * 2.5 stays float32, int32 + 3 stays int32), but
+    it does lift a tensor of a lower one (int64 * 2.5 is float32, the default float).
+    """
+    tiers = [None, None, None]          # tensors with dims, 0-d tensors, scalars
+    for x in operands:
+        if isinstance(x, Tensor):
+            tier, dtype = (0 if x.ndim else 1), x.dtype
+        else:
+            tier, dtype = 2, _scalar_dtype(x)
+        tiers[tier] = dtype if tiers[tier] is None else promote_types(tiers[tier], dtype)
+    result = None
+    for dtype in tiers:
+        if result is None:
+            result = dtype
+        elif dtype is not None and _category(dtype) > _category(result):
+            result = promote_types(result, dtype)
+    return result
+
+
+def as_tensor(value, like, op, dtype=None):
+    """A Tensor for `value` in `dtype`; a Python or NumPy scalar becomes a 0-d array on
+    the device of `like` (in like's dtype when no dtype is given)."""
     if isinstance(value, Tensor):
-        return value
-    if isinstance(value, (int, float, np.number, bool)):
+        return value if dtype is None else cast(value, dtype)
+    if isinstance(value, _SCALARS):
         xp = get_array_module(like.data)
-        return Tensor(xp.asarray(value, dtype=like.dtype))
+        return Tensor(xp.asarray(value, dtype=like.dtype if dtype is None else dtype))
     raise TypeError(f"{op}: expected a Tensor or a Python number, got {type(value).__name__}")
 
 
-def binary_operands(op, a, b):
-    """Two Tensors of one dtype whose shapes broadcast, or a clear error."""
+def binary_operands(op, a, b, dtype=None):
+    """Two Tensors of one dtype whose shapes broadcast, or a clear error.
+
+    Both are brought to `dtype`, by default result_type(a, b) (PyTorch's promotion); the
+    casts are ops of the graph, so each input's gradient comes back in its own dtype.
+    """
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         raise TypeError(f"{op}: at least one operand must be a Tensor")
-    a = as_tensor(a, b, op) if not isinstance(a, Tensor) else a
-    b = as_tensor(b, a, op) if not isinstance(b, Tensor) else b
-    if a.dtype != b.dtype:
-        raise TypeError(f"{op}: dtype mismatch, {a.dtype} {a.shape} and {b.dtype} {b.shape}; "
-                        "convert one with .float() or .double()")
+    for x in (a, b):
+        if not isinstance(x, (Tensor,) + _SCALARS):
+            raise TypeError(f"{op}: expected a Tensor or a Python number, got "
+                            f"{type(x).__name__}")
+    dtype = result_type(a, b) if dtype is None else np.dtype(dtype)
+    like = a if isinstance(a, Tensor) else b
+    a, b = as_tensor(a, like, op, dtype), as_tensor(b, like, op, dtype)
     try:
         np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
@@ -381,7 +442,10 @@ def mul(a, b):
 
 
 def div(a, b):
-    return Div.apply(*binary_operands("div", a, b))
+    """True division: integer and bool operands give the default float dtype, as torch."""
+    dtype = result_type(a, b)
+    return Div.apply(*binary_operands("div", a, b,
+                                      dtype if _category(dtype) == 2 else DEFAULT_DTYPE))
 
 
 def pow(a, exponent):
@@ -440,6 +504,8 @@ def abs(a):
 def clamp(a, min=None, max=None):
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
+    bounds = [v for v in (min, max) if v is not None]
+    a = cast(a, result_type(a, *bounds))      # an int tensor clamped by 1.5 becomes float
     return Clamp.apply(a, low=min, high=max)
 
 
@@ -488,7 +554,8 @@ _COMPARE = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.great
 
 
 def compare(a, b, how):
-    """Elementwise comparison; the result is a boolean tensor outside the graph."""
+    """Elementwise comparison, after promoting both operands to result_type (so an int
+    tensor < 2.5 compares against 2.5, not 2); a boolean tensor outside the graph."""
     a, b = binary_operands(how, a, b)
     xp = get_array_module(a.data)
     return Tensor(getattr(xp, _COMPARE[how].__name__)(a.data, b.data))

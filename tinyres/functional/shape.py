@@ -4,6 +4,7 @@ import numpy as np
 
 from tinyres.autograd import Function
 from tinyres.backend import get_array_module, to_device
+from tinyres.functional.math import cast, result_type
 from tinyres.tensor import Tensor
 
 
@@ -182,8 +183,6 @@ def _check_joinable(op, tensors, dim, same_size_along_dim):
         raise ValueError(f"{op}: expected a non-empty list of tensors")
     first = tensors[0]
     for t in tensors[1:]:
-        if t.dtype != first.dtype:
-            raise TypeError(f"{op}: dtype mismatch, {first.dtype} and {t.dtype}")
         rest_a = [n for i, n in enumerate(first.shape) if same_size_along_dim or i != dim]
         rest_b = [n for i, n in enumerate(t.shape) if same_size_along_dim or i != dim]
         if t.ndim != first.ndim or rest_a != rest_b:
@@ -196,7 +195,8 @@ def cat(tensors, dim=0):
     tensors = list(tensors)
     d = _dim(dim, tensors[0].ndim if tensors else 1, "cat")
     _check_joinable("cat", tensors, d, same_size_along_dim=False)
-    return Cat.apply(*tensors, dim=d)
+    dtype = result_type(*tensors)         # mixed dtypes promote, as torch.cat
+    return Cat.apply(*(cast(t, dtype) for t in tensors), dim=d)
 
 
 def stack(tensors, dim=0):
