@@ -65,6 +65,8 @@ class Tensor:
         return self.ndim
 
     def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
 
     def __repr__(self):
@@ -430,9 +432,13 @@ def from_numpy(array):
 
 
 def _shape_arg(shape):
+    """A shape as a tuple of Python ints, from f(2, 3), f((2, 3)), f([2, 3]) or f(2);
+    NumPy integers count as ints (shape.as_int), floats are a TypeError."""
+    if not isinstance(shape, (tuple, list)):
+        shape = (shape,)
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        return tuple(shape[0])
-    return tuple(shape)
+        shape = shape[0]
+    return tuple(fshape.as_int(n, "a size in a shape", "shape") for n in shape)
 
 
 def _filled(fill, shape, dtype, requires_grad, device):

@@ -116,7 +116,9 @@ def binary_operands(op, a, b, dtype=None):
 def _axes(dim, ndim):
     if dim is None:
         return None
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    from tinyres.functional.shape import as_int
+    dims = tuple(as_int(d, "dim", "reduction")
+                 for d in (dim if isinstance(dim, (tuple, list)) else (dim,)))
     for d in dims:
         if not -ndim <= d < builtins.max(ndim, 1):
             raise IndexError(f"dimension {d} is out of range for a tensor of {ndim} dims")
