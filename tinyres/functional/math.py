@@ -193,15 +193,23 @@ class Pow(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d(a^b)/da = b a^(b-1), d(a^b)/db = a^b log(a)
+        # d(a^b)/da = b a^(b-1), 0 where b = 0; d(a^b)/db = a^b log(a), 0 where a = 0 and b >= 0
+        # As torch: a^0 is the constant 1, so its da is 0 even at a = 0 (where b a^(b-1) is
+        # 0 * inf); 0^b is the constant 0 (b > 0) or 1 (b = 0), so its db is 0. Everywhere
+        # else the formula's value stands: db is nan at a negative base (log of a negative),
+        # -inf at a = 0 with b < 0 (inf * log 0), and da is inf or nan where a^(b-1) is.
         a, b, out = ctx.saved_tensors
         xp = get_array_module(a)
+        zero = a.dtype.type(0)
         grad_a = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_a = unbroadcast(grad_out * b * a ** (b - 1), a.shape)
-        if ctx.needs_input_grad[1]:
-            log_a = xp.log(xp.where(a > 0, a, 1))   # defined where the base is positive
-            grad_b = unbroadcast(grad_out * out * log_a, b.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if ctx.needs_input_grad[0]:
+                grad_a = unbroadcast(xp.where(b == 0, zero, grad_out * b * a ** (b - 1)),
+                                     a.shape)
+            if ctx.needs_input_grad[1]:
+                constant = (a == 0) & (b >= 0)
+                grad_b = unbroadcast(xp.where(constant, zero, grad_out * out * xp.log(a)),
+                                     b.shape)
         return grad_a, grad_b
 
 
@@ -290,9 +298,10 @@ class Sqrt(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d sqrt(a)/da = 1 / (2 sqrt(a))
+        # d sqrt(a)/da = 1 / (2 sqrt(a)): inf at a = 0 (as torch), nan below
         (out,) = ctx.saved_tensors
-        return grad_out / (2 * out)
+        with np.errstate(divide="ignore"):
+            return grad_out / (2 * out)
 
 
 class Abs(Function):
@@ -303,9 +312,11 @@ class Abs(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d|a|/da = sign(a) (0 at 0, as torch)
+        # d|a|/da = sign(a): 0 at 0, and 0 at a NaN too (as torch)
         (a,) = ctx.saved_tensors
-        return grad_out * get_array_module(a).sign(a)
+        xp = get_array_module(a)
+        zero = grad_out.dtype.type(0)
+        return xp.where(a > 0, grad_out, xp.where(a < 0, -grad_out, zero))
 
 
 class Clamp(Function):
@@ -317,7 +328,8 @@ class Clamp(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d clamp(a)/da = 1 inside [low, high], 0 outside
+        # d clamp(a)/da = 1 inside [low, high], bounds included; 0 outside and at a NaN, and
+        # 0 everywhere when low > high (every output is high), as torch
         (a,) = ctx.saved_tensors
         inside = get_array_module(a).ones(a.shape, dtype=bool)
         if ctx.low is not None:
@@ -398,9 +410,11 @@ class Max(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d max(a)/da = 1 at the maximum, shared equally between ties (as torch)
+        # d max(a)/da = 1 at the maximum, shared equally between ties; when the result is
+        # NaN (any NaN wins), shared equally between the NaNs (as torch)
         a, out = ctx.saved_tensors
-        hit = a == out
+        xp = get_array_module(a)
+        hit = (a == out) | (xp.isnan(a) & xp.isnan(out))
         return (grad_out * hit / hit.sum()).astype(a.dtype)
 
 
@@ -415,7 +429,8 @@ class MaxDim(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d max(a, dim)/da = 1 at the chosen index along dim, 0 elsewhere
+        # d max(a, dim)/da = 1 at the chosen index along dim, 0 elsewhere: the first of tied
+        # maxima, the first NaN if there is one (argmax's choice, as torch on the CPU)
         xp = get_array_module(grad_out)
         grad = xp.zeros(ctx.shape, dtype=grad_out.dtype)
         g = grad_out if ctx.keepdim else xp.expand_dims(grad_out, ctx.dim)
@@ -542,7 +557,8 @@ def _max_or_min(a, dim, keepdim, largest):
 
 
 def max(a, dim=None, keepdim=False):
-    """The largest value; with `dim`, (values, indices) along it, as torch.max."""
+    """The largest value; with `dim`, (values, indices) along it, as torch.max. A NaN
+    counts as the largest value (the result is NaN)."""
     return _max_or_min(a, dim, keepdim, largest=True)
 
 
