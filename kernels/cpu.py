@@ -509,8 +509,9 @@ def _maxpool_forward_core(x, kh, kw, sh, sw, ph, pw, y, idx):
                 for hi in range(max(top, 0), min(top + kh, h)):   # ... walk its window
                     for wi in range(max(left, 0), min(left + kw, w)):
                         v = x[b, ch, hi, wi]
-                        # strictly larger takes over: ties keep the first; NaN wins
-                        if v > best or (np.isnan(v) and not np.isnan(best)):
+                        # strictly larger takes over: ties keep the first; a NaN
+                        # always takes over, so the last NaN wins (as torch)
+                        if v > best or np.isnan(v):
                             best = v
                             arg = hi * w + wi
                 y[b, ch, oy, ox] = best
@@ -530,7 +531,7 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
 
     x (N, C, H, W) -> (y, idx), both (N, C, OH, OW) with OH = (H + 2*ph - kh)//sh + 1;
     idx (int64) is the flat index h*W + w of the chosen element within its (n, c) plane.
-    Ties go to the first maximum in row-major window order; a NaN wins (as PyTorch).
+    Ties go to the first maximum in row-major window order; the last NaN wins (as PyTorch).
     """
     oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw)
     n, c, _, _ = x.shape

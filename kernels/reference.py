@@ -147,7 +147,8 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
     x (N, C, H, W) -> (y, idx), both (N, C, OH, OW) with OH = (H + 2*ph - kh)//sh + 1;
     idx (int64) is the flat index h*W + w of the chosen element within its (n, c) plane.
     Each window is walked in row-major order and only a strictly larger value takes over,
-    so ties go to the first maximum; a NaN wins over any number (as PyTorch).
+    so ties go to the first maximum; a NaN always takes over, so the last NaN in the
+    window wins (as PyTorch, whose gradient then goes to that NaN).
     """
     oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw)
     n, c, h, w = x.shape
@@ -159,7 +160,7 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
     for i in range(kh):
         for j in range(kw):
             v = padded[:, :, _window_slice(i, oh, sh), _window_slice(j, ow, sw)]
-            takes_over = (v > best) | (np.isnan(v) & ~np.isnan(best))
+            takes_over = (v > best) | np.isnan(v)
             best = np.where(takes_over, v, best)
             idx = np.where(takes_over, (top + i) * w + (left + j), idx)
     return best, idx.astype(np.int64)

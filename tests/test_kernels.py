@@ -416,6 +416,20 @@ def test_relu_follows_pytorch(kernels):
     assert y.dtype == np.float32
 
 
+@all_modules
+def test_maxpool_nan_follows_pytorch(kernels):
+    """A NaN beats any number and the last NaN of a window wins: torch's rule
+    (val > max || isnan(val)), which decides where the gradient goes."""
+    x = np.array([[[[1.0, np.nan, 5.0, np.nan, 3.0], [7.0, 0.0, 1.0, 2.0, 4.0]]]])
+    y, idx = kernels.maxpool_forward(x, 2, 5, 2, 5, 0, 0)
+    assert np.isnan(y).all() and idx.ravel().tolist() == [3]
+    y, idx = kernels.maxpool_forward(x, 2, 2, 2, 2, 0, 0)    # windows [1 nan 7 0], [5 nan 1 2]
+    assert idx.ravel().tolist() == [1, 3]
+    torch = pytest.importorskip("torch")
+    _, expected = torch.nn.functional.max_pool2d(torch.tensor(x), (2, 5), return_indices=True)
+    assert expected.ravel().tolist() == [3]
+
+
 # ---------------------------------------------------------------- empty batches
 
 EMPTY_CONVS = [(1, 1, 0, 5), (3, 1, 1, 5), (3, 2, 1, 5), (1, 2, 0, 5),
