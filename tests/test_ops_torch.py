@@ -149,6 +149,7 @@ SHAPE_ERRORS = {
     "reshape(-1, -1)": lambda e: make(e, np.zeros(4)).reshape(-1, -1),
     "expand(-1, 4) new leading dim": lambda e: make(e, np.zeros(4)).expand(-1, 4),
     "expand(-1, 2, 3) new leading dim": lambda e: make(e, np.zeros((1, 3))).expand(-1, 2, 3),
+    "max() of an empty tensor": lambda e: make(e, np.zeros((0, 3))).max(),
 }
 
 
@@ -167,6 +168,30 @@ def test_shape_arguments_torch_accepts_still_work():
         assert tuple(x.expand(4, -1, 3).shape) == (4, 1, 3)
         assert tuple(x.reshape(-1).shape) == (3,)
         assert len(x) == 1
+
+
+EMPTY_REDUCTIONS = {
+    "mean": lambda e, x: x.mean(),
+    "mean(0)": lambda e, x: x.mean(0),
+    "sum": lambda e, x: x.sum(),
+    "max(1)": lambda e, x: x.max(1)[0],
+    "mse_loss": lambda e, x: e.nn.functional.mse_loss(x, x * 2.0),
+    "softmax(1)": lambda e, x: e.nn.functional.softmax(x, 1),
+}
+
+
+@pytest.mark.parametrize("name", list(EMPTY_REDUCTIONS))
+@pytest.mark.filterwarnings("error")    # torch is silent about these, and so is tinyres
+def test_reductions_of_an_empty_batch_match_torch(name):
+    results = []
+    for engine in (tinyres, torch):
+        x = engine.tensor(np.zeros((0, 3)), requires_grad=True)
+        out = EMPTY_REDUCTIONS[name](engine, x)
+        out.sum().backward()
+        results.append((as_numpy(out), as_numpy(x.grad)))
+    for ours, theirs in zip(*results):
+        assert ours.shape == theirs.shape
+        np.testing.assert_array_equal(ours, theirs)
 
 
 # ----- gradients at the edges ----------------------------------------------------------

@@ -371,13 +371,16 @@ class Mean(Function):
     def forward(ctx, a, axes=None, keepdim=False):
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
         ctx.count = _count(a.shape, axes)
-        return get_array_module(a).mean(a, axis=axes, keepdims=keepdim)
+        xp = get_array_module(a)
+        if ctx.count == 0:                  # the mean of nothing is NaN, as torch
+            return xp.full_like(xp.sum(a, axis=axes, keepdims=keepdim), xp.nan)
+        return xp.mean(a, axis=axes, keepdims=keepdim)
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d mean(a)/da = 1/n for every averaged element
+        # d mean(a)/da = 1/n for every averaged element (none when n = 0)
         xp = get_array_module(grad_out)
-        g = _keep(grad_out, ctx.axes, ctx.keepdim) / ctx.count
+        g = _keep(grad_out, ctx.axes, ctx.keepdim) / builtins.max(ctx.count, 1)
         return xp.broadcast_to(g, ctx.shape).astype(grad_out.dtype)
 
 
@@ -547,6 +550,10 @@ MaxResult = collections.namedtuple("MaxResult", ["values", "indices"])
 
 
 def _max_or_min(a, dim, keepdim, largest):
+    if dim is None and a.numel() == 0:
+        name = "max" if largest else "min"
+        raise RuntimeError(f"{name}(): a tensor of shape {a.shape} has no elements; give "
+                           f"the dimension to reduce over with dim=")
     if dim is None:
         return Max.apply(a, largest=largest)
     (axis,) = _axes(dim, a.ndim)
