@@ -392,7 +392,7 @@ def _element_dtypes(data):
     elif isinstance(data, (Tensor, np.generic, np.ndarray)):
         yield np.dtype(data.dtype)
     elif isinstance(data, (bool, int, float)):
-        yield np.dtype(fmath._scalar_dtype(data))
+        yield np.dtype(fmath.scalar_dtype(data))
     else:
         raise TypeError(f"tensor: cannot make a tensor of a {type(data).__name__}")
 

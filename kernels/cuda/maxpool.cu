@@ -5,8 +5,9 @@
 // Formulations:
 // - forward: one thread per output element walks its kh x kw window in row-major order;
 //   only a strictly larger value, or any NaN, takes over, so ties go to the first maximum
-//   and the last NaN wins (as torch). The padding is never read: skipping it is the same as reading -inf,
-//   because the padding is at most half the kernel and every window holds a real pixel.
+//   and the last NaN wins (as torch). The padding is never read: skipping it is the same
+//   as reading -inf, because the padding is at most half the kernel and every window
+//   holds a real pixel.
 // - backward as a gather: one thread per input pixel visits the few windows that could have
 //   chosen it (the same index arithmetic as col2im) and adds grad_out where idx names this
 //   pixel. One writer per pixel: no atomics, a deterministic sum, and no zero-fill pass.

@@ -44,7 +44,7 @@ def promote_types(a, b):
     return np.promote_types(a, b)
 
 
-def _scalar_dtype(value):
+def scalar_dtype(value):
     """The dtype a Python (or NumPy) scalar stands for: bool, int64 or the default float."""
     if isinstance(value, (bool, np.bool_)):
         return np.dtype(bool)
@@ -68,7 +68,7 @@ def result_type(*operands):
         if isinstance(x, Tensor):
             tier, dtype = (0 if x.ndim else 1), x.dtype
         else:
-            tier, dtype = 2, _scalar_dtype(x)
+            tier, dtype = 2, scalar_dtype(x)
         tiers[tier] = dtype if tiers[tier] is None else promote_types(tiers[tier], dtype)
     result = None
     for dtype in tiers:
@@ -116,7 +116,7 @@ def binary_operands(op, a, b, dtype=None):
 def _axes(dim, ndim):
     if dim is None:
         return None
-    from tinyres.functional.shape import as_int
+    from tinyres.functional.shape import as_int   # here: shape.py imports this module
     dims = tuple(as_int(d, "dim", "reduction")
                  for d in (dim if isinstance(dim, (tuple, list)) else (dim,)))
     for d in dims:
