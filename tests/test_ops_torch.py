@@ -129,6 +129,8 @@ LISTS = {
     "numpy scalars": lambda e: [np.float32(1), 2.0],
     "numpy float64": lambda e: [np.float64(1)],
     "empty": lambda e: [],
+    "a range": lambda e: range(3),
+    "a tuple of bools": lambda e: (True, False),
 }
 
 

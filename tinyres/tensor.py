@@ -386,7 +386,7 @@ def _default_dtype_for(array_like):
 
 def _element_dtypes(data):
     """The dtype each leaf of a nested list stands for (see _default_dtype_for)."""
-    if isinstance(data, (list, tuple)):
+    if isinstance(data, (list, tuple, range)):
         for item in data:
             yield from _element_dtypes(item)
     elif isinstance(data, (Tensor, np.generic, np.ndarray)):
@@ -400,7 +400,7 @@ def _element_dtypes(data):
 def _plain(data):
     """A nested list with every Tensor inside replaced by its value; a Tensor in a list
     must hold one element, as in torch.tensor([tensor(1.), tensor(2.)])."""
-    if isinstance(data, (list, tuple)):
+    if isinstance(data, (list, tuple, range)):
         return [_plain(item) for item in data]
     if isinstance(data, Tensor):
         if data.numel() != 1:
