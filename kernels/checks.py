@@ -67,7 +67,7 @@ def check_batchnorm(fn, x, **per_channel):
         if v is not None:
             check_shape(fn, v, name, (c,))
     m = n * h * w
-    if m < 2:
+    if m == 1:     # m == 0 (an empty batch) is allowed: empty output, stats untouched
         raise ValueError(f"{fn}: expected more than one value per channel in training "
                          f"mode, got x of shape {x.shape}")
     return m

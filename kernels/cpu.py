@@ -365,6 +365,8 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps)
     r = (1 - momentum)*r + momentum*batch_stat, using the unbiased variance.
     """
     m = checks.batchnorm_forward_args(x, weight, bias, running_mean, running_var)
+    if m == 0:     # an empty batch (as PyTorch): empty y, the running statistics untouched
+        return np.empty_like(x), np.zeros(x.shape[1], x.dtype), np.zeros(x.shape[1], x.dtype)
     x3 = _planes(x)
     mean, var = _batchnorm_stats(x3)
     invstd = 1.0 / np.sqrt(var + eps)
@@ -388,6 +390,8 @@ def batchnorm_backward(grad_out, x, weight, mean, invstd):
     grad_x = weight*invstd/m * (m*grad_out - grad_bias - xhat*grad_weight).
     """
     m = checks.batchnorm_backward_args(grad_out, x, weight, mean, invstd)
+    if m == 0:     # an empty batch: no gradient reaches weight and bias
+        return np.empty_like(x), np.zeros(x.shape[1], x.dtype), np.zeros(x.shape[1], x.dtype)
     x3, g3 = _planes(x), _planes(grad_out)
     mean64, invstd64 = (np.asarray(v, dtype=np.float64) for v in (mean, invstd))
     grad_bias, grad_weight = _batchnorm_grad_sums(g3, x3, mean64, invstd64)
@@ -408,7 +412,7 @@ def _relu_forward_core(x, y):
 @njit(cache=True, parallel=True)
 def _relu_backward_core(grad_out, x, grad_x):
     for k in prange(x.size):
-        grad_x[k] = grad_out[k] if x[k] > 0 else 0
+        grad_x[k] = 0 if x[k] <= 0 else grad_out[k]   # a NaN lets the gradient through
 
 
 def relu_forward(x):
@@ -421,7 +425,8 @@ def relu_forward(x):
 
 
 def relu_backward(grad_out, x):
-    """grad_out * 1[x > 0] elementwise (zero where x == 0, as PyTorch); any shape."""
+    """grad_out * 1[not x <= 0] elementwise: zero where x <= 0, NaN lets the gradient
+    through (as PyTorch); any shape."""
     checks.relu_backward_args(grad_out, x)
     grad_out, x = np.ascontiguousarray(grad_out), np.ascontiguousarray(x)
     grad_x = np.empty_like(grad_out)
@@ -446,8 +451,9 @@ def _maxpool_forward_core(x, kh, kw, sh, sw, ph, pw, y, idx):
                 for hi in range(max(top, 0), min(top + kh, h)):   # ... walk its window
                     for wi in range(max(left, 0), min(left + kw, w)):
                         v = x[b, ch, hi, wi]
-                        # strictly larger takes over: ties keep the first; NaN wins
-                        if v > best or (np.isnan(v) and not np.isnan(best)):
+                        # strictly larger takes over: ties keep the first; a NaN
+                        # always takes over, so the last NaN wins (as torch)
+                        if v > best or np.isnan(v):
                             best = v
                             arg = hi * w + wi
                 y[b, ch, oy, ox] = best
@@ -467,7 +473,7 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
 
     x (N, C, H, W) -> (y, idx), both (N, C, OH, OW) with OH = (H + 2*ph - kh)//sh + 1;
     idx (int64) is the flat index h*W + w of the chosen element within its (n, c) plane.
-    Ties go to the first maximum in row-major window order; a NaN wins (as PyTorch).
+    Ties go to the first maximum in row-major window order; the last NaN wins (as PyTorch).
     """
     oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw)
     n, c, _, _ = x.shape

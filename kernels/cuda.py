@@ -124,6 +124,8 @@ class Launchers:
         """See reference.batchnorm_forward."""
         m = checks.batchnorm_forward_args(x, weight, bias, running_mean, running_var)
         xp, dt = self.xp, x.dtype
+        if m == 0:     # an empty batch (as PyTorch): empty y, running statistics untouched
+            return xp.empty_like(x), xp.zeros(x.shape[1], dt), xp.zeros(x.shape[1], dt)
         x = xp.ascontiguousarray(x)
         n, c, h, w = x.shape
         mean64, var64 = xp.empty(c, dtype=np.float64), xp.empty(c, dtype=np.float64)
@@ -141,8 +143,10 @@ class Launchers:
 
     def batchnorm_backward(self, grad_out, x, weight, mean, invstd):
         """See reference.batchnorm_backward."""
-        checks.batchnorm_backward_args(grad_out, x, weight, mean, invstd)
+        m = checks.batchnorm_backward_args(grad_out, x, weight, mean, invstd)
         xp, dt = self.xp, x.dtype
+        if m == 0:     # an empty batch: no gradient reaches weight and bias
+            return xp.empty_like(x), xp.zeros(x.shape[1], dt), xp.zeros(x.shape[1], dt)
         x, g = xp.ascontiguousarray(x), xp.ascontiguousarray(grad_out, dtype=dt)
         n, c, h, w = x.shape
         mean, invstd = self._vector(mean, dt), self._vector(invstd, dt)

@@ -86,6 +86,8 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps)
     r = (1 - momentum)*r + momentum*batch_stat, using the unbiased variance.
     """
     m = checks.batchnorm_forward_args(x, weight, bias, running_mean, running_var)
+    if m == 0:     # an empty batch (as PyTorch): empty y, the running statistics untouched
+        return np.empty_like(x), np.zeros(x.shape[1], x.dtype), np.zeros(x.shape[1], x.dtype)
     x64 = x.astype(np.float64)
     mean = x64.mean(axis=(0, 2, 3))
     centred = x64 - mean[None, :, None, None]
@@ -110,6 +112,8 @@ def batchnorm_backward(grad_out, x, weight, mean, invstd):
     grad_x = weight*invstd/m * (m*grad_out - grad_bias - xhat*grad_weight).
     """
     m = checks.batchnorm_backward_args(grad_out, x, weight, mean, invstd)
+    if m == 0:     # an empty batch: no gradient reaches weight and bias
+        return np.empty_like(x), np.zeros(x.shape[1], x.dtype), np.zeros(x.shape[1], x.dtype)
 
     def per_channel(v):
         return np.asarray(v, dtype=np.float64)[None, :, None, None]
@@ -131,9 +135,10 @@ def relu_forward(x):
 
 
 def relu_backward(grad_out, x):
-    """grad_out * 1[x > 0] elementwise (zero where x == 0, as PyTorch); any shape."""
+    """grad_out * 1[not x <= 0] elementwise: zero where x <= 0 (x == 0 included), and a
+    NaN in x lets its gradient through, as PyTorch; any shape."""
     checks.relu_backward_args(grad_out, x)
-    return np.where(x > 0, grad_out, grad_out.dtype.type(0))
+    return np.where(x <= 0, grad_out.dtype.type(0), grad_out)
 
 
 def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
@@ -142,7 +147,8 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
     x (N, C, H, W) -> (y, idx), both (N, C, OH, OW) with OH = (H + 2*ph - kh)//sh + 1;
     idx (int64) is the flat index h*W + w of the chosen element within its (n, c) plane.
     Each window is walked in row-major order and only a strictly larger value takes over,
-    so ties go to the first maximum; a NaN wins over any number (as PyTorch).
+    so ties go to the first maximum; a NaN always takes over, so the last NaN in the
+    window wins (as PyTorch, whose gradient then goes to that NaN).
     """
     oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw)
     n, c, h, w = x.shape
@@ -154,7 +160,7 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
     for i in range(kh):
         for j in range(kw):
             v = padded[:, :, _window_slice(i, oh, sh), _window_slice(j, ow, sw)]
-            takes_over = (v > best) | (np.isnan(v) & ~np.isnan(best))
+            takes_over = (v > best) | np.isnan(v)
             best = np.where(takes_over, v, best)
             idx = np.where(takes_over, (top + i) * w + (left + j), idx)
     return best, idx.astype(np.int64)

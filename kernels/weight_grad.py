@@ -104,7 +104,7 @@ def weight_grad(g, x, tasks):
     """grad_w (OC, C, 3, 3) of the 3x3 stride-1 padding-1 convolution of x (N, C, H, W),
     given g = grad_out (N, OC, H, W), both C-contiguous; the batch cut into `tasks`."""
     n = x.shape[0]
-    group = -(-n // tasks)
+    group = max(1, -(-n // tasks))          # an empty batch: no parts, a zero sum
     dw_parts = np.empty((-(-n // group), g.shape[1], x.shape[1], 3, 3), dtype=x.dtype)
     _weight_grad_core(g, x, group, dw_parts)
     return dw_parts.sum(axis=0)

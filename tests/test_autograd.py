@@ -142,9 +142,14 @@ def test_binary_op_rejects_shapes_that_do_not_broadcast():
         a + b
 
 
-def test_binary_op_rejects_mixed_float_dtypes():
-    with pytest.raises(TypeError, match="mul: dtype mismatch"):
-        tinyres.randn(2) * tinyres.randn(2, dtype=tinyres.float64)
+def test_binary_op_promotes_mixed_float_dtypes_and_grads_keep_their_own():
+    a = tinyres.randn(2, requires_grad=True)
+    b = tinyres.randn(2, dtype=tinyres.float64, requires_grad=True)
+    out = a * b
+    assert out.dtype == np.float64
+    out.sum().backward()
+    assert a.grad.dtype == np.float32 and b.grad.dtype == np.float64
+    np.testing.assert_allclose(a.grad.numpy(), b.numpy(), rtol=1e-6)
 
 
 def test_matmul_names_both_shapes():

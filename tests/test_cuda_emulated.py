@@ -119,6 +119,26 @@ def test_relu(emu, dtype):
     _close(emu.relu_backward(g, x), ref.relu_backward(g, x), dtype, "relu_backward")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_batch(emu, dtype):
+    """Batch 0: empty outputs, running statistics untouched, zero weight and bias grads."""
+    x = np.zeros((0, 3, 4, 4), dtype=dtype)
+    w, b = np.ones(3, dtype), np.zeros(3, dtype)
+    rm, rv = np.full(3, 0.5, dtype), np.full(3, 2.0, dtype)
+    y, mean, invstd = emu.batchnorm_forward(x, w, b, rm, rv, 0.1, 1e-5)
+    assert y.shape == x.shape
+    np.testing.assert_array_equal(np.concatenate([rm, rv]), [0.5] * 3 + [2.0] * 3)
+    grad_x, grad_w, grad_b = emu.batchnorm_backward(y, x, w, mean, invstd)
+    assert grad_x.shape == x.shape
+    np.testing.assert_array_equal(np.concatenate([grad_w, grad_b]), 0.0)
+    cols = emu.im2col(x, 3, 3, 1, 1, 1, 1)
+    assert cols.shape == (27, 0)
+    assert emu.col2im(cols, x.shape, 3, 3, 1, 1, 1, 1).shape == x.shape
+    assert emu.relu_backward(x, x).shape == x.shape
+    y, idx = emu.maxpool_forward(x, 2, 2, 2, 2, 0, 0)
+    assert emu.maxpool_backward(y, idx, x.shape, 2, 2, 2, 2, 0, 0).shape == x.shape
+
+
 def test_non_contiguous_inputs(emu):
     x = np.random.default_rng(2).standard_normal((2, 6, 5, 3)).transpose(0, 3, 2, 1)
     _close(emu.im2col(x, 3, 3, 1, 1, 1, 1), ref.im2col(x, 3, 3, 1, 1, 1, 1), np.float64, "im2col")
@@ -127,7 +147,7 @@ def test_non_contiguous_inputs(emu):
 
 def test_maxpool_nan_wins(emu):
     x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
-    x[0, 0, 1, 0] = np.nan
+    x[0, 0, 1, 0] = x[0, 0, 0, 1] = x[0, 0, 3, 3] = np.nan    # the last NaN of a window wins
     y, idx = emu.maxpool_forward(x, 2, 2, 2, 2, 0, 0)
     y_ref, idx_ref = ref.maxpool_forward(x, 2, 2, 2, 2, 0, 0)
     np.testing.assert_array_equal(y, y_ref)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tinyres.kernels import conv_plan, cpu, reference, winograd
+from tinyres.kernels import conv_plan, cpu, reference, weight_grad, winograd
 
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
@@ -404,8 +404,84 @@ def test_relu_follows_pytorch(kernels):
     grad_out = np.array([1.0, 2.0, 3.0, 4.0, 5.0], dtype=np.float32)
     y = kernels.relu_forward(x)
     np.testing.assert_array_equal(y, [0.0, 0.0, 0.0, 0.5, np.nan])
-    np.testing.assert_array_equal(kernels.relu_backward(grad_out, x), [0, 0, 0, 4, 0])
+    # torch's relu backward is threshold_backward: zero where x <= 0, so a NaN passes
+    np.testing.assert_array_equal(kernels.relu_backward(grad_out, x), [0, 0, 0, 4, 5])
     assert y.dtype == np.float32
+
+
+@all_modules
+def test_maxpool_nan_follows_pytorch(kernels):
+    """A NaN beats any number and the last NaN of a window wins: torch's rule
+    (val > max || isnan(val)), which decides where the gradient goes."""
+    x = np.array([[[[1.0, np.nan, 5.0, np.nan, 3.0], [7.0, 0.0, 1.0, 2.0, 4.0]]]])
+    y, idx = kernels.maxpool_forward(x, 2, 5, 2, 5, 0, 0)
+    assert np.isnan(y).all() and idx.ravel().tolist() == [3]
+    y, idx = kernels.maxpool_forward(x, 2, 2, 2, 2, 0, 0)    # windows [1 nan 7 0], [5 nan 1 2]
+    assert idx.ravel().tolist() == [1, 3]
+    torch = pytest.importorskip("torch")
+    _, expected = torch.nn.functional.max_pool2d(torch.tensor(x), (2, 5), return_indices=True)
+    assert expected.ravel().tolist() == [3]
+
+
+# ---------------------------------------------------------------- empty batches
+
+EMPTY_CONVS = [(1, 1, 0, 5), (3, 1, 1, 5), (3, 2, 1, 5), (1, 2, 0, 5),
+               (3, 1, 1, cpu.DIRECT_WEIGHT_GRAD_MIN_WIDTH)]   # the last: weight_grad.py
+
+
+@all_modules
+@pytest.mark.parametrize("k, s, p, width", EMPTY_CONVS, ids=str)
+def test_conv2d_of_an_empty_batch_is_empty_with_a_zero_weight_grad(kernels, k, s, p, width):
+    """As torch: batch 0 gives an empty output and grad_x, and a weight gradient of zeros."""
+    rng = np.random.default_rng(0)
+    x = np.zeros((0, 8, width, width))
+    w2 = rng.standard_normal((8, 8 * k * k))
+    out = kernels.conv2d_forward(x, w2, k, k, s, s, p, p)
+    side = (width + 2 * p - k) // s + 1
+    assert out.shape == (0, 8, side, side)
+    grad_x, grad_w2 = kernels.conv2d_backward(out, x, w2, k, k, s, s, p, p)
+    assert grad_x.shape == x.shape and grad_w2.shape == w2.shape
+    np.testing.assert_array_equal(grad_w2, 0.0)
+
+
+def test_direct_weight_grad_of_an_empty_batch_is_zero():
+    x, g = np.zeros((0, 2, 4, 4)), np.zeros((0, 3, 4, 4))
+    grad_w = weight_grad.weight_grad(g, x, tasks=4)
+    assert grad_w.shape == (3, 2, 3, 3)
+    np.testing.assert_array_equal(grad_w, 0.0)
+
+
+@all_modules
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batchnorm_of_an_empty_batch(kernels, dtype):
+    """As torch: an empty y, the running statistics untouched, zero weight and bias
+    gradients; one value per channel is still refused."""
+    x = np.zeros((0, 3, 4, 4), dtype=dtype)
+    weight, bias = np.full(3, 2.0, dtype), np.full(3, 0.5, dtype)
+    running_mean, running_var = np.full(3, 0.25, dtype), np.full(3, 4.0, dtype)
+    y, mean, invstd = kernels.batchnorm_forward(x, weight, bias, running_mean, running_var,
+                                                0.1, 1e-5)
+    assert y.shape == x.shape and y.dtype == dtype
+    np.testing.assert_array_equal(running_mean, 0.25)
+    np.testing.assert_array_equal(running_var, 4.0)
+    grad_x, grad_w, grad_b = kernels.batchnorm_backward(y, x, weight, mean, invstd)
+    assert grad_x.shape == x.shape and grad_x.dtype == dtype
+    for g in (grad_w, grad_b):
+        assert g.shape == (3,) and g.dtype == dtype
+        np.testing.assert_array_equal(g, 0.0)
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        kernels.batchnorm_forward(np.zeros((1, 3, 1, 1), dtype), weight, bias, None, None,
+                                  0.1, 1e-5)
+
+
+@all_modules
+def test_relu_and_maxpool_of_an_empty_batch(kernels):
+    x = np.zeros((0, 2, 4, 4))
+    assert kernels.relu_forward(x).shape == x.shape
+    assert kernels.relu_backward(x, x).shape == x.shape
+    y, idx = kernels.maxpool_forward(x, 2, 2, 2, 2, 0, 0)
+    assert y.shape == idx.shape == (0, 2, 2, 2)
+    assert kernels.maxpool_backward(y, idx, x.shape, 2, 2, 2, 2, 0, 0).shape == x.shape
 
 
 # ---------------------------------------------------------------- max pooling

@@ -99,6 +99,24 @@ def run_step(engine, model, x, target):
     return out.numpy(), loss.item(), xt.grad.numpy(), grads
 
 
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_resnet20_on_an_empty_batch_matches_torch(train):
+    """Batch 0 as torch: a (0, 10) output, a NaN loss, zero parameter gradients, and the
+    running statistics left as they were (only num_batches_tracked counts the step)."""
+    torch, theirs, ours = torch_and_ours("resnet20", np.float64)
+    theirs.train(train), ours.train(train)
+    x, target = np.zeros((0, 3, 32, 32)), np.zeros(0, dtype=np.int64)
+    got, want = run_step("tinyres", ours, x, target), run_step("torch", theirs, x, target)
+    assert got[0].shape == want[0].shape == (0, 10)
+    assert np.isnan(got[1]) and np.isnan(want[1])
+    assert got[2].shape == want[2].shape
+    for k, g in want[3].items():
+        np.testing.assert_array_equal(got[3][k], g, err_msg=k)
+    ours_state = ours.state_dict()
+    for k, v in theirs.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(ours_state[k]), v.numpy(), err_msg=k)
+
+
 def relative_error(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 

@@ -366,3 +366,136 @@ def test_load_state_dict_refuses_non_numbers_and_loads_nothing(bad):
         net.load_state_dict(state)
     for key, value in net.state_dict().items():
         np.testing.assert_array_equal(value, before[key])   # all or nothing
+
+
+# ----- edges (issue 12): empty batches, NumPy integers, non-Tensor inputs -------------
+EMPTY_BATCH_LAYERS = [   # (name, constructor args, input shape with batch 0, train mode)
+    ("Conv2d", (3, 4, 3), {"padding": 1}, (0, 3, 6, 6), True),
+    ("Conv2d", (3, 4, 1), {"stride": 2}, (0, 3, 6, 6), True),
+    ("BatchNorm2d", (3,), {}, (0, 3, 4, 4), True),
+    ("BatchNorm2d", (3,), {}, (0, 3, 4, 4), False),
+    ("BatchNorm1d", (3,), {}, (0, 3), True),
+    ("Linear", (5, 2), {}, (0, 5), True),
+    ("MaxPool2d", (2,), {}, (0, 3, 4, 4), True),
+    ("AvgPool2d", (2,), {}, (0, 3, 4, 4), True),
+    ("AdaptiveAvgPool2d", (1,), {}, (0, 3, 4, 4), True),
+    ("AdaptiveAvgPool2d", (2,), {}, (0, 3, 4, 4), True),
+    ("ReLU", (), {}, (0, 3, 4, 4), True),
+    ("Flatten", (), {}, (0, 3, 4, 4), True),
+]
+
+
+def _run_empty(module, x, engine):
+    """Forward and backward of sum(module(x)) for an empty x; returns the output shape,
+    x.grad's shape and every parameter's gradient and buffer as arrays."""
+    out = module(x)
+    out.sum().backward()
+    as_np = (lambda t: t.detach().numpy()) if engine == "torch" else (lambda t: t.numpy())
+    grads = {k: as_np(p.grad) for k, p in module.named_parameters()}
+    buffers = {k: as_np(b) for k, b in module.named_buffers()}
+    return tuple(out.shape), tuple(x.grad.shape), grads, buffers
+
+
+@pytest.mark.parametrize("name, args, kwargs, shape, train", EMPTY_BATCH_LAYERS,
+                         ids=[f"{c[0]}{c[1]}-{'train' if c[4] else 'eval'}"
+                              for c in EMPTY_BATCH_LAYERS])
+def test_an_empty_batch_goes_through_every_layer_as_in_torch(name, args, kwargs, shape,
+                                                              train):
+    torch = pytest.importorskip("torch")
+    theirs = getattr(torch.nn, name)(*args, **kwargs).double().train(train)
+    dtype = {"dtype": np.float64} if name in ("Conv2d", "Linear") or "Norm" in name else {}
+    ours = getattr(nn, name)(*args, **kwargs, **dtype).train(train)
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    x_ours = Tensor(np.zeros(shape), requires_grad=True)
+    x_theirs = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    got, want = _run_empty(ours, x_ours, "tinyres"), _run_empty(theirs, x_theirs, "torch")
+    assert got[:2] == want[:2]
+    for mine, expected in zip(got[2:], want[2:]):
+        assert mine.keys() == expected.keys()
+        for k in mine:
+            np.testing.assert_array_equal(mine[k], expected[k], err_msg=k)
+
+
+def test_cross_entropy_of_an_empty_batch_is_nan_as_torch():
+    torch = pytest.importorskip("torch")
+    logits = Tensor(np.zeros((0, 4)), requires_grad=True)
+    loss = F.cross_entropy(logits, tensor(np.zeros(0, dtype=np.int64)))
+    theirs = torch.nn.functional.cross_entropy(torch.zeros(0, 4), torch.zeros(0).long())
+    assert np.isnan(loss.item()) and np.isnan(theirs.item())
+    loss.backward()
+    assert logits.grad.shape == (0, 4)
+
+
+NP_INT = np.int64
+
+
+def test_numpy_integers_are_accepted_wherever_ints_are():
+    conv = nn.Conv2d(NP_INT(3), NP_INT(4), NP_INT(3), stride=NP_INT(2), padding=NP_INT(1))
+    assert repr(conv) == repr(nn.Conv2d(3, 4, 3, stride=2, padding=1))
+    assert nn.Linear(NP_INT(3), np.int32(2)).weight.shape == (2, 3)
+    assert nn.BatchNorm2d(NP_INT(3)).running_mean.shape == (3,)
+    x = randn(2, 3, 8, 8)
+    assert conv(x).shape == (2, 4, 4, 4)
+    assert nn.MaxPool2d(NP_INT(2), NP_INT(2))(x).shape == (2, 3, 4, 4)
+    assert F.avg_pool2d(x, (NP_INT(2), 2)).shape == (2, 3, 4, 4)
+    assert nn.AdaptiveAvgPool2d(NP_INT(2))(x).shape == (2, 3, 2, 2)
+    assert nn.Flatten(NP_INT(1))(x).shape == (2, 192)
+    assert x.reshape(NP_INT(6), -1).shape == (6, 64)
+    assert x.view((NP_INT(2), NP_INT(-1))).shape == (2, 192)
+    assert x.sum(NP_INT(1)).shape == (2, 8, 8)
+    assert x.sum((NP_INT(2), 3)).shape == (2, 3)
+    assert x.max(NP_INT(-1)).values.shape == (2, 3, 8)
+    assert x.transpose(NP_INT(0), NP_INT(1)).shape == (3, 2, 8, 8)
+    assert x.permute(NP_INT(1), 0, 2, 3).shape == (3, 2, 8, 8)
+    assert x[NP_INT(1)].shape == (3, 8, 8)
+    assert x[:1].expand(NP_INT(4), -1, -1, -1).shape == (4, 3, 8, 8)
+    assert x.unsqueeze(NP_INT(0)).shape == (1, 2, 3, 8, 8)
+    assert F.softmax(x, NP_INT(1)).shape == x.shape
+    assert zeros(NP_INT(2), NP_INT(3)).shape == (2, 3)
+    assert randn((NP_INT(2),)).shape == (2,)
+
+
+def test_numpy_integers_match_torch_and_floats_are_refused():
+    torch = pytest.importorskip("torch")
+    assert tuple(torch.zeros(4).reshape(NP_INT(2), NP_INT(2)).shape) == \
+        zeros(4).reshape(NP_INT(2), NP_INT(2)).shape
+    with pytest.raises(TypeError):
+        torch.zeros(4).reshape(2.0, 2)
+    with pytest.raises(TypeError, match="integer"):
+        zeros(4).reshape(2.0, 2)
+    with pytest.raises(TypeError, match="kernel_size"):
+        nn.Conv2d(3, 2, 3.0)
+    with pytest.raises(TypeError):
+        torch.nn.Conv2d(3, 2, 3.0)
+
+
+NON_TENSOR_LAYERS = [
+    ("Conv2d", (3, 2, 1)), ("Linear", (3, 2)), ("BatchNorm2d", (3,)), ("BatchNorm1d", (3,)),
+    ("ReLU", ()), ("MaxPool2d", (2,)), ("AvgPool2d", (2,)), ("AdaptiveAvgPool2d", (1,)),
+    ("Flatten", ()), ("Dropout", ()),
+]
+TORCH_RAISES_TYPEERROR = {"Conv2d", "Linear", "ReLU", "MaxPool2d", "AvgPool2d", "Dropout"}
+
+
+@pytest.mark.parametrize("name, args", NON_TENSOR_LAYERS, ids=[c[0] for c in NON_TENSOR_LAYERS])
+def test_a_layer_called_on_a_non_tensor_raises_type_error_naming_both(name, args):
+    layer = getattr(nn, name)(*args)
+    array = np.zeros((2, 3, 4, 4) if "2d" in name or name == "Flatten" else (2, 3),
+                     dtype=np.float32)
+    with pytest.raises(TypeError, match=rf"^{name}: .*numpy\.ndarray"):
+        layer(array)
+    with pytest.raises(TypeError, match=rf"^{name}: .*not list"):
+        layer(array.tolist())
+    if name in TORCH_RAISES_TYPEERROR:    # torch's other layers fail in other ways
+        torch = pytest.importorskip("torch")
+        with pytest.raises(TypeError, match="must be Tensor|invalid combination"):
+            getattr(torch.nn, name)(*args)(array)
+
+
+def test_a_model_called_on_a_numpy_array_names_its_first_layer():
+    from tinyres.models import resnet20
+    with pytest.raises(TypeError, match="Conv2d: argument 'input' must be Tensor, not "
+                                        "numpy.ndarray"):
+        resnet20()(np.zeros((1, 3, 32, 32), dtype=np.float32))
+    with pytest.raises(TypeError, match="MSELoss: argument 'target'"):
+        nn.MSELoss()(zeros(2), np.zeros(2))

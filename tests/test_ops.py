@@ -107,3 +107,61 @@ def test_residual_add_backward_is_branch_plus_scaled_shortcut():
     F.residual_add(branch, shortcut, scale=0.5).backward(g)
     np.testing.assert_array_equal(branch.grad.numpy(), g.numpy())
     np.testing.assert_array_equal(shortcut.grad.numpy(), 0.5 * g.numpy())
+
+
+# ----- derivatives at the edges, against finite differences ----------------------------
+def f64(values, requires_grad=True):
+    return tinyres.tensor(np.array(values, dtype=np.float64), requires_grad=requires_grad)
+
+
+def gradcheck_finite(fn, inputs):
+    """tinyres.gradcheck, plus: every analytic gradient is finite. (gradcheck compares
+    with `difference > tolerance`, which a NaN gradient never is, so a NaN would pass it.)"""
+    assert tinyres.gradcheck(fn, inputs)
+    out = fn(*inputs)
+    for t in inputs:
+        t.grad = None
+    out.backward(tinyres.ones_like(out))
+    return all(np.isfinite(t.grad.numpy()).all() for t in inputs)
+
+
+def test_pow_base_gradient_where_the_exponent_is_zero():
+    """d a^b/da = 0 where b = 0, at a = 0 too (a^0 is the constant 1 on both sides)."""
+    a = f64([0.0, -1.5, 2.0, 0.7, 0.0])
+    b = f64([0.0, 2.0, 3.0, 0.0, 0.0], requires_grad=False)
+    assert gradcheck_finite(lambda a: a ** b, [a])
+    assert gradcheck_finite(lambda a: a ** 0.0 + a * 0.5, [a])
+
+
+def test_pow_exponent_gradient_at_base_zero_with_a_positive_exponent():
+    """d 0^b/db = 0 for b > 0 (0^b is the constant 0 there)."""
+    a = f64([0.0, 0.0, 2.0, 0.5], requires_grad=False)
+    assert gradcheck_finite(lambda b: a ** b, [f64([1.5, 2.5, -0.3, 1.2])])
+    assert gradcheck_finite(lambda b: 0.0 ** b, [f64([0.5, 1.0, 3.0])])
+
+
+def test_abs_gradient_and_the_promoting_ops_against_finite_differences():
+    x = f64([[-1.5, 0.3, 2.0], [0.7, -0.2, 1.1]])
+    ints = tinyres.tensor([[1, 2, 3], [4, 5, 6]])
+    assert gradcheck_finite(lambda x: F.abs(x) * ints + x / ints - (ints < 3.5) * x, [x])
+
+
+def test_a_deliberately_wrong_edge_convention_is_caught():
+    """The negative control: pow's da without the exponent-0 rule (b a^(b-1) read literally,
+    0 * inf = nan at a = 0) fails the same check."""
+    class LiteralPow(tinyres.Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            ctx.save_for_backward(a, b)
+            return a ** b
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            # d(a^b)/da = b a^(b-1), with no special case: wrong at a = 0, b = 0
+            a, b = ctx.saved_tensors
+            return grad_out * b * a ** (b - 1), None
+
+    b = f64([0.0, 2.0], requires_grad=False)
+    assert gradcheck_finite(lambda a: a ** b, [f64([0.0, 1.5])])
+    with np.errstate(all="ignore"):
+        assert not gradcheck_finite(lambda a: LiteralPow.apply(a, b), [f64([0.0, 1.5])])

@@ -106,6 +106,8 @@ class Tensor:
         return self.ndim
 
     def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
 
     def __repr__(self):
@@ -507,24 +509,58 @@ def _backward_walk(root, seed, retain_graph):
 
 # ----- making tensors ------------------------------------------------------------------
 def _default_dtype_for(array_like):
-    """torch's rule: Python floats become float32, Python ints int64, arrays keep theirs."""
+    """torch's rule: an array keeps its dtype (None: nothing to impose). In a (nested)
+    list each element stands for a dtype: a Python float for the default float32, an int
+    for int64, a bool for bool, a Tensor or NumPy scalar for its own; they promote as
+    torch.promote_types does ([tensor(1), 2.5] is float32). An empty list is float32."""
     if hasattr(array_like, "dtype"):
         return None
-    probe = np.asarray(array_like)
-    if probe.dtype.kind == "f":
+    dtypes = list(_element_dtypes(array_like))
+    if not dtypes:
         return DEFAULT_DTYPE
-    return None
+    result = dtypes[0]
+    for dtype in dtypes[1:]:
+        result = fmath.promote_types(result, dtype)
+    return result
+
+
+def _element_dtypes(data):
+    """The dtype each leaf of a nested list stands for (see _default_dtype_for)."""
+    if isinstance(data, (list, tuple, range)):
+        for item in data:
+            yield from _element_dtypes(item)
+    elif isinstance(data, (Tensor, np.generic, np.ndarray)):
+        yield np.dtype(data.dtype)
+    elif isinstance(data, (bool, int, float)):
+        yield np.dtype(fmath.scalar_dtype(data))
+    else:
+        raise TypeError(f"tensor: cannot make a tensor of a {type(data).__name__}")
+
+
+def _plain(data):
+    """A nested list with every Tensor inside replaced by its value; a Tensor in a list
+    must hold one element, as in torch.tensor([tensor(1.), tensor(2.)])."""
+    if isinstance(data, (list, tuple, range)):
+        return [_plain(item) for item in data]
+    if isinstance(data, Tensor):
+        if data.numel() != 1:
+            raise ValueError(f"tensor: only one-element tensors can be elements of a list, "
+                             f"got one of shape {data.shape}")
+        return data.numpy().reshape(())
+    return data
 
 
 def tensor(data, dtype=None, requires_grad=False, device="cpu"):
-    """A new leaf tensor holding a copy of `data` (nested lists, scalars, arrays)."""
+    """A new leaf tensor holding a copy of `data` (nested lists, scalars, arrays, and
+    lists of one-element tensors)."""
     device = backend.check_device(device)
     if isinstance(data, Tensor):
         data = data.array
     xp = backend.xp_for(device)
     dtype = _as_dtype(dtype) or _default_dtype_for(data)
-    array = xp.array(backend.to_device(data, device) if hasattr(data, "dtype") else data,
-                     dtype=dtype, copy=True)
+    if not hasattr(data, "dtype"):
+        data = np.array(_plain(data), dtype=dtype)
+    array = xp.array(backend.to_device(data, device), dtype=dtype, copy=True)
     return Tensor(array, requires_grad=requires_grad)
 
 
@@ -536,9 +572,13 @@ def from_numpy(array):
 
 
 def _shape_arg(shape):
+    """A shape as a tuple of Python ints, from f(2, 3), f((2, 3)), f([2, 3]) or f(2);
+    NumPy integers count as ints (shape.as_int), floats are a TypeError."""
+    if not isinstance(shape, (tuple, list)):
+        shape = (shape,)
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        return tuple(shape[0])
-    return tuple(shape)
+        shape = shape[0]
+    return tuple(fshape.as_int(n, "a size in a shape", "shape") for n in shape)
 
 
 def _filled(fill, shape, dtype, requires_grad, device):

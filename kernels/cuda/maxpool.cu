@@ -4,9 +4,10 @@
 //
 // Formulations:
 // - forward: one thread per output element walks its kh x kw window in row-major order;
-//   only a strictly larger value (or a NaN over a number) takes over, so ties go to the
-//   first maximum. The padding is never read: skipping it is the same as reading -inf,
-//   because the padding is at most half the kernel and every window holds a real pixel.
+//   only a strictly larger value, or any NaN, takes over, so ties go to the first maximum
+//   and the last NaN wins (as torch). The padding is never read: skipping it is the same
+//   as reading -inf, because the padding is at most half the kernel and every window
+//   holds a real pixel.
 // - backward as a gather: one thread per input pixel visits the few windows that could have
 //   chosen it (the same index arithmetic as col2im) and adds grad_out where idx names this
 //   pixel. One writer per pixel: no atomics, a deterministic sum, and no zero-fill pass.
@@ -30,7 +31,7 @@ __global__ void maxpool_forward(const T* x, T* y, long long* idx, int N, int C, 
                 int w = ow * sw - pw + j;
                 if (w < 0 || w >= W) continue;
                 T v = img[(long long)h * W + w];
-                if (arg < 0 || v > best || (isnan(v) && !isnan(best))) {
+                if (arg < 0 || v > best || isnan(v)) {     // the last NaN wins, as torch
                     best = v;
                     arg = (long long)h * W + w;
                 }

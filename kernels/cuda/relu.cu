@@ -12,11 +12,11 @@ __global__ void relu_forward(const T* x, T* y, long long n) {
     }
 }
 
-// d relu/dx = 1[x > 0]
+// d relu/dx = 1[x > 0], and 1 at a NaN (as PyTorch: zero exactly where x <= 0)
 template <typename T>
 __global__ void relu_backward(const T* grad_out, const T* x, T* grad_x, long long n) {
     long long stride = (long long)gridDim.x * blockDim.x;
     for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += stride) {
-        grad_x[k] = x[k] > T(0) ? grad_out[k] : T(0);
+        grad_x[k] = x[k] <= T(0) ? T(0) : grad_out[k];
     }
 }

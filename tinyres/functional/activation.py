@@ -15,7 +15,8 @@ class ReLU(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d relu/dx = 1[x > 0] (0 at x = 0, as PyTorch), read from the output
+        # d relu/dx = 1[x > 0]: 0 at x = 0, and 1 at a NaN (as torch: zero where x <= 0),
+        # read from the output, which is <= 0 or NaN exactly where x is
         (out,) = ctx.saved_tensors
         return kernels_for(out).relu_backward(grad_out, out)
 

@@ -12,14 +12,19 @@ Winograd's F(2x2, 3x3) (kernels/winograd.py) for the output and grad_x, and thei
 as dot products of shifted rows (kernels/weight_grad.py), where each pays (see cpu.py's
 convolution section). All of them are held to reference.py.
 """
+import numpy as np
+
 from tinyres.autograd import Function
 from tinyres.backend import kernels_for
+from tinyres.functional.shape import as_int
 
 
 def pair(value, name, op):
-    """(a, b) from an int or a pair, checked to be non-negative ints."""
-    out = (value, value) if isinstance(value, int) else tuple(value)
-    if len(out) != 2 or not all(isinstance(v, int) and v >= 0 for v in out):
+    """(a, b) of Python ints from an int or a pair of them (NumPy integers count as
+    ints); a non-integer is a TypeError, a negative or a wrong length a ValueError."""
+    values = tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else (value, value)
+    out = tuple(as_int(v, name, op) for v in values)
+    if len(out) != 2 or min(out) < 0:
         raise ValueError(f"{op}: {name} must be an int or a pair of non-negative ints, "
                          f"got {value!r}")
     return out

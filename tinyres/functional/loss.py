@@ -12,16 +12,20 @@ class NLLLoss(Function):
         n = log_probs.shape[0]
         xp = get_array_module(log_probs)
         ctx.target, ctx.shape = target, log_probs.shape
+        if n == 0:      # the mean of no losses is NaN, as torch
+            return xp.asarray(xp.nan, dtype=log_probs.dtype)
         picked = log_probs[xp.arange(n), target]
         return -picked.mean()
 
     @staticmethod
     def backward(ctx, grad_out):
         # d (-mean_i logp[i, t_i]) / d logp[i, t_i] = -1/N, 0 for the other classes
+        # (an empty batch: an empty gradient)
         xp = get_array_module(grad_out)
         n = ctx.shape[0]
         grad = xp.zeros(ctx.shape, dtype=grad_out.dtype)
-        grad[xp.arange(n), ctx.target] = -grad_out / n
+        if n:
+            grad[xp.arange(n), ctx.target] = -grad_out / n
         return grad
 
 

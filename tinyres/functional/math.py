@@ -11,7 +11,7 @@ import numpy as np
 
 from tinyres.autograd import Function
 from tinyres.backend import get_array_module
-from tinyres.tensor import Tensor
+from tinyres.tensor import DEFAULT_DTYPE, Tensor
 
 
 # ----- helpers shared by the binary ops ------------------------------------------------
@@ -25,25 +25,86 @@ def unbroadcast(grad, shape):
     return grad.sum(axis=axes, keepdims=True).reshape(shape)
 
 
-def as_tensor(value, like, op):
-    """A Tensor for `value`; Python and NumPy scalars take the dtype of `like`."""
+# ----- type promotion: which dtype an op on mixed operands computes in -----------------
+_SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+def _category(dtype):
+    """0 for bool, 1 for integers, 2 for floats: the order in which dtypes promote."""
+    return {"b": 0, "i": 1, "u": 1, "f": 2}[np.dtype(dtype).kind]
+
+
+def promote_types(a, b):
+    """torch.promote_types: the higher category wins (int64 + float32 -> float32, where
+    NumPy would say float64); within one category, the wider type (float32 + float64 ->
+    float64, int32 + int64 -> int64)."""
+    a, b = np.dtype(a), np.dtype(b)
+    if _category(a) != _category(b):
+        return a if _category(a) > _category(b) else b
+    return np.promote_types(a, b)
+
+
+def scalar_dtype(value):
+    """The dtype a Python (or NumPy) scalar stands for: bool, int64 or the default float."""
+    if isinstance(value, (bool, np.bool_)):
+        return np.dtype(bool)
+    if isinstance(value, (int, np.integer)):
+        return np.dtype(np.int64)
+    return np.dtype(DEFAULT_DTYPE)
+
+
+def result_type(*operands):
+    """The dtype PyTorch computes `op(*operands)` in (torch.result_type), for Tensors and
+    Python or NumPy scalars.
+
+    Operands come in three tiers: tensors with dimensions, 0-d tensors, and scalars. Each
+    tier is promoted on its own (promote_types), and a lower tier changes the result only
+    when it is of a higher category (bool < integer < float). So a scalar never widens a
+    tensor of its own category (float32 * 2.5 stays float32, int32 + 3 stays int32), but
+    it does lift a tensor of a lower one (int64 * 2.5 is float32, the default float).
+    """
+    tiers = [None, None, None]          # tensors with dims, 0-d tensors, scalars
+    for x in operands:
+        if isinstance(x, Tensor):
+            tier, dtype = (0 if x.ndim else 1), x.dtype
+        else:
+            tier, dtype = 2, scalar_dtype(x)
+        tiers[tier] = dtype if tiers[tier] is None else promote_types(tiers[tier], dtype)
+    result = None
+    for dtype in tiers:
+        if result is None:
+            result = dtype
+        elif dtype is not None and _category(dtype) > _category(result):
+            result = promote_types(result, dtype)
+    return result
+
+
+def as_tensor(value, like, op, dtype=None):
+    """A Tensor for `value` in `dtype`; a Python or NumPy scalar becomes a 0-d array on
+    the device of `like` (in like's dtype when no dtype is given)."""
     if isinstance(value, Tensor):
-        return value
-    if isinstance(value, (int, float, np.number, bool)):
+        return value if dtype is None else cast(value, dtype)
+    if isinstance(value, _SCALARS):
         xp = get_array_module(like.array)
-        return Tensor(xp.asarray(value, dtype=like.dtype))
+        return Tensor(xp.asarray(value, dtype=like.dtype if dtype is None else dtype))
     raise TypeError(f"{op}: expected a Tensor or a Python number, got {type(value).__name__}")
 
 
-def binary_operands(op, a, b):
-    """Two Tensors of one dtype whose shapes broadcast, or a clear error."""
+def binary_operands(op, a, b, dtype=None):
+    """Two Tensors of one dtype whose shapes broadcast, or a clear error.
+
+    Both are brought to `dtype`, by default result_type(a, b) (PyTorch's promotion); the
+    casts are ops of the graph, so each input's gradient comes back in its own dtype.
+    """
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         raise TypeError(f"{op}: at least one operand must be a Tensor")
-    a = as_tensor(a, b, op) if not isinstance(a, Tensor) else a
-    b = as_tensor(b, a, op) if not isinstance(b, Tensor) else b
-    if a.dtype != b.dtype:
-        raise TypeError(f"{op}: dtype mismatch, {a.dtype} {a.shape} and {b.dtype} {b.shape}; "
-                        "convert one with .float() or .double()")
+    for x in (a, b):
+        if not isinstance(x, (Tensor,) + _SCALARS):
+            raise TypeError(f"{op}: expected a Tensor or a Python number, got "
+                            f"{type(x).__name__}")
+    dtype = result_type(a, b) if dtype is None else np.dtype(dtype)
+    like = a if isinstance(a, Tensor) else b
+    a, b = as_tensor(a, like, op, dtype), as_tensor(b, like, op, dtype)
     try:
         np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
@@ -55,7 +116,9 @@ def binary_operands(op, a, b):
 def _axes(dim, ndim):
     if dim is None:
         return None
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    from tinyres.functional.shape import as_int   # here: shape.py imports this module
+    dims = tuple(as_int(d, "dim", "reduction")
+                 for d in (dim if isinstance(dim, (tuple, list)) else (dim,)))
     for d in dims:
         if not -ndim <= d < builtins.max(ndim, 1):
             raise IndexError(f"dimension {d} is out of range for a tensor of {ndim} dims")
@@ -137,15 +200,23 @@ class Pow(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d(a^b)/da = b a^(b-1), d(a^b)/db = a^b log(a)
+        # d(a^b)/da = b a^(b-1), 0 where b = 0; d(a^b)/db = a^b log(a), 0 where a = 0 and b >= 0
+        # As torch: a^0 is the constant 1, so its da is 0 even at a = 0 (where b a^(b-1) is
+        # 0 * inf); 0^b is the constant 0 (b > 0) or 1 (b = 0), so its db is 0. Everywhere
+        # else the formula's value stands: db is nan at a negative base (log of a negative),
+        # -inf at a = 0 with b < 0 (inf * log 0), and da is inf or nan where a^(b-1) is.
         a, b, out = ctx.saved_tensors
         xp = get_array_module(a)
+        zero = a.dtype.type(0)
         grad_a = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_a = unbroadcast(grad_out * b * a ** (b - 1), a.shape)
-        if ctx.needs_input_grad[1]:
-            log_a = xp.log(xp.where(a > 0, a, 1))   # defined where the base is positive
-            grad_b = unbroadcast(grad_out * out * log_a, b.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if ctx.needs_input_grad[0]:
+                grad_a = unbroadcast(xp.where(b == 0, zero, grad_out * b * a ** (b - 1)),
+                                     a.shape)
+            if ctx.needs_input_grad[1]:
+                constant = (a == 0) & (b >= 0)
+                grad_b = unbroadcast(xp.where(constant, zero, grad_out * out * xp.log(a)),
+                                     b.shape)
         return grad_a, grad_b
 
 
@@ -234,9 +305,10 @@ class Sqrt(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d sqrt(a)/da = 1 / (2 sqrt(a))
+        # d sqrt(a)/da = 1 / (2 sqrt(a)): inf at a = 0 (as torch), nan below
         (out,) = ctx.saved_tensors
-        return grad_out / (2 * out)
+        with np.errstate(divide="ignore"):
+            return grad_out / (2 * out)
 
 
 class Abs(Function):
@@ -247,9 +319,11 @@ class Abs(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d|a|/da = sign(a) (0 at 0, as torch)
+        # d|a|/da = sign(a): 0 at 0, and 0 at a NaN too (as torch)
         (a,) = ctx.saved_tensors
-        return grad_out * get_array_module(a).sign(a)
+        xp = get_array_module(a)
+        zero = grad_out.dtype.type(0)
+        return xp.where(a > 0, grad_out, xp.where(a < 0, -grad_out, zero))
 
 
 class Clamp(Function):
@@ -261,7 +335,8 @@ class Clamp(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d clamp(a)/da = 1 inside [low, high], 0 outside
+        # d clamp(a)/da = 1 inside [low, high], bounds included; 0 outside and at a NaN, and
+        # 0 everywhere when low > high (every output is high), as torch
         (a,) = ctx.saved_tensors
         inside = get_array_module(a).ones(a.shape, dtype=bool)
         if ctx.low is not None:
@@ -314,13 +389,16 @@ class Mean(Function):
     def forward(ctx, a, axes=None, keepdim=False):
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
         ctx.count = _count(a.shape, axes)
-        return get_array_module(a).mean(a, axis=axes, keepdims=keepdim)
+        xp = get_array_module(a)
+        if ctx.count == 0:                  # the mean of nothing is NaN, as torch
+            return xp.full_like(xp.sum(a, axis=axes, keepdims=keepdim), xp.nan)
+        return xp.mean(a, axis=axes, keepdims=keepdim)
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d mean(a)/da = 1/n for every averaged element
+        # d mean(a)/da = 1/n for every averaged element (none when n = 0)
         xp = get_array_module(grad_out)
-        g = _keep(grad_out, ctx.axes, ctx.keepdim) / ctx.count
+        g = _keep(grad_out, ctx.axes, ctx.keepdim) / builtins.max(ctx.count, 1)
         return xp.broadcast_to(g, ctx.shape).astype(grad_out.dtype)
 
 
@@ -353,9 +431,11 @@ class Max(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d max(a)/da = 1 at the maximum, shared equally between ties (as torch)
+        # d max(a)/da = 1 at the maximum, shared equally between ties; when the result is
+        # NaN (any NaN wins), shared equally between the NaNs (as torch)
         a, out = ctx.saved_tensors
-        hit = a == out
+        xp = get_array_module(a)
+        hit = (a == out) | (xp.isnan(a) & xp.isnan(out))
         return (grad_out * hit / hit.sum()).astype(a.dtype)
 
 
@@ -370,7 +450,8 @@ class MaxDim(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d max(a, dim)/da = 1 at the chosen index along dim, 0 elsewhere
+        # d max(a, dim)/da = 1 at the chosen index along dim, 0 elsewhere: the first of tied
+        # maxima, the first NaN if there is one (argmax's choice, as torch on the CPU)
         xp = get_array_module(grad_out)
         grad = xp.zeros(ctx.shape, dtype=grad_out.dtype)
         g = grad_out if ctx.keepdim else xp.expand_dims(grad_out, ctx.dim)
@@ -399,7 +480,10 @@ def mul(a, b):
 
 
 def div(a, b):
-    return Div.apply(*binary_operands("div", a, b))
+    """True division: integer and bool operands give the default float dtype, as torch."""
+    dtype = result_type(a, b)
+    return Div.apply(*binary_operands("div", a, b,
+                                      dtype if _category(dtype) == 2 else DEFAULT_DTYPE))
 
 
 def pow(a, exponent):
@@ -458,6 +542,8 @@ def abs(a):
 def clamp(a, min=None, max=None):
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
+    bounds = [v for v in (min, max) if v is not None]
+    a = cast(a, result_type(a, *bounds))      # an int tensor clamped by 1.5 becomes float
     return Clamp.apply(a, low=min, high=max)
 
 
@@ -487,6 +573,10 @@ MaxResult = collections.namedtuple("MaxResult", ["values", "indices"])
 
 
 def _max_or_min(a, dim, keepdim, largest):
+    if dim is None and a.numel() == 0:
+        name = "max" if largest else "min"
+        raise RuntimeError(f"{name}(): a tensor of shape {a.shape} has no elements; give "
+                           f"the dimension to reduce over with dim=")
     if dim is None:
         return Max.apply(a, largest=largest)
     (axis,) = _axes(dim, a.ndim)
@@ -497,7 +587,8 @@ def _max_or_min(a, dim, keepdim, largest):
 
 
 def max(a, dim=None, keepdim=False):
-    """The largest value; with `dim`, (values, indices) along it, as torch.max."""
+    """The largest value; with `dim`, (values, indices) along it, as torch.max. A NaN
+    counts as the largest value (the result is NaN)."""
     return _max_or_min(a, dim, keepdim, largest=True)
 
 
@@ -511,7 +602,8 @@ _COMPARE = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.great
 
 
 def compare(a, b, how):
-    """Elementwise comparison; the result is a boolean tensor outside the graph."""
+    """Elementwise comparison, after promoting both operands to result_type (so an int
+    tensor < 2.5 compares against 2.5, not 2); a boolean tensor outside the graph."""
     a, b = binary_operands(how, a, b)
     xp = get_array_module(a.array)
     return Tensor(getattr(xp, _COMPARE[how].__name__)(a.array, b.array))

@@ -1,19 +1,30 @@
 """Shape ops: they move values around without changing them, so each backward moves the
 gradient back the same way (reshape back, transpose back, scatter back)."""
+import operator
+
 import numpy as np
 
 from tinyres.autograd import Function
 from tinyres.backend import get_array_module, to_device
-from tinyres.tensor import Tensor
+from tinyres.functional.math import cast, result_type
+from tinyres.tensor import Tensor, _shape_arg
 
 
-def _shape_arg(shape):
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        return tuple(shape[0])
-    return tuple(shape)
+def as_int(value, name, op):
+    """`value` as a Python int. Python and NumPy integers pass (operator.index, the
+    standard test for "an integer of any kind"), and so do bools, NumPy's included;
+    a float or anything else is a TypeError naming the op and the argument."""
+    if isinstance(value, np.bool_):
+        return int(value)
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be an integer, got {type(value).__name__} "
+                        f"{value!r}") from None
 
 
 def _dim(d, ndim, op):
+    d = as_int(d, "dim", op)
     if not -ndim <= d < max(ndim, 1):
         raise IndexError(f"{op}: dimension {d} is out of range for a tensor of {ndim} dims")
     return d % max(ndim, 1)
@@ -111,8 +122,20 @@ class Pad(Function):
 
 
 # ----- the public functions ------------------------------------------------------------
+def _check_sizes(op, shape):
+    """torch's rule for a target shape: sizes >= 0, and at most one -1 (inferred)."""
+    for i, n in enumerate(shape):
+        if n < -1:
+            raise RuntimeError(f"{op}: invalid shape dimension {n} at index {i} of shape "
+                               f"{list(shape)}")
+    if shape.count(-1) > 1:
+        raise RuntimeError(f"{op}: only one dimension can be inferred, got shape "
+                           f"{list(shape)}")
+
+
 def reshape(a, *shape):
     shape = _shape_arg(shape)
+    _check_sizes("reshape", shape)     # NumPy would read -2 as -1
     try:
         np.broadcast_to(np.int8(0), a.shape).reshape(shape)
     except ValueError:
@@ -168,6 +191,12 @@ def expand(a, *shape):
     lead = len(shape) - a.ndim
     if lead < 0:
         raise ValueError(f"expand: cannot expand shape {a.shape} to fewer dims {shape}")
+    for i, n in enumerate(shape):
+        if n == -1 and i < lead:      # -1 keeps a size, and a new dim has none to keep
+            raise RuntimeError(f"expand: the expanded size -1 isn't allowed in a leading, "
+                               f"non-existing dimension {i} (shape {a.shape} to {shape})")
+        if n < -1:
+            raise RuntimeError(f"expand: invalid size {n} at index {i} of {shape}")
     target = tuple(a.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
     for i, n in enumerate(a.shape):
         if n != 1 and n != target[i + lead]:
@@ -182,8 +211,6 @@ def _check_joinable(op, tensors, dim, same_size_along_dim):
         raise ValueError(f"{op}: expected a non-empty list of tensors")
     first = tensors[0]
     for t in tensors[1:]:
-        if t.dtype != first.dtype:
-            raise TypeError(f"{op}: dtype mismatch, {first.dtype} and {t.dtype}")
         rest_a = [n for i, n in enumerate(first.shape) if same_size_along_dim or i != dim]
         rest_b = [n for i, n in enumerate(t.shape) if same_size_along_dim or i != dim]
         if t.ndim != first.ndim or rest_a != rest_b:
@@ -196,7 +223,8 @@ def cat(tensors, dim=0):
     tensors = list(tensors)
     d = _dim(dim, tensors[0].ndim if tensors else 1, "cat")
     _check_joinable("cat", tensors, d, same_size_along_dim=False)
-    return Cat.apply(*tensors, dim=d)
+    dtype = result_type(*tensors)         # mixed dtypes promote, as torch.cat
+    return Cat.apply(*(cast(t, dtype) for t in tensors), dim=d)
 
 
 def stack(tensors, dim=0):

@@ -10,6 +10,7 @@ import numpy as np
 
 from tinyres import backend
 from tinyres.functional.conv import pair
+from tinyres.functional.shape import as_int
 from tinyres.nn import functional as F
 from tinyres.nn import init
 from tinyres.nn.module import Module, Parameter
@@ -29,6 +30,18 @@ def _buffer(values, device):
     return Tensor(backend.to_device(values, backend.check_device(device or "cpu")))
 
 
+def check_input(layer, x, name="input"):
+    """Raise TypeError unless x is a Tensor, naming the layer and the type it got (torch:
+    "relu(): argument 'input' (position 1) must be Tensor, not numpy.ndarray")."""
+    if not isinstance(x, Tensor):
+        kind = type(x)
+        kind = kind.__name__ if kind.__module__ == "builtins" else \
+            f"{kind.__module__.split('.')[0]}.{kind.__name__}"
+        raise TypeError(f"{type(layer).__name__}: argument '{name}' must be Tensor, not "
+                        f"{kind} (tinyres.tensor(...) makes one)")
+    return x
+
+
 def _fan_in_bias_(bias, weight):
     """torch's bias default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     fan_in, _ = init._calculate_fan_in_and_fan_out(weight)
@@ -46,14 +59,15 @@ class Conv2d(Module):
         if dilation not in (1, (1, 1)) or groups != 1 or padding_mode != "zeros":
             raise NotImplementedError("Conv2d: only dilation=1, groups=1 and "
                                       "padding_mode='zeros' are supported")
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels = as_int(in_channels, "in_channels", "Conv2d")
+        self.out_channels = as_int(out_channels, "out_channels", "Conv2d")
         self.kernel_size = pair(kernel_size, "kernel_size", "Conv2d")
         self.stride = pair(stride, "stride", "Conv2d")
         self.padding = pair(padding, "padding", "Conv2d")
-        self.weight = _empty_parameter((out_channels, in_channels) + self.kernel_size,
+        self.weight = _empty_parameter((self.out_channels, self.in_channels) + self.kernel_size,
                                        device, dtype)
         if bias:
-            self.bias = _empty_parameter((out_channels,), device, dtype)
+            self.bias = _empty_parameter((self.out_channels,), device, dtype)
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
@@ -64,7 +78,7 @@ class Conv2d(Module):
             _fan_in_bias_(self.bias, self.weight)
 
     def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        return F.conv2d(check_input(self, x), self.weight, self.bias, self.stride, self.padding)
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -81,10 +95,11 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = _empty_parameter((out_features, in_features), device, dtype)
+        self.in_features = as_int(in_features, "in_features", "Linear")
+        self.out_features = as_int(out_features, "out_features", "Linear")
+        self.weight = _empty_parameter((self.out_features, self.in_features), device, dtype)
         if bias:
-            self.bias = _empty_parameter((out_features,), device, dtype)
+            self.bias = _empty_parameter((self.out_features,), device, dtype)
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
@@ -95,7 +110,7 @@ class Linear(Module):
             _fan_in_bias_(self.bias, self.weight)
 
     def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(check_input(self, x), self.weight, self.bias)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -111,6 +126,7 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, device=None, dtype=None, *, bias=True):
         super().__init__()
+        num_features = as_int(num_features, "num_features", type(self).__name__)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         self.register_parameter("weight", None)
@@ -152,7 +168,7 @@ class _BatchNorm(Module):
                              f"(got {x.ndim}D input)")
 
     def forward(self, x):
-        self._check_input_dim(x)
+        self._check_input_dim(check_input(self, x))
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.array += 1
@@ -190,7 +206,7 @@ class ReLU(Module):
         self.inplace = inplace
 
     def forward(self, x):
-        return F.relu(x, inplace=self.inplace)
+        return F.relu(check_input(self, x), inplace=self.inplace)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
@@ -208,7 +224,7 @@ class MaxPool2d(Module):
         self.padding, self.dilation, self.ceil_mode = padding, dilation, ceil_mode
 
     def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return F.max_pool2d(check_input(self, x), self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -226,7 +242,7 @@ class AvgPool2d(Module):
         self.padding = padding
 
     def forward(self, x):
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return F.avg_pool2d(check_input(self, x), self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -240,7 +256,7 @@ class AdaptiveAvgPool2d(Module):
         self.output_size = output_size
 
     def forward(self, x):
-        return F.adaptive_avg_pool2d(x, self.output_size)
+        return F.adaptive_avg_pool2d(check_input(self, x), self.output_size)
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
@@ -254,7 +270,7 @@ class Flatten(Module):
         self.start_dim, self.end_dim = start_dim, end_dim
 
     def forward(self, x):
-        return F.flatten(x, self.start_dim, self.end_dim)
+        return F.flatten(check_input(self, x), self.start_dim, self.end_dim)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
@@ -270,14 +286,15 @@ class Dropout(Module):
         self.p, self.inplace = p, inplace
 
     def forward(self, x):
-        return F.dropout(x, self.p, self.training)
+        return F.dropout(check_input(self, x), self.p, self.training)
 
     def extra_repr(self):
         return f"p={self.p}, inplace={self.inplace}"
 
 
 class Identity(Module):
-    """Returns its input; takes and ignores any arguments (a placeholder layer)."""
+    """Returns its input, whatever it is (as torch's); takes and ignores any arguments (a
+    placeholder layer)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__()
@@ -290,11 +307,11 @@ class CrossEntropyLoss(Module):
     """Mean cross entropy between logits (N, classes) and integer labels (N,)."""
 
     def forward(self, input, target):
-        return F.cross_entropy(input, target)
+        return F.cross_entropy(check_input(self, input), target)
 
 
 class MSELoss(Module):
     """Mean squared error."""
 
     def forward(self, input, target):
-        return F.mse_loss(input, target)
+        return F.mse_loss(check_input(self, input), check_input(self, target, "target"))
