@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import tinyres
+import tinyres.nn.functional as F
 from tinyres.autograd import Function
 from tinyres.functional.math import binary_operands
 
@@ -299,3 +300,25 @@ def test_requires_grad_false_on_a_non_leaf_is_refused_as_torch():
     y = tinyres.randn(3, requires_grad=True) * 2
     with pytest.raises(RuntimeError, match="only change requires_grad flags of leaf"):
         y.requires_grad_(False)
+
+
+def test_gradcheck_fails_on_a_nan_gradient():
+    class NanBackward(tinyres.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return a * 2
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            return grad_out * np.nan          # deliberately wrong: NaN everywhere
+
+    for mode in ("full", "projection"):
+        x = tinyres.randn(3, dtype=np.float64, requires_grad=True)
+        with pytest.raises(tinyres.GradcheckError):
+            tinyres.gradcheck(NanBackward.apply, [x], mode=mode)
+
+
+def test_an_op_called_on_an_array_names_itself_and_the_type():
+    with pytest.raises(TypeError, match=r"ReLU: argument 0 must be a Tensor, not "
+                                        r"numpy.ndarray"):
+        F.relu(np.zeros(3))

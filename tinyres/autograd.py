@@ -258,7 +258,12 @@ class Function:
 
         Inputs are Tensors or None (an optional input such as a missing bias).
         """
-        from tinyres.tensor import Tensor
+        from tinyres.tensor import Tensor   # tensor.py imports this module: Tensor comes late
+        for i, t in enumerate(inputs):
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"{cls.__name__}: argument {i} must be a Tensor, not "
+                                f"{type(t).__module__}.{type(t).__name__} (wrap arrays with "
+                                "tinyres.tensor() or tinyres.from_numpy())")
         _check_same_device(cls.__name__, inputs)
         arrays = [t.array if t is not None else None for t in inputs]
         ctx = Context(cls, tuple(inputs))

@@ -83,6 +83,14 @@ def _one_hot(shape, index):
     return v
 
 
+def _excess(analytic, numeric, atol, rtol):
+    """How far the analytic value lies outside the tolerance around the numeric one; a NaN
+    or Inf on either side is a mismatch (inf), never a pass."""
+    if not (np.isfinite(analytic) and np.isfinite(numeric)):
+        return np.inf
+    return abs(analytic - numeric) - (atol + rtol * abs(numeric))
+
+
 def _check_full(fn, inputs, checked, out_shapes, eps, atol, rtol):
     """Compare every Jacobian entry d out[j] / d input[i][k], reporting the worst."""
     sizes = [int(np.prod(s)) for s in out_shapes]
@@ -101,7 +109,7 @@ def _check_full(fn, inputs, checked, out_shapes, eps, atol, rtol):
             column = _central_difference(fn, inputs, directions, eps)
             for j, numeric in enumerate(column):
                 a = analytic_rows[j][i][k]
-                excess = abs(a - numeric) - (atol + rtol * abs(numeric))
+                excess = _excess(a, numeric, atol, rtol)
                 if excess > 0 and (worst is None or excess > worst[0]):
                     worst = (excess, f"output element {j}, input {i}{list(k)}", a, numeric)
     if worst is not None:
@@ -118,7 +126,7 @@ def _check_projection(fn, inputs, checked, out_shapes, eps, atol, rtol, rng, pro
         a = sum(float((analytic[i] * directions[i]).sum()) for i in checked)
         w = np.concatenate([x.ravel() for x in weights])
         numeric = float(w @ _central_difference(fn, inputs, directions, eps))
-        if abs(a - numeric) > atol + rtol * abs(numeric):
+        if _excess(a, numeric, atol, rtol) > 0:
             _fail("directional derivative mismatch", f"random projection {p}", a, numeric)
 
 
