@@ -426,7 +426,7 @@ def test_maxpool_nan_follows_pytorch(kernels):
 # ---------------------------------------------------------------- empty batches
 
 EMPTY_CONVS = [(1, 1, 0, 5), (3, 1, 1, 5), (3, 2, 1, 5), (1, 2, 0, 5),
-               (3, 1, 1, cpu.DIRECT_WEIGHT_GRAD_MIN_WIDTH)]   # the last: weight_grad.py
+               (3, 1, 1, conv_plan.ConvPolicy().shifted_rows_min_width)]  # weight_grad.py
 
 
 @all_modules

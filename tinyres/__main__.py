@@ -32,6 +32,9 @@ from tinyres.train_config import DATASETS, ConfigError, TrainConfig, writable_pr
 
 
 # ----- train ---------------------------------------------------------------------------
+FIRST_COMPILE = "40 s"       # measured: benchmarks/README.md, "The first run"
+
+
 def add_train_arguments(parser):
     """The options of `train` (and `demo`), defaulting to TrainConfig's values."""
     d = TrainConfig()
@@ -142,12 +145,24 @@ def build_trainer(config):
         raise UsageError("--resume", str(err)) from err
 
 
+def announce_compilation(config):
+    """Say so when the CPU kernels are about to be compiled (the first run only)."""
+    if config.device != "cpu" or tinyres.kernels.chosen() == "reference":
+        return
+    from tinyres.kernels import cpu
+    warm, folder = cpu.compiled_cache()
+    if not warm:
+        print(f"compiling the CPU kernels, once: about {FIRST_COMPILE} on 2 cores "
+              f"(Numba caches them in {folder})")
+
+
 def run_train(args):
     """Train, print the epochs, then what the model learned."""
     config = config_from_args(args)
     if not args.no_tune:
         print("process settings (tinyres.runtime.tune(); --no-tune skips): "
               + "; ".join(runtime.tune()))
+    announce_compilation(config)
     trainer = build_trainer(config)
     print(f"{config.model} (shortcut {config.shortcut}) on {config.data}: "
           f"{trainer.num_parameters:,} parameters; {len(trainer.train_set)} training, "
