@@ -9,8 +9,8 @@ kernels/gemm_conv.py builds one im2col matrix for the whole batch and does one G
 pass (reference.py, cuda.py); kernels/cpu.py runs one GEMM per image (or per few small
 images) in Numba's threads, straight into NCHW, 3x3 stride-1 "same" layers through
 Winograd's F(2x2, 3x3) (kernels/winograd.py) for the output and grad_x, and their grad_w2
-as dot products of shifted rows (kernels/weight_grad.py), where each pays (see cpu.py's
-convolution section). All of them are held to reference.py.
+as dot products of shifted rows (kernels/weight_grad.py), where each pays (which runs for
+a layer is kernels/conv_plan.py's conv_algorithm()). All of them are held to reference.py.
 """
 import numpy as np
 
