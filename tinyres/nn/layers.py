@@ -14,9 +14,7 @@ from tinyres.functional.shape import as_int
 from tinyres.nn import functional as F
 from tinyres.nn import init
 from tinyres.nn.module import Module, Parameter
-from tinyres.tensor import Tensor
-
-DEFAULT_DTYPE = np.float32
+from tinyres.tensor import DEFAULT_DTYPE, Tensor
 
 
 def _empty_parameter(shape, device, dtype):
