@@ -158,6 +158,15 @@ def _col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dx):
         _col2im_channel(cols, b0, ch, kh, kw, sh, sw, ph, pw, dx)
 
 
+@njit(cache=True)
+def _copy_rows(src, dst):
+    """dst[...] = src for two 2-D arrays of one shape. (As a loop: Numba compiles an
+    array-to-slice assignment with its error message, about 20 s on the first run.)"""
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[i, j] = src[i, j]
+
+
 @njit(cache=True, parallel=True)
 def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, group, out):
     n, (oc, k), p = x.shape[0], w2.shape, out.shape[2]
@@ -171,7 +180,7 @@ def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, group, out):
         else:
             res = np.dot(w2, cols.reshape(k, m * p)).reshape(oc, m, p)
             for q in range(m):
-                out[b0 + q] = res[:, q]
+                _copy_rows(res[:, q], out[b0 + q])
 
 
 @njit(cache=True, parallel=True)
@@ -186,7 +195,7 @@ def _conv2d_backward_core(g, x, w2, kh, kw, sh, sw, ph, pw, group, need_x, need_
         else:                                        # the group's output gradients side by side
             gm3 = np.empty((oc, m, p), dtype=x.dtype)
             for q in range(m):
-                gm3[:, q] = g[b0 + q]
+                _copy_rows(g[b0 + q], gm3[:, q])
             gm = gm3.reshape(oc, m * p)
         cols = np.empty((k, m, p), dtype=x.dtype)
         if need_w:                                   # (C*kh*kw, m*OH*OW) @ (m*OH*OW, OC):
