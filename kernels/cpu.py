@@ -14,7 +14,6 @@ tinyres.runtime.tune() is called (see there, and benchmarks/README.md for what e
 costs).
 """
 import contextlib
-import os
 
 import numba
 import numpy as np
@@ -506,20 +505,3 @@ def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
                            np.ascontiguousarray(idx, dtype=np.int64).reshape(n * c, oh * ow),
                            grad_x)
     return grad_x.reshape(n, c, h, w)
-
-
-# ---------------------------------------------------------------- the compile cache
-
-def compiled_cache():
-    """(warm, folder): whether Numba's on-disk cache already holds the main kernels, and
-    where it is (next to this file, else Numba's user-wide cache folder, or
-    NUMBA_CACHE_DIR). Looks only; compiles nothing."""
-    kernels = (_conv2d_forward_core, _batchnorm_stats, _relu_forward_core,
-               winograd.forward_core, weight_grad._weight_grad_core)
-    caches = [getattr(k, "_cache", None) for k in kernels]
-    try:
-        indexes = [c._cache_file._index_path for c in caches]
-        folder = caches[0]._cache_path
-    except AttributeError:        # Numba's cache internals moved: say nothing
-        return True, None
-    return all(os.path.exists(path) for path in indexes), folder

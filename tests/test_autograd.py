@@ -322,3 +322,15 @@ def test_an_op_called_on_an_array_names_itself_and_the_type():
     with pytest.raises(TypeError, match=r"ReLU: argument 0 must be a Tensor, not "
                                         r"numpy.ndarray"):
         F.relu(np.zeros(3))
+
+
+def test_a_second_backward_through_nodes_that_saved_nothing_works_as_torch():
+    x = tinyres.tensor([1.0, 2.0], requires_grad=True)
+    y = (x + 1).sum()
+    y.backward()
+    y.backward()
+    assert x.grad.tolist() == [2.0, 2.0]
+    z = (x * x).sum()
+    z.backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        z.backward()

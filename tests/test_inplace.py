@@ -223,15 +223,75 @@ def test_inplace_on_slices_of_a_recorded_tensor_differentiates_as_torch():
         np.testing.assert_allclose(ours, theirs, rtol=1e-12)
 
 
-def test_inplace_on_other_views_of_a_recorded_tensor_is_refused():
-    x = new(tinyres, A, requires_grad=True)
+def writes_through_views(lib):
+    x = lib.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    w = lib.tensor(np.full(6, 0.5), requires_grad=True)
     y = x * 2
-    with pytest.raises(RuntimeError, match="made by Reshape; tinyres replays in-place writes "
-                                           r"on slices \(x\[index\]\) only"):
-        y.reshape(6).mul_(3.0)
-    with tinyres.no_grad():
-        y.reshape(6).mul_(3.0)                 # nothing recorded: allowed
-    assert np.allclose(values(y), np.array(A) * 6)
+    y.reshape(6).mul_(w)                       # through a reshape
+    y.t().add_(1.0)                            # through a transpose
+    y.flatten().relu_()
+    base = lib.zeros(2, 3, dtype=lib.float64)  # a constant, written with a recorded value
+    base.reshape(6).add_(w * 3)
+    small = lib.tensor([1.0, 2.0], requires_grad=True) * 1
+    small[1] = lib.tensor([[5.0]], dtype=lib.float32)   # leading 1s dropped, cast
+    weights = lib.tensor(np.arange(6.0).reshape(2, 3))
+    ((y * weights).sum() + (base * weights).sum()).backward()
+    return values(y), values(base), values(x.grad), values(w.grad), values(small)
+
+
+def test_inplace_through_reshape_and_transpose_views_differentiates_as_torch():
+    for ours, theirs in zip(writes_through_views(tinyres), writes_through_views(torch)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
+def test_a_hook_registered_before_an_inplace_op_sees_the_old_value_s_gradient():
+    for lib in LIBS.values():
+        x = new(lib, [1.0, 2.0], requires_grad=True)
+        y = x * 2
+        seen = []
+        y.register_hook(lambda g: seen.append(values(g)) or g + 1)
+        y.mul_(3.0)
+        y.sum().backward()
+        np.testing.assert_array_equal(seen[0], [3.0, 3.0])
+        np.testing.assert_array_equal(values(x.grad), [8.0, 8.0])
+
+
+def test_a_float64_value_added_in_place_to_a_float32_tensor_keeps_its_dtype():
+    results = []
+    for lib in LIBS.values():
+        x = lib.tensor([1.0, 2.0], requires_grad=True)
+        w = lib.ones(2, dtype=lib.float64, requires_grad=True)
+        y = x * 1
+        y += w
+        y.sum().backward()
+        results.append((str(y.dtype).replace("torch.", ""), values(x.grad), values(w.grad),
+                        str(w.grad.dtype).replace("torch.", "")))
+    assert results[0][0] == results[1][0] == "float32"
+    assert results[0][3] == results[1][3] == "float64"
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_single_elements_and_zero_d_results_are_writable_views_as_torch():
+    for lib in LIBS.values():
+        x = new(lib, [1.0, 2.0, 3.0])
+        first = x[0]
+        x.add_(1.0)
+        assert first.item() == 2.0 and first._version == 1
+        x[1] += 1.0
+        loss = (x * 2).sum()
+        loss /= 2
+        assert x.tolist() == [2.0, 4.0, 4.0] and loss.item() == 10.0
+
+
+def test_a_parameter_shares_the_version_counter_of_the_tensor_it_wraps():
+    for lib in LIBS.values():
+        t = new(lib, [1.0, 2.0])
+        p = lib.nn.Parameter(t)
+        x = new(lib, [3.0, 4.0], requires_grad=True)
+        y = (p * x).sum()
+        t.mul_(10.0)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.backward()
 
 
 def test_a_stale_view_is_refused():

@@ -351,21 +351,21 @@ def test_train_tunes_the_process_unless_asked_not_to(capsys):
 def test_the_first_run_says_it_compiles_and_where_the_cache_is(tmp_path, capsys, monkeypatch):
     from tinyres.__main__ import announce_compilation
     import tinyres.nn.functional as F
-    from tinyres.kernels import conv_plan, cpu
+    from tinyres.kernels import conv_plan
     from tinyres.models import resnet20
     from tinyres.train_config import TrainConfig
     tinyres.manual_seed(0)                     # every cached kernel runs once here
     model = resnet20()
     F.cross_entropy(model(tinyres.randn(2, 3, 32, 32)), tinyres.tensor([0, 1])).backward()
-    warm, folder = cpu.compiled_cache()
+    warm, folder = tinyres.runtime.compiled_kernel_cache()
     if conv_plan.scipy_blas() is not None:     # else the threaded-GEMM kernels never run
         assert warm and os.path.isdir(folder)
         announce_compilation(TrainConfig())
         assert "compiling" not in capsys.readouterr().out
-    monkeypatch.setattr(cpu, "compiled_cache", lambda: (False, "/some/cache"))
+    monkeypatch.setattr(tinyres.runtime, "compiled_kernel_cache", lambda: (False, "/some/cache"))
     announce_compilation(TrainConfig())
     assert "compiling the CPU kernels, once" in capsys.readouterr().out
-    code = "from tinyres.kernels import cpu; print(cpu.compiled_cache())"
+    code = "import tinyres; print(tinyres.runtime.compiled_kernel_cache())"
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout

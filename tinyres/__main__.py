@@ -149,8 +149,7 @@ def announce_compilation(config):
     """Say so when the CPU kernels are about to be compiled (the first run only)."""
     if config.device != "cpu" or tinyres.kernels.chosen() == "reference":
         return
-    from tinyres.kernels import cpu
-    warm, folder = cpu.compiled_cache()
+    warm, folder = runtime.compiled_kernel_cache()
     if not warm:
         print(f"compiling the CPU kernels, once: about {FIRST_COMPILE} on 2 cores "
               f"(Numba caches them in {folder})")

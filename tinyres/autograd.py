@@ -11,6 +11,8 @@ whatever `forward` saved. `Tensor.backward` (tensor.py) walks those links in rev
 """
 import contextlib
 import functools
+import inspect
+import sys
 import threading
 import traceback
 import weakref
@@ -56,6 +58,16 @@ class _ModeBlock(contextlib.ContextDecorator):
 
     grad = inference = None    # None: leave that mode as it is
 
+    def __new__(cls, *args, **kwargs):
+        if len(args) == 1 and not kwargs and callable(args[0]):   # bare @no_grad
+            block = super().__new__(cls)
+            block.__init__()
+            return block(args[0])
+        return super().__new__(cls)
+
+    def __call__(self, function):
+        return _decorate(lambda: self._recreate_cm(), function)
+
     def __enter__(self):
         _saved_modes().append(_modes())
         grad, inference = _modes()
@@ -85,7 +97,7 @@ class inference_mode(_ModeBlock):
     tensor: it can never be saved for a backward pass, nor changed in place outside."""
 
     def __init__(self, mode=True):
-        self.grad = False if mode else None
+        self.grad = not mode           # inference_mode(False) turns recording back on
         self.inference = bool(mode)
 
 
@@ -108,12 +120,42 @@ class set_grad_enabled:
     def __call__(self, function):
         _set_modes(*self._previous)       # as a decorator it changes nothing until called
         mode = self.mode
+        return _decorate(lambda: set_grad_enabled(mode), function)
 
+
+def _decorate(block, function):
+    """`function` run inside a fresh `block()` on every call; a generator function has
+    each of its steps run inside one (so the mode holds inside the generator's body and
+    not between its steps), as PyTorch's decorators do."""
+    if inspect.isgeneratorfunction(function):
         @functools.wraps(function)
-        def with_mode(*args, **kwargs):
-            with set_grad_enabled(mode):
-                return function(*args, **kwargs)
-        return with_mode
+        def generator(*args, **kwargs):
+            steps = function(*args, **kwargs)
+            try:
+                with block():
+                    response = steps.send(None)
+                while True:
+                    try:
+                        request = yield response
+                    except GeneratorExit:
+                        with block():
+                            steps.close()
+                        raise
+                    except BaseException:
+                        with block():
+                            response = steps.throw(*sys.exc_info())
+                    else:
+                        with block():
+                            response = steps.send(request)
+            except StopIteration as done:
+                return done.value
+        return generator
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        with block():
+            return function(*args, **kwargs)
+    return call
 
 
 # ----- anomaly detection ----------------------------------------------------------------
@@ -232,13 +274,21 @@ class Context:
                     "changing it in place, or do the in-place change after backward().")
 
     def free(self):
-        """Drop saved arrays and every attribute set by forward (the graph's memory)."""
-        keep = {"function", "inputs", "needs_input_grad"}
-        for name in [n for n in vars(self) if n not in keep]:
+        """Drop the saved arrays and every array forward set as an attribute (the graph's
+        memory); shapes and numbers stay, so a node that saved nothing can run again,
+        as in PyTorch."""
+        for name in [n for n, v in vars(self).items() if hasattr(v, "shape")
+                     and hasattr(v, "dtype")]:
             delattr(self, name)
         self.saved = ()
         self.saved_versions = ()
         self.freed = True
+
+    def __getattr__(self, name):
+        # only reached for a missing attribute: one that free() dropped, or a typo
+        if self.__dict__.get("freed"):
+            self.check_not_freed()
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
 
 class Function:
@@ -268,7 +318,8 @@ class Function:
         arrays = [t.array if t is not None else None for t in inputs]
         ctx = Context(cls, tuple(inputs))
         out = cls.forward(ctx, *arrays, **params)
-        needs_graph = is_grad_enabled() and any(ctx.needs_input_grad)
+        needs_graph = (is_grad_enabled() and not is_inference_mode_enabled()
+                       and any(ctx.needs_input_grad))
         result = Tensor(out, requires_grad=needs_graph)
         _share_memory_bookkeeping(result, inputs, cls, params)
         if needs_graph:
@@ -292,6 +343,7 @@ def _share_memory_bookkeeping(result, inputs, function, params):
             result._base = t if t._base is None else t._base
             result._graph_version = t._version_counter.value
             result._view_of = (t, function, params)
+            result._inference = t._inference    # a view of a normal tensor stays normal
             return
 
 
@@ -328,7 +380,6 @@ def run_backward(ctx, grad_out):
     """Call a node's backward and check what comes back: one gradient per input,
     each of its input's shape and dtype."""
     name = ctx.function.__name__
-    ctx.check_not_freed()
     grads = ctx.function.backward(ctx, grad_out)
     if not isinstance(grads, tuple):
         grads = (grads,)

@@ -74,3 +74,19 @@ def tune():
     else:
         lines.append(f"OpenBLAS spin: OPENBLAS_THREAD_TIMEOUT={timeout}, from the environment")
     return lines
+
+
+def compiled_kernel_cache():
+    """(warm, folder): whether Numba's on-disk cache already holds the main CPU kernels,
+    and where it is (next to the kernels, else Numba's user-wide cache folder, or
+    NUMBA_CACHE_DIR). Looks only; compiles nothing."""
+    from tinyres.kernels import cpu, weight_grad, winograd
+    kernels = (cpu._conv2d_forward_core, cpu._batchnorm_stats, cpu._relu_forward_core,
+               winograd.forward_core, weight_grad._weight_grad_core)
+    try:
+        caches = [k._cache for k in kernels]
+        indexes = [c._cache_file._index_path for c in caches]
+        folder = caches[0]._cache_path
+    except AttributeError:        # Numba's cache internals moved: say nothing
+        return True, None
+    return all(os.path.exists(path) for path in indexes), folder

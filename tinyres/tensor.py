@@ -31,6 +31,8 @@ class Tensor:
     def __init__(self, data, requires_grad=False):
         if isinstance(data, Tensor):
             data = data.array
+        if isinstance(data, np.generic):      # NumPy reductions return scalars: keep a
+            data = np.array(data)             # writable 0-d array, as torch's 0-d tensors
         self.array = data             # the NumPy or CuPy array holding the values
         self.grad = None
         self._ctx = None              # the Context of the op that made this tensor
@@ -406,6 +408,13 @@ class Tensor:
 
     def expand(self, *shape):
         return fshape.expand(self, *shape)
+
+    def t(self):
+        """The transpose of a tensor of at most 2 dimensions (torch's t())."""
+        if self.ndim > 2:
+            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
+                               f"{self.ndim}D")
+        return self.transpose(0, 1) if self.ndim == 2 else self
 
     @property
     def T(self):

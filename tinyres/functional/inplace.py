@@ -87,22 +87,11 @@ def check_writable(t, op):
         if base.is_leaf and base.requires_grad:
             raise RuntimeError(f"{op}: a view of a leaf Variable that requires grad is being "
                                "used in an in-place operation.")
-        if _slice_of(t) is None:
+        if t._view_of is None:
             raise RuntimeError(
                 f"{op}: in-place write to a view (shape {t.shape}) of a tensor (shape "
-                f"{base.shape}) that requires grad, made by "
-                f"{t._view_of[1].__name__ if t._view_of else 'an op'}; tinyres replays "
-                "in-place writes on slices (x[index]) only. Write to the base or clone() "
-                "the view first.")
-
-
-def _slice_of(t):
-    """(the tensor, index) when t is the slice tensor[index], else None."""
-    from tinyres.functional.shape import GetItem
-    if t._view_of is None or t._view_of[1] is not GetItem:
-        return None
-    parent, _, params = t._view_of
-    return parent, params["index"]
+                f"{base.shape}) that requires grad, whose making was not recorded; write "
+                "to the base or clone() the view first.")
 
 
 def _check_result(op, t, result):
@@ -120,6 +109,7 @@ def _stand_in(t):
     old = Tensor(t.array)
     old._version_counter, old._graph_version = t._version_counter, t._graph_version
     old._ctx, old.requires_grad, old._base = t._ctx, t.requires_grad, t._base
+    old._view_of, old._hooks, t._hooks = t._view_of, t._hooks, []   # hooks see the old value
     for ref in t._consumers:
         ctx = ref()
         if ctx is not None:
@@ -163,15 +153,15 @@ def apply_inplace(t, op, compute, *others):
                            "written-to tensor refers to a single memory location (an "
                            "expand()ed tensor?). Please clone() the tensor before performing "
                            "the operation.")
-    recording = is_grad_enabled() and (t.requires_grad or any(
-        isinstance(o, Tensor) and o.requires_grad for o in others))
+    recording = (is_grad_enabled() and not is_inference_mode_enabled()
+                 and t.dtype.kind == "f" and (t.requires_grad or any(
+                     isinstance(o, Tensor) and o.requires_grad for o in others)))
     source = _stand_in(t) if recording else t
     others = tuple(source if o is t else o for o in others)
-    if recording and t._base is not None:
-        return _write_through_slice(t, op, source, compute, others)
+    if recording and t._view_of is not None:
+        return _write_through_view(t, op, source, compute, others)
     with contextlib.nullcontext() if recording else no_grad():
-        result = compute(source, *others)
-    _check_result(op, t, result)
+        result = _in_dtype_of(t, op, compute(source, *others))
     if recording and result._ctx is not None:
         _keep_saved_values(result._ctx, t.array)
     xp = get_array_module(t.array)
@@ -185,20 +175,40 @@ def apply_inplace(t, op, compute, *others):
     return t
 
 
-def _write_through_slice(t, op, source, compute, others):
-    """t = parent[index] changed in place while recorded: parent[index] = compute(t), then
-    t is parent[index] again, with that history."""
-    from tinyres.functional.shape import GetItem
-    parent, index = _slice_of(t)
-    result = compute(source, *others)
-    _check_result(op, t, result)
+def _write_through_view(t, op, source, compute, others):
+    """t = view(parent) changed in place while recorded: parent is changed so that its
+    view becomes compute(t) (PyTorch's CopySlices), then t is that view again."""
+    parent, function, params = t._view_of
+    result = _in_dtype_of(t, op, compute(source, *others))
     if result._ctx is not None:
         _keep_saved_values(result._ctx, t.array)
-    setitem(parent, index, result)
-    again = GetItem.apply(parent, index=index)
+    _write_back(parent, function, params, result)
+    again = function.apply(parent, **params)        # t is parent's view again, recorded
     t._ctx, t._requires_grad = again._ctx, again.requires_grad
     t._view_of, t._graph_version = again._view_of, t._version_counter.value
     return t
+
+
+def _write_back(parent, function, params, value):
+    """parent, changed in place so that function(parent, **params) becomes `value`."""
+    from tinyres.functional.shape import GetItem, Permute, Reshape
+    if function is GetItem:
+        setitem(parent, params["index"], value)
+    elif function is Reshape:
+        copy_(parent, value.reshape(parent.shape))
+    elif function is Permute:
+        inverse = tuple(int(i) for i in np.argsort(params["dims"]))
+        copy_(parent, value.permute(*inverse))
+    else:
+        raise RuntimeError(f"in-place write to a view made by {function.__name__}: tinyres "
+                           "replays writes through slices, reshapes and permutes only; "
+                           "clone() the view first")
+
+
+def _in_dtype_of(t, op, result):
+    """The result checked against t (shape, castable dtype), cast to t's dtype."""
+    _check_result(op, t, result)
+    return result if result.dtype == t.dtype else result.to(dtype=t.dtype)
 
 
 # ----- the ops -------------------------------------------------------------------------
@@ -276,18 +286,15 @@ def setitem(t, index, value):
     with no_grad():
         target_shape = getitem(Tensor(t.array), index).shape  # also checks the index
     value = _as_source(value, t, "setitem")
+    while value.ndim > len(target_shape) and value.shape[0] == 1:
+        value = value.reshape(value.shape[1:])     # leading 1s, which torch drops too
     try:
-        np.broadcast_shapes(value.shape, target_shape)
         if np.broadcast_shapes(value.shape, target_shape) != tuple(target_shape):
             raise ValueError
     except ValueError:
         raise RuntimeError(f"setitem: a value of shape {list(value.shape)} cannot be "
                            f"assigned to the {list(target_shape)} elements that index "
                            f"{index!r} selects in a tensor of shape {list(t.shape)}") from None
-    if isinstance(value, Tensor) and not np.can_cast(value.dtype, t.dtype, "same_kind"):
-        raise RuntimeError(f"setitem: Index put requires the source and destination dtypes "
-                           f"match, got {t.dtype} for the destination and {value.dtype} for "
-                           "the source.")
     return apply_inplace(t, "setitem",
                          lambda s, v: SetItem.apply(s, v.to(dtype=s.dtype), index=index),
                          value)

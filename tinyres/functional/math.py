@@ -195,7 +195,8 @@ class Pow(Function):
     @staticmethod
     def forward(ctx, a, b):
         out = a ** b
-        ctx.save_for_backward(a, b, out)
+        # as torch: the output is kept only for the exponent's gradient
+        ctx.save_for_backward(a, b, out if ctx.needs_input_grad[1] else None)
         return out
 
     @staticmethod
@@ -223,20 +224,29 @@ class Pow(Function):
 class Matmul(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        # keep only what backward reads: A's gradient needs B, B's needs A
+        ctx.save_for_backward(a if ctx.needs_input_grad[1] else None,
+                              b if ctx.needs_input_grad[0] else None)
+        ctx.shapes = a.shape, b.shape
         return a @ b
 
     @staticmethod
     def backward(ctx, grad_out):
         # d(AB)/dA = G B^T, d(AB)/dB = A^T G (batch axes broadcast, then summed)
         a, b = ctx.saved_tensors
-        xp = get_array_module(a)
-        a2 = a[None, :] if a.ndim == 1 else a          # 1-D operands as (1, k) and (k, 1)
-        b2 = b[:, None] if b.ndim == 1 else b
-        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
-        g = grad_out.reshape(batch + (a2.shape[-2], b2.shape[-1]))
-        grad_a = unbroadcast(g @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
-        grad_b = unbroadcast(xp.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
+        a_shape, b_shape = ctx.shapes
+        xp = get_array_module(grad_out)
+        a2_shape = (1,) + a_shape if len(a_shape) == 1 else a_shape   # 1-D operands as
+        b2_shape = b_shape + (1,) if len(b_shape) == 1 else b_shape   # (1, k) and (k, 1)
+        batch = np.broadcast_shapes(a2_shape[:-2], b2_shape[:-2])
+        g = grad_out.reshape(batch + (a2_shape[-2], b2_shape[-1]))
+        grad_a = grad_b = None
+        if b is not None:
+            b2 = b.reshape(b2_shape)
+            grad_a = unbroadcast(g @ xp.swapaxes(b2, -1, -2), a2_shape).reshape(a_shape)
+        if a is not None:
+            a2 = a.reshape(a2_shape)
+            grad_b = unbroadcast(xp.swapaxes(a2, -1, -2) @ g, b2_shape).reshape(b_shape)
         return grad_a, grad_b
 
 

@@ -250,14 +250,27 @@ def pad(a, pad, mode="constant", value=0.0):
 
 
 def _plain_index(index, device):
-    """Tensors and arrays inside an index become arrays on `device`; the rest is kept."""
+    """Tensors and arrays inside an index become arrays on `device` (a 0-d integer one
+    becomes a Python int, as torch reads it); the rest is kept."""
     if isinstance(index, Tensor):
         index = index.array
     if isinstance(index, tuple):
         return tuple(_plain_index(i, device) for i in index)
     if hasattr(index, "dtype") and hasattr(index, "shape"):
+        if index.ndim == 0 and index.dtype.kind in "iu":
+            return int(index)
         return to_device(index, device)
     return index
+
+
+def _as_view_index(index):
+    """A basic index with a trailing Ellipsis, so that NumPy returns a view even where it
+    picks one element (x[0] of a vector is then a 0-d view, as in torch, not a copy)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    if not is_basic_index(parts) or any(p is Ellipsis for p in parts) or \
+            any(isinstance(p, (bool, np.bool_)) for p in parts):
+        return index
+    return parts + (Ellipsis,)
 
 
 def getitem(a, index):
@@ -268,4 +281,4 @@ def getitem(a, index):
         except (IndexError, TypeError) as err:
             raise IndexError(f"getitem: index {index!r} is invalid for a tensor of shape "
                              f"{a.shape}: {err}") from None
-    return GetItem.apply(a, index=index)
+    return GetItem.apply(a, index=_as_view_index(index))

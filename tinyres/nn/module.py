@@ -22,11 +22,14 @@ class Parameter(Tensor):
     """A leaf Tensor that a Module registers as one of its weights (requires grad)."""
 
     def __init__(self, data, requires_grad=True):
-        if isinstance(data, Tensor):
+        source = data if isinstance(data, Tensor) else None
+        if source is not None:
             data = data.array
         if not hasattr(data, "dtype"):
             data = np.asarray(data, dtype=np.float32)
         super().__init__(data, requires_grad=requires_grad)
+        if source is not None:            # the same memory: the same version counter
+            self._version_counter = source._version_counter
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
