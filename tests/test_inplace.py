@@ -385,3 +385,20 @@ def test_an_optimizer_step_before_backward_is_caught_as_torch():
         opt.step()                             # writes the weight Linear saved for x's grad
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             loss.backward()
+
+
+def test_python_conversions_and_small_methods_as_torch():
+    for lib in LIBS.values():
+        x = new(lib, [[1.0, 2.0], [3.0, 4.0]])
+        assert float(x.sum()) == 10.0 and int(x[1, 1]) == 4 and f"{x.sum():.1f}" == "10.0"
+        assert list(range(lib.tensor(3))) == [0, 1, 2]
+        assert (x == None) is False and (x != None) is True  # noqa: E711
+        assert np.asarray(x).dtype == np.float64 and x.pow(2).sum().item() == 30.0
+        with pytest.raises(RuntimeError, match="view size is not compatible"):
+            x.transpose(0, 1).view(4)
+        with pytest.raises(RuntimeError, match="start_dim cannot come after end_dim"):
+            x.flatten(1, 0)
+        with pytest.raises(RuntimeError, match="Can't call numpy"):
+            np.asarray(new(lib, [1.0], requires_grad=True))
+        out = lib.where(x > 2, 1.0, 0)
+        assert str(out.dtype).replace("torch.", "") == "float32" and out.tolist() == [[0, 0], [1, 1]]

@@ -94,6 +94,10 @@ class Tensor:
         """How many in-place writes this tensor's memory has seen (PyTorch's x._version)."""
         return self._version_counter.value
 
+    def _shares_memory_with(self, other):
+        xp = backend.get_array_module(self.array)
+        return bool(xp.may_share_memory(self.array, other.array))
+
     def is_inference(self):
         """True for a tensor made inside inference_mode()."""
         return self._inference
@@ -283,9 +287,13 @@ class Tensor:
         return fmath.compare(self, other, "ge")
 
     def __eq__(self, other):
+        if other is None:            # as torch: a tensor is never None
+            return False
         return fmath.compare(self, other, "eq")
 
     def __ne__(self, other):
+        if other is None:
+            return True
         return fmath.compare(self, other, "ne")
 
     __hash__ = object.__hash__
@@ -343,6 +351,31 @@ class Tensor:
     def __bool__(self):
         return bool(self.item())
 
+    # ----- Python conversions, as torch -------------------------------------------------
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.dtype.kind not in "iub" or self.array.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to "
+                            "an index")
+        return int(self.item())
+
+    def __format__(self, spec):
+        return format(self.item(), spec) if self.ndim == 0 else super().__format__(spec)
+
+    def __array__(self, dtype=None, copy=None):
+        """np.asarray(t): the values as a NumPy array (refused while t records a graph,
+        as torch refuses, since NumPy would cut the gradient silently)."""
+        if self.requires_grad:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "
+                               "tensor.detach().numpy() instead.")
+        out = self.numpy()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
     # ----- methods that mirror tinyres.functional ---------------------------------------
     def sum(self, dim=None, keepdim=False):
         return fmath.sum(self, dim, keepdim)
@@ -361,6 +394,9 @@ class Tensor:
 
     def exp(self):
         return fmath.exp(self)
+
+    def pow(self, exponent):
+        return fmath.pow(self, exponent)
 
     def log(self):
         return fmath.log(self)

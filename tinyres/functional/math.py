@@ -520,6 +520,8 @@ def matmul(a, b):
 def where(condition, a, b):
     """Elementwise choice: a where condition holds, else b (condition is not differentiated)."""
     cond = condition.array if isinstance(condition, Tensor) else condition
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):   # where(c, 1.0, 0)
+        a = as_tensor(a, Tensor(cond), "where", result_type(a, b))
     a, b = binary_operands("where", a, b)
     try:
         np.broadcast_shapes(tuple(cond.shape), a.shape, b.shape)

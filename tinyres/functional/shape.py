@@ -145,14 +145,22 @@ def reshape(a, *shape):
 
 
 def view(a, *shape):
-    """reshape (tinyres copies when an array is not contiguous; values are the same)."""
-    return reshape(a, *shape)
+    """reshape that never copies: as torch, a view of memory that cannot be read in the
+    new shape without a copy (a transposed tensor, say) is an error."""
+    out = reshape(a, *shape)
+    if out.numel() and not out._shares_memory_with(a):
+        raise RuntimeError(f"view size is not compatible with input tensor's size and stride "
+                           f"(at least one dimension spans across two contiguous subspaces): "
+                           f"{a.shape} to {out.shape}. Use .reshape(...) instead.")
+    return out
 
 
 def flatten(a, start_dim=0, end_dim=-1):
     if a.ndim == 0:
         return reshape(a, 1)
     start, end = _dim(start_dim, a.ndim, "flatten"), _dim(end_dim, a.ndim, "flatten")
+    if start > end:
+        raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
     shape = a.shape[:start] + (int(np.prod(a.shape[start:end + 1])),) + a.shape[end + 1:]
     return reshape(a, shape)
 
