@@ -6,6 +6,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
+import tinyres
 from tinyres import nn
 from tinyres.backend import cuda_is_available
 from tinyres.nn import functional as F
@@ -162,7 +163,7 @@ def test_cuda_moves_in_place_and_back():
     assert net.fc.weight is weight and net.fc.weight.device == "cuda"
     np.testing.assert_allclose(net(x.cuda()).numpy(), expected, rtol=1e-4, atol=1e-5)
     assert net.layer1[0].bn1.running_mean.device == "cuda"
-    assert net.state_dict()["fc.weight"].__class__ is np.ndarray
+    assert net.state_dict()["fc.weight"].device == "cuda"
     net.cpu()
     assert net.fc.weight.device == "cpu"
 
@@ -177,8 +178,8 @@ def test_load_state_dict_copies_into_existing_arrays():
     for key, value in src.state_dict().items():
         np.testing.assert_array_equal(dst.state_dict()[key], value)
     sd = src.state_dict()
-    sd["fc.bias"][...] = 42.0        # state_dict values are copies
-    assert not np.any(src.fc.bias.array == 42.0)
+    sd["fc.bias"][...] = 42.0        # state_dict values share the module's memory (torch)
+    assert np.all(src.fc.bias.array == 42.0) and not np.any(dst.fc.bias.array == 42.0)
 
 
 def test_strict_load_reports_every_bad_key_and_loads_nothing():
@@ -300,7 +301,7 @@ def test_torch_round_trip_forward_and_running_stats():
     np.testing.assert_allclose(ours(Tensor(x)).numpy(),
                                ref(torch.from_numpy(x)).detach().numpy(), rtol=1e-10)
     back, _ = _pair_of_models(torch)                     # tinyres -> torch
-    back.load_state_dict(OrderedDict((k, torch.from_numpy(v))
+    back.load_state_dict(OrderedDict((k, torch.from_numpy(np.array(v)))
                                      for k, v in ours.state_dict().items()))
     back.eval()
     assert back.state_dict()["1.num_batches_tracked"].item() == 2
@@ -358,7 +359,7 @@ def test_small_mlp_learns():
                          ids=["None", "text", "ragged", "dict"])
 def test_load_state_dict_refuses_non_numbers_and_loads_nothing(bad):
     net = nn.Linear(2, 3)
-    before = {k: v.copy() for k, v in net.state_dict().items()}
+    before = {k: np.array(v) for k, v in net.state_dict().items()}
     state = net.state_dict()
     state["weight"] = np.full((3, 2), 7.0)          # a good value, listed first
     state["bias"] = bad
@@ -499,3 +500,17 @@ def test_a_model_called_on_a_numpy_array_names_its_first_layer():
         resnet20()(np.zeros((1, 3, 32, 32), dtype=np.float32))
     with pytest.raises(TypeError, match="MSELoss: argument 'target'"):
         nn.MSELoss()(zeros(2), np.zeros(2))
+
+
+def test_state_dict_values_share_the_module_memory_as_torch():
+    torch = pytest.importorskip("torch")
+    for lib in (tinyres, torch):
+        layer = lib.nn.Linear(2, 3)
+        state = layer.state_dict()
+        assert not state["weight"].requires_grad
+        state["weight"].zero_()                          # a live view, not a snapshot
+        assert float(layer.weight.abs().sum()) == 0.0
+        snapshot = {k: np.array(v) for k, v in layer.state_dict().items()}
+        with lib.no_grad():
+            layer.bias.add_(1.0)
+        assert not np.array_equal(snapshot["bias"], np.array(layer.state_dict()["bias"]))

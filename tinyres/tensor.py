@@ -374,7 +374,9 @@ class Tensor:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "
                                "tensor.detach().numpy() instead.")
         out = self.numpy()
-        return out if dtype is None else out.astype(dtype, copy=False)
+        if dtype is not None and out.dtype != np.dtype(dtype):
+            return out.astype(dtype)
+        return out.copy() if copy else out
 
     # ----- methods that mirror tinyres.functional ---------------------------------------
     def sum(self, dim=None, keepdim=False):

@@ -286,13 +286,15 @@ class Module:
 
     # ----- state_dict -------------------------------------------------------------------
     def state_dict(self, prefix="", keep_vars=False):
-        """OrderedDict of dotted name -> NumPy copy of every parameter and persistent
-        buffer, each module's own entries before its children's (torch's order and keys).
-        With keep_vars=True the values are the Tensors themselves."""
+        """OrderedDict of dotted name -> every parameter and persistent buffer, each
+        module's own entries before its children's (torch's order and keys). As in torch,
+        the values are detached Tensors sharing the module's memory (a live view, not a
+        snapshot: copy them, e.g. np.array(v), to keep this moment's values); with
+        keep_vars=True, the Parameters and buffers themselves."""
         out = OrderedDict()
         for module_prefix, module in self.named_modules(prefix=prefix, remove_duplicate=False):
             for key, tensor in module._own_state(module_prefix):
-                out[key] = tensor if keep_vars else np.array(tensor.numpy(), copy=True)
+                out[key] = tensor if keep_vars else tensor.detach()
         return out
 
     def _own_state(self, prefix):
