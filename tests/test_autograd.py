@@ -132,7 +132,7 @@ def test_detach_and_item_and_requires_grad_():
     d = (x * 2.0).detach()
     assert not d.requires_grad and d._ctx is None
     assert isinstance(d.item(), float)
-    with pytest.raises(TypeError, match="float"):
+    with pytest.raises(RuntimeError, match="floating point"):
         tinyres.tensor([1, 2]).requires_grad_()
 
 
@@ -161,7 +161,7 @@ def test_matmul_names_both_shapes():
 def test_a_failing_op_leaves_inputs_and_graph_untouched():
     x = f64(3, 4)
     before = x.numpy().copy()
-    with pytest.raises(ValueError):
+    with pytest.raises(RuntimeError, match=r"shape .\[5, 5\]. is invalid for input of size 12"):
         x.reshape(5, 5)
     assert x._ctx is None and x.grad is None
     np.testing.assert_array_equal(x.numpy(), before)

@@ -129,8 +129,9 @@ class Tensor:
 
     def item(self):
         if self.array.size != 1:
-            raise ValueError(f"item(): only a one-element tensor converts to a Python "
-                             f"scalar, this one has shape {self.shape}")
+            raise RuntimeError(f"a Tensor with {self.array.size} elements cannot be converted "
+                               f"to Scalar (item() needs one element; this shape is "
+                               f"{self.shape})")
         return self.array.reshape(()).item()
 
     def tolist(self):
@@ -152,8 +153,8 @@ class Tensor:
             raise RuntimeError("Setting requires_grad=True on inference tensor outside "
                                "InferenceMode is not allowed.")
         if requires_grad and self.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"requires_grad_: only float tensors can require a gradient, "
-                            f"this one is {self.dtype}")
+            raise RuntimeError(f"only Tensors of floating point dtype can require gradients "
+                               f"(this one is {self.dtype})")
         self._requires_grad = bool(requires_grad)
         return self
 
@@ -224,6 +225,9 @@ class Tensor:
                                    f"so pass backward(gradient) of that shape")
             seed = backend.get_array_module(self.array).ones_like(self.array)
         else:
+            if not isinstance(gradient, Tensor) and not hasattr(gradient, "shape"):
+                raise TypeError(f"backward: gradient must be a Tensor of the output's shape "
+                                f"{self.shape}, got {type(gradient).__name__}")
             seed = gradient.array if isinstance(gradient, Tensor) else gradient
             if tuple(seed.shape) != self.shape:
                 raise RuntimeError(f"backward: gradient has shape {tuple(seed.shape)}, "

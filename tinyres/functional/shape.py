@@ -139,8 +139,8 @@ def reshape(a, *shape):
     try:
         np.broadcast_to(np.int8(0), a.shape).reshape(shape)
     except ValueError:
-        raise ValueError(f"reshape: cannot reshape a tensor of shape {a.shape} "
-                         f"({a.numel()} elements) into {shape}") from None
+        raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {a.numel()} "
+                           f"(reshape of a tensor of shape {a.shape})") from None
     return Reshape.apply(a, shape=shape)
 
 
