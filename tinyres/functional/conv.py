@@ -17,6 +17,7 @@ import numpy as np
 from tinyres.autograd import Function
 from tinyres.backend import kernels_for
 from tinyres.functional.shape import as_int
+from tinyres.kernels import checks
 
 
 def pair(value, name, op):
@@ -71,13 +72,7 @@ def _check_conv_args(x, weight, bias, stride, padding):
     for t in (weight, bias):
         if t is not None and t.dtype != x.dtype:
             raise TypeError(f"{op}: dtype mismatch, input {x.dtype} and parameter {t.dtype}")
-    if min(stride) < 1:
-        raise ValueError(f"{op}: stride must be at least 1, got {stride}")
-    kh, kw = weight.shape[2:]
-    h, w = x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]
-    if h < kh or w < kw:
-        raise ValueError(f"{op}: the padded input is {h}x{w} ({x.shape} with padding "
-                         f"{padding}), smaller than the kernel {kh}x{kw}")
+    checks.out_size(op, x.shape, *weight.shape[2:], *stride, *padding)   # the kernels' own
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

@@ -2,6 +2,7 @@
 from tinyres.autograd import Function
 from tinyres.backend import get_array_module, kernels_for
 from tinyres.functional.conv import pair
+from tinyres.kernels import checks
 from tinyres.kernels.gemm_conv import batch_first, channels_first, columns
 from tinyres.functional.math import mean
 
@@ -49,14 +50,8 @@ def _window(op, x, kernel_size, stride, padding):
     kh, kw = pair(kernel_size, "kernel_size", op)
     sh, sw = pair(kernel_size if stride is None else stride, "stride", op)
     ph, pw = pair(padding, "padding", op)
-    if min(kh, kw, sh, sw) < 1:
-        raise ValueError(f"{op}: kernel_size and stride must be at least 1, got "
-                         f"{(kh, kw)} and {(sh, sw)}")
-    if ph > kh // 2 or pw > kw // 2:
-        raise ValueError(f"{op}: padding {(ph, pw)} must be at most half the kernel {(kh, kw)}")
-    if x.shape[2] + 2 * ph < kh or x.shape[3] + 2 * pw < kw:
-        raise ValueError(f"{op}: the kernel {(kh, kw)} is larger than the padded input "
-                         f"{x.shape} with padding {(ph, pw)}")
+    checks.out_size(op, x.shape, kh, kw, sh, sw, ph, pw)    # the kernels' own checks
+    checks.check_pool_padding(op, kh, kw, ph, pw)
     return kh, kw, sh, sw, ph, pw
 
 
