@@ -85,8 +85,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     variance; in evaluation the running statistics normalise it."""
     _check_bn_args(input, running_mean, running_var, weight, bias, training)
     if training:
-        return BatchNormTrain.apply(input, weight, bias, running_mean=_data(running_mean),
-                                    running_var=_data(running_var), momentum=momentum,
-                                    eps=eps)
+        out = BatchNormTrain.apply(input, weight, bias, running_mean=_data(running_mean),
+                                   running_var=_data(running_var), momentum=momentum, eps=eps)
+        for stat in (running_mean, running_var):   # updated in place by the kernel
+            if isinstance(stat, Tensor) and input.shape[0]:
+                stat._version_counter.value += 1
+        return out
     return BatchNormEval.apply(input, weight, bias, mean=_data(running_mean),
                                var=_data(running_var), eps=eps)

@@ -283,6 +283,7 @@ class Module:
                 param.grad = None
             else:
                 param.grad.array[...] = 0
+                param.grad._version_counter.value += 1
 
     # ----- state_dict -------------------------------------------------------------------
     def state_dict(self, prefix="", keep_vars=False):

@@ -78,6 +78,7 @@ class Optimizer:
                     p.grad = None
                 else:
                     p.grad.array[...] = 0
+                    p.grad._version_counter.value += 1
 
     def step(self, closure=None):
         """Update every parameter that has a gradient. `closure`, if given, recomputes
