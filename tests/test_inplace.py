@@ -402,3 +402,15 @@ def test_python_conversions_and_small_methods_as_torch():
             np.asarray(new(lib, [1.0], requires_grad=True))
         out = lib.where(x > 2, 1.0, 0)
         assert str(out.dtype).replace("torch.", "") == "float32" and out.tolist() == [[0, 0], [1, 1]]
+
+
+def test_clamp_with_tensor_bounds_as_torch():
+    results = []
+    for lib in LIBS.values():
+        x = new(lib, [0.5, 2.0, -1.0], requires_grad=True)
+        low = new(lib, [1.0, 0.0, 0.0], requires_grad=True)
+        y = x.clamp(min=low, max=new(lib, [3.0, 1.5, 2.0]))
+        (y * new(lib, [1.0, 2.0, 3.0])).sum().backward()
+        results.append((values(y), values(x.grad), values(low.grad)))
+    for ours, theirs in zip(*results):
+        np.testing.assert_array_equal(ours, theirs)

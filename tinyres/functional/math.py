@@ -555,6 +555,13 @@ def clamp(a, min=None, max=None):
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
     bounds = [v for v in (min, max) if v is not None]
+    if any(isinstance(v, Tensor) for v in bounds):   # elementwise bounds, as torch
+        out = a
+        if min is not None:
+            out = where(out < min, min, out)        # the gradient goes to the bound chosen
+        if max is not None:
+            out = where(out > max, max, out)
+        return out
     a = cast(a, result_type(a, *bounds))      # an int tensor clamped by 1.5 becomes float
     return Clamp.apply(a, low=min, high=max)
 
