@@ -349,14 +349,25 @@ def _share_memory_bookkeeping(result, inputs, function, params):
 
 def _check_views_current(op, inputs, needs_grad):
     """A view whose memory was changed in place (through its base or another view) after
-    its history was recorded no longer matches that history: refuse to build on it."""
+    its history was recorded is made again from its input, as PyTorch regenerates it:
+    the nodes that read it before keep the old history, what follows gets the new."""
     for i, t in enumerate(inputs):
         if needs_grad[i] and t._base is not None and t._version_counter.value != t._graph_version:
-            raise RuntimeError(
-                f"{op}: input {i} (shape {t.shape}) is a view whose memory was modified in "
-                f"place after the view was taken (version {t._graph_version} -> "
-                f"{t._version_counter.value}); tinyres does not rewrite a view's history. Take the "
-                "view again after the in-place operation.")
+            refresh_view(t)
+
+
+def refresh_view(t):
+    """t's history made again from the tensor it views (that one first, if it is a stale
+    view too)."""
+    from tinyres.functional.inplace import _stand_in
+    parent, function, params = t._view_of
+    if parent._base is not None and parent._version_counter.value != parent._graph_version:
+        refresh_view(parent)
+    _stand_in(t)                      # earlier readers keep the old history
+    with enable_grad():
+        again = function.apply(parent, **params)
+    t._ctx, t._requires_grad, t._view_of = again._ctx, again.requires_grad, again._view_of
+    t._graph_version = t._version_counter.value
 
 
 def link_consumer(ctx):

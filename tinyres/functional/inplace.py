@@ -16,11 +16,10 @@ PyTorch's rules, kept here:
 - the result must have the tensor's shape (no broadcasting of the target) and a dtype
   that casts to the tensor's without losing its kind (no float into an int tensor);
 - an inference tensor is changed in place only inside inference_mode().
-An in-place op on a slice of a recorded tensor, `y[0].mul_(3)` or `y[:, 1] += v`, is
-replayed on the tensor it was sliced from, as `y[0] = y[0] * 3`, so that y's history
-records it (PyTorch's CopySlices). A view made any other way (reshape, transpose, expand)
-of a tensor that requires grad is refused under grad mode, rather than let the base's
-history silently disagree with its values: write to the base, or clone() the view.
+An in-place op on a view of a recorded tensor, `y[0].mul_(3)`, `y[:, 1] += v` or
+`y.reshape(-1).relu_()`, is replayed on the tensor it views (`y[0] = y[0] * 3`), so that
+y's history records it (PyTorch's CopySlices); a view read after its base changed is made
+again from it (autograd.refresh_view).
 """
 import contextlib
 import numbers
