@@ -3,6 +3,8 @@ outputs and figures, so that a student can read the lessons without running them
 
     python notebooks/build_lessons.py                 # all eight, into build/lessons/
     python notebooks/build_lessons.py --out DIR 04 05 # some of them, elsewhere
+    python notebooks/build_lessons.py --times docs/lesson_times.json   # and record the
+                                                       # seconds each took, and the machine
 
 How an exercise works. A code cell tagged `exercise-N` holds what the student fills in (a
 prediction and a function that raises NotImplementedError); the code cell tagged `check`
@@ -121,17 +123,37 @@ def to_html(nb, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(HERE.parent / "build" / "lessons"))
+    parser.add_argument("--times", help="write the seconds each notebook took to this JSON")
     parser.add_argument("which", nargs="*", help="notebook numbers (default: all)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     chosen = [p for p in NOTEBOOKS if not args.which or p.stem[:2] in args.which]
+    seconds = {}
     for path in chosen:
         start = time.perf_counter()
         nb = execute(path, out)
         page = to_html(nb, out / (path.stem + ".html"))
-        print(f"{page}  ({time.perf_counter() - start:.0f} s)")
+        seconds[path.stem] = round(time.perf_counter() - start, 1)
+        print(f"{page}  ({seconds[path.stem]:.0f} s)")
+    if args.times:
+        record_times(seconds, args.times)
     return 0
+
+
+def record_times(seconds, path):
+    """Write the seconds each notebook took to execute and render, with the machine."""
+    import json
+    import platform
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").exists():
+        names = [line.split(":", 1)[1].strip() for line in
+                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    record = dict(seconds=seconds, total=round(sum(seconds.values()), 1), cpu=cpu,
+                  cores=os.cpu_count(), numba_cache=os.environ.get("NUMBA_CACHE_DIR", "default"),
+                  date=time.strftime("%Y-%m-%d"))
+    Path(path).write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":
