@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_readme_quotes_the_recorded_main_job():
     record = json.loads((ROOT / "docs" / "main_job.json").read_text())
     readme = (ROOT / "README.md").read_text()
-    m = re.search(r"it trained in ([0-9.]+) s .*? reached ([0-9.]+)% test accuracy", readme,
+    m = re.search(r"it trained in\s+([0-9.]+) s\b.*?reached ([0-9.]+)% test accuracy", readme,
                   flags=re.S)
     assert m, "the README no longer states the main job's time and accuracy"
     assert float(m.group(1)) == round(record["train_seconds"])
