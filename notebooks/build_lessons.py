@@ -129,7 +129,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     chosen = [p for p in NOTEBOOKS if not args.which or p.stem[:2] in args.which]
-    seconds = {}
+    seconds, load_before = {}, os.getloadavg()[0]
     for path in chosen:
         start = time.perf_counter()
         nb = execute(path, out)
@@ -137,12 +137,13 @@ def main(argv=None):
         seconds[path.stem] = round(time.perf_counter() - start, 1)
         print(f"{page}  ({seconds[path.stem]:.0f} s)")
     if args.times:
-        record_times(seconds, args.times)
+        record_times(seconds, args.times, (load_before, os.getloadavg()[0]))
     return 0
 
 
-def record_times(seconds, path):
-    """Write the seconds each notebook took to execute and render, with the machine."""
+def record_times(seconds, path, load):
+    """Write the seconds each notebook took to execute and render, with the machine and
+    its 1-minute load average before and after (other jobs may share the cores)."""
     import json
     import platform
     cpu = platform.processor() or platform.machine()
@@ -151,7 +152,7 @@ def record_times(seconds, path):
                  Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
         cpu = names[0] if names else cpu
     record = dict(seconds=seconds, total=round(sum(seconds.values()), 1), cpu=cpu,
-                  cores=os.cpu_count(), numba_cache=os.environ.get("NUMBA_CACHE_DIR", "default"),
+                  cores=os.cpu_count(), load_average=[round(v, 1) for v in load],
                   date=time.strftime("%Y-%m-%d"))
     Path(path).write_text(json.dumps(record, indent=1) + "\n")
 
