@@ -17,9 +17,13 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
-pytest.importorskip("nbconvert")
 pytest.importorskip("ipykernel")
 pytest.importorskip("matplotlib")
+try:
+    import nbconvert  # noqa: F401  (the rendered copy; the rest runs without it)
+    HTML = True
+except ImportError:
+    HTML = False
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("build_lessons",
@@ -87,6 +91,8 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     # the figures are there
     assert pngs(nb.cells) == FIGURES[path.stem[:2]]
     # the rendered copy carries them and the printed outputs
+    if not HTML:
+        pytest.skip("nbconvert is not installed: the notebook ran, its HTML was not checked")
     html = lessons.to_html(nb, tmp_path / (path.stem + ".html")).read_text()
     figures = [o.data["image/png"] for c in nb.cells if c.cell_type == "code"
                for o in c.outputs if "image/png" in o.get("data", {})]
@@ -101,6 +107,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
 
 def test_build_command_writes_pages(tmp_path, monkeypatch):
     """The one command that builds the rendered copy, on the shortest lesson."""
+    pytest.importorskip("nbconvert")
     monkeypatch.setenv("NUMBA_CACHE_DIR", os.environ.get("NUMBA_CACHE_DIR", "/tmp/numba_cache"))
     assert lessons.main(["--out", str(tmp_path), "01"]) == 0
     page = (tmp_path / "01_autograd_from_scratch.html").read_text()
