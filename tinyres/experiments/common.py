@@ -36,24 +36,30 @@ def digits(n_train=None, upsample=1):
 
 # ----- training ----------------------------------------------------------------------------
 def fit(model, x, y, epochs, batch_size=64, lr=0.05, momentum=0.9, weight_decay=0.0,
-        seed=0):
+        seed=0, errors=None):
     """Minibatch SGD on the arrays (x, y) for `epochs` passes, shuffled by `seed`.
-    Returns the mean training loss of each epoch (as seen during the pass); a loss that
-    is not finite stops the run early and is recorded as nan."""
+    Returns the mean training loss of each epoch (as seen during the pass, in train mode:
+    batch norm uses each batch's own statistics); a loss that is not finite stops the run
+    early and is recorded as nan. If `errors` is a list, the error rate of each epoch,
+    seen the same way, is appended to it."""
     optimizer = SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
     losses = []
     for _ in range(epochs):
         model.train()
-        order, total = rng.permutation(len(x)), 0.0
+        order, total, wrong = rng.permutation(len(x)), 0.0, 0
         for start in range(0, len(x), batch_size):
             idx = order[start:start + batch_size]
-            loss = F.cross_entropy(model(tinyres.tensor(x[idx])), tinyres.tensor(y[idx]))
+            logits = model(tinyres.tensor(x[idx]))
+            loss = F.cross_entropy(logits, tinyres.tensor(y[idx]))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
+            wrong += int((logits.numpy().argmax(1) != y[idx]).sum())
         losses.append(total / len(x))
+        if errors is not None:
+            errors.append(wrong / len(x))
         if not np.isfinite(losses[-1]):
             losses[-1] = float("nan")
             break

@@ -1,0 +1,28 @@
+"""Solutions to the exercises of notebook 05. Each `# %% exercise N` section replaces the
+cell tagged exercise-N; tests/test_notebooks.py runs them through the notebook's checks."""
+
+# %% exercise 1
+# with running averages that match the final weights, eval mode reads about what train
+# mode does: near the batch-statistics error of the last epoch, not the stale 82%
+predicted_error_after = 60
+
+
+def recalibrate(model, images):
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in norms:
+        bn.momentum = 1.0
+    model.train()
+    with tinyres.no_grad():
+        model(tinyres.tensor(images))
+    for bn in norms:
+        bn.momentum = 0.1
+
+# %% exercise 2
+# equal logits give every class probability 1/10: the loss is -ln(1/10) = ln 10
+predicted_chance_loss = math.log(10)
+
+
+def know_nothing(model):
+    tinyres.nn.init.zeros_(model.fc.weight)
+    tinyres.nn.init.zeros_(model.fc.bias)
+    return model

@@ -1,0 +1,29 @@
+"""The figures the READMEs quote about runs are the ones the recorded runs produced:
+docs/main_job.json (written by docs/main_job.py) for the main job, and
+docs/lesson_times.json (written by notebooks/build_lessons.py --times) for the lessons."""
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_quotes_the_recorded_main_job():
+    record = json.loads((ROOT / "docs" / "main_job.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"it trained in\s+([0-9.]+) s\b.*?reached ([0-9.]+)% test accuracy", readme,
+                  flags=re.S)
+    assert m, "the README no longer states the main job's time and accuracy"
+    assert float(m.group(1)) == round(record["train_seconds"])
+    assert float(m.group(2)) == record["test_accuracy_percent"]
+    assert record["cpu"].split()[0] in readme and str(record["cores"]) + " cores" in readme
+
+
+def test_notebooks_readme_quotes_the_recorded_lesson_times():
+    record = json.loads((ROOT / "docs" / "lesson_times.json").read_text())
+    text = (ROOT / "notebooks" / "README.md").read_text()
+    assert len(record["seconds"]) == 8
+    for stem, seconds in record["seconds"].items():
+        row = re.search(rf"\| `{re.escape(stem)}.ipynb` \| (\d+) s \|", text)
+        assert row, stem
+        assert int(row.group(1)) == round(seconds), stem
