@@ -27,3 +27,13 @@ def test_notebooks_readme_quotes_the_recorded_lesson_times():
         row = re.search(rf"\| `{re.escape(stem)}.ipynb` \| (\d+) s \|", text)
         assert row, stem
         assert int(row.group(1)) == round(seconds), stem
+
+
+def test_readme_and_train_announce_the_same_first_compile_time():
+    from tinyres.__main__ import FIRST_COMPILE
+    readme = (ROOT / "README.md").read_text()
+    bench = (ROOT / "benchmarks" / "README.md").read_text()
+    assert f"one-time compilation on the first run, about {FIRST_COMPILE}" in \
+        " ".join(readme.split())
+    assert f"The cold run is about {FIRST_COMPILE} on a quiet 2-core machine" in \
+        " ".join(bench.split())
