@@ -1,4 +1,7 @@
-"""tinyres.cuda: is the GPU usable here? (CuPy, a driver, a device and a smoke test)."""
+"""tinyres.cuda: is the GPU usable here? (CuPy, a driver, a device and a smoke test).
+
+Device questions only, under torch.cuda's name; the CUDA kernel launchers are the cuda
+kernel layer, tinyres/kernels/cuda.py, and their C sources kernels/cuda/*.cu."""
 from tinyres.backend import cuda_is_available, cuda_unusable_reason
 
 

@@ -1,6 +1,6 @@
-"""tinyres.nn.functional: every differentiable op under PyTorch's name.
-
-The implementations live in tinyres/functional/, one family per file.
+"""tinyres.nn.functional: every differentiable op under PyTorch's name and import path
+(`import tinyres.nn.functional as F`). Nothing is defined here: the ops live in
+tinyres/functional/, one family per file.
 """
 from tinyres.functional.activation import dropout, log_softmax, relu, softmax
 from tinyres.functional.conv import conv2d
