@@ -334,3 +334,13 @@ def test_a_second_backward_through_nodes_that_saved_nothing_works_as_torch():
     z.backward()
     with pytest.raises(RuntimeError, match="backward through the graph a second time"):
         z.backward()
+
+
+def test_assigning_a_grad_of_another_shape_or_dtype_is_refused_as_torch():
+    p = tinyres.zeros(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="different size"):
+        p.grad = tinyres.zeros(2)
+    with pytest.raises(RuntimeError, match="different type"):
+        p.grad = tinyres.zeros(3, dtype=np.float64)
+    p.grad = tinyres.ones(3)
+    assert p.grad.tolist() == [1.0, 1.0, 1.0]

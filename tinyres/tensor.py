@@ -34,7 +34,7 @@ class Tensor:
         if isinstance(data, np.generic):      # NumPy reductions return scalars: keep a
             data = np.array(data)             # writable 0-d array, as torch's 0-d tensors
         self.array = data             # the NumPy or CuPy array holding the values
-        self.grad = None
+        self._grad = None
         self._ctx = None              # the Context of the op that made this tensor
         self._hooks = []
         self._retains_grad = False
@@ -157,6 +157,25 @@ class Tensor:
                                f"(this one is {self.dtype})")
         self._requires_grad = bool(requires_grad)
         return self
+
+    @property
+    def grad(self):
+        """The gradient backward accumulated here (None until then)."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got "
+                                f"{type(value).__name__}")
+            if value.shape != self.shape:
+                raise RuntimeError(f"assigned grad has data of a different size: "
+                                   f"{value.shape}, the tensor is {self.shape}")
+            if value.dtype != self.dtype:
+                raise RuntimeError(f"assigned grad has data of a different type: "
+                                   f"{value.dtype}, the tensor is {self.dtype}")
+        self._grad = value
 
     @property
     def requires_grad(self):
