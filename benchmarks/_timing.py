@@ -67,8 +67,44 @@ def _version(module):
         return "not installed"
 
 
+def cpu_identity():
+    """The CPU's vendor, family, model and SIMD flags, from /proc/cpuinfo where there is one."""
+    fields, wanted = {}, {"vendor_id", "cpu family", "model", "model name", "flags"}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in wanted and key not in fields:
+                    fields[key] = value.strip()
+    except OSError:
+        return {}
+    simd = [flag for flag in fields.pop("flags", "").split()
+            if flag.startswith(("avx", "fma", "sse4", "amx"))]
+    return {**fields, "simd_flags": simd}
+
+
+def blas_identity():
+    """The BLAS libraries this process loads (NumPy's, SciPy's), with the kernel
+    (architecture) OpenBLAS chose and its thread count, as threadpoolctl reports them, and
+    the OpenBLAS variables of the environment."""
+    try:
+        import numpy  # noqa: F401
+        import scipy.linalg.cython_blas  # noqa: F401
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return {}
+    libs = [{k: lib.get(k) for k in ("filepath", "internal_api", "version", "architecture",
+                                        "num_threads")}
+            for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    env = {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")}
+    return {"libraries": libs, "environment": env}
+
+
 def machine_info():
     return {
+        "cpu_identity": cpu_identity(),
+        "blas": blas_identity(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": cpu_model(),
@@ -87,7 +123,14 @@ def header_lines(info):
             f"Python {info['python']}",
             f"numpy {info['numpy']}, numba {info['numba']}, torch {info['torch']}, "
             f"commit {info['commit']}, {info['date']}, "
-            f"load average {info['loadavg_at_start']:.1f} at start"]
+            f"load average {info['loadavg_at_start']:.1f} at start",
+            "BLAS: " + "; ".join(f"{lib['internal_api']} {lib['version']} "
+                                 f"{lib['architecture']} x{lib['num_threads']}"
+                                 for lib in info["blas"].get("libraries", []))
+            + f" (environment: {info['blas'].get('environment') or 'no OPENBLAS_*'})",
+            "CPU: " + " ".join(f"{k} {v}" for k, v in info["cpu_identity"].items()
+                               if k != "simd_flags")
+            + f"; SIMD: {' '.join(info['cpu_identity'].get('simd_flags', []))}"]
 
 
 # ----- the worker side ------------------------------------------------------------------
