@@ -422,3 +422,15 @@ def test_clamp_with_tensor_bounds_as_torch():
         results.append((values(y), values(x.grad), values(low.grad)))
     for ours, theirs in zip(*results):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_clone_owns_its_memory_and_passes_the_gradient_as_torch():
+    for lib in LIBS.values():
+        x = new(lib, [1.0, 2.0], requires_grad=True)
+        y = x * 2
+        c = y.clone()
+        c.add_(1.0)                            # its own memory: y is unchanged
+        (c * y).sum().backward()
+        np.testing.assert_array_equal(values(y), [2.0, 4.0])
+        np.testing.assert_array_equal(values(x.grad), [2 * (3.0 + 2.0), 2 * (5.0 + 4.0)])
+        assert y.grad_fn is not None and x.grad_fn is None
