@@ -359,15 +359,12 @@ def _check_views_current(op, inputs, needs_grad):
 def refresh_view(t):
     """t's history made again from the tensor it views (that one first, if it is a stale
     view too)."""
-    from tinyres.functional.inplace import _stand_in
-    parent, function, params = t._view_of
+    from tinyres.functional.inplace import _stand_in, view_again
+    parent = t._view_of[0]
     if parent._base is not None and parent._version_counter.value != parent._graph_version:
         refresh_view(parent)
     _stand_in(t)                      # earlier readers keep the old history
-    with enable_grad():
-        again = function.apply(parent, **params)
-    t._ctx, t._requires_grad, t._view_of = again._ctx, again.requires_grad, again._view_of
-    t._graph_version = t._version_counter.value
+    view_again(t)
 
 
 def link_consumer(ctx):

@@ -26,7 +26,7 @@ import numbers
 
 import numpy as np
 
-from tinyres.autograd import (Function, _shares_memory, is_grad_enabled,
+from tinyres.autograd import (Function, _shares_memory, enable_grad, is_grad_enabled,
                               is_inference_mode_enabled, no_grad)
 from tinyres.backend import get_array_module
 from tinyres.tensor import Tensor
@@ -182,10 +182,18 @@ def _write_through_view(t, op, source, compute, others):
     if result._ctx is not None:
         _keep_saved_values(result._ctx, t.array)
     _write_back(parent, function, params, result)
-    again = function.apply(parent, **params)        # t is parent's view again, recorded
-    t._ctx, t._requires_grad = again._ctx, again.requires_grad
-    t._view_of, t._graph_version = again._view_of, t._version_counter.value
+    view_again(t)
     return t
+
+
+def view_again(t):
+    """t's history made again as the view of its input that it is (its memory, values and
+    version stay): what follows t reads the input's current history."""
+    parent, function, params = t._view_of
+    with enable_grad():
+        again = function.apply(parent, **params)
+    t._ctx, t._requires_grad, t._view_of = again._ctx, again.requires_grad, again._view_of
+    t._graph_version = t._version_counter.value
 
 
 def _write_back(parent, function, params, value):
