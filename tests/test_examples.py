@@ -182,19 +182,30 @@ def test_cifar_script_trains_checkpoints_and_resumes(data_root, tmp_path):
     ckpt = tmp_path / "ckpt" / "ckpt.pth"
     common = ["--data-root", data_root, "--width", 8, "--batch-size", 16, "--max-steps", 2,
               "--num-workers", 2, "--checkpoint", ckpt]
-    out = run_tinyres(CIFAR_SCRIPT, [*common, "--epochs", 3], tmp_path)
-    assert "Epoch: 0" in out and "Epoch: 1" in out and "Epoch: 2" in out
+    out = run_tinyres(CIFAR_SCRIPT, [*common, "--epochs", 1], tmp_path)
+    assert "Epoch: 0" in out and "test: loss" in out
     saved = tinyres.load(ckpt)
-    assert saved["epoch"] == 2 and 0 <= saved["acc"] <= 100
-    net = example_namespace(CIFAR_SCRIPT)["resnet"](20, 8)
-    net.load_state_dict(saved["net"])                       # strict: every key, every shape
-    assert len(saved["optimizer"]["state"]) == len(list(net.parameters()))  # momentum buffers
+    assert saved["epoch"] == 0 and 0 <= saved["acc"] <= 100
+    example = example_namespace(CIFAR_SCRIPT)
+    model = example["resnet"](20, 8)
+    model.load_state_dict(saved["net"])                       # strict: every key, every shape
+    assert len(saved["optimizer"]["state"]) == len(list(model.parameters()))  # momentum
 
-    saved_epoch = dict(saved, epoch=0)
-    tinyres.save(saved_epoch, ckpt)                          # resume after epoch 0 instead
-    out = run_tinyres(CIFAR_SCRIPT, [*common, "--epochs", 2, "--resume"], tmp_path)
+    # The resumed run goes on at epoch 1, and its first loss (before its first step) is
+    # the checkpointed model's loss on the first batch.
+    flags = [*common, "--epochs", 2, "--resume", "--no-augment", "--no-shuffle",
+             "--log-losses", tmp_path / "resumed.json"]
+    loader, _ = example["build_loaders"](
+        example["parse_args"]([*map(str, flags), "--num-workers", "0"]))
+    inputs, targets = next(iter(loader))
+    model.train()
+    expected = tinyres.nn.functional.cross_entropy(model(inputs), targets).item()
+    out = run_tinyres(CIFAR_SCRIPT, flags, tmp_path)
     assert "Resuming" in out and "Epoch: 1" in out and "Epoch: 0" not in out
-    assert tinyres.load(ckpt)["epoch"] == 1
+    resumed = tinyres.load(ckpt)
+    assert resumed["epoch"] == 1 and resumed["scheduler"]["last_epoch"] == 2
+    first = json.loads((tmp_path / "resumed.json").read_text())[0]
+    assert first == pytest.approx(expected, rel=1e-5)
 
 
 def test_mnist_script_trains_saves_and_resumes(data_root, tmp_path):
