@@ -78,7 +78,16 @@ class Tensor:
 
     @property
     def device(self):
+        """The tinyres.device holding the values: device(type='cpu') or 'cuda:N'."""
         return backend.device_of(self.array)
+
+    @property
+    def is_cuda(self):
+        return backend.is_cuda_array(self.array)
+
+    def get_device(self):
+        """The CUDA device index, -1 on the CPU (torch's get_device)."""
+        return -1 if self.device.type == "cpu" else self.device.index
 
     @property
     def is_leaf(self):
@@ -118,7 +127,7 @@ class Tensor:
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
-        dev = ", device='cuda'" if self.device == "cuda" else ""
+        dev = f", device='{self.device}'" if self.is_cuda else ""
         body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
         return f"tensor({body}, dtype={self.dtype}{dev}{grad})"
 
@@ -186,27 +195,25 @@ class Tensor:
     def requires_grad(self, value):
         self.requires_grad_(value)
 
-    def to(self, device=None, dtype=None):
-        """A copy on another device and/or of another dtype (self when nothing changes).
-        Like torch, `to` is differentiable only through dtype changes done by `astype`."""
-        if isinstance(device, (type, np.dtype)) or (isinstance(device, str)
-                                                    and device.startswith("float")):
-            device, dtype = None, device
-        out = self
-        if dtype is not None and np.dtype(dtype) != self.dtype:
-            out = out.astype(dtype)
+    def to(self, *args, **kwargs):
+        """torch's three forms: to(device=None, dtype=None, non_blocking=False,
+        copy=False), to(dtype, non_blocking=False, copy=False) and to(other, ...), which
+        takes other's device and dtype. Self when nothing changes and copy is False;
+        otherwise a new tensor, differentiable (the gradient flows back across the cast
+        and the device copy)."""
+        from tinyres.functional.device import to_device
+        device, dtype, copy = parse_to_args("to", args, kwargs)
+        out = self if dtype is None else self.astype(dtype)
         if device is not None:
-            device = backend.check_device(device)
-            if device != out.device:
-                moved = Tensor(backend.to_device(out.array, device))
-                moved.requires_grad = out.requires_grad and out.is_leaf
-                out = moved
-        return out
+            out = to_device(out, device)
+        return out.clone() if copy and out is self else out
 
-    def cuda(self):
-        return self.to("cuda")
+    def cuda(self, device=None, non_blocking=False):
+        """A copy on a CUDA device: the current one, or `device` (an index, 'cuda:N')."""
+        return self.to(cuda_device(device), non_blocking=non_blocking)
 
     def cpu(self):
+        """A copy on the CPU (self when it is there)."""
         return self.to("cpu")
 
     def astype(self, dtype):
@@ -620,17 +627,17 @@ def _plain(data):
     return data
 
 
-def tensor(data, dtype=None, requires_grad=False, device="cpu"):
+def tensor(data, dtype=None, requires_grad=False, device=None):
     """A new leaf tensor holding a copy of `data` (nested lists, scalars, arrays, and
-    lists of one-element tensors)."""
-    device = backend.check_device(device)
+    lists of one-element tensors), on `device` (the CPU by default)."""
+    device = backend.resolve_device(device)
     if isinstance(data, Tensor):
         data = data.array
-    xp = backend.xp_for(device)
     dtype = _as_dtype(dtype) or _default_dtype_for(data)
     if not hasattr(data, "dtype"):
         data = np.array(_plain(data), dtype=dtype)
-    array = xp.array(backend.to_device(data, device), dtype=dtype, copy=True)
+    data = backend.to_device(data, device)
+    array = backend.new_array(device, lambda xp: xp.array(data, dtype=dtype, copy=True))
     return Tensor(array, requires_grad=requires_grad)
 
 
@@ -652,21 +659,20 @@ def _shape_arg(shape):
 
 
 def _filled(fill, shape, dtype, requires_grad, device):
-    device = backend.check_device(device)
-    xp = backend.xp_for(device)
-    data = xp.full(_shape_arg(shape), fill, dtype=_as_dtype(dtype) or DEFAULT_DTYPE)
+    shape, dtype = _shape_arg(shape), _as_dtype(dtype) or DEFAULT_DTYPE
+    data = backend.new_array(device, lambda xp: xp.full(shape, fill, dtype=dtype))
     return Tensor(data, requires_grad=requires_grad)
 
 
-def zeros(*shape, dtype=None, requires_grad=False, device="cpu"):
+def zeros(*shape, dtype=None, requires_grad=False, device=None):
     return _filled(0, shape, dtype, requires_grad, device)
 
 
-def ones(*shape, dtype=None, requires_grad=False, device="cpu"):
+def ones(*shape, dtype=None, requires_grad=False, device=None):
     return _filled(1, shape, dtype, requires_grad, device)
 
 
-def full(shape, fill_value, dtype=None, requires_grad=False, device="cpu"):
+def full(shape, fill_value, dtype=None, requires_grad=False, device=None):
     return _filled(fill_value, (shape,) if isinstance(shape, int) else shape,
                    dtype, requires_grad, device)
 
@@ -674,25 +680,24 @@ def full(shape, fill_value, dtype=None, requires_grad=False, device="cpu"):
 def _random(sampler, shape, dtype, requires_grad, device):
     """Draw on the CPU from NumPy's global generator (seeded by tinyres.manual_seed)."""
     data = sampler(_shape_arg(shape)).astype(_as_dtype(dtype) or DEFAULT_DTYPE)
-    return Tensor(backend.to_device(data, backend.check_device(device)),
-                  requires_grad=requires_grad)
+    return Tensor(backend.to_device(data, device), requires_grad=requires_grad)
 
 
-def randn(*shape, dtype=None, requires_grad=False, device="cpu"):
+def randn(*shape, dtype=None, requires_grad=False, device=None):
     return _random(lambda s: np.random.standard_normal(s), shape, dtype, requires_grad, device)
 
 
-def rand(*shape, dtype=None, requires_grad=False, device="cpu"):
+def rand(*shape, dtype=None, requires_grad=False, device=None):
     return _random(lambda s: np.random.random_sample(s), shape, dtype, requires_grad, device)
 
 
-def arange(start, end=None, step=1, dtype=None, requires_grad=False, device="cpu"):
+def arange(start, end=None, step=1, dtype=None, requires_grad=False, device=None):
     if end is None:
         start, end = 0, start
     is_float = any(isinstance(v, float) for v in (start, end, step))
     dtype = _as_dtype(dtype) or (DEFAULT_DTYPE if is_float else np.int64)
-    xp = backend.xp_for(backend.check_device(device))
-    return Tensor(xp.arange(start, end, step, dtype=dtype), requires_grad=requires_grad)
+    data = backend.new_array(device, lambda xp: xp.arange(start, end, step, dtype=dtype))
+    return Tensor(data, requires_grad=requires_grad)
 
 
 def _like(maker, t, dtype, requires_grad, device, *args):
@@ -719,6 +724,73 @@ def rand_like(t, dtype=None, requires_grad=False, device=None):
 def full_like(t, fill_value, dtype=None, requires_grad=False, device=None):
     return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad,
                 device=device or t.device)
+
+
+def cuda_device(device=None):
+    """The device `.cuda(device)` means: the current CUDA device for None, 'cuda:N' for an
+    index N; a device that is not CUDA is refused, as torch does."""
+    if device is None:
+        return "cuda"
+    if isinstance(device, int) and not isinstance(device, bool):
+        return backend.device("cuda", device)
+    if backend.as_device(device).type != "cuda":
+        raise RuntimeError(f"Invalid device, must be cuda device (got {device!r})")
+    return device
+
+
+def _is_dtype(value):
+    return isinstance(value, np.dtype) or (isinstance(value, type) and (
+        issubclass(value, np.generic) or value in (float, int, bool)))
+
+
+def _device_or_dtype(op, value):
+    """A positional argument of to(): a device (string, int, device) or a dtype."""
+    if _is_dtype(value):
+        return None, np.dtype(value)
+    if isinstance(value, str):
+        try:
+            return backend.resolve_device(value), None
+        except backend.UnknownDeviceError:
+            try:
+                return None, np.dtype(value)      # to('float64'), NumPy's dtype names
+            except TypeError:
+                pass
+            raise
+    if isinstance(value, (backend.device, int)) and not isinstance(value, bool):
+        return backend.resolve_device(value), None
+    raise TypeError(f"{op}() received an invalid combination of arguments - got "
+                    f"({type(value).__name__}), expected a device, a dtype or a Tensor")
+
+
+def parse_to_args(op, args, kwargs):
+    """(device or None, dtype or None, copy) from the arguments of torch's Tensor.to():
+    (device=None, dtype=None, non_blocking=False, copy=False), (dtype, non_blocking=False,
+    copy=False) or (other_tensor, non_blocking=False, copy=False). non_blocking and
+    memory_format are accepted and have no effect."""
+    kwargs = dict(kwargs)
+    unknown = set(kwargs) - {"device", "dtype", "non_blocking", "copy", "memory_format"}
+    if unknown:
+        raise TypeError(f"{op}() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+    args = list(args)
+    device = dtype = None
+    if args and isinstance(args[0], Tensor):
+        other = args.pop(0)
+        device, dtype = other.device, other.dtype
+    elif args and not isinstance(args[0], bool):
+        device, dtype = _device_or_dtype(op, args.pop(0))
+        if device is not None and args and not isinstance(args[0], bool):
+            extra, dtype = _device_or_dtype(op, args.pop(0))
+            if extra is not None or dtype is None:
+                raise TypeError(f"{op}() received an invalid combination of arguments - "
+                                f"got (device, device): the second one must be a dtype")
+    if len(args) > 2:
+        raise TypeError(f"{op}() takes at most 4 positional arguments")
+    flags = dict(zip(("non_blocking", "copy"), args))
+    if "device" in kwargs and kwargs["device"] is not None:
+        device = backend.resolve_device(kwargs["device"])
+    if "dtype" in kwargs and kwargs["dtype"] is not None:
+        dtype = np.dtype(kwargs["dtype"])
+    return device, dtype, bool(kwargs.get("copy", flags.get("copy", False)))
 
 
 def manual_seed(seed):
