@@ -732,7 +732,7 @@ def cuda_device(device=None):
     if device is None:
         return "cuda"
     if isinstance(device, int) and not isinstance(device, bool):
-        return backend.device("cuda", device)
+        return backend.device(device)         # the accelerator number `device`, as torch
     if backend.as_device(device).type != "cuda":
         raise RuntimeError(f"Invalid device, must be cuda device (got {device!r})")
     return device
