@@ -59,7 +59,7 @@ def _check_tensors(tensors):
         if not isinstance(value, Tensor):
             raise ValueError(f"Key `{name}` is invalid, expected tinyres.Tensor but "
                              f"received {type(value)}")
-    failing = [names for names in _shared_groups(tensors) if len(names) > 1]
+    failing = [set(names) for names in _shared_groups(tensors) if len(names) > 1]
     if failing:
         raise RuntimeError(
             f"Some tensors share memory, this will lead to duplicate memory on disk and "
@@ -142,24 +142,24 @@ def save_file(tensors, filename, metadata=None):
 def _parse_header(data):
     """(header dict without __metadata__, metadata or None, start of the data)."""
     if len(data) < 8:
-        raise SafetensorError("Error while deserializing header: HeaderTooSmall (the "
+        raise SafetensorError("Error while deserializing: header too small (the "
                               f"buffer has {len(data)} bytes, the size field needs 8)")
     (n,) = struct.unpack("<Q", data[:8])
     if n > MAX_HEADER:
-        raise SafetensorError(f"Error while deserializing header: HeaderTooLarge ({n} "
+        raise SafetensorError(f"Error while deserializing: header too large ({n} "
                               f"bytes, at most {MAX_HEADER})")
     if 8 + n > len(data):
-        raise SafetensorError(f"Error while deserializing header: InvalidHeaderLength (the "
+        raise SafetensorError(f"Error while deserializing: invalid header length (the "
                               f"header is {n} bytes, the buffer has {len(data) - 8} after "
                               f"the size field: truncated, or not a safetensors file)")
     try:
         header = json.loads(bytes(data[8:8 + n]).decode("utf-8"))
     except ValueError as err:
-        raise SafetensorError(f"Error while deserializing header: InvalidHeaderDeserialization"
-                              f" ({err})") from err
+        raise SafetensorError(f"Error while deserializing: invalid JSON in header: "
+                              f"{err}") from err
     if not isinstance(header, dict):
-        raise SafetensorError("Error while deserializing header: InvalidHeaderDeserialization"
-                              " (the header is not a JSON object)")
+        raise SafetensorError("Error while deserializing: invalid JSON in header: "
+                              "the header is not a JSON object")
     metadata = header.pop("__metadata__", None)
     return header, metadata, 8 + n
 
@@ -171,8 +171,8 @@ def _check_layout(header, size):
         try:
             dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
         except (TypeError, KeyError, ValueError) as err:
-            raise SafetensorError(f"Error while deserializing header: InvalidHeader"
-                                  f"Deserialization (tensor {name!r}: {err!r})") from err
+            raise SafetensorError(f"Error while deserializing: invalid JSON in header: "
+                                  f"tensor {name!r}: {err!r}") from err
         if dtype in NO_NUMPY_DTYPE:
             raise SafetensorError(f"tensor {name!r} has dtype {dtype}, which NumPy (and so "
                                   f"tinyres) has no type for; convert it to F32 first")
@@ -180,7 +180,7 @@ def _check_layout(header, size):
             raise SafetensorError(f"tensor {name!r} has an unknown dtype {dtype!r}")
         count = math.prod(shape)
         if end - begin != count * np.dtype(DTYPES[dtype]).itemsize or begin > end:
-            raise SafetensorError(f"Error while deserializing header: TensorInvalidInfo "
+            raise SafetensorError(f"Error while deserializing: invalid tensor info "
                                   f"(tensor {name!r}: shape {shape} of {dtype} needs "
                                   f"{count * np.dtype(DTYPES[dtype]).itemsize} bytes, "
                                   f"data_offsets give {end - begin})")
@@ -188,13 +188,13 @@ def _check_layout(header, size):
     position = 0
     for begin, end, name in sorted(spans):
         if begin != position:
-            raise SafetensorError(f"Error while deserializing header: InvalidOffset("
-                                  f"\"{name}\") (data_offsets must follow each other with "
+            raise SafetensorError(f"Error while deserializing: invalid offset for tensor "
+                                  f"{name!r} (data_offsets must follow each other with "
                                   f"no gap or overlap)")
         position = end
     if position != size:
-        raise SafetensorError(f"Error while deserializing header: MetadataIncompleteBuffer "
-                              f"(the tensors cover {position} bytes, the data section has "
+        raise SafetensorError(f"Error while deserializing: incomplete metadata, file not "
+                              f"fully covered (the tensors cover {position} bytes, the data section has "
                               f"{size}: truncated, or not a safetensors file)")
 
 
@@ -202,7 +202,7 @@ def _decode(data, device):
     header, _, start = _parse_header(data)
     _check_layout(header, len(data) - start)
     out = {}
-    for name in sorted(header):
+    for name in sorted(header, key=lambda n: (header[n]["data_offsets"], n)):
         info = header[name]
         dtype = np.dtype(DTYPES[info["dtype"]])
         begin, end = info["data_offsets"]
@@ -218,7 +218,8 @@ def _tensor(array, device):
 
 
 def load(data):
-    """A dict name -> Tensor (on the CPU, sorted by name) from safetensors bytes."""
+    """A dict name -> Tensor (on the CPU, in the order of their data in the buffer, as
+    safetensors' load_file gives them) from safetensors bytes."""
     return _decode(bytes(data), backend.device("cpu"))
 
 

@@ -196,6 +196,9 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=True, mmap=No
     corrupt (a PyTorch .pt file included: those are pickles, out of scope)."""
     if pickle_module is not None:
         raise TypeError("load: tinyres never unpickles, so pickle_module cannot be used")
+    if callable(map_location):
+        raise TypeError("load: a callable map_location is not supported; pass a device, "
+                        "a device string or a dict of them")
     if isinstance(f, (str, os.PathLike)):
         name = os.fspath(f)
         with open(name, "rb") as stream:
@@ -238,6 +241,9 @@ def _read_header(stream, name):
     head = stream.read(16)
     if not head:
         raise SerializationError(f"load: {name!r} is empty (0 bytes)")
+    if len(head) < len(MAGIC) and MAGIC.startswith(head):
+        raise SerializationError(f"load: {name!r} is truncated: it ends inside the magic "
+                                 f"bytes ({len(head)} of {len(MAGIC)})")
     if not head.startswith(MAGIC):
         raise SerializationError(f"load: {name!r} is {_what_it_is(head)}")
     if len(head) < 16:
@@ -358,9 +364,6 @@ class _Reader:
         location = self.location
         if isinstance(location, dict):
             location = location.get(saved, saved)
-        elif callable(location) and not isinstance(location, (str, backend.device)):
-            raise TypeError("load: a callable map_location is not supported; pass a "
-                            "device, a device string or a dict of them")
         location = saved if location is None else location
         if backend.as_device(location).type == "cuda" and not backend.cuda_is_available():
             raise SerializationError(
