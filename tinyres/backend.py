@@ -122,9 +122,20 @@ def _accelerator(index):
     return "cuda", index
 
 
+CPU = device("cpu")
+
+
 def as_device(value):
     """A `device` from a device, a string or an int (nothing checked about CUDA)."""
-    return value if isinstance(value, device) else device(value)
+    if isinstance(value, device):
+        return value
+    return _from_string(value) if isinstance(value, str) else device(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _from_string(text):
+    """device(text), parsed once per spelling (devices are immutable)."""
+    return device(text)
 
 
 def resolve_device(value=None):
@@ -132,7 +143,7 @@ def resolve_device(value=None):
     the CPU; 'cuda' gets the current CUDA device's index. Raises CudaNotCompiledError
     (an AssertionError, as torch's "not compiled with CUDA") without CuPy, and a
     RuntimeError when CuPy is there but no usable device (or no such index)."""
-    dev = device("cpu") if value is None else as_device(value)
+    dev = CPU if value is None else as_device(value)
     if dev.type == "cpu":
         return dev
     _require_cuda(value)
@@ -216,7 +227,12 @@ def is_cuda_array(a):
 def device_of(a):
     """The device holding an array: device('cuda', n) for a CuPy array on GPU n,
     device('cpu') otherwise."""
-    return device("cuda", a.device.id) if is_cuda_array(a) else device("cpu")
+    return _cuda(a.device.id) if is_cuda_array(a) else CPU
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda(index):
+    return device("cuda", index)
 
 
 def xp_for(dev):
