@@ -322,3 +322,46 @@ def test_ops_across_devices_are_refused_naming_both(first, second, expected):
 def test_fake_arrays_report_their_device():
     assert tinyres.Tensor(FakeCudaArray(1)).device == tinyres.device("cuda:1")
     assert tinyres.Tensor(FakeCudaArray(1)).get_device() == 1
+
+
+# ----- on a GPU (`pytest -m gpu`) -------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not tinyres.cuda.is_available(), reason="needs CuPy and a CUDA device")
+@pytest.mark.parametrize("spelling", ["cuda", "cuda:0", 0, "device"])
+def test_gpu_tensors_report_cuda_0(spelling):
+    spelling = tinyres.device("cuda:0") if spelling == "device" else spelling
+    x = tinyres.ones(2, device=spelling)
+    assert x.device == tinyres.device("cuda:0") and x.is_cuda and x.get_device() == 0
+    assert "device='cuda:0'" in repr(x)
+    assert tinyres.cuda.current_device() == 0 and tinyres.cuda.device_count() >= 1
+    tinyres.cuda.synchronize()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not tinyres.cuda.is_available(), reason="needs CuPy and a CUDA device")
+def test_gpu_copy_is_differentiable_as_torch():
+    x = tinyres.tensor([1.0, -2.0, 3.0], dtype=tinyres.float64, requires_grad=True)
+    y = x.cuda()
+    assert not y.is_leaf and y.requires_grad and y.device.type == "cuda"
+    weights = tinyres.tensor([0.5, 2.0, -1.0], dtype=tinyres.float64, device="cuda")
+    (y * y * weights).sum().backward()
+    assert x.grad.device.type == "cpu"
+    np.testing.assert_allclose(x.grad.numpy(), 2 * x.numpy() * weights.numpy())
+    assert tinyres.gradcheck(lambda t: (t.cuda() * weights).cpu(), [x])
+    with pytest.raises(RuntimeError, match="cuda:0 and cpu|cpu and cuda:0"):
+        y + x
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not tinyres.cuda.is_available(), reason="needs CuPy and a CUDA device")
+def test_gpu_save_load_keeps_the_device(tmp_path):
+    net = tinyres.nn.Linear(3, 2).cuda()
+    tinyres.save(net.state_dict(), tmp_path / "net.tnr")
+    back = tinyres.load(tmp_path / "net.tnr")
+    assert back["weight"].device == tinyres.device("cuda:0")
+    cpu = tinyres.load(tmp_path / "net.tnr", map_location="cpu")
+    assert cpu["weight"].device.type == "cpu"
+    np.testing.assert_array_equal(cpu["weight"].numpy(), net.weight.numpy())
+    tinyres.safetensors.save_file(net.state_dict(), tmp_path / "net.safetensors")
+    loaded = tinyres.safetensors.load_file(tmp_path / "net.safetensors", device="cuda:0")
+    assert loaded["bias"].device == tinyres.device("cuda:0")
