@@ -201,7 +201,7 @@ class Tensor:
         takes other's device and dtype. Self when nothing changes and copy is False;
         otherwise a new tensor, differentiable (the gradient flows back across the cast
         and the device copy)."""
-        from tinyres.functional.device import to_device
+        from tinyres.functional.device import parse_to_args, to_device
         device, dtype, copy = parse_to_args("to", args, kwargs)
         out = self if dtype is None else self.astype(dtype)
         if device is not None:
@@ -210,6 +210,7 @@ class Tensor:
 
     def cuda(self, device=None, non_blocking=False):
         """A copy on a CUDA device: the current one, or `device` (an index, 'cuda:N')."""
+        from tinyres.functional.device import cuda_device
         return self.to(cuda_device(device), non_blocking=non_blocking)
 
     def cpu(self):
@@ -724,73 +725,6 @@ def rand_like(t, dtype=None, requires_grad=False, device=None):
 def full_like(t, fill_value, dtype=None, requires_grad=False, device=None):
     return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad,
                 device=device or t.device)
-
-
-def cuda_device(device=None):
-    """The device `.cuda(device)` means: the current CUDA device for None, 'cuda:N' for an
-    index N; a device that is not CUDA is refused, as torch does."""
-    if device is None:
-        return "cuda"
-    if isinstance(device, int) and not isinstance(device, bool):
-        return backend.device(device)         # the accelerator number `device`, as torch
-    if backend.as_device(device).type != "cuda":
-        raise RuntimeError(f"Invalid device, must be cuda device (got {device!r})")
-    return device
-
-
-def _is_dtype(value):
-    return isinstance(value, np.dtype) or (isinstance(value, type) and (
-        issubclass(value, np.generic) or value in (float, int, bool)))
-
-
-def _device_or_dtype(op, value):
-    """A positional argument of to(): a device (string, int, device) or a dtype."""
-    if _is_dtype(value):
-        return None, np.dtype(value)
-    if isinstance(value, str):
-        try:
-            return backend.resolve_device(value), None
-        except backend.UnknownDeviceError:
-            try:
-                return None, np.dtype(value)      # to('float64'), NumPy's dtype names
-            except TypeError:
-                pass
-            raise
-    if isinstance(value, (backend.device, int)) and not isinstance(value, bool):
-        return backend.resolve_device(value), None
-    raise TypeError(f"{op}() received an invalid combination of arguments - got "
-                    f"({type(value).__name__}), expected a device, a dtype or a Tensor")
-
-
-def parse_to_args(op, args, kwargs):
-    """(device or None, dtype or None, copy) from the arguments of torch's Tensor.to():
-    (device=None, dtype=None, non_blocking=False, copy=False), (dtype, non_blocking=False,
-    copy=False) or (other_tensor, non_blocking=False, copy=False). non_blocking and
-    memory_format are accepted and have no effect."""
-    kwargs = dict(kwargs)
-    unknown = set(kwargs) - {"device", "dtype", "non_blocking", "copy", "memory_format"}
-    if unknown:
-        raise TypeError(f"{op}() got an unexpected keyword argument {sorted(unknown)[0]!r}")
-    args = list(args)
-    device = dtype = None
-    if args and isinstance(args[0], Tensor):
-        other = args.pop(0)
-        device, dtype = other.device, other.dtype
-    elif args and not isinstance(args[0], bool):
-        device, dtype = _device_or_dtype(op, args.pop(0))
-        if device is not None and args and not isinstance(args[0], bool):
-            extra, dtype = _device_or_dtype(op, args.pop(0))
-            if extra is not None or dtype is None:
-                raise TypeError(f"{op}() received an invalid combination of arguments - "
-                                f"got (device, device): the second one must be a dtype")
-    if len(args) > 2:
-        raise TypeError(f"{op}() takes at most 4 positional arguments")
-    flags = dict(zip(("non_blocking", "copy"), args))
-    if "device" in kwargs and kwargs["device"] is not None:
-        device = backend.resolve_device(kwargs["device"])
-    if "dtype" in kwargs and kwargs["dtype"] is not None:
-        dtype = np.dtype(kwargs["dtype"])
-    return device, dtype, bool(kwargs.get("copy", flags.get("copy", False)))
 
 
 def manual_seed(seed):

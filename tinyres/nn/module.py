@@ -15,7 +15,8 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from tinyres import backend
-from tinyres.tensor import FLOAT_DTYPES, Tensor, cuda_device, parse_to_args
+from tinyres.functional.device import cuda_device, parse_to_args
+from tinyres.tensor import FLOAT_DTYPES, Tensor
 
 
 class Parameter(Tensor):
