@@ -151,8 +151,8 @@ def test_to_refuses_two_devices():
 def test_to_is_differentiable_through_a_cast():
     x = tinyres.tensor([1.0, 2.0], requires_grad=True)
     tx = torch.tensor([1.0, 2.0], requires_grad=True)
-    (x.to("cpu", tinyres.float64) * tinyres.tensor([3.0, 5.0], dtype=tinyres.float64)).sum().backward()
-    (tx.to("cpu", torch.float64) * torch.tensor([3.0, 5.0], dtype=torch.float64)).sum().backward()
+    for m, t in ((tinyres, x), (torch, tx)):
+        (t.to("cpu", m.float64) * m.tensor([3.0, 5.0], dtype=m.float64)).sum().backward()
     assert x.grad.dtype == np.float32 and tx.grad.dtype == torch.float32
     np.testing.assert_array_equal(x.grad.numpy(), tx.grad.numpy())
 

@@ -77,7 +77,7 @@ def assert_same(ours, theirs, where="obj"):
 # ----- what comes back ------------------------------------------------------------------
 def test_nested_python_values_as_torch():
     obj = {"ints": [0, -7, 2 ** 70], "floats": (0.1, -0.0, float("inf"), float("nan")),
-           "text": "ünïcode ✓", "flags": [True, False, None], 3: "int key",
+           "text": "ünïcode ✓", "flags": [True, False, None], 3: "int key", "array": ["str", "array"],
            (1, "a"): "tuple key", None: 1.5, 2.5: "float key",
            "od": OrderedDict([("z", 1), ("a", [])]), "empty": ({}, [], ())}
     assert_same(roundtrip(tinyres, obj), roundtrip(torch, obj))

@@ -139,13 +139,13 @@ def _from_string(text):
 
 
 def resolve_device(value=None):
-    """The device a factory's `device=` argument names, ready to allocate on: None is
-    the CPU; 'cuda' gets the current CUDA device's index. Raises CudaNotCompiledError
-    (an AssertionError, as torch's "not compiled with CUDA") without CuPy, and a
-    RuntimeError when CuPy is there but no usable device (or no such index)."""
+    """The device a factory's `device=` argument names, ready to allocate on: None (and
+    'cpu:N') is the CPU; 'cuda' gets the current CUDA device's index. Raises
+    CudaNotCompiledError (an AssertionError, as torch's "not compiled with CUDA") without
+    CuPy, and a RuntimeError when CuPy is there but no usable device (or no such index)."""
     dev = CPU if value is None else as_device(value)
     if dev.type == "cpu":
-        return dev
+        return CPU                        # 'cpu:0' too: CPU tensors carry no index
     _require_cuda(value)
     count = _cupy().cuda.runtime.getDeviceCount()
     index = _cupy().cuda.Device().id if dev.index is None else dev.index

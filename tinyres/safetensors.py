@@ -194,8 +194,9 @@ def _check_layout(header, size):
         position = end
     if position != size:
         raise SafetensorError(f"Error while deserializing: incomplete metadata, file not "
-                              f"fully covered (the tensors cover {position} bytes, the data section has "
-                              f"{size}: truncated, or not a safetensors file)")
+                              f"fully covered (the tensors cover {position} bytes, the "
+                              f"data section has {size}: truncated, or not a safetensors "
+                              f"file)")
 
 
 def _decode(data, device):

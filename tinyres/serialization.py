@@ -119,12 +119,17 @@ class _Writer:
                         f"module's or an optimizer's state_dict() instead)")
 
     def key(self, k, where):
-        if k is None or type(k) in (bool, int, float, str, tuple):
-            node = self.tree(k, f"a key of {where}")
-            if "array" not in json.dumps(node):
-                return node
-        raise TypeError(f"save: dict key {k!r} in {where} is a {type(k).__name__}; keys "
-                        f"must be None, bools, numbers, strings or tuples of them")
+        if not _plain_key(k):
+            raise TypeError(f"save: dict key {k!r} in {where} is a {type(k).__name__}; "
+                            f"keys must be None, bools, numbers, strings or tuples of them")
+        return self.tree(k, f"a key of {where}")
+
+
+def _plain_key(k):
+    """Whether `k` is None, a bool, int, float, str or a tuple of such keys."""
+    if type(k) is tuple:
+        return all(_plain_key(item) for item in k)
+    return k is None or type(k) in (bool, int, float, str)
 
 
 def _layout(entries, arrays):
