@@ -105,6 +105,23 @@ def test_factories_refuse_unknown_devices_as_torch(name, make):
         make(tinyres, "tpu")
 
 
+LAYERS = [lambda m, d: m.nn.Linear(2, 3, device=d), lambda m, d: m.nn.Conv2d(1, 2, 3, device=d),
+          lambda m, d: m.nn.BatchNorm2d(3, device=d)]
+
+
+@pytest.mark.parametrize("make", LAYERS, ids=["Linear", "Conv2d", "BatchNorm2d"])
+def test_layers_accept_device(make):
+    for spelling in (None, "cpu", "device"):
+        ours = make(tinyres, tinyres.device("cpu") if spelling == "device" else spelling)
+        theirs = make(torch, torch.device("cpu") if spelling == "device" else spelling)
+        for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+            assert str(a.device) == str(b.device) == "cpu", name
+    with pytest.raises(RuntimeError):
+        make(torch, "tpu")
+    with pytest.raises(RuntimeError, match="tpu"):
+        make(tinyres, "tpu")
+
+
 def test_new_array_is_the_factory_helper():
     a = backend.new_array(None, lambda xp: xp.full((2, 2), 7, dtype=np.int16))
     assert type(a) is np.ndarray and a.dtype == np.int16 and (a == 7).all()
