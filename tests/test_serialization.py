@@ -130,7 +130,8 @@ def test_arrays_and_tensors_round_trip_bit_for_bit(array, transpose):
     np.testing.assert_array_equal(loaded["t"].numpy(), array)
     assert type(loaded["a"]) is np.ndarray and loaded["a"].dtype == array.dtype
     np.testing.assert_array_equal(loaded["a"], array)
-    assert type(loaded["s"]) is type(scalar) and loaded["s"] == scalar
+    assert type(loaded["s"]) is type(scalar)
+    np.testing.assert_array_equal(loaded["s"], scalar)      # NaN equals NaN here
     assert loaded["a"].flags.writeable and loaded["t"].array.flags.writeable
 
 
