@@ -19,6 +19,9 @@ from tinyres.tensor import (Tensor, arange, from_numpy, full, full_like, manual_
 from tinyres.functional.math import where
 from tinyres.functional.shape import cat, stack
 from tinyres import cuda, kernels, models, nn, optim, probes, runtime  # the public subpackages
+from tinyres.backend import device
+from tinyres.serialization import load, save
+from tinyres import backends, safetensors
 
 float32 = np.float32
 float64 = np.float64
@@ -33,3 +36,4 @@ __all__ = [
     "rand_like", "randn", "randn_like", "set_grad_enabled", "stack", "tensor", "where",
     "zeros", "zeros_like",
 ]
+__all__ += ["backends", "device", "load", "safetensors", "save"]

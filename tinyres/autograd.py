@@ -17,7 +17,7 @@ import threading
 import traceback
 import weakref
 
-from tinyres.backend import device_of, get_array_module
+from tinyres.backend import device_of, get_array_module, is_cuda_array
 
 _state = threading.local()     # per thread, as in PyTorch: grad mode and inference mode
 _anomaly = {"enabled": False}  # process-wide, as torch.autograd.set_detect_anomaly
@@ -214,6 +214,8 @@ def _shares_memory(a, b):
         return True
     if a is None or b is None or not hasattr(a, "shape") or not hasattr(b, "shape"):
         return False
+    if is_cuda_array(a) != is_cuda_array(b):       # a copy between devices
+        return False
     return bool(get_array_module(a).may_share_memory(a, b))
 
 
@@ -378,10 +380,14 @@ def link_consumer(ctx):
 
 
 def _check_same_device(op, inputs):
-    devices = {device_of(t.array) for t in inputs if t is not None}
-    if len(devices) > 1:
+    """Refuse inputs on different devices ('cuda:0' and 'cuda:1' differ), in torch's words."""
+    devices = [device_of(t.array) for t in inputs if t is not None]
+    other = next((d for d in devices if d != devices[0]), None)
+    if other is not None:
         shapes = ", ".join(f"{tuple(t.shape)} on {t.device}" for t in inputs if t is not None)
-        raise RuntimeError(f"{op}: all inputs must be on one device, got {shapes}")
+        raise RuntimeError(f"Expected all tensors to be on the same device, but found at "
+                           f"least two devices, {devices[0]} and {other}! ({op}: inputs "
+                           f"{shapes})")
 
 
 def run_backward(ctx, grad_out):

@@ -30,6 +30,7 @@ over the target with os.replace, so a crash or error mid-save leaves the last go
 checkpoint as it was. A process killed mid-save (kill -9) cannot remove its temporary
 file; the next save to the same target removes those whose process is gone.
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -208,19 +209,20 @@ def _open_temporary(path):
     return tmp, os.fdopen(fd, "w+b")
 
 
-def save_checkpoint(path, model, optimizer=None, scheduler=None, rng_states=None, epoch=0,
-                    extra=None):
-    """Write one checksummed .npz at `path`, atomically (temp file, fsync, os.replace).
-    `rng_states` and `extra` must be JSON-serialisable."""
+@contextlib.contextmanager
+def atomic_write(path):
+    """A new file open 'w+b' that replaces `path` only when the block ends without an
+    error: written to `.<name>.tmp-<pid>-<random>` beside it, fsynced, renamed over it
+    with os.replace; on any error the temporary file is removed and `path` is as it was.
+    tinyres.save and tinyres.safetensors.save_file write through it too."""
     path = os.fspath(path)
-    arrays = _payload(model, optimizer, scheduler, rng_states, epoch, extra)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     remove_stale_temporaries(path)
     tmp, f = _open_temporary(path)
     try:
         with f:
-            write_archive(f, arrays)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -229,6 +231,15 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, rng_states=None
             os.remove(tmp)
         raise
     _fsync_folder(folder)
+
+
+def save_checkpoint(path, model, optimizer=None, scheduler=None, rng_states=None, epoch=0,
+                    extra=None):
+    """Write one checksummed .npz at `path`, atomically (temp file, fsync, os.replace).
+    `rng_states` and `extra` must be JSON-serialisable."""
+    arrays = _payload(model, optimizer, scheduler, rng_states, epoch, extra)
+    with atomic_write(path) as f:
+        write_archive(f, arrays)
 
 
 def _fsync_folder(folder):
@@ -385,6 +396,6 @@ def load_checkpoint(path):
                       extra=_json(path, arrays, "extra"))
 
 
-__all__ = ["Checkpoint", "CheckpointError", "load_checkpoint", "numpy_rng_state",
+__all__ = ["Checkpoint", "CheckpointError", "atomic_write", "load_checkpoint", "numpy_rng_state",
            "payload_digest", "remove_stale_temporaries", "save_checkpoint",
            "seal", "set_numpy_rng_state", "write_archive"]

@@ -78,7 +78,16 @@ class Tensor:
 
     @property
     def device(self):
+        """The tinyres.device holding the values: device(type='cpu') or 'cuda:N'."""
         return backend.device_of(self.array)
+
+    @property
+    def is_cuda(self):
+        return backend.is_cuda_array(self.array)
+
+    def get_device(self):
+        """The CUDA device index, -1 on the CPU (torch's get_device)."""
+        return -1 if self.device.type == "cpu" else self.device.index
 
     @property
     def is_leaf(self):
@@ -118,7 +127,7 @@ class Tensor:
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
-        dev = ", device='cuda'" if self.device == "cuda" else ""
+        dev = f", device='{self.device}'" if self.is_cuda else ""
         body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
         return f"tensor({body}, dtype={self.dtype}{dev}{grad})"
 
@@ -186,27 +195,26 @@ class Tensor:
     def requires_grad(self, value):
         self.requires_grad_(value)
 
-    def to(self, device=None, dtype=None):
-        """A copy on another device and/or of another dtype (self when nothing changes).
-        Like torch, `to` is differentiable only through dtype changes done by `astype`."""
-        if isinstance(device, (type, np.dtype)) or (isinstance(device, str)
-                                                    and device.startswith("float")):
-            device, dtype = None, device
-        out = self
-        if dtype is not None and np.dtype(dtype) != self.dtype:
-            out = out.astype(dtype)
+    def to(self, *args, **kwargs):
+        """torch's three forms: to(device=None, dtype=None, non_blocking=False,
+        copy=False), to(dtype, non_blocking=False, copy=False) and to(other, ...), which
+        takes other's device and dtype. Self when nothing changes and copy is False;
+        otherwise a new tensor, differentiable (the gradient flows back across the cast
+        and the device copy)."""
+        from tinyres.functional.device import parse_to_args, to_device
+        device, dtype, copy = parse_to_args("to", args, kwargs)
+        out = self if dtype is None else self.astype(dtype)
         if device is not None:
-            device = backend.check_device(device)
-            if device != out.device:
-                moved = Tensor(backend.to_device(out.array, device))
-                moved.requires_grad = out.requires_grad and out.is_leaf
-                out = moved
-        return out
+            out = to_device(out, device)
+        return out.clone() if copy and out is self else out
 
-    def cuda(self):
-        return self.to("cuda")
+    def cuda(self, device=None, non_blocking=False):
+        """A copy on a CUDA device: the current one, or `device` (an index, 'cuda:N')."""
+        from tinyres.functional.device import cuda_device
+        return self.to(cuda_device(device), non_blocking=non_blocking)
 
     def cpu(self):
+        """A copy on the CPU (self when it is there)."""
         return self.to("cpu")
 
     def astype(self, dtype):
@@ -620,17 +628,17 @@ def _plain(data):
     return data
 
 
-def tensor(data, dtype=None, requires_grad=False, device="cpu"):
+def tensor(data, dtype=None, requires_grad=False, device=None):
     """A new leaf tensor holding a copy of `data` (nested lists, scalars, arrays, and
-    lists of one-element tensors)."""
-    device = backend.check_device(device)
+    lists of one-element tensors), on `device` (the CPU by default)."""
+    device = backend.resolve_device(device)
     if isinstance(data, Tensor):
         data = data.array
-    xp = backend.xp_for(device)
     dtype = _as_dtype(dtype) or _default_dtype_for(data)
     if not hasattr(data, "dtype"):
         data = np.array(_plain(data), dtype=dtype)
-    array = xp.array(backend.to_device(data, device), dtype=dtype, copy=True)
+    data = backend.to_device(data, device)
+    array = backend.new_array(device, lambda xp: xp.array(data, dtype=dtype, copy=True))
     return Tensor(array, requires_grad=requires_grad)
 
 
@@ -652,21 +660,20 @@ def _shape_arg(shape):
 
 
 def _filled(fill, shape, dtype, requires_grad, device):
-    device = backend.check_device(device)
-    xp = backend.xp_for(device)
-    data = xp.full(_shape_arg(shape), fill, dtype=_as_dtype(dtype) or DEFAULT_DTYPE)
+    shape, dtype = _shape_arg(shape), _as_dtype(dtype) or DEFAULT_DTYPE
+    data = backend.new_array(device, lambda xp: xp.full(shape, fill, dtype=dtype))
     return Tensor(data, requires_grad=requires_grad)
 
 
-def zeros(*shape, dtype=None, requires_grad=False, device="cpu"):
+def zeros(*shape, dtype=None, requires_grad=False, device=None):
     return _filled(0, shape, dtype, requires_grad, device)
 
 
-def ones(*shape, dtype=None, requires_grad=False, device="cpu"):
+def ones(*shape, dtype=None, requires_grad=False, device=None):
     return _filled(1, shape, dtype, requires_grad, device)
 
 
-def full(shape, fill_value, dtype=None, requires_grad=False, device="cpu"):
+def full(shape, fill_value, dtype=None, requires_grad=False, device=None):
     return _filled(fill_value, (shape,) if isinstance(shape, int) else shape,
                    dtype, requires_grad, device)
 
@@ -674,25 +681,24 @@ def full(shape, fill_value, dtype=None, requires_grad=False, device="cpu"):
 def _random(sampler, shape, dtype, requires_grad, device):
     """Draw on the CPU from NumPy's global generator (seeded by tinyres.manual_seed)."""
     data = sampler(_shape_arg(shape)).astype(_as_dtype(dtype) or DEFAULT_DTYPE)
-    return Tensor(backend.to_device(data, backend.check_device(device)),
-                  requires_grad=requires_grad)
+    return Tensor(backend.to_device(data, device), requires_grad=requires_grad)
 
 
-def randn(*shape, dtype=None, requires_grad=False, device="cpu"):
+def randn(*shape, dtype=None, requires_grad=False, device=None):
     return _random(lambda s: np.random.standard_normal(s), shape, dtype, requires_grad, device)
 
 
-def rand(*shape, dtype=None, requires_grad=False, device="cpu"):
+def rand(*shape, dtype=None, requires_grad=False, device=None):
     return _random(lambda s: np.random.random_sample(s), shape, dtype, requires_grad, device)
 
 
-def arange(start, end=None, step=1, dtype=None, requires_grad=False, device="cpu"):
+def arange(start, end=None, step=1, dtype=None, requires_grad=False, device=None):
     if end is None:
         start, end = 0, start
     is_float = any(isinstance(v, float) for v in (start, end, step))
     dtype = _as_dtype(dtype) or (DEFAULT_DTYPE if is_float else np.int64)
-    xp = backend.xp_for(backend.check_device(device))
-    return Tensor(xp.arange(start, end, step, dtype=dtype), requires_grad=requires_grad)
+    data = backend.new_array(device, lambda xp: xp.arange(start, end, step, dtype=dtype))
+    return Tensor(data, requires_grad=requires_grad)
 
 
 def _like(maker, t, dtype, requires_grad, device, *args):

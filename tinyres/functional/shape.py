@@ -283,7 +283,7 @@ def _as_view_index(index):
 
 def getitem(a, index):
     index = _plain_index(index, a.device)
-    if a.device == "cpu":   # check on a zero-cost view first, for a message with shapes
+    if a.device.type == "cpu":   # check on a zero-cost view first, for a message with shapes
         try:
             np.broadcast_to(np.int8(0), a.shape)[index]
         except (IndexError, TypeError) as err:

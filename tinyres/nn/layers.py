@@ -19,8 +19,8 @@ from tinyres.tensor import DEFAULT_DTYPE, Tensor
 
 def _empty_parameter(shape, device, dtype):
     """A Parameter of zeros of the given shape; the layer's reset_parameters fills it."""
-    device = backend.check_device(device or "cpu")
-    data = backend.xp_for(device).zeros(shape, dtype=np.dtype(dtype or DEFAULT_DTYPE))
+    dtype = np.dtype(dtype or DEFAULT_DTYPE)
+    data = backend.new_array(device, lambda xp: xp.zeros(shape, dtype=dtype))
     return Parameter(data)
 
 

@@ -15,6 +15,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from tinyres import backend
+from tinyres.functional.device import cuda_device, parse_to_args
 from tinyres.tensor import FLOAT_DTYPES, Tensor
 
 
@@ -70,18 +71,13 @@ def _indent(text, spaces):
     return lines[0] + "\n" + "\n".join(pad + line for line in lines[1:])
 
 
-def _parse_to_args(device, dtype):
-    """to(device), to(dtype), to(device, dtype): split into (device or None, dtype or None)."""
-    if device is not None and not isinstance(device, str):
-        device, dtype = None, device
-    elif isinstance(device, str) and device.startswith("float"):
-        device, dtype = None, device
-    if device is not None:
-        device = backend.check_device(device)
-    if dtype is not None:
-        dtype = np.dtype(dtype)
-        if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"Module.to: only float32 or float64 are supported, got {dtype}")
+def _parse_to_args(args, kwargs):
+    """Module.to's arguments, as Tensor.to's (device, dtype, another tensor), split into
+    (device or None, dtype or None); only floating dtypes, as torch."""
+    device, dtype, _ = parse_to_args("Module.to", args, kwargs)
+    if dtype is not None and dtype not in FLOAT_DTYPES:
+        raise TypeError(f"nn.Module.to only accepts floating point dtypes (float32 or "
+                        f"float64 here), but got desired dtype={dtype}")
     return device, dtype
 
 
@@ -355,11 +351,12 @@ class Module:
         return errors
 
     # ----- devices and dtypes -----------------------------------------------------------
-    def to(self, device=None, dtype=None):
+    def to(self, *args, **kwargs):
         """Move (and/or cast, float arrays only) every parameter, gradient and buffer in
         place: the Parameter objects stay the same, so an optimizer keeps working.
-        Accepts to('cuda'), to(np.float64), to('cpu', np.float64). Returns self."""
-        device, dtype = _parse_to_args(device, dtype)
+        Accepts to('cuda:1'), to(tinyres.device('cpu')), to(np.float64),
+        to('cpu', np.float64), to(tensor) (its device and dtype). Returns self."""
+        device, dtype = _parse_to_args(args, kwargs)
         for module in self.modules():
             for tensor in list(module._parameters.values()) + list(module._buffers.values()):
                 if tensor is None:
@@ -369,10 +366,13 @@ class Module:
                     tensor.grad = Tensor(_converted(tensor.grad.array, device, dtype))
         return self
 
-    def cuda(self):
-        return self.to("cuda")
+    def cuda(self, device=None):
+        """Move every parameter and buffer to a CUDA device (the current one, or `device`:
+        an index or 'cuda:N'). Returns self."""
+        return self.to(cuda_device(device))
 
     def cpu(self):
+        """Move every parameter and buffer to the CPU. Returns self."""
         return self.to("cpu")
 
     def float(self):
