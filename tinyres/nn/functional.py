@@ -2,7 +2,8 @@
 (`import tinyres.nn.functional as F`). Nothing is defined here: the ops live in
 tinyres/functional/, one family per file.
 """
-from tinyres.functional.activation import dropout, log_softmax, relu, softmax
+from tinyres.functional.activation import log_softmax, relu, softmax
+from tinyres.functional.dropout import dropout
 from tinyres.functional.conv import conv2d
 from tinyres.functional.linear import linear
 from tinyres.functional.loss import cross_entropy, mse_loss, nll_loss
