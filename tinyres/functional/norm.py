@@ -208,3 +208,11 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         _update_instance_stats(input, running_mean, running_var, momentum)
     out = Standardize.apply(input, axes=tuple(range(2, input.ndim)), eps=eps)
     return _affine(out, weight, bias, _channel_shape(input))
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """x / max(||x||_p, eps) along dim (composed of differentiable ops; a zero vector's
+    gradient is not defined here, unlike torch's, which masks it)."""
+    from tinyres.functional import math as M
+    size = M.sum(M.abs(input) ** p, dim=dim, keepdim=True) ** (1.0 / p)
+    return input / M.clamp(size, min=eps)
