@@ -182,9 +182,10 @@ class Hardsigmoid(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d hardsigmoid/dx = 1/6 strictly inside (-3, 3), 0 elsewhere
+        # d hardsigmoid/dx = 1/6 strictly inside (-3, 3), 0 elsewhere; torch's 1/6 is the
+        # float32 one in every dtype, and so is this one
         (x,) = ctx.saved_tensors
-        return grad_out * ((x > -3) & (x < 3)) / 6
+        return grad_out * ((x > -3) & (x < 3)) * x.dtype.type(np.float32(1) / np.float32(6))
 
 
 class ReLU6(Function):

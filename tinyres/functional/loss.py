@@ -56,7 +56,8 @@ class NLLLoss(Function):
         if weight is not None:
             w = w * weight[safe[:, 0]]
         losses = -w * xp.take_along_axis(log_probs, safe, axis=1)[:, 0]
-        ctx.safe, ctx.w, ctx.shape, ctx.reduction = safe, w, log_probs.shape, reduction
+        ctx.safe, ctx.w, ctx.valid = safe, w, valid
+        ctx.shape, ctx.reduction = log_probs.shape, reduction
         if reduction == "none":
             return losses
         if reduction == "sum":
@@ -68,11 +69,12 @@ class NLLLoss(Function):
     @staticmethod
     def backward(ctx, grad_out):
         # d loss_i / d logp[i, t_i] = -w[t_i] (over the total weight for 'mean'); 0 elsewhere
+        # and at ignored targets (even when the total is 0, as torch)
         xp = get_array_module(grad_out)
         coef = -ctx.w * grad_out
         if ctx.reduction == "mean":
             with np.errstate(invalid="ignore", divide="ignore"):
-                coef = coef / ctx.total
+                coef = xp.where(ctx.valid, coef / ctx.total, 0)
         grad = xp.zeros(ctx.shape, dtype=grad_out.dtype)
         xp.put_along_axis(grad, ctx.safe, coef[:, None].astype(grad.dtype), axis=1)
         return grad
@@ -155,8 +157,8 @@ def _smoothing_term(logp, t, weight, ignore_index, reduction):
     0 at ignored positions; its mean divides by the same total as nll_loss's."""
     class_dim = 1 if logp.ndim > 1 else 0
     weighted = logp if weight is None else logp * weight.reshape(_class_shape(logp))
-    keep = Tensor((t != ignore_index).astype(logp.dtype))
-    smooth = -M.sum(weighted, dim=class_dim) * keep
+    keep = Tensor(t != ignore_index)
+    smooth = M.where(keep, -M.sum(weighted, dim=class_dim), 0.0)
     if reduction == "none":
         return smooth
     total = M.sum(smooth)
