@@ -359,3 +359,19 @@ def test_legacy_size_average_and_reduce_give_torchs_reduction():
             ours = tinyres.nn.MSELoss(size_average, reduce).reduction
             theirs = torch.nn.MSELoss(size_average, reduce).reduction
         assert ours == theirs
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_cross_entropy_with_every_target_ignored_is_nan_with_zero_gradient_as_torch(smoothing):
+    results = []
+    for engine in (tinyres, torch):
+        x = engine.tensor(np.random.default_rng(0).standard_normal((3, 3)), requires_grad=True)
+        loss = engine.nn.functional.cross_entropy(x, engine.tensor([-100, -100, -100]),
+                                                  weight=engine.tensor(W3),
+                                                  label_smoothing=smoothing)
+        loss.backward()
+        results.append((as_numpy(loss), as_numpy(x.grad)))
+    (our_loss, our_grad), (their_loss, their_grad) = results
+    assert np.isnan(our_loss) and np.isnan(their_loss)
+    np.testing.assert_array_equal(our_grad, their_grad)

@@ -205,7 +205,8 @@ class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, x, dim):
         xp = get_array_module(x)
-        shifted = x - x.max(axis=dim, keepdims=True)    # the largest logit becomes 0
+        with np.errstate(over="ignore"):    # -huge - huge is -inf, whose exp is 0
+            shifted = x - x.max(axis=dim, keepdims=True)    # the largest logit becomes 0
         out = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
         ctx.save_for_backward(out)
         ctx.dim = dim
@@ -223,7 +224,8 @@ class Softmax(Function):
     @staticmethod
     def forward(ctx, x, dim):
         xp = get_array_module(x)
-        e = xp.exp(x - x.max(axis=dim, keepdims=True))
+        with np.errstate(over="ignore"):    # -huge - huge is -inf, whose exp is 0
+            e = xp.exp(x - x.max(axis=dim, keepdims=True))
         out = e / e.sum(axis=dim, keepdims=True)
         ctx.save_for_backward(out)
         ctx.dim = dim

@@ -164,11 +164,9 @@ def _smoothing_term(logp, t, weight, ignore_index, reduction):
     total = M.sum(smooth)
     if reduction == "sum":
         return total
-    xp = get_array_module(t)
     valid = t[t != ignore_index]
-    denom = valid.size if weight is None else _array(weight)[valid].sum()
-    with np.errstate(invalid="ignore", divide="ignore"):     # all ignored: NaN, as torch
-        return total / Tensor(xp.asarray(denom, dtype=logp.dtype))
+    denom = float(valid.size if weight is None else _array(weight)[valid].sum())
+    return total * (1.0 / denom if denom else float("nan"))    # all ignored: NaN, as torch
 
 
 def _probability_targets(op, input, target, weight, reduction, label_smoothing):
