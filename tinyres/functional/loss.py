@@ -75,9 +75,8 @@ class NLLLoss(Function):
         if ctx.reduction == "mean":
             with np.errstate(invalid="ignore", divide="ignore"):
                 coef = xp.where(ctx.valid, coef / ctx.total, 0)
-        grad = xp.zeros(ctx.shape, dtype=grad_out.dtype)
-        xp.put_along_axis(grad, ctx.safe, coef[:, None].astype(grad.dtype), axis=1)
-        return grad
+        classes = xp.arange(ctx.shape[1]).reshape((1, -1) + (1,) * (len(ctx.shape) - 2))
+        return ((classes == ctx.safe) * coef[:, None]).astype(grad_out.dtype, copy=False)
 
 
 def _class_weight(op, weight, c):
