@@ -238,6 +238,10 @@ ERRORS = {
     "interpolate bilinear of 3-D": lambda e: fn(e).interpolate(
         t(e, np.zeros((1, 1, 3))), scale_factor=2, mode="bilinear"),
     "adaptive_avg_pool2d of 2-D": lambda e: fn(e).adaptive_avg_pool2d(t(e, np.zeros((1, 3))), 2),
+    "binary_cross_entropy weight shape": lambda e: fn(e).binary_cross_entropy(
+        t(e, [0.5, 0.5, 0.5]), t(e, [0.0, 1.0, 1.0]), weight=t(e, [1.0, 2.0])),
+    "CrossEntropyLoss bad reduction": lambda e: e.nn.CrossEntropyLoss(reduction="avg")(
+        t(e, np.zeros((2, 3))), t(e, [1, 0])),
     "dropout p > 1": lambda e: fn(e).dropout(t(e, np.zeros(3)), 1.5),
     "dropout2d of 1-D": lambda e: fn(e).dropout2d(t(e, np.zeros(3))),
 }

@@ -167,3 +167,20 @@ def test_a_deliberately_wrong_edge_convention_is_caught():
     assert gradcheck_finite(lambda a: a ** b, [f64([0.0, 1.5])])
     with np.errstate(all="ignore"), pytest.raises(tinyres.GradcheckError, match="analytic nan"):
         tinyres.gradcheck(lambda a: LiteralPow.apply(a, b), [f64([0.0, 1.5])])
+
+
+def test_dropout2d_gradient_against_finite_differences():
+    """The mask is drawn again, identically, on every call (the seed is reset)."""
+    def seeded(x):
+        np.random.seed(0)
+        return F.dropout2d(x, 0.5)
+    x = tinyres.tensor(np.random.default_rng(1).standard_normal((3, 4, 2, 2)),
+                       requires_grad=True)
+    assert tinyres.gradcheck(seeded, [x])
+    assert (seeded(x).numpy() == 0).any() and (seeded(x).numpy() != 0).any()
+
+
+def test_softmax_dtype_argument_casts_first():
+    x = tinyres.randn(2, 3)
+    assert F.softmax(x, 1, dtype=np.float64).dtype == np.float64
+    assert F.log_softmax(x, dim=1, dtype=np.float64).dtype == np.float64

@@ -325,13 +325,14 @@ def _cast_for(x, dtype):
     return cast(x, dtype)
 
 
-def softmax(input, dim=None, dtype=None):
-    """exp(x) / sum(exp(x)) along dim, with the maximum subtracted first (no overflow)."""
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """exp(x) / sum(exp(x)) along dim, with the maximum subtracted first (no overflow).
+    _stacklevel is torch's positional third argument, accepted and unused."""
     dim = _softmax_dim(dim, input, "softmax")
     return Softmax.apply(_cast_for(input, dtype), dim=dim)
 
 
-def log_softmax(input, dim=None, dtype=None):
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     """x - logsumexp(x) along dim, with the maximum subtracted first (no overflow)."""
     dim = _softmax_dim(dim, input, "log_softmax")
     return LogSoftmax.apply(_cast_for(input, dtype), dim=dim)

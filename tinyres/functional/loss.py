@@ -254,6 +254,11 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     if x.size and bool(((x < 0) | (x > 1)).any()):
         raise RuntimeError(f"{op}: all elements of input should be between 0 and 1")
     if weight is not None:
+        try:
+            np.broadcast_to(np.empty(tuple(weight.shape)), input.shape)
+        except ValueError:
+            raise RuntimeError(f"{op}: weight of shape {tuple(weight.shape)} does not "
+                               f"broadcast to the input's shape {input.shape}") from None
         weight = M.cast(weight, input.dtype).expand(*input.shape)
     loss = BinaryCrossEntropy.apply(input, M.cast(target, input.dtype), weight)
     return _reduce(loss, reduction)

@@ -9,12 +9,13 @@ from tinyres.nn.module import Module
 
 class _Loss(Module):
     """Holds reduction ('mean', 'sum' or 'none'; the deprecated size_average/reduce pair
-    is translated as torch does)."""
+    is translated as torch does). As torch, a bad reduction is refused at the first call."""
 
     def __init__(self, size_average=None, reduce=None, reduction="mean"):
         super().__init__()
-        self.reduction = reduction_of(type(self).__name__, reduction, size_average, reduce) \
-            if reduction != "batchmean" else reduction
+        if size_average is not None or reduce is not None:
+            reduction = reduction_of(type(self).__name__, reduction, size_average, reduce)
+        self.reduction = reduction
 
 
 class _WeightedLoss(_Loss):
