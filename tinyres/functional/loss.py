@@ -27,11 +27,11 @@ def reduction_of(op, reduction, size_average=None, reduce=None):
     """The reduction, checked; the deprecated size_average/reduce pair wins when given, as
     torch's _Reduction.legacy_get_string (with its warning)."""
     if size_average is not None or reduce is not None:
-        warnings.warn("size_average and reduce args will be deprecated, please use "
-                      "reduction='{}' instead.", UserWarning, stacklevel=3)
         size_average = True if size_average is None else size_average
         reduce = True if reduce is None else reduce
         reduction = "mean" if size_average and reduce else "sum" if reduce else "none"
+        warnings.warn(f"size_average and reduce args will be deprecated, please use "
+                      f"reduction='{reduction}' instead.", UserWarning, stacklevel=3)
     if reduction not in REDUCTIONS:
         raise ValueError(f"{op}: {reduction} is not a valid value for reduction (expected "
                          f"'none', 'mean' or 'sum')")
