@@ -155,7 +155,7 @@ def _as_parameter(value):
 def _describe(param):
     """'Parameter containing: [float32 of size 2x3]', torch's line in a ParameterList."""
     size = "x".join(str(n) for n in param.shape)
-    device = "" if param.device == "cpu" else f" ({param.device})"
+    device = "" if param.device.type == "cpu" else f" ({param.device})"
     return f"Parameter containing: [{param.dtype} of size {size}{device}]"
 
 
