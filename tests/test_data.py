@@ -220,7 +220,7 @@ def test_cifar10_missing_file_names_the_path(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (b"not a pickle at all", "not a readable pickled batch"),
-    (pickle.dumps({b"pixels": 1}), "b'data'"),
+    (pickle.dumps({b"pixels": 1}), "'data'"),
     (pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}), "3072"),
     (pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}), "labels"),
 ])

@@ -1,0 +1,34 @@
+"""Resizing an image array: nearest and bilinear sampling, as F.interpolate does it.
+
+The rows and columns are axes h_axis and h_axis + 1 of `array`. Both modes place pixel
+centres at half-pixel positions (align_corners=False); integer arrays are rounded and
+clipped back to their dtype.
+"""
+import numpy as np
+
+from tinyres import backend
+
+
+def resize_array(array, h_axis, out_h, out_w, mode):
+    """`array` resized to (out_h, out_w) along axes (h_axis, h_axis + 1)."""
+    xp = backend.get_array_module(array)
+    work = array.astype(np.float64) if array.dtype.kind != "f" else array
+    for axis, n_out in ((h_axis, out_h), (h_axis + 1, out_w)):
+        work = _resize_axis(xp, work, axis, n_out, mode)
+    if array.dtype.kind in "ui":
+        info = np.iinfo(array.dtype)
+        return xp.clip(xp.round(work), info.min, info.max).astype(array.dtype)
+    return work.astype(array.dtype, copy=False)
+
+
+def _resize_axis(xp, array, axis, n_out, mode):
+    n_in = array.shape[axis]
+    scale = n_in / n_out
+    if mode == "nearest":
+        src = xp.minimum(xp.floor(xp.arange(n_out) * scale).astype(np.int64), n_in - 1)
+        return xp.take(array, src, axis=axis)
+    pos = xp.maximum((xp.arange(n_out) + 0.5) * scale - 0.5, 0)
+    lo = xp.minimum(xp.floor(pos).astype(np.int64), n_in - 1)
+    hi = xp.minimum(lo + 1, n_in - 1)
+    frac = (pos - lo).reshape([-1 if a == axis else 1 for a in range(array.ndim)])
+    return xp.take(array, lo, axis=axis) * (1 - frac) + xp.take(array, hi, axis=axis) * frac
