@@ -1,8 +1,10 @@
 """Resizing an image array: nearest and bilinear sampling, as F.interpolate does it.
 
-The rows and columns are axes h_axis and h_axis + 1 of `array`. Both modes place pixel
-centres at half-pixel positions (align_corners=False); integer arrays are rounded and
-clipped back to their dtype.
+The rows and columns are axes h_axis and h_axis + 1 of `array`. "bilinear" places pixel
+centres at half-pixel positions (align_corners=False). "nearest" takes source pixel
+floor(i * scale), as F.interpolate does for tensors; "nearest-pil" takes
+floor((i + 0.5) * scale), as PIL does for images (torchvision itself differs between its
+two paths). Integer arrays are rounded and clipped back to their dtype.
 """
 import numpy as np
 
@@ -24,8 +26,10 @@ def resize_array(array, h_axis, out_h, out_w, mode):
 def _resize_axis(xp, array, axis, n_out, mode):
     n_in = array.shape[axis]
     scale = n_in / n_out
-    if mode == "nearest":
-        src = xp.minimum(xp.floor(xp.arange(n_out) * scale).astype(np.int64), n_in - 1)
+    if mode in ("nearest", "nearest-pil"):
+        offset = 0.5 if mode == "nearest-pil" else 0.0
+        src = xp.floor((xp.arange(n_out) + offset) * scale).astype(np.int64)
+        src = xp.minimum(src, n_in - 1)
         return xp.take(array, src, axis=axis)
     pos = xp.maximum((xp.arange(n_out) + 0.5) * scale - 0.5, 0)
     lo = xp.minimum(xp.floor(pos).astype(np.int64), n_in - 1)

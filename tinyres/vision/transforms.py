@@ -182,14 +182,12 @@ def pad(img, padding, fill=0, padding_mode="constant"):
         return wrap(xp.pad(array, widths, mode=padding_mode))
     if isinstance(fill, numbers.Number):
         return wrap(xp.pad(array, widths, mode="constant", constant_values=fill))
+    if wrap is Tensor:
+        raise TypeError("Got inappropriate fill arg")         # torchvision: numbers only
     out = xp.pad(array, widths, mode="constant")
-    border = xp.ones(out.shape[h_axis:h_axis + 2], dtype=bool)
-    border[top:top + array.shape[h_axis], left:left + array.shape[h_axis + 1]] = False
-    fill = xp.asarray(fill, dtype=array.dtype)
-    if h_axis == 0:
-        out[border] = fill                                       # (H, W, C) array
-    else:
-        out[..., border] = fill.reshape(-1, 1) if fill.ndim else fill
+    border = xp.ones(out.shape[:2], dtype=bool)
+    border[top:top + array.shape[0], left:left + array.shape[1]] = False
+    out[border] = xp.asarray(fill, dtype=array.dtype)          # one value per channel
     return wrap(out)
 
 
@@ -313,7 +311,10 @@ class Resize:
         array, h_axis, wrap = _raw(img)
         w, h = get_image_size(img)
         out_h, out_w = _output_size(h, w, self.size, self.max_size)
-        return wrap(resize_array(array, h_axis, out_h, out_w, self.interpolation.value))
+        mode = self.interpolation.value
+        if mode == "nearest" and wrap is not Tensor:
+            mode = "nearest-pil"                     # an image array resizes as PIL does
+        return wrap(resize_array(array, h_axis, out_h, out_w, mode))
 
     def __repr__(self):
         return f"{type(self).__name__}(size={self.size}, interpolation={self.interpolation})"
