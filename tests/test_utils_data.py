@@ -489,3 +489,30 @@ def test_torch_spelling():
     assert tinyres.utils.data.DataLoader is tdata.DataLoader
     from tinyres.utils.data import DataLoader, Dataset, TensorDataset  # noqa: F401
     assert issubclass(TensorDataset, Dataset)
+
+
+class Slow(tdata.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        import time
+        time.sleep(1.0)
+        return i
+
+
+class Dies(tdata.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        os._exit(3)
+
+
+def test_timeout_and_a_dead_worker_raise(monkeypatch):
+    with pytest.raises(RuntimeError, match=r"^DataLoader timed out after 0.2 seconds$"):
+        list(tdata.DataLoader(Slow(), num_workers=1, timeout=0.2))
+    monkeypatch.setattr("tinyres.utils.data.multiprocess.WATCH_SECONDS", 0.2)
+    with pytest.raises(RuntimeError, match=r"DataLoader worker \(pid\(s\) \d+.*\) exited "
+                                           r"unexpectedly"):
+        list(tdata.DataLoader(Dies(), num_workers=2))

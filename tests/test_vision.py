@@ -363,3 +363,10 @@ def test_lambda_and_compose():
     tf = T.Compose([T.ToTensor(), T.Lambda(lambda t: t * 2)])
     np.testing.assert_allclose(tf(IMAGE).numpy(), 2 * as_torch_chw(IMAGE).numpy(), rtol=1e-6)
     assert "ToTensor()" in repr(tf)
+
+
+def test_to_tensor_accepts_pil_images():
+    image = pytest.importorskip("PIL.Image")
+    np.testing.assert_allclose(T.ToTensor()(image.fromarray(IMAGE)).numpy(),
+                               T.ToTensor()(IMAGE).numpy())
+    assert T.ToTensor()(image.fromarray(IMAGE[:, :, 1])).shape == (1, 9, 13)

@@ -46,10 +46,12 @@ class Compose:
 
 
 class ToTensor:
-    """(H, W[, C]) array -> (C, H, W) Tensor; uint8 is scaled to float32 in [0, 1], other
-    dtypes are kept unscaled (as torchvision does for arrays)."""
+    """(H, W[, C]) array (or PIL image) -> (C, H, W) Tensor; uint8 is scaled to float32 in
+    [0, 1], other dtypes are kept unscaled (as torchvision does for arrays)."""
 
     def __call__(self, pic):
+        if hasattr(pic, "getbands") and hasattr(pic, "mode"):        # a PIL image
+            pic = np.array(pic, dtype=np.uint8 if pic.mode in ("L", "RGB", "RGBA") else None)
         if not isinstance(pic, np.ndarray):
             raise TypeError(f"pic should be PIL Image or ndarray. Got {type(pic)}")
         if pic.ndim not in (2, 3):
