@@ -35,7 +35,7 @@ def assert_same(ours, theirs):
         theirs = to_torch(theirs)
     if isinstance(theirs, torch.Tensor):
         assert isinstance(ours, tinyres.Tensor), type(ours)
-        assert str(ours.dtype) == str(theirs.dtype).replace("torch.", ""), (ours.dtype, theirs.dtype)
+        assert str(ours.dtype) == str(theirs.dtype).replace("torch.", ""), ours.dtype
         assert ours.shape == tuple(theirs.shape)
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     elif isinstance(theirs, dict):
@@ -77,7 +77,8 @@ def assert_same_error(fn_ours, fn_theirs):
 def _samples():
     rng = np.random.default_rng(0)
     return {
-        "tensors float32": [tinyres.tensor(rng.random((2, 3)).astype(np.float32)) for _ in range(3)],
+        "tensors float32": [tinyres.tensor(rng.random((2, 3)).astype(np.float32))
+                            for _ in range(3)],
         "tensors int64": [tinyres.tensor([1, 2]), tinyres.tensor([3, 4])],
         "uint8 arrays": [rng.integers(0, 255, (4, 4, 3), dtype=np.uint8) for _ in range(2)],
         "float64 arrays": [rng.random(3) for _ in range(2)],

@@ -86,8 +86,8 @@ def test_mnist_reads_gzipped_files_and_fashion_mnist(tmp_path, root):
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-        with open(root / "MNIST" / "raw" / name, "rb") as f, gzip.open(raw / (name + ".gz"), "wb") as g:
-            g.write(f.read())
+        with gzip.open(raw / (name + ".gz"), "wb") as g:
+            g.write((root / "MNIST" / "raw" / name).read_bytes())
     fashion = datasets.FashionMNIST(tmp_path, train=False, transform=T.ToTensor(),
                                     target_transform=lambda y: y + 100)
     mnist = datasets.MNIST(root, train=False)
@@ -346,11 +346,13 @@ def test_transforms_equal_torchvisions_on_the_same_images():
     pairs = [(T.CenterCrop(5), tv.transforms.CenterCrop(5)),
              (T.CenterCrop((15, 4)), tv.transforms.CenterCrop((15, 4))),
              (T.Pad((1, 2, 3, 4), fill=9), tv.transforms.Pad((1, 2, 3, 4), fill=9)),
-             (T.Pad([3, 1], padding_mode="reflect"), tv.transforms.Pad([3, 1], padding_mode="reflect")),
+             (T.Pad([3, 1], padding_mode="reflect"),
+              tv.transforms.Pad([3, 1], padding_mode="reflect")),
              (T.Pad(3, padding_mode="symmetric"), tv.transforms.Pad(3, padding_mode="symmetric")),
              (T.RandomHorizontalFlip(1.0), tv.transforms.RandomHorizontalFlip(1.0)),
              (T.Resize((20, 30), interpolation=T.InterpolationMode.NEAREST),
-              tv.transforms.Resize((20, 30), interpolation=tv.transforms.InterpolationMode.NEAREST))]
+              tv.transforms.Resize((20, 30),
+                                   interpolation=tv.transforms.InterpolationMode.NEAREST))]
     for ours, theirs in pairs:
         assert (ours(IMAGE) == np.asarray(theirs(pil))).all(), ours
         np.testing.assert_allclose(ours(T.ToTensor()(IMAGE)).numpy(),
@@ -370,3 +372,33 @@ def test_to_tensor_accepts_pil_images():
     np.testing.assert_allclose(T.ToTensor()(image.fromarray(IMAGE)).numpy(),
                                T.ToTensor()(IMAGE).numpy())
     assert T.ToTensor()(image.fromarray(IMAGE[:, :, 1])).shape == (1, 9, 13)
+
+
+def _image_folder(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    images, labels = digit_images(6, 32, rgb=True)
+    for i, (img, label) in enumerate(zip(images, labels)):
+        folder = tmp_path / ("odd" if label % 2 else "even")
+        folder.mkdir(exist_ok=True)
+        image.fromarray(img).save(folder / f"{i:02d}.png")
+    (tmp_path / "even" / "notes.txt").write_text("not an image")
+    return images, labels
+
+
+def test_image_folder(tmp_path):
+    images, labels = _image_folder(tmp_path)
+    ds = datasets.ImageFolder(tmp_path, transform=T.ToTensor())
+    assert ds.classes == ["even", "odd"] and len(ds) == 6
+    order = sorted(range(6), key=lambda i: (labels[i] % 2, i))
+    assert ds.targets == [int(labels[i] % 2) for i in order]
+    x, y = ds[0]
+    np.testing.assert_allclose(x.numpy(), T.ToTensor()(images[order[0]]).numpy())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="Found no valid file for the classes empty"):
+        datasets.ImageFolder(tmp_path)
+    if tv is not None:
+        theirs = tv.datasets.ImageFolder(tmp_path, allow_empty=True)
+        ours = datasets.ImageFolder(tmp_path, allow_empty=True)
+        assert ours.classes == theirs.classes and ours.targets == theirs.targets
+        assert [p for p, _ in ours.samples] == [p for p, _ in theirs.samples]
+        assert all((ours[i][0] == np.asarray(theirs[i][0])).all() for i in range(6))

@@ -9,8 +9,9 @@ images; tinyres.vision.transforms accepts them.
 """
 from tinyres.vision.datasets.cifar import CIFAR10, CIFAR100, write_cifar10
 from tinyres.vision.datasets.fakedata import FakeData
+from tinyres.vision.datasets.folder import ImageFolder
 from tinyres.vision.datasets.mnist import MNIST, FashionMNIST, read_idx, write_mnist
 from tinyres.vision.datasets.vision import VisionDataset
 
-__all__ = ["CIFAR10", "CIFAR100", "FakeData", "FashionMNIST", "MNIST", "VisionDataset",
-           "read_idx", "write_cifar10", "write_mnist"]
+__all__ = ["CIFAR10", "CIFAR100", "FakeData", "FashionMNIST", "ImageFolder", "MNIST",
+           "VisionDataset", "read_idx", "write_cifar10", "write_mnist"]

@@ -80,7 +80,8 @@ def write_cifar10(root, images, labels, train=True):
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
         raise ValueError(f"write_cifar10: images must be uint8 (N, 32, 32, 3), got "
                          f"{images.dtype} {images.shape}")
-    if labels.shape != (len(images),) or (len(labels) and not 0 <= labels.min() <= labels.max() <= 9):
+    if labels.shape != (len(images),) or (len(labels) and not 0 <= labels.min()
+                                          <= labels.max() <= 9):
         raise ValueError(f"write_cifar10: labels must be {len(images)} ints in 0..9, got "
                          f"shape {labels.shape}")
     folder = os.path.join(os.path.expanduser(os.fspath(root)), CIFAR10.base_folder)

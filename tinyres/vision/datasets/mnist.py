@@ -107,7 +107,8 @@ def write_mnist(root, images, labels, train=True):
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
         raise ValueError(f"write_mnist: images must be uint8 (N, 28, 28), got "
                          f"{images.dtype} {images.shape}")
-    if labels.shape != (len(images),) or (len(labels) and not 0 <= labels.min() <= labels.max() <= 255):
+    if labels.shape != (len(images),) or (len(labels) and not 0 <= labels.min()
+                                          <= labels.max() <= 255):
         raise ValueError(f"write_mnist: labels must be {len(images)} ints in 0..255, got "
                          f"shape {labels.shape}")
     folder = os.path.join(os.path.expanduser(os.fspath(root)), "MNIST", "raw")
