@@ -436,6 +436,11 @@ def test_a_worker_error_reaches_the_caller(num_workers):
         list(loader)
     if num_workers:
         assert "Caught ValueError in DataLoader worker process 0" in str(err.value)
+        persistent = tdata.DataLoader(Faulty(), batch_size=2, num_workers=num_workers,
+                                      persistent_workers=True)
+        for _ in range(2):                  # the failed epoch's workers are replaced
+            with pytest.raises(ValueError, match="bad sample 4"):
+                list(persistent)
 
 
 def test_persistent_workers_serve_several_epochs_even_after_a_break():

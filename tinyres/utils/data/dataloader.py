@@ -92,7 +92,7 @@ class DataLoader:
             return _SingleProcessIter(self)
         if not self.persistent_workers:
             return MultiProcessIter(self, _context(self.multiprocessing_context))
-        if self._iterator is None:
+        if self._iterator is None or not self._iterator.alive:
             self._iterator = MultiProcessIter(self, _context(self.multiprocessing_context))
         else:
             self._iterator.reset(self)

@@ -22,6 +22,8 @@ class MultiProcessIter:
 
     def __init__(self, loader, ctx):
         self._shutdown = True
+        if loader.prefetch_factor < 1:
+            raise AssertionError("prefetch_factor must be positive with workers")
         self._num_workers = loader.num_workers
         self._prefetch = loader.prefetch_factor * loader.num_workers
         self._timeout = loader.timeout
@@ -29,6 +31,7 @@ class MultiProcessIter:
         self._base_seed = random_seed(loader.generator)
         self._result_queue = ctx.Queue()
         self._index_queues, self._workers = [], []
+        self._shutdown = False               # from here on, stop whatever was started
         for worker_id in range(self._num_workers):
             index_queue = ctx.Queue()
             index_queue.cancel_join_thread()
@@ -36,10 +39,9 @@ class MultiProcessIter:
                 loader._iterable, loader.dataset, index_queue, self._result_queue,
                 loader._auto_collation, loader.collate_fn, loader.drop_last,
                 self._base_seed, loader.worker_init_fn, worker_id, self._num_workers))
-            worker.start()
             self._index_queues.append(index_queue)
+            worker.start()
             self._workers.append(worker)
-        self._shutdown = False
         self._start_epoch(loader)
 
     def _start_epoch(self, loader):
@@ -75,6 +77,11 @@ class MultiProcessIter:
         self._index_queues[worker_id].put((self._send_idx, index))
         self._task_worker[self._send_idx] = worker_id
         self._send_idx += 1
+
+    @property
+    def alive(self):
+        """Whether the workers are still running (not shut down)."""
+        return not self._shutdown
 
     def __iter__(self):
         return self
@@ -133,6 +140,8 @@ class MultiProcessIter:
         for index_queue in self._index_queues:
             index_queue.put(None)
         for worker in self._workers:
+            if worker.pid is None:                       # never started
+                continue
             worker.join(timeout=JOIN_SECONDS)
             if worker.is_alive():
                 worker.terminate()
