@@ -522,3 +522,18 @@ def test_timeout_and_a_dead_worker_raise(monkeypatch):
     with pytest.raises(RuntimeError, match=r"DataLoader worker \(pid\(s\) \d+.*\) exited "
                                            r"unexpectedly"):
         list(tdata.DataLoader(Dies(), num_workers=2))
+
+
+@given(n=st.integers(0, 40), weights=st.lists(st.integers(1, 9), min_size=1, max_size=4))
+def test_random_split_fractions_match_torch(n, weights):
+    fractions = [w / sum(weights) for w in weights]
+    with warnings.catch_warnings(record=True):
+        try:
+            theirs = [len(s) for s in pdata.random_split(range(n), fractions)]
+        except ValueError as err:
+            with pytest.raises(ValueError, match=str(err)):
+                tdata.random_split(range(n), fractions)
+            return
+        ours = tdata.random_split(range(n), fractions)
+    assert [len(s) for s in ours] == theirs
+    assert sorted(i for s in ours for i in s) == list(range(n))

@@ -12,6 +12,8 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tinyres
 from tinyres.data import load_digits
@@ -402,3 +404,15 @@ def test_image_folder(tmp_path):
         assert ours.classes == theirs.classes and ours.targets == theirs.targets
         assert [p for p, _ in ours.samples] == [p for p, _ in theirs.samples]
         assert all((ours[i][0] == np.asarray(theirs[i][0])).all() for i in range(6))
+
+
+@given(ltrb=st.lists(st.integers(0, 4), min_size=4, max_size=4),
+       mode=st.sampled_from(["constant", "reflect", "edge"]))
+def test_pad_matches_torch_for_any_padding(ltrb, mode):
+    left, top, right, bottom = ltrb
+    torch_mode = {"edge": "replicate"}.get(mode, mode)
+    x = as_torch_chw(IMAGE)
+    expected = torch.nn.functional.pad(x[None], (left, right, top, bottom), mode=torch_mode)[0]
+    out = T.Pad(ltrb, padding_mode=mode)(T.ToTensor()(IMAGE))
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-6)
+    assert T.Pad(ltrb, padding_mode=mode)(IMAGE).shape == (9 + top + bottom, 13 + left + right, 3)
