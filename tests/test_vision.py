@@ -328,13 +328,15 @@ def test_flips():
     assert 5 < sum(flips) < 35
 
 
-@pytest.mark.parametrize("size", [(12, 20), 11, (5, 6)])
-@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
-def test_resize_on_tensors_matches_interpolate(size, mode):
+@pytest.mark.parametrize("size", [(12, 20), 11, (5, 6), (3, 30)])
+@pytest.mark.parametrize("mode, antialias", [("bilinear", True), ("bilinear", False),
+                                             ("nearest", False)])
+def test_resize_on_tensors_matches_interpolate(size, mode, antialias):
     x = as_torch_chw(IMAGE)
-    out = T.Resize(size, interpolation=T.InterpolationMode(mode))(T.ToTensor()(IMAGE))
+    out = T.Resize(size, interpolation=T.InterpolationMode(mode),
+                   antialias=antialias)(T.ToTensor()(IMAGE))
     target = (size, int(size * 13 / 9)) if isinstance(size, int) else size
-    kwargs = {} if mode == "nearest" else dict(align_corners=False)
+    kwargs = {} if mode == "nearest" else dict(align_corners=False, antialias=antialias)
     expected = torch.nn.functional.interpolate(x[None], size=target, mode=mode, **kwargs)[0]
     assert out.shape == tuple(expected.shape)
     np.testing.assert_allclose(out.numpy(), expected.numpy(), atol=1e-6)
@@ -361,6 +363,13 @@ def test_transforms_equal_torchvisions_on_the_same_images():
                                    theirs(tv.transforms.ToTensor()(pil)).numpy(), atol=1e-6)
     np.testing.assert_allclose(T.ToTensor()(IMAGE).numpy(),
                                tv.transforms.ToTensor()(pil).numpy())
+    for size in [(20, 30), (5, 4), 7]:            # PIL works in fixed point: within 1
+        ours, theirs = T.Resize(size)(IMAGE), np.asarray(tv.transforms.Resize(size)(pil))
+        assert ours.shape == theirs.shape
+        assert np.abs(ours.astype(int) - theirs).max() <= 1
+        np.testing.assert_allclose(T.Resize(size)(T.ToTensor()(IMAGE)).numpy(),
+                                   tv.transforms.Resize(size)(as_torch_chw(IMAGE)).numpy(),
+                                   atol=1e-5)
 
 
 def test_lambda_and_compose():

@@ -300,8 +300,8 @@ class RandomVerticalFlip(RandomHorizontalFlip):
 
 class Resize:
     """Resize to `size` (h, w), or make the shorter side `size` keeping the aspect ratio;
-    nearest or bilinear (half-pixel centres, no antialiasing: downscaling differs from
-    torchvision's antialiased default)."""
+    nearest, or bilinear (antialiased when shrinking, as torchvision: always on image
+    arrays, on Tensors unless antialias=False)."""
 
     def __init__(self, size, interpolation=InterpolationMode.BILINEAR, max_size=None,
                  antialias=True):
@@ -316,6 +316,8 @@ class Resize:
         mode = self.interpolation.value
         if mode == "nearest" and wrap is not Tensor:
             mode = "nearest-pil"                     # an image array resizes as PIL does
+        if mode == "bilinear" and (self.antialias or wrap is not Tensor):
+            mode = "bilinear-aa"                     # (PIL always antialiases)
         return wrap(resize_array(array, h_axis, out_h, out_w, mode))
 
     def __repr__(self):
