@@ -476,6 +476,10 @@ SCRIPT = textwrap.dedent("""
         print([x.tolist() for x, _ in loader])
         unfinished = iter(DataLoader(Squares(), batch_size=1, num_workers=2))
         next(unfinished)                      # left open: the program must still exit
+        persistent = DataLoader(Squares(), batch_size=2, num_workers=2,
+                                persistent_workers=True)
+        assert len(list(persistent)) == 5
+        next(iter(persistent))                # (and so are persistent workers)
 """)
 
 

@@ -11,7 +11,9 @@ but not torch's order. With num_workers > 0 the batches are built in worker proc
 (see worker.py), started with the "fork" method where the system has it (as torch on
 Linux, so datasets, lambdas and classes defined in a script's __main__ work unpickled) or
 the given `multiprocessing_context`; the batches and their order equal num_workers=0's.
-`pin_memory` is accepted and does nothing (there is no pinned host memory on the CPU).
+`pin_memory` is accepted and does nothing (there is no pinned host memory on the CPU);
+`in_order=False` is accepted and batches still come in order. Keep workers on NumPy: a
+forked process cannot use a GPU its parent has already initialised.
 """
 import math
 import multiprocessing
