@@ -541,3 +541,10 @@ def test_random_split_fractions_match_torch(n, weights):
         ours = tdata.random_split(range(n), fractions)
     assert [len(s) for s in ours] == theirs
     assert sorted(i for s in ours for i in s) == list(range(n))
+
+
+def test_chain_dataset_matches_torch():
+    ours = list(tdata.ChainDataset([Stream(3), Stream(2)]))
+    theirs = list(pdata.ChainDataset([TorchStream(3), TorchStream(2)]))
+    assert ours == theirs and list(Stream(2) + Stream(1)) == [0, 1, 0]
+    assert len(tdata.ChainDataset([Stream(3), Stream(2)])) == 5

@@ -19,7 +19,7 @@ from tinyres.tensor import (Tensor, arange, from_numpy, full, full_like, manual_
 from tinyres.functional.math import where
 from tinyres.functional.shape import cat, stack
 from tinyres import cuda, kernels, models, nn, optim, probes, runtime  # the public subpackages
-from tinyres import utils, vision  # noqa: E402  torch.utils.data and torchvision's data side
+from tinyres import utils, vision  # torch.utils.data and torchvision's data side
 from tinyres.random import Generator
 
 float32 = np.float32
