@@ -22,6 +22,8 @@ from tinyres import cuda, kernels, models, nn, optim, probes, runtime  # the pub
 from tinyres.backend import device
 from tinyres.serialization import load, save
 from tinyres import backends, safetensors
+from tinyres import utils, vision  # torch.utils.data and torchvision's data side
+from tinyres.random import Generator
 
 float32 = np.float32
 float64 = np.float64
@@ -37,3 +39,4 @@ __all__ = [
     "zeros", "zeros_like",
 ]
 __all__ += ["backends", "device", "load", "safetensors", "save"]
+__all__ += ["Generator", "utils", "vision"]
