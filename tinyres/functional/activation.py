@@ -1,4 +1,4 @@
-"""Activations: relu (on the kernel layer), softmax, log_softmax, and dropout."""
+"""Activations: relu (on the kernel layer), sigmoid, tanh, softmax, log_softmax, dropout."""
 import numpy as np
 
 from tinyres.autograd import Function
@@ -19,6 +19,36 @@ class ReLU(Function):
         # read from the output, which is <= 0 or NaN exactly where x is
         (out,) = ctx.saved_tensors
         return kernels_for(out).relu_backward(grad_out, out)
+
+
+class Sigmoid(Function):
+    @staticmethod
+    def forward(ctx, x):
+        xp = get_array_module(x)
+        with np.errstate(over="ignore"):
+            out = (1 / (1 + xp.exp(-x))).astype(x.dtype)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d sigmoid/dx = s (1 - s)
+        (out,) = ctx.saved_tensors
+        return grad_out * out * (1 - out)
+
+
+class Tanh(Function):
+    @staticmethod
+    def forward(ctx, x):
+        out = get_array_module(x).tanh(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d tanh/dx = 1 - tanh^2
+        (out,) = ctx.saved_tensors
+        return grad_out * (1 - out * out)
 
 
 class LogSoftmax(Function):
@@ -73,7 +103,27 @@ def relu(x, inplace=False):
     if inplace:
         from tinyres.functional.inplace import relu_
         return relu_(x)
+    if x.dtype.kind in "iu":       # integers have no gradient: max(x, 0) as it is, as torch
+        from tinyres.tensor import Tensor
+        return Tensor(get_array_module(x.array).maximum(x.array, x.dtype.type(0)))
+    if x.dtype.kind == "b":
+        raise RuntimeError("relu: Boolean inputs not supported for relu")
     return ReLU.apply(x)
+
+
+def _as_float(x):
+    from tinyres.tensor import get_default_dtype
+    return x if x.dtype.kind == "f" else x.to(dtype=get_default_dtype())
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)); integer tensors give the default float dtype, as torch."""
+    return Sigmoid.apply(_as_float(x))
+
+
+def tanh(x):
+    """The hyperbolic tangent; integer tensors give the default float dtype, as torch."""
+    return Tanh.apply(_as_float(x))
 
 
 def softmax(x, dim):
