@@ -43,6 +43,9 @@ class Size(tuple):
     def __repr__(self):
         return f"tinyres.Size({list(self)})"
 
+    def __str__(self):               # the plain tuple in messages: "shape (2, 3)"
+        return tuple.__repr__(self)
+
     def __getitem__(self, index):
         out = super().__getitem__(index)
         return Size(out) if isinstance(index, slice) else out

@@ -110,8 +110,8 @@ def binary_operands(op, a, b, dtype=None):
     try:
         np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
-        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together "
-                         "(trailing dimensions must be equal or 1)") from None
+        raise RuntimeError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast "
+                           "together (trailing dimensions must be equal or 1)") from None
     return a, b
 
 
