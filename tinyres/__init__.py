@@ -32,7 +32,7 @@ from tinyres.functional.reduction import (all, any, argmax, argmin, argsort, cum
                                           prod, sort, topk)
 from tinyres.functional.shape import (chunk, flatten, gather, permute, reshape, split,
                                       squeeze, transpose, unsqueeze)
-from tinyres.functional.activation import log_softmax, sigmoid, softmax, tanh
+from tinyres.functional.activation import log_softmax, relu, sigmoid, softmax, tanh
 from tinyres.functional.einsum import einsum
 
 float32 = np.float32
@@ -68,7 +68,7 @@ __all__ += [
     "linspace", "log", "log_softmax", "logspace", "long", "lt", "matmul", "max", "maximum",
     "mean", "min", "minimum", "mm", "mul", "ne", "neg", "norm", "normal", "numel",
     "permute", "pow", "prod", "randint", "randint_like", "randperm", "remainder",
-    "reshape", "set_default_dtype", "sigmoid", "softmax", "sort", "split", "sqrt",
+    "relu", "reshape", "set_default_dtype", "sigmoid", "softmax", "sort", "split", "sqrt",
     "squeeze", "std", "sub", "sum", "tanh", "topk", "transpose", "uint8", "unsqueeze",
     "var",
 ]

@@ -55,7 +55,7 @@ def _linspace_values(start, end, steps):
     down from end, so both ends are exact."""
     i = np.arange(steps, dtype=np.float64)
     step = (end - start) / (steps - 1) if steps > 1 else 0.0
-    half = steps // 2
+    half = steps // 2 if steps > 1 else 1          # one step: just start
     return np.where(i < half, start + i * step, end - (steps - 1 - i) * step)
 
 

@@ -514,11 +514,11 @@ class Tensor:
     def any(self, dim=None, keepdim=False):
         return freduce.any(self, dim, keepdim)
 
-    def sort(self, dim=-1, descending=False, stable=False):
-        return freduce.sort(self, dim, descending, stable)
+    def sort(self, dim=-1, descending=False, *, stable=False):
+        return freduce.sort(self, dim, descending, stable=stable)
 
-    def argsort(self, dim=-1, descending=False, stable=False):
-        return freduce.argsort(self, dim, descending, stable)
+    def argsort(self, dim=-1, descending=False, *, stable=False):
+        return freduce.argsort(self, dim, descending, stable=stable)
 
     def topk(self, k, dim=-1, largest=True, sorted=True):
         return freduce.topk(self, k, dim, largest, sorted)

@@ -17,7 +17,7 @@ class Einsum(Function):
     @staticmethod
     def forward(ctx, *arrays, inputs, output):
         ctx.save_for_backward(*arrays)
-        ctx.inputs, ctx.output = inputs, output
+        ctx.terms, ctx.output = inputs, output
         return get_array_module(arrays[0]).einsum(",".join(inputs) + "->" + output, *arrays)
 
     @staticmethod
@@ -26,11 +26,11 @@ class Einsum(Function):
         arrays = ctx.saved_tensors
         xp = get_array_module(grad_out)
         grads = []
-        for i, (letters, a) in enumerate(zip(ctx.inputs, arrays)):
+        for i, (letters, a) in enumerate(zip(ctx.terms, arrays)):
             if not ctx.needs_input_grad[i]:
                 grads.append(None)
                 continue
-            others = [(s, x) for k, (s, x) in enumerate(zip(ctx.inputs, arrays)) if k != i]
+            others = [(s, x) for k, (s, x) in enumerate(zip(ctx.terms, arrays)) if k != i]
             terms = [ctx.output] + [s for s, _ in others]
             seen = "".join(terms)
             kept = "".join(c for c in letters if c in seen)

@@ -522,7 +522,7 @@ class RoundedDiv(Function):
         ctx.shapes, ctx.mode = (a.shape, b.shape), mode
         xp = get_array_module(a)
         with np.errstate(divide="ignore", invalid="ignore"):
-            if mode == "floor":
+            if mode in ("floor", "floor_divide"):
                 return xp.floor_divide(a, b)
             if a.dtype.kind in "iu":      # truncation of integers: C's division
                 q = xp.floor_divide(a, b)
@@ -559,7 +559,7 @@ def div(input, other, *, rounding_mode=None):
     rounding_mode 'trunc' or 'floor' rounds the quotient (and keeps integer dtypes)."""
     if rounding_mode is not None:
         if rounding_mode not in ("trunc", "floor"):
-            raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or "
+            raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or "
                              f"'floor' but found '{rounding_mode}'")
         return _rounded_div("div", input, other, rounding_mode)
     dtype = result_type(input, other)
@@ -891,7 +891,8 @@ def bitwise(input, other, how):
     """a & b, a | b, a ^ b of bool or integer tensors (logical for bools), no gradient."""
     a, b = binary_operands(f"bitwise_{how}", input, other)
     if a.dtype.kind == "f":
-        raise RuntimeError(f"\"bitwise_{how}_cpu\" not implemented for '{a.dtype}'")
+        raise NotImplementedError(f"\"bitwise_{how}_cpu\" not implemented for "
+                                  f"'{a.dtype}'")
     xp = get_array_module(a.array)
     return Tensor(getattr(xp, f"bitwise_{how}")(a.array, b.array))
 

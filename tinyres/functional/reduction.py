@@ -84,8 +84,8 @@ def _arg_extreme(a, dim, keepdim, largest):
     xp = get_array_module(a.array)
     find = xp.argmax if largest else xp.argmin
     if a.numel() == 0:
-        raise RuntimeError(f"{name}(): Expected reduction dim to be specified for "
-                           f"input.numel() == 0 (shape {a.shape}).")
+        raise IndexError(f"{name}(): Expected reduction dim to be specified for "
+                         f"input.numel() == 0 (shape {a.shape}).")
     if dim is None:
         out = find(a.array.reshape(-1))
         shape = (1,) * a.ndim if keepdim else ()
@@ -137,7 +137,7 @@ def _sort_indices(array, axis, descending):
     return (n - 1) - xp.flip(flipped, axis)
 
 
-def sort(input, dim=-1, descending=False, stable=False):
+def sort(input, dim=-1, descending=False, *, stable=False):
     """(values, indices) sorted along dim. The order of ties is always stable here (as
     torch with stable=True; torch leaves it unspecified otherwise)."""
     if input.ndim == 0:
@@ -147,9 +147,9 @@ def sort(input, dim=-1, descending=False, stable=False):
     return SortResult(gather(input, axis, index), index)
 
 
-def argsort(input, dim=-1, descending=False, stable=False):
+def argsort(input, dim=-1, descending=False, *, stable=False):
     """The indices that sort input along dim (stable, as sort)."""
-    return sort(input, dim, descending, stable).indices
+    return sort(input, dim, descending, stable=stable).indices
 
 
 def topk(input, k, dim=-1, largest=True, sorted=True):

@@ -337,8 +337,8 @@ def gather(input, dim, index):
     """Values of input along dim at the positions in index (torch.gather): out has the
     shape of index, out[i][j] = input[i][index[i][j]] for dim=1."""
     d = _dim(dim, input.ndim, "gather")
-    if not isinstance(index, Tensor) or index.dtype != np.int64:
-        raise RuntimeError(f"gather(): Expected dtype int64 for index, got "
+    if not isinstance(index, Tensor) or index.dtype not in (np.int64, np.int32):
+        raise RuntimeError(f"gather(): Expected dtype int32/int64 for index, got "
                            f"{getattr(index, 'dtype', type(index).__name__)}")
     if index.ndim != max(input.ndim, 1) and not (input.ndim == 0 and index.ndim == 0):
         raise RuntimeError(f"Index tensor must have the same number of dimensions as input "
@@ -376,7 +376,7 @@ def split(tensor, split_size_or_sections, dim=0):
                                f"split_size={size}" if size < 0 else
                                f"split_size can only be 0 if dimension size is 0, but got "
                                f"dimension size of {n}")
-        sizes = [size] * (n // size) + ([n % size] if n % size else []) if size else [0]
+        sizes = [size] * (n // size) + ([n % size] if n % size else []) if n else [0]
     return tuple(_narrow(tensor, d, start, s)
                  for start, s in zip(np.cumsum([0] + sizes[:-1]).tolist(), sizes))
 

@@ -1,0 +1,499 @@
+"""The everyday torch namespace through `import tinyres as torch`: function forms, Tensor
+methods, factories and dtypes, each case run on the same inputs through torch and tinyres
+and compared (values, dtypes, shapes, the kind of error); hypothesis for the shape-generic
+ones (reductions over drawn dims, split/chunk sizes, sort/topk with ties); a float64
+gradient check for every new differentiable op. Skipped cleanly where torch is missing."""
+import builtins
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tinyres
+
+torch = pytest.importorskip("torch")
+
+A = [[1.5, -2.0, 3.0], [0.5, 4.0, -1.0]]              # float32
+I = [[1, 2, 3], [4, 5, 6]]                             # int64
+B = [[True, False, True], [False, False, True]]        # bool
+
+
+def dtype_name(x):
+    return str(x.dtype).replace("torch.", "")
+
+
+def as_numpy(x):
+    return x.detach().numpy() if isinstance(x, torch.Tensor) else x.numpy()
+
+
+def assert_same(ours, theirs, meta_only=False):
+    """Same kind of result; tensors of the same shape, dtype and (unless meta_only)
+    values; tuples and (values, indices) pairs element by element."""
+    if isinstance(theirs, torch.Tensor):
+        assert isinstance(ours, tinyres.Tensor), type(ours)
+        assert tuple(ours.shape) == tuple(theirs.shape)
+        assert dtype_name(ours) == dtype_name(theirs)
+        if not meta_only:
+            np.testing.assert_allclose(as_numpy(ours), as_numpy(theirs), rtol=1e-6,
+                                       atol=1e-6, equal_nan=True)
+    elif isinstance(theirs, torch.Size):
+        assert type(ours) is tinyres.Size and tuple(ours) == tuple(theirs)
+    elif isinstance(theirs, tuple):
+        assert isinstance(ours, tuple) and len(ours) == len(theirs)
+        if hasattr(theirs, "indices"):
+            assert_same(ours.values, theirs.values, meta_only)
+            assert_same(ours.indices, theirs.indices, meta_only)
+        for o, t in zip(ours, theirs):
+            assert_same(o, t, meta_only)
+    elif isinstance(theirs, np.ndarray):
+        np.testing.assert_array_equal(ours, theirs)
+        assert ours.dtype == theirs.dtype
+    else:
+        assert type(ours) is type(theirs) and ours == theirs, (ours, theirs)
+
+
+def a(e):
+    return e.tensor(A)
+
+
+def i(e):
+    return e.tensor(I)
+
+
+def b(e):
+    return e.tensor(B)
+
+
+CASES = {
+    # reductions and their dtypes
+    "sum": lambda e: e.sum(a(e)),
+    "sum dim keepdim": lambda e: e.sum(a(e), 1, keepdim=True),
+    "sum dims": lambda e: a(e).sum((0, 1)),
+    "sum int32 is int64": lambda e: i(e).int().sum(),
+    "sum bool": lambda e: b(e).sum(0),
+    "sum uint8 is int64": lambda e: e.tensor(I, dtype=e.uint8).sum(),
+    "sum dtype=": lambda e: i(e).sum(dtype=e.float64),
+    "mean dim": lambda e: e.mean(a(e), dim=0),
+    "mean int with dtype": lambda e: i(e).mean(dtype=e.float32),
+    "max": lambda e: e.max(a(e)),
+    "max dim": lambda e: e.max(a(e), 1),
+    "max dim keepdim": lambda e: a(e).max(dim=0, keepdim=True),
+    "max int32 keeps dtype": lambda e: i(e).int().max(),
+    "max other": lambda e: e.max(a(e), e.zeros(2, 3)),
+    "min dim": lambda e: e.min(i(e), 0),
+    "argmax": lambda e: e.argmax(a(e)),
+    "argmax dim": lambda e: a(e).argmax(1),
+    "argmax keepdim, no dim": lambda e: e.argmax(a(e), keepdim=True),
+    "argmin dim keepdim": lambda e: e.argmin(a(e), dim=0, keepdim=True),
+    "prod": lambda e: e.prod(a(e)),
+    "prod dim keepdim": lambda e: a(e).prod(1, keepdim=True),
+    "prod int32 is int64": lambda e: i(e).int().prod(0),
+    "cumsum": lambda e: e.cumsum(a(e), 1),
+    "cumsum int32 is int64": lambda e: i(e).int().cumsum(dim=0),
+    "std": lambda e: e.std(a(e)),
+    "std dim keepdim": lambda e: a(e).std(1, keepdim=True),
+    "std unbiased=False": lambda e: a(e).std(unbiased=False),
+    "var dim unbiased positional": lambda e: a(e).var(0, False),
+    "var correction=0": lambda e: e.var(a(e), 1, correction=0),
+    "norm": lambda e: e.norm(a(e)),
+    "norm p=1": lambda e: a(e).norm(p=1),
+    "norm dim": lambda e: a(e).norm(dim=1),
+    "norm inf": lambda e: a(e).norm(p=float("inf")),
+    "norm p=3 dim keepdim": lambda e: a(e).norm(3, 0, True),
+    "all": lambda e: e.all(b(e)),
+    "any dim": lambda e: b(e).any(1),
+    "all int": lambda e: i(e).all(),
+    "any uint8 stays uint8": lambda e: e.tensor(I, dtype=e.uint8).any(0),
+    # elementwise
+    "exp of int is float": lambda e: e.exp(i(e)),
+    "log": lambda e: e.log(e.abs(a(e))),
+    "sqrt of int": lambda e: e.sqrt(i(e)),
+    "abs int": lambda e: e.abs(-i(e)),
+    "sigmoid": lambda e: e.sigmoid(a(e)),
+    "sigmoid method": lambda e: a(e).sigmoid(),
+    "tanh": lambda e: e.tanh(a(e)),
+    "tanh method": lambda e: a(e).tanh(),
+    "relu of int": lambda e: e.relu(i(e) - 3),
+    "relu of uint8": lambda e: e.relu(e.tensor([1, 254], dtype=e.uint8)),
+    "add alpha": lambda e: e.add(a(e), a(e), alpha=2),
+    "sub int alpha": lambda e: e.sub(i(e), 1, alpha=2),
+    "mul": lambda e: e.mul(i(e), 1.5),
+    "div int": lambda e: e.div(i(e), 2),
+    "div floor": lambda e: e.div(e.tensor([-5, 5, 7]), 3, rounding_mode="floor"),
+    "div trunc int": lambda e: e.div(e.tensor([-5, 5, 7]), 3, rounding_mode="trunc"),
+    "div trunc float": lambda e: a(e).div(0.7, rounding_mode="trunc"),
+    "pow": lambda e: e.pow(a(e), 2),
+    "neg": lambda e: e.neg(i(e)),
+    "maximum": lambda e: e.maximum(a(e), e.zeros(2, 3)),
+    "maximum promotes": lambda e: e.maximum(i(e), a(e)),
+    "minimum nan": lambda e: e.minimum(e.tensor([1.0, float("nan")]), e.tensor([0.0, 1.0])),
+    "clamp": lambda e: e.clamp(a(e), -1, 1),
+    "clip min": lambda e: e.clip(a(e), min=0.0),
+    "clamp int by float": lambda e: i(e).clamp(1.5, 4.5),
+    "floordiv int": lambda e: e.tensor([5, -5, 7, -7]) // e.tensor([3, 3, -2, -2]),
+    "floordiv float": lambda e: e.tensor([5.5, -5.0, 0.0]) // 2,
+    "floordiv float by 0": lambda e: e.tensor([5.0, -5.0]) // 0,
+    "rfloordiv": lambda e: 7 // e.tensor([2, -3]),
+    "mod int": lambda e: e.tensor([5, -5, 7, -7]) % e.tensor([3, 3, -2, -2]),
+    "mod float": lambda e: e.tensor([5.5, -5.5]) % e.tensor([3.0, -2.0]),
+    "rmod": lambda e: 7 % e.tensor([2, -3]),
+    "remainder float by 0": lambda e: e.remainder(e.tensor([5.5, -5.0]), 0),
+    "floor_divide": lambda e: e.floor_divide(i(e), 4),
+    "and": lambda e: b(e) & e.tensor([True, True, False]),
+    "or": lambda e: b(e) | e.tensor([True, False, False]),
+    "xor": lambda e: b(e) ^ e.tensor([True, True, False]),
+    "invert": lambda e: ~b(e),
+    "and int": lambda e: i(e) & 3,
+    "ndarray on the right": lambda e: a(e) + np.array([1.0, 2.0, 3.0]),
+    # comparisons and tests
+    "eq": lambda e: e.eq(a(e), 1.5),
+    "ne": lambda e: i(e).ne(2),
+    "lt": lambda e: e.lt(i(e), a(e)),
+    "le": lambda e: a(e).le(0.5),
+    "gt": lambda e: e.gt(a(e), e.zeros(3)),
+    "ge": lambda e: i(e).ge(e.tensor([2, 2, 7])),
+    "isclose": lambda e: e.isclose(a(e), a(e) + 1e-3),
+    "isclose nan": lambda e: e.isclose(e.tensor([float("nan")]), e.tensor([float("nan")]),
+                                       equal_nan=True),
+    "allclose": lambda e: e.allclose(a(e), a(e) + 1e-7),
+    "allclose false": lambda e: a(e).allclose(a(e) + 1e-3),
+    "equal": lambda e: e.equal(a(e), a(e).clone()),
+    "equal shapes differ": lambda e: e.equal(e.ones(2), e.ones(3)),
+    "is_tensor": lambda e: (e.is_tensor(a(e)), e.is_tensor([1.0])),
+    "is_floating_point": lambda e: (e.is_floating_point(i(e)), a(e).is_floating_point()),
+    "numel": lambda e: (e.numel(a(e)), a(e).numel()),
+    # orderings
+    "sort": lambda e: e.sort(a(e), dim=1),
+    "sort descending dim 0": lambda e: a(e).sort(0, descending=True),
+    "sort stable ties": lambda e: e.sort(e.tensor([2, 1, 2, 1, 2]), stable=True),
+    "sort stable ties descending": lambda e: e.tensor([2, 1, 2, 1]).sort(
+        descending=True, stable=True),
+    "sort nan": lambda e: e.sort(e.tensor([1.0, float("nan"), -1.0]), descending=True),
+    "argsort": lambda e: e.argsort(a(e), dim=0, descending=True),
+    "topk": lambda e: e.topk(e.tensor([3.0, 1.0, 2.0, 5.0]), 2),
+    "topk smallest dim 0": lambda e: a(e).topk(1, dim=0, largest=False),
+    # shapes
+    "flatten": lambda e: e.flatten(e.ones(2, 3, 4), 1),
+    "cat": lambda e: e.cat([a(e), a(e)], 1),
+    "stack": lambda e: e.stack([a(e), a(e)], -1),
+    "split int": lambda e: e.split(e.arange(5), 2),
+    "split list": lambda e: e.arange(5).split([2, 3]),
+    "chunk": lambda e: e.chunk(e.arange(5), 3),
+    "chunk fewer": lambda e: e.arange(6).chunk(4),
+    "where": lambda e: e.where(a(e) > 0, a(e), 0.0),
+    "where condition only": lambda e: e.where(b(e)),
+    "squeeze": lambda e: e.squeeze(e.ones(1, 2, 1)),
+    "squeeze dim": lambda e: e.ones(1, 2, 1).squeeze(-1),
+    "squeeze dims": lambda e: e.ones(1, 2, 1).squeeze((0, 1)),
+    "unsqueeze": lambda e: e.unsqueeze(a(e), -1),
+    "transpose": lambda e: e.transpose(a(e), 0, 1),
+    "permute": lambda e: e.permute(e.ones(2, 3, 4), (2, 0, 1)),
+    "reshape": lambda e: e.reshape(a(e), (3, 2)),
+    "reshape -1": lambda e: a(e).reshape(-1),
+    "gather": lambda e: e.gather(a(e), 1, e.tensor([[0, 0], [2, 1]])),
+    "gather smaller index": lambda e: a(e).gather(0, e.tensor([[1]])),
+    "gather int32 index": lambda e: a(e).gather(1, e.tensor([[2], [0]], dtype=e.int32)),
+    "masked_fill": lambda e: a(e).masked_fill(a(e) > 0, 0.0),
+    "masked_fill int by float": lambda e: i(e).masked_fill(b(e), 1.5),
+    "masked_fill 0-d tensor": lambda e: a(e).masked_fill(b(e), e.tensor(7.0)),
+    "matmul": lambda e: e.matmul(a(e), a(e).t()),
+    "mm": lambda e: e.mm(a(e), a(e).T),
+    "bmm": lambda e: e.bmm(e.ones(2, 3, 4), e.ones(2, 4, 5)),
+    "einsum": lambda e: e.einsum("ij,kj->ik", a(e), a(e)),
+    "einsum implicit": lambda e: e.einsum("ij,jk", a(e), a(e).t()),
+    "einsum ellipsis": lambda e: e.einsum("...ij,...jk->...ik", e.ones(2, 2, 3),
+                                          e.ones(2, 3, 4)),
+    "einsum sum": lambda e: e.einsum("ij->", a(e)),
+    "einsum outer": lambda e: e.einsum("i,j->ij", e.tensor([1.0, 2.0]), e.arange(3.0)),
+    "einsum list": lambda e: e.einsum("ij,j->i", [a(e), e.ones(3)]),
+    "softmax": lambda e: e.softmax(a(e), 1),
+    "log_softmax": lambda e: e.log_softmax(a(e), dim=0),
+    "softmax method": lambda e: a(e).softmax(-1),
+    "log_softmax method": lambda e: a(e).log_softmax(dim=-1),
+    # Tensor methods
+    "t": lambda e: a(e).t(),
+    "t of 1-D": lambda e: e.arange(3).t(),
+    "view_as": lambda e: e.arange(6).view_as(a(e)),
+    "reshape_as": lambda e: e.arange(6).reshape_as(a(e)),
+    "expand_as": lambda e: e.ones(1, 3).expand_as(a(e)),
+    "contiguous": lambda e: a(e).t().contiguous(),
+    "is_contiguous": lambda e: (a(e).is_contiguous(), a(e).t().is_contiguous(),
+                                a(e).t().contiguous().is_contiguous()),
+    "clone": lambda e: a(e).clone(),
+    "long": lambda e: a(e).long(),
+    "int": lambda e: a(e).int(),
+    "bool": lambda e: a(e).bool(),
+    "float": lambda e: i(e).float(),
+    "double": lambda e: i(e).double(),
+    "half": lambda e: a(e).half(),
+    "type_as": lambda e: i(e).type_as(a(e)),
+    "new_zeros": lambda e: i(e).new_zeros(2, 3),
+    "new_ones tuple": lambda e: a(e).new_ones((2,)),
+    "new_full": lambda e: a(e).new_full((2,), 3),
+    "new_tensor": lambda e: a(e).new_tensor([1, 2]),
+    "repeat": lambda e: a(e).repeat(2, 1, 2),
+    "repeat same dims": lambda e: e.tensor([1, 2]).repeat(3),
+    "item": lambda e: (a(e)[0, 0].item(), i(e).sum().item()),
+    "tolist": lambda e: i(e).tolist(),
+    "numpy": lambda e: i(e).numpy(),
+    "size": lambda e: a(e).size(),
+    "size dim": lambda e: (a(e).size(-1), a(e).size(0)),
+    "shape": lambda e: a(e).shape,
+    "shape slice": lambda e: e.ones(2, 3, 4).shape[1:],
+    "Size numel": lambda e: e.ones(2, 3, 4).shape.numel(),
+    "dim": lambda e: (a(e).dim(), a(e).ndim),
+    # factories and their default dtypes
+    "tensor ints": lambda e: e.tensor([1, 2]),
+    "tensor bools": lambda e: e.tensor([True]),
+    "tensor float scalar": lambda e: e.tensor(1.5),
+    "tensor mixed": lambda e: e.tensor([1, 2.5]),
+    "zeros": lambda e: e.zeros(2, 3),
+    "zeros tuple": lambda e: e.zeros((2, 3), dtype=e.int32),
+    "ones": lambda e: e.ones(2, dtype=e.long),
+    "full int": lambda e: e.full((2,), 1),
+    "full bool": lambda e: e.full((2,), True),
+    "full float": lambda e: e.full((2, 2), 1.5),
+    "eye": lambda e: e.eye(3),
+    "eye n m": lambda e: e.eye(2, 3, dtype=e.float64),
+    "linspace": lambda e: e.linspace(0, 1, 5),
+    "linspace odd": lambda e: e.linspace(-1.3, 2.9, 7, dtype=e.float64),
+    "linspace one": lambda e: e.linspace(2, 3, 1),
+    "logspace": lambda e: e.logspace(0, 2, 3),
+    "logspace base": lambda e: e.logspace(0, 1, 3, base=2),
+    "arange": lambda e: e.arange(5),
+    "arange float": lambda e: e.arange(0, 1, 0.25),
+    "arange step": lambda e: e.arange(1, 10, 3),
+    "zeros_like int": lambda e: e.zeros_like(i(e)),
+    "ones_like dtype": lambda e: e.ones_like(i(e), dtype=e.float64),
+    "full_like": lambda e: e.full_like(i(e), 7),
+    "as_tensor": lambda e: e.as_tensor([1.0, 2.0], dtype=e.float64),
+    "from_numpy": lambda e: e.from_numpy(np.arange(3, dtype=np.int32)),
+    "requires_grad": lambda e: e.zeros(2, requires_grad=True).requires_grad,
+    "device cpu": lambda e: e.ones(2, device="cpu"),
+    "device None": lambda e: e.empty(2, device=None).shape,
+}
+
+RANDOM_CASES = {     # values differ between engines: shapes, dtypes and ranges agree
+    "empty": lambda e: e.empty(2, 3),
+    "empty int": lambda e: e.empty((2,), dtype=e.int64),
+    "empty_like": lambda e: e.empty_like(i(e)),
+    "rand": lambda e: e.rand(2, 3),
+    "randn tuple": lambda e: e.randn((2, 3), dtype=e.float64),
+    "rand_like": lambda e: e.rand_like(a(e)),
+    "randn_like": lambda e: e.randn_like(a(e)),
+    "randint": lambda e: e.randint(0, 10, (3, 4)),
+    "randint high only": lambda e: e.randint(5, (3,)),
+    "randint size=": lambda e: e.randint(2, 5, size=(2,), dtype=e.int32),
+    "randint_like": lambda e: e.randint_like(i(e), 5),
+    "randperm": lambda e: e.randperm(6),
+    "normal": lambda e: e.normal(2.0, 3.0, (4,)),
+    "normal tensors": lambda e: e.normal(e.zeros(2, 3), e.ones(3)),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_same_as_torch(name):
+    assert_same(CASES[name](tinyres), CASES[name](torch))
+
+
+@pytest.mark.parametrize("name", list(RANDOM_CASES))
+def test_random_factories_match_torch_in_shape_and_dtype(name):
+    tinyres.manual_seed(0)
+    assert_same(RANDOM_CASES[name](tinyres), RANDOM_CASES[name](torch), meta_only=True)
+
+
+def test_random_factories_draw_from_their_ranges():
+    tinyres.manual_seed(0)
+    assert set(tinyres.randint(2, 5, (1000,)).tolist()) == {2, 3, 4}
+    assert sorted(tinyres.randperm(50).tolist()) == list(range(50))
+    x = tinyres.normal(2.0, 3.0, (20000,), dtype=tinyres.float64)
+    assert abs(float(x.mean()) - 2.0) < 0.1 and abs(float(x.std()) - 3.0) < 0.1
+    y = tinyres.normal(tinyres.tensor([0.0, 100.0]), tinyres.tensor([1e-6, 1e-6]))
+    np.testing.assert_allclose(y.numpy(), [0.0, 100.0], atol=1e-3)
+
+
+ERRORS = {   # the same exception class in both engines
+    "mean of int": lambda e: i(e).mean(),
+    "var of int": lambda e: i(e).var(),
+    "std of int": lambda e: e.std(i(e)),
+    "norm of int": lambda e: i(e).norm(),
+    "expand to a wrong size": lambda e: e.ones(2, 3).expand(3, 3),
+    "expand to fewer dims": lambda e: e.ones(2, 3).expand(3),
+    "permute duplicates": lambda e: e.ones(2, 3).permute(0, 0),
+    "permute too short": lambda e: e.ones(2, 3).permute(0),
+    "matmul sizes": lambda e: e.matmul(e.ones(2, 3), e.ones(4, 5)),
+    "matmul dtypes": lambda e: e.matmul(e.ones(2, 3), e.ones(3, 2, dtype=e.float64)),
+    "mm of vectors": lambda e: e.mm(e.ones(3), e.ones(3)),
+    "bmm of matrices": lambda e: e.bmm(e.ones(2, 3), e.ones(3, 2)),
+    "split sizes": lambda e: e.arange(5).split([2, 2]),
+    "chunk 0": lambda e: e.arange(5).chunk(0),
+    "topk k too large": lambda e: e.topk(e.ones(3), 4),
+    "gather float index": lambda e: e.gather(a(e), 1, e.tensor([[0.0]])),
+    "gather out of range": lambda e: e.gather(a(e), 1, e.tensor([[3]])),
+    "gather dims": lambda e: e.gather(a(e), 1, e.tensor([0])),
+    "isclose dtypes": lambda e: e.isclose(i(e), a(e)),
+    "masked_fill int mask": lambda e: a(e).masked_fill(i(e), 0.0),
+    "int // 0": lambda e: i(e) // 0,
+    "int % 0": lambda e: i(e) % 0,
+    "bool // bool": lambda e: b(e) // b(e),
+    "float & float": lambda e: a(e) & a(e),
+    "normal_ of int": lambda e: i(e).normal_(),
+    "uniform_ of int": lambda e: i(e).uniform_(),
+    "relu of bool": lambda e: e.relu(b(e)),
+    "sum dim out of range": lambda e: a(e).sum(2),
+    "max dim out of range": lambda e: e.max(a(e), 3),
+    "max of empty": lambda e: e.max(e.ones(0)),
+    "argmax of empty": lambda e: e.argmax(e.ones(0)),
+    "squeeze dim out of range": lambda e: a(e).squeeze(5),
+    "randint high <= low": lambda e: e.randint(3, 3, (2,)),
+    "set_default_dtype int": lambda e: e.set_default_dtype(e.int64),
+    "requires_grad on an int tensor": lambda e: e.ones(2, dtype=e.int64, requires_grad=True),
+    "t of 3-D": lambda e: e.ones(2, 2, 2).t(),
+    "repeat fewer dims": lambda e: a(e).repeat(2),
+    "item of many": lambda e: a(e).item(),
+    "einsum operand count": lambda e: e.einsum("ij,jk->ik", a(e)),
+    "clamp without bounds": lambda e: e.clamp(a(e)),
+    "div rounding mode": lambda e: e.div(a(e), 2, rounding_mode="round"),
+    "maximum with a number": lambda e: e.maximum(a(e), 1.0),
+    "floor_divide backward": lambda e: (e.tensor([1.5], requires_grad=True) // 2).sum()
+    .backward(),
+    "broadcast mismatch": lambda e: e.ones(3, 4) + e.ones(3, 5),
+}
+
+
+@pytest.mark.parametrize("name", list(ERRORS))
+def test_errors_as_torch(name):
+    with pytest.raises(Exception) as theirs:
+        ERRORS[name](torch)
+    with pytest.raises(Exception) as ours:
+        ERRORS[name](tinyres)
+    assert ours.type is theirs.type, (ours.value, theirs.value)
+    assert str(ours.value)
+
+
+# ----- hypothesis: shape-generic reductions, split/chunk, sort/topk --------------------
+@st.composite
+def array_and_dim(draw, min_size=1):
+    shape = tuple(draw(st.lists(st.integers(min_size, 4), min_size=1, max_size=3)))
+    dim = draw(st.integers(-len(shape), len(shape) - 1))
+    seed = draw(st.integers(0, 2**16))
+    return np.random.default_rng(seed).standard_normal(shape), dim
+
+
+REDUCTIONS = {
+    "sum": lambda e, x, d, k: e.sum(x, d, keepdim=k),
+    "mean": lambda e, x, d, k: x.mean(d, keepdim=k),
+    "var": lambda e, x, d, k: e.var(x, d, keepdim=k),
+    "std": lambda e, x, d, k: x.std(d, keepdim=k, correction=0),
+    "prod": lambda e, x, d, k: e.prod(x, d, keepdim=k),
+    "max": lambda e, x, d, k: e.max(x, d, keepdim=k),
+    "min": lambda e, x, d, k: x.min(d, k),
+    "argmax": lambda e, x, d, k: e.argmax(x, d, keepdim=k),
+    "argmin": lambda e, x, d, k: x.argmin(d, keepdim=k),
+    "all": lambda e, x, d, k: e.all(x > 0, d, keepdim=k),
+    "any": lambda e, x, d, k: (x > 0).any(d, keepdim=k),
+    "norm": lambda e, x, d, k: e.norm(x, dim=d, keepdim=k),
+    "norm 1": lambda e, x, d, k: x.norm(1, d, k),
+    "cumsum": lambda e, x, d, k: e.cumsum(x, d),
+    "softmax": lambda e, x, d, k: e.softmax(x, d),
+    "sum two dims": lambda e, x, d, k: x.sum((d, 0) if d % x.ndim else d, keepdim=k),
+}
+
+
+@pytest.mark.parametrize("name", list(REDUCTIONS))
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=array_and_dim(), keepdim=st.booleans())
+def test_reductions_over_drawn_dims(name, case, keepdim):
+    array, dim = case
+    ours = REDUCTIONS[name](tinyres, tinyres.tensor(array), dim, keepdim)
+    theirs = REDUCTIONS[name](torch, torch.tensor(array), dim, keepdim)
+    assert_same(ours, theirs)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(0, 9), size=st.integers(1, 10), chunks=st.integers(1, 10),
+       sections=st.lists(st.integers(0, 4), min_size=1, max_size=4))
+def test_split_and_chunk_sizes(n, size, chunks, sections):
+    ours, theirs = tinyres.arange(n * 2).reshape(2, n), torch.arange(n * 2).reshape(2, n)
+    assert_same(ours.split(size, 1), theirs.split(size, 1))
+    assert_same(tinyres.chunk(ours, chunks, dim=-1), torch.chunk(theirs, chunks, dim=-1))
+    sections = sections[:-1] + [max(n - builtins.sum(sections[:-1]), 0)]
+    if builtins.sum(sections) == n:
+        assert_same(tinyres.split(ours, sections, 1), torch.split(theirs, sections, 1))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=array_and_dim(), few=st.booleans(), descending=st.booleans(), data=st.data())
+def test_sort_and_topk_as_torch(case, few, descending, data):
+    """With few distinct values there are ties: stable sort's indices still agree; topk's
+    indices are compared only where the values are all distinct."""
+    array, dim = case
+    if few:
+        array = np.round(array)          # ties
+    ours, theirs = tinyres.tensor(array), torch.tensor(array)
+    assert_same(tinyres.sort(ours, dim, descending, stable=True),
+                torch.sort(theirs, dim=dim, descending=descending, stable=True))
+    assert_same(ours.argsort(dim=dim, descending=descending, stable=True),
+                theirs.argsort(dim=dim, descending=descending, stable=True))
+    k = data.draw(st.integers(0, array.shape[dim]), label="k")
+    mine = tinyres.topk(ours, k, dim, largest=not descending)
+    ref = torch.topk(theirs, k, dim, largest=not descending)
+    assert_same(mine.values, ref.values)
+    if len(np.unique(array)) == array.size:
+        assert_same(mine.indices, ref.indices)
+
+
+# ----- gradients of the new differentiable ops, in float64 -----------------------------
+def f64(*shape, seed=0, positive=False):
+    x = np.random.default_rng(seed).standard_normal(shape)
+    return tinyres.tensor(np.abs(x) + 0.5 if positive else x, requires_grad=True)
+
+
+GRADCHECKS = {
+    "prod": (lambda x: tinyres.prod(x), [f64(2, 3)]),
+    "prod dim": (lambda x: x.prod(1, keepdim=True), [f64(2, 3)]),
+    "prod with a zero": (lambda x: (x * tinyres.tensor([1.0, 0.0, 1.0], dtype=tinyres.float64))
+                         .prod(-1), [f64(2, 3)]),
+    "cumsum": (lambda x: tinyres.cumsum(x, 0), [f64(3, 2)]),
+    "maximum": (lambda x, y: tinyres.maximum(x, y), [f64(2, 3), f64(3, seed=1)]),
+    "minimum": (lambda x, y: tinyres.minimum(x, y), [f64(2, 3), f64(2, 1, seed=1)]),
+    "max with a tensor": (lambda x, y: tinyres.max(x, y), [f64(2, 3), f64(2, 3, seed=1)]),
+    "remainder": (lambda x, y: tinyres.remainder(x, y), [f64(2, 3), f64(3, seed=1,
+                                                                      positive=True)]),
+    "mod by a number": (lambda x: x % 0.7, [f64(2, 3)]),
+    "std": (lambda x: tinyres.std(x, 1), [f64(3, 4)]),
+    "var correction 0": (lambda x: x.var(0, correction=0, keepdim=True), [f64(3, 4)]),
+    "norm": (lambda x: x.norm(), [f64(3, 4)]),
+    "norm dim": (lambda x: tinyres.norm(x, dim=1, keepdim=True), [f64(3, 4)]),
+    "norm 1": (lambda x: x.norm(p=1, dim=0), [f64(3, 4)]),
+    "norm 3": (lambda x: x.norm(p=3), [f64(3, 4)]),
+    "norm inf": (lambda x: x.norm(p=float("inf"), dim=1), [f64(3, 4)]),
+    "sort values": (lambda x: tinyres.sort(x, 1, descending=True).values, [f64(3, 4)]),
+    "topk values": (lambda x: x.topk(2, dim=0).values, [f64(3, 4)]),
+    "gather": (lambda x: tinyres.gather(x, 1, tinyres.tensor([[0, 0, 2], [1, 2, 2]])),
+               [f64(2, 3)]),
+    "einsum": (lambda x, y: tinyres.einsum("ij,jk->ik", x, y), [f64(2, 3), f64(3, 4, seed=1)]),
+    "einsum summed-out letter": (lambda x, y: tinyres.einsum("ij,k->ik", x, y),
+                                 [f64(2, 3), f64(4, seed=1)]),
+    "einsum ellipsis": (lambda x, y: tinyres.einsum("...ij,...j", x, y),
+                        [f64(2, 3, 4), f64(2, 4, seed=1)]),
+    "repeat": (lambda x: x.repeat(2, 1, 3), [f64(2, 3)]),
+    "split": (lambda x: tinyres.split(x, [1, 2], dim=1), [f64(2, 3)]),
+    "chunk": (lambda x: x.chunk(2, 0), [f64(3, 2)]),
+    "sigmoid": (lambda x: tinyres.sigmoid(x), [f64(2, 3)]),
+    "tanh": (lambda x: x.tanh(), [f64(2, 3)]),
+    "masked_fill": (lambda x: x.masked_fill(tinyres.tensor(B), 2.0), [f64(2, 3)]),
+    "mm": (lambda x, y: tinyres.mm(x, y), [f64(2, 3), f64(3, 2, seed=1)]),
+    "bmm": (lambda x, y: x.bmm(y), [f64(2, 2, 3), f64(2, 3, 2, seed=1)]),
+    "add alpha": (lambda x, y: tinyres.add(x, y, alpha=3), [f64(2, 3), f64(3, seed=1)]),
+    "expand_as": (lambda x: x.expand_as(tinyres.ones(4, 3)), [f64(1, 3)]),
+    "contiguous": (lambda x: x.t().contiguous(), [f64(2, 3)]),
+    "type_as": (lambda x: x.type_as(tinyres.ones(1, dtype=tinyres.float64)) * x, [f64(2)]),
+}
+
+
+@pytest.mark.parametrize("name", list(GRADCHECKS))
+def test_gradcheck(name):
+    fn, inputs = GRADCHECKS[name]
+    assert tinyres.gradcheck(fn, inputs)
