@@ -497,3 +497,125 @@ GRADCHECKS = {
 def test_gradcheck(name):
     fn, inputs = GRADCHECKS[name]
     assert tinyres.gradcheck(fn, inputs)
+
+
+GRADIENT_PARITY = {   # where the derivative needs a convention: ties, zeros, NaN-free kinks
+    "maximum ties": (lambda e, x, y: e.maximum(x, y), [[1.0, 2.0, 3.0], [1.0, 5.0, 3.0]]),
+    "minimum ties": (lambda e, x, y: e.minimum(x, y), [[1.0, 2.0, -3.0], [1.0, 5.0, 3.0]]),
+    "prod with zeros": (lambda e, x: e.prod(x, 1), [[[0.0, 2.0, 3.0], [0.0, 0.0, 1.5]]]),
+    "prod of all": (lambda e, x: x.prod(), [[[2.0, 0.0], [3.0, 4.0]]]),
+    "norm at zero": (lambda e, x: e.norm(x, dim=1), [[[0.0, 0.0], [3.0, 4.0]]]),
+    "remainder": (lambda e, x, y: e.remainder(x, y), [[5.5, -5.5, 1.0], [2.0, 2.0, -3.0]]),
+    "div trunc": (lambda e, x, y: e.div(x, y, rounding_mode="trunc"), [[5.5, -5.5],
+                                                                         [2.0, 2.0]]),
+    "sort ties": (lambda e, x: e.sort(x, stable=True).values, [[2.0, 1.0, 2.0]]),
+    "cumsum": (lambda e, x: e.cumsum(x, 0), [[1.0, 2.0, 3.0]]),
+    "std": (lambda e, x: e.std(x), [[1.0, 2.0, 4.0]]),
+}
+
+
+@pytest.mark.parametrize("name", list(GRADIENT_PARITY))
+def test_gradients_at_ties_and_zeros_as_torch(name):
+    fn, values = GRADIENT_PARITY[name]
+    grads = []
+    for e in (tinyres, torch):
+        inputs = [e.tensor(np.array(v, dtype=np.float64), requires_grad=True) for v in values]
+        out = fn(e, *inputs)
+        weights = np.random.default_rng(3).standard_normal(tuple(out.shape))
+        out.backward(e.tensor(weights))
+        grads.append([as_numpy(t.grad) for t in inputs])
+    for ours, theirs in zip(*grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+# ----- dtypes, Size, the default dtype -------------------------------------------------
+DTYPE_NAMES = ["float32", "float", "float64", "double", "float16", "half", "int64", "long",
+               "int32", "int", "int16", "int8", "uint8", "bool"]
+
+
+@pytest.mark.parametrize("name", DTYPE_NAMES)
+def test_dtype_names_as_torch(name):
+    ours = tinyres.zeros(2, dtype=getattr(tinyres, name))
+    theirs = torch.zeros(2, dtype=getattr(torch, name))
+    assert dtype_name(ours) == dtype_name(theirs)
+    assert ours.dtype == getattr(tinyres, name)
+    assert (ours.dtype == tinyres.float64) == (theirs.dtype == torch.float64)
+
+
+def test_dtype_names_leave_python_builtins_alone_inside_tinyres():
+    import tinyres.functional.math as fmath
+    import tinyres.tensor as ttensor
+    for module in (ttensor, fmath):
+        for name in ("float", "int", "bool"):
+            assert name not in vars(module)
+    assert tinyres.float is np.float32 and tinyres.int is np.int32
+    assert builtins.float(tinyres.tensor(2.5)) == 2.5
+
+
+def test_size_is_a_tuple_that_prints_like_torch():
+    ours, theirs = tinyres.ones(2, 3).shape, torch.ones(2, 3).shape
+    assert isinstance(ours, tuple) and ours == (2, 3) == theirs
+    assert repr(ours) == repr(theirs).replace("torch", "tinyres")
+    assert type(ours[1:]) is tinyres.Size and ours[1:] == (3,)
+    assert type(ours + (4,)) is tinyres.Size and ours.numel() == theirs.numel() == 6
+    assert tinyres.ones(2, 3).size() == ours and tinyres.ones(2, 3).size(-1) == 3
+
+
+def test_default_dtype_follows_set_default_dtype():
+    assert tinyres.get_default_dtype() == tinyres.float32
+    try:
+        tinyres.set_default_dtype(tinyres.float64)
+        torch.set_default_dtype(torch.float64)
+        for make in (lambda e: e.tensor(1.5), lambda e: e.zeros(2), lambda e: e.arange(0.5),
+                     lambda e: e.tensor([1, 2]) * 2.5, lambda e: e.linspace(0, 1, 3),
+                     lambda e: e.tensor([1, 2]) / 2, lambda e: e.full((2,), 0.5)):
+            assert dtype_name(make(tinyres)) == dtype_name(make(torch)) == "float64"
+        assert tinyres.get_default_dtype() == tinyres.float64
+    finally:
+        tinyres.set_default_dtype(tinyres.float32)
+        torch.set_default_dtype(torch.float32)
+    assert tinyres.tensor(1.5).dtype == tinyres.float32
+
+
+# ----- in-place random fills, numpy operands -------------------------------------------
+@pytest.mark.parametrize("fill", ["normal_", "uniform_"])
+def test_random_fills_are_in_place_writes(fill):
+    tinyres.manual_seed(0)
+    x = tinyres.zeros(4000, dtype=tinyres.float64)
+    before = x._version
+    assert getattr(x, fill)() is x and x._version == before + 1
+    values = x.numpy()
+    if fill == "normal_":
+        assert abs(values.mean()) < 0.1 and abs(values.std() - 1) < 0.1
+    else:
+        assert values.min() >= 0 and values.max() < 1 and abs(values.mean() - 0.5) < 0.05
+    assert getattr(tinyres.zeros(3), fill)(5.0, 5.0 if fill == "normal_" else 6.0).min() >= 0
+
+
+@pytest.mark.parametrize("fill", ["normal_", "uniform_"])
+def test_random_fills_follow_the_in_place_rules(fill):
+    for e in (tinyres, torch):
+        w = e.zeros(3, requires_grad=True)
+        with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+            getattr(w, fill)()
+        with e.no_grad():
+            getattr(w, fill)()
+        assert w.requires_grad and w.is_leaf and bool((w != 0).all())
+    x = tinyres.ones(3, dtype=tinyres.float64, requires_grad=True)
+    y = x * 2
+    getattr(y, fill)()
+    (y * x).sum().backward()          # the drawn values pass no gradient back through y
+    np.testing.assert_allclose(x.grad.numpy(), y.detach().numpy())
+
+
+def test_ndarray_with_a_tensor_gives_a_tensor():
+    """torch 2.13 with NumPy 2 raises TypeError for ndarray + Tensor (ndarray first), and
+    gives a tensor the other way round; tinyres gives the tensor both ways."""
+    x = tinyres.tensor([1.0, 2.0])
+    for out in (np.array([1.0, 2.0]) + x, x + np.array([1.0, 2.0]), np.ones(2) * x,
+                np.ones(2) - x, np.float64(3.0) * x):
+        assert isinstance(out, tinyres.Tensor)
+    assert (np.array([1.0, 2.0]) + x).dtype == tinyres.float64    # the array's dtype
+    assert isinstance(np.array([0.0, 5.0]) < x, tinyres.Tensor)
+    assert (np.array([0.0, 5.0]) < x).tolist() == [True, False]
+    assert_same(x + np.array([1.0, 2.0]), torch.tensor([1.0, 2.0]) + np.array([1.0, 2.0]))
