@@ -101,6 +101,12 @@ CASES = {
     "norm dim": lambda e: a(e).norm(dim=1),
     "norm inf": lambda e: a(e).norm(p=float("inf")),
     "norm p=3 dim keepdim": lambda e: a(e).norm(3, 0, True),
+    "linalg.norm": lambda e: e.linalg.norm(a(e)),
+    "linalg.norm fro": lambda e: e.linalg.norm(a(e), "fro"),
+    "linalg.norm vector ord": lambda e: e.linalg.norm(a(e)[0], 1),
+    "linalg.norm ord dim": lambda e: e.linalg.norm(a(e), float("-inf"), dim=0),
+    "linalg.norm dims": lambda e: e.linalg.norm(e.ones(2, 3, 4), dim=(1, 2), keepdim=True),
+    "linalg.vector_norm": lambda e: e.linalg.vector_norm(a(e), 3, dim=1),
     "all": lambda e: e.all(b(e)),
     "any dim": lambda e: b(e).any(1),
     "all int": lambda e: i(e).all(),
@@ -359,6 +365,10 @@ ERRORS = {   # the same exception class in both engines
     "floor_divide backward": lambda e: (e.tensor([1.5], requires_grad=True) // 2).sum()
     .backward(),
     "broadcast mismatch": lambda e: e.ones(3, 4) + e.ones(3, 5),
+    "abs of bool": lambda e: e.abs(b(e)),
+    "linalg.norm ord of 3-D": lambda e: e.linalg.norm(e.ones(2, 2, 2), "fro"),
+    "invert of float": lambda e: ~a(e),
+    "sum over a dim twice": lambda e: a(e).sum((0, 0)),
 }
 
 
@@ -469,6 +479,7 @@ GRADCHECKS = {
     "norm 1": (lambda x: x.norm(p=1, dim=0), [f64(3, 4)]),
     "norm 3": (lambda x: x.norm(p=3), [f64(3, 4)]),
     "norm inf": (lambda x: x.norm(p=float("inf"), dim=1), [f64(3, 4)]),
+    "linalg.norm fro": (lambda x: tinyres.linalg.norm(x, "fro"), [f64(3, 4)]),
     "sort values": (lambda x: tinyres.sort(x, 1, descending=True).values, [f64(3, 4)]),
     "topk values": (lambda x: x.topk(2, dim=0).values, [f64(3, 4)]),
     "gather": (lambda x: tinyres.gather(x, 1, tinyres.tensor([[0, 0, 2], [1, 2, 2]])),

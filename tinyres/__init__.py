@@ -34,6 +34,7 @@ from tinyres.functional.shape import (chunk, flatten, gather, permute, reshape, 
                                       squeeze, transpose, unsqueeze)
 from tinyres.functional.activation import log_softmax, relu, sigmoid, softmax, tanh
 from tinyres.functional.einsum import einsum
+from tinyres import linalg
 
 float32 = np.float32
 float64 = np.float64
@@ -65,7 +66,7 @@ __all__ += [
     "einsum", "empty", "empty_like", "eq", "equal", "exp", "eye", "flatten", "float",
     "float16", "floor_divide", "gather", "ge", "get_default_dtype", "gt", "half", "int",
     "int16", "int32", "int8", "is_floating_point", "is_tensor", "isclose", "le",
-    "linspace", "log", "log_softmax", "logspace", "long", "lt", "matmul", "max", "maximum",
+    "linalg", "linspace", "log", "log_softmax", "logspace", "long", "lt", "matmul", "max", "maximum",
     "mean", "min", "minimum", "mm", "mul", "ne", "neg", "norm", "normal", "numel",
     "permute", "pow", "prod", "randint", "randint_like", "randperm", "remainder",
     "relu", "reshape", "set_default_dtype", "sigmoid", "softmax", "sort", "split", "sqrt",

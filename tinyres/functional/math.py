@@ -124,7 +124,11 @@ def _axes(dim, ndim):
     for d in dims:
         if not -ndim <= d < builtins.max(ndim, 1):
             raise IndexError(f"dimension {d} is out of range for a tensor of {ndim} dims")
-    return tuple(d % builtins.max(ndim, 1) for d in dims)
+    axes = tuple(d % builtins.max(ndim, 1) for d in dims)
+    for k, d in enumerate(axes):
+        if d in axes[:k]:
+            raise RuntimeError(f"dim {d} appears multiple times in the list of dims")
+    return axes
 
 
 def _keep(grad, axes, keepdim):
@@ -691,7 +695,7 @@ def _as_float(a):
 
 def abs(input):
     if input.dtype.kind == "b":
-        raise RuntimeError("abs: Boolean inputs not supported for abs")
+        raise NotImplementedError("\"abs_cpu\" not implemented for 'Bool'")
     return Abs.apply(input)
 
 
