@@ -23,15 +23,16 @@ from tinyres import cuda, kernels, models, nn, optim, probes, runtime  # the pub
 from tinyres.tensor import Size, get_default_dtype, set_default_dtype
 from tinyres.factories import (as_tensor, empty, empty_like, eye, linspace, logspace,
                                normal, randint, randint_like, randperm)
-from tinyres.functional.math import (abs, add, allclose, bmm, clamp, clip, div, eq, equal,
-                                     exp, floor_divide, ge, gt, is_floating_point,
-                                     is_tensor, isclose, le, log, lt, matmul, max, maximum,
-                                     mean, min, minimum, mm, mul, ne, neg, numel, pow,
-                                     remainder, sqrt, std, sub, sum, var)
+from tinyres.functional.math import (abs, add, bmm, clamp, clip, clone, div, exp,
+                                     floor_divide, log, masked_fill, matmul, max, maximum,
+                                     mean, min, minimum, mm, mul, neg, pow, remainder, sqrt,
+                                     std, sub, sum, var)
+from tinyres.functional.compare import (allclose, eq, equal, ge, gt, is_floating_point,
+                                        is_tensor, isclose, le, lt, ne, numel)
 from tinyres.functional.reduction import (all, any, argmax, argmin, argsort, cumsum, norm,
                                           prod, sort, topk)
 from tinyres.functional.shape import (chunk, flatten, gather, permute, reshape, split,
-                                      squeeze, transpose, unsqueeze)
+                                      squeeze, t, transpose, unsqueeze)
 from tinyres.functional.activation import log_softmax, relu, sigmoid, softmax, tanh
 from tinyres.functional.einsum import einsum
 from tinyres import linalg
@@ -62,14 +63,14 @@ __all__ = [
 ]
 __all__ += [
     "Size", "abs", "add", "all", "allclose", "any", "argmax", "argmin", "argsort",
-    "as_tensor", "bmm", "bool", "chunk", "clamp", "clip", "cumsum", "div", "double",
-    "einsum", "empty", "empty_like", "eq", "equal", "exp", "eye", "flatten", "float",
-    "float16", "floor_divide", "gather", "ge", "get_default_dtype", "gt", "half", "int",
-    "int16", "int32", "int8", "is_floating_point", "is_tensor", "isclose", "le",
-    "linalg", "linspace", "log", "log_softmax", "logspace", "long", "lt", "matmul", "max", "maximum",
-    "mean", "min", "minimum", "mm", "mul", "ne", "neg", "norm", "normal", "numel",
-    "permute", "pow", "prod", "randint", "randint_like", "randperm", "remainder",
-    "relu", "reshape", "set_default_dtype", "sigmoid", "softmax", "sort", "split", "sqrt",
-    "squeeze", "std", "sub", "sum", "tanh", "topk", "transpose", "uint8", "unsqueeze",
-    "var",
+    "as_tensor", "bmm", "bool", "chunk", "clamp", "clip", "clone", "cumsum", "div",
+    "double", "einsum", "empty", "empty_like", "eq", "equal", "exp", "eye", "flatten",
+    "float", "float16", "floor_divide", "gather", "ge", "get_default_dtype", "gt", "half",
+    "int", "int16", "int32", "int8", "is_floating_point", "is_tensor", "isclose", "le",
+    "linalg", "linspace", "log", "log_softmax", "logspace", "long", "lt", "masked_fill",
+    "matmul", "max", "maximum", "mean", "min", "minimum", "mm", "mul", "ne", "neg", "norm",
+    "normal", "numel", "permute", "pow", "prod", "randint", "randint_like", "randperm",
+    "relu", "remainder", "reshape", "set_default_dtype", "sigmoid", "softmax", "sort",
+    "split", "sqrt", "squeeze", "std", "sub", "sum", "t", "tanh", "topk", "transpose",
+    "uint8", "unsqueeze", "var",
 ]

@@ -346,22 +346,22 @@ class Tensor:
         return fmath.remainder(other, self)
 
     def __and__(self, other):
-        return fmath.bitwise(self, other, "and")
+        return fcompare.bitwise(self, other, "and")
 
     __rand__ = __and__
 
     def __or__(self, other):
-        return fmath.bitwise(self, other, "or")
+        return fcompare.bitwise(self, other, "or")
 
     __ror__ = __or__
 
     def __xor__(self, other):
-        return fmath.bitwise(self, other, "xor")
+        return fcompare.bitwise(self, other, "xor")
 
     __rxor__ = __xor__
 
     def __invert__(self):
-        return fmath.bitwise_not(self)
+        return fcompare.bitwise_not(self)
 
     def __neg__(self):
         return fmath.neg(self)
@@ -370,26 +370,26 @@ class Tensor:
         return fmath.abs(self)
 
     def __lt__(self, other):
-        return fmath.compare(self, other, "lt")
+        return fcompare.compare(self, other, "lt")
 
     def __le__(self, other):
-        return fmath.compare(self, other, "le")
+        return fcompare.compare(self, other, "le")
 
     def __gt__(self, other):
-        return fmath.compare(self, other, "gt")
+        return fcompare.compare(self, other, "gt")
 
     def __ge__(self, other):
-        return fmath.compare(self, other, "ge")
+        return fcompare.compare(self, other, "ge")
 
     def __eq__(self, other):
         if other is None:            # as torch: a tensor is never None
             return False
-        return fmath.compare(self, other, "eq")
+        return fcompare.compare(self, other, "eq")
 
     def __ne__(self, other):
         if other is None:
             return True
-        return fmath.compare(self, other, "ne")
+        return fcompare.compare(self, other, "ne")
 
     __hash__ = object.__hash__
 
@@ -601,48 +601,35 @@ class Tensor:
         return fmath.bmm(self, mat2)
 
     def masked_fill(self, mask, value):
-        """value where mask (a bool tensor) holds, self elsewhere, in self's dtype."""
-        if not isinstance(mask, Tensor) or mask.dtype != np.bool_:
-            raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask "
-                               f"with dtype {getattr(mask, 'dtype', type(mask).__name__)}")
-        if isinstance(value, Tensor) and value.ndim != 0:
-            raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, "
-                               f"but got tensor with {value.ndim} dimension(s).")
-        fill = value.to(dtype=self.dtype) if isinstance(value, Tensor) else \
-            Tensor(backend.get_array_module(self.array).asarray(value).astype(self.dtype))
-        out = fmath.where(mask, fill, self)
-        if out.shape != self.shape:
-            raise RuntimeError(f"masked_fill: the mask of shape {mask.shape} must broadcast "
-                               f"to the tensor's shape {self.shape}")
-        return out
+        return fmath.masked_fill(self, mask, value)
 
     # Comparisons and tests
     def eq(self, other):
-        return fmath.eq(self, other)
+        return fcompare.eq(self, other)
 
     def ne(self, other):
-        return fmath.ne(self, other)
+        return fcompare.ne(self, other)
 
     def lt(self, other):
-        return fmath.lt(self, other)
+        return fcompare.lt(self, other)
 
     def le(self, other):
-        return fmath.le(self, other)
+        return fcompare.le(self, other)
 
     def gt(self, other):
-        return fmath.gt(self, other)
+        return fcompare.gt(self, other)
 
     def ge(self, other):
-        return fmath.ge(self, other)
+        return fcompare.ge(self, other)
 
     def isclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
-        return fmath.isclose(self, other, rtol, atol, equal_nan)
+        return fcompare.isclose(self, other, rtol, atol, equal_nan)
 
     def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
-        return fmath.allclose(self, other, rtol, atol, equal_nan)
+        return fcompare.allclose(self, other, rtol, atol, equal_nan)
 
     def equal(self, other):
-        return fmath.equal(self, other)
+        return fcompare.equal(self, other)
 
     def is_floating_point(self):
         return self.dtype.kind == "f"
@@ -704,11 +691,7 @@ class Tensor:
         return self if self.is_contiguous() else fmath.clone(self)
 
     def t(self):
-        """The transpose of a tensor of at most 2 dimensions (torch's t())."""
-        if self.ndim > 2:
-            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
-                               f"{self.ndim}D")
-        return self.transpose(0, 1) if self.ndim == 2 else self
+        return fshape.t(self)
 
     @property
     def T(self):
@@ -732,8 +715,8 @@ class Tensor:
 
     # New tensors like this one (its dtype and device unless told otherwise)
     def _new(self, maker, size, dtype, device, requires_grad, *args):
-        return maker(_shape_arg(size), *args, dtype=dtype or self.dtype, device=device or self.device,
-                     requires_grad=requires_grad)
+        return maker(_shape_arg(size), *args, dtype=dtype or self.dtype,
+                     device=device or self.device, requires_grad=requires_grad)
 
     def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
         return self._new(zeros, size, dtype, device, requires_grad)
@@ -1023,3 +1006,4 @@ from tinyres.functional import math as fmath  # noqa: E402
 from tinyres.functional import shape as fshape  # noqa: E402
 from tinyres.functional import inplace as finplace  # noqa: E402
 from tinyres.functional import reduction as freduce  # noqa: E402
+from tinyres.functional import compare as fcompare  # noqa: E402

@@ -185,6 +185,14 @@ def transpose(a, dim0, dim1):
     return Permute.apply(a, dims=tuple(dims))
 
 
+def t(input):
+    """The transpose of a tensor of at most 2 dimensions (torch.t)."""
+    if input.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
+                           f"{input.ndim}D")
+    return transpose(input, 0, 1) if input.ndim == 2 else input
+
+
 def squeeze(a, dim=None):
     """a without its size-1 dims (all of them, or those of dim: an int or a tuple)."""
     if dim is None:
