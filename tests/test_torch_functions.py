@@ -203,6 +203,9 @@ CASES = {
     "masked_fill": lambda e: a(e).masked_fill(a(e) > 0, 0.0),
     "masked_fill int by float": lambda e: i(e).masked_fill(b(e), 1.5),
     "masked_fill 0-d tensor": lambda e: a(e).masked_fill(b(e), e.tensor(7.0)),
+    "masked_fill function": lambda e: e.masked_fill(a(e), e.tensor([True, False, True]), -1),
+    "clone function": lambda e: e.clone(i(e)),
+    "t function": lambda e: e.t(a(e)),
     "matmul": lambda e: e.matmul(a(e), a(e).t()),
     "mm": lambda e: e.mm(a(e), a(e).T),
     "bmm": lambda e: e.bmm(e.ones(2, 3, 4), e.ones(2, 4, 5)),
@@ -358,6 +361,10 @@ ERRORS = {   # the same exception class in both engines
     "t of 3-D": lambda e: e.ones(2, 2, 2).t(),
     "repeat fewer dims": lambda e: a(e).repeat(2),
     "item of many": lambda e: a(e).item(),
+    "randn of int": lambda e: e.randn(2, dtype=e.int64),
+    "rand of int": lambda e: e.rand(2, dtype=e.int32),
+    "t function of 3-D": lambda e: e.t(e.ones(2, 2, 2)),
+    "masked_fill function, 1-D value": lambda e: e.masked_fill(a(e), b(e), e.ones(2)),
     "einsum operand count": lambda e: e.einsum("ij,jk->ik", a(e)),
     "clamp without bounds": lambda e: e.clamp(a(e)),
     "div rounding mode": lambda e: e.div(a(e), 2, rounding_mode="round"),
@@ -460,6 +467,13 @@ def f64(*shape, seed=0, positive=False):
     return tinyres.tensor(np.abs(x) + 0.5 if positive else x, requires_grad=True)
 
 
+def f64_t(*shape, seed=0):
+    """A non-contiguous float64 leaf: the transpose of a drawn array."""
+    x = np.random.default_rng(seed).standard_normal(shape[::-1]).T
+    assert not x.flags.c_contiguous
+    return tinyres.Tensor(x, requires_grad=True)
+
+
 GRADCHECKS = {
     "prod": (lambda x: tinyres.prod(x), [f64(2, 3)]),
     "prod dim": (lambda x: x.prod(1, keepdim=True), [f64(2, 3)]),
@@ -500,6 +514,15 @@ GRADCHECKS = {
     "add alpha": (lambda x, y: tinyres.add(x, y, alpha=3), [f64(2, 3), f64(3, seed=1)]),
     "expand_as": (lambda x: x.expand_as(tinyres.ones(4, 3)), [f64(1, 3)]),
     "contiguous": (lambda x: x.t().contiguous(), [f64(2, 3)]),
+    "div floor (zero)": (lambda x: tinyres.div(x, 0.3, rounding_mode="floor"), [f64(2, 3)]),
+    "prod, non-contiguous": (lambda x: x.prod(0), [f64_t(3, 4)]),
+    "cumsum, non-contiguous": (lambda x: x.cumsum(1), [f64_t(3, 4)]),
+    "gather, non-contiguous": (lambda x: x.gather(0, tinyres.tensor([[2, 0, 1, 1]])),
+                               [f64_t(3, 4)]),
+    "sort, non-contiguous": (lambda x: x.sort(0).values, [f64_t(3, 4)]),
+    "einsum, non-contiguous": (lambda x, y: tinyres.einsum("ij,jk", x, y),
+                               [f64_t(3, 4), f64_t(4, 2, seed=1)]),
+    "norm, non-contiguous": (lambda x: x.norm(dim=0), [f64_t(3, 4)]),
     "type_as": (lambda x: x.type_as(tinyres.ones(1, dtype=tinyres.float64)) * x, [f64(2)]),
 }
 

@@ -948,6 +948,9 @@ def full(shape, fill_value, dtype=None, requires_grad=False, device="cpu"):
 
 def _random(sampler, shape, dtype, requires_grad, device):
     """Draw on the CPU from NumPy's global generator (seeded by tinyres.manual_seed)."""
+    if dtype is not None and np.dtype(dtype).kind != "f":      # as torch: floats only
+        raise NotImplementedError(f"rand/randn: not implemented for {np.dtype(dtype)}; "
+                                  f"draw integers with randint")
     data = sampler(_shape_arg(shape)).astype(_as_dtype(dtype) or get_default_dtype())
     return Tensor(backend.to_device(data, backend.check_device(device)),
                   requires_grad=requires_grad)
