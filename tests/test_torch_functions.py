@@ -350,6 +350,8 @@ ERRORS = {   # the same exception class in both engines
     "normal_ of int": lambda e: i(e).normal_(),
     "uniform_ of int": lambda e: i(e).uniform_(),
     "relu of bool": lambda e: e.relu(b(e)),
+    "bool - bool": lambda e: b(e) - b(e),
+    "-bool": lambda e: -b(e),
     "sum dim out of range": lambda e: a(e).sum(2),
     "max dim out of range": lambda e: e.max(a(e), 3),
     "max of empty": lambda e: e.max(e.ones(0)),
@@ -653,3 +655,41 @@ def test_ndarray_with_a_tensor_gives_a_tensor():
     assert isinstance(np.array([0.0, 5.0]) < x, tinyres.Tensor)
     assert (np.array([0.0, 5.0]) < x).tolist() == [True, False]
     assert_same(x + np.array([1.0, 2.0]), torch.tensor([1.0, 2.0]) + np.array([1.0, 2.0]))
+
+
+# ----- hypothesis: binary ops over drawn dtypes and broadcast shapes -------------------
+DTYPES = ["bool", "uint8", "int32", "int64", "float32", "float64"]
+BINARY = {
+    "add": lambda e, x, y: x + y, "sub": lambda e, x, y: e.sub(x, y),
+    "mul": lambda e, x, y: x * y, "div": lambda e, x, y: x / y,
+    "floordiv": lambda e, x, y: x // y, "mod": lambda e, x, y: x % y,
+    "maximum": lambda e, x, y: e.maximum(x, y), "minimum": lambda e, x, y: e.minimum(x, y),
+    "lt": lambda e, x, y: x < y, "eq": lambda e, x, y: e.eq(x, y),
+    "and": lambda e, x, y: x & y, "where": lambda e, x, y: e.where(x > 1, x, y),
+}
+
+
+def outcome(e, name, x, y):
+    try:
+        return BINARY[name](e, x, y)
+    except Exception as err:          # the kind of error is compared
+        return type(err)
+
+
+@pytest.mark.parametrize("name", list(BINARY))
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(dtypes=st.tuples(st.sampled_from(DTYPES), st.sampled_from(DTYPES)),
+       shapes=st.sampled_from([((2, 3), (3,)), ((2, 1), (1, 3)), ((3,), ()), ((), ())]),
+       seed=st.integers(0, 2**16))
+def test_binary_ops_over_dtypes_as_torch(name, dtypes, shapes, seed):
+    rng = np.random.default_rng(seed)
+    arrays = [(rng.integers(-3, 6, shape) if np.dtype(d).kind != "b"
+               else rng.integers(0, 2, shape)).astype(d) for d, shape in zip(dtypes, shapes)]
+    if np.dtype(dtypes[0]).kind == "f":
+        arrays[0] = arrays[0] + rng.random(shapes[0]).astype(dtypes[0])
+    ours = outcome(tinyres, name, *[tinyres.tensor(x) for x in arrays])
+    theirs = outcome(torch, name, *[torch.tensor(x) for x in arrays])
+    if isinstance(theirs, type):
+        assert ours is theirs, (ours, theirs)
+    else:
+        assert_same(ours, theirs)

@@ -550,7 +550,12 @@ def add(input, other, *, alpha=1):
 
 
 def sub(input, other, *, alpha=1):
-    """input - alpha * other."""
+    """input - alpha * other (refused for bool operands, as torch)."""
+    if any(result_type(x) == np.bool_ for x in (input, other)
+           if isinstance(x, (Tensor, np.ndarray) + _SCALARS)):
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not "
+                           "supported. If you are trying to invert a mask, use the `~` or "
+                           "`logical_not()` operator instead.")
     return Sub.apply(*binary_operands("sub", input, other if alpha == 1 else other * alpha))
 
 
@@ -693,6 +698,10 @@ def masked_fill(input, mask, value):
 
 
 def neg(input):
+    if input.dtype.kind == "b":
+        raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported. "
+                           "If you are trying to invert a mask, use the `~` or "
+                           "`logical_not()` operator instead.")
     return Neg.apply(input)
 
 
