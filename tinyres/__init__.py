@@ -29,12 +29,13 @@ from tinyres.functional.math import (abs, add, bmm, clamp, clip, clone, div, exp
                                      std, sub, sum, var)
 from tinyres.functional.compare import (allclose, eq, equal, ge, gt, is_floating_point,
                                         is_tensor, isclose, le, lt, ne, numel)
-from tinyres.functional.reduction import (all, any, argmax, argmin, argsort, cumsum, norm,
-                                          prod, sort, topk)
-from tinyres.functional.shape import (chunk, flatten, gather, permute, reshape, split,
+from tinyres.functional.reduction import (all, amax, amin, any, argmax, argmin, argsort,
+                                          cumsum, logsumexp, norm, prod, sort, topk)
+from tinyres.functional.shape import (chunk, flatten, flip, gather, permute, reshape, split,
                                       squeeze, t, transpose, unsqueeze)
 from tinyres.functional.activation import log_softmax, relu, sigmoid, softmax, tanh
 from tinyres.functional.einsum import einsum
+from tinyres.functional.pointwise import ceil, floor, round, rsqrt, sign, square, trunc
 from tinyres import linalg
 
 float32 = np.float32
@@ -62,15 +63,16 @@ __all__ = [
     "zeros", "zeros_like",
 ]
 __all__ += [
-    "Size", "abs", "add", "all", "allclose", "any", "argmax", "argmin", "argsort",
-    "as_tensor", "bmm", "bool", "chunk", "clamp", "clip", "clone", "cumsum", "div",
-    "double", "einsum", "empty", "empty_like", "eq", "equal", "exp", "eye", "flatten",
-    "float", "float16", "floor_divide", "gather", "ge", "get_default_dtype", "gt", "half",
-    "int", "int16", "int32", "int8", "is_floating_point", "is_tensor", "isclose", "le",
-    "linalg", "linspace", "log", "log_softmax", "logspace", "long", "lt", "masked_fill",
-    "matmul", "max", "maximum", "mean", "min", "minimum", "mm", "mul", "ne", "neg", "norm",
-    "normal", "numel", "permute", "pow", "prod", "randint", "randint_like", "randperm",
-    "relu", "remainder", "reshape", "set_default_dtype", "sigmoid", "softmax", "sort",
-    "split", "sqrt", "squeeze", "std", "sub", "sum", "t", "tanh", "topk", "transpose",
-    "uint8", "unsqueeze", "var",
+    "Size", "abs", "add", "all", "allclose", "amax", "amin", "any", "argmax", "argmin",
+    "argsort", "as_tensor", "bmm", "bool", "ceil", "chunk", "clamp", "clip", "clone",
+    "cumsum", "div", "double", "einsum", "empty", "empty_like", "eq", "equal", "exp",
+    "eye", "flatten", "flip", "float", "float16", "floor", "floor_divide", "gather", "ge",
+    "get_default_dtype", "gt", "half", "int", "int16", "int32", "int8",
+    "is_floating_point", "is_tensor", "isclose", "le", "linalg", "linspace", "log",
+    "log_softmax", "logspace", "logsumexp", "long", "lt", "masked_fill", "matmul", "max",
+    "maximum", "mean", "min", "minimum", "mm", "mul", "ne", "neg", "norm", "normal",
+    "numel", "permute", "pow", "prod", "randint", "randint_like", "randperm", "relu",
+    "remainder", "reshape", "round", "rsqrt", "set_default_dtype", "sigmoid", "sign",
+    "softmax", "sort", "split", "sqrt", "square", "squeeze", "std", "sub", "sum", "t",
+    "tanh", "topk", "transpose", "trunc", "uint8", "unsqueeze", "var",
 ]

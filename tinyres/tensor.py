@@ -502,6 +502,36 @@ class Tensor:
     def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
         return freduce.norm(self, p, dim, keepdim, dtype)
 
+    def amax(self, dim=(), keepdim=False):
+        return freduce.amax(self, dim, keepdim)
+
+    def amin(self, dim=(), keepdim=False):
+        return freduce.amin(self, dim, keepdim)
+
+    def logsumexp(self, dim, keepdim=False):
+        return freduce.logsumexp(self, dim, keepdim)
+
+    def floor(self):
+        return fpoint.floor(self)
+
+    def ceil(self):
+        return fpoint.ceil(self)
+
+    def round(self, *, decimals=0):
+        return fpoint.round(self, decimals=decimals)
+
+    def trunc(self):
+        return fpoint.trunc(self)
+
+    def sign(self):
+        return fpoint.sign(self)
+
+    def square(self):
+        return fpoint.square(self)
+
+    def rsqrt(self):
+        return fpoint.rsqrt(self)
+
     def argmax(self, dim=None, keepdim=False):
         return freduce.argmax(self, dim, keepdim)
 
@@ -670,6 +700,9 @@ class Tensor:
 
     def expand(self, *shape):
         return fshape.expand(self, *shape)
+
+    def flip(self, *dims):
+        return fshape.flip(self, _shape_arg(dims))
 
     def repeat(self, *sizes):
         return fshape.repeat(self, *sizes)
@@ -1010,3 +1043,4 @@ from tinyres.functional import shape as fshape  # noqa: E402
 from tinyres.functional import inplace as finplace  # noqa: E402
 from tinyres.functional import reduction as freduce  # noqa: E402
 from tinyres.functional import compare as fcompare  # noqa: E402
+from tinyres.functional import pointwise as fpoint  # noqa: E402

@@ -215,3 +215,59 @@ def _amax_abs(a, axes, keepdim, largest):
     for axis in sorted(range(a.ndim) if axes is None else axes, reverse=True):
         out = (max_ if largest else min_)(out, axis, keepdim).values
     return out
+
+
+# ----- amax, amin, logsumexp -----------------------------------------------------------
+class AMax(Function):
+    @staticmethod
+    def forward(ctx, a, axes=None, keepdim=False, largest=True):
+        xp = get_array_module(a)
+        out = (xp.max if largest else xp.min)(a, axis=axes, keepdims=keepdim)
+        ctx.save_for_backward(a, out)
+        ctx.axes, ctx.keepdim = axes, keepdim
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d amax(a)/da = 1 at the maximum, shared evenly between ties (as torch's amax)
+        a, out = ctx.saved_tensors
+        xp = get_array_module(a)
+        hit = a == _keep(out, ctx.axes, ctx.keepdim)
+        count = hit.sum(axis=ctx.axes, keepdims=True)
+        return (hit * (_keep(grad_out, ctx.axes, ctx.keepdim) / count)).astype(a.dtype)
+
+
+def _amax_or_amin(a, dim, keepdim, largest):
+    name = "amax" if largest else "amin"
+    axes = _reduce_dims(dim, a.ndim)
+    reduced = range(a.ndim) if axes is None else axes
+    if a.numel() == 0 and (axes is None or 0 in [a.shape[d] for d in reduced]):
+        raise IndexError(f"{name}(): Expected reduction dim to have non-zero size "
+                         f"(shape {a.shape}, dim {dim})")
+    return AMax.apply(a, axes=axes, keepdim=keepdim, largest=largest)
+
+
+def amax(input, dim=(), keepdim=False):
+    """The largest values over dim (all dims by default); ties share the gradient."""
+    return _amax_or_amin(input, dim, keepdim, largest=True)
+
+
+def amin(input, dim=(), keepdim=False):
+    """The smallest values over dim (all dims by default); ties share the gradient."""
+    return _amax_or_amin(input, dim, keepdim, largest=False)
+
+
+def logsumexp(input, dim, keepdim=False):
+    """log(sum(exp(input))) over dim, computed stably around the (constant) maximum."""
+    from tinyres.functional.math import _as_float, exp, log
+    a = _as_float(input)
+    axes = _reduce_dims(dim, a.ndim)
+    xp = get_array_module(a.array)
+    top = xp.max(a.array, axis=axes, keepdims=True) if a.numel() else \
+        xp.zeros([1] * a.ndim, a.dtype)
+    shift = Tensor(xp.where(xp.isinf(top), a.dtype.type(0), top))   # no inf - inf
+    out = log(sum(exp(a - shift), axes, keepdim=True)) + shift
+    if keepdim:
+        return out
+    from tinyres.functional.shape import squeeze
+    return squeeze(out, tuple(range(a.ndim)) if axes is None else axes)

@@ -185,6 +185,30 @@ def transpose(a, dim0, dim1):
     return Permute.apply(a, dims=tuple(dims))
 
 
+class Flip(Function):
+    @staticmethod
+    def forward(ctx, a, dims):
+        ctx.dims = dims
+        return get_array_module(a).flip(a, dims).copy()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # a reversal of positions: reverse the gradient back
+        return get_array_module(grad_out).flip(grad_out, ctx.dims).copy()
+
+
+def flip(input, dims):
+    """input with the order of its elements reversed along each of dims (a tuple)."""
+    if not isinstance(dims, (tuple, list)):
+        raise TypeError(f"flip(): argument 'dims' must be tuple of ints, not "
+                        f"{type(dims).__name__}")
+    dims = tuple(_dim(d, input.ndim, "flip") for d in dims)
+    if len(set(dims)) != len(dims):
+        raise RuntimeError(f"dims has duplicates, original flip dims size={len(dims)}, but "
+                           f"unique flip dims size={len(set(dims))}")
+    return Flip.apply(input, dims=dims)
+
+
 def t(input):
     """The transpose of a tensor of at most 2 dimensions (torch.t)."""
     if input.ndim > 2:
