@@ -683,6 +683,41 @@ def test_random_fills_follow_the_in_place_rules(fill):
     np.testing.assert_allclose(x.grad.numpy(), y.detach().numpy())
 
 
+IN_PLACE = {
+    "//=": lambda x: x.__ifloordiv__(2),
+    "%=": lambda x: x.__imod__(3),
+    "&=": lambda x: x.__iand__(6),
+    "|=": lambda x: x.__ior__(1),
+    "^=": lambda x: x.__ixor__(5),
+    "masked_fill_": lambda x: x.masked_fill_(x > 0, -1),
+}
+
+
+@pytest.mark.parametrize("name", list(IN_PLACE))
+def test_in_place_operators_write_through_aliases(name):
+    results = []
+    for e in (tinyres, torch):
+        x = e.tensor([5, -5, 7, 0])
+        alias = x[:]
+        before = x._version
+        assert IN_PLACE[name](x) is x
+        assert x._version > before
+        results.append((x, alias))
+    assert_same(results[0][0], results[1][0])
+    assert_same(results[0][1], results[1][1])
+
+
+def test_masked_fill_in_place_is_differentiable_as_torch():
+    grads = []
+    for e in (tinyres, torch):
+        x = e.tensor([1.0, -2.0, 3.0], dtype=e.float64, requires_grad=True)
+        y = x * 2
+        y.masked_fill_(e.tensor([False, True, False]), 0.5)
+        (y * e.tensor([1.0, 2.0, 3.0], dtype=e.float64)).sum().backward()
+        grads.append(as_numpy(x.grad))
+    np.testing.assert_array_equal(*grads)
+
+
 def test_ndarray_with_a_tensor_gives_a_tensor():
     """torch 2.13 with NumPy 2 raises TypeError for ndarray + Tensor (ndarray first), and
     gives a tensor the other way round; tinyres gives the tensor both ways."""

@@ -412,6 +412,28 @@ class Tensor:
     def __itruediv__(self, other):
         return finplace.div_(self, other)
 
+    def __ifloordiv__(self, other):
+        return finplace.apply_inplace(self, "floor_divide_", fmath.floor_divide, other)
+
+    def __imod__(self, other):
+        return finplace.apply_inplace(self, "remainder_", fmath.remainder, other)
+
+    def __iand__(self, other):
+        return finplace.apply_inplace(self, "bitwise_and_",
+                                      lambda s, o: fcompare.bitwise(s, o, "and"), other)
+
+    def __ior__(self, other):
+        return finplace.apply_inplace(self, "bitwise_or_",
+                                      lambda s, o: fcompare.bitwise(s, o, "or"), other)
+
+    def __ixor__(self, other):
+        return finplace.apply_inplace(self, "bitwise_xor_",
+                                      lambda s, o: fcompare.bitwise(s, o, "xor"), other)
+
+    def masked_fill_(self, mask, value):
+        return finplace.apply_inplace(self, "masked_fill_",
+                                      lambda s, v: fmath.masked_fill(s, mask, v), value)
+
     def add_(self, other, *, alpha=1):
         return finplace.add_(self, other, alpha)
 

@@ -186,7 +186,8 @@ class Div(Function):
     def forward(ctx, a, b):
         ctx.save_for_backward(a if ctx.needs_input_grad[1] else None, b)
         ctx.shapes = a.shape, b.shape
-        return a / b
+        with np.errstate(divide="ignore", invalid="ignore"):   # x/0 is inf or nan, quietly
+            return a / b
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -303,7 +304,8 @@ class Log(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)
-        return get_array_module(a).log(a)
+        with np.errstate(divide="ignore", invalid="ignore"):   # log 0 = -inf, quietly
+            return get_array_module(a).log(a)
 
     @staticmethod
     def backward(ctx, grad_out):
