@@ -275,6 +275,9 @@ CASES = {
     "shape slice": lambda e: e.ones(2, 3, 4).shape[1:],
     "Size numel": lambda e: e.ones(2, 3, 4).shape.numel(),
     "dim": lambda e: (a(e).dim(), a(e).ndim),
+    "type(dtype)": lambda e: a(e).type(e.int64),
+    "element_size": lambda e: (a(e).element_size(), a(e).half().element_size(),
+                               b(e).element_size()),
     # factories and their default dtypes
     "tensor ints": lambda e: e.tensor([1, 2]),
     "tensor bools": lambda e: e.tensor([True]),
@@ -617,6 +620,12 @@ def test_dtype_names_as_torch(name):
     assert (ours.dtype == tinyres.float64) == (theirs.dtype == torch.float64)
 
 
+@pytest.mark.parametrize("name", DTYPE_NAMES)
+def test_legacy_type_names_as_torch(name):
+    ours = tinyres.zeros(2, dtype=getattr(tinyres, name)).type()
+    assert ours == torch.zeros(2, dtype=getattr(torch, name)).type().replace("torch", "tinyres")
+
+
 def test_dtype_names_leave_python_builtins_alone_inside_tinyres():
     import tinyres.functional.math as fmath
     import tinyres.tensor as ttensor
@@ -643,7 +652,8 @@ def test_default_dtype_follows_set_default_dtype():
         torch.set_default_dtype(torch.float64)
         for make in (lambda e: e.tensor(1.5), lambda e: e.zeros(2), lambda e: e.arange(0.5),
                      lambda e: e.tensor([1, 2]) * 2.5, lambda e: e.linspace(0, 1, 3),
-                     lambda e: e.tensor([1, 2]) / 2, lambda e: e.full((2,), 0.5)):
+                     lambda e: e.tensor([1, 2]) / 2, lambda e: e.full((2,), 0.5),
+                     lambda e: e.nn.Linear(2, 3).weight, lambda e: e.nn.Conv2d(1, 2, 3).bias):
             assert dtype_name(make(tinyres)) == dtype_name(make(torch)) == "float64"
         assert tinyres.get_default_dtype() == tinyres.float64
     finally:

@@ -768,6 +768,17 @@ class Tensor:
     def type_as(self, other):
         return self.to(dtype=other.dtype)
 
+    def type(self, dtype=None):
+        """With a dtype, a copy cast to it; without, the legacy type name torch gives
+        ('tinyres.FloatTensor' where torch says 'torch.FloatTensor')."""
+        if dtype is not None:
+            return self.to(dtype=dtype)
+        return f"tinyres.{_TYPE_NAMES[self.dtype.name]}"
+
+    def element_size(self):
+        """Bytes per element."""
+        return int(self.dtype.itemsize)
+
     # New tensors like this one (its dtype and device unless told otherwise)
     def _new(self, maker, size, dtype, device, requires_grad, *args):
         return maker(_shape_arg(size), *args, dtype=dtype or self.dtype,
@@ -805,6 +816,11 @@ class Tensor:
         values = Tensor(backend.to_device(np.asarray(draw(), dtype=self.dtype), self.device))
         return finplace.apply_inplace(self, op, lambda s, v: finplace.CopyFrom.apply(s, v),
                                       values)
+
+
+_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+               "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor",
+               "int8": "CharTensor", "uint8": "ByteTensor", "bool": "BoolTensor"}
 
 
 class _HookHandle:

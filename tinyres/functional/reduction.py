@@ -37,7 +37,7 @@ class Prod(Function):
         flat = ctx.axis is None
         x = a.reshape(-1) if flat else a
         axis = 0 if flat else ctx.axis
-        ones = xp.ones_like(xp.take(x, [0], axis=axis))
+        ones = xp.ones_like(xp.take(x, xp.arange(1), axis=axis))
         before = xp.cumprod(xp.concatenate([ones, x], axis=axis), axis=axis)
         before = xp.take(before, xp.arange(x.shape[axis]), axis=axis)
         after = xp.flip(xp.cumprod(xp.flip(xp.concatenate([x, ones], axis=axis), axis),
@@ -163,8 +163,8 @@ def topk(input, k, dim=-1, largest=True, sorted=True):
     if input.ndim == 0:
         return TopkResult(*sort(input))
     order = _sort_indices(input.array, axis, descending=largest)
-    index = Tensor(get_array_module(order).take(order, np.arange(k), axis=axis)
-                   .astype(np.int64))
+    xp = get_array_module(order)
+    index = Tensor(xp.take(order, xp.arange(k), axis=axis).astype(np.int64))
     return TopkResult(gather(input, axis, index), index)
 
 

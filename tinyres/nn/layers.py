@@ -14,13 +14,13 @@ from tinyres.functional.shape import as_int
 from tinyres.nn import functional as F
 from tinyres.nn import init
 from tinyres.nn.module import Module, Parameter
-from tinyres.tensor import DEFAULT_DTYPE, Tensor
+from tinyres.tensor import Tensor, get_default_dtype
 
 
 def _empty_parameter(shape, device, dtype):
     """A Parameter of zeros of the given shape; the layer's reset_parameters fills it."""
     device = backend.check_device(device or "cpu")
-    data = backend.xp_for(device).zeros(shape, dtype=np.dtype(dtype or DEFAULT_DTYPE))
+    data = backend.xp_for(device).zeros(shape, dtype=np.dtype(dtype or get_default_dtype()))
     return Parameter(data)
 
 
@@ -134,7 +134,7 @@ class _BatchNorm(Module):
         if affine and bias:
             self.bias = _empty_parameter((num_features,), device, dtype)
         if track_running_stats:
-            float_dtype = np.dtype(dtype or DEFAULT_DTYPE)
+            float_dtype = np.dtype(dtype or get_default_dtype())
             self.register_buffer("running_mean",
                                  _buffer(np.zeros(num_features, float_dtype), device))
             self.register_buffer("running_var",
