@@ -29,6 +29,7 @@ def empty(*size, dtype=None, device=None, requires_grad=False):
 
 
 def empty_like(input, *, dtype=None, device=None, requires_grad=False):
+    """empty with input's shape, and its dtype and device unless told."""
     return empty(input.shape, dtype=dtype or input.dtype, device=device or input.device,
                  requires_grad=requires_grad)
 

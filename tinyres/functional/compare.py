@@ -21,26 +21,32 @@ def compare(a, b, how):
 
 
 def eq(input, other):
+    """input == other elementwise: a bool tensor."""
     return compare(input, other, "eq")
 
 
 def ne(input, other):
+    """input != other elementwise: a bool tensor."""
     return compare(input, other, "ne")
 
 
 def lt(input, other):
+    """input < other elementwise: a bool tensor."""
     return compare(input, other, "lt")
 
 
 def le(input, other):
+    """input <= other elementwise: a bool tensor."""
     return compare(input, other, "le")
 
 
 def gt(input, other):
+    """input > other elementwise: a bool tensor."""
     return compare(input, other, "gt")
 
 
 def ge(input, other):
+    """input >= other elementwise: a bool tensor."""
     return compare(input, other, "ge")
 
 
@@ -69,14 +75,17 @@ def equal(input, other):
 
 
 def is_tensor(obj):
+    """True for a tinyres Tensor."""
     return isinstance(obj, Tensor)
 
 
 def is_floating_point(input):
+    """True for a tensor of a floating-point dtype."""
     return input.dtype.kind == "f"
 
 
 def numel(input):
+    """How many elements input holds."""
     return input.numel()
 
 

@@ -562,6 +562,7 @@ def sub(input, other, *, alpha=1):
 
 
 def mul(input, other):
+    """input * other, with torch's type promotion."""
     return Mul.apply(*binary_operands("mul", input, other))
 
 
@@ -603,6 +604,7 @@ def remainder(input, other):
 
 
 def pow(input, exponent):
+    """input ** exponent elementwise (either may be a number)."""
     return Pow.apply(*binary_operands("pow", input, exponent))
 
 
@@ -700,6 +702,7 @@ def masked_fill(input, mask, value):
 
 
 def neg(input):
+    """-input (refused for bool, as torch)."""
     if input.dtype.kind == "b":
         raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported. "
                            "If you are trying to invert a mask, use the `~` or "
@@ -708,14 +711,17 @@ def neg(input):
 
 
 def exp(input):
+    """e ** input; integer tensors give the default float dtype."""
     return Exp.apply(_as_float(input))
 
 
 def log(input):
+    """The natural logarithm; integer tensors give the default float dtype."""
     return Log.apply(_as_float(input))
 
 
 def sqrt(input):
+    """The square root; integer tensors give the default float dtype."""
     return Sqrt.apply(_as_float(input))
 
 
@@ -725,6 +731,7 @@ def _as_float(a):
 
 
 def abs(input):
+    """|input| (refused for bool, as torch)."""
     if input.dtype.kind == "b":
         raise NotImplementedError("\"abs_cpu\" not implemented for 'Bool'")
     return Abs.apply(input)
@@ -756,6 +763,7 @@ def clone(input):
 
 
 def cast(a, dtype):
+    """a in dtype (a itself when it already is); the gradient comes back in a's dtype."""
     dtype = np.dtype(dtype)
     return a if dtype == a.dtype else Cast.apply(a, dtype=dtype)
 

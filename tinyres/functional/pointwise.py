@@ -28,10 +28,12 @@ def _stepwise(input, how, decimals=0):
 
 
 def floor(input):
+    """The largest integer <= each element (integers pass unchanged)."""
     return _stepwise(input, "floor")
 
 
 def ceil(input):
+    """The smallest integer >= each element (integers pass unchanged)."""
     return _stepwise(input, "ceil")
 
 
@@ -41,6 +43,7 @@ def round(input, *, decimals=0):
 
 
 def trunc(input):
+    """Each element rounded toward zero (integers pass unchanged)."""
     return _stepwise(input, "trunc")
 
 

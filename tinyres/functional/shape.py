@@ -134,6 +134,7 @@ def _check_sizes(op, shape):
 
 
 def reshape(a, *shape):
+    """input's values in a new shape (one size may be -1: inferred)."""
     shape = _shape_arg(shape)
     _check_sizes("reshape", shape)     # NumPy would read -2 as -1
     try:
@@ -156,6 +157,7 @@ def view(a, *shape):
 
 
 def flatten(a, start_dim=0, end_dim=-1):
+    """input with dims start_dim..end_dim merged into one."""
     if a.ndim == 0:
         return reshape(a, 1)
     start, end = _dim(start_dim, a.ndim, "flatten"), _dim(end_dim, a.ndim, "flatten")
@@ -166,6 +168,7 @@ def flatten(a, start_dim=0, end_dim=-1):
 
 
 def permute(a, *dims):
+    """input with its dims reordered as dims (a permutation, as torch.permute)."""
     dims = _shape_arg(dims)
     if len(dims) != a.ndim:
         raise RuntimeError(f"permute(): number of dimensions in the tensor input does not "
@@ -179,6 +182,7 @@ def permute(a, *dims):
 
 
 def transpose(a, dim0, dim1):
+    """input with dims dim0 and dim1 swapped."""
     dims = list(range(a.ndim))
     d0, d1 = _dim(dim0, a.ndim, "transpose"), _dim(dim1, a.ndim, "transpose")
     dims[d0], dims[d1] = dims[d1], dims[d0]
@@ -227,11 +231,13 @@ def squeeze(a, dim=None):
 
 
 def unsqueeze(a, dim):
+    """input with a new size-1 dim at position dim."""
     d = _dim(dim, a.ndim + 1, "unsqueeze")
     return reshape(a, a.shape[:d] + (1,) + a.shape[d:])
 
 
 def expand(a, *shape):
+    """input broadcast to shape without copying (-1 keeps a size)."""
     shape = _shape_arg(shape)
     lead = len(shape) - a.ndim
     if lead < 0:
@@ -268,6 +274,7 @@ def _check_joinable(op, tensors, dim, same_size_along_dim):
 
 
 def cat(tensors, dim=0):
+    """tensors joined along an existing dim (dtypes promote, as torch.cat)."""
     tensors = list(tensors)
     d = _dim(dim, tensors[0].ndim if tensors else 1, "cat")
     _check_joinable("cat", tensors, d, same_size_along_dim=False)
@@ -276,6 +283,7 @@ def cat(tensors, dim=0):
 
 
 def stack(tensors, dim=0):
+    """tensors of one shape joined along a new dim."""
     tensors = list(tensors)
     d = _dim(dim, tensors[0].ndim + 1 if tensors else 1, "stack")
     _check_joinable("stack", tensors, d, same_size_along_dim=True)
@@ -322,6 +330,7 @@ def _as_view_index(index):
 
 
 def getitem(a, index):
+    """input[index] with NumPy's (and torch's) indexing rules."""
     index = _plain_index(index, a.device)
     if a.device == "cpu":   # check on a zero-cost view first, for a message with shapes
         try:
