@@ -40,10 +40,14 @@ class Einsum(Function):
 
 
 def _spread(g, kept, letters, shape):
-    """g over the letters `kept`, broadcast to the operand's letters and shape (a letter
-    only the operand has was summed out in forward, so its gradient is the same all along)."""
+    """g over the letters `kept`, brought to the operand's letters and shape: summed where
+    the operand's size 1 was broadcast, broadcast where a letter only the operand has was
+    summed out in forward (its gradient is the same all along)."""
     xp = get_array_module(g)
     g = g.reshape([g.shape[kept.index(c)] if c in kept else 1 for c in letters])
+    broadcast = tuple(k for k, (m, n) in enumerate(zip(g.shape, shape)) if n == 1 and m != 1)
+    if broadcast:
+        g = g.sum(axis=broadcast, keepdims=True)
     return xp.ascontiguousarray(xp.broadcast_to(g, shape))
 
 
@@ -84,10 +88,13 @@ def _explicit(equation, operands):
 
 
 def _check_sizes(inputs, operands, equation):
+    """Each letter has one size across the operands, where a size 1 broadcasts."""
     sizes = {}
     for letters, t in zip(inputs, operands):
         for c, n in zip(letters, t.shape):
-            if sizes.setdefault(c, n) != n:
+            if sizes.setdefault(c, n) == 1:
+                sizes[c] = n
+            elif n not in (1, sizes[c]):
                 raise RuntimeError(f"einsum(): operands do not broadcast with remapped "
                                    f"shapes (original->remapped): subscript {c!r} has size "
                                    f"{sizes[c]} and {n} in {equation!r}")
