@@ -252,17 +252,27 @@ def relu(x, inplace=False):
     if inplace:
         from tinyres.functional.inplace import relu_
         return relu_(x)
+    if x.dtype.kind in "iu":       # integers have no gradient: max(x, 0) as it is, as torch
+        from tinyres.tensor import Tensor
+        return Tensor(get_array_module(x.array).maximum(x.array, x.dtype.type(0)))
+    if x.dtype.kind == "b":
+        raise RuntimeError("relu: Boolean inputs not supported for relu")
     return ReLU.apply(x)
 
 
+def _as_float(x):
+    from tinyres.tensor import get_default_dtype
+    return x if x.dtype.kind == "f" else x.to(dtype=get_default_dtype())
+
+
 def sigmoid(input):
-    """1 / (1 + exp(-x))."""
-    return Sigmoid.apply(input)
+    """1 / (1 + exp(-x)); integer tensors give the default float dtype, as torch."""
+    return Sigmoid.apply(_as_float(input))
 
 
 def tanh(input):
-    """The hyperbolic tangent."""
-    return Tanh.apply(input)
+    """The hyperbolic tangent; integer tensors give the default float dtype, as torch."""
+    return Tanh.apply(_as_float(input))
 
 
 def logsigmoid(input):

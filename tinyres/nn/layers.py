@@ -15,12 +15,12 @@ from tinyres.functional.shape import as_int
 from tinyres.nn import functional as F
 from tinyres.nn import init
 from tinyres.nn.module import Module, Parameter
-from tinyres.tensor import DEFAULT_DTYPE, Tensor
+from tinyres.tensor import Tensor, get_default_dtype
 
 
 def _empty_parameter(shape, device, dtype):
     """A Parameter of zeros of the given shape; the layer's reset_parameters fills it."""
-    dtype = np.dtype(dtype or DEFAULT_DTYPE)
+    dtype = np.dtype(dtype or get_default_dtype())
     data = backend.new_array(device, lambda xp: xp.zeros(shape, dtype=dtype))
     return Parameter(data)
 
@@ -135,7 +135,7 @@ class _BatchNorm(Module):
         if affine and bias:
             self.bias = _empty_parameter((num_features,), device, dtype)
         if track_running_stats:
-            float_dtype = np.dtype(dtype or DEFAULT_DTYPE)
+            float_dtype = np.dtype(dtype or get_default_dtype())
             self.register_buffer("running_mean",
                                  _buffer(np.zeros(num_features, float_dtype), device))
             self.register_buffer("running_var",
