@@ -1,0 +1,239 @@
+"""tinyres.optim against torch.optim: every optimizer and option combination on the same
+float64 parameters and gradients, state_dict layout and resuming, errors; and every
+learning-rate schedule step by step against torch's rates."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+import tinyres
+from tinyres import nn, optim
+from tinyres.optim import lr_scheduler as ours_sched
+from tinyres.optim.optimizer import flatten_state_dict
+from tinyres.tensor import Tensor
+
+torch = pytest.importorskip("torch")
+
+SHAPES = [(3, 4), (5,), (2, 1, 3)]
+STEPS = 7
+
+
+def _grid(**choices):
+    """Every combination of the listed option values, as dicts."""
+    names = sorted(choices)
+    return [dict(zip(names, values)) for values in itertools.product(*(choices[n] for n in names))]
+
+
+CASES = (
+    [("SGD", dict(lr=0.1, **o)) for o in _grid(momentum=[0, 0.9], dampening=[0, 0.3],
+                                               weight_decay=[0, 0.05], maximize=[False, True])]
+    + [("SGD", dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=wd, maximize=mx))
+       for wd in (0, 0.1) for mx in (False, True)]
+    + [(name, dict(lr=1e-2, **o)) for name in ("Adam", "AdamW")
+       for o in _grid(amsgrad=[False, True], maximize=[False, True], weight_decay=[0, 0.1],
+                      betas=[(0.9, 0.999), (0.5, 0.8)])]
+    + [("Adam", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True))]
+    + [("RMSprop", dict(lr=1e-2, **o)) for o in _grid(
+        alpha=[0.99, 0.5], momentum=[0, 0.9], centered=[False, True], weight_decay=[0, 0.1],
+        maximize=[False, True])]
+    + [("Adagrad", dict(lr=1e-1, **o)) for o in _grid(
+        lr_decay=[0, 0.1], weight_decay=[0, 0.1], initial_accumulator_value=[0, 0.5],
+        eps=[1e-10, 1e-3], maximize=[False, True])]
+    + [("Adadelta", dict(**o)) for o in _grid(
+        lr=[1.0, 0.3], rho=[0.9, 0.5], eps=[1e-6, 1e-3], weight_decay=[0, 0.1],
+        maximize=[False, True])]
+)
+
+
+def _arrays(seed, steps=STEPS):
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(s) for s in SHAPES]
+    grads = [[rng.standard_normal(s) for s in SHAPES] for _ in range(steps)]
+    return params, grads
+
+
+def _run(params, optimizer, grads, make_grad):
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = make_grad(g.copy())
+        optimizer.step()
+
+
+def _pair(start):
+    ours = [nn.Parameter(a.copy()) for a in start]
+    ref = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in start]
+    return ours, ref
+
+
+def _assert_same(ours, ref, start=None):
+    for i, (p, q) in enumerate(zip(ours, ref)):
+        if start is not None:
+            assert not np.allclose(p.array, start[i])          # the parameters did move
+        np.testing.assert_allclose(p.array, q.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,options", CASES,
+                         ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}"
+                              for n, o in CASES])
+def test_optimizer_matches_torch(name, options):
+    start, grads = _arrays(0)
+    ours, ref = _pair(start)
+    opt = getattr(optim, name)(ours, **options)
+    ref_opt = getattr(torch.optim, name)(ref, **options)
+    _run(ours, opt, grads, Tensor)
+    _run(ref, ref_opt, grads, torch.from_numpy)
+    _assert_same(ours, ref, start)
+    # the same state entries, the same values
+    got, want = opt.state_dict(), ref_opt.state_dict()
+    assert got["param_groups"] == want["param_groups"]
+    assert sorted(got["state"]) == sorted(want["state"])
+    for i, entries in want["state"].items():
+        assert sorted(got["state"][i]) == sorted(entries)
+        for key, value in entries.items():
+            np.testing.assert_allclose(got["state"][i][key].numpy(), value.numpy(),
+                                       rtol=1e-12, atol=1e-12, err_msg=key)
+            assert got["state"][i][key].dtype == np.dtype(str(value.dtype).split(".")[1])
+
+
+def test_param_groups_options_lr_change_and_add_param_group():
+    start, grads = _arrays(1, steps=8)
+    ours, ref = _pair(start)
+
+    def make(lib, params):
+        opt = lib.optim.Adam([{"params": params[:1]},
+                              {"params": params[1:2], "lr": 0.05, "betas": (0.5, 0.9)}],
+                             lr=0.01, amsgrad=True)
+        return opt
+
+    opt, ref_opt = make(tinyres, ours), make(torch, ref)
+    assert opt.param_groups[1]["amsgrad"] is True and opt.param_groups[1]["eps"] == 1e-8
+    for step, step_grads in enumerate(grads):
+        if step == 3:
+            for o, p in ((opt, ours[2]), (ref_opt, ref[2])):
+                o.add_param_group({"params": [p], "weight_decay": 0.2})
+                o.param_groups[0]["lr"] = 0.3               # honoured at the next step
+        for o, params, make_grad in ((opt, ours, Tensor), (ref_opt, ref, torch.from_numpy)):
+            for p, g in zip(params, step_grads):
+                p.grad = make_grad(g.copy())
+            o.step()
+    _assert_same(ours, ref, start)
+    assert [g["params"] for g in opt.state_dict()["param_groups"]] == [[0], [1], [2]]
+
+
+def test_zero_grad_default_is_set_to_none_like_torch():
+    p, q = nn.Parameter(np.ones(3)), torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt, ref_opt = optim.SGD([p], lr=0.1), torch.optim.SGD([q], lr=0.1)
+    p.grad, q.grad = Tensor(np.ones(3)), torch.ones(3, dtype=torch.float64)
+    opt.zero_grad(set_to_none=False)
+    ref_opt.zero_grad(set_to_none=False)
+    np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy())
+    opt.zero_grad()
+    ref_opt.zero_grad()
+    assert p.grad is None and q.grad is None
+
+
+RESUMED = [("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
+           ("Adam", dict(lr=1e-2, amsgrad=True)), ("AdamW", dict(lr=1e-2, maximize=True)),
+           ("RMSprop", dict(lr=1e-2, momentum=0.5, centered=True)),
+           ("Adagrad", dict(lr=0.1, lr_decay=0.05, initial_accumulator_value=0.1)),
+           ("Adadelta", dict(lr=0.5))]
+
+
+@pytest.mark.parametrize("name,options", RESUMED, ids=[n for n, _ in RESUMED])
+@pytest.mark.parametrize("flat", [False, True], ids=["nested", "flat"])
+def test_resumed_optimizer_continues_exactly(name, options, flat):
+    start, grads = _arrays(2, steps=10)
+    straight = [nn.Parameter(a.copy()) for a in start]
+    _run(straight, getattr(optim, name)(straight, **options), grads, Tensor)
+    first = [nn.Parameter(a.copy()) for a in start]
+    opt = getattr(optim, name)(first, **options)
+    _run(first, opt, grads[:5], Tensor)
+    saved = opt.state_dict()
+    if flat:
+        saved = {k: np.asarray(v) for k, v in flatten_state_dict(saved).items()}
+    resumed = [nn.Parameter(p.array.copy()) for p in first]
+    fresh = getattr(optim, name)(resumed, lr=123.0)
+    fresh.load_state_dict(saved)
+    assert fresh.param_groups[0]["lr"] == options["lr"]
+    _run(first, opt, grads[5:], Tensor)                # the original goes on unchanged too
+    _run(resumed, fresh, grads[5:], Tensor)
+    for p, q, r in zip(straight, resumed, first):
+        np.testing.assert_array_equal(p.array, q.array)
+        np.testing.assert_array_equal(p.array, r.array)
+
+
+def test_state_dict_layout_matches_torch():
+    start, grads = _arrays(3, steps=2)
+    ours, ref = _pair(start)
+    opt = optim.SGD([{"params": ours[:1]}, {"params": ours[1:], "lr": 0.2}], lr=0.1,
+                    momentum=0.9)
+    ref_opt = torch.optim.SGD([{"params": ref[:1]}, {"params": ref[1:], "lr": 0.2}], lr=0.1,
+                              momentum=0.9)
+    _run(ours, opt, grads, Tensor)
+    _run(ref, ref_opt, grads, torch.from_numpy)
+    got, want = opt.state_dict(), ref_opt.state_dict()
+    assert set(got) == {"state", "param_groups"}
+    assert got["param_groups"] == want["param_groups"]
+    assert list(got["param_groups"][1]) == list(want["param_groups"][1])   # key order too
+    assert sorted(got["state"]) == sorted(want["state"]) == [0, 1, 2]
+    # live references, as torch: the state_dict is not a snapshot
+    assert got["state"][1]["momentum_buffer"] is opt.state[ours[1]]["momentum_buffer"]
+    with pytest.raises(ValueError, match="different number of parameter groups"):
+        optim.SGD(ours, lr=0.1).load_state_dict(got)
+    with pytest.raises(ValueError, match="doesn't match the size"):
+        optim.SGD([{"params": ours[:2]}, {"params": ours[2:]}], lr=0.1).load_state_dict(got)
+    with pytest.raises(ValueError):
+        torch.optim.SGD([{"params": ref[:2]}, {"params": ref[2:]}], lr=0.1).load_state_dict(want)
+
+
+def test_sgd_without_momentum_keeps_no_state_and_adagrad_starts_with_state():
+    start, grads = _arrays(4, steps=1)
+    ours, ref = _pair(start)
+    opt, ref_opt = optim.SGD(ours, lr=0.1), torch.optim.SGD(ref, lr=0.1)
+    _run(ours, opt, grads, Tensor)
+    _run(ref, ref_opt, grads, torch.from_numpy)
+    assert opt.state_dict()["state"] == ref_opt.state_dict()["state"] == {}
+    ours, ref = _pair(start)
+    got = optim.Adagrad(ours, initial_accumulator_value=0.5).state_dict()["state"]
+    want = torch.optim.Adagrad(ref, initial_accumulator_value=0.5).state_dict()["state"]
+    assert sorted(got) == sorted(want) == [0, 1, 2]
+    np.testing.assert_array_equal(got[2]["sum"].numpy(), want[2]["sum"].numpy())
+    assert float(got[2]["step"].numpy()) == float(want[2]["step"]) == 0.0
+
+
+BAD = [("SGD", dict(lr=-1.0)), ("SGD", dict(momentum=-0.1)), ("SGD", dict(weight_decay=-1)),
+       ("SGD", dict(lr=0.1, nesterov=True)), ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.1,
+                                                          nesterov=True)),
+       ("Adam", dict(lr=-1e-3)), ("Adam", dict(eps=-1.0)), ("Adam", dict(betas=(1.0, 0.9))),
+       ("Adam", dict(betas=(0.9, -0.1))), ("AdamW", dict(weight_decay=-0.1)),
+       ("RMSprop", dict(alpha=-0.5)), ("RMSprop", dict(momentum=-1)),
+       ("Adagrad", dict(lr_decay=-1)), ("Adagrad", dict(initial_accumulator_value=-1)),
+       ("Adadelta", dict(rho=1.5)), ("Adadelta", dict(eps=-1))]
+
+
+@pytest.mark.parametrize("name,options", BAD)
+def test_bad_options_raise_like_torch(name, options):
+    with pytest.raises(ValueError) as want:
+        getattr(torch.optim, name)([torch.nn.Parameter(torch.ones(2))], **options)
+    with pytest.raises(ValueError) as got:
+        getattr(optim, name)([nn.Parameter(np.ones(2))], **options)
+    assert str(want.value) in str(got.value)
+
+
+def test_bad_parameter_lists_raise_like_torch():
+    p, q = nn.Parameter(np.ones(2)), torch.nn.Parameter(torch.ones(2))
+    for ours_args, torch_args, error in [
+            ([{"params": [p]}, {"params": [p]}], [{"params": [q]}, {"params": [q]}], ValueError),
+            ([], [], ValueError), (p, q, TypeError), ([{"params": {p}}], [{"params": {q}}], TypeError),
+            ([p * 2], [q * 2], ValueError), ([np.ones(2)], [[1.0]], TypeError)]:
+        with pytest.raises(error):
+            torch.optim.SGD(torch_args, lr=0.1)
+        with pytest.raises(error):
+            optim.SGD(ours_args, lr=0.1)
+    with pytest.warns(UserWarning, match="duplicate"):
+        torch.optim.SGD([q, q], lr=0.1)
+    with pytest.warns(UserWarning, match="duplicate"):
+        optim.SGD([p, p], lr=0.1)
+    with pytest.raises(NotImplementedError, match="fused"):
+        optim.Adam([p], fused=True)
