@@ -237,3 +237,189 @@ def test_bad_parameter_lists_raise_like_torch():
         optim.SGD([p, p], lr=0.1)
     with pytest.raises(NotImplementedError, match="fused"):
         optim.Adam([p], fused=True)
+
+
+# ----- learning-rate schedules ----------------------------------------------------------
+SCHEDULE_STEPS = 36
+METRICS = [1.0, 0.9, 0.95, 0.95, 0.97, 0.96, 0.99, 0.8, 0.8, 0.8, 0.8, 0.8, 0.81, 0.79,
+           0.7999, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.3,
+           0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]
+
+
+class Halving:
+    """A callable object as lr_lambda: its __dict__ is what the state_dict keeps."""
+
+    def __init__(self):
+        self.rate = 0.5
+
+    def __call__(self, epoch):
+        return self.rate ** (epoch // 4)
+
+
+SCHEDULES = {
+    "step": lambda m, o: m.StepLR(o, step_size=3, gamma=0.5),
+    "step_every": lambda m, o: m.StepLR(o, step_size=1, gamma=0.9),
+    "multistep": lambda m, o: m.MultiStepLR(o, milestones=[5, 10, 10, 20], gamma=0.3),
+    "exponential": lambda m, o: m.ExponentialLR(o, gamma=0.9),
+    "lambda": lambda m, o: m.LambdaLR(o, lambda e: 0.95 ** e),
+    "lambda_per_group": lambda m, o: m.LambdaLR(o, [lambda e: 1 / (e + 1), Halving()]),
+    "multiplicative": lambda m, o: m.MultiplicativeLR(o, lambda e: 0.97 if e < 10 else 0.9),
+    "cosine": lambda m, o: m.CosineAnnealingLR(o, T_max=7, eta_min=0.01),
+    "cosine_no_floor": lambda m, o: m.CosineAnnealingLR(o, T_max=10),
+    "warm_restarts": lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=5, T_mult=2,
+                                                                 eta_min=1e-3),
+    "warm_restarts_same": lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=4),
+    "linear_warmup": lambda m, o: m.LinearLR(o, start_factor=0.25, total_iters=8),
+    "linear_decay": lambda m, o: m.LinearLR(o, start_factor=1.0, end_factor=0.1,
+                                            total_iters=10),
+    "constant": lambda m, o: m.ConstantLR(o, factor=0.5, total_iters=4),
+    "polynomial": lambda m, o: m.PolynomialLR(o, total_iters=20, power=2.0),
+    "one_cycle": lambda m, o: m.OneCycleLR(o, max_lr=[0.5, 1.0], total_steps=SCHEDULE_STEPS),
+    "one_cycle_linear": lambda m, o: m.OneCycleLR(
+        o, max_lr=0.8, epochs=4, steps_per_epoch=9, anneal_strategy="linear", pct_start=0.25,
+        div_factor=10.0, final_div_factor=100.0, base_momentum=0.8, max_momentum=0.9),
+    "one_cycle_three_phase": lambda m, o: m.OneCycleLR(
+        o, max_lr=[0.3, 0.6], total_steps=SCHEDULE_STEPS, three_phase=True),
+    "one_cycle_no_momentum": lambda m, o: m.OneCycleLR(
+        o, max_lr=0.4, total_steps=SCHEDULE_STEPS, cycle_momentum=False),
+    "plateau": lambda m, o: m.ReduceLROnPlateau(o, patience=2),
+    "plateau_max_abs": lambda m, o: m.ReduceLROnPlateau(
+        o, mode="max", factor=0.5, patience=1, threshold=0.05, threshold_mode="abs",
+        cooldown=2, min_lr=[0.02, 0.001]),
+    "plateau_rel_cooldown": lambda m, o: m.ReduceLROnPlateau(
+        o, factor=0.3, patience=0, threshold=0.1, cooldown=3, min_lr=0.01, eps=1e-3),
+    "sequential": lambda m, o: m.SequentialLR(
+        o, [m.LinearLR(o, start_factor=0.1, total_iters=5), m.CosineAnnealingLR(o, T_max=20)],
+        milestones=[5]),
+    "sequential_three": lambda m, o: m.SequentialLR(
+        o, [m.ConstantLR(o, factor=0.5, total_iters=2), m.ExponentialLR(o, gamma=0.8),
+            m.StepLR(o, step_size=4, gamma=0.5)], milestones=[3, 10]),
+    "chained": lambda m, o: m.ChainedScheduler(
+        [m.ConstantLR(o, factor=0.5, total_iters=4), m.ExponentialLR(o, gamma=0.9)]),
+}
+
+
+def _groups_optimizer(lib, name, adam=False):
+    """Two parameter groups with different rates (and momentum or betas)."""
+    def param():
+        return lib.nn.Parameter(lib.ones(2, dtype=lib.float64))
+
+    groups = [{"params": [param()]}, {"params": [param()], "lr": 0.3}]
+    if adam:
+        return lib.optim.Adam(groups, lr=0.1, betas=(0.9, 0.99))
+    return lib.optim.SGD(groups, lr=0.1, momentum=0.9)
+
+
+def _schedule_trace(lib, name, adam=False, steps=SCHEDULE_STEPS, resume_at=None):
+    """The rates (and momenta) of both groups after creation and after every step."""
+    import warnings
+    opt = _groups_optimizer(lib, name, adam)
+    sched = SCHEDULES[name](lib.optim.lr_scheduler, opt)
+    trace = []
+
+    def record():
+        for g in opt.param_groups:
+            trace.append((g["lr"], g["betas"][0] if adam else g["momentum"]))
+        trace.append(tuple(sched.get_last_lr()))
+
+    record()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for step in range(steps):
+            if step == resume_at:
+                opt, sched = _resumed(lib, name, adam, opt, sched)
+            opt.step()
+            sched.step(METRICS[step]) if "plateau" in name else sched.step()
+            record()
+    return trace, opt
+
+
+def _resumed(lib, name, adam, opt, sched):
+    """A fresh optimizer and scheduler that load the old ones' state_dicts."""
+    opt_state, sched_state = opt.state_dict(), sched.state_dict()
+    fresh = _groups_optimizer(lib, name, adam)
+    fresh_sched = SCHEDULES[name](lib.optim.lr_scheduler, fresh)
+    fresh.load_state_dict(opt_state)
+    fresh_sched.load_state_dict(sched_state)
+    return fresh, fresh_sched
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_schedule_matches_torch_step_by_step(name):
+    adam = name.startswith("one_cycle_three")              # beta1 cycling on Adam
+    got, opt = _schedule_trace(tinyres, name, adam)
+    want, ref_opt = _schedule_trace(torch, name, adam)
+    np.testing.assert_allclose(np.array(got, dtype=float), np.array(want, dtype=float),
+                               rtol=1e-14, atol=0)
+    assert len({g[0] for g in got}) > 2                    # the rates did change
+    for group, ref_group in zip(opt.param_groups, ref_opt.param_groups):
+        assert set(group) == set(ref_group)                # initial_lr, max_lr, ...
+        if "initial_lr" in ref_group:
+            assert group["initial_lr"] == ref_group["initial_lr"]
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_resumed_schedule_continues_exactly(name):
+    adam = name.startswith("one_cycle_three")
+    straight, _ = _schedule_trace(tinyres, name, adam)
+    resumed, _ = _schedule_trace(tinyres, name, adam, resume_at=13)
+    assert resumed == straight
+
+
+def test_one_cycle_cycles_sgd_momentum_and_adam_beta1():
+    for adam in (False, True):
+        got, _ = _schedule_trace(tinyres, "one_cycle", adam)
+        want, _ = _schedule_trace(torch, "one_cycle", adam)
+        np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-14, atol=0)
+        momenta = [row[1] for row in got[::3]]
+        assert min(momenta) == pytest.approx(0.85, abs=1e-3) and momenta[0] == 0.95
+        assert momenta[-1] == pytest.approx(0.95, abs=1e-3)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call")
+def test_deprecated_step_with_epoch_uses_the_closed_form_like_torch():
+    for name in ("step", "multistep", "exponential", "cosine", "linear_warmup", "constant"):
+        rates = []
+        for lib in (tinyres, torch):
+            opt = _groups_optimizer(lib, name)
+            sched = SCHEDULES[name](lib.optim.lr_scheduler, opt)
+            with pytest.warns(UserWarning, match="epoch parameter"):
+                sched.step(12)
+            rates.append(sched.get_last_lr())
+        np.testing.assert_allclose(rates[0], rates[1], rtol=1e-14, err_msg=name)
+
+
+def test_schedule_errors_match_torch():
+    cases = [
+        (lambda m, o: m.LambdaLR(o, [lambda e: 1.0]), ValueError),
+        (lambda m, o: m.ConstantLR(o, factor=1.5), ValueError),
+        (lambda m, o: m.LinearLR(o, start_factor=0), ValueError),
+        (lambda m, o: m.OneCycleLR(o, max_lr=0.1), ValueError),
+        (lambda m, o: m.OneCycleLR(o, max_lr=[0.1], total_steps=10), ValueError),
+        (lambda m, o: m.OneCycleLR(o, max_lr=0.1, total_steps=10, anneal_strategy="exp"),
+         ValueError),
+        (lambda m, o: m.ReduceLROnPlateau(o, factor=1.0), ValueError),
+        (lambda m, o: m.ReduceLROnPlateau(o, mode="maximum"), ValueError),
+        (lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=0), ValueError),
+        (lambda m, o: m.SequentialLR(o, [m.StepLR(o, 2)], milestones=[3]), ValueError),
+        (lambda m, o: m.StepLR("not an optimizer", 3), TypeError),
+        (lambda m, o: m.StepLR(o, 3, last_epoch=4), KeyError),
+    ]
+    for make, error in cases:
+        with pytest.raises(error) as want:
+            make(torch.optim.lr_scheduler, _groups_optimizer(torch, ""))
+        with pytest.raises(error) as got:
+            make(optim.lr_scheduler, _groups_optimizer(tinyres, ""))
+        if error is not KeyError:
+            assert str(want.value) in str(got.value)
+
+
+def test_one_cycle_refuses_steps_past_the_end_like_torch():
+    for lib in (tinyres, torch):
+        opt = _groups_optimizer(lib, "")
+        sched = lib.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=3)
+        for _ in range(3):
+            opt.step()
+            sched.step()
+        with pytest.raises(ValueError, match="Tried to step 4 times"):
+            sched.step()
