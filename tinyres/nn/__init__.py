@@ -5,9 +5,12 @@ from tinyres.nn.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchN
                                Conv2d, CrossEntropyLoss, Dropout, Flatten, Identity, Linear,
                                MaxPool2d, MSELoss, ReLU)
 from tinyres.nn.module import Module, Parameter
+from tinyres.nn import utils
+from tinyres.nn.parallel import DataParallel
 
 __all__ = [
     "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Conv2d",
     "CrossEntropyLoss", "Dropout", "Flatten", "Identity", "Linear", "MaxPool2d", "MSELoss",
+    "DataParallel", "utils",
     "Module", "ModuleList", "Parameter", "ReLU", "Sequential", "functional", "init",
 ]
