@@ -19,6 +19,7 @@ Not built: a module whose forward takes more than one tensor that requires a gra
 or whose output is a tuple while backward pre-hooks are registered (NotImplementedError).
 """
 import itertools
+import warnings
 import weakref
 from collections import OrderedDict
 
@@ -159,7 +160,10 @@ class _BackwardWiring:
             replaced = hook(self.module, tuple(self.grad_outputs))
             if replaced is not None:
                 self.grad_outputs = _checked(replaced, self.grad_outputs, "grad_output")
-        if self.input_position is None:
+        if self.input_position is None and self.module._backward_hooks:
+            warnings.warn("Full backward hook is firing when gradients are computed with "
+                          "respect to module outputs since no inputs require gradients.",
+                          UserWarning, stacklevel=2)
             grad_input = (None,) * self.n_inputs
             for hook in list(self.module._backward_hooks.values()):
                 replaced = hook(self.module, grad_input, tuple(self.grad_outputs))
