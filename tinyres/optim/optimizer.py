@@ -24,6 +24,7 @@ and load_state_dict() accepts either form (and 0-d arrays where numbers were sav
 """
 import copy
 import warnings
+from collections import defaultdict
 
 import numpy as np
 
@@ -89,7 +90,7 @@ class Optimizer:
             raise TypeError("params argument given to the optimizer should be an iterable of "
                             f"Tensors or dicts, but got a {type(params).__name__}")
         self.defaults = dict(defaults)
-        self.state = {}
+        self.state = defaultdict(dict)          # as torch: optimizer.state[p] is {} at first
         self.param_groups = []
         groups = list(params)
         if not groups:
@@ -215,8 +216,8 @@ class Optimizer:
         unknown = sorted(int(i) for i in state_dict["state"] if int(i) not in lookup)
         if unknown:
             raise ValueError(f"loaded state dict has state for unknown parameters {unknown}")
-        self.state = {lookup[int(i)]: self._restored(lookup[int(i)], entries)
-                      for i, entries in state_dict["state"].items()}
+        self.state = defaultdict(dict, {lookup[int(i)]: self._restored(lookup[int(i)], entries)
+                                        for i, entries in state_dict["state"].items()})
         for saved, group in zip(saved_groups, self.param_groups):
             restored = {name: plain(v) for name, v in saved.items() if name != "params"}
             for name in self.defaults:            # options the flat form left out (None)
