@@ -2,14 +2,12 @@
 float64 parameters and gradients, state_dict layout and resuming, errors; and every
 learning-rate schedule step by step against torch's rates."""
 import itertools
-import math
 
 import numpy as np
 import pytest
 
 import tinyres
 from tinyres import nn, optim
-from tinyres.optim import lr_scheduler as ours_sched
 from tinyres.optim.optimizer import flatten_state_dict
 from tinyres.tensor import Tensor
 
@@ -225,7 +223,8 @@ def test_bad_parameter_lists_raise_like_torch():
     p, q = nn.Parameter(np.ones(2)), torch.nn.Parameter(torch.ones(2))
     for ours_args, torch_args, error in [
             ([{"params": [p]}, {"params": [p]}], [{"params": [q]}, {"params": [q]}], ValueError),
-            ([], [], ValueError), (p, q, TypeError), ([{"params": {p}}], [{"params": {q}}], TypeError),
+            ([], [], ValueError), (p, q, TypeError),
+            ([{"params": {p}}], [{"params": {q}}], TypeError),
             ([p * 2], [q * 2], ValueError), ([np.ones(2)], [[1.0]], TypeError)]:
         with pytest.raises(error):
             torch.optim.SGD(torch_args, lr=0.1)

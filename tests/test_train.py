@@ -50,9 +50,9 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path):
     assert [[r[k] for k in keys] for r in history] == [[r[k] for k in keys] for r in full]
     for k, v in straight.model.state_dict().items():
         np.testing.assert_array_equal(resumed.model.state_dict()[k], v, err_msg=k)
+    resumed_optimizer = flatten_state_dict(resumed.optimizer.state_dict())
     for k, v in flatten_state_dict(straight.optimizer.state_dict()).items():
-        np.testing.assert_array_equal(np.asarray(flatten_state_dict(resumed.optimizer.state_dict())[k]),
-                                      np.asarray(v), err_msg=k)
+        np.testing.assert_array_equal(np.asarray(resumed_optimizer[k]), np.asarray(v), err_msg=k)
 
 
 def test_resume_without_the_rng_states_would_differ(tmp_path):
