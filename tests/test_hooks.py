@@ -532,3 +532,19 @@ def test_zero_element_kaiming_warns_and_returns_like_torch():
     for name in ("linear", "tanh", "relu", "selu", "sigmoid", "conv2d"):
         assert init.calculate_gain(name) == torch.nn.init.calculate_gain(name)
     assert init.calculate_gain("leaky_relu", 0.2) == torch.nn.init.calculate_gain("leaky_relu", 0.2)
+
+
+def test_hooked_module_and_parameters_to_vector_pass_gradcheck():
+    """The identity ops that carry the backward hooks, and parameters_to_vector, are
+    differentiable like the plain module (finite differences, random output weights inside
+    gradcheck); a hook that changes grad_input is caught as a wrong gradient."""
+    layer = nn.Linear(3, 2).double()
+    layer.register_full_backward_pre_hook(lambda m, g: None)
+    layer.register_full_backward_hook(lambda m, gi, go: None)
+    x = tinyres.tensor(np.random.default_rng(8).standard_normal((4, 3)), requires_grad=True)
+    assert tinyres.gradcheck(layer, [x])
+    a, b = (nn.Parameter(np.random.default_rng(9).standard_normal(s)) for s in ((2, 3), (4,)))
+    assert tinyres.gradcheck(lambda p, q: parameters_to_vector([p, q]) * 1.5, [a, b])
+    layer.register_full_backward_hook(lambda m, gi, go: (gi[0] * 1.1,))
+    with pytest.raises(tinyres.GradcheckError):
+        tinyres.gradcheck(layer, [x])

@@ -413,6 +413,21 @@ def test_schedule_errors_match_torch():
             assert str(want.value) in str(got.value)
 
 
+def test_a_subclass_of_the_old_base_name_works_like_torch():
+    rates = []
+    for lib in (tinyres, torch):
+        class Halve(lib.optim.lr_scheduler._LRScheduler):
+            def get_lr(self):
+                return [base * 0.5 ** self.last_epoch for base in self.base_lrs]
+        opt = _groups_optimizer(lib, "")
+        sched = Halve(opt)
+        for _ in range(3):
+            opt.step()
+            sched.step()
+        rates.append(sched.get_last_lr())
+    assert rates[0] == rates[1] == [0.1 / 8, 0.3 / 8]
+
+
 def test_one_cycle_refuses_steps_past_the_end_like_torch():
     for lib in (tinyres, torch):
         opt = _groups_optimizer(lib, "")

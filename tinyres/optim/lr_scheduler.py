@@ -24,6 +24,10 @@ __all__ = ["ChainedScheduler", "ConstantLR", "CosineAnnealingLR",
            "PolynomialLR", "ReduceLROnPlateau", "SequentialLR", "StepLR"]
 
 
+class _LRScheduler(LRScheduler):
+    """torch's old name for LRScheduler, which older scripts subclass."""
+
+
 def _lambdas(optimizer, lr_lambda):
     """One function per group: a list/tuple of the right length, or one shared."""
     if not isinstance(lr_lambda, (list, tuple)):
