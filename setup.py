@@ -11,6 +11,7 @@ setup(
     packages=[
         "tinyres", "tinyres.functional", "tinyres.nn", "tinyres.models",
         "tinyres.optim", "tinyres.data", "tinyres.experiments", "tinyres.kernels",
+        "tinyres.nn.utils",
     ],
     package_dir={"tinyres.kernels": "kernels"},
     package_data={"tinyres.kernels": ["cuda/*.cu", "cuda/*.h", "cuda/*.cuh"]},

@@ -10,7 +10,7 @@ and written atomically.
 Layout of the archive (plain arrays only, so numpy.load never needs allow_pickle):
 
     model/<key>          the model's state_dict arrays
-    optimizer/<key>      the optimizer's flat state_dict (numbers as 0-d arrays)
+    optimizer/<key>      the optimizer state_dict, flattened (optim.optimizer.flatten_state_dict)
     scheduler/<key>      the scheduler's state_dict (lists as 1-d arrays), if any
     rng_states           JSON text: generator states by name (a 0-d unicode array)
     extra                JSON text: anything else (history, config)
@@ -42,6 +42,8 @@ import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from tinyres.optim.optimizer import flatten_state_dict
 
 FORMAT = "tinyres-checkpoint-2"
 SECTIONS = ("model", "optimizer", "scheduler")
@@ -111,7 +113,10 @@ def _payload(model, optimizer, scheduler, rng_states, epoch, extra):
     arrays = {}
     for section, obj in zip(SECTIONS, (model, optimizer, scheduler)):
         if obj is not None:
-            for key, value in obj.state_dict().items():
+            state = obj.state_dict()
+            if "param_groups" in state:       # an optimizer's: torch's nested layout
+                state = flatten_state_dict(state)
+            for key, value in state.items():
                 arrays[f"{section}/{key}"] = _as_array(f"{section}/{key}", value)
     arrays["rng_states"] = _text(rng_states or {})
     arrays["extra"] = _text(extra or {})

@@ -840,15 +840,15 @@ class _HookHandle:
             self._hooks.remove(self._hook)
 
 
-def _topological_order(root):
-    """Tensors of the graph under `root`, each after all of its inputs.
+def _topological_order(root, *more_roots):
+    """Tensors of the graph under `root` (and `more_roots`), each after all of its inputs.
 
     Iterative depth-first search (a 5000-op chain would overflow Python's recursion
     limit); inputs are visited in argument order, so the order is deterministic. An input
     is followed where its node recorded that it needed a gradient.
     """
     order, visited = [], set()
-    stack = [(root, False)]
+    stack = [(r, False) for r in reversed((root,) + more_roots)]
     while stack:
         node, inputs_done = stack.pop()
         if inputs_done:
@@ -897,18 +897,28 @@ def _accumulate(node, grad):
         node.grad._version_counter.value += 1
 
 
-def _backward_walk(root, seed, retain_graph):
-    """Send gradients from `root` to the leaves, consumers before producers."""
+def _backward_walk(root, seed, retain_graph, more=(), capture=None):
+    """Send gradients from `root` to the leaves, consumers before producers.
+
+    `more` holds further (root, seed) pairs walked together with the first. With
+    `capture` (a dict keyed by id of the wanted tensors), no .grad is touched: each wanted
+    tensor's gradient is stored in capture[id] instead (tinyres.autograd.grad)."""
     from tinyres.autograd import _check_finite, is_anomaly_enabled, no_grad, run_backward
     pending = {id(root): seed}     # gradient summed so far for each tensor
+    for other, other_seed in more:
+        pending[id(other)] = pending[id(other)] + other_seed if id(other) in pending \
+            else other_seed
     anomaly = is_anomaly_enabled()
     with no_grad():
-        for node in reversed(_topological_order(root)):
+        for node in reversed(_topological_order(root, *(r for r, _ in more))):
             grad = pending.pop(id(node), None)
             if grad is None:
                 continue
             grad = _run_hooks(node, grad)
-            if node._ctx is None or node._retains_grad:
+            if capture is not None:
+                if id(node) in capture:
+                    capture[id(node)] = grad
+            elif node._ctx is None or node._retains_grad:
                 _accumulate(node, grad)
             if node._ctx is None:
                 continue

@@ -13,13 +13,16 @@ from tinyres.nn.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Huber
 from tinyres.nn.module import Module, Parameter
 from tinyres.nn.normalization import GroupNorm, InstanceNorm2d, LayerNorm
 
+from tinyres.nn import utils
+from tinyres.nn.parallel import DataParallel
+
 __all__ = [
     "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss",
-    "BatchNorm1d", "BatchNorm2d", "Conv2d", "CrossEntropyLoss", "Dropout", "Dropout2d", "ELU",
+    "BatchNorm1d", "BatchNorm2d", "Conv2d", "CrossEntropyLoss", "DataParallel", "Dropout", "Dropout2d", "ELU",
     "Embedding", "Flatten", "GELU", "GroupNorm", "Hardsigmoid", "Hardswish", "HuberLoss",
     "Identity", "InstanceNorm2d", "KLDivLoss", "L1Loss", "LayerNorm", "LeakyReLU", "Linear",
     "LogSigmoid", "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "ModuleDict", "ModuleList",
     "NLLLoss", "Parameter", "ParameterDict", "ParameterList", "ReLU", "ReLU6", "Sequential",
     "SiLU", "Sigmoid", "SmoothL1Loss", "Softmax", "Tanh", "Unflatten", "Upsample",
-    "functional", "init",
+    "functional", "init", "utils",
 ]
