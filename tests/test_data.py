@@ -220,7 +220,7 @@ def test_cifar10_missing_file_names_the_path(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (b"not a pickle at all", "not a readable pickled batch"),
-    (pickle.dumps({b"pixels": 1}), "b'data'"),
+    (pickle.dumps({b"pixels": 1}), "'data'"),
     (pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}), "3072"),
     (pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}), "labels"),
 ])
@@ -230,3 +230,16 @@ def test_cifar10_malformed_file_says_what_was_expected(tmp_path, content, messag
     with pytest.raises(ValueError, match=message) as err:
         read_cifar_batch(str(path))
     assert str(path) in str(err.value)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_read_cifar_batch_refuses_arbitrary_objects(tmp_path, capsys):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": _Payload(), b"labels": [0]}, protocol=2))
+    with pytest.raises(ValueError, match="refusing to load global .*print"):
+        read_cifar_batch(str(path))
+    assert "never run" not in capsys.readouterr().out

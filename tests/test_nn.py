@@ -160,12 +160,12 @@ def test_cuda_moves_in_place_and_back():
     x = randn(2, 3, 6, 6)
     expected = net.eval()(x).numpy()
     net.cuda()
-    assert net.fc.weight is weight and net.fc.weight.device == "cuda"
+    assert net.fc.weight is weight and net.fc.weight.device.type == "cuda"
     np.testing.assert_allclose(net(x.cuda()).numpy(), expected, rtol=1e-4, atol=1e-5)
-    assert net.layer1[0].bn1.running_mean.device == "cuda"
-    assert net.state_dict()["fc.weight"].device == "cuda"
+    assert net.layer1[0].bn1.running_mean.device.type == "cuda"
+    assert net.state_dict()["fc.weight"].device.type == "cuda"
     net.cpu()
-    assert net.fc.weight.device == "cpu"
+    assert net.fc.weight.device.type == "cpu"
 
 
 # ----- state_dict -----------------------------------------------------------------------

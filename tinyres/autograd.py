@@ -17,7 +17,7 @@ import threading
 import traceback
 import weakref
 
-from tinyres.backend import device_of, get_array_module
+from tinyres.backend import device_of, get_array_module, is_cuda_array
 
 _state = threading.local()     # per thread, as in PyTorch: grad mode and inference mode
 _anomaly = {"enabled": False}  # process-wide, as torch.autograd.set_detect_anomaly
@@ -214,6 +214,8 @@ def _shares_memory(a, b):
         return True
     if a is None or b is None or not hasattr(a, "shape") or not hasattr(b, "shape"):
         return False
+    if is_cuda_array(a) != is_cuda_array(b):       # a copy between devices
+        return False
     return bool(get_array_module(a).may_share_memory(a, b))
 
 
@@ -378,10 +380,14 @@ def link_consumer(ctx):
 
 
 def _check_same_device(op, inputs):
-    devices = {device_of(t.array) for t in inputs if t is not None}
-    if len(devices) > 1:
+    """Refuse inputs on different devices ('cuda:0' and 'cuda:1' differ), in torch's words."""
+    devices = [device_of(t.array) for t in inputs if t is not None]
+    other = next((d for d in devices if d != devices[0]), None)
+    if other is not None:
         shapes = ", ".join(f"{tuple(t.shape)} on {t.device}" for t in inputs if t is not None)
-        raise RuntimeError(f"{op}: all inputs must be on one device, got {shapes}")
+        raise RuntimeError(f"Expected all tensors to be on the same device, but found at "
+                           f"least two devices, {devices[0]} and {other}! ({op}: inputs "
+                           f"{shapes})")
 
 
 def run_backward(ctx, grad_out):
@@ -402,3 +408,133 @@ def run_backward(ctx, grad_out):
                 f"{name}.backward: gradient {i} has shape {tuple(g.shape)} and dtype "
                 f"{g.dtype}, expected shape {tuple(t.array.shape)} and dtype {t.array.dtype}")
     return grads
+
+
+# ----- functional entry points: grad, backward, Variable --------------------------------
+def _as_tuple(tensors):
+    from tinyres.tensor import Tensor
+    return (tensors,) if isinstance(tensors, Tensor) else tuple(tensors)
+
+
+def _seeds(outputs, grad_outputs, op):
+    """The starting gradient of each output: grad_outputs' arrays (checked against the
+    outputs' shapes), or ones for a scalar output whose grad_output is None."""
+    from tinyres.tensor import Tensor
+    if grad_outputs is None:
+        grad_outputs = (None,) * len(outputs)
+    grad_outputs = _as_tuple(grad_outputs) if isinstance(grad_outputs, Tensor) or \
+        grad_outputs is None else tuple(grad_outputs)
+    if len(grad_outputs) != len(outputs):
+        raise RuntimeError(f"{op}: grad_outputs has {len(grad_outputs)} entries but there "
+                           f"are {len(outputs)} outputs")
+    seeds = []
+    for i, (out, g) in enumerate(zip(outputs, grad_outputs)):
+        if not out.requires_grad:
+            raise RuntimeError(f"{op}: element {i} of tensors does not require grad and does "
+                               "not have a grad_fn")
+        if g is None:
+            if out.array.size != 1:
+                raise RuntimeError(f"{op}: grad can be implicitly created only for scalar "
+                                   f"outputs (output {i} has shape {out.shape})")
+            seeds.append(get_array_module(out.array).ones_like(out.array))
+            continue
+        array = g.array if isinstance(g, Tensor) else g
+        if tuple(array.shape) != out.shape:
+            raise RuntimeError(f"{op}: Mismatch in shape: grad_output[{i}] has a shape of "
+                               f"{tuple(array.shape)} and output[{i}] has a shape of "
+                               f"{out.shape}.")
+        seeds.append(array.astype(out.dtype, copy=True))
+    return seeds
+
+
+def _walk(outputs, seeds, retain_graph, capture=None):
+    from tinyres.tensor import _backward_walk
+    more = list(zip(outputs[1:], seeds[1:]))
+    _backward_walk(outputs[0], seeds[0], bool(retain_graph), more=more, capture=capture)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         only_inputs=True, allow_unused=None, is_grads_batched=False,
+         materialize_grads=False):
+    """torch.autograd.grad: the gradients of `outputs` (weighted by `grad_outputs`, ones
+    for a scalar output) with respect to each of `inputs`, as a tuple of Tensors, without
+    touching any tensor's .grad. An input the outputs do not depend on is an error unless
+    allow_unused=True (its gradient is then None, or zeros with materialize_grads=True).
+    The graph is freed afterwards unless retain_graph=True."""
+    if create_graph:
+        raise NotImplementedError(
+            "autograd.grad(create_graph=True) is not supported: tinyres's backward functions "
+            "work on raw arrays (NumPy/CuPy), not on Tensors, so the gradients they return "
+            "have no graph of their own and cannot be differentiated again")
+    if is_grads_batched:
+        raise NotImplementedError("autograd.grad(is_grads_batched=True) is not supported")
+    if materialize_grads and allow_unused is False:
+        raise ValueError("Expected allow_unused to be True or not passed when "
+                         "materialize_grads=True, but got: allow_unused=False.")
+    allow_unused = materialize_grads if allow_unused is None else allow_unused
+    outputs, inputs = _as_tuple(outputs), _as_tuple(inputs)
+    for i, t in enumerate(inputs):
+        if not t.requires_grad:
+            raise RuntimeError(f"grad: One of the differentiated Tensors does not require grad "
+                               f"(input {i}, shape {t.shape})")
+    seeds = _seeds(outputs, grad_outputs, "grad")
+    capture = {id(t): None for t in inputs}
+    _walk(outputs, seeds, retain_graph, capture)
+    return tuple(_captured(capture[id(t)], t, i, allow_unused, materialize_grads)
+                 for i, t in enumerate(inputs))
+
+
+def _captured(array, t, index, allow_unused, materialize):
+    from tinyres.tensor import Tensor
+    if array is not None:
+        return Tensor(array.copy())
+    if not allow_unused:
+        raise RuntimeError(f"grad: The differentiated Tensor at index {index} appears to not "
+                           "have been used in the graph. Set allow_unused=True if this is the "
+                           "desired behavior.")
+    return Tensor(get_array_module(t.array).zeros_like(t.array)) if materialize else None
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False,
+             inputs=None):
+    """torch.autograd.backward: accumulate the gradients of `tensors` (weighted by
+    grad_tensors) into the .grad of the leaves, or of `inputs` only when given."""
+    if create_graph:
+        raise NotImplementedError(
+            "autograd.backward(create_graph=True) is not supported: tinyres's backward "
+            "functions work on raw arrays, so gradients carry no graph")
+    from tinyres.tensor import _accumulate
+    tensors = _as_tuple(tensors)
+    seeds = _seeds(tensors, grad_tensors, "backward")
+    if inputs is None:
+        _walk(tensors, seeds, retain_graph)
+        return
+    inputs = _as_tuple(inputs)
+    capture = {id(t): None for t in inputs}
+    _walk(tensors, seeds, retain_graph, capture)
+    for t in inputs:
+        if capture[id(t)] is not None:
+            _accumulate(t, capture[id(t)])
+
+
+class _VariableMeta(type):
+    def __instancecheck__(cls, other):
+        from tinyres.tensor import Tensor
+        return isinstance(other, Tensor)
+
+
+class Variable(metaclass=_VariableMeta):
+    """Deprecated, as in torch: Variable(tensor, requires_grad=False) returns a Tensor
+    sharing tensor's memory (a new leaf); every Tensor is an instance of Variable. Use
+    tensors directly."""
+
+    def __new__(cls, data=None, requires_grad=False, volatile=False):
+        from tinyres.tensor import Tensor
+        if data is None:
+            import numpy as np
+            return Tensor(np.zeros((0,), dtype=np.float32), requires_grad=requires_grad)
+        if not isinstance(data, Tensor):
+            raise TypeError(f"Variable data has to be a tensor, but got {type(data).__name__}")
+        out = data.detach()
+        out.requires_grad_(requires_grad)
+        return out

@@ -1,14 +1,181 @@
 """Devices: which array module (NumPy or CuPy) and which kernel module serve an array.
 
-CuPy is imported lazily, only when a CUDA array or device is asked for, so tinyres runs on
-machines without CuPy or a GPU. This is Chainer's `xp = get_array_module(x)` idea: an op looks
-at its input and picks `xp` for plain array maths and `kernels_for(x)` for custom kernels.
+`device` is torch.device: a type ('cpu' or 'cuda') and an optional index ('cuda:1' is
+a different device from 'cuda:0'). `resolve_device(device)` is the one helper every
+factory calls for its `device=` argument: it accepts None, a string, an int or a device,
+fills in the current CUDA index, and raises torch's kinds of error where CUDA cannot be
+used. CuPy is imported lazily, only when a CUDA array or device is asked for, so tinyres
+runs on machines without CuPy or a GPU. This is Chainer's `xp = get_array_module(x)`
+idea: an op looks at its input and picks `xp` for plain array maths and `kernels_for(x)`
+for custom kernels.
 """
+import contextlib
 import functools
+import re
 
 import numpy as np
 
 DEVICES = ("cpu", "cuda")
+_DEVICE_STRING = re.compile(r"(?P<type>[a-z]+)(?::(?P<index>0|[1-9][0-9]*))?")
+
+
+class CudaNotCompiledError(AssertionError, RuntimeError):
+    """torch raises AssertionError("Torch not compiled with CUDA enabled") when it has no
+    CUDA; tinyres's equivalent (no CuPy) is this, which is also a RuntimeError."""
+
+
+class UnknownDeviceError(RuntimeError, ValueError):
+    """A device string torch would refuse (a RuntimeError there; also a ValueError)."""
+
+
+class device:
+    """A device as torch spells it: device('cuda:0'), device('cuda', 1), device('cpu').
+
+    Equal to another device of the same type and index (device('cuda') is not
+    device('cuda:0'), as in torch) and never equal to a string. Immutable and hashable."""
+
+    __slots__ = ("_type", "_index")
+
+    def __init__(self, type, index=None):
+        if isinstance(type, device):
+            if index is not None:
+                raise TypeError("device(): a device and an index cannot both be given")
+            type, index = type.type, type.index
+        elif isinstance(type, str):
+            type, index = _parse(type, index)
+        elif isinstance(type, int) and not isinstance(type, bool) and index is None:
+            type, index = _accelerator(type)
+        else:
+            raise TypeError(f"device() received an invalid combination of arguments - got "
+                            f"({_typename(type)}), expected (tinyres.device device), "
+                            f"(str type, int index = None) or (int index)")
+        object.__setattr__(self, "_type", type)
+        object.__setattr__(self, "_index", index)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"attribute {name!r} of 'tinyres.device' objects is not "
+                             "writable")
+
+    @property
+    def type(self):
+        """'cpu' or 'cuda'."""
+        return self._type
+
+    @property
+    def index(self):
+        """The device's number, or None when none was given."""
+        return self._index
+
+    def __str__(self):
+        return self._type if self._index is None else f"{self._type}:{self._index}"
+
+    def __repr__(self):
+        if self._index is None:
+            return f"device(type='{self._type}')"
+        return f"device(type='{self._type}', index={self._index})"
+
+    def __eq__(self, other):
+        if not isinstance(other, device):
+            return False                      # torch.device('cpu') == 'cpu' is False
+        return (self._type, self._index) == (other._type, other._index)
+
+    def __hash__(self):
+        return hash((self._type, self._index))
+
+    def __reduce__(self):
+        return (device, (self._type, self._index))
+
+
+def _typename(value):
+    return "NoneType" if value is None else type(value).__name__
+
+
+def _parse(text, index):
+    """(type, index) from 'cpu', 'cuda', 'cuda:1' and an optional separate index."""
+    match = _DEVICE_STRING.fullmatch(text)
+    if match is None or match["type"] not in DEVICES:
+        if match is not None or ":" not in text:
+            raise UnknownDeviceError(
+                f"unknown device {text!r}: Expected one of {', '.join(DEVICES)} device "
+                f"type at start of device string: {text}")
+        raise UnknownDeviceError(f"Invalid device string: {text!r}")
+    parsed = None if match["index"] is None else int(match["index"])
+    if index is not None:
+        if parsed is not None:
+            raise RuntimeError(f"type (string) must not include an index because index "
+                               f"was passed explicitly: {text}")
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"device(): argument 'index' (position 2) must be int, not "
+                            f"{_typename(index)}")
+        if index < 0:
+            raise RuntimeError("Device index must not be negative")
+        parsed = int(index)
+    return match["type"], parsed
+
+
+def _accelerator(index):
+    """device(0) means the accelerator (CUDA) number 0, as in torch."""
+    if index < 0:
+        raise RuntimeError("Device index must not be negative")
+    if not cuda_is_available():
+        raise RuntimeError("Cannot access accelerator device when none is available.")
+    return "cuda", index
+
+
+CPU = device("cpu")
+
+
+def as_device(value):
+    """A `device` from a device, a string or an int (nothing checked about CUDA)."""
+    if isinstance(value, device):
+        return value
+    return _from_string(value) if isinstance(value, str) else device(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _from_string(text):
+    """device(text), parsed once per spelling (devices are immutable)."""
+    return device(text)
+
+
+def resolve_device(value=None):
+    """The device a factory's `device=` argument names, ready to allocate on: None (and
+    'cpu:N') is the CPU; 'cuda' gets the current CUDA device's index. Raises
+    CudaNotCompiledError (an AssertionError, as torch's "not compiled with CUDA") without
+    CuPy, and a RuntimeError when CuPy is there but no usable device (or no such index)."""
+    dev = CPU if value is None else as_device(value)
+    if dev.type == "cpu":
+        return CPU                        # 'cpu:0' too: CPU tensors carry no index
+    _require_cuda(value)
+    count = _cupy().cuda.runtime.getDeviceCount()
+    index = _cupy().cuda.Device().id if dev.index is None else dev.index
+    if index >= count:
+        raise RuntimeError(f"CUDA error: invalid device ordinal (device {str(value)!r} was "
+                           f"requested, {count} CUDA device(s) visible)")
+    return device("cuda", index)
+
+
+check_device = resolve_device   # the older name, kept for callers
+
+
+def _require_cuda(requested="cuda"):
+    """Raise torch's kind of error when CUDA cannot be used, saying what is missing."""
+    reason = cuda_unusable_reason()
+    if reason is None:
+        return
+    text = f"device {str(requested)!r} was requested but {reason}"
+    if not _cupy_importable():
+        raise CudaNotCompiledError(f"tinyres has no CUDA support here: {text}")
+    raise RuntimeError(text)
+
+
+@functools.lru_cache(maxsize=None)
+def _cupy_importable():
+    try:
+        _cupy()
+    except ImportError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=None)
@@ -47,16 +214,9 @@ def cuda_is_available():
     return cuda_unusable_reason() is None
 
 
-def check_device(device):
-    """Normalise a device name ('cpu', 'cuda', 'cuda:0') and make sure it can be used."""
-    name = str(device).split(":")[0]
-    if name not in DEVICES:
-        raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
-    if name == "cuda":
-        reason = cuda_unusable_reason()
-        if reason is not None:
-            raise RuntimeError(f"device 'cuda' was requested but {reason}")
-    return name
+def cuda_device_count():
+    """How many CUDA devices can be used (0 where CUDA is not usable); never raises."""
+    return _cupy().cuda.runtime.getDeviceCount() if cuda_is_available() else 0
 
 
 def is_cuda_array(a):
@@ -65,13 +225,28 @@ def is_cuda_array(a):
 
 
 def device_of(a):
-    """'cuda' for a CuPy array, 'cpu' otherwise."""
-    return "cuda" if is_cuda_array(a) else "cpu"
+    """The device holding an array: device('cuda', n) for a CuPy array on GPU n,
+    device('cpu') otherwise."""
+    return _cuda(a.device.id) if is_cuda_array(a) else CPU
 
 
-def xp_for(device):
-    """The array module of a device: numpy for 'cpu', cupy for 'cuda'."""
-    return _cupy() if device == "cuda" else np
+@functools.lru_cache(maxsize=None)
+def _cuda(index):
+    return device("cuda", index)
+
+
+def xp_for(dev):
+    """The array module of a device: numpy for the CPU, cupy for CUDA."""
+    return _cupy() if as_device(dev).type == "cuda" else np
+
+
+def on_device(dev):
+    """A context in which CuPy allocates on `dev` (cupy.cuda.Device); nothing for the
+    CPU. Factories allocate inside it so that 'cuda:1' arrays live on GPU 1."""
+    dev = as_device(dev)
+    if dev.type != "cuda" or dev.index is None:
+        return contextlib.nullcontext()
+    return _cupy().cuda.Device(dev.index)
 
 
 def get_array_module(a):
@@ -100,10 +275,23 @@ def kernels_for(a):
     return cpu
 
 
-def to_device(a, device):
-    """Copy an array to 'cpu' (NumPy) or 'cuda' (CuPy); no copy when it is already there."""
-    if device == device_of(a):
+def to_device(a, dev):
+    """Copy an array to a device (a device, 'cpu', 'cuda' or 'cuda:N'): NumPy for the
+    CPU, CuPy on GPU N for 'cuda:N' (the current GPU for 'cuda'); no copy when it is
+    already there."""
+    target = resolve_device(dev)
+    if target == device_of(a):
         return a
-    if device == "cuda":
-        return _cupy().asarray(a)
-    return a.get()
+    if target.type == "cpu":
+        return a.get()
+    with on_device(target):
+        return _cupy().array(a, copy=True)
+
+
+def new_array(dev, make):
+    """`make(xp)` run for the device a `device=` argument names (see resolve_device):
+    make(numpy) for the CPU, make(cupy) with GPU n current for 'cuda:n'. The helper a
+    factory calls: new_array(device, lambda xp: xp.zeros(shape, dtype))."""
+    dev = resolve_device(dev)
+    with on_device(dev):
+        return make(xp_for(dev))

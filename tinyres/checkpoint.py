@@ -10,7 +10,7 @@ and written atomically.
 Layout of the archive (plain arrays only, so numpy.load never needs allow_pickle):
 
     model/<key>          the model's state_dict arrays
-    optimizer/<key>      the optimizer's flat state_dict (numbers as 0-d arrays)
+    optimizer/<key>      the optimizer state_dict, flattened (optim.optimizer.flatten_state_dict)
     scheduler/<key>      the scheduler's state_dict (lists as 1-d arrays), if any
     rng_states           JSON text: generator states by name (a 0-d unicode array)
     extra                JSON text: anything else (history, config)
@@ -30,6 +30,7 @@ over the target with os.replace, so a crash or error mid-save leaves the last go
 checkpoint as it was. A process killed mid-save (kill -9) cannot remove its temporary
 file; the next save to the same target removes those whose process is gone.
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -41,6 +42,8 @@ import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from tinyres.optim.optimizer import flatten_state_dict
 
 FORMAT = "tinyres-checkpoint-2"
 SECTIONS = ("model", "optimizer", "scheduler")
@@ -110,7 +113,10 @@ def _payload(model, optimizer, scheduler, rng_states, epoch, extra):
     arrays = {}
     for section, obj in zip(SECTIONS, (model, optimizer, scheduler)):
         if obj is not None:
-            for key, value in obj.state_dict().items():
+            state = obj.state_dict()
+            if "param_groups" in state:       # an optimizer's: torch's nested layout
+                state = flatten_state_dict(state)
+            for key, value in state.items():
                 arrays[f"{section}/{key}"] = _as_array(f"{section}/{key}", value)
     arrays["rng_states"] = _text(rng_states or {})
     arrays["extra"] = _text(extra or {})
@@ -208,19 +214,20 @@ def _open_temporary(path):
     return tmp, os.fdopen(fd, "w+b")
 
 
-def save_checkpoint(path, model, optimizer=None, scheduler=None, rng_states=None, epoch=0,
-                    extra=None):
-    """Write one checksummed .npz at `path`, atomically (temp file, fsync, os.replace).
-    `rng_states` and `extra` must be JSON-serialisable."""
+@contextlib.contextmanager
+def atomic_write(path):
+    """A new file open 'w+b' that replaces `path` only when the block ends without an
+    error: written to `.<name>.tmp-<pid>-<random>` beside it, fsynced, renamed over it
+    with os.replace; on any error the temporary file is removed and `path` is as it was.
+    tinyres.save and tinyres.safetensors.save_file write through it too."""
     path = os.fspath(path)
-    arrays = _payload(model, optimizer, scheduler, rng_states, epoch, extra)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     remove_stale_temporaries(path)
     tmp, f = _open_temporary(path)
     try:
         with f:
-            write_archive(f, arrays)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -229,6 +236,15 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, rng_states=None
             os.remove(tmp)
         raise
     _fsync_folder(folder)
+
+
+def save_checkpoint(path, model, optimizer=None, scheduler=None, rng_states=None, epoch=0,
+                    extra=None):
+    """Write one checksummed .npz at `path`, atomically (temp file, fsync, os.replace).
+    `rng_states` and `extra` must be JSON-serialisable."""
+    arrays = _payload(model, optimizer, scheduler, rng_states, epoch, extra)
+    with atomic_write(path) as f:
+        write_archive(f, arrays)
 
 
 def _fsync_folder(folder):
@@ -385,6 +401,6 @@ def load_checkpoint(path):
                       extra=_json(path, arrays, "extra"))
 
 
-__all__ = ["Checkpoint", "CheckpointError", "load_checkpoint", "numpy_rng_state",
+__all__ = ["Checkpoint", "CheckpointError", "atomic_write", "load_checkpoint", "numpy_rng_state",
            "payload_digest", "remove_stale_temporaries", "save_checkpoint",
            "seal", "set_numpy_rng_state", "write_archive"]

@@ -15,8 +15,47 @@ import numpy as np
 from tinyres import backend
 from tinyres.autograd import VersionCounter, is_inference_mode_enabled
 
-DEFAULT_DTYPE = np.float32
+DEFAULT_DTYPE = np.float32          # the float dtype a fresh session starts with
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class _DefaultDtype:
+    """The dtype float factories and Python floats take (set_default_dtype changes it)."""
+    dtype = DEFAULT_DTYPE
+
+
+def get_default_dtype():
+    """The default float dtype: float32 unless set_default_dtype changed it."""
+    return _DefaultDtype.dtype
+
+
+def set_default_dtype(d):
+    """Make float32 or float64 the dtype of float factories and Python floats."""
+    if np.dtype(d) not in FLOAT_DTYPES:
+        raise TypeError(f"set_default_dtype: only floating-point types are supported as the "
+                        f"default type (float32 or float64), got {np.dtype(d)}")
+    _DefaultDtype.dtype = np.dtype(d).type
+
+
+class Size(tuple):
+    """A tensor's shape: a tuple of ints (torch.Size), whose slices are Sizes too."""
+
+    def __repr__(self):
+        return f"tinyres.Size({list(self)})"
+
+    def __str__(self):               # the plain tuple in messages: "shape (2, 3)"
+        return tuple.__repr__(self)
+
+    def __getitem__(self, index):
+        out = super().__getitem__(index)
+        return Size(out) if isinstance(index, slice) else out
+
+    def __add__(self, other):
+        return Size(tuple(self) + tuple(other))
+
+    def numel(self):
+        """How many elements a tensor of this shape holds."""
+        return int(np.prod(self, dtype=np.int64))
 
 
 def _as_dtype(dtype):
@@ -66,7 +105,7 @@ class Tensor:
     # ----- what it is -------------------------------------------------------------------
     @property
     def shape(self):
-        return tuple(self.array.shape)
+        return Size(self.array.shape)
 
     @property
     def dtype(self):
@@ -78,7 +117,16 @@ class Tensor:
 
     @property
     def device(self):
+        """The tinyres.device holding the values: device(type='cpu') or 'cuda:N'."""
         return backend.device_of(self.array)
+
+    @property
+    def is_cuda(self):
+        return backend.is_cuda_array(self.array)
+
+    def get_device(self):
+        """The CUDA device index, -1 on the CPU (torch's get_device)."""
+        return -1 if self.device.type == "cpu" else self.device.index
 
     @property
     def is_leaf(self):
@@ -103,7 +151,10 @@ class Tensor:
         return self._inference
 
     def size(self, dim=None):
-        return self.shape if dim is None else self.shape[dim]
+        """The shape (a Size), or the length of one dim."""
+        if dim is None:
+            return self.shape
+        return self.shape[fshape._dim(dim, self.ndim, "size")]
 
     def numel(self):
         return int(self.array.size)
@@ -118,7 +169,7 @@ class Tensor:
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
-        dev = ", device='cuda'" if self.device == "cuda" else ""
+        dev = f", device='{self.device}'" if self.is_cuda else ""
         body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
         return f"tensor({body}, dtype={self.dtype}{dev}{grad})"
 
@@ -186,27 +237,26 @@ class Tensor:
     def requires_grad(self, value):
         self.requires_grad_(value)
 
-    def to(self, device=None, dtype=None):
-        """A copy on another device and/or of another dtype (self when nothing changes).
-        Like torch, `to` is differentiable only through dtype changes done by `astype`."""
-        if isinstance(device, (type, np.dtype)) or (isinstance(device, str)
-                                                    and device.startswith("float")):
-            device, dtype = None, device
-        out = self
-        if dtype is not None and np.dtype(dtype) != self.dtype:
-            out = out.astype(dtype)
+    def to(self, *args, **kwargs):
+        """torch's three forms: to(device=None, dtype=None, non_blocking=False,
+        copy=False), to(dtype, non_blocking=False, copy=False) and to(other, ...), which
+        takes other's device and dtype. Self when nothing changes and copy is False;
+        otherwise a new tensor, differentiable (the gradient flows back across the cast
+        and the device copy)."""
+        from tinyres.functional.device import parse_to_args, to_device
+        device, dtype, copy = parse_to_args("to", args, kwargs)
+        out = self if dtype is None else self.astype(dtype)
         if device is not None:
-            device = backend.check_device(device)
-            if device != out.device:
-                moved = Tensor(backend.to_device(out.array, device))
-                moved.requires_grad = out.requires_grad and out.is_leaf
-                out = moved
-        return out
+            out = to_device(out, device)
+        return out.clone() if copy and out is self else out
 
-    def cuda(self):
-        return self.to("cuda")
+    def cuda(self, device=None, non_blocking=False):
+        """A copy on a CUDA device: the current one, or `device` (an index, 'cuda:N')."""
+        from tinyres.functional.device import cuda_device
+        return self.to(cuda_device(device), non_blocking=non_blocking)
 
     def cpu(self):
+        """A copy on the CPU (self when it is there)."""
         return self.to("cpu")
 
     def astype(self, dtype):
@@ -291,6 +341,36 @@ class Tensor:
     def __rmatmul__(self, other):
         return fmath.matmul(other, self)
 
+    def __floordiv__(self, other):
+        return fmath.floor_divide(self, other)
+
+    def __rfloordiv__(self, other):
+        return fmath.floor_divide(other, self)
+
+    def __mod__(self, other):
+        return fmath.remainder(self, other)
+
+    def __rmod__(self, other):
+        return fmath.remainder(other, self)
+
+    def __and__(self, other):
+        return fcompare.bitwise(self, other, "and")
+
+    __rand__ = __and__
+
+    def __or__(self, other):
+        return fcompare.bitwise(self, other, "or")
+
+    __ror__ = __or__
+
+    def __xor__(self, other):
+        return fcompare.bitwise(self, other, "xor")
+
+    __rxor__ = __xor__
+
+    def __invert__(self):
+        return fcompare.bitwise_not(self)
+
     def __neg__(self):
         return fmath.neg(self)
 
@@ -298,26 +378,26 @@ class Tensor:
         return fmath.abs(self)
 
     def __lt__(self, other):
-        return fmath.compare(self, other, "lt")
+        return fcompare.compare(self, other, "lt")
 
     def __le__(self, other):
-        return fmath.compare(self, other, "le")
+        return fcompare.compare(self, other, "le")
 
     def __gt__(self, other):
-        return fmath.compare(self, other, "gt")
+        return fcompare.compare(self, other, "gt")
 
     def __ge__(self, other):
-        return fmath.compare(self, other, "ge")
+        return fcompare.compare(self, other, "ge")
 
     def __eq__(self, other):
         if other is None:            # as torch: a tensor is never None
             return False
-        return fmath.compare(self, other, "eq")
+        return fcompare.compare(self, other, "eq")
 
     def __ne__(self, other):
         if other is None:
             return True
-        return fmath.compare(self, other, "ne")
+        return fcompare.compare(self, other, "ne")
 
     __hash__ = object.__hash__
 
@@ -339,6 +419,28 @@ class Tensor:
 
     def __itruediv__(self, other):
         return finplace.div_(self, other)
+
+    def __ifloordiv__(self, other):
+        return finplace.apply_inplace(self, "floor_divide_", fmath.floor_divide, other)
+
+    def __imod__(self, other):
+        return finplace.apply_inplace(self, "remainder_", fmath.remainder, other)
+
+    def __iand__(self, other):
+        return finplace.apply_inplace(self, "bitwise_and_",
+                                      lambda s, o: fcompare.bitwise(s, o, "and"), other)
+
+    def __ior__(self, other):
+        return finplace.apply_inplace(self, "bitwise_or_",
+                                      lambda s, o: fcompare.bitwise(s, o, "or"), other)
+
+    def __ixor__(self, other):
+        return finplace.apply_inplace(self, "bitwise_xor_",
+                                      lambda s, o: fcompare.bitwise(s, o, "xor"), other)
+
+    def masked_fill_(self, mask, value):
+        return finplace.apply_inplace(self, "masked_fill_",
+                                      lambda s, v: fmath.masked_fill(s, mask, v), value)
 
     def add_(self, other, *, alpha=1):
         return finplace.add_(self, other, alpha)
@@ -402,14 +504,18 @@ class Tensor:
         return out.copy() if copy else out
 
     # ----- methods that mirror tinyres.functional ---------------------------------------
-    def sum(self, dim=None, keepdim=False):
-        return fmath.sum(self, dim, keepdim)
+    # Reductions (tinyres/functional/math.py and reduction.py)
+    def sum(self, dim=None, keepdim=False, *, dtype=None):
+        return fmath.sum(self, dim, keepdim, dtype=dtype)
 
-    def mean(self, dim=None, keepdim=False):
-        return fmath.mean(self, dim, keepdim)
+    def mean(self, dim=None, keepdim=False, *, dtype=None):
+        return fmath.mean(self, dim, keepdim, dtype=dtype)
 
-    def var(self, dim=None, keepdim=False, unbiased=True):
-        return fmath.var(self, dim, keepdim, unbiased)
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return fmath.var(self, dim, unbiased, keepdim, correction=correction)
+
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return fmath.std(self, dim, unbiased, keepdim, correction=correction)
 
     def max(self, dim=None, keepdim=False):
         return fmath.max(self, dim, keepdim)
@@ -417,11 +523,93 @@ class Tensor:
     def min(self, dim=None, keepdim=False):
         return fmath.min(self, dim, keepdim)
 
-    def exp(self):
-        return fmath.exp(self)
+    def prod(self, dim=None, keepdim=False, *, dtype=None):
+        return freduce.prod(self, dim, keepdim, dtype=dtype)
+
+    def cumsum(self, dim, *, dtype=None):
+        return freduce.cumsum(self, dim, dtype=dtype)
+
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        return freduce.norm(self, p, dim, keepdim, dtype)
+
+    def amax(self, dim=(), keepdim=False):
+        return freduce.amax(self, dim, keepdim)
+
+    def amin(self, dim=(), keepdim=False):
+        return freduce.amin(self, dim, keepdim)
+
+    def logsumexp(self, dim, keepdim=False):
+        return freduce.logsumexp(self, dim, keepdim)
+
+    def floor(self):
+        return fpoint.floor(self)
+
+    def ceil(self):
+        return fpoint.ceil(self)
+
+    def round(self, *, decimals=0):
+        return fpoint.round(self, decimals=decimals)
+
+    def trunc(self):
+        return fpoint.trunc(self)
+
+    def sign(self):
+        return fpoint.sign(self)
+
+    def square(self):
+        return fpoint.square(self)
+
+    def rsqrt(self):
+        return fpoint.rsqrt(self)
+
+    def argmax(self, dim=None, keepdim=False):
+        return freduce.argmax(self, dim, keepdim)
+
+    def argmin(self, dim=None, keepdim=False):
+        return freduce.argmin(self, dim, keepdim)
+
+    def all(self, dim=None, keepdim=False):
+        return freduce.all(self, dim, keepdim)
+
+    def any(self, dim=None, keepdim=False):
+        return freduce.any(self, dim, keepdim)
+
+    def sort(self, dim=-1, descending=False, *, stable=False):
+        return freduce.sort(self, dim, descending, stable=stable)
+
+    def argsort(self, dim=-1, descending=False, *, stable=False):
+        return freduce.argsort(self, dim, descending, stable=stable)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        return freduce.topk(self, k, dim, largest, sorted)
+
+    # Elementwise
+    def add(self, other, *, alpha=1):
+        return fmath.add(self, other, alpha=alpha)
+
+    def sub(self, other, *, alpha=1):
+        return fmath.sub(self, other, alpha=alpha)
+
+    def mul(self, other):
+        return fmath.mul(self, other)
+
+    def div(self, other, *, rounding_mode=None):
+        return fmath.div(self, other, rounding_mode=rounding_mode)
+
+    def floor_divide(self, other):
+        return fmath.floor_divide(self, other)
+
+    def remainder(self, other):
+        return fmath.remainder(self, other)
 
     def pow(self, exponent):
         return fmath.pow(self, exponent)
+
+    def neg(self):
+        return fmath.neg(self)
+
+    def exp(self):
+        return fmath.exp(self)
 
     def log(self):
         return fmath.log(self)
@@ -435,22 +623,95 @@ class Tensor:
     def clamp(self, min=None, max=None):
         return fmath.clamp(self, min, max)
 
+    clip = clamp
+
+    def maximum(self, other):
+        return fmath.maximum(self, other)
+
+    def minimum(self, other):
+        return fmath.minimum(self, other)
+
     def relu(self):
         from tinyres.functional.activation import relu
         return relu(self)
 
-    def argmax(self, dim=None, keepdim=False):
-        xp = backend.get_array_module(self.array)
-        out = xp.argmax(self.array, axis=dim)
-        if keepdim and dim is not None:
-            out = xp.expand_dims(out, dim)
-        return Tensor(out)
+    def sigmoid(self):
+        from tinyres.functional.activation import sigmoid
+        return sigmoid(self)
 
+    def tanh(self):
+        from tinyres.functional.activation import tanh
+        return tanh(self)
+
+    def softmax(self, dim):
+        from tinyres.functional.activation import softmax
+        return softmax(self, dim)
+
+    def log_softmax(self, dim):
+        from tinyres.functional.activation import log_softmax
+        return log_softmax(self, dim)
+
+    def matmul(self, other):
+        return fmath.matmul(self, other)
+
+    def mm(self, mat2):
+        return fmath.mm(self, mat2)
+
+    def bmm(self, mat2):
+        return fmath.bmm(self, mat2)
+
+    def masked_fill(self, mask, value):
+        return fmath.masked_fill(self, mask, value)
+
+    # Comparisons and tests
+    def eq(self, other):
+        return fcompare.eq(self, other)
+
+    def ne(self, other):
+        return fcompare.ne(self, other)
+
+    def lt(self, other):
+        return fcompare.lt(self, other)
+
+    def le(self, other):
+        return fcompare.le(self, other)
+
+    def gt(self, other):
+        return fcompare.gt(self, other)
+
+    def ge(self, other):
+        return fcompare.ge(self, other)
+
+    def isclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+        return fcompare.isclose(self, other, rtol, atol, equal_nan)
+
+    def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+        return fcompare.allclose(self, other, rtol, atol, equal_nan)
+
+    def equal(self, other):
+        return fcompare.equal(self, other)
+
+    def is_floating_point(self):
+        return self.dtype.kind == "f"
+
+    def nelement(self):
+        return self.numel()
+
+    # Shape (tinyres/functional/shape.py)
     def reshape(self, *shape):
         return fshape.reshape(self, *shape)
 
     def view(self, *shape):
         return fshape.view(self, *shape)
+
+    def view_as(self, other):
+        return fshape.view(self, other.shape)
+
+    def reshape_as(self, other):
+        return fshape.reshape(self, other.shape)
+
+    def expand_as(self, other):
+        return fshape.expand(self, other.shape)
 
     def flatten(self, start_dim=0, end_dim=-1):
         return fshape.flatten(self, start_dim, end_dim)
@@ -470,16 +731,104 @@ class Tensor:
     def expand(self, *shape):
         return fshape.expand(self, *shape)
 
+    def flip(self, *dims):
+        return fshape.flip(self, _shape_arg(dims))
+
+    def repeat(self, *sizes):
+        return fshape.repeat(self, *sizes)
+
+    def split(self, split_size, dim=0):
+        return fshape.split(self, split_size, dim)
+
+    def chunk(self, chunks, dim=0):
+        return fshape.chunk(self, chunks, dim)
+
+    def gather(self, dim, index):
+        return fshape.gather(self, dim, index)
+
+    def is_contiguous(self):
+        return bool(self.array.flags.c_contiguous)
+
+    def contiguous(self):
+        """self when its memory is in row-major order, else a differentiable copy that is."""
+        return self if self.is_contiguous() else fmath.clone(self)
+
     def t(self):
-        """The transpose of a tensor of at most 2 dimensions (torch's t())."""
-        if self.ndim > 2:
-            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
-                               f"{self.ndim}D")
-        return self.transpose(0, 1) if self.ndim == 2 else self
+        return fshape.t(self)
 
     @property
     def T(self):
         return fshape.permute(self, *reversed(range(self.ndim)))
+
+    # dtype conversions (float() and double() are above, with to())
+    def long(self):
+        return self.to(dtype=np.int64)
+
+    def int(self):
+        return self.to(dtype=np.int32)
+
+    def bool(self):
+        return self.to(dtype=np.bool_)
+
+    def half(self):
+        return self.to(dtype=np.float16)
+
+    def type_as(self, other):
+        return self.to(dtype=other.dtype)
+
+    def type(self, dtype=None):
+        """With a dtype, a copy cast to it; without, the legacy type name torch gives
+        ('tinyres.FloatTensor' where torch says 'torch.FloatTensor')."""
+        if dtype is not None:
+            return self.to(dtype=dtype)
+        return f"tinyres.{_TYPE_NAMES[self.dtype.name]}"
+
+    def element_size(self):
+        """Bytes per element."""
+        return int(self.dtype.itemsize)
+
+    # New tensors like this one (its dtype and device unless told otherwise)
+    def _new(self, maker, size, dtype, device, requires_grad, *args):
+        return maker(_shape_arg(size), *args, dtype=dtype or self.dtype,
+                     device=device or self.device, requires_grad=requires_grad)
+
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+        return self._new(zeros, size, dtype, device, requires_grad)
+
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+        return self._new(ones, size, dtype, device, requires_grad)
+
+    def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+        return self._new(zeros, size, dtype, device, requires_grad)
+
+    def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False):
+        return full(size, fill_value, dtype=dtype or self.dtype,
+                    device=device or self.device, requires_grad=requires_grad)
+
+    def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
+        return tensor(data, dtype=dtype or self.dtype, device=device or self.device,
+                      requires_grad=requires_grad)
+
+    # Random fills in place (no gradient flows through the drawn values)
+    def normal_(self, mean=0.0, std=1.0):
+        """Overwrite with draws from N(mean, std^2) (NumPy's generator, as randn)."""
+        return self._fill_random("normal_", lambda: np.random.normal(mean, std, self.shape))
+
+    def uniform_(self, a=0.0, b=1.0):
+        """Overwrite with draws from U[a, b) (NumPy's generator, as rand)."""
+        return self._fill_random("uniform_", lambda: np.random.uniform(a, b, self.shape))
+
+    def _fill_random(self, op, draw):
+        if self.dtype.kind != "f":
+            raise NotImplementedError(f'"{op}" not implemented for \'{self.dtype}\'')
+        values = Tensor(backend.to_device(np.asarray(draw(), dtype=self.dtype), self.device))
+        return finplace.apply_inplace(self, op, lambda s, v: finplace.CopyFrom.apply(s, v),
+                                      values)
+
+
+_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+               "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor",
+               "int8": "CharTensor", "uint8": "ByteTensor", "bool": "BoolTensor"}
 
 
 class _HookHandle:
@@ -491,15 +840,15 @@ class _HookHandle:
             self._hooks.remove(self._hook)
 
 
-def _topological_order(root):
-    """Tensors of the graph under `root`, each after all of its inputs.
+def _topological_order(root, *more_roots):
+    """Tensors of the graph under `root` (and `more_roots`), each after all of its inputs.
 
     Iterative depth-first search (a 5000-op chain would overflow Python's recursion
     limit); inputs are visited in argument order, so the order is deterministic. An input
     is followed where its node recorded that it needed a gradient.
     """
     order, visited = [], set()
-    stack = [(root, False)]
+    stack = [(r, False) for r in reversed((root,) + more_roots)]
     while stack:
         node, inputs_done = stack.pop()
         if inputs_done:
@@ -548,18 +897,28 @@ def _accumulate(node, grad):
         node.grad._version_counter.value += 1
 
 
-def _backward_walk(root, seed, retain_graph):
-    """Send gradients from `root` to the leaves, consumers before producers."""
+def _backward_walk(root, seed, retain_graph, more=(), capture=None):
+    """Send gradients from `root` to the leaves, consumers before producers.
+
+    `more` holds further (root, seed) pairs walked together with the first. With
+    `capture` (a dict keyed by id of the wanted tensors), no .grad is touched: each wanted
+    tensor's gradient is stored in capture[id] instead (tinyres.autograd.grad)."""
     from tinyres.autograd import _check_finite, is_anomaly_enabled, no_grad, run_backward
     pending = {id(root): seed}     # gradient summed so far for each tensor
+    for other, other_seed in more:
+        pending[id(other)] = pending[id(other)] + other_seed if id(other) in pending \
+            else other_seed
     anomaly = is_anomaly_enabled()
     with no_grad():
-        for node in reversed(_topological_order(root)):
+        for node in reversed(_topological_order(root, *(r for r, _ in more))):
             grad = pending.pop(id(node), None)
             if grad is None:
                 continue
             grad = _run_hooks(node, grad)
-            if node._ctx is None or node._retains_grad:
+            if capture is not None:
+                if id(node) in capture:
+                    capture[id(node)] = grad
+            elif node._ctx is None or node._retains_grad:
                 _accumulate(node, grad)
             if node._ctx is None:
                 continue
@@ -587,7 +946,7 @@ def _default_dtype_for(array_like):
         return None
     dtypes = list(_element_dtypes(array_like))
     if not dtypes:
-        return DEFAULT_DTYPE
+        return get_default_dtype()
     result = dtypes[0]
     for dtype in dtypes[1:]:
         result = fmath.promote_types(result, dtype)
@@ -620,17 +979,17 @@ def _plain(data):
     return data
 
 
-def tensor(data, dtype=None, requires_grad=False, device="cpu"):
+def tensor(data, dtype=None, requires_grad=False, device=None):
     """A new leaf tensor holding a copy of `data` (nested lists, scalars, arrays, and
-    lists of one-element tensors)."""
-    device = backend.check_device(device)
+    lists of one-element tensors), on `device` (the CPU by default)."""
+    device = backend.resolve_device(device)
     if isinstance(data, Tensor):
         data = data.array
-    xp = backend.xp_for(device)
     dtype = _as_dtype(dtype) or _default_dtype_for(data)
     if not hasattr(data, "dtype"):
         data = np.array(_plain(data), dtype=dtype)
-    array = xp.array(backend.to_device(data, device), dtype=dtype, copy=True)
+    data = backend.to_device(data, device)
+    array = backend.new_array(device, lambda xp: xp.array(data, dtype=dtype, copy=True))
     return Tensor(array, requires_grad=requires_grad)
 
 
@@ -652,47 +1011,54 @@ def _shape_arg(shape):
 
 
 def _filled(fill, shape, dtype, requires_grad, device):
-    device = backend.check_device(device)
-    xp = backend.xp_for(device)
-    data = xp.full(_shape_arg(shape), fill, dtype=_as_dtype(dtype) or DEFAULT_DTYPE)
+    shape, dtype = _shape_arg(shape), _as_dtype(dtype) or get_default_dtype()
+    data = backend.new_array(device, lambda xp: xp.full(shape, fill, dtype=dtype))
     return Tensor(data, requires_grad=requires_grad)
 
 
-def zeros(*shape, dtype=None, requires_grad=False, device="cpu"):
+def zeros(*shape, dtype=None, requires_grad=False, device=None):
     return _filled(0, shape, dtype, requires_grad, device)
 
 
-def ones(*shape, dtype=None, requires_grad=False, device="cpu"):
+def ones(*shape, dtype=None, requires_grad=False, device=None):
     return _filled(1, shape, dtype, requires_grad, device)
 
 
-def full(shape, fill_value, dtype=None, requires_grad=False, device="cpu"):
+def full(shape, fill_value, dtype=None, requires_grad=False, device=None):
+    """A tensor of `shape` filled with fill_value, whose dtype it takes by default (bool,
+    int64 or the default float, as torch.full)."""
+    if dtype is None:
+        dtype = _default_dtype_for(fill_value.item() if isinstance(fill_value, Tensor)
+                                   else fill_value)
     return _filled(fill_value, (shape,) if isinstance(shape, int) else shape,
                    dtype, requires_grad, device)
 
 
 def _random(sampler, shape, dtype, requires_grad, device):
     """Draw on the CPU from NumPy's global generator (seeded by tinyres.manual_seed)."""
-    data = sampler(_shape_arg(shape)).astype(_as_dtype(dtype) or DEFAULT_DTYPE)
-    return Tensor(backend.to_device(data, backend.check_device(device)),
+    if dtype is not None and np.dtype(dtype).kind != "f":      # as torch: floats only
+        raise NotImplementedError(f"rand/randn: not implemented for {np.dtype(dtype)}; "
+                                  f"draw integers with randint")
+    data = sampler(_shape_arg(shape)).astype(_as_dtype(dtype) or get_default_dtype())
+    return Tensor(backend.to_device(data, device),
                   requires_grad=requires_grad)
 
 
-def randn(*shape, dtype=None, requires_grad=False, device="cpu"):
+def randn(*shape, dtype=None, requires_grad=False, device=None):
     return _random(lambda s: np.random.standard_normal(s), shape, dtype, requires_grad, device)
 
 
-def rand(*shape, dtype=None, requires_grad=False, device="cpu"):
+def rand(*shape, dtype=None, requires_grad=False, device=None):
     return _random(lambda s: np.random.random_sample(s), shape, dtype, requires_grad, device)
 
 
-def arange(start, end=None, step=1, dtype=None, requires_grad=False, device="cpu"):
+def arange(start, end=None, step=1, dtype=None, requires_grad=False, device=None):
     if end is None:
         start, end = 0, start
     is_float = any(isinstance(v, float) for v in (start, end, step))
-    dtype = _as_dtype(dtype) or (DEFAULT_DTYPE if is_float else np.int64)
-    xp = backend.xp_for(backend.check_device(device))
-    return Tensor(xp.arange(start, end, step, dtype=dtype), requires_grad=requires_grad)
+    dtype = _as_dtype(dtype) or (get_default_dtype() if is_float else np.int64)
+    data = backend.new_array(device, lambda xp: xp.arange(start, end, step, dtype=dtype))
+    return Tensor(data, requires_grad=requires_grad)
 
 
 def _like(maker, t, dtype, requires_grad, device, *args):
@@ -730,3 +1096,6 @@ def manual_seed(seed):
 from tinyres.functional import math as fmath  # noqa: E402
 from tinyres.functional import shape as fshape  # noqa: E402
 from tinyres.functional import inplace as finplace  # noqa: E402
+from tinyres.functional import reduction as freduce  # noqa: E402
+from tinyres.functional import compare as fcompare  # noqa: E402
+from tinyres.functional import pointwise as fpoint  # noqa: E402

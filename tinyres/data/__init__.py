@@ -4,6 +4,11 @@
     images, labels = load_digits()
     loader = DataLoader(ArrayDataset(to_rgb(images), labels), batch_size=64, shuffle=True,
                         seed=0)
+
+This is the training job's fast path: whole NumPy batches, a loader whose shuffle order
+is part of a checkpoint. The PyTorch-shaped API (Dataset, DataLoader with samplers,
+collate_fn and workers) is tinyres.utils.data; torchvision's datasets and per-image
+transforms are tinyres.vision.
 """
 from tinyres.data.dataset import ArrayDataset, Dataset, split_indices
 from tinyres.data.datasets import (CIFAR10, default_cache_dir, load_digits, load_mnist_subset,

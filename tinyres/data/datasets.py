@@ -8,11 +8,11 @@
 Images are (N, C, H, W) float32; the CIFAR ResNets want C = 3 (see transforms.to_rgb).
 """
 import os
-import pickle
 
 import numpy as np
 
 from tinyres.data.dataset import ArrayDataset
+from tinyres.data.safe_pickle import safe_load
 
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -99,25 +99,35 @@ def cifar_folder(root):
 
 
 def read_cifar_batch(path):
-    """One pickled batch: a dict with b'data' (N, 3072) uint8 and b'labels' (N ints).
-    Returns (images (N, 3, 32, 32) uint8, labels (N,) int64)."""
+    """One pickled batch: a dict with 'data' (N, 3072) uint8 and 'labels' (N ints); keys
+    may be str or bytes. Read with a restricted unpickler (data/safe_pickle.py) that loads
+    only containers and NumPy arrays. Returns (images (N, 3, 32, 32) uint8, labels (N,)
+    int64)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"CIFAR10: missing batch file {path!r}; expected the "
                                 f"python-pickle batches {CIFAR_TRAIN_FILES + CIFAR_TEST_FILES}")
-    try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-    except Exception as err:
-        raise ValueError(f"CIFAR10: {path!r} is not a readable pickled batch ({err})") from err
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
-        raise ValueError(f"CIFAR10: {path!r} should hold a dict with keys b'data' and "
-                         f"b'labels', found {keys}")
-    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+    batch = load_pickled_dict(path, "CIFAR10")
+    if "data" not in batch or "labels" not in batch:
+        raise ValueError(f"CIFAR10: {path!r} should hold a dict with keys 'data' and "
+                         f"'labels', found {sorted(batch)}")
+    data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(f"CIFAR10: {path!r}: b'data' should be (N, 3072) uint8, got "
+        raise ValueError(f"CIFAR10: {path!r}: 'data' should be (N, 3072) uint8, got "
                          f"{data.shape} {data.dtype}")
     if labels.shape != (len(data),) or (len(labels) and not 0 <= labels.min() <= labels.max() <= 9):
-        raise ValueError(f"CIFAR10: {path!r}: b'labels' should be {len(data)} ints in 0..9, "
+        raise ValueError(f"CIFAR10: {path!r}: 'labels' should be {len(data)} ints in 0..9, "
                          f"got shape {labels.shape}")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def load_pickled_dict(path, who):
+    """A pickled dict read safely, its bytes keys decoded to str (Python 2 pickles give
+    bytes or str keys depending on the encoding)."""
+    try:
+        with open(path, "rb") as f:
+            batch = safe_load(f)
+    except Exception as err:
+        raise ValueError(f"{who}: {path!r} is not a readable pickled batch ({err})") from err
+    if not isinstance(batch, dict):
+        raise ValueError(f"{who}: {path!r} should hold a dict, found {type(batch).__name__}")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}

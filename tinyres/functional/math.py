@@ -10,8 +10,8 @@ import collections
 import numpy as np
 
 from tinyres.autograd import Function
-from tinyres.backend import get_array_module
-from tinyres.tensor import DEFAULT_DTYPE, Tensor
+from tinyres.backend import get_array_module, to_device
+from tinyres.tensor import Tensor, get_default_dtype
 
 
 # ----- helpers shared by the binary ops ------------------------------------------------
@@ -50,7 +50,7 @@ def scalar_dtype(value):
         return np.dtype(bool)
     if isinstance(value, (int, np.integer)):
         return np.dtype(np.int64)
-    return np.dtype(DEFAULT_DTYPE)
+    return np.dtype(get_default_dtype())
 
 
 def result_type(*operands):
@@ -65,7 +65,7 @@ def result_type(*operands):
     """
     tiers = [None, None, None]          # tensors with dims, 0-d tensors, scalars
     for x in operands:
-        if isinstance(x, Tensor):
+        if isinstance(x, (Tensor, np.ndarray)):     # an ndarray counts as a tensor
             tier, dtype = (0 if x.ndim else 1), x.dtype
         else:
             tier, dtype = 2, scalar_dtype(x)
@@ -82,6 +82,8 @@ def result_type(*operands):
 def as_tensor(value, like, op, dtype=None):
     """A Tensor for `value` in `dtype`; a Python or NumPy scalar becomes a 0-d array on
     the device of `like` (in like's dtype when no dtype is given)."""
+    if isinstance(value, np.ndarray):       # ndarray + Tensor: the array as a tensor
+        value = Tensor(to_device(value, like.device))
     if isinstance(value, Tensor):
         return value if dtype is None else cast(value, dtype)
     if isinstance(value, _SCALARS):
@@ -99,7 +101,7 @@ def binary_operands(op, a, b, dtype=None):
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         raise TypeError(f"{op}: at least one operand must be a Tensor")
     for x in (a, b):
-        if not isinstance(x, (Tensor,) + _SCALARS):
+        if not isinstance(x, (Tensor, np.ndarray) + _SCALARS):
             raise TypeError(f"{op}: expected a Tensor or a Python number, got "
                             f"{type(x).__name__}")
     dtype = result_type(a, b) if dtype is None else np.dtype(dtype)
@@ -108,8 +110,8 @@ def binary_operands(op, a, b, dtype=None):
     try:
         np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
-        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together "
-                         "(trailing dimensions must be equal or 1)") from None
+        raise RuntimeError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast "
+                           "together (trailing dimensions must be equal or 1)") from None
     return a, b
 
 
@@ -122,7 +124,11 @@ def _axes(dim, ndim):
     for d in dims:
         if not -ndim <= d < builtins.max(ndim, 1):
             raise IndexError(f"dimension {d} is out of range for a tensor of {ndim} dims")
-    return tuple(d % builtins.max(ndim, 1) for d in dims)
+    axes = tuple(d % builtins.max(ndim, 1) for d in dims)
+    for k, d in enumerate(axes):
+        if d in axes[:k]:
+            raise RuntimeError(f"dim {d} appears multiple times in the list of dims")
+    return axes
 
 
 def _keep(grad, axes, keepdim):
@@ -180,7 +186,8 @@ class Div(Function):
     def forward(ctx, a, b):
         ctx.save_for_backward(a if ctx.needs_input_grad[1] else None, b)
         ctx.shapes = a.shape, b.shape
-        return a / b
+        with np.errstate(divide="ignore", invalid="ignore"):   # x/0 is inf or nan, quietly
+            return a / b
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -297,7 +304,8 @@ class Log(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)
-        return get_array_module(a).log(a)
+        with np.errstate(divide="ignore", invalid="ignore"):   # log 0 = -inf, quietly
+            return get_array_module(a).log(a)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -414,21 +422,23 @@ class Mean(Function):
 
 class Var(Function):
     @staticmethod
-    def forward(ctx, a, axes=None, keepdim=False, unbiased=True):
+    def forward(ctx, a, axes=None, keepdim=False, correction=1):
         xp = get_array_module(a)
         mean = xp.mean(a, axis=axes, keepdims=True)
         count = _count(a.shape, axes)
         ctx.save_for_backward(a - mean)
         ctx.axes, ctx.keepdim = axes, keepdim
-        ctx.denom = count - 1 if unbiased else count
-        return xp.var(a, axis=axes, keepdims=keepdim, ddof=1 if unbiased else 0)
+        ctx.denom = builtins.max(count - correction, 0)
+        with np.errstate(divide="ignore", invalid="ignore"):   # n <= correction: inf or nan
+            return xp.var(a, axis=axes, keepdims=keepdim, ddof=correction).astype(a.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d var(a)/da = 2 (a - mean) / (n - ddof)
+        # d var(a)/da = 2 (a - mean) / (n - correction)
         (centred,) = ctx.saved_tensors
         g = _keep(grad_out, ctx.axes, ctx.keepdim)
-        return (g * (2 * centred / ctx.denom)).astype(centred.dtype)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (g * (2 * centred / centred.dtype.type(ctx.denom))).astype(centred.dtype)
 
 
 class Max(Function):
@@ -476,84 +486,262 @@ def _count(shape, axes):
     return int(np.prod([shape[d] for d in axes]))
 
 
+class Maximum(Function):
+    @staticmethod
+    def forward(ctx, a, b, largest=True):
+        ctx.save_for_backward(a, b)
+        ctx.largest = largest
+        xp = get_array_module(a)
+        return xp.maximum(a, b) if largest else xp.minimum(a, b)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d max(a, b)/da = 1[a > b], d/db = 1[b > a]; a tie gives each half (as torch)
+        a, b = ctx.saved_tensors
+        xp = get_array_module(a)
+        loses_a, loses_b = (a < b, a > b) if ctx.largest else (a > b, a < b)
+        g = xp.where(a == b, grad_out / 2, grad_out)
+        zero = grad_out.dtype.type(0)
+        return (unbroadcast(xp.where(loses_a, zero, g), a.shape),
+                unbroadcast(xp.where(loses_b, zero, g), b.shape))
+
+
+class Remainder(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return get_array_module(a).remainder(a, b)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # a mod b = a - b floor(a/b): d/da = 1, d/db = -floor(a/b)
+        a, b = ctx.saved_tensors
+        with np.errstate(divide="ignore", invalid="ignore"):
+            quotient = get_array_module(a).floor_divide(a, b)
+        return unbroadcast(grad_out, a.shape), unbroadcast(-grad_out * quotient, b.shape)
+
+
+class RoundedDiv(Function):
+    @staticmethod
+    def forward(ctx, a, b, mode):
+        ctx.shapes, ctx.mode = (a.shape, b.shape), mode
+        xp = get_array_module(a)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if mode in ("floor", "floor_divide"):
+                return xp.floor_divide(a, b)
+            if a.dtype.kind in "iu":      # truncation of integers: C's division
+                q = xp.floor_divide(a, b)
+                return q + ((q < 0) & (q * b != a)).astype(a.dtype)
+            return xp.trunc(a / b)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # a rounded quotient is piecewise constant: d/da = d/db = 0 (as torch's div with a
+        # rounding_mode); floor_divide has no derivative at all in torch
+        if ctx.mode == "floor_divide":
+            raise RuntimeError("derivative for floor_divide is not implemented")
+        xp = get_array_module(grad_out)
+        return (xp.zeros(ctx.shapes[0], grad_out.dtype), xp.zeros(ctx.shapes[1], grad_out.dtype))
+
+
 # ----- the public functions ------------------------------------------------------------
-def add(a, b):
-    return Add.apply(*binary_operands("add", a, b))
+def add(input, other, *, alpha=1):
+    """input + alpha * other, with torch's type promotion."""
+    return Add.apply(*binary_operands("add", input, other if alpha == 1 else other * alpha))
 
 
-def sub(a, b):
-    return Sub.apply(*binary_operands("sub", a, b))
+def sub(input, other, *, alpha=1):
+    """input - alpha * other (refused for bool operands, as torch)."""
+    if any(result_type(x) == np.bool_ for x in (input, other)
+           if isinstance(x, (Tensor, np.ndarray) + _SCALARS)):
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not "
+                           "supported. If you are trying to invert a mask, use the `~` or "
+                           "`logical_not()` operator instead.")
+    return Sub.apply(*binary_operands("sub", input, other if alpha == 1 else other * alpha))
 
 
-def mul(a, b):
-    return Mul.apply(*binary_operands("mul", a, b))
+def mul(input, other):
+    """input * other, with torch's type promotion."""
+    return Mul.apply(*binary_operands("mul", input, other))
 
 
-def div(a, b):
-    """True division: integer and bool operands give the default float dtype, as torch."""
-    dtype = result_type(a, b)
-    return Div.apply(*binary_operands("div", a, b,
-                                      dtype if _category(dtype) == 2 else DEFAULT_DTYPE))
+def div(input, other, *, rounding_mode=None):
+    """True division: integer and bool operands give the default float dtype, as torch.
+    rounding_mode 'trunc' or 'floor' rounds the quotient (and keeps integer dtypes)."""
+    if rounding_mode is not None:
+        if rounding_mode not in ("trunc", "floor"):
+            raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or "
+                             f"'floor' but found '{rounding_mode}'")
+        return _rounded_div("div", input, other, rounding_mode)
+    dtype = result_type(input, other)
+    return Div.apply(*binary_operands("div", input, other, dtype if _category(dtype) == 2
+                                      else get_default_dtype()))
 
 
-def pow(a, exponent):
-    return Pow.apply(*binary_operands("pow", a, exponent))
+def _rounded_div(op, a, b, mode):
+    a, b = binary_operands(op, a, b)
+    if a.dtype.kind == "b":
+        raise NotImplementedError(f'"{op}" not implemented for \'Bool\'')
+    if a.dtype.kind in "iu" and bool((b.array == 0).any()):
+        raise RuntimeError("ZeroDivisionError")
+    return RoundedDiv.apply(a, b, mode=mode)
 
 
-def matmul(a, b):
+def floor_divide(input, other):
+    """input // other rounded toward minus infinity (Python's rule); not differentiable."""
+    return _rounded_div("floor_divide", input, other, "floor_divide")
+
+
+def remainder(input, other):
+    """input % other with the sign of other (Python's rule), as torch.remainder."""
+    a, b = binary_operands("remainder", input, other)
+    if a.dtype.kind == "b":
+        raise NotImplementedError("\"remainder_cpu\" not implemented for 'Bool'")
+    if a.dtype.kind in "iu" and bool((b.array == 0).any()):
+        raise RuntimeError("ZeroDivisionError")
+    return Remainder.apply(a, b)
+
+
+def pow(input, exponent):
+    """input ** exponent elementwise (either may be a number)."""
+    return Pow.apply(*binary_operands("pow", input, exponent))
+
+
+def maximum(input, other):
+    """The elementwise larger of two tensors (NaN propagates)."""
+    _require_tensors("maximum", input, other)
+    return Maximum.apply(*binary_operands("maximum", input, other), largest=True)
+
+
+def minimum(input, other):
+    """The elementwise smaller of two tensors (NaN propagates)."""
+    _require_tensors("minimum", input, other)
+    return Maximum.apply(*binary_operands("minimum", input, other), largest=False)
+
+
+def _require_tensors(op, *values):
+    for v in values:
+        if not isinstance(v, Tensor):
+            raise TypeError(f"{op}(): argument 'other' must be Tensor, not {type(v).__name__}")
+
+
+def matmul(input, other):
     """Matrix product with NumPy's rules (1-D operands, broadcast batch axes)."""
+    a, b = input, other
     a, b = (as_tensor(a, b, "matmul"), b) if not isinstance(a, Tensor) else (a, b)
     if a.dtype != b.dtype:
-        raise TypeError(f"matmul: dtype mismatch, {a.dtype} and {b.dtype}")
+        raise RuntimeError(f"matmul: expected both operands to have the same dtype, but got "
+                           f"{a.dtype} and {b.dtype}")
     if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"matmul: both operands need at least one dimension, got shapes "
-                         f"{a.shape} and {b.shape}")
+        raise RuntimeError(f"matmul: both arguments to matmul need to be at least 1D, got "
+                           f"shapes {a.shape} and {b.shape}")
     k_a = a.shape[-1]
     k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
     if k_a != k_b:
-        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align: the last "
-                         f"dimension of the first ({k_a}) must equal the "
-                         f"{'first' if b.ndim == 1 else 'second-to-last'} of the second ({k_b})")
+        raise RuntimeError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied: "
+                           f"the last dimension of the first ({k_a}) must equal the "
+                           f"{'first' if b.ndim == 1 else 'second-to-last'} of the second ({k_b})")
     return Matmul.apply(a, b)
 
 
-def where(condition, a, b):
-    """Elementwise choice: a where condition holds, else b (condition is not differentiated)."""
+def mm(input, mat2):
+    """The product of two matrices (2-D only, as torch.mm)."""
+    if input.ndim != 2 or mat2.ndim != 2:
+        raise RuntimeError(f"mm: expected 2-D tensors, got shapes {input.shape} and "
+                           f"{mat2.shape}")
+    return matmul(input, mat2)
+
+
+def bmm(input, mat2):
+    """Batched matrix product of (b, n, m) and (b, m, p) tensors (no broadcasting)."""
+    if input.ndim != 3 or mat2.ndim != 3:
+        raise RuntimeError(f"bmm: expected 3-D tensors, got shapes {input.shape} and "
+                           f"{mat2.shape}")
+    if input.shape[0] != mat2.shape[0]:
+        raise RuntimeError(f"bmm: batch sizes differ: {input.shape} and {mat2.shape}")
+    return matmul(input, mat2)
+
+
+def where(condition, input=None, other=None):
+    """Elementwise choice: input where condition holds, else other (condition is not
+    differentiated). where(condition) alone is nonzero(condition, as_tuple=True)."""
     cond = condition.array if isinstance(condition, Tensor) else condition
+    if input is None and other is None:
+        return tuple(Tensor(i.astype(np.int64)) for i in get_array_module(cond).nonzero(cond))
+    a, b = input, other
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):   # where(c, 1.0, 0)
         a = as_tensor(a, Tensor(cond), "where", result_type(a, b))
     a, b = binary_operands("where", a, b)
     try:
         np.broadcast_shapes(tuple(cond.shape), a.shape, b.shape)
     except ValueError:
-        raise ValueError(f"where: condition {tuple(cond.shape)} and operands {a.shape}, "
-                         f"{b.shape} cannot be broadcast together") from None
+        raise RuntimeError(f"where: condition {tuple(cond.shape)} and operands {a.shape}, "
+                           f"{b.shape} cannot be broadcast together") from None
     return Where.apply(Tensor(cond.astype(bool)), a, b)
 
 
-def neg(a):
-    return Neg.apply(a)
+def masked_fill(input, mask, value):
+    """value where mask (a bool tensor broadcast to input's shape) holds, input elsewhere;
+    in input's dtype (a float value in an int tensor is truncated, as torch)."""
+    if not isinstance(mask, Tensor) or mask.dtype != np.bool_:
+        raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask "
+                           f"with dtype {getattr(mask, 'dtype', type(mask).__name__)}")
+    if isinstance(value, Tensor) and value.ndim != 0:
+        raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, "
+                           f"but got tensor with {value.ndim} dimension(s).")
+    if isinstance(value, Tensor):
+        fill = cast(value, input.dtype)
+    else:
+        fill = Tensor(get_array_module(input.array).asarray(value).astype(input.dtype))
+    out = where(mask, fill, input)
+    if out.shape != input.shape:
+        raise RuntimeError(f"masked_fill: the mask of shape {mask.shape} must broadcast "
+                           f"to the tensor's shape {input.shape}")
+    return out
 
 
-def exp(a):
-    return Exp.apply(a)
+def neg(input):
+    """-input (refused for bool, as torch)."""
+    if input.dtype.kind == "b":
+        raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported. "
+                           "If you are trying to invert a mask, use the `~` or "
+                           "`logical_not()` operator instead.")
+    return Neg.apply(input)
 
 
-def log(a):
-    return Log.apply(a)
+def exp(input):
+    """e ** input; integer tensors give the default float dtype."""
+    return Exp.apply(_as_float(input))
 
 
-def sqrt(a):
-    return Sqrt.apply(a)
+def log(input):
+    """The natural logarithm; integer tensors give the default float dtype."""
+    return Log.apply(_as_float(input))
 
 
-def abs(a):
-    return Abs.apply(a)
+def sqrt(input):
+    """The square root; integer tensors give the default float dtype."""
+    return Sqrt.apply(_as_float(input))
 
 
-def clamp(a, min=None, max=None):
+def _as_float(a):
+    """Integer and bool tensors go through exp/log/sqrt in the default float, as torch."""
+    return a if a.dtype.kind == "f" else cast(a, get_default_dtype())
+
+
+def abs(input):
+    """|input| (refused for bool, as torch)."""
+    if input.dtype.kind == "b":
+        raise NotImplementedError("\"abs_cpu\" not implemented for 'Bool'")
+    return Abs.apply(input)
+
+
+def clamp(input, min=None, max=None):
+    """Each element limited to [min, max] (bounds numbers or tensors)."""
+    a = input
     if min is None and max is None:
-        raise ValueError("clamp: at least one of min and max must be given")
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     bounds = [v for v in (min, max) if v is not None]
     if any(isinstance(v, Tensor) for v in bounds):   # elementwise bounds, as torch
         out = a
@@ -566,63 +754,105 @@ def clamp(a, min=None, max=None):
     return Clamp.apply(a, low=min, high=max)
 
 
-def clone(a):
-    """A copy of a with memory of its own; the gradient passes through unchanged."""
-    return Clone.apply(a)
+clip = clamp
+
+
+def clone(input):
+    """A copy of input with memory of its own; the gradient passes through unchanged."""
+    return Clone.apply(input)
 
 
 def cast(a, dtype):
+    """a in dtype (a itself when it already is); the gradient comes back in a's dtype."""
     dtype = np.dtype(dtype)
     return a if dtype == a.dtype else Cast.apply(a, dtype=dtype)
 
 
-def sum(a, dim=None, keepdim=False):
-    return Sum.apply(a, axes=_axes(dim, a.ndim), keepdim=keepdim)
+def _sum_dtype(a, dtype):
+    """torch's rule: bool and integer tensors sum (and multiply) in int64."""
+    if dtype is not None:
+        return np.dtype(dtype)
+    return np.dtype(np.int64) if a.dtype.kind in "biu" else a.dtype
 
 
-def mean(a, dim=None, keepdim=False):
-    return Mean.apply(a, axes=_axes(dim, a.ndim), keepdim=keepdim)
+def _reduce_dims(dim, ndim):
+    """The axes a reduction runs over: None and () mean all of them, as torch."""
+    if isinstance(dim, (tuple, list)) and len(dim) == 0:
+        return None
+    return _axes(dim, ndim)
 
 
-def var(a, dim=None, keepdim=False, unbiased=True):
-    return Var.apply(a, axes=_axes(dim, a.ndim), keepdim=keepdim, unbiased=unbiased)
+def sum(input, dim=None, keepdim=False, *, dtype=None):
+    """The sum over dim (all dims by default); integer and bool tensors sum in int64."""
+    a = cast(input, _sum_dtype(input, dtype))
+    return Sum.apply(a, axes=_reduce_dims(dim, a.ndim), keepdim=keepdim)
 
 
-MaxResult = collections.namedtuple("MaxResult", ["values", "indices"])
+def mean(input, dim=None, keepdim=False, *, dtype=None):
+    """The mean over dim; as torch, an integer tensor needs dtype= (a float dtype)."""
+    a = input if dtype is None else cast(input, dtype)
+    if a.dtype.kind != "f":
+        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either "
+                           f"a floating point or complex dtype. Got: {a.dtype}")
+    return Mean.apply(a, axes=_reduce_dims(dim, a.ndim), keepdim=keepdim)
+
+
+def _correction(dim, unbiased, correction):
+    """torch's var/std arguments: (dim, unbiased, keepdim) or (dim, correction=)."""
+    if isinstance(dim, bool):                   # var(x, True): unbiased given first
+        dim, unbiased = None, dim
+    if unbiased is not None and correction is not None:
+        raise RuntimeError("var/std: cannot give both unbiased and correction")
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    return dim, correction
+
+
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """The variance over dim, divided by n - correction (n - 1 by default)."""
+    if input.dtype.kind != "f":
+        raise RuntimeError("std and var only support floating point and complex dtypes")
+    dim, correction = _correction(dim, unbiased, correction)
+    return Var.apply(input, axes=_reduce_dims(dim, input.ndim), keepdim=keepdim,
+                     correction=correction)
+
+
+def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """The standard deviation: sqrt(var) with var's arguments."""
+    return sqrt(var(input, dim, unbiased, keepdim, correction=correction))
+
+
+MaxResult = collections.namedtuple("max", ["values", "indices"])
+MinResult = collections.namedtuple("min", ["values", "indices"])
 
 
 def _max_or_min(a, dim, keepdim, largest):
+    name = "max" if largest else "min"
+    if isinstance(dim, Tensor):                   # torch.max(a, b): the elementwise max
+        return maximum(a, dim) if largest else minimum(a, dim)
     if dim is None and a.numel() == 0:
-        name = "max" if largest else "min"
-        raise RuntimeError(f"{name}(): a tensor of shape {a.shape} has no elements; give "
-                           f"the dimension to reduce over with dim=")
+        raise RuntimeError(f"{name}(): Expected reduction dim to be specified for "
+                           f"input.numel() == 0. Specify the reduction dim with the 'dim' "
+                           f"argument (the tensor has shape {a.shape}).")
     if dim is None:
         return Max.apply(a, largest=largest)
     (axis,) = _axes(dim, a.ndim)
     xp = get_array_module(a.array)
+    if a.shape[axis] == 0:
+        raise IndexError(f"{name}(): Expected reduction dim {axis} to have non-zero size "
+                         f"(shape {a.shape})")
     index = xp.expand_dims((xp.argmax if largest else xp.argmin)(a.array, axis=axis), axis)
     values = MaxDim.apply(a, index=index, dim=axis, keepdim=keepdim)
-    return MaxResult(values, Tensor(index if keepdim else xp.squeeze(index, axis=axis)))
+    indices = Tensor((index if keepdim else xp.squeeze(index, axis=axis)).astype(np.int64))
+    return (MaxResult if largest else MinResult)(values, indices)
 
 
-def max(a, dim=None, keepdim=False):
-    """The largest value; with `dim`, (values, indices) along it, as torch.max. A NaN
-    counts as the largest value (the result is NaN)."""
-    return _max_or_min(a, dim, keepdim, largest=True)
+def max(input, dim=None, keepdim=False):
+    """The largest value; with `dim`, (values, indices) along it; with a tensor as the
+    second argument, the elementwise maximum (as torch.max). A NaN counts as largest."""
+    return _max_or_min(input, dim, keepdim, largest=True)
 
 
-def min(a, dim=None, keepdim=False):
+def min(input, dim=None, keepdim=False):
     """The smallest value; with `dim`, (values, indices) along it, as torch.min."""
-    return _max_or_min(a, dim, keepdim, largest=False)
-
-
-_COMPARE = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
-            "eq": np.equal, "ne": np.not_equal}
-
-
-def compare(a, b, how):
-    """Elementwise comparison, after promoting both operands to result_type (so an int
-    tensor < 2.5 compares against 2.5, not 2); a boolean tensor outside the graph."""
-    a, b = binary_operands(how, a, b)
-    xp = get_array_module(a.array)
-    return Tensor(getattr(xp, _COMPARE[how].__name__)(a.array, b.array))
+    return _max_or_min(input, dim, keepdim, largest=False)

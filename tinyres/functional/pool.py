@@ -1,10 +1,14 @@
-"""Pooling: max (on the kernel layer), average (im2col and a mean), adaptive average."""
+"""Pooling: max (on the kernel layer), average (im2col and a mean), adaptive average and
+adaptive max over torch's windows (one loop over the output grid)."""
+import numpy as np
+
 from tinyres.autograd import Function
 from tinyres.backend import get_array_module, kernels_for
 from tinyres.functional.conv import pair
 from tinyres.kernels import checks
 from tinyres.kernels.gemm_conv import batch_first, channels_first, columns
 from tinyres.functional.math import mean
+from tinyres.tensor import Tensor
 
 
 class MaxPool2d(Function):
@@ -67,16 +71,116 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0):
                                                  padding))
 
 
+def adaptive_windows(size, out):
+    """torch's adaptive windows along one axis: [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+class AdaptiveAvgPool2d(Function):
+    @staticmethod
+    def forward(ctx, x, out_size):
+        xp = get_array_module(x)
+        rows, cols = (adaptive_windows(n, o) for n, o in zip(x.shape[2:], out_size))
+        y = xp.empty(x.shape[:2] + tuple(out_size), dtype=x.dtype)
+        for i, (h0, h1) in enumerate(rows):
+            for j, (w0, w1) in enumerate(cols):
+                y[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
+        ctx.shape, ctx.windows = x.shape, (rows, cols)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d mean/dx = 1/(window size) for each element of each window (windows may overlap)
+        xp = get_array_module(grad_out)
+        grad = xp.zeros(ctx.shape, dtype=grad_out.dtype)
+        rows, cols = ctx.windows
+        for i, (h0, h1) in enumerate(rows):
+            for j, (w0, w1) in enumerate(cols):
+                share = grad_out[:, :, i, j] / ((h1 - h0) * (w1 - w0))
+                grad[:, :, h0:h1, w0:w1] += share[:, :, None, None]
+        return grad
+
+
+def adaptive_max_indices(x, out_size):
+    """For each adaptive window of x (N, C, H, W), the flat index (h * W + w) of its first
+    maximum, or of its first NaN (as torch)."""
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    rows, cols = (adaptive_windows(k, o) for k, o in zip((h, w), out_size))
+    idx = xp.empty((n, c) + tuple(out_size), dtype=xp.int64)
+    for i, (h0, h1) in enumerate(rows):
+        for j, (w0, w1) in enumerate(cols):
+            window = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
+            nan = xp.isnan(window)
+            k = xp.where(nan.any(axis=2), nan.argmax(axis=2), window.argmax(axis=2))
+            idx[:, :, i, j] = (h0 + k // (w1 - w0)) * w + w0 + k % (w1 - w0)
+    return idx
+
+
+class AdaptiveMaxPool2d(Function):
+    @staticmethod
+    def forward(ctx, x, idx):
+        n, c = x.shape[:2]
+        xp = get_array_module(x)
+        ctx.idx, ctx.shape = idx, x.shape
+        flat = xp.take_along_axis(x.reshape(n, c, -1), idx.reshape(n, c, -1), axis=2)
+        return flat.reshape(idx.shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d max/dx = 1 at the element each window chose, 0 elsewhere (overlaps accumulate)
+        xp = get_array_module(grad_out)
+        n, c = ctx.shape[:2]
+        grad = xp.zeros((n * c, ctx.shape[2] * ctx.shape[3]), dtype=grad_out.dtype)
+        rows = xp.repeat(xp.arange(n * c), ctx.idx[0, 0].size)
+        if xp is np:
+            np.add.at(grad, (rows, ctx.idx.ravel()), grad_out.ravel())
+        else:
+            import cupyx
+            cupyx.scatter_add(grad, (rows, ctx.idx.ravel()), grad_out.ravel())
+        return grad.reshape(ctx.shape)
+
+
+def _adaptive_size(op, input, output_size):
+    """(oh, ow) from an int, a pair, or None entries (keep that input size)."""
+    if input.ndim not in (3, 4):
+        raise RuntimeError(f"{op}(): Expected 3D or 4D tensor, but got {list(input.shape)}")
+    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
+    if len(sizes) != 2:
+        raise ValueError(f"{op}: output_size must be an int or a pair, got {output_size!r}")
+    sizes = tuple(input.shape[-2 + i] if s is None else int(s) for i, s in enumerate(sizes))
+    if min(sizes) < 0 or (min(sizes) == 0 and input.numel()):
+        raise RuntimeError(f"{op}: output_size must be positive, got {output_size!r}")
+    return sizes
+
+
+def _batched(input, fn):
+    """fn on a 4-D view of a (C, H, W) or (N, C, H, W) input, the result in its layout."""
+    if input.ndim == 3:
+        return fn(input.unsqueeze(0)).squeeze(0)
+    return fn(input)
+
+
 def adaptive_avg_pool2d(input, output_size):
-    """Average to an (oh, ow) grid. Output 1 is the global average pool of a ResNet;
-    larger outputs must divide the input (then it is an avg_pool2d with stride = kernel)."""
-    if input.ndim != 4:
-        raise ValueError(f"adaptive_avg_pool2d: expected a 4-D input, got {input.shape}")
-    oh, ow = pair(output_size, "output_size", "adaptive_avg_pool2d")
-    h, w = input.shape[2:]
+    """Average to an (oh, ow) grid over torch's windows: along each axis, output i averages
+    [floor(i*in/out), ceil((i+1)*in/out)). Output 1 is a mean (a ResNet's global average
+    pool); an output that divides the input is avg_pool2d with stride = kernel."""
+    oh, ow = _adaptive_size("adaptive_avg_pool2d", input, output_size)
+    h, w = input.shape[-2:]
     if (oh, ow) == (1, 1):
-        return mean(input, dim=(2, 3), keepdim=True)
-    if oh < 1 or ow < 1 or h % oh or w % ow:
-        raise NotImplementedError(f"adaptive_avg_pool2d: output size {(oh, ow)} must divide "
-                                  f"the input size {(h, w)}")
-    return avg_pool2d(input, (h // oh, w // ow))
+        return mean(input, dim=(-2, -1), keepdim=True)
+    if h % oh == 0 and w % ow == 0:
+        return _batched(input, lambda x: avg_pool2d(x, (h // oh, w // ow)))
+    return _batched(input, lambda x: AdaptiveAvgPool2d.apply(x, out_size=(oh, ow)))
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """The maximum over each of torch's adaptive windows (see adaptive_avg_pool2d); with
+    return_indices, also the flat index (h * W + w) of each chosen element."""
+    size = _adaptive_size("adaptive_max_pool2d", input, output_size)
+    x = input if input.ndim == 4 else input.unsqueeze(0)
+    idx = adaptive_max_indices(x.array, size)
+    out = AdaptiveMaxPool2d.apply(x, idx=idx)
+    if input.ndim == 3:
+        out, idx = out.squeeze(0), idx[0]
+    return (out, Tensor(idx)) if return_indices else out

@@ -134,6 +134,7 @@ def _check_sizes(op, shape):
 
 
 def reshape(a, *shape):
+    """input's values in a new shape (one size may be -1: inferred)."""
     shape = _shape_arg(shape)
     _check_sizes("reshape", shape)     # NumPy would read -2 as -1
     try:
@@ -156,6 +157,7 @@ def view(a, *shape):
 
 
 def flatten(a, start_dim=0, end_dim=-1):
+    """input with dims start_dim..end_dim merged into one."""
     if a.ndim == 0:
         return reshape(a, 1)
     start, end = _dim(start_dim, a.ndim, "flatten"), _dim(end_dim, a.ndim, "flatten")
@@ -166,39 +168,82 @@ def flatten(a, start_dim=0, end_dim=-1):
 
 
 def permute(a, *dims):
-    dims = tuple(_dim(d, a.ndim, "permute") for d in _shape_arg(dims))
-    if sorted(dims) != list(range(a.ndim)):
-        raise ValueError(f"permute: {dims} is not a permutation of the {a.ndim} dims "
-                         f"of a tensor of shape {a.shape}")
+    """input with its dims reordered as dims (a permutation, as torch.permute)."""
+    dims = _shape_arg(dims)
+    if len(dims) != a.ndim:
+        raise RuntimeError(f"permute(): number of dimensions in the tensor input does not "
+                           f"match the length of the desired ordering of dimensions i.e. "
+                           f"input.dim() = {a.ndim} is not equal to len(dims) = {len(dims)}")
+    dims = tuple(_dim(d, a.ndim, "permute") for d in dims)
+    if len(set(dims)) != len(dims):
+        raise RuntimeError(f"permute(): duplicate dims are not allowed (got {dims} for a "
+                           f"tensor of shape {a.shape}).")
     return Permute.apply(a, dims=dims)
 
 
 def transpose(a, dim0, dim1):
+    """input with dims dim0 and dim1 swapped."""
     dims = list(range(a.ndim))
     d0, d1 = _dim(dim0, a.ndim, "transpose"), _dim(dim1, a.ndim, "transpose")
     dims[d0], dims[d1] = dims[d1], dims[d0]
     return Permute.apply(a, dims=tuple(dims))
 
 
+class Flip(Function):
+    @staticmethod
+    def forward(ctx, a, dims):
+        ctx.dims = dims
+        return get_array_module(a).flip(a, dims).copy()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # a reversal of positions: reverse the gradient back
+        return get_array_module(grad_out).flip(grad_out, ctx.dims).copy()
+
+
+def flip(input, dims):
+    """input with the order of its elements reversed along each of dims (a tuple)."""
+    if not isinstance(dims, (tuple, list)):
+        raise TypeError(f"flip(): argument 'dims' must be tuple of ints, not "
+                        f"{type(dims).__name__}")
+    dims = tuple(_dim(d, input.ndim, "flip") for d in dims)
+    if len(set(dims)) != len(dims):
+        raise RuntimeError(f"dims has duplicates, original flip dims size={len(dims)}, but "
+                           f"unique flip dims size={len(set(dims))}")
+    return Flip.apply(input, dims=dims)
+
+
+def t(input):
+    """The transpose of a tensor of at most 2 dimensions (torch.t)."""
+    if input.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
+                           f"{input.ndim}D")
+    return transpose(input, 0, 1) if input.ndim == 2 else input
+
+
 def squeeze(a, dim=None):
+    """a without its size-1 dims (all of them, or those of dim: an int or a tuple)."""
     if dim is None:
         return reshape(a, tuple(n for n in a.shape if n != 1))
-    d = _dim(dim, a.ndim, "squeeze")
-    if a.shape[d] != 1:
-        return a
-    return reshape(a, a.shape[:d] + a.shape[d + 1:])
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    dims = {_dim(d, a.ndim, "squeeze") for d in dims}
+    return reshape(a, tuple(n for i, n in enumerate(a.shape) if i not in dims or n != 1))
 
 
 def unsqueeze(a, dim):
+    """input with a new size-1 dim at position dim."""
     d = _dim(dim, a.ndim + 1, "unsqueeze")
     return reshape(a, a.shape[:d] + (1,) + a.shape[d:])
 
 
 def expand(a, *shape):
+    """input broadcast to shape without copying (-1 keeps a size)."""
     shape = _shape_arg(shape)
     lead = len(shape) - a.ndim
     if lead < 0:
-        raise ValueError(f"expand: cannot expand shape {a.shape} to fewer dims {shape}")
+        raise RuntimeError(f"expand({a.shape}, size={list(shape)}): the number of sizes "
+                           f"provided ({len(shape)}) must be greater or equal to the number "
+                           f"of dimensions in the tensor ({a.ndim})")
     for i, n in enumerate(shape):
         if n == -1 and i < lead:      # -1 keeps a size, and a new dim has none to keep
             raise RuntimeError(f"expand: the expanded size -1 isn't allowed in a leading, "
@@ -208,9 +253,10 @@ def expand(a, *shape):
     target = tuple(a.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
     for i, n in enumerate(a.shape):
         if n != 1 and n != target[i + lead]:
-            raise ValueError(f"expand: dimension {i} of shape {a.shape} has size {n} and "
-                             f"can only be expanded from size 1, not to {target[i + lead]} "
-                             f"(target {shape})")
+            raise RuntimeError(f"expand: the expanded size of the tensor ({target[i + lead]}) "
+                               f"must match the existing size ({n}) at non-singleton "
+                               f"dimension {i + lead}.  Target sizes: {list(shape)}.  Tensor "
+                               f"sizes: {list(a.shape)}")
     return Expand.apply(a, shape=target)
 
 
@@ -228,6 +274,7 @@ def _check_joinable(op, tensors, dim, same_size_along_dim):
 
 
 def cat(tensors, dim=0):
+    """tensors joined along an existing dim (dtypes promote, as torch.cat)."""
     tensors = list(tensors)
     d = _dim(dim, tensors[0].ndim if tensors else 1, "cat")
     _check_joinable("cat", tensors, d, same_size_along_dim=False)
@@ -236,6 +283,7 @@ def cat(tensors, dim=0):
 
 
 def stack(tensors, dim=0):
+    """tensors of one shape joined along a new dim."""
     tensors = list(tensors)
     d = _dim(dim, tensors[0].ndim + 1 if tensors else 1, "stack")
     _check_joinable("stack", tensors, d, same_size_along_dim=True)
@@ -282,11 +330,125 @@ def _as_view_index(index):
 
 
 def getitem(a, index):
+    """input[index] with NumPy's (and torch's) indexing rules."""
     index = _plain_index(index, a.device)
-    if a.device == "cpu":   # check on a zero-cost view first, for a message with shapes
+    if a.device.type == "cpu":   # check on a zero-cost view first, for a message with shapes
         try:
             np.broadcast_to(np.int8(0), a.shape)[index]
         except (IndexError, TypeError) as err:
             raise IndexError(f"getitem: index {index!r} is invalid for a tensor of shape "
                              f"{a.shape}: {err}") from None
     return GetItem.apply(a, index=_as_view_index(index))
+
+
+# ----- gather, split, chunk, repeat ----------------------------------------------------
+def _scatter_add(target, index, values):
+    """target[index] += values, repeated positions accumulating (NumPy or CuPy)."""
+    if get_array_module(target) is np:
+        np.add.at(target, index, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(target, index, values)
+
+
+def _along(index, dim):
+    """The full advanced index that picks index[...] along dim, its own position elsewhere."""
+    xp = get_array_module(index)
+    grids = [xp.arange(n).reshape([n if d == k else 1 for k in range(index.ndim)])
+             for d, n in enumerate(index.shape)]
+    grids[dim] = index
+    return tuple(grids)
+
+
+class Gather(Function):
+    @staticmethod
+    def forward(ctx, a, index, dim):
+        ctx.shape, ctx.index, ctx.dim = a.shape, index, dim
+        return a[_along(index, dim)]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # out[i][j] = a[i][index[i][j]]: scatter-add the gradient back to the positions read
+        grad = get_array_module(grad_out).zeros(ctx.shape, dtype=grad_out.dtype)
+        _scatter_add(grad, _along(ctx.index, ctx.dim), grad_out)
+        return grad
+
+
+def gather(input, dim, index):
+    """Values of input along dim at the positions in index (torch.gather): out has the
+    shape of index, out[i][j] = input[i][index[i][j]] for dim=1."""
+    d = _dim(dim, input.ndim, "gather")
+    if not isinstance(index, Tensor) or index.dtype not in (np.int64, np.int32):
+        raise RuntimeError(f"gather(): Expected dtype int32/int64 for index, got "
+                           f"{getattr(index, 'dtype', type(index).__name__)}")
+    if index.ndim != max(input.ndim, 1) and not (input.ndim == 0 and index.ndim == 0):
+        raise RuntimeError(f"Index tensor must have the same number of dimensions as input "
+                           f"tensor (input {input.shape}, index {index.shape})")
+    for k, (n, m) in enumerate(zip(index.shape, input.shape)):
+        if k != d and n > m:
+            raise RuntimeError(f"gather(): Size does not match at dimension {k} expected "
+                               f"index {list(index.shape)} to be no larger than self "
+                               f"{list(input.shape)} apart from dimension {d}")
+    size = input.shape[d] if input.ndim else 1
+    idx = index.array
+    if idx.size and (bool((idx < -size).any()) or bool((idx >= size).any())):
+        raise RuntimeError(f"gather(): index {int(idx.max())} is out of bounds for dimension "
+                           f"{d} with size {size}")
+    if input.ndim == 0:
+        return reshape(input, ())
+    return Gather.apply(input, index=idx % size if idx.size else idx, dim=d)
+
+
+def split(tensor, split_size_or_sections, dim=0):
+    """Pieces of `tensor` along dim: of split_size each (the last one smaller), or of
+    the sizes listed (which must add up to the dim's size)."""
+    d = _dim(dim, tensor.ndim, "split")
+    n = tensor.shape[d]
+    if isinstance(split_size_or_sections, (list, tuple)):
+        sizes = [as_int(s, "a split size", "split") for s in split_size_or_sections]
+        if sum(sizes) != n or any(s < 0 for s in sizes):
+            raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} "
+                               f"(input tensor's size at dimension {d}), but got "
+                               f"split_sizes={sizes}")
+    else:
+        size = as_int(split_size_or_sections, "split_size", "split")
+        if size < 0 or (size == 0 and n != 0):
+            raise RuntimeError(f"split expects split_size be non-negative, but got "
+                               f"split_size={size}" if size < 0 else
+                               f"split_size can only be 0 if dimension size is 0, but got "
+                               f"dimension size of {n}")
+        sizes = [size] * (n // size) + ([n % size] if n % size else []) if n else [0]
+    return tuple(_narrow(tensor, d, start, s)
+                 for start, s in zip(np.cumsum([0] + sizes[:-1]).tolist(), sizes))
+
+
+def _narrow(a, dim, start, length):
+    index = (slice(None),) * dim + (slice(start, start + length),)
+    return getitem(a, index)
+
+
+def chunk(input, chunks, dim=0):
+    """At most `chunks` pieces of equal size ceil(n / chunks) along dim (the last smaller)."""
+    chunks = as_int(chunks, "chunks", "chunk")
+    if chunks <= 0:
+        raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
+    d = _dim(dim, input.ndim, "chunk")
+    n = input.shape[d]
+    return split(input, max(-(-n // chunks), 1) if n else 0, d) if n else \
+        tuple(_narrow(input, d, 0, 0) for _ in range(chunks))
+
+
+def repeat(a, *sizes):
+    """a tiled sizes[i] times along each dim (torch's Tensor.repeat; new leading dims when
+    more sizes than dims are given), as an expand of interleaved size-1 dims."""
+    sizes = _shape_arg(sizes)
+    if len(sizes) < a.ndim:
+        raise RuntimeError(f"Number of dimensions of repeat dims ({len(sizes)}) can not be "
+                           f"smaller than number of dimensions of tensor ({a.ndim})")
+    if any(s < 0 for s in sizes):
+        raise RuntimeError(f"repeat: trying to create tensor with negative dimension, "
+                           f"repeats {list(sizes)}")
+    shape = (1,) * (len(sizes) - a.ndim) + tuple(a.shape)
+    interleaved = reshape(a, tuple(x for n in shape for x in (1, n)))
+    tiled = expand(interleaved, tuple(x for r, n in zip(sizes, shape) for x in (r, n)))
+    return reshape(tiled, tuple(r * n for r, n in zip(sizes, shape)))

@@ -2,23 +2,36 @@
 (`import tinyres.nn.functional as F`). Nothing is defined here: the ops live in
 tinyres/functional/, one family per file.
 """
-from tinyres.functional.activation import dropout, log_softmax, relu, softmax
+from tinyres.functional.activation import (elu, gelu, hardsigmoid, hardswish, leaky_relu,
+                                           log_softmax, logsigmoid, relu, relu6, sigmoid,
+                                           silu, softmax, tanh)
 from tinyres.functional.conv import conv2d
+from tinyres.functional.dropout import dropout, dropout2d
+from tinyres.functional.embedding import embedding, one_hot
 from tinyres.functional.linear import linear
-from tinyres.functional.loss import cross_entropy, mse_loss, nll_loss
+from tinyres.functional.loss import (binary_cross_entropy, binary_cross_entropy_with_logits,
+                                     cross_entropy, huber_loss, kl_div, l1_loss, mse_loss,
+                                     nll_loss, smooth_l1_loss)
 from tinyres.functional.math import (abs, add, clamp, div, exp, log, matmul, max, mean, min,
                                      mul, neg, pow, sqrt, sub, sum, var, where)
-from tinyres.functional.norm import batch_norm
-from tinyres.functional.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from tinyres.functional.norm import (batch_norm, group_norm, instance_norm, layer_norm,
+                                     normalize)
+from tinyres.functional.pool import (adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d,
+                                     max_pool2d)
+from tinyres.functional.resample import interpolate
 from tinyres.functional.residual import residual_add
 from tinyres.functional.shape import (cat, expand, flatten, getitem, pad, permute, reshape,
                                       squeeze, stack, transpose, unsqueeze, view)
 
 __all__ = [
-    "abs", "adaptive_avg_pool2d", "add", "avg_pool2d", "batch_norm", "cat", "clamp",
-    "conv2d", "cross_entropy", "div", "dropout", "exp", "expand", "flatten", "getitem",
-    "linear", "log", "log_softmax", "matmul", "max", "max_pool2d", "mean", "min", "mse_loss",
-    "mul", "neg", "nll_loss", "pad", "permute", "pow", "relu", "reshape", "residual_add",
-    "softmax", "sqrt", "squeeze", "stack", "sub", "sum", "transpose", "unsqueeze", "var",
-    "view", "where",
+    "abs", "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "avg_pool2d", "batch_norm",
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "cat", "clamp", "conv2d",
+    "cross_entropy", "div", "dropout", "dropout2d", "elu", "embedding", "exp", "expand",
+    "flatten", "gelu", "getitem", "group_norm", "hardsigmoid", "hardswish", "huber_loss",
+    "instance_norm", "interpolate", "kl_div", "l1_loss", "layer_norm", "leaky_relu",
+    "linear", "log", "log_softmax", "logsigmoid", "matmul", "max", "max_pool2d", "mean",
+    "min", "mse_loss", "mul", "neg", "nll_loss", "normalize", "one_hot", "pad", "permute",
+    "pow", "relu", "relu6", "reshape", "residual_add", "sigmoid", "silu", "smooth_l1_loss",
+    "softmax", "sqrt", "squeeze", "stack", "sub", "sum", "tanh", "transpose", "unsqueeze",
+    "var", "view", "where",
 ]

@@ -1,4 +1,5 @@
-"""The layers of a ResNet, with torch.nn's names, arguments, parameters and buffers.
+"""The layers of a ResNet and a few more (dropout, pooling, resampling), with
+torch.nn's names, arguments, parameters and buffers.
 
 Each layer holds its weights and calls one op from tinyres.nn.functional in forward().
 Parameter and buffer names (weight, bias, running_mean, running_var,
@@ -14,13 +15,13 @@ from tinyres.functional.shape import as_int
 from tinyres.nn import functional as F
 from tinyres.nn import init
 from tinyres.nn.module import Module, Parameter
-from tinyres.tensor import DEFAULT_DTYPE, Tensor
+from tinyres.tensor import Tensor, get_default_dtype
 
 
 def _empty_parameter(shape, device, dtype):
     """A Parameter of zeros of the given shape; the layer's reset_parameters fills it."""
-    device = backend.check_device(device or "cpu")
-    data = backend.xp_for(device).zeros(shape, dtype=np.dtype(dtype or DEFAULT_DTYPE))
+    dtype = np.dtype(dtype or get_default_dtype())
+    data = backend.new_array(device, lambda xp: xp.zeros(shape, dtype=dtype))
     return Parameter(data)
 
 
@@ -134,7 +135,7 @@ class _BatchNorm(Module):
         if affine and bias:
             self.bias = _empty_parameter((num_features,), device, dtype)
         if track_running_stats:
-            float_dtype = np.dtype(dtype or DEFAULT_DTYPE)
+            float_dtype = np.dtype(dtype or get_default_dtype())
             self.register_buffer("running_mean",
                                  _buffer(np.zeros(num_features, float_dtype), device))
             self.register_buffer("running_var",
@@ -261,6 +262,21 @@ class AdaptiveAvgPool2d(Module):
         return f"output_size={self.output_size}"
 
 
+class AdaptiveMaxPool2d(Module):
+    """Maximum over torch's adaptive windows, to a fixed output size."""
+
+    def __init__(self, output_size, return_indices=False):
+        super().__init__()
+        self.output_size, self.return_indices = output_size, return_indices
+
+    def forward(self, x):
+        return F.adaptive_max_pool2d(check_input(self, x), self.output_size,
+                                     self.return_indices)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
 class Flatten(Module):
     """Merge dims start_dim..end_dim into one: (N, C, 1, 1) -> (N, C) by default."""
 
@@ -285,7 +301,15 @@ class Dropout(Module):
         self.p, self.inplace = p, inplace
 
     def forward(self, x):
-        return F.dropout(check_input(self, x), self.p, self.training)
+        return F.dropout(check_input(self, x), self.p, self.training, self.inplace)
+
+
+class Dropout2d(Dropout):
+    """Zero whole channels (one draw per sample and channel) in training, scaling the
+    rest by 1/(1-p)."""
+
+    def forward(self, x):
+        return F.dropout2d(check_input(self, x), self.p, self.training, self.inplace)
 
     def extra_repr(self):
         return f"p={self.p}, inplace={self.inplace}"
@@ -302,15 +326,40 @@ class Identity(Module):
         return x
 
 
-class CrossEntropyLoss(Module):
-    """Mean cross entropy between logits (N, classes) and integer labels (N,)."""
+class Unflatten(Module):
+    """Split dim into unflattened_size (one entry may be -1): (N, 10) -> (N, 2, 5)."""
 
-    def forward(self, input, target):
-        return F.cross_entropy(check_input(self, input), target)
+    def __init__(self, dim, unflattened_size):
+        super().__init__()
+        self.dim, self.unflattened_size = dim, tuple(unflattened_size)
+
+    def forward(self, x):
+        check_input(self, x)
+        dim = self.dim % x.ndim if x.ndim else self.dim
+        return x.reshape(x.shape[:dim] + self.unflattened_size + x.shape[dim + 1:])
+
+    def extra_repr(self):
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
 
 
-class MSELoss(Module):
-    """Mean squared error."""
+class Upsample(Module):
+    """F.interpolate as a layer: a fixed output size or scale_factor, and a mode."""
 
-    def forward(self, input, target):
-        return F.mse_loss(check_input(self, input), check_input(self, target, "target"))
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                 recompute_scale_factor=None):
+        super().__init__()
+        self.size, self.mode, self.align_corners = size, mode, align_corners
+        if isinstance(scale_factor, (tuple, list)):
+            self.scale_factor = tuple(float(s) for s in scale_factor)
+        else:
+            self.scale_factor = float(scale_factor) if scale_factor else None
+        self.recompute_scale_factor = recompute_scale_factor
+
+    def forward(self, x):
+        return F.interpolate(check_input(self, x), self.size, self.scale_factor, self.mode,
+                             self.align_corners, self.recompute_scale_factor)
+
+    def extra_repr(self):
+        info = (f"scale_factor={self.scale_factor!r}" if self.scale_factor is not None
+                else f"size={self.size!r}")
+        return info + f", mode={self.mode!r}"

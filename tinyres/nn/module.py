@@ -15,6 +15,8 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from tinyres import backend
+from tinyres.functional.device import cuda_device, parse_to_args
+from tinyres.nn import hooks
 from tinyres.tensor import FLOAT_DTYPES, Tensor
 
 
@@ -70,18 +72,13 @@ def _indent(text, spaces):
     return lines[0] + "\n" + "\n".join(pad + line for line in lines[1:])
 
 
-def _parse_to_args(device, dtype):
-    """to(device), to(dtype), to(device, dtype): split into (device or None, dtype or None)."""
-    if device is not None and not isinstance(device, str):
-        device, dtype = None, device
-    elif isinstance(device, str) and device.startswith("float"):
-        device, dtype = None, device
-    if device is not None:
-        device = backend.check_device(device)
-    if dtype is not None:
-        dtype = np.dtype(dtype)
-        if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"Module.to: only float32 or float64 are supported, got {dtype}")
+def _parse_to_args(args, kwargs):
+    """Module.to's arguments, as Tensor.to's (device, dtype, another tensor), split into
+    (device or None, dtype or None); only floating dtypes, as torch."""
+    device, dtype, _ = parse_to_args("Module.to", args, kwargs)
+    if dtype is not None and dtype not in FLOAT_DTYPES:
+        raise TypeError(f"nn.Module.to only accepts floating point dtypes (float32 or "
+                        f"float64 here), but got desired dtype={dtype}")
     return device, dtype
 
 
@@ -103,12 +100,48 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        for name, table in hooks.new_hook_tables().items():
+            object.__setattr__(self, name, table)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
+        if hooks.has_hooks(self):
+            return hooks.call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
+
+    # ----- hooks (nn/hooks.py) ----------------------------------------------------------
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """hook(module, args) before forward; a returned value replaces args (a single
+        value is wrapped in a tuple). with_kwargs: hook(module, args, kwargs) returning
+        None or (args, kwargs). Returns a handle whose remove() unregisters it."""
+        return hooks.add_hook(self._forward_pre_hooks, hook, prepend,
+                              self._forward_pre_hooks_with_kwargs, with_kwargs)
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """hook(module, args, output) after forward (with_kwargs: hook(module, args,
+        kwargs, output)); a returned value replaces the output. Returns a handle."""
+        return hooks.add_hook(self._forward_hooks, hook, prepend,
+                              self._forward_hooks_with_kwargs, with_kwargs)
+
+    def register_full_backward_hook(self, hook, prepend=False):
+        """hook(module, grad_input, grad_output), tuples with one entry per positional
+        argument (None where it is not a tensor that requires a gradient) and per output,
+        called when the gradient with respect to the inputs is computed; a returned
+        tuple replaces grad_input. Returns a handle."""
+        return hooks.add_hook(self._backward_hooks, hook, prepend)
+
+    def register_full_backward_pre_hook(self, hook, prepend=False):
+        """hook(module, grad_output) when the gradient with respect to the output is
+        computed; a returned tuple replaces grad_output. Returns a handle."""
+        return hooks.add_hook(self._backward_pre_hooks, hook, prepend)
+
+    def register_backward_hook(self, hook):
+        """torch's deprecated non-full backward hook is not built: use
+        register_full_backward_hook."""
+        raise NotImplementedError("register_backward_hook (deprecated in torch) is not "
+                                  "supported: use register_full_backward_hook")
 
     # ----- registration -----------------------------------------------------------------
     def _check_initialised(self, name):
@@ -250,6 +283,36 @@ class Module:
         for _, buf in self.named_buffers(recurse=recurse):
             yield buf
 
+    def get_submodule(self, target):
+        """The module at dotted path `target` ('' is self), as torch."""
+        module = self
+        for item in target.split(".") if target else []:
+            if not hasattr(module, item):
+                raise AttributeError(f"{type(module).__name__} has no attribute `{item}`")
+            module = getattr(module, item)
+            if not isinstance(module, Module):
+                raise AttributeError(f"`{item}` is not an nn.Module")
+        return module
+
+    def get_parameter(self, target):
+        """The Parameter at dotted path `target` ('layer1.0.conv1.weight')."""
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        if not hasattr(module, name):
+            raise AttributeError(f"{type(module).__name__} has no attribute `{name}`")
+        param = getattr(module, name)
+        if not isinstance(param, Parameter):
+            raise AttributeError(f"`{name}` is not an nn.Parameter")
+        return param
+
+    def get_buffer(self, target):
+        """The buffer at dotted path `target` ('bn1.running_mean')."""
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        if name not in module._buffers:
+            raise AttributeError(f"`{name}` is not a buffer")
+        return module._buffers[name]
+
     def apply(self, fn):
         """Call fn on every child (recursively) and then on self; returns self."""
         for child in self.children():
@@ -355,11 +418,12 @@ class Module:
         return errors
 
     # ----- devices and dtypes -----------------------------------------------------------
-    def to(self, device=None, dtype=None):
+    def to(self, *args, **kwargs):
         """Move (and/or cast, float arrays only) every parameter, gradient and buffer in
         place: the Parameter objects stay the same, so an optimizer keeps working.
-        Accepts to('cuda'), to(np.float64), to('cpu', np.float64). Returns self."""
-        device, dtype = _parse_to_args(device, dtype)
+        Accepts to('cuda:1'), to(tinyres.device('cpu')), to(np.float64),
+        to('cpu', np.float64), to(tensor) (its device and dtype). Returns self."""
+        device, dtype = _parse_to_args(args, kwargs)
         for module in self.modules():
             for tensor in list(module._parameters.values()) + list(module._buffers.values()):
                 if tensor is None:
@@ -369,10 +433,13 @@ class Module:
                     tensor.grad = Tensor(_converted(tensor.grad.array, device, dtype))
         return self
 
-    def cuda(self):
-        return self.to("cuda")
+    def cuda(self, device=None):
+        """Move every parameter and buffer to a CUDA device (the current one, or `device`:
+        an index or 'cuda:N'). Returns self."""
+        return self.to(cuda_device(device))
 
     def cpu(self):
+        """Move every parameter and buffer to the CPU. Returns self."""
         return self.to("cpu")
 
     def float(self):

@@ -1,4 +1,5 @@
-"""Adam and AdamW, with torch.optim's update rule. At step t, with gradient g:
+"""Adam and AdamW, with torch.optim's update rule. At step t, with gradient g
+(negated first when maximize=True):
 
     g = g + weight_decay * p            (Adam: L2 penalty folded into the gradient)
     p = p * (1 - lr * weight_decay)     (AdamW: decoupled decay, instead of the line above)
@@ -6,62 +7,70 @@
     v = beta2 * v + (1 - beta2) * g * g            (amsgrad: v_max = max(v_max, v))
     p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 """
-import math
-
 from tinyres.backend import get_array_module
-from tinyres.optim.optimizer import Optimizer
+from tinyres.optim.optimizer import Optimizer, check_options
+from tinyres.optim.sgd import refuse_unsupported
+
+
+def check_adam_options(name, lr, betas, eps, weight_decay):
+    """torch's checks and messages for Adam's and AdamW's options."""
+    if len(betas) != 2:
+        raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
+    check_options(name, **{"learning rate": (lr, 0.0, None),
+                           "epsilon value": (eps, 0.0, None)})
+    for i, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"{name}: Invalid beta parameter at index {i}: {beta}")
+    check_options(name, **{"weight_decay value": (weight_decay, 0.0, None)})
 
 
 class Adam(Optimizer):
-    """torch.optim.Adam (without maximize/foreach/fused/capturable)."""
-
-    decoupled_weight_decay = False
+    """torch.optim.Adam (decoupled_weight_decay=True is AdamW)."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 amsgrad=False):
-        if lr < 0.0:
-            raise ValueError(f"{type(self).__name__}: invalid learning rate {lr}")
-        if eps < 0.0:
-            raise ValueError(f"{type(self).__name__}: invalid eps {eps}")
-        if not all(0.0 <= b < 1.0 for b in betas) or len(betas) != 2:
-            raise ValueError(f"{type(self).__name__}: invalid betas {betas}")
-        if weight_decay < 0.0:
-            raise ValueError(f"{type(self).__name__}: invalid weight_decay {weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay, amsgrad=amsgrad))
+                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False, fused=None, decoupled_weight_decay=False):
+        name = type(self).__name__
+        check_adam_options(name, lr, betas, eps, weight_decay)
+        refuse_unsupported(name, capturable=capturable, differentiable=differentiable,
+                           fused=fused)
+        super().__init__(params, dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            maximize=maximize, foreach=foreach, capturable=capturable,
+            differentiable=differentiable, fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay))
 
     def _update(self, param, grad, group, state):
         xp = get_array_module(param.array)
         lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = xp.zeros_like(param.array)
-            state["exp_avg_sq"] = xp.zeros_like(param.array)
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = xp.zeros_like(param.array)
-        state["step"] += 1
-        if self.decoupled_weight_decay:
-            param.array *= 1 - lr * wd
-        elif wd != 0:
-            grad = grad + wd * param.array
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m *= beta1
-        m += (1 - beta1) * grad
+        step = self._count_step(state)
+        m = self._buffer(state, "exp_avg", param)
+        v = self._buffer(state, "exp_avg_sq", param)
+        if group["amsgrad"]:
+            self._buffer(state, "max_exp_avg_sq", param)
+        if wd != 0:
+            if group.get("decoupled_weight_decay", False):
+                param.array *= 1 - lr * wd
+            else:
+                grad = grad + wd * param.array
+        m += (grad - m) * (1 - beta1)            # torch's lerp_(grad, 1 - beta1)
         v *= beta2
         v += (1 - beta2) * grad * grad
         if group["amsgrad"]:
-            v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-        bias_correction1 = 1 - beta1 ** state["step"]
-        bias_correction2 = 1 - beta2 ** state["step"]
-        denom = xp.sqrt(v) / math.sqrt(bias_correction2) + group["eps"]
-        param.array -= (lr / bias_correction1) * m / denom
+            v = xp.maximum(state["max_exp_avg_sq"].array, v, out=state["max_exp_avg_sq"].array)
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+        denom = xp.sqrt(v) / bias_correction2_sqrt + group["eps"]
+        param.array -= (lr / bias_correction1) * (m / denom)
 
 
 class AdamW(Adam):
     """torch.optim.AdamW: Adam with decoupled weight decay (default 1e-2)."""
 
-    decoupled_weight_decay = True
-
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
+                 differentiable=False, fused=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
+                         maximize=maximize, capturable=capturable,
+                         differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)
