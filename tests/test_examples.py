@@ -9,7 +9,6 @@ import difflib
 import importlib.util
 import json
 import os
-import pickle
 import runpy
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 
 import tinyres
 from tinyres.data import load_digits
+from tinyres.vision.datasets import write_cifar10, write_mnist
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CIFAR_SCRIPT = EXAMPLES / "cifar_resnet.py"
@@ -90,57 +90,11 @@ def write_data(root, n_train, n_test):
     images, labels = load_digits()
     images, labels = images[: n_train + n_test, 0], labels[: n_train + n_test]
     mnist = upscale(images, 28)
-    tint = np.array([1.0, 0.75, 0.5])[None, :, None, None]
-    cifar = np.round(upscale(images, 32)[:, None] * tint).astype(np.uint8)
+    tint = np.array([1.0, 0.75, 0.5])                       # (N, 32, 32, 3), as CIFAR's
+    cifar = np.round(upscale(images, 32)[..., None] * tint).astype(np.uint8)
     for train, part in ((True, slice(0, n_train)), (False, slice(n_train, None))):
         write_mnist(root, mnist[part], labels[part], train=train)
         write_cifar10(root, cifar[part], labels[part], train=train)
-
-
-def write_mnist(root, images, labels, train=True):
-    """Temporary: MNIST's idx files under root/MNIST/raw/."""
-    raw = Path(root) / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    prefix = "train" if train else "t10k"
-    for name, array in ((f"{prefix}-images-idx3-ubyte", images),
-                        (f"{prefix}-labels-idx1-ubyte", labels)):
-        array = np.asarray(array, dtype=np.uint8)
-        header = bytes([0, 0, 8, array.ndim]) + np.array(array.shape, ">i4").tobytes()
-        (raw / name).write_bytes(header + array.tobytes())
-
-
-class _Py2KeysPickler(pickle._Pickler):
-    """Temporary: writes the given strings as Python 2 str, as the CIFAR archive has them."""
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def __init__(self, file, py2_strings):
-        super().__init__(file, protocol=2)
-        self.py2_strings = set(py2_strings)
-
-    def save_str(self, obj):
-        if obj not in self.py2_strings:
-            return pickle._Pickler.save_str(self, obj)
-        data = obj.encode("latin-1")
-        self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
-        self.memoize(obj)
-    dispatch[str] = save_str
-
-
-def write_cifar10(root, images, labels, train=True):
-    """Temporary: CIFAR-10 python batches under root/cifar-10-batches-py/."""
-    folder = Path(root) / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                            "horse", "ship", "truck"], "num_cases_per_batch": 10000,
-            "num_vis": 3072}
-    for name, part in zip(names, np.array_split(np.arange(len(labels)), len(names))):
-        batch = {"data": np.asarray(images)[part].reshape(len(part), -1).astype(np.uint8),
-                 "labels": [int(v) for v in np.asarray(labels)[part]]}
-        with open(folder / name, "wb") as f:
-            _Py2KeysPickler(f, ["data", "labels"]).dump(batch)
-    with open(folder / "batches.meta", "wb") as f:
-        _Py2KeysPickler(f, list(meta) + meta["label_names"]).dump(meta)
 
 
 @pytest.fixture(scope="module")
