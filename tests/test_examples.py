@@ -50,8 +50,9 @@ TORCH_IMPORTS = {
 TORCH_LAUNCHER = """
 import os, runpy, sys
 import torch
+script = sys.argv[1]
 spec = __import__("importlib.util").util.find_spec("torchvision")
-if spec is not None:
+if spec is not None and "from torchvision import" in open(script).read():
     try:
         torch.ops.load_library(os.path.join(os.path.dirname(spec.origin), "_C.so"))
     except OSError:
@@ -61,7 +62,7 @@ if spec is not None:
     import torchvision.datasets.cifar as cifar
     cifar.check_integrity = lambda fpath, md5=None: os.path.isfile(fpath)
 sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
+runpy.run_path(script, run_name="__main__")
 """
 
 
