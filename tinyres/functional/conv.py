@@ -132,19 +132,25 @@ def _grow_to(xp, x, hw):
 
 
 # ----- argument checks, with torch's messages ------------------------------------------
-def _check_tensors(op, x, weight, bias, transposed=False):
+def _check_tensors(op, x, weight):
     if x.ndim != 4:
         raise ConvShapeError(f"{op}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, "
                              f"got shape {x.shape}")
     if weight.ndim != 4:
         raise ConvShapeError(f"{op}: expected a 4-D weight, got shape {weight.shape}")
-    out_channels = weight.shape[1] if transposed else weight.shape[0]
-    if bias is not None and bias.shape != (out_channels,):
+    if weight.dtype != x.dtype:
+        raise TypeError(f"{op}: dtype mismatch, input {x.dtype} and parameter {weight.dtype}")
+
+
+def _check_bias(op, bias, weight, out_channels):
+    if bias is None:
+        return
+    if bias.shape != (out_channels,):
         raise ConvShapeError(f"{op}: bias must have shape ({out_channels},) for a weight "
                              f"{weight.shape}, got {bias.shape}")
-    for t in (weight, bias):
-        if t is not None and t.dtype != x.dtype:
-            raise TypeError(f"{op}: dtype mismatch, input {x.dtype} and parameter {t.dtype}")
+    if bias.dtype != weight.dtype:
+        raise TypeError(f"{op}: dtype mismatch, input {weight.dtype} and parameter "
+                        f"{bias.dtype}")
 
 
 def _check_groups(op, x, weight, groups, transposed=False):
@@ -204,8 +210,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         padding = _geometry(padding, "padding", op, 0)
 
     def batched(x):
-        _check_tensors(op, x, weight, bias)
+        _check_tensors(op, x, weight)
         g = _check_groups(op, x, weight, groups)
+        _check_bias(op, bias, weight, weight.shape[0])
         if extra != (0, 0):
             x = pad_op(x, (0, extra[1], 0, extra[0]))
         _fits(op, x.shape, weight.shape[2:], stride, padding, dilation)
@@ -237,8 +244,9 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
                              f"{stride}, dilation {dilation}")
 
     def batched(x):
-        _check_tensors(op, x, weight, bias, transposed=True)
+        _check_tensors(op, x, weight)
         g = _check_groups(op, x, weight, groups, transposed=True)
+        _check_bias(op, bias, weight, weight.shape[1] * g)
         out_hw = transposed_out_size(x.shape[2:], weight.shape[2:], stride, padding,
                                      output_padding, dilation)
         if min(out_hw) < 1:
