@@ -138,7 +138,7 @@ def test_dilated_and_grouped_convolution(emu, case, dtype):
 
 def test_planted_col2im_without_dilation_is_caught():
     backend = _backend(sources=_planted("im2col.cu", "int t = h + ph - i * dh;",
-                                        "int t = h + ph - i;"))
+                                        "int t = h + ph - i * (dh > 1 ? 1 : dh);"))
     with pytest.raises(AssertionError, match="col2im"):
         check_spread_conv(backend, SPREAD[0], np.float64)
 

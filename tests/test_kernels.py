@@ -401,7 +401,8 @@ def test_conv_plan_keeps_winograd_and_shifted_rows_to_dense_layers(dilation, gro
     if conv_plan.scipy_blas() is None:
         expected = "one-gemm"
     assert plan.forward == plan.grad_input == expected
-    assert (plan.grad_weight == "shifted-rows") == (dilation, groups) == ((1, 1), 1)
+    dense = (dilation, groups) == ((1, 1), 1)
+    assert (plan.grad_weight == "shifted-rows") == dense
     assert (plan.forward == "winograd") == (expected == "winograd")
 
 
