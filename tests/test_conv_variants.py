@@ -170,7 +170,7 @@ def test_conv_transpose2d_is_the_adjoint_of_conv2d():
     # <conv(y), x> == <y, conv^T(x)> for the same weight and geometry
     rng = np.random.default_rng(2)
     w = rng.standard_normal((6, 2, 3, 3))
-    y, x = rng.standard_normal((2, 4, 9, 8)), rng.standard_normal((2, 6, 4, 4))
+    y, x = rng.standard_normal((2, 4, 9, 8)), rng.standard_normal((2, 6, 5, 4))
     geometry = dict(stride=2, padding=1, dilation=1, groups=2)
     conv = F.conv2d(tinyres.tensor(y), tinyres.tensor(w), **geometry).numpy()
     assert conv.shape == x.shape
