@@ -122,6 +122,9 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
 # (C*kh*kw, N*OH*OW) matrix is written to memory, no output or gradient is transposed.
 # Each task keeps its own grad_w2^T, summed afterwards. The cores index the buffer as
 # (row, image, pixel): a flat column index compiled into slower loops, as in im2col.
+# (`group` here is a group of images. A grouped convolution, groups > 1, always takes
+# the one-GEMM path, whose batched matmul runs the channel groups' GEMMs; dh, dw are the
+# dilation, passed down to the im2col/col2im loops on every path.)
 #
 # np.dot in a Numba function calls the BLAS that SciPy ships; called from several Numba
 # threads at once, a multi-threaded BLAS starts threads of its own on the same cores, so

@@ -185,7 +185,7 @@ def _same_padding(op, kernel, stride, dilation):
     return tuple(t // 2 for t in total), tuple(t - 2 * (t // 2) for t in total)
 
 
-def _unbatched(op, input, call):
+def _unbatched(input, call):
     """torch takes an unbatched (C, H, W) input as a batch of one."""
     if input.ndim == 3:
         return call(input.unsqueeze(0)).squeeze(0)
@@ -218,7 +218,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         _fits(op, x.shape, weight.shape[2:], stride, padding, dilation)
         return Conv2d.apply(x, weight, bias, stride=stride, padding=padding,
                             dilation=dilation, groups=g)
-    return _unbatched(op, input, batched)
+    return _unbatched(input, batched)
 
 
 def transposed_out_size(in_hw, kernel, stride, padding, output_padding, dilation):
@@ -255,4 +255,4 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
                                  f"small")
         return ConvTranspose2d.apply(x, weight, bias, stride=stride, padding=padding,
                                      dilation=dilation, groups=g, out_hw=out_hw)
-    return _unbatched(op, input, batched)
+    return _unbatched(input, batched)
