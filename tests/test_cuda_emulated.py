@@ -7,8 +7,9 @@ kernels/reference.py. The emulation uses 64-thread blocks and at most
 8 blocks, so the grid-stride loops take several turns; batch norm also runs with 32 and
 128 threads and with more channels than blocks. Negative controls: a planted off-by-one in
 im2col, a col2im that takes the rows of cols one image shorter than they are, a col2im
-that forgets the dilation and a broken warp reduction must be caught by the same comparisons, and a kernel that leaves some
-threads out of __syncthreads() must fail with the deadlock message.
+that forgets the dilation and a broken warp reduction must be caught by the same
+comparisons, and a kernel that leaves some threads out of __syncthreads() must fail with
+the deadlock message.
 """
 import numpy as np
 import pytest

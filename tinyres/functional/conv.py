@@ -92,6 +92,7 @@ class ConvTranspose2d(Function):
         kernels, window = kernels_for(x), (kh, kw) + stride + padding
         x_full = _grow_to(xp, x, checks.out_size("conv_transpose2d", out_shape, *window,
                                                   *dilation))
+        # the input gradient reads only the shape of the convolution's input: zeros here
         out, _ = kernels.conv2d_backward(x_full, xp.zeros(out_shape, x.dtype), w2, *window,
                                          True, False, *dilation, groups)
         if bias is not None:
