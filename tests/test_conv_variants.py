@@ -19,6 +19,7 @@ import tinyres
 import tinyres.nn as nn
 import tinyres.nn.functional as F
 from tinyres import kernels
+from tinyres.functional import pad as pad_module
 
 torch = pytest.importorskip("torch")
 
@@ -393,3 +394,24 @@ def test_functions_refuse_what_torch_refuses(name):
         FUNCTION_ERRORS[name](torch)
     with pytest.raises(theirs.type, match="conv"):
         FUNCTION_ERRORS[name](tinyres)
+
+
+class _ReflectWithTheInteriorAsGradient(pad_module.IndexPad):
+    @staticmethod
+    def backward(ctx, grad_out):
+        # wrong on purpose: the copied interior's gradient only, none from the reflections
+        h, w = ctx.sizes[-2:]
+        return grad_out[..., 1:1 + h, 2:2 + w].copy()
+
+
+def test_a_wrong_pad_gradient_is_caught():
+    # the negative control of test_pad_gradcheck: reflect (2, 1) columns, (1, 0) rows
+    x = tinyres.tensor(np.random.default_rng(7).standard_normal((1, 2, 4, 4)),
+                       requires_grad=True)
+    indices = ((3, pad_module._reflect(4, 2, 1)), (2, pad_module._reflect(4, 1, 0)))
+    right = pad_module.IndexPad.apply(x, indices=indices)
+    np.testing.assert_array_equal(right.numpy(), F.pad(x, (2, 1, 1, 0), mode="reflect").numpy())
+    assert tinyres.gradcheck(lambda x: pad_module.IndexPad.apply(x, indices=indices), [x])
+    with pytest.raises(tinyres.GradcheckError):
+        tinyres.gradcheck(lambda x: _ReflectWithTheInteriorAsGradient.apply(x, indices=indices),
+                          [x])
