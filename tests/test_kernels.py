@@ -270,6 +270,8 @@ def test_cpu_conv2d_groups_of_images_give_the_one_gemm_result(min_columns):
 
 # ---------------------------------------------------------------- dilation and groups
 
+spread_settings = settings(max_examples=15, deadline=None)    # 15 drawn cases per test
+
 @st.composite
 def spread_cases(draw):
     """(x_shape, oc, (kh, kw, sh, sw, ph, pw), (dh, dw), groups): a valid geometry with
@@ -309,7 +311,7 @@ def grouped_conv_by_the_sum(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups):
 
 
 @all_modules
-@hypothesis_settings
+@spread_settings
 @given(spread_cases(), DTYPES, SEEDS)
 def test_dilated_im2col_follows_the_index_formula(kernels, case, dtype, seed):
     x_shape, _, (kh, kw, sh, sw, ph, pw), (dh, dw), _ = case
@@ -325,7 +327,7 @@ def test_dilated_im2col_follows_the_index_formula(kernels, case, dtype, seed):
 
 
 @all_modules
-@hypothesis_settings
+@spread_settings
 @given(spread_cases(), SEEDS)
 def test_dilated_col2im_is_the_adjoint_of_im2col(kernels, case, seed):
     x_shape, _, window, dilation, _ = case
@@ -338,7 +340,7 @@ def test_dilated_col2im_is_the_adjoint_of_im2col(kernels, case, seed):
 
 
 @all_modules
-@hypothesis_settings
+@spread_settings
 @given(spread_cases(), DTYPES, SEEDS)
 def test_grouped_dilated_conv2d_forward_follows_the_sum(kernels, case, dtype, seed):
     x_shape, oc, window, dilation, groups = case
@@ -352,7 +354,7 @@ def test_grouped_dilated_conv2d_forward_follows_the_sum(kernels, case, dtype, se
 
 
 @all_modules
-@hypothesis_settings
+@spread_settings
 @given(spread_cases(), SEEDS)
 def test_grouped_dilated_conv2d_backward_is_the_adjoint(kernels, case, seed):
     x_shape, oc, window, dilation, groups = case
@@ -367,7 +369,7 @@ def test_grouped_dilated_conv2d_backward_is_the_adjoint(kernels, case, seed):
 
 
 @CPU_CONV_PATHS
-@hypothesis_settings
+@spread_settings
 @given(spread_cases(), st.sampled_from([(True, True), (True, False), (False, True)]),
        DTYPES, LAYOUTS, SEEDS)
 def test_grouped_dilated_conv2d_matches_reference(path, case, needs, dtype, layout, seed):
