@@ -12,15 +12,16 @@ from tinyres.functional.math import (abs, add, clamp, div, exp, log, matmul, max
 from tinyres.functional.norm import batch_norm
 from tinyres.functional.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from tinyres.functional.residual import residual_add
-from tinyres.functional.pad import pad
-from tinyres.functional.shape import (cat, expand, flatten, getitem, permute, reshape,
+from tinyres.functional.shape import (cat, expand, flatten, getitem, pad, permute, reshape,
                                       squeeze, stack, transpose, unsqueeze, view)
+from tinyres.functional.pad import pad  # noqa: F811  every mode (shape.pad: constant only)
 
 __all__ = [
     "abs", "adaptive_avg_pool2d", "add", "avg_pool2d", "batch_norm", "cat", "clamp",
-    "conv2d", "conv_transpose2d", "cross_entropy", "div", "dropout", "exp", "expand", "flatten", "getitem",
+    "conv2d", "cross_entropy", "div", "dropout", "exp", "expand", "flatten", "getitem",
     "linear", "log", "log_softmax", "matmul", "max", "max_pool2d", "mean", "min", "mse_loss",
     "mul", "neg", "nll_loss", "pad", "permute", "pow", "relu", "reshape", "residual_add",
     "softmax", "sqrt", "squeeze", "stack", "sub", "sum", "transpose", "unsqueeze", "var",
     "view", "where",
+    "conv_transpose2d",
 ]
