@@ -247,6 +247,7 @@ PAD_ERRORS = {
     "reflect of 2 widths on 4-D": ((1, 1, 4, 4), (1, 1), "reflect", None),
     "replicate of 6 widths on 3-D": ((1, 4, 4), (1,) * 6, "replicate", None),
     "constant crops past empty": ((1, 1, 4, 4), (-3, -2), "constant", None),
+    "constant crops past the end": ((1, 1, 4, 4), (-5, 3), "constant", None),
     "a float width": ((1, 1, 4, 4), (1.0, 1), "constant", None),
 }
 

@@ -108,9 +108,12 @@ def _check_widths(shape, pad, mode, value):
 def _check_mode_fits(shape, axis, lo, hi, mode):
     """torch's limits on the widths of one axis of size n = shape[axis]."""
     n = shape[axis]
-    if n + lo + hi < 0 or (mode != "constant" and n + lo + hi == 0):
-        raise RuntimeError(f"pad: widths ({lo}, {hi}) leave a negative or empty dimension "
-                           f"{axis} of input {list(shape)}")
+    if max(-lo, 0) + max(-hi, 0) > n or (mode != "constant" and n + lo + hi <= 0):
+        raise RuntimeError(f"pad: widths ({lo}, {hi}) crop more than dimension {axis} of "
+                           f"input {list(shape)} holds, or leave it empty")
+    if mode == "circular" and max(-lo, 0) + max(-hi, 0) >= n:
+        raise RuntimeError(f"pad: circular widths ({lo}, {hi}) crop all of dimension {axis} "
+                           f"of input {list(shape)}, leaving nothing to wrap around")
     if mode != "constant" and n == 0:
         raise RuntimeError(f"pad: mode {mode!r} cannot pad dimension {axis} of size 0 of "
                            f"input {list(shape)}")
