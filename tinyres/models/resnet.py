@@ -12,7 +12,7 @@ fc), so weights move between the two.
 """
 from tinyres import nn
 from tinyres.functional.residual import residual_add
-from tinyres.functional.shape import pad
+from tinyres.functional.pad import pad
 
 
 def conv3x3(in_planes, out_planes, stride=1):
