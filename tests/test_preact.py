@@ -138,7 +138,8 @@ def torch_preact_models():
                 self.conv2, self.bn3 = conv(p, p, 3, s), nn.BatchNorm2d(p)
                 self.conv3 = conv(p, o, 1)
             else:
-                self.conv1, self.bn2, self.conv2 = conv(i, p, 3, s), nn.BatchNorm2d(p), conv(p, p, 3)
+                self.conv1, self.bn2 = conv(i, p, 3, s), nn.BatchNorm2d(p)
+                self.conv2 = conv(p, p, 3)
             self.downsample = nn.Sequential(conv(i, o, 1, s)) if s != 1 or i != o else None
 
         def forward(self, x):

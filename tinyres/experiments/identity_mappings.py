@@ -24,7 +24,6 @@ mode, so a dropout draws its masks), beside the product the formulas give. The g
 nearly shut, b_g = -6 (g = 0.0025), as in the paper's best gated runs. The paper's
 CIFAR-10 figures are printed beside, labelled as the paper's.
 """
-import numpy as np
 
 import tinyres
 import tinyres.nn.functional as F
