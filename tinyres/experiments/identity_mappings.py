@@ -21,10 +21,9 @@ last epoch (train mode), the test error (eval mode), and the direct-path factor 
 block, prod over the shape-keeping blocks of |grad through the shortcut| / |grad at the
 block's output|, measured by GradientProbe on one training batch after training (train
 mode, so a dropout draws its masks), beside the product the formulas give. The gates start
-nearly shut, b_g = -6 (g = 0.0025), as in the paper's best gated runs. The paper's
+nearly shut, b_g = -6 (g = 0.0025), one of the paper's initialisations. The paper's
 CIFAR-10 figures are printed beside, labelled as the paper's.
 """
-
 import tinyres
 import tinyres.nn.functional as F
 from tinyres.experiments.common import (digits, evaluate, fit, format_table, new_figure,
