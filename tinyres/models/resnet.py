@@ -47,6 +47,17 @@ class ResidualBlock(nn.Module):
             self.probe.watch_output(self, out)
         return out
 
+    def shortcut_formula(self, grad_out, out):
+        """The gradient the shortcut path carries back by the formula, from the gradient
+        at the block's output and the output's value (arrays); None where no closed formula
+        is stated (a projection or option-A shortcut). For y = relu(F(x) + lambda x):
+        1[y > 0] * lambda * grad_out (0 in the plain twin)."""
+        if not self.residual:
+            return 0.0 * grad_out
+        if self.downsample is not None:
+            return None
+        return (out > 0) * self.shortcut_scale * grad_out
+
 
 class BasicBlock(ResidualBlock):
     """Two 3x3 convolutions; the first one carries the stride."""
