@@ -19,15 +19,9 @@ import numpy as np
 
 import tinyres
 from tinyres import nn
+from tinyres.functional.activation import sigmoid
 from tinyres.functional.residual import residual_add
 from tinyres.models.resnet import conv1x1
-
-
-def sigmoid(z):
-    """1 / (1 + e^-z), composed of tinyres's clamp, exp and division (differentiable
-    through them): tinyres.functional has no sigmoid of its own yet. z is clamped to
-    [-40, 40] first, so e^-z cannot overflow (the sigmoid is then within 5e-18 of 0 or 1)."""
-    return 1.0 / (1.0 + (-z.clamp(-40.0, 40.0)).exp())
 
 
 def _array(t):
