@@ -27,19 +27,24 @@ def check_shape(fn, a, name, expected):
         raise ValueError(f"{fn}: {name} must have shape {tuple(expected)}, got {a.shape}")
 
 
-def out_size(fn, x_shape, kh, kw, sh, sw, ph, pw):
-    """(OH, OW) of a kh x kw window sliding with stride (sh, sw) over padding (ph, pw)."""
+def out_size(fn, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
+    """(OH, OW) of a kh x kw window, its taps (dh, dw) apart (the dilation), sliding with
+    stride (sh, sw) over padding (ph, pw): OH = (H + 2*ph - dh*(kh - 1) - 1)//sh + 1."""
     if len(x_shape) != 4:
         raise ValueError(f"{fn}: x_shape must be (N, C, H, W), got {tuple(x_shape)}")
     if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
         raise ValueError(f"{fn}: expected kernel and stride >= 1 and padding >= 0, got "
                          f"kernel ({kh}, {kw}), stride ({sh}, {sw}), padding ({ph}, {pw})")
+    if min(dh, dw) < 1:
+        raise ValueError(f"{fn}: expected dilation >= 1, got ({dh}, {dw})")
     h, w = x_shape[2], x_shape[3]
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    oh, ow = (h + 2 * ph - span_h) // sh + 1, (w + 2 * pw - span_w) // sw + 1
     if oh < 1 or ow < 1:
-        raise ValueError(f"{fn}: a ({kh}, {kw}) kernel with padding ({ph}, {pw}) does not "
-                         f"fit an input of shape {tuple(x_shape)}; expected "
-                         f"H + 2*ph >= kh and W + 2*pw >= kw")
+        dilated = "" if (dh, dw) == (1, 1) else f" and dilation ({dh}, {dw})"
+        raise ValueError(f"{fn}: a ({kh}, {kw}) kernel with padding ({ph}, {pw}){dilated} "
+                         f"does not fit an input of shape {tuple(x_shape)}; expected "
+                         f"H + 2*ph >= dh*(kh - 1) + 1 and W + 2*pw >= dw*(kw - 1) + 1")
     return oh, ow
 
 
@@ -74,17 +79,17 @@ def check_batchnorm(fn, x, **per_channel):
 
 
 
-def im2col_args(x, kh, kw, sh, sw, ph, pw):
+def im2col_args(x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     """Check im2col's arguments; return (OH, OW)."""
     check_image("im2col", x, "x")
-    return out_size("im2col", x.shape, kh, kw, sh, sw, ph, pw)
+    return out_size("im2col", x.shape, kh, kw, sh, sw, ph, pw, dh, dw)
 
 
-def col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw):
+def col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     """Check col2im's arguments; return (N, C, H, W, OH, OW)."""
     check_float("col2im", cols, "cols")
     n, c, h, w = (int(s) for s in x_shape)
-    oh, ow = out_size("col2im", (n, c, h, w), kh, kw, sh, sw, ph, pw)
+    oh, ow = out_size("col2im", (n, c, h, w), kh, kw, sh, sw, ph, pw, dh, dw)
     check_shape("col2im", cols, "cols", (c * kh * kw, n * oh * ow))
     return n, c, h, w, oh, ow
 
@@ -130,27 +135,37 @@ def maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, check_
     return n, c, h, w, oh, ow
 
 
-def conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw):
+def conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
     """Check conv2d_forward's arguments; return (OH, OW)."""
-    return check_conv2d("conv2d_forward", x, w2, kh, kw, sh, sw, ph, pw)
+    return check_conv2d("conv2d_forward", x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
 
 
-def conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw):
+def conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
     """Check conv2d_backward's arguments; return (OH, OW)."""
-    oh, ow = check_conv2d("conv2d_backward", x, w2, kh, kw, sh, sw, ph, pw)
+    oh, ow = check_conv2d("conv2d_backward", x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
     check_float("conv2d_backward", grad_out, "grad_out")
     check_shape("conv2d_backward", grad_out, "grad_out", (x.shape[0], w2.shape[0], oh, ow))
     return oh, ow
 
 
-def check_conv2d(fn, x, w2, kh, kw, sh, sw, ph, pw):
-    """x (N, C, H, W) and w2 (OC, C*kh*kw) of one float dtype; return (OH, OW)."""
+def check_groups(fn, channels, out_channels, groups):
+    """Raise ValueError unless groups >= 1 divides both channel counts."""
+    if groups < 1 or channels % groups or out_channels % groups:
+        raise ValueError(f"{fn}: groups must be a positive divisor of both the {channels} "
+                         f"input and the {out_channels} output channels, got {groups}")
+
+
+def check_conv2d(fn, x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
+    """x (N, C, H, W) and w2 (OC, C/groups*kh*kw) of one float dtype; return (OH, OW)."""
     check_image(fn, x, "x")
     check_float(fn, w2, "w2")
-    if w2.ndim != 2 or w2.shape[1] != x.shape[1] * kh * kw:
-        raise ValueError(f"{fn}: w2 must have shape (out_channels, {x.shape[1] * kh * kw}) "
-                         f"= (OC, C*kh*kw) for x {x.shape} and a {kh}x{kw} kernel, "
-                         f"got {w2.shape}")
+    if w2.ndim != 2:
+        raise ValueError(f"{fn}: w2 must be 2-D (OC, C/groups*kh*kw), got shape {w2.shape}")
+    check_groups(fn, x.shape[1], w2.shape[0], groups)
+    if w2.shape[1] != x.shape[1] // groups * kh * kw:
+        raise ValueError(f"{fn}: w2 must have shape (out_channels, "
+                         f"{x.shape[1] // groups * kh * kw}) = (OC, C/groups*kh*kw) for x "
+                         f"{x.shape}, groups {groups} and a {kh}x{kw} kernel, got {w2.shape}")
     if w2.dtype != x.dtype:
         raise TypeError(f"{fn}: x is {x.dtype} but w2 is {w2.dtype}")
-    return out_size(fn, x.shape, kh, kw, sh, sw, ph, pw)
+    return out_size(fn, x.shape, kh, kw, sh, sw, ph, pw, dh, dw)

@@ -12,10 +12,13 @@ The algorithms, each held to reference.py by tests/test_kernels.py:
                   NCHW, no (C*kh*kw, N*OH*OW) matrix in memory: layers with at least
                   `per_image_min_pixels_per_channel` output pixels per output channel
     winograd      F(2x2, 3x3) (winograd.py), for the output and the input gradient of 3x3
-                  stride-1 padding-1 layers with enough pixels and channels
+                  stride-1 padding-1 layers (undilated, ungrouped) with enough pixels and
+                  channels
     shifted-rows  the weight gradient of those 3x3 layers, at least `shifted_rows_min_width`
                   wide, summed from shifted rows of x and grad_out (weight_grad.py)
 
+A grouped layer (groups > 1, depthwise included) always takes one-gemm, its groups'
+GEMMs batched into one matmul; a dilated layer takes one-gemm or per-image as any other.
 The thresholds are the fields of ConvPolicy; the measurements behind them are in
 benchmarks/README.md ("How the CPU layer picks a convolution"). Change them for this
 thread, explicitly, with a block:
@@ -111,26 +114,38 @@ def scipy_blas():
     return own[0] if own else None
 
 
-def _is_3x3_same(kh, kw, sh, sw, ph, pw):
-    return (kh, kw, sh, sw, ph, pw) == (3, 3, 1, 1, 1, 1)
+def _is_3x3_same(kh, kw, sh, sw, ph, pw, dh, dw, groups):
+    """Winograd's and the shifted rows' one case: a dense (undilated, ungrouped) 3x3
+    stride-1 padding-1 layer."""
+    return (kh, kw, sh, sw, ph, pw, dh, dw, groups) == (3, 3, 1, 1, 1, 1, 1, 1, 1)
 
 
 def _at_least(value, threshold):
     return threshold is not None and value >= threshold
 
 
-def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, policy=None):
-    """The ConvPlan the CPU layer follows for x (N, C, H, W) and weight (OC, C, kh, kw)."""
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
+                   policy=None):
+    """The ConvPlan the CPU layer follows for x (N, C, H, W) and weight
+    (OC, C/groups, kh, kw), with torch's stride, padding (ints or pairs), dilation, groups."""
     policy = policy or current_policy()
     _, c, h, w = x_shape
     oc, _, kh, kw = weight_shape
-    sh, sw = (stride, stride) if isinstance(stride, int) else stride
-    ph, pw = (padding, padding) if isinstance(padding, int) else padding
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    pixels, same3 = oh * ow, _is_3x3_same(kh, kw, sh, sw, ph, pw)
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    pixels, same3 = oh * ow, _is_3x3_same(kh, kw, sh, sw, ph, pw, dh, dw, groups)
     threads_ok = scipy_blas() is not None
     reasons = []
 
+    if groups != 1:
+        reasons.append(f"{groups} groups: one-gemm, the groups' GEMMs batched in one matmul "
+                       f"(per-image, Winograd and shifted rows take ungrouped layers only)")
+        return ConvPlan("one-gemm", "one-gemm", "one-gemm", tuple(reasons))
     per_image = threads_ok and _at_least(pixels, _scaled(policy.per_image_min_pixels_per_channel, oc))
     gemm = "per-image" if per_image else "one-gemm"
     if not threads_ok:

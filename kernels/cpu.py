@@ -34,18 +34,19 @@ from . import checks, conv_plan, gemm_conv, weight_grad, winograd
 # _col2im_channel.
 
 @njit(cache=True)
-def _im2col_row(x, b0, row, kh, kw, sh, sw, ph, pw, cols):
+def _im2col_row(x, b0, row, kh, kw, sh, sw, ph, pw, dh, dw, cols):
     """cols[row, q] for the images b0 + q: window element (i, j) of channel ch, where
     row = (ch*kh + i)*kw + j, at every output pixel (zero in the padding)."""
     _, _, h, w = x.shape
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     ch, i, j = row // (kh * kw), row // kw % kh, row % kw
     for q in range(cols.shape[1]):
         for oy in range(oh):
-            hi = oy * sh - ph + i
+            hi = oy * sh - ph + i * dh
             if 0 <= hi < h:
                 for ox in range(ow):
-                    wi = ox * sw - pw + j
+                    wi = ox * sw - pw + j * dw
                     cols[row, q, oy * ow + ox] = x[b0 + q, ch, hi, wi] if 0 <= wi < w else 0
             else:
                 for ox in range(ow):
@@ -53,60 +54,61 @@ def _im2col_row(x, b0, row, kh, kw, sh, sw, ph, pw, cols):
 
 
 @njit(cache=True)
-def _col2im_channel(cols, b0, ch, kh, kw, sh, sw, ph, pw, dx):
+def _col2im_channel(cols, b0, ch, kh, kw, sh, sw, ph, pw, dh, dw, dx):
     """Add the rows of channel ch of cols onto dx[b0 + q, ch], for every image q of cols."""
     _, _, h, w = dx.shape
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     for i in range(kh):
         for j in range(kw):
             row = (ch * kh + i) * kw + j
             for q in range(cols.shape[1]):
                 for oy in range(oh):
-                    hi = oy * sh - ph + i
+                    hi = oy * sh - ph + i * dh
                     if 0 <= hi < h:
                         for ox in range(ow):
-                            wi = ox * sw - pw + j
+                            wi = ox * sw - pw + j * dw
                             if 0 <= wi < w:
                                 dx[b0 + q, ch, hi, wi] += cols[row, q, oy * ow + ox]
 
 
 @njit(cache=True, parallel=True)
-def _im2col_core(x, kh, kw, sh, sw, ph, pw, cols):
+def _im2col_core(x, kh, kw, sh, sw, ph, pw, dh, dw, cols):
     for row in prange(cols.shape[0]):
-        _im2col_row(x, 0, row, kh, kw, sh, sw, ph, pw, cols)
+        _im2col_row(x, 0, row, kh, kw, sh, sw, ph, pw, dh, dw, cols)
 
 
 @njit(cache=True, parallel=True)
-def _col2im_core(cols, kh, kw, sh, sw, ph, pw, dx):
+def _col2im_core(cols, kh, kw, sh, sw, ph, pw, dh, dw, dx):
     for ch in prange(dx.shape[1]):           # channel ch of dx is only written by its rows
-        _col2im_channel(cols, 0, ch, kh, kw, sh, sw, ph, pw, dx)
+        _col2im_channel(cols, 0, ch, kh, kw, sh, sw, ph, pw, dh, dw, dx)
 
 
-def im2col(x, kh, kw, sh, sw, ph, pw):
+def im2col(x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     """Unfold every kh x kw window of x into a column, the images of the batch side by side.
 
-    x (N, C, H, W) -> cols (C*kh*kw, N*OH*OW), OH = (H + 2*ph - kh)//sh + 1 (OW alike).
-    cols[(c*kh + i)*kw + j, n*OH*OW + oh*OW + ow] = x[n, c, oh*sh - ph + i, ow*sw - pw + j],
-    zero where that pixel lies in the padding.
+    x (N, C, H, W) -> cols (C*kh*kw, N*OH*OW), OH = (H + 2*ph - dh*(kh - 1) - 1)//sh + 1
+    (OW alike). cols[(c*kh + i)*kw + j, n*OH*OW + oh*OW + ow] =
+    x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw], zero where that pixel lies in the padding.
     """
-    oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw)
+    oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw, dh, dw)
     n, c, _, _ = x.shape
     cols = np.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
-    _im2col_core(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw,
+    _im2col_core(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, dh, dw,
                  cols.reshape(c * kh * kw, n, oh * ow))
     return cols
 
 
-def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
+def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     """The adjoint of im2col: add every column entry back onto the pixel it came from.
 
     cols (C*kh*kw, N*OH*OW) -> dx of shape x_shape = (N, C, H, W); entries that were read
     from the padding are dropped. Overlapping windows accumulate.
     """
-    n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw)
+    n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
     dx = np.zeros((n, c, h, w), dtype=cols.dtype)
     cols3 = np.ascontiguousarray(cols).reshape(c * kh * kw, n, oh * ow)
-    _col2im_core(cols3, kh, kw, sh, sw, ph, pw, dx)
+    _col2im_core(cols3, kh, kw, sh, sw, ph, pw, dh, dw, dx)
     return dx
 
 
@@ -120,6 +122,9 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 # (C*kh*kw, N*OH*OW) matrix is written to memory, no output or gradient is transposed.
 # Each task keeps its own grad_w2^T, summed afterwards. The cores index the buffer as
 # (row, image, pixel): a flat column index compiled into slower loops, as in im2col.
+# (`group` here is a group of images. A grouped convolution, groups > 1, always takes
+# the one-GEMM path, whose batched matmul runs the channel groups' GEMMs; dh, dw are the
+# dilation, passed down to the im2col/col2im loops on every path.)
 #
 # np.dot in a Numba function calls the BLAS that SciPy ships; called from several Numba
 # threads at once, a multi-threaded BLAS starts threads of its own on the same cores, so
@@ -142,19 +147,19 @@ def _one_blas_thread():
 
 
 @njit(cache=True)
-def _im2col_images(x, b0, kh, kw, sh, sw, ph, pw, cols):
+def _im2col_images(x, b0, kh, kw, sh, sw, ph, pw, dh, dw, cols):
     """cols (C*kh*kw, m, OH*OW) = the columns of the m images b0, ..., b0 + m - 1."""
     for row in range(cols.shape[0]):
-        _im2col_row(x, b0, row, kh, kw, sh, sw, ph, pw, cols)
+        _im2col_row(x, b0, row, kh, kw, sh, sw, ph, pw, dh, dw, cols)
 
 
 @njit(cache=True)
-def _col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dx):
+def _col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dh, dw, dx):
     """dx[b0:b0 + m] = the adjoint of _im2col_images applied to cols (C*kh*kw, m, OH*OW)."""
     for q in range(cols.shape[1]):
         dx[b0 + q] = 0
     for ch in range(dx.shape[1]):
-        _col2im_channel(cols, b0, ch, kh, kw, sh, sw, ph, pw, dx)
+        _col2im_channel(cols, b0, ch, kh, kw, sh, sw, ph, pw, dh, dw, dx)
 
 
 @njit(cache=True)
@@ -167,13 +172,13 @@ def _copy_rows(src, dst):
 
 
 @njit(cache=True, parallel=True)
-def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, group, out):
+def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, out):
     n, (oc, k), p = x.shape[0], w2.shape, out.shape[2]
     for task in prange((n + group - 1) // group):    # a task: `group` images, one GEMM
         b0 = task * group
         m = min(group, n - b0)
         cols = np.empty((k, m, p), dtype=x.dtype)
-        _im2col_images(x, b0, kh, kw, sh, sw, ph, pw, cols)
+        _im2col_images(x, b0, kh, kw, sh, sw, ph, pw, dh, dw, cols)
         if m == 1:                                   # (OC, C*kh*kw) @ (C*kh*kw, OH*OW)
             np.dot(w2, cols.reshape(k, p), out[b0])
         else:
@@ -183,7 +188,7 @@ def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, group, out):
 
 
 @njit(cache=True, parallel=True)
-def _conv2d_backward_core(g, x, w2, kh, kw, sh, sw, ph, pw, group, need_x, need_w,
+def _conv2d_backward_core(g, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, need_x, need_w,
                           dx, dw_parts):
     n, (oc, k), p = x.shape[0], w2.shape, g.shape[2]
     for task in prange(dw_parts.shape[0]):           # each task keeps its grad_w2^T apart
@@ -198,11 +203,11 @@ def _conv2d_backward_core(g, x, w2, kh, kw, sh, sw, ph, pw, group, need_x, need_
             gm = gm3.reshape(oc, m * p)
         cols = np.empty((k, m, p), dtype=x.dtype)
         if need_w:                                   # (C*kh*kw, m*OH*OW) @ (m*OH*OW, OC):
-            _im2col_images(x, b0, kh, kw, sh, sw, ph, pw, cols)     # 2x faster than
-            np.dot(cols.reshape(k, m * p), gm.T, dw_parts[task])    # g @ cols^T at OC 16
+            _im2col_images(x, b0, kh, kw, sh, sw, ph, pw, dh, dw, cols)   # 2x faster
+            np.dot(cols.reshape(k, m * p), gm.T, dw_parts[task])    # than g @ cols^T
         if need_x:
             np.dot(w2.T, gm, cols.reshape(k, m * p))  # the gradient of the group's columns
-            _col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dx)
+            _col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dh, dw, dx)
 
 
 def _winograd_conv(x, w4):
@@ -229,35 +234,37 @@ def _group(n, pixels):
     return max(1, min(-(-min_columns // pixels), n // numba.get_num_threads()))
 
 
-def _plan(x, w2, kh, kw, sh, sw, ph, pw):
-    return conv_plan.conv_algorithm(x.shape, (w2.shape[0], x.shape[1], kh, kw),
-                                    (sh, sw), (ph, pw))
+def _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups):
+    return conv_plan.conv_algorithm(x.shape, (w2.shape[0], x.shape[1] // groups, kh, kw),
+                                    (sh, sw), (ph, pw), (dh, dw), groups)
 
 
-def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw):
-    """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C*kh*kw) -> out
-    (N, OC, OH, OW), by the algorithm conv_plan.conv_algorithm() names for the layer."""
-    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw)
+def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
+    """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C/groups*kh*kw) ->
+    out (N, OC, OH, OW), by the algorithm conv_plan.conv_algorithm() names for the layer."""
+    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
     n, oc = x.shape[0], w2.shape[0]
-    plan = _plan(x, w2, kh, kw, sh, sw, ph, pw)
+    plan = _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
     if plan.forward == "one-gemm":
-        return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow)
+        return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow,
+                                        dh, dw, groups)
     x = np.ascontiguousarray(x)
     with _one_blas_thread():
         if plan.forward == "winograd":
             return _winograd_conv(x, w2.reshape(oc, -1, 3, 3))
         out = np.empty((n, oc, oh * ow), dtype=x.dtype)
-        _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw,
+        _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw, dh, dw,
                              _group(n, oh * ow), out)
     return out.reshape(n, oc, oh, ow)
 
 
-def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w=True):
+def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w=True,
+                    dh=1, dw=1, groups=1):
     """(grad_x like x, grad_w2 like w2) of conv2d_forward, each None unless asked for,
     by the algorithms conv_plan.conv_algorithm() names for the layer."""
-    checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw)
+    checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
     oc = w2.shape[0]
-    plan = _plan(x, w2, kh, kw, sh, sw, ph, pw)
+    plan = _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
     g, x = np.ascontiguousarray(grad_out), np.ascontiguousarray(x)
     grad_x = grad_w2 = None
     if need_x and plan.grad_input == "winograd":
@@ -269,28 +276,25 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
         need_w = False
     if need_x or need_w:                     # what is left, by GEMMs
         gemm = plan.grad_input if need_x else plan.grad_weight
+        window = (kh, kw, sh, sw, ph, pw, dh, dw)
         if gemm == "per-image":
             with _one_blas_thread():
-                gx, gw = _per_image_backward(g, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w)
+                gx, gw = _per_image_backward(g, x, w2, *window, need_x, need_w)
         else:
-            gx, gw = _one_gemm_backward(g, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w)
+            gx, gw = gemm_conv.conv2d_backward(np, im2col, col2im, g, x, w2, kh, kw, sh, sw,
+                                               ph, pw, need_x, need_w, dh, dw, groups)
         grad_x, grad_w2 = (gx if need_x else grad_x), (gw if need_w else grad_w2)
     return grad_x, grad_w2
 
 
-def _one_gemm_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w):
-    return gemm_conv.conv2d_backward(np, im2col, col2im, grad_out, x, w2,
-                                     kh, kw, sh, sw, ph, pw, need_x, need_w)
-
-
-def _per_image_backward(g, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w):
-    """The GEMM path of conv2d_backward for g and x C-contiguous."""
+def _per_image_backward(g, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, need_x, need_w):
+    """The GEMM path of conv2d_backward (ungrouped) for g and x C-contiguous."""
     n, oc, oh, ow = g.shape
     group = _group(n, oh * ow)
     dx = np.empty(x.shape if need_x else (0, 0, 0, 0), dtype=x.dtype)
     dw_parts = np.empty((-(-n // group),) + w2.shape[::-1], dtype=x.dtype)
     _conv2d_backward_core(g.reshape(n, oc, oh * ow), x, np.ascontiguousarray(w2),
-                          kh, kw, sh, sw, ph, pw, group, need_x, need_w, dx, dw_parts)
+                          kh, kw, sh, sw, ph, pw, dh, dw, group, need_x, need_w, dx, dw_parts)
     return (dx if need_x else None), (dw_parts.sum(axis=0).T.copy() if need_w else None)
 
 

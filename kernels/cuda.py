@@ -76,7 +76,8 @@ def _i32(*values):
 
 
 class Launchers:
-    """The eight kernels of reference.py, launched on arrays of `xp`.
+    """The ten kernels of reference.py, launched on arrays of `xp` (the convolutions as
+    im2col/col2im and xp.matmul, kernels/gemm_conv.py).
 
     kernel(name, dtype) returns a callable with RawKernel's calling convention,
     kernel((grid,), (block,), args). block must be a multiple of 32, at most 1024.
@@ -101,24 +102,38 @@ class Launchers:
     def _vector(self, v, dtype):
         return self.xp.ascontiguousarray(v, dtype=dtype)
 
-    def im2col(self, x, kh, kw, sh, sw, ph, pw):
+    def im2col(self, x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
         """See reference.im2col."""
-        oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw)
+        oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw, dh, dw)
         n, c, h, w = x.shape
         x = self.xp.ascontiguousarray(x)
         cols = self.xp.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
         self._launch("im2col", x.dtype, cols.size,
-                     (x, cols, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
+                     (x, cols, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)))
         return cols
 
-    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw):
+    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
         """See reference.col2im."""
-        n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw)
+        n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
         cols = self.xp.ascontiguousarray(cols)
         dx = self.xp.empty((n, c, h, w), dtype=cols.dtype)
         self._launch("col2im", cols.dtype, dx.size,
-                     (cols, dx, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
+                     (cols, dx, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)))
         return dx
+
+    def conv2d_forward(self, x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
+        """See reference.conv2d_forward: im2col + the groups' GEMMs (cuBLAS on a GPU)."""
+        oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
+        return gemm_conv.conv2d_forward(self.xp, self.im2col, x, w2, kh, kw, sh, sw, ph, pw,
+                                        oh, ow, dh, dw, groups)
+
+    def conv2d_backward(self, grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True,
+                        need_w=True, dh=1, dw=1, groups=1):
+        """See reference.conv2d_backward."""
+        checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
+        return gemm_conv.conv2d_backward(self.xp, self.im2col, self.col2im, grad_out, x, w2,
+                                         kh, kw, sh, sw, ph, pw, need_x, need_w,
+                                         dh, dw, groups)
 
     def batchnorm_forward(self, x, weight, bias, running_mean, running_var, momentum, eps):
         """See reference.batchnorm_forward."""
@@ -229,27 +244,28 @@ def _gpu():
     return Launchers(_cupy(), _cupy_kernel)
 
 
-def im2col(x, kh, kw, sh, sw, ph, pw):
-    """Unfold the kh x kw windows of x (N, C, H, W) into cols (C*kh*kw, N*OH*OW), on the GPU."""
-    return _gpu().im2col(x, kh, kw, sh, sw, ph, pw)
+def im2col(x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
+    """Unfold the kh x kw windows of x (N, C, H, W), taps (dh, dw) apart, into cols
+    (C*kh*kw, N*OH*OW), on the GPU."""
+    return _gpu().im2col(x, kh, kw, sh, sw, ph, pw, dh, dw)
 
 
-def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
+def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     """The adjoint of im2col (a gather: each pixel sums the entries read from it), on the GPU."""
-    return _gpu().col2im(cols, x_shape, kh, kw, sh, sw, ph, pw)
+    return _gpu().col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
 
 
-def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw):
-    """The convolution of x (N, C, H, W) with w2 (OC, C*kh*kw): im2col + one cuBLAS GEMM."""
-    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw)
-    return gemm_conv.conv2d_forward(_cupy(), im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow)
+def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
+    """The convolution of x (N, C, H, W) with w2 (OC, C/groups*kh*kw): im2col + cuBLAS
+    GEMMs, one batched call for the groups."""
+    return _gpu().conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
 
 
-def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w=True):
+def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w=True,
+                    dh=1, dw=1, groups=1):
     """(grad_x, grad_w2) of conv2d_forward, each None unless asked for, on the GPU."""
-    checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw)
-    return gemm_conv.conv2d_backward(_cupy(), im2col, col2im, grad_out, x, w2,
-                                     kh, kw, sh, sw, ph, pw, need_x, need_w)
+    return _gpu().conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w,
+                                  dh, dw, groups)
 
 
 def batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps):

@@ -10,9 +10,13 @@ columns are kh*kw times the size of x, so backward rebuilds them instead of keep
 alive between the passes. A 1x1 stride-1 unpadded convolution needs no im2col: x with its
 channels first is its columns.
 
+With groups, w2 is (OC, C/groups*kh*kw) and each group's output channels multiply only
+its own rows of the columns (its input channels): the GEMMs of the groups are one batched
+xp.matmul (grouped_matmul); a depthwise layer (groups = C) is C small GEMMs in one call.
+
 reference.py and cuda.py convolve this way, with their own im2col/col2im and xp = NumPy or
-CuPy; cpu.py does where an image has fewer output pixels than output channels, or where
-SciPy's BLAS cannot be held to one thread (see its convolution section).
+CuPy; cpu.py does for grouped layers, where an image has fewer output pixels than output
+channels, or where SciPy's BLAS cannot be held to one thread (see its convolution section).
 """
 
 
@@ -27,34 +31,54 @@ def batch_first(xp, a2, n, h, w):
 
 
 def is_pointwise(kh, kw, sh, sw, ph, pw):
-    """True for a 1x1 stride-1 unpadded kernel, whose columns are x itself."""
+    """True for a 1x1 stride-1 unpadded kernel, whose columns are x itself (a 1x1 window
+    has no taps to spread, so its dilation does not matter)."""
     return (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0)
 
 
-def columns(xp, im2col, x, kh, kw, sh, sw, ph, pw):
+def columns(xp, im2col, x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     """The im2col matrix of x, (C*kh*kw, N*OH*OW)."""
     if is_pointwise(kh, kw, sh, sw, ph, pw):
         return channels_first(xp, x)
-    return im2col(x, kh, kw, sh, sw, ph, pw)
+    return im2col(x, kh, kw, sh, sw, ph, pw, dh, dw)
 
 
-def conv2d_forward(xp, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow):
-    """out (N, OC, OH, OW) = the convolution of x (N, C, H, W) with w2 (OC, C*kh*kw)."""
-    cols = columns(xp, im2col, x, kh, kw, sh, sw, ph, pw)
-    return batch_first(xp, w2 @ cols, x.shape[0], oh, ow)
+def by_group(a2, groups):
+    """(R, Q) -> (groups, R/groups, Q): the rows of each group, a view. The rows of the
+    columns are ordered channel first, so a group's channels are consecutive rows."""
+    return a2.reshape(groups, a2.shape[0] // groups, a2.shape[1])
+
+
+def grouped_matmul(xp, a2, b2, groups, transpose_a=False, transpose_b=False):
+    """The GEMMs of the groups side by side, one batched matmul: for each group k,
+    block k of the result's rows = (a2's block k)[^T] @ (b2's block k)[^T]."""
+    a3, b3 = by_group(a2, groups), by_group(b2, groups)
+    if transpose_a:
+        a3 = a3.transpose(0, 2, 1)
+    if transpose_b:
+        b3 = b3.transpose(0, 2, 1)
+    out = xp.matmul(a3, b3)
+    return out.reshape(groups * out.shape[1], out.shape[2])
+
+
+def conv2d_forward(xp, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow, dh=1, dw=1, groups=1):
+    """out (N, OC, OH, OW) = the convolution of x (N, C, H, W) with w2 (OC, C/groups*kh*kw)."""
+    cols = columns(xp, im2col, x, kh, kw, sh, sw, ph, pw, dh, dw)
+    return batch_first(xp, grouped_matmul(xp, w2, cols, groups), x.shape[0], oh, ow)
 
 
 def conv2d_backward(xp, im2col, col2im, grad_out, x, w2, kh, kw, sh, sw, ph, pw,
-                    need_x, need_w):
+                    need_x, need_w, dh=1, dw=1, groups=1):
     """(grad_x, grad_w2) of the convolution; either is None where not needed."""
     g2 = channels_first(xp, grad_out)
     grad_x = grad_w2 = None
     if need_x:
-        grad_cols = w2.T @ g2
+        grad_cols = grouped_matmul(xp, w2, g2, groups, transpose_a=True)
         if is_pointwise(kh, kw, sh, sw, ph, pw):
             grad_x = batch_first(xp, grad_cols, x.shape[0], *x.shape[2:])
         else:
-            grad_x = col2im(grad_cols, x.shape, kh, kw, sh, sw, ph, pw)
+            grad_x = col2im(grad_cols, x.shape, kh, kw, sh, sw, ph, pw, dh, dw)
     if need_w:
-        grad_w2 = g2 @ columns(xp, im2col, x, kh, kw, sh, sw, ph, pw).T
+        cols = columns(xp, im2col, x, kh, kw, sh, sw, ph, pw, dh, dw)
+        grad_w2 = grouped_matmul(xp, g2, cols, groups, transpose_b=True)
     return grad_x, grad_w2

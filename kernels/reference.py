@@ -18,16 +18,17 @@ def _window_slice(start, count, step):
     return slice(start, start + step * (count - 1) + 1, step)
 
 
-def im2col(x, kh, kw, sh, sw, ph, pw):
+def im2col(x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     """Unfold every kh x kw window of x into a column, the images of the batch side by side.
 
-    x (N, C, H, W) -> cols (C*kh*kw, N*OH*OW), OH = (H + 2*ph - kh)//sh + 1 (OW alike).
-    cols[(c*kh + i)*kw + j, n*OH*OW + oh*OW + ow] = x[n, c, oh*sh - ph + i, ow*sw - pw + j],
+    x (N, C, H, W) -> cols (C*kh*kw, N*OH*OW), OH = (H + 2*ph - dh*(kh - 1) - 1)//sh + 1
+    (OW alike), the window's taps (dh, dw) apart (the dilation; 1 is a dense window).
+    cols[(c*kh + i)*kw + j, n*OH*OW + oh*OW + ow] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw],
     zero where that pixel lies in the padding. weight.reshape(OC, C*kh*kw) @ cols is then
     the whole batch's convolution in one GEMM, of shape (OC, N*OH*OW): output channel
     first, so one transpose of its (OC, N) axes gives NCHW.
     """
-    oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw)
+    oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw, dh, dw)
     n, c, h, w = x.shape
     padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     cols = np.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
@@ -35,46 +36,50 @@ def im2col(x, kh, kw, sh, sw, ph, pw):
         for j in range(kw):
             # window element (i, j) of every output pixel of every image at once;
             # the window is (N, C, OH, OW), its (C, N) swapped to match cols
-            window = padded[:, :, _window_slice(i, oh, sh), _window_slice(j, ow, sw)]
+            window = padded[:, :, _window_slice(i * dh, oh, sh), _window_slice(j * dw, ow, sw)]
             cols[:, i, j] = window.transpose(1, 0, 2, 3)
     return cols.reshape(c * kh * kw, n * oh * ow)
 
 
-def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
+def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     """The adjoint of im2col: add every column entry back onto the pixel it came from.
 
     cols (C*kh*kw, N*OH*OW) -> dx of shape x_shape = (N, C, H, W); entries that were read
     from the padding are dropped. Overlapping windows accumulate.
     """
-    n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw)
+    n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
     cols6 = cols.reshape(c, kh, kw, n, oh, ow)
     padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
             # one (i, j) never hits a pixel twice, so += on the strided view is safe
-            window = padded[:, :, _window_slice(i, oh, sh), _window_slice(j, ow, sw)]
+            window = padded[:, :, _window_slice(i * dh, oh, sh), _window_slice(j * dw, ow, sw)]
             window += cols6[:, i, j].transpose(1, 0, 2, 3)
     return padded[:, :, ph:ph + h, pw:pw + w].copy()
 
 
-def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw):
-    """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C*kh*kw).
+def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
+    """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C/groups*kh*kw).
 
-    -> out (N, OC, OH, OW), out[n, o, y, z] = sum over (c, i, j) of
-    w2[o, (c*kh + i)*kw + j] * x[n, c, y*sh - ph + i, z*sw - pw + j] (zero in the padding):
-    im2col of the whole batch, then one GEMM (kernels/gemm_conv.py).
+    -> out (N, OC, OH, OW). With Cg = C/groups input and OCg = OC/groups output channels a
+    group, output channel o reads the input channels of its group, g = o // OCg:
+    out[n, o, y, z] = sum over (c, i, j) of w2[o, (c*kh + i)*kw + j] *
+    x[n, g*Cg + c, y*sh - ph + i*dh, z*sw - pw + j*dw] (zero in the padding):
+    im2col of the whole batch, then one GEMM per group (kernels/gemm_conv.py).
     """
-    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw)
-    return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow)
+    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
+    return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow,
+                                    dh, dw, groups)
 
 
-def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w=True):
+def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w=True,
+                    dh=1, dw=1, groups=1):
     """The gradients of conv2d_forward -> (grad_x like x, grad_w2 like w2), each None
-    unless asked for: grad_w2 = grad_out (OC, N*OH*OW) @ im2col(x)^T and
+    unless asked for; per group, grad_w2 = grad_out (OCg, N*OH*OW) @ im2col(x)^T and
     grad_x = col2im(w2^T @ grad_out)."""
-    checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw)
+    checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
     return gemm_conv.conv2d_backward(np, im2col, col2im, grad_out, x, w2,
-                                     kh, kw, sh, sw, ph, pw, need_x, need_w)
+                                     kh, kw, sh, sw, ph, pw, need_x, need_w, dh, dw, groups)
 
 
 def batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps):

@@ -1,7 +1,7 @@
 """Execute every lesson and write a rendered copy, one HTML page per notebook, with its
 outputs and figures, so that a student can read the lessons without running them:
 
-    python notebooks/build_lessons.py                 # all eight, into build/lessons/
+    python notebooks/build_lessons.py                 # all nine, into build/lessons/
     python notebooks/build_lessons.py --out DIR 04 05 # some of them, elsewhere
     python notebooks/build_lessons.py --times docs/lesson_times.json   # and record the
                                                        # seconds each took, and the machine

@@ -8,7 +8,8 @@ Two independent compilers, each skipped cleanly where it is missing:
 - nvcc, with `-Werror all-warnings` for the device code and -Wall -Wextra -Werror for the
   host side, on a file that includes the .cu and takes the address of every instantiation.
 A negative control shows that a warning (an unused variable) does fail each route, and the
-kernel parser that names the instantiations is checked to see every __global__ function.
+kernel parser that names the instantiations is checked to see every __global__ function
+(and, in im2col.cu, the dilation parameters in the order the launchers pass them).
 """
 import re
 import shutil
@@ -106,6 +107,14 @@ def test_every_kernel_is_parsed(filename):
     for params in signatures.values():
         known = r"(const )?(T|int|long long|double)\*?"
         assert all(re.fullmatch(known, t) for t, _ in params), params
+
+
+def test_im2col_kernels_take_the_dilation_the_launchers_pass():
+    # the launchers pass (..., sh, sw, ph, pw, dh, dw, OH, OW) as int32 scalars, in order
+    signatures = cuda.kernel_signatures(cuda.read_source("im2col.cu"))
+    for name in ("im2col", "col2im"):
+        tail = [(t, p) for t, p in signatures[name]][-8:]
+        assert tail == [("int", p) for p in ("sh", "sw", "ph", "pw", "dh", "dw", "OH", "OW")]
 
 
 def test_importing_cuda_needs_no_cupy():

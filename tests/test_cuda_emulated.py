@@ -1,13 +1,15 @@
 """The CUDA kernels of kernels/cuda/*.cu, run on the CPU through kernels/emulate.py.
 
 Every kernel is launched by the same cuda.Launchers code that drives the GPU, on small
-shapes (odd sizes, stride larger than the kernel, padding, batch 1), in float32 and
-float64, and held to kernels/reference.py. The emulation uses 64-thread blocks and at most
+shapes (odd sizes, stride larger than the kernel, padding, batch 1, dilated windows,
+grouped and depthwise convolutions), in float32 and float64, and held to
+kernels/reference.py. The emulation uses 64-thread blocks and at most
 8 blocks, so the grid-stride loops take several turns; batch norm also runs with 32 and
 128 threads and with more channels than blocks. Negative controls: a planted off-by-one in
-im2col, a col2im that takes the rows of cols one image shorter than they are and a broken
-warp reduction must be caught by the same comparisons, and a kernel that leaves some
-threads out of __syncthreads() must fail with the deadlock message.
+im2col, a col2im that takes the rows of cols one image shorter than they are, a col2im
+that forgets the dilation and a broken warp reduction must be caught by the same
+comparisons, and a kernel that leaves some threads out of __syncthreads() must fail with
+the deadlock message.
 """
 import numpy as np
 import pytest
@@ -94,6 +96,52 @@ def check_batchnorm(backend, shape, dtype, seed=0):
 @pytest.mark.parametrize("case", WINDOWS, ids=str)
 def test_im2col_col2im_maxpool(emu, case, dtype):
     check_windows(emu, case, dtype)
+
+
+# (x shape, out channels, (kh, kw, sh, sw, ph, pw), (dh, dw), groups): dilated windows
+# (taps further apart than the stride, and an asymmetric dilation), grouped and depthwise
+# layers (with a channel multiplier), a 1x1 grouped layer that skips im2col
+SPREAD = [
+    ((2, 4, 9, 8), 6, (3, 2, 1, 2, 2, 1), (2, 3), 2),
+    ((1, 3, 7, 7), 6, (3, 3, 1, 1, 1, 1), (1, 1), 3),      # depthwise, multiplier 2
+    ((2, 6, 6, 5), 3, (1, 1, 1, 1, 0, 0), (1, 1), 3),      # grouped 1x1
+    ((3, 2, 11, 6), 4, (2, 3, 3, 1, 0, 2), (4, 2), 1),     # dilation 4 > stride 3
+]
+
+
+def check_spread_conv(backend, case, dtype, seed=0):
+    """im2col and col2im with dilation, and the grouped convolution's forward and both
+    gradients (the launchers' GEMMs on top of the kernels), against the reference."""
+    shape, oc, window, (dh, dw), groups = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    cols = ref.im2col(x, *window, dh, dw)
+    _close(backend.im2col(x, *window, dh, dw), cols, dtype, f"im2col {case}")
+    g = rng.standard_normal(cols.shape).astype(dtype)
+    _close(backend.col2im(g, shape, *window, dh, dw), ref.col2im(g, shape, *window, dh, dw),
+           dtype, f"col2im {case}")
+    w2 = rng.standard_normal((oc, shape[1] // groups * window[0] * window[1])).astype(dtype)
+    out = ref.conv2d_forward(x, w2, *window, dh, dw, groups)
+    _close(backend.conv2d_forward(x, w2, *window, dh, dw, groups), out, dtype,
+           f"conv2d_forward {case}")
+    go = rng.standard_normal(out.shape).astype(dtype)
+    got = backend.conv2d_backward(go, x, w2, *window, True, True, dh, dw, groups)
+    want = ref.conv2d_backward(go, x, w2, *window, True, True, dh, dw, groups)
+    for a, b, what in zip(got, want, ("grad_x", "grad_w2")):
+        _close(a, b, dtype, f"conv2d_backward {what} {case}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", SPREAD, ids=str)
+def test_dilated_and_grouped_convolution(emu, case, dtype):
+    check_spread_conv(emu, case, dtype)
+
+
+def test_planted_col2im_without_dilation_is_caught():
+    backend = _backend(sources=_planted("im2col.cu", "int t = h + ph - i * dh;",
+                                        "int t = h + ph - i * (dh > 1 ? 1 : dh);"))
+    with pytest.raises(AssertionError, match="col2im"):
+        check_spread_conv(backend, SPREAD[0], np.float64)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -187,7 +235,7 @@ def _planted(filename, old, new):
 
 def test_planted_im2col_off_by_one_is_caught():
     backend = _backend(sources=_planted(
-        "im2col.cu", "int h = oh * sh - ph + i;", "int h = oh * sh - ph + i + 1;"))
+        "im2col.cu", "int h = oh * sh - ph + i * dh;", "int h = oh * sh - ph + i * dh + 1;"))
     with pytest.raises(AssertionError, match="im2col"):
         check_windows(backend, WINDOWS[1], np.float64)
 

@@ -4,7 +4,8 @@ import os
 import pytest
 
 from tinyres.__main__ import main
-from tinyres.experiments import EXPERIMENTS, lesion, run, shattered, shortcut_scale
+from tinyres.experiments import (EXPERIMENTS, identity_mappings, lesion, run, shattered,
+                                 shortcut_scale)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -104,6 +105,41 @@ def test_experiment_command(out_dir, capsys):
     printed = capsys.readouterr().out
     assert "lag-1" in printed and "shattered_gradients.png" in printed
     assert set(EXPERIMENTS) == {"degradation", "shortcut-scale", "shattered-gradients",
-                                "lesion"}
+                                "lesion", "identity-mappings"}
     with pytest.raises(ValueError):
         run("no-such-experiment")
+
+
+def test_identity_mappings_direct_path_and_training(out_dir):
+    """He et al. 2016 on the digits: what eq. 8 predicts for the direct path holds exactly,
+    and in the same steps the identity shortcut trains further than constant scaling or a
+    dropout shortcut, and the pre-activation orderings further than scaling both paths."""
+    result = identity_mappings.run(quick=True, seed=0, out_dir=out_dir)
+    runs = {r["label"]: r for r in result["runs"]}
+    assert list(runs) == [label for label, _ in identity_mappings.VARIANTS]
+    blocks = result["blocks"]
+    assert blocks == 7
+    for label, r in runs.items():           # measured = the formulas, where there is one
+        if label != "BN after addition":
+            assert r["path"] == pytest.approx(r["path_formula"], rel=1e-5), label
+    # identity shortcut, nothing after the add: the "1" arrives untouched
+    for label in ("ReLU before addition", "ReLU-only pre-act", "full pre-activation"):
+        assert runs[label]["path"] == pytest.approx(1.0, abs=1e-12), label
+    # a ReLU after the add masks it; lambda = 0.5 shrinks it by at least 2^-7
+    assert runs["original"]["path"] < 0.9
+    for label in ("constant 0.5", "constant 0.5, F x 0.5"):
+        assert runs[label]["path"] <= 0.5 ** blocks * (1 + 1e-6) < runs["original"]["path"]
+        assert runs[label]["path"] == runs[label]["path_again"]
+    # dropout: a random product, another draw another value, well below 1
+    drop = runs["dropout shortcut"]
+    assert drop["path"] != drop["path_again"] and max(drop["path"], drop["path_again"]) < 0.1
+    # training loss after the same steps
+    loss = {label: r["train_loss"] for label, r in runs.items()}
+    assert loss["original"] < min(loss["constant 0.5"], loss["constant 0.5, F x 0.5"],
+                                  loss["dropout shortcut"])
+    for label in ("ReLU-only pre-act", "full pre-activation"):
+        assert loss[label] < min(loss["constant 0.5, F x 0.5"], loss["dropout shortcut"])
+    # the paper's figures are printed beside, labelled as the paper's
+    assert "paper: CIFAR-10 err %" in result["table"] and "12.35" in result["table"]
+    assert runs["full pre-activation"]["paper"].startswith("6.37")
+    assert os.path.isfile(result["figure"])

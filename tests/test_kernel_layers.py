@@ -115,3 +115,31 @@ def test_a_resnet_trains_the_same_on_each_cpu_layer():
     assert ref_losses[1] != ref_losses[0]
     for key, value in ref_state.items():
         np.testing.assert_allclose(value, cpu_state[key], rtol=1e-10, atol=1e-10, err_msg=key)
+
+
+def grouped_dilated_net_gradients(layer):
+    """A depthwise-separable block with a dilated 'same' conv, a reflect-padded grouped conv
+    and a transposed conv, forward and backward in float64 on one kernel layer."""
+    tinyres.manual_seed(1)
+    blocks = tinyres.nn.Sequential(
+        tinyres.nn.Conv2d(4, 8, 3, groups=4, padding="same", dilation=2),
+        tinyres.nn.Conv2d(8, 8, 1),
+        tinyres.nn.Conv2d(8, 4, 3, groups=2, padding=1, padding_mode="reflect"),
+        tinyres.nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, groups=2))
+    blocks.double()
+    x = tinyres.randn(2, 4, 9, 9).double()
+    with kernels.use(layer):
+        out = blocks(x)
+        out.backward(tinyres.ones_like(out) * tinyres.randn(*out.shape).double())
+    return out.numpy(), {name: p.grad.numpy() for name, p in blocks.named_parameters()}
+
+
+def test_grouped_dilated_and_transposed_convs_agree_on_each_cpu_layer():
+    (ref_out, ref_grads), (cpu_out, cpu_grads) = map(grouped_dilated_net_gradients,
+                                                     ["reference", "cpu"])
+    assert ref_out.shape == (2, 2, 18, 18)
+    np.testing.assert_allclose(cpu_out, ref_out, rtol=1e-10, atol=1e-12)
+    assert ref_grads.keys() == cpu_grads.keys() and len(ref_grads) == 8
+    for name, grad in ref_grads.items():
+        assert np.abs(grad).max() > 0, name
+        np.testing.assert_allclose(cpu_grads[name], grad, rtol=1e-10, atol=1e-12, err_msg=name)

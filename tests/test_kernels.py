@@ -268,6 +268,161 @@ def test_cpu_conv2d_groups_of_images_give_the_one_gemm_result(min_columns):
         assert_close(a, b)
 
 
+# ---------------------------------------------------------------- dilation and groups
+
+spread_settings = settings(max_examples=15, deadline=None)    # 15 drawn cases per test
+
+@st.composite
+def spread_cases(draw):
+    """(x_shape, oc, (kh, kw, sh, sw, ph, pw), (dh, dw), groups): a valid geometry with
+    dilation (asymmetric too) and groups (depthwise with a multiplier included)."""
+    groups, cg, ocg = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    shape = (draw(st.integers(1, 3)), groups * cg, draw(st.integers(1, 9)), draw(st.integers(1, 9)))
+    kh, kw, dh, dw = (draw(st.integers(1, 3)) for _ in range(4))
+    sh, sw, ph, pw = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(0, 2)), \
+        draw(st.integers(0, 2))
+    assume(shape[2] + 2 * ph >= dh * (kh - 1) + 1 and shape[3] + 2 * pw >= dw * (kw - 1) + 1)
+    return shape, groups * ocg, (kh, kw, sh, sw, ph, pw), (dh, dw), groups
+
+
+def spread_out_hw(x_shape, kh, kw, sh, sw, ph, pw, dh, dw):
+    return ((x_shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1,
+            (x_shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+
+
+def grouped_conv_by_the_sum(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups):
+    """out[n, o, y, z] = sum over the channels c of o's group and (i, j) of
+    weight[o, c, i, j] * x[n, group*Cg + c, y*sh - ph + i*dh, z*sw - pw + j*dw]."""
+    n, c, h, w = x.shape
+    oc, cg = w2.shape[0], c // groups
+    oh, ow = spread_out_hw(x.shape, kh, kw, sh, sw, ph, pw, dh, dw)
+    weight = w2.reshape(oc, cg, kh, kw)
+    out = np.zeros((n, oc, oh, ow))
+    for o in range(oc):
+        first = o // (oc // groups) * cg
+        for y in range(oh):
+            for z in range(ow):
+                for i in range(kh):
+                    for j in range(kw):
+                        hi, wi = y * sh - ph + i * dh, z * sw - pw + j * dw
+                        if 0 <= hi < h and 0 <= wi < w:
+                            out[:, o, y, z] += x[:, first:first + cg, hi, wi] @ weight[o, :, i, j]
+    return out
+
+
+@all_modules
+@spread_settings
+@given(spread_cases(), DTYPES, SEEDS)
+def test_dilated_im2col_follows_the_index_formula(kernels, case, dtype, seed):
+    x_shape, _, (kh, kw, sh, sw, ph, pw), (dh, dw), _ = case
+    x = random(np.random.default_rng(seed), x_shape, dtype)
+    oh, ow = spread_out_hw(x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
+    n, c, h, w = x_shape
+    expected = np.zeros((c * kh * kw, n * oh * ow), dtype=dtype)
+    for b, ch, i, j, p in np.ndindex(n, c, kh, kw, oh * ow):
+        hi, wi = p // ow * sh - ph + i * dh, p % ow * sw - pw + j * dw
+        if 0 <= hi < h and 0 <= wi < w:
+            expected[(ch * kh + i) * kw + j, b * oh * ow + p] = x[b, ch, hi, wi]
+    np.testing.assert_array_equal(kernels.im2col(x, kh, kw, sh, sw, ph, pw, dh, dw), expected)
+
+
+@all_modules
+@spread_settings
+@given(spread_cases(), SEEDS)
+def test_dilated_col2im_is_the_adjoint_of_im2col(kernels, case, seed):
+    x_shape, _, window, dilation, _ = case
+    rng = np.random.default_rng(seed)
+    x = random(rng, x_shape, np.float64)
+    cols = random(rng, kernels.im2col(x, *window, *dilation).shape, np.float64)
+    lhs = np.sum(kernels.im2col(x, *window, *dilation) * cols)
+    rhs = np.sum(x * kernels.col2im(cols, x_shape, *window, *dilation))
+    assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
+
+
+@all_modules
+@spread_settings
+@given(spread_cases(), DTYPES, SEEDS)
+def test_grouped_dilated_conv2d_forward_follows_the_sum(kernels, case, dtype, seed):
+    x_shape, oc, window, dilation, groups = case
+    rng = np.random.default_rng(seed)
+    x = random(rng, x_shape, dtype)
+    w2 = random(rng, (oc, x_shape[1] // groups * window[0] * window[1]), dtype)
+    expected = grouped_conv_by_the_sum(x.astype(np.float64), w2.astype(np.float64), *window,
+                                       *dilation, groups)
+    assert_close(kernels.conv2d_forward(x, w2, *window, *dilation, groups),
+                 expected.astype(dtype))
+
+
+@all_modules
+@spread_settings
+@given(spread_cases(), SEEDS)
+def test_grouped_dilated_conv2d_backward_is_the_adjoint(kernels, case, seed):
+    x_shape, oc, window, dilation, groups = case
+    rng = np.random.default_rng(seed)
+    x = random(rng, x_shape, np.float64)
+    w2 = random(rng, (oc, x_shape[1] // groups * window[0] * window[1]), np.float64)
+    g = random(rng, (x_shape[0], oc) + spread_out_hw(x_shape, *window, *dilation), np.float64)
+    lhs = np.sum(kernels.conv2d_forward(x, w2, *window, *dilation, groups) * g)
+    grad_x, grad_w2 = kernels.conv2d_backward(g, x, w2, *window, True, True, *dilation, groups)
+    assert np.sum(x * grad_x) == pytest.approx(lhs, rel=1e-12, abs=1e-12)
+    assert np.sum(w2 * grad_w2) == pytest.approx(lhs, rel=1e-12, abs=1e-12)
+
+
+@CPU_CONV_PATHS
+@spread_settings
+@given(spread_cases(), st.sampled_from([(True, True), (True, False), (False, True)]),
+       DTYPES, LAYOUTS, SEEDS)
+def test_grouped_dilated_conv2d_matches_reference(path, case, needs, dtype, layout, seed):
+    x_shape, oc, window, dilation, groups = case
+    rng = np.random.default_rng(seed)
+    x = random(rng, x_shape, dtype, layout)
+    w2 = random(rng, (oc, x_shape[1] // groups * window[0] * window[1]), dtype, layout)
+    g = random(rng, (x_shape[0], oc) + spread_out_hw(x_shape, *window, *dilation), dtype, layout)
+    spread = (*dilation, groups)
+    with conv_plan.conv_policy(**path):
+        assert_close(cpu.conv2d_forward(x, w2, *window, *spread),
+                     reference.conv2d_forward(x, w2, *window, *spread))
+        got = cpu.conv2d_backward(g, x, w2, *window, *needs, *spread)
+    expected = reference.conv2d_backward(g, x, w2, *window, *needs, *spread)
+    for need, a, b in zip(needs, got, expected):
+        assert (a is None) == (not need) and (b is None) == (not need)
+        if need:
+            assert_close(a, b)
+
+
+@pytest.mark.parametrize("dilation, groups, expected", [
+    ((1, 1), 1, "winograd"), ((2, 2), 1, "per-image"), ((1, 2), 1, "per-image"),
+    ((1, 1), 2, "one-gemm"), ((1, 1), 16, "one-gemm")])
+def test_conv_plan_keeps_winograd_and_shifted_rows_to_dense_layers(dilation, groups,
+                                                                  expected):
+    # a 3x3 stride-1 padding-1 layer that Winograd takes when dense and ungrouped
+    policy = conv_plan.ConvPolicy(winograd_min_pixels_per_channel=0, winograd_min_channels=0,
+                                  shifted_rows_min_width=0, per_image_min_pixels_per_channel=0)
+    plan = conv_plan.conv_algorithm((4, 16, 32, 32), (16, 16 // groups, 3, 3), 1, 1,
+                                    dilation, groups, policy=policy)
+    if conv_plan.scipy_blas() is None:
+        expected = "one-gemm"
+    assert plan.forward == plan.grad_input == expected
+    dense = (dilation, groups) == ((1, 1), 1)
+    assert (plan.grad_weight == "shifted-rows") == dense
+    assert (plan.forward == "winograd") == (expected == "winograd")
+
+
+def test_cpu_depthwise_layer_takes_milliseconds():
+    # 3x3 depthwise, 32 channels of 32x32, batch 8: forward and both gradients; measured
+    # at tens of milliseconds, the bound leaves room for a loaded machine
+    import time
+    rng = np.random.default_rng(0)
+    x, w2 = random(rng, (8, 32, 32, 32), np.float32), random(rng, (32, 9), np.float32)
+    window = (3, 3, 1, 1, 1, 1, 1, 1, 32)
+    out = cpu.conv2d_forward(x, w2, *window)                 # warm-up (loading the cache)
+    cpu.conv2d_backward(out, x, w2, 3, 3, 1, 1, 1, 1, True, True, 1, 1, 32)
+    start = time.perf_counter()
+    out = cpu.conv2d_forward(x, w2, *window)
+    cpu.conv2d_backward(out, x, w2, 3, 3, 1, 1, 1, 1, True, True, 1, 1, 32)
+    assert time.perf_counter() - start < 1.5
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_winograd_weight_transform_is_g_w_gt(dtype):
     rng = np.random.default_rng(0)
@@ -577,6 +732,14 @@ BAD_CALLS = [
     ("im2col", lambda k: k.im2col(_x(1, 1, 4, 4), 0, 3, 1, 1, 1, 1), ValueError, "kernel"),
     ("im2col", lambda k: k.im2col(_x(1, 1, 4, 4), 3, 3, 0, 1, 1, 1), ValueError, "stride"),
     ("im2col", lambda k: k.im2col(_x(1, 1, 2, 4), 5, 3, 1, 1, 1, 1), ValueError, "fit"),
+    ("im2col", lambda k: k.im2col(_x(1, 1, 4, 4), 3, 3, 1, 1, 1, 1, 0, 1), ValueError,
+     "dilation >= 1"),
+    ("im2col", lambda k: k.im2col(_x(1, 1, 4, 4), 3, 3, 1, 1, 1, 1, 3, 1), ValueError,
+     r"dilation \(3, 1\) does not fit"),
+    ("conv2d_forward", lambda k: k.conv2d_forward(_x(1, 4, 4, 4), _x(3, 18), 3, 3, 1, 1, 1, 1,
+                                                  1, 1, 2), ValueError, "groups"),
+    ("conv2d_forward", lambda k: k.conv2d_forward(_x(1, 4, 4, 4), _x(4, 36), 3, 3, 1, 1, 1, 1,
+                                                  1, 1, 2), ValueError, r"\(out_channels, 18\)"),
     ("col2im", lambda k: k.col2im(_x(1, 9, 16), (1, 1, 4, 4), 3, 3, 1, 1, 1, 1),
      ValueError, r"shape \(9, 16\)"),
     ("conv2d_forward", lambda k: k.conv2d_forward(_x(1, 2, 4, 4), _x(3, 9), 3, 3, 1, 1, 1, 1),

@@ -33,7 +33,7 @@ _spec.loader.exec_module(lessons)
 
 NOTEBOOKS = lessons.NOTEBOOKS
 FIGURES = {   # image/png outputs each executed notebook must show
-    "01": 1, "02": 2, "03": 1, "04": 3, "05": 1, "06": 1, "07": 2, "08": 1,
+    "01": 1, "02": 2, "03": 1, "04": 3, "05": 1, "06": 1, "07": 2, "08": 1, "09": 2,
 }
 
 
@@ -44,7 +44,7 @@ def pngs(cells):
 
 def test_the_lessons_are_there():
     names = [p.stem[:2] for p in NOTEBOOKS]
-    assert names == [f"{i:02d}" for i in range(1, 9)]
+    assert names == [f"{i:02d}" for i in range(1, 10)]
     assert sorted(FIGURES) == names
 
 

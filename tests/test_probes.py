@@ -7,7 +7,7 @@ import pytest
 import tinyres
 import tinyres.nn.functional as F
 from tinyres import models
-from tinyres.probes import GradientProbe
+from tinyres.probes import GradientProbe, direct_path
 
 
 def backward_with_probe(model, seed=0, batch=8, size=32):
@@ -101,3 +101,70 @@ def test_plain_twin_gradients_drift_with_depth_but_residual_ones_do_not():
     assert residual < 50
     assert plain > 1000
     assert plain > 50 * residual
+
+
+# ----- Identity Mappings: each block's shortcut factor and the direct path (eq. 8) ------
+def probe_variant(model, cut_branches=False, seed=0):
+    rng = np.random.default_rng(seed)
+    model.double()
+    x = tinyres.tensor(rng.standard_normal((8, 3, 8, 8)))
+    y = tinyres.tensor(rng.integers(0, 10, size=8))
+    with GradientProbe(model, cut_branches=cut_branches) as probe:
+        F.cross_entropy(model(x), y).backward()
+    return probe.records()
+
+
+def test_preact_identity_blocks_carry_the_gradient_back_exactly():
+    """Nothing after the add: each identity block's shortcut gradient is its output's."""
+    tinyres.manual_seed(0)
+    rows = probe_variant(models.preact_resnet20())
+    kept = [r for r in rows if r["keeps_shape"]]
+    assert len(kept) == 7
+    assert all(r["factor"] == 1.0 and r["formula_error"] == 0.0 for r in kept)
+    assert all(r["grad_branch"] > 0 for r in kept)
+    tinyres.manual_seed(0)
+    post = [r for r in probe_variant(models.resnet20()) if r["keeps_shape"]]
+    assert max(r["factor"] for r in post) < 0.95            # the ReLU's mask after the add
+    assert max(r["formula_error"] for r in post) < 1e-12    # ... is exactly the formula
+
+
+@pytest.mark.parametrize("shortcut,options,factor", [
+    ("identity", {}, 1.0), ("constant_scaling", {"lam": 0.5}, 0.5),
+    ("constant_scaling", {"lam": 0.5, "scale_branch": True}, 0.5),
+    ("constant_scaling", {"lam": 1.2}, 1.2)])
+def test_direct_path_is_the_product_of_the_scalar_factors(shortcut, options, factor):
+    """With the branches cut, the gradient at a block's input is the direct-path term of
+    eq. 8 alone: through the 5 stride-1 blocks of layer1 it is factor^5 of the gradient
+    at layer1's output, and direct_path() says the same from the per-block factors."""
+    tinyres.manual_seed(0)
+    net = models.CifarVariantResNet(5, shortcut=shortcut, ordering="full_preact", **options)
+    rows = {r["block"]: r for r in probe_variant(net, cut_branches=True)}
+    measured = rows["layer1.0"]["grad_input"] / rows["layer1.4"]["grad_output"]
+    assert measured == pytest.approx(factor ** 5, rel=1e-12)
+    path = {p["block"]: p for p in direct_path(list(rows.values()))}
+    assert path["layer1.0"]["measured"] == pytest.approx(factor ** 13, rel=1e-12)
+    assert path["layer1.0"]["formula"] == pytest.approx(factor ** 13, rel=1e-12)
+    assert all(rows[b]["grad_branch"] == 0.0 for b in rows)
+
+
+def test_cut_branches_leave_the_direct_path_of_masks_and_gates():
+    """Through layer1 with the branches cut, the gradient at layer1.0's input is the
+    formulas of the blocks applied one after another to the gradient at the top."""
+    for shortcut, ordering in (("identity", "original"), ("exclusive_gating", "full_preact"),
+                               ("conv", "relu_before_add"), ("dropout", "full_preact")):
+        tinyres.manual_seed(0)
+        net = models.CifarVariantResNet(3, shortcut=shortcut, ordering=ordering)
+        rows = probe_variant(net, cut_branches=True)
+        assert max(r["formula_error"] for r in rows if r["keeps_shape"]) < 1e-12, shortcut
+        assert all(r["sum_error"] < 1e-12 for r in rows)
+
+
+def test_dropout_shortcut_factor_is_random_and_below_one():
+    """The product of Bernoulli(0.5) masks: about sqrt(1/2) per block in norm (0.5 in
+    expectation elementwise), and a different draw each forward."""
+    tinyres.manual_seed(0)
+    net = models.CifarVariantResNet(3, shortcut="dropout")
+    first = [r["factor"] for r in probe_variant(net, seed=0) if r["keeps_shape"]]
+    again = [r["factor"] for r in probe_variant(net, seed=0) if r["keeps_shape"]]
+    assert first != again
+    assert all(abs(f - np.sqrt(0.5)) < 0.2 for f in first + again)

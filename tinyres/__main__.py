@@ -107,7 +107,7 @@ def report(trainer, shown=16):
           f"{100 / trainer.num_classes:.1f}%) on {len(trainer.test_set)} held-out images")
     print(f"  predicted {' '.join(map(str, predicted))}")
     print(f"  labels    {' '.join(map(str, labels))}")
-    if trainer.config.shortcut is None or not trainer.config.model.startswith("resnet"):
+    if trainer.config.shortcut is None or "resnet" not in trainer.config.model:
         print("(no shortcuts in this model: no shortcut-gradient table)")
         return
     trainer.model.eval()

@@ -13,8 +13,8 @@ from tinyres.tensor import (Tensor, _as_dtype, _shape_arg, from_numpy, get_defau
 
 
 def _device(device):
-    """The device a factory puts its tensor on: 'cpu' when none is named."""
-    return backend.check_device("cpu" if device is None else device)
+    """The device a factory puts its tensor on: the CPU when none is named."""
+    return backend.resolve_device(device)
 
 
 def _made(array, dtype, device, requires_grad):

@@ -14,6 +14,19 @@ gradient coming back along each path can be seen before the two add up in x's gr
 
 For an identity shortcut the second term is lambda * (the gradient after the residual
 add): the "+1" of y = F(x) + x, measured.
+
+Each row also holds the block's shortcut factor, |grad through the shortcut| / |grad at
+the output|, measured, beside what the block's formula says the shortcut path carries
+(`block.shortcut_formula`: 1 for a pre-activation identity, lambda for a scaled shortcut,
+the ReLU's mask after an add, 1 - g(x) for a gate, W^T for a 1x1 convolution, the mask of
+a dropout) and the relative difference between the two gradients. `direct_path(rows)`
+multiplies the factors along the blocks that keep the shape: the paper's eq. 8,
+
+    dL/dx_l = dL/dx_L (prod_{i=l}^{L-1} h_i'  +  terms through the branches).
+
+With `cut_branches=True` the branches are cut from the graph (each branch reads a detached
+copy of the block's input), so the gradient reaching a block's input is the direct-path
+term alone.
 """
 import numpy as np
 
@@ -51,7 +64,7 @@ class GradientProbe:
     latest backward pass. `rtol` bounds the check that the two paths sum to the input
     gradient."""
 
-    def __init__(self, model, rtol=1e-4):
+    def __init__(self, model, rtol=1e-4, cut_branches=False):
         from tinyres.models.resnet import ResidualBlock
         self.blocks = [(name, m) for name, m in model.named_modules()
                        if isinstance(m, ResidualBlock)]
@@ -59,6 +72,7 @@ class GradientProbe:
             raise ValueError("GradientProbe: the model has no residual blocks to watch")
         self.names = {id(m): name for name, m in self.blocks}
         self.rtol = rtol
+        self.cut_branches = cut_branches
         self._grads = {}
 
     def __enter__(self):
@@ -79,7 +93,10 @@ class GradientProbe:
         name = self.names[id(block)]
         grads = self._grads[name] = {}
         x_branch, x_shortcut = Tap.apply(x), Tap.apply(x)
-        x_branch.register_hook(lambda g: self._store(grads, "branch", g))
+        if self.cut_branches:
+            x_branch = x.detach()
+        else:
+            x_branch.register_hook(lambda g: self._store(grads, "branch", g))
         x_shortcut.register_hook(lambda g: self._store(grads, "shortcut", g))
         x.register_hook(lambda g: self._store(grads, "input", g))
         return x_branch, x_shortcut
@@ -87,6 +104,7 @@ class GradientProbe:
     def watch_output(self, block, out):
         if out.requires_grad and self.names[id(block)] in self._grads:
             grads = self._grads[self.names[id(block)]]
+            grads["output_value"] = out.numpy().copy()
             out.register_hook(lambda g: self._store(grads, "output", g))
 
     @staticmethod
@@ -115,6 +133,8 @@ class GradientProbe:
                 "grad_output": _norm(g.get("output")), "grad_shortcut": _norm(shortcut),
                 "grad_branch": _norm(branch), "cosine": _cosine(shortcut, branch),
                 "grad_input": _norm(total), "sum_error": error,
+                "keeps_shape": block.downsample is None,
+                **shortcut_factors(block, g),
             })
         return rows
 
@@ -131,4 +151,37 @@ class GradientProbe:
         return "\n".join(lines)
 
 
-__all__ = ["GradientProbe", "Tap"]
+def shortcut_factors(block, g):
+    """The block's shortcut factor measured (|g short| / |g out|), the formula's
+    (|formula(g out)| / |g out|, nan where the block states none), and the relative
+    difference between the measured shortcut gradient and the formula's."""
+    out_grad, shortcut = g.get("output"), g.get("shortcut")
+    if out_grad is None:
+        return {"factor": float("nan"), "formula_factor": float("nan"),
+                "formula_error": float("nan")}
+    g_out = np.asarray(out_grad, np.float64)
+    measured = np.zeros_like(g_out) if shortcut is None else np.asarray(shortcut, np.float64)
+    predicted = block.shortcut_formula(g_out, g["output_value"])
+    norm_out = max(_norm(g_out), 1e-30)
+    if predicted is None:
+        return {"factor": _norm(measured) / norm_out, "formula_factor": float("nan"),
+                "formula_error": float("nan")}
+    predicted = np.asarray(predicted, np.float64)
+    return {"factor": _norm(measured) / norm_out, "formula_factor": _norm(predicted) / norm_out,
+            "formula_error": _norm(measured - predicted) / max(_norm(predicted), 1e-30)}
+
+
+def direct_path(rows):
+    """The paper's eq. 8 along the blocks that keep the shape: for each such block l, the
+    product of the shortcut factors from l to the last of them, measured and by the
+    formula. A list of dicts (block, measured, formula), first block first."""
+    kept = [r for r in rows if r["keeps_shape"]]
+    products, measured, formula = [], 1.0, 1.0
+    for r in reversed(kept):
+        measured *= r["factor"]
+        formula *= r["formula_factor"]
+        products.append({"block": r["block"], "measured": measured, "formula": formula})
+    return products[::-1]
+
+
+__all__ = ["GradientProbe", "Tap", "direct_path", "shortcut_factors"]

@@ -10,14 +10,17 @@ figure into out_dir (default runs/experiments) and returns the numbers with the 
     shortcut-scale       the lambda^k law of a scaled shortcut (He et al. 2016, eq. 7-8)
     shattered-gradients  dy/dx of deep plain nets vs resnets (Balduzzi et al. 2017)
     lesion               deleting single blocks at test time (Veit et al. 2016)
+    identity-mappings    shortcut variants and pre-activation (He et al. 2016, Tables 1-2)
 """
-from tinyres.experiments import degradation, lesion, shattered, shortcut_scale
+from tinyres.experiments import (degradation, identity_mappings, lesion, shattered,
+                                 shortcut_scale)
 
 EXPERIMENTS = {
     "degradation": degradation,
     "shortcut-scale": shortcut_scale,
     "shattered-gradients": shattered,
     "lesion": lesion,
+    "identity-mappings": identity_mappings,
 }
 
 
@@ -28,4 +31,5 @@ def run(name, quick=False, seed=0, out_dir=None):
     return EXPERIMENTS[name].run(quick=quick, seed=seed, out_dir=out_dir)
 
 
-__all__ = ["EXPERIMENTS", "degradation", "lesion", "run", "shattered", "shortcut_scale"]
+__all__ = ["EXPERIMENTS", "degradation", "identity_mappings", "lesion", "run", "shattered",
+           "shortcut_scale"]

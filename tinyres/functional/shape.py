@@ -109,18 +109,6 @@ class Cat(Function):
         return tuple(get_array_module(grad_out).split(grad_out, ctx.bounds, axis=ctx.dim))
 
 
-class Pad(Function):
-    @staticmethod
-    def forward(ctx, a, widths, value):
-        ctx.inner = tuple(slice(lo, a.shape[i] + lo) for i, (lo, _) in enumerate(widths))
-        return get_array_module(a).pad(a, widths, constant_values=value)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        # the padding was constant: only the interior passes a gradient back
-        return grad_out[ctx.inner].copy()
-
-
 # ----- the public functions ------------------------------------------------------------
 def _check_sizes(op, shape):
     """torch's rule for a target shape: sizes >= 0, and at most one -1 (inferred)."""
@@ -288,21 +276,6 @@ def stack(tensors, dim=0):
     d = _dim(dim, tensors[0].ndim + 1 if tensors else 1, "stack")
     _check_joinable("stack", tensors, d, same_size_along_dim=True)
     return cat([unsqueeze(t, d) for t in tensors], dim=d)
-
-
-def pad(a, pad, mode="constant", value=0.0):
-    """torch's pad: `pad` lists (left, right) pairs starting from the LAST dimension."""
-    if mode != "constant":
-        raise NotImplementedError(f"pad: only mode='constant' is supported, got {mode!r}")
-    if len(pad) % 2 or len(pad) // 2 > a.ndim:
-        raise ValueError(f"pad: expected an even number of at most {2 * a.ndim} widths for "
-                         f"a tensor of shape {a.shape}, got {tuple(pad)}")
-    if any(p < 0 for p in pad):
-        raise ValueError(f"pad: negative widths are not supported, got {tuple(pad)}")
-    widths = [(0, 0)] * a.ndim
-    for k in range(len(pad) // 2):
-        widths[a.ndim - 1 - k] = (pad[2 * k], pad[2 * k + 1])
-    return Pad.apply(a, widths=tuple(widths), value=value)
 
 
 def _plain_index(index, device):

@@ -1,12 +1,23 @@
-"""Models: the ResNet families (tinyres.models.resnet) and weight exchange with PyTorch."""
+"""Models: the ResNet families (tinyres.models.resnet), the pre-activation ResNets
+(tinyres.models.preact), the shortcut variants and block orderings of "Identity Mappings"
+(tinyres.models.shortcuts, tinyres.models.orderings), and weight exchange with PyTorch."""
 import numpy as np
 
 from tinyres.models.resnet import (BasicBlock, Bottleneck, CifarResNet, ResidualBlock, ResNet,
                                    resnet18, resnet20, resnet32, resnet34, resnet44, resnet50,
                                    resnet56, resnet101, resnet110, resnet152)
+from tinyres.models.preact import (CifarPreActResNet, PreActBlock, PreActBottleneck,
+                                   PreActResNet, preact_resnet18, preact_resnet20,
+                                   preact_resnet50, preact_resnet56, preact_resnet110,
+                                   preact_resnet164, preact_resnet1001)
+from tinyres.models.orderings import ORDERINGS, CifarVariantResNet
+from tinyres.models.shortcuts import SHORTCUTS
 
 ARCHITECTURES = {f.__name__: f for f in (resnet18, resnet34, resnet50, resnet101, resnet152,
-                                         resnet20, resnet32, resnet44, resnet56, resnet110)}
+                                         resnet20, resnet32, resnet44, resnet56, resnet110,
+                                         preact_resnet18, preact_resnet50, preact_resnet20,
+                                         preact_resnet56, preact_resnet110, preact_resnet164,
+                                         preact_resnet1001)}
 
 
 def get_model(name, **kwargs):
@@ -44,5 +55,9 @@ def count_parameters(model):
 
 __all__ = ["ARCHITECTURES", "BasicBlock", "Bottleneck", "CifarResNet", "ResNet",
            "ResidualBlock", "count_parameters", "from_state_dict", "get_model",
+           "CifarPreActResNet", "CifarVariantResNet", "ORDERINGS", "PreActBlock",
+           "PreActBottleneck", "PreActResNet", "SHORTCUTS", "preact_resnet18",
+           "preact_resnet20", "preact_resnet50", "preact_resnet56", "preact_resnet110",
+           "preact_resnet164", "preact_resnet1001",
            "resnet18", "resnet20", "resnet32", "resnet34", "resnet44", "resnet50",
            "resnet56", "resnet101", "resnet110", "resnet152", "save_state_dict"]

@@ -12,7 +12,7 @@ fc), so weights move between the two.
 """
 from tinyres import nn
 from tinyres.functional.residual import residual_add
-from tinyres.functional.shape import pad
+from tinyres.functional.pad import pad
 
 
 def conv3x3(in_planes, out_planes, stride=1):
@@ -46,6 +46,17 @@ class ResidualBlock(nn.Module):
         if self.probe is not None:
             self.probe.watch_output(self, out)
         return out
+
+    def shortcut_formula(self, grad_out, out):
+        """The gradient the shortcut path carries back by the formula, from the gradient
+        at the block's output and the output's value (arrays); None where no closed formula
+        is stated (a projection or option-A shortcut). For y = relu(F(x) + lambda x):
+        1[y > 0] * lambda * grad_out (0 in the plain twin)."""
+        if not self.residual:
+            return 0.0 * grad_out
+        if self.downsample is not None:
+            return None
+        return (out > 0) * self.shortcut_scale * grad_out
 
 
 class BasicBlock(ResidualBlock):

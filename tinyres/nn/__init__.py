@@ -5,7 +5,7 @@ from tinyres.nn.activation import (ELU, GELU, Hardsigmoid, Hardswish, LeakyReLU,
 from tinyres.nn.containers import (ModuleDict, ModuleList, ParameterDict, ParameterList,
                                    Sequential)
 from tinyres.nn.layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm1d,
-                               BatchNorm2d, Conv2d, Dropout, Dropout2d, Flatten,
+                               BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Dropout2d, Flatten,
                                Identity, Linear, MaxPool2d, ReLU, Unflatten, Upsample)
 from tinyres.nn.embedding import Embedding
 from tinyres.nn.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss,
@@ -18,7 +18,7 @@ from tinyres.nn.parallel import DataParallel
 
 __all__ = [
     "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss",
-    "BatchNorm1d", "BatchNorm2d", "Conv2d", "CrossEntropyLoss", "DataParallel", "Dropout", "Dropout2d", "ELU",
+    "BatchNorm1d", "BatchNorm2d", "Conv2d", "ConvTranspose2d", "CrossEntropyLoss", "DataParallel", "Dropout", "Dropout2d", "ELU",
     "Embedding", "Flatten", "GELU", "GroupNorm", "Hardsigmoid", "Hardswish", "HuberLoss",
     "Identity", "InstanceNorm2d", "KLDivLoss", "L1Loss", "LayerNorm", "LeakyReLU", "Linear",
     "LogSigmoid", "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "ModuleDict", "ModuleList",

@@ -5,7 +5,7 @@ tinyres/functional/, one family per file.
 from tinyres.functional.activation import (elu, gelu, hardsigmoid, hardswish, leaky_relu,
                                            log_softmax, logsigmoid, relu, relu6, sigmoid,
                                            silu, softmax, tanh)
-from tinyres.functional.conv import conv2d
+from tinyres.functional.conv import conv2d, conv_transpose2d
 from tinyres.functional.dropout import dropout, dropout2d
 from tinyres.functional.embedding import embedding, one_hot
 from tinyres.functional.linear import linear
@@ -20,12 +20,13 @@ from tinyres.functional.pool import (adaptive_avg_pool2d, adaptive_max_pool2d, a
                                      max_pool2d)
 from tinyres.functional.resample import interpolate
 from tinyres.functional.residual import residual_add
-from tinyres.functional.shape import (cat, expand, flatten, getitem, pad, permute, reshape,
+from tinyres.functional.shape import (cat, expand, flatten, getitem, permute, reshape,
                                       squeeze, stack, transpose, unsqueeze, view)
+from tinyres.functional.pad import pad
 
 __all__ = [
     "abs", "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "avg_pool2d", "batch_norm",
-    "binary_cross_entropy", "binary_cross_entropy_with_logits", "cat", "clamp", "conv2d",
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "cat", "clamp", "conv2d", "conv_transpose2d",
     "cross_entropy", "div", "dropout", "dropout2d", "elu", "embedding", "exp", "expand",
     "flatten", "gelu", "getitem", "group_norm", "hardsigmoid", "hardswish", "huber_loss",
     "instance_norm", "interpolate", "kl_div", "l1_loss", "layer_norm", "leaky_relu",

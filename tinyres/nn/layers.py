@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from tinyres import backend
-from tinyres.functional.conv import pair
+from tinyres.functional.conv import pair, transposed_out_size
 from tinyres.functional.shape import as_int
 from tinyres.nn import functional as F
 from tinyres.nn import init
@@ -48,23 +48,74 @@ def _fan_in_bias_(bias, weight):
     init.uniform_(bias, -bound, bound)
 
 
-class Conv2d(Module):
-    """2-D convolution; weight (out_channels, in_channels, kh, kw), bias (out_channels,)."""
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, groups=1, bias=True, padding_mode="zeros", device=None,
-                 dtype=None):
+
+def _conv_groups(layer, in_channels, out_channels, groups):
+    """torch's checks of groups in a conv layer's constructor (ValueError)."""
+    groups = as_int(groups, "groups", layer)
+    if groups <= 0:
+        raise ValueError(f"{layer}: groups must be a positive integer, got {groups}")
+    if in_channels % groups:
+        raise ValueError(f"{layer}: in_channels must be divisible by groups, got "
+                         f"in_channels={in_channels}, groups={groups}")
+    if out_channels % groups:
+        raise ValueError(f"{layer}: out_channels must be divisible by groups, got "
+                         f"out_channels={out_channels}, groups={groups}")
+    return groups
+
+
+def _conv_padding(layer, padding, stride):
+    """An int or pair as a pair, or the string 'same' / 'valid' (torch's ValueErrors)."""
+    if not isinstance(padding, str):
+        return pair(padding, "padding", layer)
+    if padding not in ("same", "valid"):
+        raise ValueError(f"{layer}: invalid padding string {padding!r}, should be one of "
+                         f"{{'valid', 'same'}}")
+    if padding == "same" and stride != (1, 1):
+        raise ValueError(f"{layer}: padding='same' is not supported for strided "
+                         f"convolutions, got stride {stride}")
+    return padding
+
+
+def _conv_extra_repr(layer, output_padding=(0, 0)):
+    """torch's extra_repr of a conv layer: what differs from the defaults."""
+    s = (f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, "
+         f"stride={layer.stride}")
+    if layer.padding != (0, 0):
+        s += f", padding={layer.padding}"
+    if layer.dilation != (1, 1):
+        s += f", dilation={layer.dilation}"
+    if output_padding != (0, 0):
+        s += f", output_padding={output_padding}"
+    if layer.groups != 1:
+        s += f", groups={layer.groups}"
+    if layer.bias is None:
+        s += ", bias=False"
+    if layer.padding_mode != "zeros":
+        s += f", padding_mode={layer.padding_mode}"
+    return s
+
+
+class _ConvNd(Module):
+    """What Conv2d and ConvTranspose2d share: the arguments, the parameters, their init."""
+
+    def __init__(self, name, in_channels, out_channels, kernel_size, stride, padding,
+                 dilation, groups, bias, padding_mode, weight_channels, device, dtype):
         super().__init__()
-        if dilation not in (1, (1, 1)) or groups != 1 or padding_mode != "zeros":
-            raise NotImplementedError("Conv2d: only dilation=1, groups=1 and "
-                                      "padding_mode='zeros' are supported")
-        self.in_channels = as_int(in_channels, "in_channels", "Conv2d")
-        self.out_channels = as_int(out_channels, "out_channels", "Conv2d")
-        self.kernel_size = pair(kernel_size, "kernel_size", "Conv2d")
-        self.stride = pair(stride, "stride", "Conv2d")
-        self.padding = pair(padding, "padding", "Conv2d")
-        self.weight = _empty_parameter((self.out_channels, self.in_channels) + self.kernel_size,
-                                       device, dtype)
+        self.in_channels = as_int(in_channels, "in_channels", name)
+        self.out_channels = as_int(out_channels, "out_channels", name)
+        self.groups = _conv_groups(name, self.in_channels, self.out_channels, groups)
+        self.kernel_size = pair(kernel_size, "kernel_size", name)
+        self.stride = pair(stride, "stride", name)
+        self.padding = _conv_padding(name, padding, self.stride)
+        self.dilation = pair(dilation, "dilation", name)
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"{name}: padding_mode must be one of {set(PADDING_MODES)}, "
+                             f"but got padding_mode={padding_mode!r}")
+        self.padding_mode = padding_mode
+        first, second = weight_channels(self.in_channels, self.out_channels, self.groups)
+        self.weight = _empty_parameter((first, second) + self.kernel_size, device, dtype)
         if bias:
             self.bias = _empty_parameter((self.out_channels,), device, dtype)
         else:
@@ -72,21 +123,87 @@ class Conv2d(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        """torch's default: kaiming_uniform_(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), ...),
+        fan_in = weight.shape[1] * kh * kw (the channels one output reads, per group)."""
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             _fan_in_bias_(self.bias, self.weight)
 
+
+class Conv2d(_ConvNd):
+    """2-D convolution; weight (out_channels, in_channels/groups, kh, kw), bias
+    (out_channels,). padding_mode 'reflect', 'replicate' or 'circular' pads the input
+    with F.pad first and convolves with no padding (as torch)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", device=None,
+                 dtype=None):
+        super().__init__("Conv2d", in_channels, out_channels, kernel_size, stride, padding,
+                         dilation, groups, bias, padding_mode,
+                         lambda i, o, g: (o, i // g), device, dtype)
+
+    def _explicit_padding(self):
+        """The (left, right, top, bottom) widths F.pad adds for a padding_mode."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":
+            totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            (th, tw) = totals
+            return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+        ph, pw = self.padding
+        return (pw, pw, ph, ph)
+
     def forward(self, x):
-        return F.conv2d(check_input(self, x), self.weight, self.bias, self.stride, self.padding)
+        x = check_input(self, x)
+        if self.padding_mode != "zeros":
+            return F.conv2d(F.pad(x, self._explicit_padding(), mode=self.padding_mode),
+                            self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
 
     def extra_repr(self):
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+        return _conv_extra_repr(self)
+
+
+class ConvTranspose2d(_ConvNd):
+    """2-D transposed convolution, the adjoint of Conv2d with the same arguments; weight
+    (in_channels, out_channels/groups, kh, kw), bias (out_channels,). forward takes torch's
+    output_size, which picks the output_padding."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
+                 device=None, dtype=None):
+        if padding_mode != "zeros":
+            raise ValueError(f'ConvTranspose2d: only "zeros" padding mode is supported, '
+                             f"got {padding_mode!r}")
+        super().__init__("ConvTranspose2d", in_channels, out_channels, kernel_size, stride,
+                         pair(padding, "padding", "ConvTranspose2d"), dilation, groups, bias,
+                         padding_mode, lambda i, o, g: (i, o // g), device, dtype)
+        self.output_padding = pair(output_padding, "output_padding", "ConvTranspose2d")
+
+    def _output_padding(self, x, output_size):
+        """output_padding, or the one that gives output_size (torch's rule and error)."""
+        if output_size is None:
+            return self.output_padding
+        size = tuple(as_int(s, "output_size", "ConvTranspose2d") for s in output_size)[-2:]
+        smallest = transposed_out_size(x.shape[-2:], self.kernel_size, self.stride,
+                                         self.padding, (0, 0), self.dilation)
+        largest = tuple(m + s - 1 for m, s in zip(smallest, self.stride))
+        if len(size) != 2 or any(not lo <= s <= hi for s, lo, hi in
+                                 zip(size, smallest, largest)):
+            raise ValueError(f"ConvTranspose2d: requested an output size of {size}, but "
+                             f"valid sizes range from {smallest} to {largest} (for an input "
+                             f"of {tuple(x.shape[-2:])})")
+        return tuple(s - m for s, m in zip(size, smallest))
+
+    def forward(self, x, output_size=None):
+        x = check_input(self, x)
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
+                                  self._output_padding(x, output_size), self.groups,
+                                  self.dilation)
+
+    def extra_repr(self):
+        return _conv_extra_repr(self, self.output_padding)
 
 
 class Linear(Module):
