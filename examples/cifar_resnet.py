@@ -103,7 +103,8 @@ def resnet(depth=20, width=16, num_classes=10):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="CIFAR-10 ResNet training")
-    parser.add_argument("--data-root", default="./data", help="folder holding cifar-10-batches-py/")
+    parser.add_argument("--data-root", default="./data",
+                        help="folder holding cifar-10-batches-py/")
     parser.add_argument("--depth", type=int, default=20, help="6n + 2 (default 20)")
     parser.add_argument("--width", type=int, default=16, help="channels of the first stage")
     parser.add_argument("--lr", type=float, default=0.1, help="learning rate")

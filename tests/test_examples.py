@@ -38,7 +38,8 @@ TORCH_IMPORTS = {
     "from tinyres.utils.data import DataLoader": "from torch.utils.data import DataLoader",
     "from tinyres.utils.data import DataLoader, Dataset":
         "from torch.utils.data import DataLoader, Dataset",
-    "from tinyres.vision import datasets, transforms": "from torchvision import datasets, transforms",
+    "from tinyres.vision import datasets, transforms":
+        "from torchvision import datasets, transforms",
 }
 
 # Runs a PyTorch script (argv[1], its flags after it). Two things stand between the PyPI

@@ -22,6 +22,7 @@ from tinyres import cuda, kernels, models, nn, optim, probes, runtime  # the pub
 from tinyres.backend import device
 from tinyres.serialization import load, save
 from tinyres import backends, safetensors
+from tinyres import accelerator  # torch.accelerator: which device the scripts pick
 from tinyres import utils, vision  # torch.utils.data and torchvision's data side
 from tinyres.random import Generator
 # ----- the torch namespace: functions, factories, dtypes (issue 14, item 7) -------------
@@ -69,6 +70,7 @@ __all__ = [
 ]
 __all__ += ["backends", "device", "load", "safetensors", "save"]
 __all__ += ["Generator", "utils", "vision"]
+__all__ += ["accelerator"]
 __all__ += [
     "Size", "abs", "add", "all", "allclose", "amax", "amin", "any", "argmax", "argmin",
     "argsort", "as_tensor", "bmm", "bool", "ceil", "chunk", "clamp", "clip", "clone",

@@ -1,8 +1,9 @@
 """tinyres.backends: torch.backends' switches that scripts set, under the same names.
 
-Only `cudnn` is here; tinyres does not use cuDNN (its convolutions are im2col + GEMM on
-cuBLAS), so its flags are accepted and remembered but change nothing.
+`cudnn`: tinyres does not use cuDNN (its convolutions are im2col + GEMM on cuBLAS), so its
+flags are accepted and remembered but change nothing. `mps`: there is no Metal backend.
 """
 from tinyres.backends import cudnn
+from tinyres.backends import mps
 
-__all__ = ["cudnn"]
+__all__ = ["cudnn", "mps"]
