@@ -102,6 +102,7 @@ def resnet(depth=20, width=16, num_classes=10):
 
 
 def parse_args(argv=None):
+    """The command line (see --help)."""
     parser = argparse.ArgumentParser(description="CIFAR-10 ResNet training")
     parser.add_argument("--data-root", default="./data",
                         help="folder holding cifar-10-batches-py/")
@@ -128,6 +129,7 @@ def parse_args(argv=None):
 
 
 def build_loaders(args):
+    """CIFAR-10's train and test loaders, the torchvision way."""
     normalize = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
     if args.no_augment:
         transform_train = transforms.Compose([transforms.ToTensor(), normalize])
@@ -152,6 +154,7 @@ def build_loaders(args):
 
 
 def train(epoch, model, loader, criterion, optimizer, device, args, losses):
+    """One epoch (at most --max-steps steps); appends each step's loss to `losses`."""
     print(f"\nEpoch: {epoch}")
     model.train()
     train_loss, correct, total = 0.0, 0, 0
@@ -177,6 +180,7 @@ def train(epoch, model, loader, criterion, optimizer, device, args, losses):
 
 
 def test(model, loader, criterion, device, args):
+    """Loss and accuracy on the test set; returns the accuracy in percent."""
     model.eval()
     test_loss, correct, total = 0.0, 0, 0
     with torch.no_grad():
@@ -194,6 +198,7 @@ def test(model, loader, criterion, device, args):
 
 
 def save_checkpoint(model, optimizer, scheduler, epoch, acc, path):
+    """Everything --resume needs, with torch.save."""
     state = {
         "net": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -206,6 +211,7 @@ def save_checkpoint(model, optimizer, scheduler, epoch, acc, path):
 
 
 def main(argv=None):
+    """Train, evaluate and checkpoint for --epochs epochs."""
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -61,6 +61,8 @@ class MNISTIdx(Dataset):
 
 
 class Net(nn.Module):
+    """Two convolutions, max-pooling, dropout and two linears, as the official example."""
+
     def __init__(self, dropout=(0.25, 0.5)):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 32, 3, 1)
@@ -87,6 +89,7 @@ class Net(nn.Module):
 
 
 def train(args, model, device, train_loader, optimizer, epoch, losses):
+    """One epoch (at most --max-steps steps); appends each step's loss to `losses`."""
     model.train()
     for batch_idx, (data, target) in enumerate(train_loader):
         if args.max_steps is not None and batch_idx >= args.max_steps:
@@ -109,6 +112,7 @@ def train(args, model, device, train_loader, optimizer, epoch, losses):
 
 
 def test(model, device, test_loader, args):
+    """Average loss and accuracy on the test set."""
     model.eval()
     test_loss = 0
     correct = 0
@@ -129,6 +133,7 @@ def test(model, device, test_loader, args):
 
 
 def parse_args(argv=None):
+    """The official example's flags, and the ones for small and exact runs."""
     parser = argparse.ArgumentParser(description="PyTorch MNIST Example")
     parser.add_argument("--batch-size", type=int, default=64, metavar="N",
                         help="input batch size for training (default: 64)")
@@ -165,6 +170,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """Train and test for --epochs epochs; --save-model writes mnist_cnn.pt."""
     args = parse_args(argv)
     use_cuda = not args.no_cuda and torch.cuda.is_available()
 
