@@ -101,6 +101,7 @@ def write_data(root, n_train, n_test):
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
+    """A folder with MNIST/raw/ and cifar-10-batches-py/ made from the digits."""
     root = tmp_path_factory.mktemp("data")
     write_data(root, n_train=96, n_test=32)
     return root
@@ -118,10 +119,12 @@ def run(command, cwd):
 
 
 def run_tinyres(script, args, cwd):
+    """Run an example as it is (tinyres); its stdout."""
     return run([str(script), *map(str, args)], cwd)
 
 
 def run_torch(script, args, cwd):
+    """Run an example's PyTorch version (written next to the run); its stdout."""
     torch_script = Path(cwd) / f"torch_{script.name}"
     torch_script.write_text(pytorch_source(script))
     return run(["-c", TORCH_LAUNCHER, str(torch_script), *map(str, args)], cwd)
@@ -197,6 +200,7 @@ def save_initial_weights(model, path):
 
 
 def compare_losses(script, args, tmp_path):
+    """Both versions with the same flags log the same five losses (relative 1e-5)."""
     ours, theirs = tmp_path / "tinyres_losses.json", tmp_path / "torch_losses.json"
     run_tinyres(script, [*args, "--log-losses", ours], tmp_path)
     run_torch(script, [*args, "--log-losses", theirs], tmp_path)

@@ -60,6 +60,7 @@ def lookup(path):
 # ----- probes: behaviours that a name alone does not show ----------------------------------
 
 def probe_default_collate():
+    """Tuples and dicts batch as torch's default_collate does, dtypes kept."""
     from tinyres.utils.data import default_collate
     pairs = default_collate([(tinyres.tensor([1.0, 2.0], dtype=tinyres.float64), 1.5, 3)] * 4)
     dicts = default_collate([{"x": tinyres.zeros(3, dtype=tinyres.float64), "y": 2}] * 4)
@@ -70,6 +71,7 @@ def probe_default_collate():
 
 
 def probe_shuffle_follows_manual_seed():
+    """The same seed gives the same shuffled order; another seed another order."""
     from tinyres.utils.data import DataLoader
 
     def order(seed):
@@ -80,39 +82,46 @@ def probe_shuffle_follows_manual_seed():
 
 
 def probe_cuda_devices_distinct():
+    """cuda:1 is its own device, not folded into cuda:0."""
     first, second = tinyres.device("cuda:0"), tinyres.device("cuda:1")
     return first != second and str(second) == "cuda:1" and second.index == 1
 
 
 def probe_data_is_a_tensor():
+    """.data is a Tensor without history."""
     x = tinyres.ones(3, requires_grad=True)
     return isinstance(x.data, tinyres.Tensor) and not x.data.requires_grad
 
 
 def conv_output_shape(**options):
+    """The output shape of a 4->4 channel 3x3 Conv2d with `options` on a 7x7 input."""
     conv = tinyres.nn.Conv2d(4, 4, 3, **options)
     return tuple(conv(tinyres.randn(2, 4, 7, 7)).shape)
 
 
 def probe_interpolate(mode):
+    """F.interpolate doubles a 2x2 image in `mode`."""
     x = tinyres.arange(4.0).reshape(1, 1, 2, 2)
     return tuple(tinyres.nn.functional.interpolate(x, scale_factor=2, mode=mode).shape) == (
         1, 1, 4, 4)
 
 
 def probe_pad_reflect():
+    """F.pad(mode='reflect') mirrors without repeating the edge."""
     x = tinyres.arange(3.0).reshape(1, 1, 3)
     out = tinyres.nn.functional.pad(x, (2, 2), mode="reflect")
     return np.array_equal(out.numpy().ravel(), [2, 1, 0, 1, 2, 1, 0])
 
 
 def probe_create_graph():
+    """autograd.grad(create_graph=True) returns a gradient with a graph."""
     x = tinyres.ones(2, requires_grad=True)
     (grad,) = tinyres.autograd.grad((x * x).sum(), x, create_graph=True)
     return grad.requires_grad
 
 
 def probe_param_groups():
+    """Each param group keeps its own lr, and takes the defaults for the rest."""
     a, b = tinyres.nn.Parameter(tinyres.ones(2)), tinyres.nn.Parameter(tinyres.ones(2))
     opt = tinyres.optim.SGD([{"params": [a], "lr": 0.5}, {"params": [b]}], lr=0.1,
                             momentum=0.9)
