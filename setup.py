@@ -1,5 +1,5 @@
 """Install tinyres; the top-level kernels/ folder becomes the subpackage tinyres.kernels."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="tinyres",
@@ -8,11 +8,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=[
-        "tinyres", "tinyres.functional", "tinyres.nn", "tinyres.models",
-        "tinyres.optim", "tinyres.data", "tinyres.experiments", "tinyres.kernels",
-        "tinyres.nn.utils",
-    ],
+    # every package under tinyres/ (found, so that a new subpackage cannot be left out),
+    # and kernels/ installed as tinyres.kernels
+    packages=find_packages(include=["tinyres", "tinyres.*"]) + ["tinyres.kernels"],
     package_dir={"tinyres.kernels": "kernels"},
     package_data={"tinyres.kernels": ["cuda/*.cu", "cuda/*.h", "cuda/*.cuh"]},
     install_requires=[
