@@ -787,3 +787,27 @@ def test_binary_ops_over_dtypes_as_torch(name, dtypes, shapes, seed):
         assert ours is theirs, (ours, theirs)
     else:
         assert_same(ours, theirs)
+
+
+# ----- set_num_threads / get_num_threads ------------------------------------------------
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_set_num_threads_refuses_what_torch_refuses(bad):
+    with pytest.raises(RuntimeError) as theirs:
+        torch.set_num_threads(bad)
+    with pytest.raises(RuntimeError) as ours:
+        tinyres.set_num_threads(bad)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_set_num_threads_limits_numba_and_the_blas():
+    import numba
+    from threadpoolctl import threadpool_info
+    before = tinyres.get_num_threads()
+    try:
+        tinyres.set_num_threads(np.int64(1))
+        assert tinyres.get_num_threads() == 1 and numba.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info()
+                   if pool["user_api"] == "blas")
+    finally:
+        tinyres.set_num_threads(before)
+    assert tinyres.get_num_threads() == before

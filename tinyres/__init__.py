@@ -25,6 +25,7 @@ from tinyres import backends, safetensors
 from tinyres import accelerator  # torch.accelerator: which device the scripts pick
 from tinyres import utils, vision  # torch.utils.data and torchvision's data side
 from tinyres.random import Generator
+from tinyres.runtime import get_num_threads, set_num_threads
 # ----- the torch namespace: functions, factories, dtypes (issue 14, item 7) -------------
 from tinyres.tensor import Size, get_default_dtype, set_default_dtype
 from tinyres.factories import (as_tensor, empty, empty_like, eye, linspace, logspace,
@@ -69,7 +70,7 @@ __all__ = [
     "zeros", "zeros_like",
 ]
 __all__ += ["backends", "device", "load", "safetensors", "save"]
-__all__ += ["Generator", "utils", "vision"]
+__all__ += ["Generator", "get_num_threads", "set_num_threads", "utils", "vision"]
 __all__ += ["accelerator"]
 __all__ += [
     "Size", "abs", "add", "all", "allclose", "amax", "amin", "any", "argmax", "argmin",

@@ -90,3 +90,30 @@ def compiled_kernel_cache():
     except AttributeError:        # Numba's cache internals moved: say nothing
         return True, None
     return all(os.path.exists(path) for path in indexes), folder
+
+
+# ----- torch.set_num_threads / get_num_threads ------------------------------------------
+_num_threads = None     # what set_num_threads was given; None: the pools' own defaults
+
+
+def set_num_threads(num):
+    """torch.set_num_threads: how many threads tinyres's CPU work may use, i.e. Numba's
+    parallel loops (at most the NUMBA_NUM_THREADS it started with; Numba keeps the count
+    per calling thread) and the BLAS's pool (through threadpoolctl). Errors as torch's."""
+    global _num_threads
+    import numba
+    import numpy as np
+    import threadpoolctl
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)):
+        raise RuntimeError(f"set_num_threads expects an int, but got {type(num).__name__}")
+    if num <= 0:
+        raise RuntimeError("set_num_threads expects a positive integer")
+    numba.set_num_threads(min(int(num), numba.config.NUMBA_NUM_THREADS))
+    threadpoolctl.threadpool_limits(limits=int(num), user_api="blas")
+    _num_threads = int(num)
+
+
+def get_num_threads():
+    """torch.get_num_threads: the count set_num_threads was given, else Numba's."""
+    import numba
+    return _num_threads if _num_threads is not None else numba.get_num_threads()
