@@ -31,3 +31,6 @@ class DataParallel(Module):
 
     def forward(self, *inputs, **kwargs):
         return self.module(*inputs, **kwargs)
+
+
+from tinyres.nn.ddp import DistributedDataParallel  # noqa: E402  (torch's path for it)
