@@ -17,6 +17,7 @@ from tinyres.nn import utils
 from tinyres.nn.parallel import DataParallel
 from tinyres.nn import parallel
 from tinyres.nn.parallel import DistributedDataParallel
+from tinyres.nn.sync_batchnorm import SyncBatchNorm
 
 __all__ = [
     "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss",
@@ -28,4 +29,4 @@ __all__ = [
     "SiLU", "Sigmoid", "SmoothL1Loss", "Softmax", "Tanh", "Unflatten", "Upsample",
     "functional", "init", "utils",
 ]
-__all__ += ["DistributedDataParallel", "parallel"]
+__all__ += ["DistributedDataParallel", "SyncBatchNorm", "parallel"]

@@ -76,6 +76,7 @@ class Reducer:
         self.flat = [get_array_module(b.params[0].array).zeros(b.numel, dtype=b.dtype)
                      for b in buckets]
         self.armed = False
+        self.launch_log = []     # per backward: (bucket, gradients still to come) at launch
         self._reset()
 
     def _reset(self):
@@ -99,6 +100,7 @@ class Reducer:
                 "not implemented in tinyres, so make every parameter take part or set "
                 "requires_grad=False on the unused ones")
         self._reset()
+        self.launch_log = []
         self.armed = sync
 
     def grad_ready(self, param):
@@ -120,6 +122,7 @@ class Reducer:
         while (self.launched < len(self.buckets)
                and self.filled[self.launched] == len(self.buckets[self.launched].params)):
             i = self.launched
+            self.launch_log.append((i, len(self.where) - len(self.ready)))
             self.requests[i] = self.group.allreduce(self.flat[i], ReduceOp.SUM,
                                                     what=f"DDP all_reduce of bucket {i}")
             self.launched += 1
