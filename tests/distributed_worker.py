@@ -160,6 +160,23 @@ def skipped_barrier():
     dist.barrier()
 
 
+def reduced_evaluation(path):
+    """The test set evaluated in two shards and reduced, against one pass over all of it."""
+    from tinyres import data
+    from tinyres.train import Trainer, TrainConfig
+    from tinyres.train_distributed import DistributedTrainer
+    trainer = DistributedTrainer(TrainConfig(data="synthetic", subset=64, epochs=1,
+                                             quiet=True, save=path + ".npz"))
+    shards = trainer.evaluate()
+    whole = Trainer.evaluate(trainer, data.DataLoader(trainer.test_set, 256))
+    everyone = dist.process_group.default_group().allgather_object(
+        {"shards": shards, "whole": whole, "shard_size": len(trainer.test_loader.dataset),
+         "save": trainer.config.save}, "results")
+    if dist.get_rank() == 0:
+        with open(path, "w") as f:
+            json.dump(everyone, f)
+
+
 def mismatched_shapes():
     dist.init_process_group("mpi")
     DistributedDataParallel(nn.Linear(4 + dist.get_rank(), 3))
@@ -169,6 +186,8 @@ if __name__ == "__main__":
     scenario = sys.argv[1]
     if scenario == "main":
         main(sys.argv[2])
+    elif scenario == "evaluate":
+        reduced_evaluation(sys.argv[2])
     else:
         {"fail": planted_failure, "timeout": skipped_barrier,
          "shapes": mismatched_shapes}[scenario]()

@@ -20,13 +20,14 @@ pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found")
 EXACT = 1e-10
 
 
-def mpirun(*args, timeout):
-    """Run the worker on 2 ranks; (return code, stdout + stderr). Containers run as root,
-    which Open MPI refuses unless told (the two OMPI_ALLOW_RUN_AS_ROOT variables)."""
+def mpirun(*args, timeout, python_args=None, cwd=None):
+    """Run the worker (or `python_args`) on 2 ranks; (return code, stdout + stderr).
+    Containers run as root, which Open MPI refuses unless told (OMPI_ALLOW_RUN_AS_ROOT)."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1")
-    done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, WORKER, *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    python_args = python_args or [WORKER, *args]
+    done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, *python_args], env=env,
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
     return done.returncode, done.stdout + done.stderr
 
 
@@ -120,3 +121,35 @@ def test_mismatched_parameter_shapes_are_found_at_construction():
     assert code != 0
     assert ("parameter 'weight' has shape (3, 5) (float32) on rank 1 but 'weight' has "
             "shape (3, 4) (float32) on rank 0") in output
+
+
+def test_evaluation_over_shards_is_the_whole_test_set(tmp_path):
+    path = tmp_path / "eval.json"
+    code, output = mpirun("evaluate", str(path), timeout=300)
+    assert code == 0, output
+    ranks = json.loads(path.read_text())
+    assert sum(r["shard_size"] for r in ranks) == 205 and ranks[1]["shard_size"] == 102
+    for rank in ranks:
+        assert rank["shards"][1] == pytest.approx(rank["whole"][1], abs=1e-12)   # accuracy
+        assert rank["shards"][0] == pytest.approx(rank["whole"][0], rel=1e-5)    # loss
+    assert ranks[0]["save"] is not None and ranks[1]["save"] is None   # rank 0 alone writes
+
+
+TRAIN = ["-m", "tinyres", "train", "--distributed", "--data", "synthetic", "--subset", "128",
+         "--batch-size", "32", "--schedule", "multistep", "--no-tune", "--quiet"]
+
+
+def test_train_command_on_two_ranks_then_resume_on_one(tmp_path):
+    code, output = mpirun(timeout=600, cwd=tmp_path, python_args=TRAIN + [
+        "--epochs", "1", "--save", "a.npz", "--metrics", "a.json"])
+    assert code == 0, output
+    assert output.count("learned: test accuracy") == 1         # rank 0 alone prints
+    first = json.loads((tmp_path / "a.json").read_text())["history"]
+    assert [row["epoch"] for row in first] == [1]
+    done = subprocess.run([sys.executable, *TRAIN, "--epochs", "2", "--resume", "a.npz",
+                           "--metrics", "b.json"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)                # world size 1, no mpiexec
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resumed from a.npz after epoch 1" in done.stdout
+    history = json.loads((tmp_path / "b.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [1, 2] and history[0] == first[0]
