@@ -15,7 +15,8 @@ import contextlib
 
 from tinyres import distributed as dist
 from tinyres.autograd import is_grad_enabled
-from tinyres.nn.ddp_buckets import Reducer, describe_plan, plan_buckets
+from tinyres.nn.ddp_buckets import (DEFAULT_FIRST_BUCKET_BYTES, Reducer, describe_plan,
+                                    plan_buckets)
 from tinyres.nn.module import Module
 
 DEFAULT_BUCKET_CAP_MB = 25
@@ -42,7 +43,8 @@ def _check_same_model(group, named_params):
 class DistributedDataParallel(Module):
     """Data-parallel wrapper (torch.nn.parallel.DistributedDataParallel): forward calls
     `module`; backward leaves every rank with the gradients averaged over the group.
-    bucket_cap_mb: the bucket size in MiB (25 by default); broadcast_buffers: copy rank
+    bucket_cap_mb: the bucket size in MiB (25 by default, and then a first bucket of 1
+    MiB, as torch); broadcast_buffers: copy rank
     0's buffers before each forward. find_unused_parameters and gradient_as_bucket_view
     are not implemented (NotImplementedError)."""
 
@@ -65,11 +67,13 @@ class DistributedDataParallel(Module):
         self.require_backward_grad_sync = True
         self.bucket_bytes_cap = int((DEFAULT_BUCKET_CAP_MB if bucket_cap_mb is None
                                      else bucket_cap_mb) * 1024 * 1024)
+        self._first_bucket_bytes = (DEFAULT_FIRST_BUCKET_BYTES if bucket_cap_mb is None
+                                    else self.bucket_bytes_cap)
         _check_same_model(group, named)
         if init_sync:
             self._broadcast_state()
         self._group = group
-        self._buckets = plan_buckets(named, self.bucket_bytes_cap)
+        self._buckets = plan_buckets(named, self.bucket_bytes_cap, self._first_bucket_bytes)
         self._reducer = Reducer(self._buckets, group)
         self._hook_handles = [p.register_post_accumulate_grad_hook(self._reducer.grad_ready)
                               for _, p in named]
@@ -106,4 +110,5 @@ class DistributedDataParallel(Module):
 
     def bucket_plan(self):
         """The buckets as text: which parameters each holds, in launch order, and bytes."""
-        return describe_plan(self._buckets, self.bucket_bytes_cap, self._group.size)
+        return describe_plan(self._buckets, self.bucket_bytes_cap, self._first_bucket_bytes,
+                             self._group.size)

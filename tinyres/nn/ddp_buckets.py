@@ -2,13 +2,16 @@
 
 The plan walks the parameters in reverse (backward produces the last layers' gradients
 first) and packs them into buckets of about `bucket_cap_mb`, one dtype and device per
-bucket; as in torch, the first bucket is capped at 1 MiB so that communication starts
-early. The reducer copies each parameter's finished gradient into its bucket's flat buffer;
+bucket; as in torch, with the default cap the first bucket is capped at 1 MiB so that
+communication starts early (torch lays out its buckets again after the first iteration, in
+the order gradients really arrived; reverse parameter order is that order for a ResNet). The reducer copies each parameter's finished gradient into its bucket's flat buffer;
 when a bucket is full it starts that bucket's non-blocking all-reduce (buckets start in
 plan order, the same on every rank, as MPI and NCCL require), so the reduction of the last
 layers overlaps the backward of the first. When every bucket has started, it waits for
 them, divides by the world size and writes the averages back into the .grad tensors.
 """
+import time
+
 from tinyres.backend import device_of, get_array_module
 from tinyres.distributed.errors import ReduceOp
 
@@ -48,11 +51,11 @@ def plan_buckets(named_params, cap_bytes, first_cap_bytes=DEFAULT_FIRST_BUCKET_B
     return [Bucket(i, group) for i, group in enumerate(groups)]
 
 
-def describe_plan(buckets, cap_bytes, world_size):
+def describe_plan(buckets, cap_bytes, first_cap_bytes, world_size):
     """The bucket plan as text: per bucket its bytes and its parameters with shapes."""
     total = sum(b.nbytes for b in buckets)
     lines = [f"DistributedDataParallel: {len(buckets)} bucket(s), cap {cap_bytes / 2**20:g} "
-             f"MiB (first {DEFAULT_FIRST_BUCKET_BYTES / 2**20:g} MiB), "
+             f"MiB (first {first_cap_bytes / 2**20:g} MiB), "
              f"{sum(b.numel for b in buckets):,} gradient values = {total:,} bytes "
              f"all-reduced per step over {world_size} rank(s)"]
     for b in buckets:
@@ -77,6 +80,7 @@ class Reducer:
                      for b in buckets]
         self.armed = False
         self.launch_log = []     # per backward: (bucket, gradients still to come) at launch
+        self.wait_seconds = 0.0  # last backward: time spent waiting for the reductions
         self._reset()
 
     def _reset(self):
@@ -129,8 +133,11 @@ class Reducer:
 
     def _finish(self):
         """Wait for every bucket, average and write back into .grad."""
-        for bucket, flat, request in zip(self.buckets, self.flat, self.requests):
+        start = time.perf_counter()
+        for request in self.requests:
             request.wait()
+        self.wait_seconds = time.perf_counter() - start
+        for bucket, flat in zip(self.buckets, self.flat):
             flat /= self.group.size
             for p, offset in zip(bucket.params, bucket.offsets):
                 p.grad.array[...] = flat[offset:offset + p.numel()].reshape(p.shape)
