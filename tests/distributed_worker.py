@@ -123,6 +123,45 @@ def check_no_sync(rank, size):
     return {"diff": diff, "local_norm_after_no_sync": local}
 
 
+def against_torch_ddp(rank, size, x, y):
+    """The same model, weights and shards through torch's DDP (gloo) and ours: the
+    gradients after one backward and the parameters after 3 SGD steps."""
+    import os
+    import socket
+    import torch
+    import torch.distributed as tdist
+    port = None
+    if rank == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    port = dist.process_group.default_group().allgather_object(port, "port")[0]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    tdist.init_process_group("gloo", rank=rank, world_size=size)
+    torch.manual_seed(rank)
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                 torch.nn.Linear(4 * 6 * 6, 5)).double()
+    theirs = torch.nn.parallel.DistributedDataParallel(theirs)    # rank 0's weights
+    ours = small_model().double()
+    ours.load_state_dict({k: v.detach().numpy().copy()
+                          for k, v in theirs.module.state_dict().items()})
+    ours = DistributedDataParallel(ours)
+    half = x.shape[0] // size
+    shard = slice(rank * half, (rank + 1) * half)
+    xt, yt = torch.tensor(x.numpy()[shard]), torch.tensor(y.numpy()[shard])
+    opt_t = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+    grads_t = []
+    for _ in range(3):
+        opt_t.zero_grad()
+        torch.nn.functional.cross_entropy(theirs(xt), yt).backward()
+        grads_t.append([p.grad.numpy().copy() for p in theirs.parameters()])
+        opt_t.step()
+    grads, params = train(ours, x[shard], y[shard])
+    tdist.destroy_process_group()
+    return {"grad": max(max_diff(g, r) for g, r in zip(grads, grads_t)),
+            "param": max_diff(params, [p.detach().numpy() for p in theirs.parameters()])}
+
+
 def main(path):
     dist.init_process_group("mpi", timeout=datetime.timedelta(seconds=60))
     rank, size = dist.get_rank(), dist.get_world_size()
@@ -139,6 +178,11 @@ def main(path):
     result["plan_resnet20"] = ddp.bucket_plan()
     result["plain_bn"], _ = compare(resnet20, rank, size, images, labels, sync_bn=False)
     result["no_sync"] = check_no_sync(rank, size)
+    try:
+        import torch  # noqa: F401
+        result["torch_ddp"] = against_torch_ddp(rank, size, x, y)
+    except ImportError:
+        result["torch_ddp"] = None
     everyone = dist.process_group.default_group().allgather_object(result, "results")
     if rank == 0:
         with open(path, "w") as f:

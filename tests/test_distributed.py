@@ -53,6 +53,15 @@ def test_ddp_without_bn_equals_one_process_on_the_whole_batch(ranks):
         assert rank["no_bn"]["param"] < EXACT
 
 
+def test_ddp_matches_torch_ddp_on_gloo(ranks):
+    """Same weights, same shards, 3 SGD steps: tinyres's DDP on MPI against torch's on gloo."""
+    if ranks[0]["torch_ddp"] is None:
+        pytest.skip("torch is not installed")
+    for rank in ranks:
+        assert rank["torch_ddp"]["grad"] < EXACT
+        assert rank["torch_ddp"]["param"] < EXACT
+
+
 def test_resnet20_with_syncbatchnorm_is_exact(ranks):
     for rank in ranks:
         assert rank["syncbn"]["grad"] < EXACT
