@@ -51,6 +51,14 @@ def test_ddp_and_sampler_before_init_raise_as_torch():
     assert _error(lambda: DistributedSampler(range(4))) == _error(lambda: TorchSampler(range(4)))
 
 
+def test_importing_tinyres_starts_no_mpi():
+    import subprocess
+    code = "import sys, tinyres, tinyres.nn; print('mpi4py.MPI' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
+
+
 def test_missing_mpi4py_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)
     with pytest.raises(RuntimeError, match=r"'mpi' backend needs mpi4py .*pip install "

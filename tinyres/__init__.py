@@ -23,6 +23,7 @@ from tinyres.backend import device
 from tinyres.serialization import load, save
 from tinyres import backends, safetensors
 from tinyres import utils, vision  # torch.utils.data and torchvision's data side
+from tinyres import distributed  # torch.distributed (MPI is loaded by init_process_group only)
 from tinyres.random import Generator
 # ----- the torch namespace: functions, factories, dtypes (issue 14, item 7) -------------
 from tinyres.tensor import Size, get_default_dtype, set_default_dtype
@@ -69,6 +70,7 @@ __all__ = [
 ]
 __all__ += ["backends", "device", "load", "safetensors", "save"]
 __all__ += ["Generator", "utils", "vision"]
+__all__ += ["distributed"]
 __all__ += [
     "Size", "abs", "add", "all", "allclose", "amax", "amin", "any", "argmax", "argmin",
     "argsort", "as_tensor", "bmm", "bool", "ceil", "chunk", "clamp", "clip", "clone",

@@ -6,6 +6,7 @@ that never reaches a collective turns into an error naming the collective instea
 hang. Open MPI progresses a non-blocking collective inside MPI calls, which is why
 DistributedDataParallel tests its requests as backward goes on.
 """
+import os
 import time
 
 from tinyres.distributed.errors import DistBackendError, ReduceOp, missing_engine
@@ -28,6 +29,17 @@ def _mpi_op(MPI, op):
            ReduceOp.MIN: MPI.MIN, ReduceOp.MAX: MPI.MAX, ReduceOp.BAND: MPI.BAND,
            ReduceOp.BOR: MPI.BOR, ReduceOp.BXOR: MPI.BXOR}
     return ops[op]
+
+
+def local_rank(comm, MPI):
+    """This process's index on its machine: LOCAL_RANK where a launcher set it, else its
+    rank among the ranks sharing its memory (MPI_COMM_TYPE_SHARED)."""
+    if os.environ.get("LOCAL_RANK", "") != "":
+        return int(os.environ["LOCAL_RANK"])
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    rank = node.Get_rank()
+    node.Free()
+    return rank
 
 
 class MPIRequest:
@@ -67,7 +79,7 @@ class MPIGroup:
         self.MPI = import_mpi()
         self.comm = self.MPI.COMM_WORLD.Dup()
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-        self.local_rank = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED).Get_rank()
+        self.local_rank = local_rank(self.comm, self.MPI)
         self.timeout = timeout
 
     def allreduce(self, array, op, what="all_reduce"):
