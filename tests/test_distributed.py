@@ -162,3 +162,14 @@ def test_train_command_on_two_ranks_then_resume_on_one(tmp_path):
     assert "resumed from a.npz after epoch 1" in done.stdout
     history = json.loads((tmp_path / "b.json").read_text())["history"]
     assert [row["epoch"] for row in history] == [1, 2] and history[0] == first[0]
+
+
+def test_world_size_without_mpiexec_says_how_to_launch():
+    """WORLD_SIZE=2 in a process MPI sees alone: a ValueError naming mpiexec."""
+    code = "import tinyres.distributed as d; d.init_process_group('mpi')"
+    env = dict(os.environ, WORLD_SIZE="2", RANK="0")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0
+    assert ("ValueError: init_process_group: WORLD_SIZE=2 but MPI gives this process "
+            "world_size 1: start the job with mpiexec -n 2 python ...") in done.stderr

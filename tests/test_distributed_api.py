@@ -15,7 +15,7 @@ import tinyres
 import tinyres.distributed as dist
 from tinyres import nn
 from tinyres.functional.sync_norm import SyncBatchNormTrain
-from tinyres.models import resnet20
+from tinyres.models import resnet18, resnet20
 from tinyres.nn.ddp_buckets import DEFAULT_FIRST_BUCKET_BYTES, plan_buckets
 from tinyres.nn.parallel import DistributedDataParallel
 from tinyres.utils.data import DistributedSampler
@@ -222,6 +222,9 @@ def test_convert_sync_batchnorm_as_torch():
     kinds = [(n, type(m).__name__) for n, m in ours.named_modules()]
     assert kinds == [(n, type(m).__name__) for n, m in theirs.named_modules()]
     assert list(ours.state_dict()) == list(theirs.state_dict())
+    imagenet = nn.SyncBatchNorm.convert_sync_batchnorm(resnet18(num_classes=3))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in imagenet.modules())
+    assert imagenet(tinyres.randn(2, 3, 32, 32)).shape == (2, 3)   # one process: plain BN
     original = resnet20()
     converted = nn.SyncBatchNorm.convert_sync_batchnorm(original)
     assert converted.bn1.weight is original.bn1.weight      # shares, as torch

@@ -94,7 +94,11 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
                         f"{type(timeout).__name__}")
     seconds = timeout.total_seconds()
     group = MPIGroup(seconds) if backend == "mpi" else NCCLGroup(seconds, device_id)
-    _check_launch(group, rank, world_size)
+    try:
+        _check_launch(group, rank, world_size)
+    except ValueError:
+        group.close()
+        raise
     _default["group"] = group
     _default["excepthook"] = sys.excepthook
     sys.excepthook = _abort_job_hook(group, sys.excepthook)
