@@ -14,7 +14,7 @@ import traceback
 import numpy as np
 
 from tinyres.backend import get_array_module, is_cuda_array
-from tinyres.distributed.errors import DistBackendError, ReduceOp
+from tinyres.distributed.errors import ReduceOp
 from tinyres.distributed.mpi_backend import MPIGroup
 from tinyres.distributed.nccl_backend import NCCLGroup
 

@@ -4,8 +4,9 @@ The plan walks the parameters in reverse (backward produces the last layers' gra
 first) and packs them into buckets of about `bucket_cap_mb`, one dtype and device per
 bucket; as in torch, with the default cap the first bucket is capped at 1 MiB so that
 communication starts early (torch lays out its buckets again after the first iteration, in
-the order gradients really arrived; reverse parameter order is that order for a ResNet). The reducer copies each parameter's finished gradient into its bucket's flat buffer;
-when a bucket is full it starts that bucket's non-blocking all-reduce (buckets start in
+the order gradients really arrived; reverse parameter order is that order for a ResNet).
+The reducer copies each parameter's finished gradient into its bucket's flat buffer; when
+a bucket is full it starts that bucket's non-blocking all-reduce (buckets start in
 plan order, the same on every rank, as MPI and NCCL require), so the reduction of the last
 layers overlaps the backward of the first. When every bucket has started, it waits for
 them, divides by the world size and writes the averages back into the .grad tensors.
