@@ -9,6 +9,7 @@ statistics are this process's own (plain batch norm, written the same way).
 from tinyres.autograd import Function
 from tinyres.backend import get_array_module
 from tinyres.distributed.errors import ReduceOp
+from tinyres.functional.norm import _check_bn_args
 
 
 def _reduced(group, parts, what):
@@ -68,6 +69,7 @@ def sync_batch_norm(input, running_mean, running_var, weight, bias, momentum, ep
     """Training-mode batch norm with statistics summed over `group` (a process group of
     tinyres.distributed, or None for this process alone); running statistics, when given,
     are updated in place."""
+    _check_bn_args(input, running_mean, running_var, weight, bias, True)
     out = SyncBatchNormTrain.apply(
         input, weight, bias, running_mean=None if running_mean is None else running_mean.array,
         running_var=None if running_var is None else running_var.array, momentum=momentum,
