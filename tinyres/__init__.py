@@ -24,9 +24,10 @@ from tinyres.serialization import load, save
 from tinyres import backends, safetensors
 from tinyres import accelerator  # torch.accelerator: which device the scripts pick
 from tinyres import utils, vision  # torch.utils.data and torchvision's data side
+from tinyres import distributed  # torch.distributed (MPI is loaded by init_process_group only)
 from tinyres.random import Generator
 from tinyres.runtime import get_num_threads, set_num_threads
-# ----- the torch namespace: functions, factories, dtypes (issue 14, item 7) -------------
+# ----- the torch namespace: functions, factories, dtypes -------------------------------
 from tinyres.tensor import Size, get_default_dtype, set_default_dtype
 from tinyres.factories import (as_tensor, empty, empty_like, eye, linspace, logspace,
                                normal, randint, randint_like, randperm)
@@ -72,6 +73,7 @@ __all__ = [
 __all__ += ["backends", "device", "load", "safetensors", "save"]
 __all__ += ["Generator", "get_num_threads", "set_num_threads", "utils", "vision"]
 __all__ += ["accelerator"]
+__all__ += ["distributed"]
 __all__ += [
     "Size", "abs", "add", "all", "allclose", "amax", "amin", "any", "argmax", "argmin",
     "argsort", "as_tensor", "bmm", "bool", "ceil", "chunk", "clamp", "clip", "clone",

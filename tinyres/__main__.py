@@ -84,6 +84,10 @@ def add_train_arguments(parser):
     a("--figure", default=d.figure, help="loss/accuracy curves, e.g. curves.png (any "
       "format matplotlib writes: png, pdf, svg, ...)")
     a("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    a("--distributed", action="store_true",
+      help="data-parallel over the ranks of an MPI job: mpiexec -n 2 python -m tinyres "
+           "train --distributed ... (as root add --allow-run-as-root to mpiexec); "
+           "--batch-size is per rank, rank 0 alone prints and writes")
     a("--no-tune", action="store_true",
       help="leave this process's malloc and Numba thread-pool settings alone (by default "
            "train calls tinyres.runtime.tune() and prints what it changed)")
@@ -133,12 +137,12 @@ def option_name(field):
     return {"augment": "--no-augment"}.get(field, "--" + field.replace("_", "-"))
 
 
-def build_trainer(config):
+def build_trainer(config, trainer_class=Trainer):
     """A Trainer for `config`, every option checked first (see validate_config): a bad
     value, a bad --resume file or one from another run is a UsageError, before any
     training."""
     try:
-        return Trainer(config)
+        return trainer_class(config)
     except ConfigError as err:
         raise UsageError(option_name(err.field), str(err)) from err
     except CheckpointError as err:
@@ -156,13 +160,23 @@ def announce_compilation(config):
 
 
 def run_train(args):
-    """Train, print the epochs, then what the model learned."""
+    """Train, print the epochs, then what the model learned (--distributed: on every rank
+    of the MPI job, rank 0 printing)."""
+    if getattr(args, "distributed", False):
+        from tinyres.train_distributed import DistributedTrainer, rank_zero_prints
+        with rank_zero_prints():
+            return train_and_report(args, DistributedTrainer)
+    return train_and_report(args, Trainer)
+
+
+def train_and_report(args, trainer_class):
+    """run_train's work with the given Trainer class."""
     config = config_from_args(args)
     if not args.no_tune:
         print("process settings (tinyres.runtime.tune(); --no-tune skips): "
               + "; ".join(runtime.tune()))
     announce_compilation(config)
-    trainer = build_trainer(config)
+    trainer = build_trainer(config, trainer_class)
     print(f"{config.model} (shortcut {config.shortcut}) on {config.data}: "
           f"{trainer.num_parameters:,} parameters; {len(trainer.train_set)} training, "
           f"{len(trainer.test_set)} test images of shape {trainer.test_set.images.shape[1:]}")

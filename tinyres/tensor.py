@@ -278,6 +278,20 @@ class Tensor:
         self._hooks.append(hook)
         return _HookHandle(self._hooks, hook)
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call hook(self) on a leaf once backward has accumulated its .grad (the point
+        where DistributedDataParallel starts a bucket's all-reduce). Returns a handle."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require "
+                               "gradient")
+        if self._ctx is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on "
+                               "non-leaf tensors")
+        if "_post_accumulate_hooks" not in self.__dict__:
+            self._post_accumulate_hooks = []
+        self._post_accumulate_hooks.append(hook)
+        return _HookHandle(self._post_accumulate_hooks, hook)
+
     def retain_grad(self):
         """Keep .grad on this non-leaf tensor after backward."""
         self._retains_grad = True
@@ -886,6 +900,12 @@ def _run_hooks(node, grad):
     return grad
 
 
+def _run_post_accumulate_hooks(leaf):
+    """Call hook(leaf) for each post-accumulate-grad hook of a leaf whose .grad is done."""
+    for hook in leaf.__dict__.get("_post_accumulate_hooks", ()):
+        hook(leaf)
+
+
 def _accumulate(node, grad):
     """Add `grad` into node.grad: in place where it exists (as PyTorch), else a copy that
     this tensor alone owns (the walk hands one array to several tensors: Add's backward
@@ -921,6 +941,8 @@ def _backward_walk(root, seed, retain_graph, more=(), capture=None):
             elif node._ctx is None or node._retains_grad:
                 _accumulate(node, grad)
             if node._ctx is None:
+                if capture is None:
+                    _run_post_accumulate_hooks(node)
                 continue
             ctx = node._ctx
             input_grads = run_backward(ctx, grad)

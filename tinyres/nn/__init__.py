@@ -15,6 +15,9 @@ from tinyres.nn.normalization import GroupNorm, InstanceNorm2d, LayerNorm
 
 from tinyres.nn import utils
 from tinyres.nn.parallel import DataParallel
+from tinyres.nn import parallel
+from tinyres.nn.parallel import DistributedDataParallel
+from tinyres.nn.sync_batchnorm import SyncBatchNorm
 
 __all__ = [
     "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss",
@@ -26,3 +29,4 @@ __all__ = [
     "SiLU", "Sigmoid", "SmoothL1Loss", "Softmax", "Tanh", "Unflatten", "Upsample",
     "functional", "init", "utils",
 ]
+__all__ += ["DistributedDataParallel", "SyncBatchNorm", "parallel"]

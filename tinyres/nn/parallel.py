@@ -3,8 +3,8 @@
 torch's DataParallel splits each batch across GPUs, runs a replica of the module on each
 and gathers the outputs. tinyres runs on one device, so DataParallel here only calls the
 module: a PyTorch script that wraps its model in it runs unchanged, with the same
-state_dict keys ('module.' + the module's own). The real multi-process data-parallel path
-(several devices, DistributedDataParallel) belongs to the distributed-training issue.
+state_dict keys ('module.' + the module's own). The multi-process data-parallel path is
+DistributedDataParallel (tinyres/nn/ddp.py), importable from here as in torch.
 """
 from tinyres.nn.module import Module
 
@@ -31,3 +31,6 @@ class DataParallel(Module):
 
     def forward(self, *inputs, **kwargs):
         return self.module(*inputs, **kwargs)
+
+
+from tinyres.nn.ddp import DistributedDataParallel  # noqa: E402  (torch's path for it)

@@ -12,8 +12,11 @@ from tinyres.utils.data.sampler import (BatchSampler, RandomSampler, Sampler,
                                         SequentialSampler, SubsetRandomSampler,
                                         WeightedRandomSampler)
 from tinyres.utils.data.worker import WorkerInfo, get_worker_info
+from tinyres.utils.data import distributed
+from tinyres.utils.data.distributed import DistributedSampler
 
 __all__ = ["BatchSampler", "ChainDataset", "ConcatDataset", "DataLoader", "Dataset",
            "IterableDataset", "RandomSampler", "Sampler", "SequentialSampler", "Subset",
            "SubsetRandomSampler", "TensorDataset", "WeightedRandomSampler", "WorkerInfo",
            "default_collate", "default_convert", "get_worker_info", "random_split"]
+__all__ += ["DistributedSampler", "distributed"]
