@@ -194,6 +194,17 @@ def test_syncbatchnorm_alone_is_batchnorm2d():
                                atol=1e-12)
 
 
+def test_syncbatchnorm_float32_with_a_large_mean_matches_torch():
+    """The variance in two passes (sum, then squared deviations from the global mean): in
+    float32, sum(x^2)/n - mean^2 would lose every digit of a unit variance at mean 1e4."""
+    rng = np.random.default_rng(2)
+    x = (1e4 + rng.standard_normal((8, 3, 4, 4))).astype(np.float32)
+    ours, theirs = nn.SyncBatchNorm(3), torch.nn.BatchNorm2d(3)
+    out, expected = ours(tinyres.tensor(x)), theirs(torch.tensor(x))
+    np.testing.assert_allclose(out.detach().numpy(), expected.detach().numpy(), atol=2e-3)
+    np.testing.assert_allclose(ours.running_var.numpy(), theirs.running_var.numpy(), rtol=1e-3)
+
+
 def test_sync_function_matches_torch_and_gradchecks():
     """The Function with group=None: statistics of the local batch, as batch_norm's."""
     rng = np.random.default_rng(1)

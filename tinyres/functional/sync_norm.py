@@ -1,7 +1,10 @@
 """Synchronised batch norm: batch statistics over the whole global batch, every rank's part.
 
-Forward reduces three numbers per channel over the ranks (sum, sum of squares, count), so
-every rank normalises by the statistics of the global batch; backward reduces the two sums
+Forward reduces, per channel over the ranks, the sum and the count (the global mean), then
+the sum of squared deviations from that mean (the variance in two passes, as single-process
+batch norm computes it: E[x^2] - mean^2 in one pass would cancel catastrophically in float32
+when the mean is large next to the spread), so every rank normalises by the statistics of
+the global batch; backward reduces the two sums
 the input gradient needs (sum of dy, sum of dy * xhat). The weight and bias gradients stay
 local sums: DistributedDataParallel averages them with the others. With group=None the
 statistics are this process's own (plain batch norm, written the same way).
@@ -28,21 +31,23 @@ class SyncBatchNormTrain(Function):
         c, axes = x.shape[1], (0,) + tuple(range(2, x.ndim))
         shape = (1, c) + (1,) * (x.ndim - 2)
         local_count = xp.full(1, x.size // c, dtype=x.dtype)
-        totals = _reduced(group, [x.sum(axis=axes), (x * x).sum(axis=axes), local_count],
-                          "SyncBatchNorm's forward all_reduce")
-        count = float(totals[2 * c])
+        sums = _reduced(group, [x.sum(axis=axes), local_count],
+                        "SyncBatchNorm's forward all_reduce (sums)")
+        count = float(sums[c])
         if count <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got "
                              f"input size {x.shape} on this rank ({count:g} over all ranks)")
-        mean = totals[:c] / count
-        var = xp.maximum(totals[c:2 * c] / count - mean * mean, 0)      # biased
+        mean = sums[:c] / count
+        centred = x - mean.reshape(shape)
+        var = _reduced(group, [(centred * centred).sum(axis=axes)],
+                       "SyncBatchNorm's forward all_reduce (squared deviations)") / count
         invstd = 1 / xp.sqrt(var + eps)
         if running_mean is not None:
             running_mean *= 1 - momentum
             running_mean += momentum * mean
             running_var *= 1 - momentum
             running_var += momentum * var * (count / (count - 1))       # unbiased
-        xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+        xhat = centred * invstd.reshape(shape)
         w = weight if weight is not None else xp.ones(c, dtype=x.dtype)
         b = bias if bias is not None else xp.zeros(c, dtype=x.dtype)
         ctx.save_for_backward(xhat, w, invstd)
