@@ -12,7 +12,8 @@ from tinyres.backend import cuda_is_available
 from tinyres.nn import functional as F
 from tinyres.nn import init
 from tinyres.optim import SGD
-from tinyres.tensor import Tensor, manual_seed, randn, tensor, zeros
+from tinyres.factories import randn, tensor, zeros
+from tinyres.tensor import Tensor, manual_seed
 
 
 class Block(nn.Module):

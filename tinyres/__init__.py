@@ -13,9 +13,9 @@ from tinyres.autograd import (Function, enable_grad, inference_mode, is_anomaly_
                               is_grad_enabled, is_inference_mode_enabled, no_grad,
                               set_grad_enabled)
 from tinyres.gradcheck import GradcheckError, gradcheck
-from tinyres.tensor import (Tensor, arange, from_numpy, full, full_like, manual_seed, ones,
-                            ones_like, rand, rand_like, randn, randn_like, tensor, zeros,
-                            zeros_like)
+from tinyres.tensor import Tensor, manual_seed
+from tinyres.factories import (arange, from_numpy, full, full_like, ones, ones_like, rand,
+                               rand_like, randn, randn_like, tensor, zeros, zeros_like)
 from tinyres.functional.math import where
 from tinyres.functional.shape import cat, stack
 from tinyres import cuda, kernels, models, nn, optim, probes, runtime  # the public subpackages
@@ -66,7 +66,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Function", "GradcheckError", "Tensor", "arange", "cat", "cuda", "enable_grad",
     "float32", "float64", "from_numpy", "full", "full_like", "gradcheck", "inference_mode",
-    "int64", "is_anomaly_enabled", "is_grad_enabled", "is_inference_mode_enabled", "manual_seed", "models", "nn", "no_grad", "ones", "ones_like", "optim", "probes", "rand",
+    "int64", "is_anomaly_enabled", "is_grad_enabled", "is_inference_mode_enabled",
+    "manual_seed", "models", "nn", "no_grad", "ones", "ones_like", "optim", "probes", "rand",
     "rand_like", "randn", "randn_like", "set_grad_enabled", "stack", "tensor", "where",
     "zeros", "zeros_like",
 ]

@@ -1,15 +1,158 @@
-"""Tensor factories beyond zeros/ones/full/rand/randn/arange (those live in tensor.py):
-empty, eye, linspace, logspace, randint, randperm, normal, the *_like forms and
-as_tensor, with torch's signatures and default dtypes (the default float for float
-factories, int64 for integer ones).
+"""Tensor factories: tensor, from_numpy, zeros, ones, full, rand, randn, arange, empty, eye,
+linspace, logspace, randint, randperm, normal, the *_like forms and as_tensor, with torch's
+signatures and default dtypes (the default float for float factories, int64 for integer
+ones, and for tensor() the dtype its data implies).
 
 Random draws come from NumPy's global generator, which tinyres.manual_seed seeds.
 """
 import numpy as np
 
 from tinyres import backend
-from tinyres.tensor import (Tensor, _as_dtype, _shape_arg, from_numpy, get_default_dtype,
-                            tensor, zeros)
+from tinyres.functional import math as fmath
+from tinyres.functional.shape import shape_arg
+from tinyres.tensor import Tensor, _as_dtype, get_default_dtype
+
+
+
+# ----- making tensors ------------------------------------------------------------------
+def _default_dtype_for(array_like):
+    """torch's rule: an array keeps its dtype (None: nothing to impose). In a (nested)
+    list each element stands for a dtype: a Python float for the default float32, an int
+    for int64, a bool for bool, a Tensor or NumPy scalar for its own; they promote as
+    torch.promote_types does ([tensor(1), 2.5] is float32). An empty list is float32."""
+    if hasattr(array_like, "dtype"):
+        return None
+    dtypes = list(_element_dtypes(array_like))
+    if not dtypes:
+        return get_default_dtype()
+    result = dtypes[0]
+    for dtype in dtypes[1:]:
+        result = fmath.promote_types(result, dtype)
+    return result
+
+
+def _element_dtypes(data):
+    """The dtype each leaf of a nested list stands for (see _default_dtype_for)."""
+    if isinstance(data, (list, tuple, range)):
+        for item in data:
+            yield from _element_dtypes(item)
+    elif isinstance(data, (Tensor, np.generic, np.ndarray)):
+        yield np.dtype(data.dtype)
+    elif isinstance(data, (bool, int, float)):
+        yield np.dtype(fmath.scalar_dtype(data))
+    else:
+        raise TypeError(f"tensor: cannot make a tensor of a {type(data).__name__}")
+
+
+def _plain(data):
+    """A nested list with every Tensor inside replaced by its value; a Tensor in a list
+    must hold one element, as in torch.tensor([tensor(1.), tensor(2.)])."""
+    if isinstance(data, (list, tuple, range)):
+        return [_plain(item) for item in data]
+    if isinstance(data, Tensor):
+        if data.numel() != 1:
+            raise ValueError(f"tensor: only one-element tensors can be elements of a list, "
+                             f"got one of shape {data.shape}")
+        return data.numpy().reshape(())
+    return data
+
+
+def tensor(data, dtype=None, requires_grad=False, device=None):
+    """A new leaf tensor holding a copy of `data` (nested lists, scalars, arrays, and
+    lists of one-element tensors), on `device` (the CPU by default)."""
+    device = backend.resolve_device(device)
+    if isinstance(data, Tensor):
+        data = data.array
+    dtype = _as_dtype(dtype) or _default_dtype_for(data)
+    if not hasattr(data, "dtype"):
+        data = np.array(_plain(data), dtype=dtype)
+    data = backend.to_device(data, device)
+    array = backend.new_array(device, lambda xp: xp.array(data, dtype=dtype, copy=True))
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def from_numpy(array):
+    """A tensor sharing memory with a NumPy array (dtype kept)."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+    return Tensor(array)
+
+
+def _filled(fill, shape, dtype, requires_grad, device):
+    shape, dtype = shape_arg(shape), _as_dtype(dtype) or get_default_dtype()
+    data = backend.new_array(device, lambda xp: xp.full(shape, fill, dtype=dtype))
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def zeros(*shape, dtype=None, requires_grad=False, device=None):
+    return _filled(0, shape, dtype, requires_grad, device)
+
+
+def ones(*shape, dtype=None, requires_grad=False, device=None):
+    return _filled(1, shape, dtype, requires_grad, device)
+
+
+def full(shape, fill_value, dtype=None, requires_grad=False, device=None):
+    """A tensor of `shape` filled with fill_value, whose dtype it takes by default (bool,
+    int64 or the default float, as torch.full)."""
+    if dtype is None:
+        dtype = _default_dtype_for(fill_value.item() if isinstance(fill_value, Tensor)
+                                   else fill_value)
+    return _filled(fill_value, (shape,) if isinstance(shape, int) else shape,
+                   dtype, requires_grad, device)
+
+
+def _random(sampler, shape, dtype, requires_grad, device):
+    """Draw on the CPU from NumPy's global generator (seeded by tinyres.manual_seed)."""
+    if dtype is not None and np.dtype(dtype).kind != "f":      # as torch: floats only
+        raise NotImplementedError(f"rand/randn: not implemented for {np.dtype(dtype)}; "
+                                  f"draw integers with randint")
+    data = sampler(shape_arg(shape)).astype(_as_dtype(dtype) or get_default_dtype())
+    return Tensor(backend.to_device(data, device),
+                  requires_grad=requires_grad)
+
+
+def randn(*shape, dtype=None, requires_grad=False, device=None):
+    return _random(lambda s: np.random.standard_normal(s), shape, dtype, requires_grad, device)
+
+
+def rand(*shape, dtype=None, requires_grad=False, device=None):
+    return _random(lambda s: np.random.random_sample(s), shape, dtype, requires_grad, device)
+
+
+def arange(start, end=None, step=1, dtype=None, requires_grad=False, device=None):
+    if end is None:
+        start, end = 0, start
+    is_float = any(isinstance(v, float) for v in (start, end, step))
+    dtype = _as_dtype(dtype) or (get_default_dtype() if is_float else np.int64)
+    data = backend.new_array(device, lambda xp: xp.arange(start, end, step, dtype=dtype))
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def _like(maker, t, dtype, requires_grad, device, *args):
+    return maker(*args, t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad,
+                 device=device or t.device)
+
+
+def zeros_like(t, dtype=None, requires_grad=False, device=None):
+    return _like(zeros, t, dtype, requires_grad, device)
+
+
+def ones_like(t, dtype=None, requires_grad=False, device=None):
+    return _like(ones, t, dtype, requires_grad, device)
+
+
+def randn_like(t, dtype=None, requires_grad=False, device=None):
+    return _like(randn, t, dtype, requires_grad, device)
+
+
+def rand_like(t, dtype=None, requires_grad=False, device=None):
+    return _like(rand, t, dtype, requires_grad, device)
+
+
+def full_like(t, fill_value, dtype=None, requires_grad=False, device=None):
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad,
+                device=device or t.device)
 
 
 def _device(device):
@@ -95,7 +238,7 @@ def randint(*args, size=None, dtype=None, device=None, requires_grad=False):
     if high <= low:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got "
                            f"from={low} >= to={high}")
-    values = np.random.randint(low, high, size=_shape_arg(size), dtype=np.int64)
+    values = np.random.randint(low, high, size=shape_arg(size), dtype=np.int64)
     return _made(values, _as_dtype(dtype) or np.int64, device, requires_grad)
 
 
@@ -131,7 +274,7 @@ def normal(mean, std=1.0, size=None, *, dtype=None, device=None, requires_grad=F
         raise TypeError("normal(): with a number as mean and std, give the size")
     if std < 0:
         raise RuntimeError(f"normal expects std >= 0.0, but found std {std}")
-    return _made(np.random.normal(mean, std, _shape_arg(size)),
+    return _made(np.random.normal(mean, std, shape_arg(size)),
                  _as_dtype(dtype) or get_default_dtype(), device, requires_grad)
 
 

@@ -746,7 +746,7 @@ class Tensor:
         return fshape.expand(self, *shape)
 
     def flip(self, *dims):
-        return fshape.flip(self, _shape_arg(dims))
+        return fshape.flip(self, fshape.shape_arg(dims))
 
     def repeat(self, *sizes):
         return fshape.repeat(self, *sizes)
@@ -803,24 +803,24 @@ class Tensor:
 
     # New tensors like this one (its dtype and device unless told otherwise)
     def _new(self, maker, size, dtype, device, requires_grad, *args):
-        return maker(_shape_arg(size), *args, dtype=dtype or self.dtype,
+        return maker(fshape.shape_arg(size), *args, dtype=dtype or self.dtype,
                      device=device or self.device, requires_grad=requires_grad)
 
     def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
-        return self._new(zeros, size, dtype, device, requires_grad)
+        return self._new(factories.zeros, size, dtype, device, requires_grad)
 
     def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
-        return self._new(ones, size, dtype, device, requires_grad)
+        return self._new(factories.ones, size, dtype, device, requires_grad)
 
     def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
-        return self._new(zeros, size, dtype, device, requires_grad)
+        return self._new(factories.zeros, size, dtype, device, requires_grad)
 
     def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False):
-        return full(size, fill_value, dtype=dtype or self.dtype,
+        return factories.full(size, fill_value, dtype=dtype or self.dtype,
                     device=device or self.device, requires_grad=requires_grad)
 
     def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
-        return tensor(data, dtype=dtype or self.dtype, device=device or self.device,
+        return factories.tensor(data, dtype=dtype or self.dtype, device=device or self.device,
                       requires_grad=requires_grad)
 
     # Random fills in place (no gradient flows through the drawn values)
@@ -890,7 +890,8 @@ def _run_hooks(node, grad):
         if tuple(getattr(new, "shape", ())) != tuple(grad.shape) or \
                 getattr(new, "dtype", None) != grad.dtype:
             name = getattr(hook, "__name__", type(hook).__name__)
-            made_by = "a leaf" if node._ctx is None else f"the output of {node._ctx.function.__name__}"
+            made_by = ("a leaf" if node._ctx is None
+                       else f"the output of {node._ctx.function.__name__}")
             raise RuntimeError(
                 f"hook '{name}' registered on {made_by}, a tensor of shape {node.shape} and dtype "
                 f"{node.dtype} returned a gradient of shape "
@@ -958,166 +959,16 @@ def _backward_walk(root, seed, retain_graph, more=(), capture=None):
                 ctx.free()
 
 
-# ----- making tensors ------------------------------------------------------------------
-def _default_dtype_for(array_like):
-    """torch's rule: an array keeps its dtype (None: nothing to impose). In a (nested)
-    list each element stands for a dtype: a Python float for the default float32, an int
-    for int64, a bool for bool, a Tensor or NumPy scalar for its own; they promote as
-    torch.promote_types does ([tensor(1), 2.5] is float32). An empty list is float32."""
-    if hasattr(array_like, "dtype"):
-        return None
-    dtypes = list(_element_dtypes(array_like))
-    if not dtypes:
-        return get_default_dtype()
-    result = dtypes[0]
-    for dtype in dtypes[1:]:
-        result = fmath.promote_types(result, dtype)
-    return result
-
-
-def _element_dtypes(data):
-    """The dtype each leaf of a nested list stands for (see _default_dtype_for)."""
-    if isinstance(data, (list, tuple, range)):
-        for item in data:
-            yield from _element_dtypes(item)
-    elif isinstance(data, (Tensor, np.generic, np.ndarray)):
-        yield np.dtype(data.dtype)
-    elif isinstance(data, (bool, int, float)):
-        yield np.dtype(fmath.scalar_dtype(data))
-    else:
-        raise TypeError(f"tensor: cannot make a tensor of a {type(data).__name__}")
-
-
-def _plain(data):
-    """A nested list with every Tensor inside replaced by its value; a Tensor in a list
-    must hold one element, as in torch.tensor([tensor(1.), tensor(2.)])."""
-    if isinstance(data, (list, tuple, range)):
-        return [_plain(item) for item in data]
-    if isinstance(data, Tensor):
-        if data.numel() != 1:
-            raise ValueError(f"tensor: only one-element tensors can be elements of a list, "
-                             f"got one of shape {data.shape}")
-        return data.numpy().reshape(())
-    return data
-
-
-def tensor(data, dtype=None, requires_grad=False, device=None):
-    """A new leaf tensor holding a copy of `data` (nested lists, scalars, arrays, and
-    lists of one-element tensors), on `device` (the CPU by default)."""
-    device = backend.resolve_device(device)
-    if isinstance(data, Tensor):
-        data = data.array
-    dtype = _as_dtype(dtype) or _default_dtype_for(data)
-    if not hasattr(data, "dtype"):
-        data = np.array(_plain(data), dtype=dtype)
-    data = backend.to_device(data, device)
-    array = backend.new_array(device, lambda xp: xp.array(data, dtype=dtype, copy=True))
-    return Tensor(array, requires_grad=requires_grad)
-
-
-def from_numpy(array):
-    """A tensor sharing memory with a NumPy array (dtype kept)."""
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
-    return Tensor(array)
-
-
-def _shape_arg(shape):
-    """A shape as a tuple of Python ints, from f(2, 3), f((2, 3)), f([2, 3]) or f(2);
-    NumPy integers count as ints (shape.as_int), floats are a TypeError."""
-    if not isinstance(shape, (tuple, list)):
-        shape = (shape,)
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = shape[0]
-    return tuple(fshape.as_int(n, "a size in a shape", "shape") for n in shape)
-
-
-def _filled(fill, shape, dtype, requires_grad, device):
-    shape, dtype = _shape_arg(shape), _as_dtype(dtype) or get_default_dtype()
-    data = backend.new_array(device, lambda xp: xp.full(shape, fill, dtype=dtype))
-    return Tensor(data, requires_grad=requires_grad)
-
-
-def zeros(*shape, dtype=None, requires_grad=False, device=None):
-    return _filled(0, shape, dtype, requires_grad, device)
-
-
-def ones(*shape, dtype=None, requires_grad=False, device=None):
-    return _filled(1, shape, dtype, requires_grad, device)
-
-
-def full(shape, fill_value, dtype=None, requires_grad=False, device=None):
-    """A tensor of `shape` filled with fill_value, whose dtype it takes by default (bool,
-    int64 or the default float, as torch.full)."""
-    if dtype is None:
-        dtype = _default_dtype_for(fill_value.item() if isinstance(fill_value, Tensor)
-                                   else fill_value)
-    return _filled(fill_value, (shape,) if isinstance(shape, int) else shape,
-                   dtype, requires_grad, device)
-
-
-def _random(sampler, shape, dtype, requires_grad, device):
-    """Draw on the CPU from NumPy's global generator (seeded by tinyres.manual_seed)."""
-    if dtype is not None and np.dtype(dtype).kind != "f":      # as torch: floats only
-        raise NotImplementedError(f"rand/randn: not implemented for {np.dtype(dtype)}; "
-                                  f"draw integers with randint")
-    data = sampler(_shape_arg(shape)).astype(_as_dtype(dtype) or get_default_dtype())
-    return Tensor(backend.to_device(data, device),
-                  requires_grad=requires_grad)
-
-
-def randn(*shape, dtype=None, requires_grad=False, device=None):
-    return _random(lambda s: np.random.standard_normal(s), shape, dtype, requires_grad, device)
-
-
-def rand(*shape, dtype=None, requires_grad=False, device=None):
-    return _random(lambda s: np.random.random_sample(s), shape, dtype, requires_grad, device)
-
-
-def arange(start, end=None, step=1, dtype=None, requires_grad=False, device=None):
-    if end is None:
-        start, end = 0, start
-    is_float = any(isinstance(v, float) for v in (start, end, step))
-    dtype = _as_dtype(dtype) or (get_default_dtype() if is_float else np.int64)
-    data = backend.new_array(device, lambda xp: xp.arange(start, end, step, dtype=dtype))
-    return Tensor(data, requires_grad=requires_grad)
-
-
-def _like(maker, t, dtype, requires_grad, device, *args):
-    return maker(*args, t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad,
-                 device=device or t.device)
-
-
-def zeros_like(t, dtype=None, requires_grad=False, device=None):
-    return _like(zeros, t, dtype, requires_grad, device)
-
-
-def ones_like(t, dtype=None, requires_grad=False, device=None):
-    return _like(ones, t, dtype, requires_grad, device)
-
-
-def randn_like(t, dtype=None, requires_grad=False, device=None):
-    return _like(randn, t, dtype, requires_grad, device)
-
-
-def rand_like(t, dtype=None, requires_grad=False, device=None):
-    return _like(rand, t, dtype, requires_grad, device)
-
-
-def full_like(t, fill_value, dtype=None, requires_grad=False, device=None):
-    return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad,
-                device=device or t.device)
-
-
 def manual_seed(seed):
     """Seed the generator behind randn/rand and the layer initialisers."""
     np.random.seed(seed)
 
 
-# The operator methods above call these; imported last because they import Tensor.
+# The methods above call these; imported last because they import Tensor.
 from tinyres.functional import math as fmath  # noqa: E402
 from tinyres.functional import shape as fshape  # noqa: E402
 from tinyres.functional import inplace as finplace  # noqa: E402
 from tinyres.functional import reduction as freduce  # noqa: E402
 from tinyres.functional import compare as fcompare  # noqa: E402
 from tinyres.functional import pointwise as fpoint  # noqa: E402
+from tinyres import factories  # noqa: E402

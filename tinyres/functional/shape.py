@@ -7,7 +7,7 @@ import numpy as np
 from tinyres.autograd import Function
 from tinyres.backend import get_array_module, to_device
 from tinyres.functional.math import cast, result_type
-from tinyres.tensor import Tensor, _shape_arg
+from tinyres.tensor import Tensor
 
 
 def as_int(value, name, op):
@@ -21,6 +21,16 @@ def as_int(value, name, op):
     except TypeError:
         raise TypeError(f"{op}: {name} must be an integer, got {type(value).__name__} "
                         f"{value!r}") from None
+
+
+def shape_arg(shape):
+    """A shape as a tuple of Python ints, from f(2, 3), f((2, 3)), f([2, 3]) or f(2);
+    NumPy integers count as ints (as_int), floats are a TypeError."""
+    if not isinstance(shape, (tuple, list)):
+        shape = (shape,)
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(as_int(n, "a size in a shape", "shape") for n in shape)
 
 
 def _dim(d, ndim, op):
@@ -123,7 +133,7 @@ def _check_sizes(op, shape):
 
 def reshape(a, *shape):
     """input's values in a new shape (one size may be -1: inferred)."""
-    shape = _shape_arg(shape)
+    shape = shape_arg(shape)
     _check_sizes("reshape", shape)     # NumPy would read -2 as -1
     try:
         np.broadcast_to(np.int8(0), a.shape).reshape(shape)
@@ -157,7 +167,7 @@ def flatten(a, start_dim=0, end_dim=-1):
 
 def permute(a, *dims):
     """input with its dims reordered as dims (a permutation, as torch.permute)."""
-    dims = _shape_arg(dims)
+    dims = shape_arg(dims)
     if len(dims) != a.ndim:
         raise RuntimeError(f"permute(): number of dimensions in the tensor input does not "
                            f"match the length of the desired ordering of dimensions i.e. "
@@ -226,7 +236,7 @@ def unsqueeze(a, dim):
 
 def expand(a, *shape):
     """input broadcast to shape without copying (-1 keeps a size)."""
-    shape = _shape_arg(shape)
+    shape = shape_arg(shape)
     lead = len(shape) - a.ndim
     if lead < 0:
         raise RuntimeError(f"expand({a.shape}, size={list(shape)}): the number of sizes "
@@ -414,7 +424,7 @@ def chunk(input, chunks, dim=0):
 def repeat(a, *sizes):
     """a tiled sizes[i] times along each dim (torch's Tensor.repeat; new leading dims when
     more sizes than dims are given), as an expand of interleaved size-1 dims."""
-    sizes = _shape_arg(sizes)
+    sizes = shape_arg(sizes)
     if len(sizes) < a.ndim:
         raise RuntimeError(f"Number of dimensions of repeat dims ({len(sizes)}) can not be "
                            f"smaller than number of dimensions of tensor ({a.ndim})")
