@@ -274,3 +274,53 @@ def test_a_flushing_emulator_gets_the_denormal_gradient_wrong():
     g = np.ones(2, np.float32)
     flushed = _emulated(ftz=True).relu_backward(g, x)
     assert flushed[0] == 0.0 and ref.relu_backward(g, x)[0] == 1.0
+
+
+# --------------------------------------------------- the roofline model (benchmarks/gpu_model.py)
+def _benchmark(name):
+    import importlib
+    import pathlib
+    import sys
+    folder = str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
+def test_gpu_model_one_layer_by_hand():
+    model = _benchmark("gpu_model")
+    rows = {r["kernel"]: r for r in model.step_items() if r["layer"] == "layer1.0.conv2"}
+    # 3x3, 64 -> 64 channels, 56x56, stride 1, batch 64: K = 576, P = 64*56*56 = 200704
+    k, p, x = 64 * 9, 64 * 56 * 56, 64 * 64 * 56 * 56
+    assert rows["fwd im2col"]["bytes"] == 4 * (x + k * p) == 513_802_240
+    gemm = rows["fwd GEMM w2 @ cols"]
+    assert gemm["flops"] == 2 * 64 * k * p == 14_797_504_512
+    assert gemm["bytes"] == 4 * (64 * k + k * p + 64 * p)
+    assert rows["bwd col2im"]["bytes"] == rows["fwd im2col"]["bytes"]
+    h100 = model.GPUS["H100 SXM"]
+    (fwd, im2col) = (next(r for r in model.predict(model.step_items(), h100)
+                          if r["layer"] == "layer1.0.conv2" and r["kernel"] == name)
+                     for name in ("fwd GEMM w2 @ cols", "fwd im2col"))
+    assert fwd["bound"] == "compute" and fwd["ms"] == pytest.approx(14.7975e9 / 67e12 * 1e3)
+    assert im2col["bound"] == "memory" and im2col["ms"] == pytest.approx(
+        513_802_240 / 3.35e12 * 1e3)
+    tf32 = next(r for r in model.predict(model.step_items(), h100, tf32=True)
+                if r["layer"] == "layer1.0.conv2" and r["kernel"] == "fwd GEMM w2 @ cols")
+    # on TF32 tensor cores the same GEMM is bound by reading its 462 MB of columns
+    assert tf32["bound"] == "memory" and tf32["ms"] == pytest.approx(
+        gemm["bytes"] / 3.35e12 * 1e3) and tf32["ms"] < fwd["ms"]
+
+
+def test_gpu_model_totals_are_consistent():
+    model = _benchmark("gpu_model")
+    convs = model.resnet50_convs()
+    assert len(convs) == 53 and convs[-1][1]["h"] == 7
+    scalars, tensors = model.parameter_count()
+    assert 25_500_000 < scalars < 25_600_000 and tensors == 161   # torchvision: 25,557,032
+    rows = model.predict(model.step_items(), model.GPUS["H200"])
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    s = model.summary(rows)
+    assert s["launches"] == sum(r["launches"] for r in rows) > 2000
+    assert s["step_ms"] >= s["gpu_ms"] > 0
+    faster = model.summary(model.predict(model.step_items(), model.GPUS["H200"], tf32=True))
+    assert faster["gpu_ms"] < s["gpu_ms"]
