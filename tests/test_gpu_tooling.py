@@ -9,8 +9,15 @@
 - Denormals: the GPU build keeps them (no .ftz in the PTX, where -ftz=true puts it), and
   the emulated ReLU gradient at a denormal input equals the reference's and PyTorch's,
   while an emulator that flushes them (the negative control) does not.
+- benchmarks/gpu_model.py's arithmetic on one layer by hand; python -m tinyres.gpu_check
+  without a GPU (a clear message, exit 2) and its JSON assembly with stand-in steps;
+  benchmarks/conv_bench.py's output check and its --help.
 """
 import ctypes
+import json
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -279,8 +286,6 @@ def test_a_flushing_emulator_gets_the_denormal_gradient_wrong():
 # --------------------------------------------------- the roofline model (benchmarks/gpu_model.py)
 def _benchmark(name):
     import importlib
-    import pathlib
-    import sys
     folder = str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks")
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -324,3 +329,74 @@ def test_gpu_model_totals_are_consistent():
     assert s["step_ms"] >= s["gpu_ms"] > 0
     faster = model.summary(model.predict(model.step_items(), model.GPUS["H200"], tf32=True))
     assert faster["gpu_ms"] < s["gpu_ms"]
+
+
+# ------------------------------------------------- python -m tinyres.gpu_check, no GPU needed
+def test_gpu_check_without_a_gpu_says_so_and_exits_non_zero(tmp_path, capsys):
+    from tinyres import gpu_check
+    out = tmp_path / "check.json"
+    status = gpu_check.check(out, verdict=lambda: ("skip", "no NVIDIA driver (test)"))
+    assert status == 2
+    assert "no GPU here: no NVIDIA driver (test)" in capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert doc["verdict"] == "skip" and doc["ok"] is False and doc["steps"] == {}
+    assert doc["versions"]["numpy"] == np.__version__ and doc["commit"]
+
+
+def test_gpu_check_on_a_gpu_runs_every_step_and_gathers_one_json(tmp_path, monkeypatch):
+    from tinyres import gpu_check
+    ran = []
+
+    def fake_step(cmd, timeout, runner=None):
+        ran.append(cmd)
+        if "--json" in cmd:                       # a benchmark writes its JSON file
+            pathlib.Path(cmd[cmd.index("--json") + 1]).write_text('{"rows": [1, 2]}')
+        failed = "--tf32" in cmd
+        return {"cmd": cmd, "rc": 1 if failed else 0, "seconds": 0.1, "ok": not failed,
+                "tail": "x"}
+    monkeypatch.setattr(gpu_check, "run_step", fake_step)
+    monkeypatch.setattr(gpu_check.shutil, "which",
+                        lambda tool: "/opt/cs" if tool == "compute-sanitizer" else None)
+    out = tmp_path / "check.json"
+    assert gpu_check.check(out, verdict=lambda: ("run", None)) == 1     # the TF32 step failed
+    doc = json.loads(out.read_text())
+    assert list(doc["steps"]) == ["pytest -m gpu", "compute-sanitizer memcheck",
+                                  "compute-sanitizer racecheck", "conv_bench fp32",
+                                  "conv_bench tf32", "gpu_model"]
+    assert doc["results"]["conv_fp32"] == {"rows": [1, 2]} and "gpu_model" in doc["results"]
+    assert doc["ok"] is False and not doc["steps"]["conv_bench tf32"]["ok"]
+    assert ["-m", "gpu"] == ran[0][3:5] and ran[1][:3] == ["/opt/cs", "--tool", "memcheck"]
+
+
+def test_gpu_check_steps_record_timeouts_and_missing_programs():
+    from tinyres import gpu_check
+
+    def times_out(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, kw["timeout"], output="partial output")
+
+    def missing(cmd, **kw):
+        raise FileNotFoundError(2, "No such file", cmd[0])
+    slow = gpu_check.run_step(["x"], 5, runner=times_out)
+    assert slow["rc"] == "timeout" and not slow["ok"] and "partial output" in slow["tail"]
+    assert gpu_check.run_step(["nope"], 5, runner=missing)["rc"] == "not run"
+    good = gpu_check.run_step([sys.executable, "-c", "print('hi')"], 60)
+    assert good["ok"] and good["tail"].strip() == "hi"
+    doc = gpu_check.assemble(("run", None), {}, "abc", {"a": good}, {})
+    assert doc["ok"] and doc["commit"] == "abc"
+    assert not gpu_check.assemble(("fail", "broken"), {}, "abc", {"a": good}, {})["ok"]
+
+
+# ------------------------------------------------------------- benchmarks/conv_bench.py
+def test_conv_bench_output_check_and_help():
+    bench = _benchmark("conv_bench")
+    ref = [np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)]
+    assert bench.compare_outputs([ref[0] + 1e-6], ref, tf32=False)["ok"]
+    strict = bench.compare_outputs([ref[0] * 1.001], ref, tf32=False)
+    assert not strict["ok"] and strict["max_rel_err"] == pytest.approx(1e-3, rel=1e-3)
+    assert bench.compare_outputs([ref[0] * 1.001], ref, tf32=True)["ok"]
+    assert not bench.compare_outputs([ref[0][:2]], ref, tf32=True)["ok"]
+    done = subprocess.run([sys.executable, "benchmarks/conv_bench.py", "--help"],
+                          cwd=pathlib.Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "--tf32" in done.stdout
+    assert not hasattr(bench, "cupy_cudnn_step")
