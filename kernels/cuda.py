@@ -259,10 +259,10 @@ def _module(filename, device_id):
     import cupy
 
     source = read_source(filename)
-    with cupy.cuda.Device(device_id) as dev:
-        built = cuda_build.build_for_device(source, filename, name_expressions(source),
-                                            dev.compute_capability)
-        return cupy.RawModule(path=str(built.path)), built.lowered
+    device = cupy.cuda.Device(device_id)
+    built = cuda_build.build_for_device(source, filename, name_expressions(source),
+                                        device.compute_capability)
+    return cupy.RawModule(path=str(built.path)), built.lowered
 
 
 def _cupy_kernel(name, dtype):

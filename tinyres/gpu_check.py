@@ -127,17 +127,17 @@ def steps(out_dir):
     py = sys.executable
     bench = ROOT / "benchmarks"
     plan = [("pytest -m gpu", [py, "-m", "pytest", "-m", "gpu", "-q", "-rfEs", "-p",
-                               "no:cacheprovider", str(ROOT / "tests" / "test_gpu.py")], 200)]
+                               "no:cacheprovider", str(ROOT / "tests" / "test_gpu.py")], 150)]
     sanitizer = shutil.which("compute-sanitizer")
     if sanitizer:
         for tool in ("memcheck", "racecheck"):
             plan.append((f"compute-sanitizer {tool}",
                          [sanitizer, "--tool", tool, "--error-exitcode", "1", py, "-m",
-                          "tinyres.gpu_check", "--small-kernels"], 60))
-    for mode, extra in (("fp32", []), ("tf32", ["--tf32"])):
+                          "tinyres.gpu_check", "--small-kernels"], 45))
+    for mode, extra, cap in (("fp32", [], 160), ("tf32", ["--tf32"], 140)):
         plan.append((f"conv_bench {mode}", [py, str(bench / "conv_bench.py"), *extra,
                                             "--json", str(out_dir / f"conv_{mode}.json")],
-                     150))
+                     cap))
     plan.append(("gpu_model", [py, str(bench / "gpu_model.py"), "--json",
                                str(out_dir / "gpu_model.json")], 30))
     return plan
