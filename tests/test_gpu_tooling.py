@@ -1,11 +1,13 @@
 """The GPU tooling, checked without a GPU.
 
 - The `pytest -m gpu` decision (tinyres/gpu_probe.py) on stand-in drivers and stacks:
-  skip only when the GPU is explicitly absent, fail when it is there and broken.
+  skip only when the GPU is explicitly absent, fail when it is there and broken; and the
+  hook in tests/conftest.py that applies it to `gpu` tests only.
 - The launchers' device check (kernels/cuda.py) with stand-in arrays that report a device.
 - The on-disk kernel cache (kernels/cuda_build.py): the key follows the source, the
   options, the architecture and the versions; a second build does not compile; a real
-  NVRTC compile (skipped without NVRTC) gives a loadable cubin and the mangled names.
+  NVRTC compile (skipped without NVRTC) gives a cubin and the mangled names, which the
+  launchers' loader (a stand-in device and RawModule) takes from disk the second time.
 - Denormals: the GPU build keeps them (no .ftz in the PTX, where -ftz=true puts it), and
   the emulated ReLU gradient at a denormal input equals the reference's and PyTorch's,
   while an emulator that flushes them (the negative control) does not.
@@ -92,6 +94,28 @@ def test_this_machine_without_a_driver_skips():
     if state != "absent":
         pytest.skip("this machine has an NVIDIA driver")
     assert gpu_probe.gpu_verdict()[0] == "skip"
+
+
+class FakeItem:
+    """A collected test, as far as the gpu hook looks at it."""
+
+    def __init__(self, gpu):
+        self.gpu = gpu
+
+    def get_closest_marker(self, name):
+        return object() if name == "gpu" and self.gpu else None
+
+
+@pytest.mark.parametrize("verdict,outcome", [(("skip", "no driver"), pytest.skip.Exception),
+                                             (("fail", "CuPy broken"), pytest.fail.Exception)])
+def test_the_gpu_hook_skips_or_fails_gpu_tests_only(monkeypatch, verdict, outcome):
+    import conftest
+    monkeypatch.setattr(conftest, "_gpu_verdict", lambda: verdict)
+    with pytest.raises(outcome, match=verdict[1]):
+        conftest.pytest_runtest_setup(FakeItem(gpu=True))
+    assert conftest.pytest_runtest_setup(FakeItem(gpu=False)) is None
+    monkeypatch.setattr(conftest, "_gpu_verdict", lambda: ("run", None))
+    assert conftest.pytest_runtest_setup(FakeItem(gpu=True)) is None
 
 
 # ------------------------------------------------------------- launchers check devices
@@ -235,6 +259,36 @@ def test_nvrtc_build_of_a_real_source_is_cached(tmp_path):
     assert built[0].path.read_bytes()[:4] == b"\x7fELF"
     assert sorted(built[1].lowered) == sorted(names)
     assert all(m.startswith("_Z") and "relu" in m for m in built[1].lowered.values())
+
+
+def test_gpu_loader_compiles_once_and_loads_the_cubin_by_mangled_name(tmp_path, monkeypatch):
+    _nvrtc()
+    cupy = pytest.importorskip("cupy")
+    loaded = []
+
+    class Device:                           # a compute capability 9.0 GPU, number 0
+        def __init__(self, i=0):
+            self.id, self.compute_capability = i, "90"
+
+    class RawModule:
+        def __init__(self, path):
+            loaded.append(path)
+            self.path = path
+
+        def get_function(self, name):
+            return name
+    monkeypatch.setenv("CUPY_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cupy.cuda, "Device", Device)
+    monkeypatch.setattr(cupy, "RawModule", RawModule)
+    module, lowered = cuda._module.__wrapped__("relu.cu", 0)
+    cubin = pathlib.Path(module.path)
+    assert cubin.parent == tmp_path / "tinyres" and cubin.read_bytes()[:4] == b"\x7fELF"
+    stamp = cubin.stat().st_mtime_ns
+    again, _ = cuda._module.__wrapped__("relu.cu", 0)        # a new process: from disk
+    assert again.path == module.path and cubin.stat().st_mtime_ns == stamp
+    monkeypatch.setattr(cuda, "_module", lambda f, d: (module, lowered))
+    assert cuda._cupy_kernel("relu_backward", np.float64) == lowered["relu_backward<double>"]
+    assert lowered["relu_backward<double>"].startswith("_Z13relu_backwardIdE")
 
 
 # ------------------------------------------------------------------------ denormals
