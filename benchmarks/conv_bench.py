@@ -280,15 +280,13 @@ def gpu_info():
             "cuda_driver": cupy.cuda.runtime.driverGetVersion()}
 
 
-def gpu_shape_row(group, case, ref_step, tf32, warmup, reps, event, sync):
-    """One convolution case on both engines: time, peak memory, outputs compared."""
+def gpu_shape_row(group, case, engines, tf32, warmup, reps, event, sync, release):
+    """One convolution case on each (engine, step maker, peak-memory probe) of engines:
+    time, peak memory, and the outputs of "tinyres" compared with those of "ref".
+    release() hands cached GPU memory back between engines."""
     import numpy as np
-    import cupy
     row, outputs = {"group": group, "case": case}, {}
-    for engine, maker, peak in (("tinyres", tinyres_gpu_step, cupy_peak_mb),
-                                ("ref", ref_step, torch_peak_mb)):
-        if maker is None:
-            continue
+    for engine, maker, peak in engines:
         try:
             step, outputs[engine] = maker(case, np)
             row[engine] = {"ms": gpu_time_ms(step, warmup, reps, event, sync),
@@ -297,7 +295,7 @@ def gpu_shape_row(group, case, ref_step, tf32, warmup, reps, event, sync):
         except Exception as err:
             row[engine] = {"error": f"{type(err).__name__}: {err}"}
             outputs.pop(engine, None)
-        cupy.get_default_memory_pool().free_all_blocks()
+        release()
     if len(outputs) == 2:
         row["check"] = compare_outputs(outputs["tinyres"], outputs["ref"], tf32)
     return row
@@ -310,6 +308,7 @@ def run_gpu(args, info):
     ref_name, ref_step = gpu_reference(args.tf32)
     if ref_name is None:
         print(f"note: no reference column: {ref_step}")
+        ref_step = None
     print(f"reference: {ref_name}; precision: {'TF32' if args.tf32 else 'strict fp32'} "
           f"(CuPy float32 GEMMs: {cupy_compute})")
 
@@ -321,24 +320,30 @@ def run_gpu(args, info):
     sync = cupy.cuda.Device().synchronize
     warmup, reps = (2, 5) if args.quick else (5, 20)
 
+    release = cupy.get_default_memory_pool().free_all_blocks
+    engines = [("tinyres", tinyres_gpu_step, cupy_peak_mb)]
+    if ref_step is not None:
+        engines.append(("ref", ref_step, torch_peak_mb))
     rows = []
     for group, case in shape_cases(args.quick, "cuda"):
-        rows.append(finish_row(gpu_shape_row(group, case, ref_step, args.tf32, warmup, reps,
-                                             cupy_event, sync)))
+        rows.append(finish_row(gpu_shape_row(group, case, engines, args.tf32, warmup, reps,
+                                             cupy_event, sync, release)))
     models = []
     for case in ([] if args.no_models else model_cases(args.quick, "cuda")):
         row = {"case": case}
-        for engine, maker in (("tinyres", tinyres_gpu_model_step),
-                              ("ref", torch_gpu_model_step if ref_name == "cuDNN (torch)"
-                               else None)):
+        for engine, maker, peak in (("tinyres", tinyres_gpu_model_step, cupy_peak_mb),
+                                    ("ref", torch_gpu_model_step if ref_step else None,
+                                     torch_peak_mb)):
             if maker is None:
                 continue
             try:
-                ms = gpu_time_ms(maker(case, np), 3, 10 if not args.quick else 3, cupy_event, sync)
-                row[engine] = {"ms": ms, "images_per_s": case["n"] / ms * 1e3}
+                step = maker(case, np)
+                ms = gpu_time_ms(step, 3, 10 if not args.quick else 3, cupy_event, sync)
+                row[engine] = {"ms": ms, "images_per_s": case["n"] / ms * 1e3,
+                               "peak_mb": peak(step)}
             except Exception as err:
                 row[engine] = {"error": f"{type(err).__name__}: {err}"}
-            cupy.get_default_memory_pool().free_all_blocks()
+            release()
         models.append(finish_row(row))
     return {"reference": ref_name, "cupy_compute_type": cupy_compute, **gpu_info()}, rows, models
 
@@ -419,14 +424,15 @@ def geomeans(rows):
 
 def print_models(models):
     columns = [("training step", 34), ("tinyres img/s", 13), ("ref img/s", 10),
-               ("ratio (time)", 12)]
+               ("ratio (time)", 12), ("tinyres MB", 10), ("ref MB", 8)]
     print()
     _timing.print_header(columns)
     for row in models:
         t, r = row.get("tinyres", {}), row.get("ref", {})
         _timing.print_row(columns, [row["case"]["name"], _cell(t, "images_per_s", ".1f"),
                                     _cell(r, "images_per_s", ".1f"),
-                                    _timing.fmt(row["ratio"], ".2f")])
+                                    _timing.fmt(row["ratio"], ".2f"),
+                                    _cell(t, "peak_mb", ".0f"), _cell(r, "peak_mb", ".0f")])
 
 
 def main(argv=None):

@@ -16,6 +16,7 @@
   benchmarks/conv_bench.py's output check and its --help.
 """
 import ctypes
+import functools
 import json
 import pathlib
 import subprocess
@@ -460,3 +461,43 @@ def test_conv_bench_output_check_and_help():
                           capture_output=True, text=True)
     assert done.returncode == 0 and "--tf32" in done.stdout
     assert not hasattr(bench, "cupy_cudnn_step")
+
+
+class FakeEvent:
+    """Stands in for a CUDA event: every interval lasts 2 ms."""
+
+    def record(self):
+        pass
+
+    def synchronize(self):
+        pass
+
+    @staticmethod
+    def elapsed(start, end):
+        return 2.0
+
+
+def test_conv_bench_gpu_row_times_measures_and_checks_each_engine():
+    bench = _benchmark("conv_bench")
+    case = {"name": "r50 conv", "op": "fwd+bwd", "flops": 6e9}
+
+    def engine(scale, fail=False):
+        def maker(case, np_):
+            if fail:
+                raise MemoryError("out of memory")
+            return (lambda: None), (lambda: [np.ones((2, 2), np.float32) * scale])
+        return maker
+    released = []
+    run = functools.partial(bench.gpu_shape_row, "resnet50", case, tf32=False, warmup=1,
+                            reps=3, event=FakeEvent, sync=lambda: None,
+                            release=lambda: released.append(1))
+    row = bench.finish_row(run([("tinyres", engine(1.0), lambda s: 12.0),
+                                ("ref", engine(1.0), lambda s: 10.0)]))
+    assert row["tinyres"] == {"ms": 2.0, "peak_mb": 12.0, "gflops": 3000.0}   # 6 GFLOP in 2 ms
+    assert row["ratio"] == 1.0 and row["check"] == {"max_rel_err": 0.0, "ok": True}
+    assert len(released) == 2
+    wrong = run([("tinyres", engine(1.5), lambda s: 1.0), ("ref", engine(1.0), lambda s: 1.0)])
+    assert wrong["check"]["ok"] is False and wrong["check"]["max_rel_err"] == 0.5
+    broken = run([("tinyres", engine(1.0, fail=True), lambda s: 1.0),
+                  ("ref", engine(1.0), lambda s: 1.0)])
+    assert broken["tinyres"] == {"error": "MemoryError: out of memory"} and "check" not in broken
