@@ -17,7 +17,6 @@ there is no GPU (the reason is printed; nothing else runs).
 """
 import argparse
 import json
-import os
 import pathlib
 import shutil
 import subprocess
