@@ -253,10 +253,24 @@ def gpu_reference(tf32):
         return None, "torch is not installed"
     if not torch.cuda.is_available():
         return None, f"torch {torch.__version__} has no usable CUDA"
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
+    pin_torch_tf32(torch, tf32)
     torch.backends.cudnn.benchmark = True
     return "cuDNN (torch)", torch_gpu_step
+
+
+def pin_torch_tf32(torch, tf32):
+    """TF32 on or off in torch's cuBLAS matmuls and cuDNN convolutions: the fp32_precision
+    API where torch has it (2.9+; mixing it with the legacy allow_tf32 flags is an error
+    there), else the allow_tf32 flags. Returns the settings, for the JSON."""
+    if hasattr(torch.backends.cudnn, "fp32_precision"):
+        precision = "tf32" if tf32 else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.fp32_precision = precision
+        return {"matmul": torch.backends.cuda.matmul.fp32_precision,
+                "cudnn_conv": torch.backends.cudnn.conv.fp32_precision}
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    return {"matmul_allow_tf32": tf32, "cudnn_allow_tf32": tf32}
 
 
 def pin_cupy_tf32(tf32):
@@ -345,7 +359,12 @@ def run_gpu(args, info):
                 row[engine] = {"error": f"{type(err).__name__}: {err}"}
             release()
         models.append(finish_row(row))
-    return {"reference": ref_name, "cupy_compute_type": cupy_compute, **gpu_info()}, rows, models
+    torch_precision = None
+    if ref_step is not None:
+        import torch
+        torch_precision = pin_torch_tf32(torch, args.tf32)
+    return ({"reference": ref_name, "cupy_compute_type": cupy_compute,
+             "torch_precision": torch_precision, **gpu_info()}, rows, models)
 
 
 # ----- the CPU path (workers of cpu_bench.py) ----------------------------------------------

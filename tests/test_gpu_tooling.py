@@ -501,3 +501,18 @@ def test_conv_bench_gpu_row_times_measures_and_checks_each_engine():
     broken = run([("tinyres", engine(1.0, fail=True), lambda s: 1.0),
                   ("ref", engine(1.0), lambda s: 1.0)])
     assert broken["tinyres"] == {"error": "MemoryError: out of memory"} and "check" not in broken
+
+
+def test_conv_bench_pins_torch_tf32_both_ways():
+    torch = pytest.importorskip("torch")
+    bench = _benchmark("conv_bench")
+    try:
+        assert set(bench.pin_torch_tf32(torch, True).values()) <= {"tf32", True}
+        strict = bench.pin_torch_tf32(torch, False)
+        assert set(strict.values()) <= {"ieee", False} and strict
+        if hasattr(torch.backends.cudnn, "fp32_precision"):
+            assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+    finally:
+        if hasattr(torch.backends.cudnn, "fp32_precision"):   # torch's defaults again
+            torch.backends.cuda.matmul.fp32_precision = "none"
+            torch.backends.cudnn.fp32_precision = "none"
