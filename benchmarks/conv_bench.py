@@ -4,8 +4,11 @@ cuDNN through PyTorch (or CuPy's cuDNN bindings), on the convolution shapes of r
 
 Precision is the same on both sides: strict float32 by default (TF32 off in cuBLAS and
 cuDNN, CUPY_TF32=0), TF32 on both sides with --tf32. CuPy reads CUPY_TF32 when it is
-imported, so each invocation runs one mode, and this script sets the variable before
-anything imports CuPy.
+imported, so this script sets the variable before anything imports CuPy and then pins
+CuPy's float32 compute type explicitly (pin_cupy_tf32), recorded in the JSON. Every
+shape's outputs (y, and grad_x and grad_w for fwd+bwd) are compared with PyTorch's on the
+same inputs; a difference above TOLERANCE marks the row FAIL. The reference is cuDNN
+through PyTorch only (CuPy 14 dropped its cuDNN bindings).
 
 Columns:
   shape            N x C x H x W input, OC, kernel/stride; "fwd" forward, "fwd+bwd"
@@ -14,6 +17,9 @@ Columns:
   ref ms           the same on the reference (cuDNN via torch; torch CPU with --device cpu)
   ratio            tinyres / reference (above 1: tinyres is slower)
   GF/s             2*N*OC*OH*OW*C*kh*kw per forward, three times that for fwd+bwd
+  MB               peak GPU memory of one step: CuPy's pool after a step on an emptied
+                   pool (tinyres), torch.cuda.max_memory_allocated (reference)
+  max rel err      max |tinyres - reference| / max |reference| over the outputs
   geomean          geometric mean of the ratios over the resnet50 shapes, per pass
 Whole models: images per second of a training step (forward, cross-entropy, backward,
 SGD step) of resnet50 (batch 64) and resnet20 (batch 128).
@@ -78,6 +84,8 @@ def gpu_time_ms(fn, warmup, reps, event_cls, sync):
 
 
 def tinyres_gpu_step(case, np):
+    """(step, outputs) of one convolution case in tinyres: step() runs it, outputs() runs
+    it once more and returns [y] or [y, grad_x, grad_w] as NumPy arrays."""
     import tinyres
     import tinyres.nn.functional as F
     rng = np.random.default_rng(0)
@@ -88,16 +96,22 @@ def tinyres_gpu_step(case, np):
 
     def fwd():
         return F.conv2d(x, w, None, case["stride"], case["pad"])
-    if case["op"] == "fwd":
-        return fwd
 
     def step():
         x.grad = w.grad = None
-        fwd().backward(g)
-    return step
+        out = fwd()
+        if case["op"] != "fwd":
+            out.backward(g)
+        return out
+
+    def outputs():
+        out = step()
+        return [out.numpy()] + ([] if case["op"] == "fwd" else [x.grad.numpy(), w.grad.numpy()])
+    return step, outputs
 
 
 def torch_gpu_step(case, np):
+    """(step, outputs) of one convolution case in PyTorch (cuDNN), as tinyres_gpu_step."""
     import torch
     import torch.nn.functional as F
     rng = np.random.default_rng(0)
@@ -106,44 +120,58 @@ def torch_gpu_step(case, np):
     w = torch.from_numpy(w_np).cuda().requires_grad_()
     g = torch.from_numpy(g_np).cuda()
 
-    def fwd():
-        return F.conv2d(x, w, None, case["stride"], case["pad"])
-    if case["op"] == "fwd":
-        return fwd
-
     def step():
         x.grad = w.grad = None
-        fwd().backward(g)
-    return step
+        out = F.conv2d(x, w, None, case["stride"], case["pad"])
+        if case["op"] != "fwd":
+            out.backward(g)
+        return out
+
+    def outputs():
+        out = step().detach()
+        parts = [out] + ([] if case["op"] == "fwd" else [x.grad, w.grad])
+        return [t.cpu().numpy() for t in parts]
+    return step, outputs
 
 
-def cupy_cudnn_step(case, np, tf32):
-    """The reference through CuPy's own cuDNN bindings (used when torch has no CUDA)."""
+# The largest error allowed, relative to the largest magnitude of the reference's output:
+# strict float32 GEMMs differ by summation order only; TF32 rounds the inputs to 10 bits.
+TOLERANCE = {False: 1e-4, True: 2e-2}
+
+
+def compare_outputs(ours, ref, tf32):
+    """{"max_rel_err": worst over the outputs of max|ours - ref| / max|ref|, "ok": within
+    TOLERANCE[tf32] and the same shapes}."""
+    import numpy as np
+    if len(ours) != len(ref) or any(a.shape != b.shape for a, b in zip(ours, ref)):
+        return {"max_rel_err": None, "ok": False,
+                "error": f"shapes {[a.shape for a in ours]} vs {[b.shape for b in ref]}"}
+    worst = max(float(np.max(np.abs(a.astype(np.float64) - b)) / max(float(np.max(np.abs(b))),
+                                                                     1e-30))
+                for a, b in zip(ours, ref))
+    return {"max_rel_err": worst, "ok": bool(worst <= TOLERANCE[tf32])}
+
+
+def cupy_peak_mb(fn):
+    """fn() run on an emptied CuPy pool; the pool's size afterwards (MB): what it had to
+    hold at the peak (an upper bound: freed blocks stay in the pool)."""
     import cupy
-    try:
-        from cupyx import cudnn
-    except ImportError:
-        from cupy import cudnn
-    rng = np.random.default_rng(0)
-    x_np, w_np, g_np = cpu_bench._inputs(case, rng, np)
-    x, w, g = cupy.asarray(x_np), cupy.asarray(w_np), cupy.asarray(g_np)
-    y, gx, gw = cupy.empty_like(g), cupy.empty_like(x), cupy.empty_like(w)
-    pad, stride, dil = (case["pad"],) * 2, (case["stride"],) * 2, (1, 1)
-    tc = "always" if tf32 else "never"
+    pool = cupy.get_default_memory_pool()
+    pool.free_all_blocks()
+    fn()
+    cupy.cuda.Device().synchronize()
+    return pool.total_bytes() / 2**20
 
-    def fwd():
-        cudnn.convolution_forward(x, w, None, y, pad, stride, dil, 1,
-                                  auto_tune=True, tensor_core=tc)
-    if case["op"] == "fwd":
-        return fwd
 
-    def step():
-        fwd()
-        cudnn.convolution_backward_filter(x, g, gw, pad, stride, dil, 1, deterministic=False,
-                                          auto_tune=True, tensor_core=tc)
-        cudnn.convolution_backward_data(w, g, None, gx, pad, stride, dil, 1,
-                                        deterministic=False, auto_tune=True, tensor_core=tc)
-    return step
+def torch_peak_mb(fn):
+    """fn() with torch's peak-memory counter reset; the peak it allocated (MB)."""
+    import torch
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 def torch_gpu_model_step(case, np):
@@ -217,24 +245,43 @@ def torch_resnet50():
 
 
 def gpu_reference(tf32):
-    """(name, step maker, timer) of the reference engine on the GPU, or (None, reason)."""
+    """("cuDNN (torch)", step maker) when torch has CUDA, else (None, the reason). CuPy 14
+    has no cuDNN bindings any more (cupyx.cudnn is gone), so PyTorch is the only reference."""
     try:
         import torch
-        if torch.cuda.is_available():
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-            torch.backends.cudnn.allow_tf32 = tf32
-            torch.backends.cudnn.benchmark = True
-            return "cuDNN (torch)", torch_gpu_step
     except ImportError:
-        pass
-    try:
-        try:
-            from cupyx import cudnn  # noqa: F401
-        except ImportError:
-            from cupy import cudnn  # noqa: F401
-        return "cuDNN (cupy)", lambda case, np: cupy_cudnn_step(case, np, tf32)
-    except ImportError:
-        return None, "neither torch with CUDA nor CuPy's cuDNN bindings are installed"
+        return None, "torch is not installed"
+    if not torch.cuda.is_available():
+        return None, f"torch {torch.__version__} has no usable CUDA"
+    pin_torch_tf32(torch, tf32)
+    torch.backends.cudnn.benchmark = True
+    return "cuDNN (torch)", torch_gpu_step
+
+
+def pin_torch_tf32(torch, tf32):
+    """TF32 on or off in torch's cuBLAS matmuls and cuDNN convolutions: the fp32_precision
+    API where torch has it (2.9+; mixing it with the legacy allow_tf32 flags is an error
+    there), else the allow_tf32 flags. Returns the settings, for the JSON."""
+    if hasattr(torch.backends.cudnn, "fp32_precision"):
+        precision = "tf32" if tf32 else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.fp32_precision = precision
+        return {"matmul": torch.backends.cuda.matmul.fp32_precision,
+                "cudnn_conv": torch.backends.cudnn.conv.fp32_precision}
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    return {"matmul_allow_tf32": tf32, "cudnn_allow_tf32": tf32}
+
+
+def pin_cupy_tf32(tf32):
+    """Set CuPy's float32 GEMM compute type to TF32 or strict FP32, whatever CUPY_TF32
+    said when CuPy was imported (it is read once, at import, so an earlier import in the
+    same process would otherwise win); return the type now in force, by name."""
+    import numpy as np
+    from cupy._core import _routines_linalg as linalg
+    f32 = np.dtype(np.float32)
+    linalg.set_compute_type(f32, linalg.COMPUTE_TYPE_TF32 if tf32 else linalg.COMPUTE_TYPE_FP32)
+    return linalg.compute_type_to_str(linalg.get_compute_type(f32))
 
 
 def gpu_info():
@@ -242,18 +289,42 @@ def gpu_info():
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     name = props["name"]
     return {"gpu": name.decode() if isinstance(name, bytes) else name,
-            "cupy": cupy.__version__,
+            "cupy": cupy.__version__, "cupy_tf32": os.environ.get("CUPY_TF32"),
             "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
             "cuda_driver": cupy.cuda.runtime.driverGetVersion()}
+
+
+def gpu_shape_row(group, case, engines, tf32, warmup, reps, event, sync, release):
+    """One convolution case on each (engine, step maker, peak-memory probe) of engines:
+    time, peak memory, and the outputs of "tinyres" compared with those of "ref".
+    release() hands cached GPU memory back between engines."""
+    import numpy as np
+    row, outputs = {"group": group, "case": case}, {}
+    for engine, maker, peak in engines:
+        try:
+            step, outputs[engine] = maker(case, np)
+            row[engine] = {"ms": gpu_time_ms(step, warmup, reps, event, sync),
+                           "peak_mb": peak(step)}
+            outputs[engine] = outputs[engine]()
+        except Exception as err:
+            row[engine] = {"error": f"{type(err).__name__}: {err}"}
+            outputs.pop(engine, None)
+        release()
+    if len(outputs) == 2:
+        row["check"] = compare_outputs(outputs["tinyres"], outputs["ref"], tf32)
+    return row
 
 
 def run_gpu(args, info):
     import numpy as np
     import cupy
+    cupy_compute = pin_cupy_tf32(args.tf32)
     ref_name, ref_step = gpu_reference(args.tf32)
     if ref_name is None:
         print(f"note: no reference column: {ref_step}")
-    print(f"reference: {ref_name}; precision: {'TF32' if args.tf32 else 'strict fp32'}")
+        ref_step = None
+    print(f"reference: {ref_name}; precision: {'TF32' if args.tf32 else 'strict fp32'} "
+          f"(CuPy float32 GEMMs: {cupy_compute})")
 
     def cupy_event():
         return cupy.cuda.Event()
@@ -263,35 +334,37 @@ def run_gpu(args, info):
     sync = cupy.cuda.Device().synchronize
     warmup, reps = (2, 5) if args.quick else (5, 20)
 
+    release = cupy.get_default_memory_pool().free_all_blocks
+    engines = [("tinyres", tinyres_gpu_step, cupy_peak_mb)]
+    if ref_step is not None:
+        engines.append(("ref", ref_step, torch_peak_mb))
     rows = []
     for group, case in shape_cases(args.quick, "cuda"):
-        row = {"group": group, "case": case}
-        for engine, maker in (("tinyres", tinyres_gpu_step), ("ref", ref_step)):
-            if maker is None:
-                continue
-            try:
-                row[engine] = {"ms": gpu_time_ms(maker(case, np), warmup, reps,
-                                                 cupy_event, sync)}
-            except Exception as err:
-                row[engine] = {"error": f"{type(err).__name__}: {err}"}
-            cupy.get_default_memory_pool().free_all_blocks()
-        rows.append(finish_row(row))
+        rows.append(finish_row(gpu_shape_row(group, case, engines, args.tf32, warmup, reps,
+                                             cupy_event, sync, release)))
     models = []
     for case in ([] if args.no_models else model_cases(args.quick, "cuda")):
         row = {"case": case}
-        for engine, maker in (("tinyres", tinyres_gpu_model_step),
-                              ("ref", torch_gpu_model_step if ref_name == "cuDNN (torch)"
-                               else None)):
+        for engine, maker, peak in (("tinyres", tinyres_gpu_model_step, cupy_peak_mb),
+                                    ("ref", torch_gpu_model_step if ref_step else None,
+                                     torch_peak_mb)):
             if maker is None:
                 continue
             try:
-                ms = gpu_time_ms(maker(case, np), 3, 10 if not args.quick else 3, cupy_event, sync)
-                row[engine] = {"ms": ms, "images_per_s": case["n"] / ms * 1e3}
+                step = maker(case, np)
+                ms = gpu_time_ms(step, 3, 10 if not args.quick else 3, cupy_event, sync)
+                row[engine] = {"ms": ms, "images_per_s": case["n"] / ms * 1e3,
+                               "peak_mb": peak(step)}
             except Exception as err:
                 row[engine] = {"error": f"{type(err).__name__}: {err}"}
-            cupy.get_default_memory_pool().free_all_blocks()
+            release()
         models.append(finish_row(row))
-    return {"reference": ref_name, **gpu_info()}, rows, models
+    torch_precision = None
+    if ref_step is not None:
+        import torch
+        torch_precision = pin_torch_tf32(torch, args.tf32)
+    return ({"reference": ref_name, "cupy_compute_type": cupy_compute,
+             "torch_precision": torch_precision, **gpu_info()}, rows, models)
 
 
 # ----- the CPU path (workers of cpu_bench.py) ----------------------------------------------
@@ -331,7 +404,17 @@ def finish_row(row):
 
 
 SHAPE_COLUMNS = [("shape", 48), ("tinyres ms", 11), ("ref ms", 10), ("ratio", 7),
-                 ("tinyres GF/s", 12), ("ref GF/s", 10)]
+                 ("tinyres GF/s", 12), ("ref GF/s", 10), ("tinyres MB", 10), ("ref MB", 8),
+                 ("max rel err", 11)]
+
+
+def _check_cell(row):
+    check = row.get("check")
+    if check is None:
+        return "-"
+    if check["max_rel_err"] is None:
+        return "FAIL"
+    return f"{check['max_rel_err']:.1e}" + ("" if check["ok"] else " FAIL")
 
 
 def _cell(side, key, spec):
@@ -345,7 +428,8 @@ def print_shape_row(row):
     _timing.print_row(SHAPE_COLUMNS, [
         row["case"]["name"], _cell(t, "ms", ".2f"), _cell(r, "ms", ".2f"),
         _timing.fmt(row["ratio"], ".2f"), _cell(t, "gflops", ".1f"),
-        _cell(r, "gflops", ".1f")])
+        _cell(r, "gflops", ".1f"), _cell(t, "peak_mb", ".0f"), _cell(r, "peak_mb", ".0f"),
+        _check_cell(row)])
 
 
 def geomeans(rows):
@@ -359,14 +443,15 @@ def geomeans(rows):
 
 def print_models(models):
     columns = [("training step", 34), ("tinyres img/s", 13), ("ref img/s", 10),
-               ("ratio (time)", 12)]
+               ("ratio (time)", 12), ("tinyres MB", 10), ("ref MB", 8)]
     print()
     _timing.print_header(columns)
     for row in models:
         t, r = row.get("tinyres", {}), row.get("ref", {})
         _timing.print_row(columns, [row["case"]["name"], _cell(t, "images_per_s", ".1f"),
                                     _cell(r, "images_per_s", ".1f"),
-                                    _timing.fmt(row["ratio"], ".2f")])
+                                    _timing.fmt(row["ratio"], ".2f"),
+                                    _cell(t, "peak_mb", ".0f"), _cell(r, "peak_mb", ".0f")])
 
 
 def main(argv=None):
@@ -402,13 +487,18 @@ def main(argv=None):
     print(f"reference: {info['reference']}; geometric mean of tinyres/reference over the "
           f"resnet50 shapes: fwd {_timing.fmt(gm['fwd'], '.2f')}, "
           f"fwd+bwd {_timing.fmt(gm['fwd+bwd'], '.2f')}")
+    failed = [r["case"]["name"] for r in rows if r.get("check") and not r["check"]["ok"]]
+    if failed:
+        print(f"OUTPUT CHECK FAILED (beyond {TOLERANCE[args.tf32]:g} of the reference): "
+              f"{', '.join(failed)}")
     print_models(models)
     if args.json:
         _timing.write_json(args.json, {"machine": info, "device": args.device,
                                        "tf32": args.tf32, "quick": args.quick,
                                        "shapes": rows, "geomean_resnet50": gm,
-                                       "models": models})
+                                       "models": models, "check_failed": failed})
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

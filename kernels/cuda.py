@@ -1,9 +1,12 @@
 """CuPy launchers for the CUDA C kernels in cuda/*.cu: the functions of reference.py.
 
 The kernels live in real .cu files next to this one, templated on the element type T.
-Each file is compiled once per device by cupy.RawModule with name expressions such as
-"im2col<float>" and "im2col<double>", which make NVRTC instantiate the templates; CuPy is
-imported only when a kernel is first needed, so importing this module never needs a GPU.
+Each file is compiled with NVRTC with name expressions such as "im2col<float>" and
+"im2col<double>", which make NVRTC instantiate the templates, once per machine (the cubin
+is cached on disk by kernels/cuda_build.py, which says why not by cupy.RawModule), and
+loaded once per process and device; CuPy is imported only when a kernel is first needed,
+so importing this module never needs a GPU. Every launcher first checks that its arrays
+are on the current device (a kernel reading another GPU's pointer is undefined).
 
 The launch logic (argument checks, output allocation, launch geometry, the exact C type of
 every scalar argument) is written once, in the class Launchers, against an array module
@@ -24,7 +27,7 @@ import re
 
 import numpy as np
 
-from . import checks, gemm_conv
+from . import checks, cuda_build, gemm_conv
 
 CUDA_DIR = pathlib.Path(__file__).resolve().parent / "cuda"
 SOURCES = ("im2col.cu", "batchnorm.cu", "relu.cu", "maxpool.cu")
@@ -81,12 +84,34 @@ class Launchers:
 
     kernel(name, dtype) returns a callable with RawKernel's calling convention,
     kernel((grid,), (block,), args). block must be a multiple of 32, at most 1024.
+    devices, when given, is (device_of(array) -> int or None for a host array,
+    current_device() -> int): every launcher then checks its arrays against the current
+    device before anything else.
     """
 
-    def __init__(self, xp, kernel, block=BLOCK, max_blocks=MAX_BLOCKS):
+    def __init__(self, xp, kernel, block=BLOCK, max_blocks=MAX_BLOCKS, devices=None):
         if block % 32 or not 32 <= block <= 1024:
             raise ValueError(f"block must be a multiple of 32 in [32, 1024], got {block}")
         self.xp, self.kernel, self.block, self.max_blocks = xp, kernel, block, max_blocks
+        self.devices = devices
+
+    def _check_devices(self, kernel, **arrays):
+        """Raise RuntimeError naming the kernel, the array and both devices when an array
+        (None is skipped) is not on the current device."""
+        if self.devices is None:
+            return
+        device_of, current_device = self.devices
+        current = current_device()
+        for name, a in arrays.items():
+            if a is None:
+                continue
+            where = device_of(a)
+            if where != current:
+                found = "cpu" if where is None else f"cuda:{where}"
+                raise RuntimeError(
+                    f"{kernel}: array {name} is on {found} but the kernel runs on the current "
+                    f"device cuda:{current}; move it there (.to('cuda:{current}')) or make "
+                    f"its device current")
 
     def _launch(self, name, dtype, work, args):
         """One thread per item of `work`, in a grid-stride loop."""
@@ -104,6 +129,7 @@ class Launchers:
 
     def im2col(self, x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
         """See reference.im2col."""
+        self._check_devices("im2col", x=x)
         oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw, dh, dw)
         n, c, h, w = x.shape
         x = self.xp.ascontiguousarray(x)
@@ -114,6 +140,7 @@ class Launchers:
 
     def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
         """See reference.col2im."""
+        self._check_devices("col2im", cols=cols)
         n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
         cols = self.xp.ascontiguousarray(cols)
         dx = self.xp.empty((n, c, h, w), dtype=cols.dtype)
@@ -123,6 +150,7 @@ class Launchers:
 
     def conv2d_forward(self, x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
         """See reference.conv2d_forward: im2col + the groups' GEMMs (cuBLAS on a GPU)."""
+        self._check_devices("conv2d_forward", x=x, w2=w2)
         oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
         return gemm_conv.conv2d_forward(self.xp, self.im2col, x, w2, kh, kw, sh, sw, ph, pw,
                                         oh, ow, dh, dw, groups)
@@ -130,6 +158,7 @@ class Launchers:
     def conv2d_backward(self, grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True,
                         need_w=True, dh=1, dw=1, groups=1):
         """See reference.conv2d_backward."""
+        self._check_devices("conv2d_backward", grad_out=grad_out, x=x, w2=w2)
         checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
         return gemm_conv.conv2d_backward(self.xp, self.im2col, self.col2im, grad_out, x, w2,
                                          kh, kw, sh, sw, ph, pw, need_x, need_w,
@@ -137,6 +166,8 @@ class Launchers:
 
     def batchnorm_forward(self, x, weight, bias, running_mean, running_var, momentum, eps):
         """See reference.batchnorm_forward."""
+        self._check_devices("batchnorm_forward", x=x, weight=weight, bias=bias,
+                            running_mean=running_mean, running_var=running_var)
         m = checks.batchnorm_forward_args(x, weight, bias, running_mean, running_var)
         xp, dt = self.xp, x.dtype
         if m == 0:     # an empty batch (as PyTorch): empty y, running statistics untouched
@@ -158,6 +189,8 @@ class Launchers:
 
     def batchnorm_backward(self, grad_out, x, weight, mean, invstd):
         """See reference.batchnorm_backward."""
+        self._check_devices("batchnorm_backward", grad_out=grad_out, x=x, weight=weight,
+                            mean=mean, invstd=invstd)
         m = checks.batchnorm_backward_args(grad_out, x, weight, mean, invstd)
         xp, dt = self.xp, x.dtype
         if m == 0:     # an empty batch: no gradient reaches weight and bias
@@ -176,6 +209,7 @@ class Launchers:
 
     def relu_forward(self, x):
         """See reference.relu_forward."""
+        self._check_devices("relu_forward", x=x)
         checks.check_float("relu_forward", x, "x")
         x = self.xp.ascontiguousarray(x)
         y = self.xp.empty_like(x)
@@ -184,6 +218,7 @@ class Launchers:
 
     def relu_backward(self, grad_out, x):
         """See reference.relu_backward."""
+        self._check_devices("relu_backward", grad_out=grad_out, x=x)
         checks.relu_backward_args(grad_out, x)
         g = self.xp.ascontiguousarray(grad_out)
         x = self.xp.ascontiguousarray(x, dtype=g.dtype)
@@ -193,6 +228,7 @@ class Launchers:
 
     def maxpool_forward(self, x, kh, kw, sh, sw, ph, pw):
         """See reference.maxpool_forward."""
+        self._check_devices("maxpool_forward", x=x)
         oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw)
         n, c, h, w = x.shape
         x = self.xp.ascontiguousarray(x)
@@ -204,6 +240,7 @@ class Launchers:
 
     def maxpool_backward(self, grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
         """See reference.maxpool_backward."""
+        self._check_devices("maxpool_backward", grad_out=grad_out, idx=idx)
         n, c, h, w, oh, ow = checks.maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw,
                                                           ph, pw, check_index=False)
         g = self.xp.ascontiguousarray(grad_out)
@@ -216,21 +253,35 @@ class Launchers:
 
 @functools.lru_cache(maxsize=None)
 def _module(filename, device_id):
-    """The compiled RawModule of one .cu file on one device (compiled once, then cached)."""
+    """(RawModule, {name expression: mangled name}) of one .cu file on one device: compiled
+    once per machine by cuda_build (cached on disk, without CuPy's -ftz=true), loaded once
+    per process and device."""
     import cupy
 
     source = read_source(filename)
-    with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=source, options=("-std=c++17",),
-                              name_expressions=name_expressions(source))
+    device = cupy.cuda.Device(device_id)
+    built = cuda_build.build_for_device(source, filename, name_expressions(source),
+                                        device.compute_capability)
+    return cupy.RawModule(path=str(built.path)), built.lowered
 
 
 def _cupy_kernel(name, dtype):
     """The RawKernel `name<T>` for dtype on the current device."""
     import cupy
 
-    module = _module(kernel_files()[name], cupy.cuda.Device().id)
-    return module.get_function(f"{name}<{C_TYPES[np.dtype(dtype)]}>")
+    module, lowered = _module(kernel_files()[name], cupy.cuda.Device().id)
+    return module.get_function(lowered[f"{name}<{C_TYPES[np.dtype(dtype)]}>"])
+
+
+def _cupy_device_of(a):
+    """The CUDA device number of a CuPy array; None for anything else (a NumPy array)."""
+    return a.device.id if type(a).__module__.startswith("cupy") else None
+
+
+def _cupy_current_device():
+    import cupy
+
+    return cupy.cuda.Device().id
 
 
 def _cupy():
@@ -241,7 +292,8 @@ def _cupy():
 
 @functools.lru_cache(maxsize=None)
 def _gpu():
-    return Launchers(_cupy(), _cupy_kernel)
+    return Launchers(_cupy(), _cupy_kernel,
+                     devices=(_cupy_device_of, _cupy_current_device))
 
 
 def im2col(x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):

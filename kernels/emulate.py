@@ -70,12 +70,14 @@ def _wrapper(name, params, ctype):
             f"error, error_len, [args] {{ {name}<{ctype}>({unpacked}); }});\n}}\n")
 
 
-def _translation_unit(source, filename):
-    """The header, the kernels (with #line so errors name the .cu file) and the wrappers."""
+def _translation_unit(source, filename, ftz=False):
+    """The header, the kernels (with #line so errors name the .cu file) and the wrappers;
+    ftz=True flushes denormals as -ftz=true would (see emulate.h)."""
     wrappers = "".join(_wrapper(name, params, t)
                        for name, params in cuda.kernel_signatures(source).items()
                        for t in cuda.C_TYPES.values())
-    return (f'#include "{HEADER}"\n#line 1 "{filename}"\n{source}\n'
+    return (f"#define EMU_FTZ {int(ftz)}\n"
+            f'#include "{HEADER}"\n#line 1 "{filename}"\n{source}\n'
             f"// entry points\n{wrappers}")
 
 
@@ -149,10 +151,11 @@ class EmulatedKernel:
 class EmulatedModule:
     """The kernels of one .cu source built for the CPU; like cupy.RawModule."""
 
-    def __init__(self, source, filename="kernels.cu", timeout_ms=TIMEOUT_MS):
+    def __init__(self, source, filename="kernels.cu", timeout_ms=TIMEOUT_MS, ftz=False):
         self.signatures = cuda.kernel_signatures(source)
         stem = pathlib.Path(filename).stem
-        self.library = ctypes.CDLL(str(_compile(_translation_unit(source, filename), stem)))
+        unit = _translation_unit(source, filename, ftz)
+        self.library = ctypes.CDLL(str(_compile(unit, stem)))
         self.timeout_ms = timeout_ms
 
     def get_function(self, name_expression):
@@ -165,16 +168,18 @@ class EmulatedModule:
         return EmulatedKernel(function, name, ctype, self.signatures[name], self.timeout_ms)
 
 
-def backend(sources=None, block=64, max_blocks=8, timeout_ms=TIMEOUT_MS):
+def backend(sources=None, block=64, max_blocks=8, timeout_ms=TIMEOUT_MS, ftz=False):
     """cuda.Launchers over NumPy with the kernels built for the CPU.
 
     sources maps a file name of cuda.SOURCES to replacement source text (for tests that
     plant a bug); the other files are read from kernels/cuda/. Small blocks and a small
     grid cap keep the emulation fast and make the grid-stride loops take several steps.
+    ftz=False keeps denormals, as the GPU build does (kernels/cuda_build.OPTIONS); True
+    flushes them, as CuPy's default -ftz=true would (a negative control for tests).
     """
     texts = {f: (sources or {}).get(f) or cuda.read_source(f) for f in cuda.SOURCES}
     with concurrent.futures.ThreadPoolExecutor(len(texts)) as pool:  # g++ runs in parallel
-        built = pool.map(lambda f: EmulatedModule(texts[f], f, timeout_ms), texts)
+        built = pool.map(lambda f: EmulatedModule(texts[f], f, timeout_ms, ftz), texts)
         modules = dict(zip(texts, built))
 
     @functools.lru_cache(maxsize=None)

@@ -1,9 +1,12 @@
 """Test set-up: repeatable hypothesis examples, the helper modules in tests/ importable,
-and an installed tinyres (kernels/ is only importable as tinyres.kernels once the package
-is installed)."""
+an installed tinyres (kernels/ is only importable as tinyres.kernels once the package
+is installed), and the rule for `gpu` tests: skipped only without a GPU, failed when
+the GPU is there but its software stack is broken."""
+import functools
 import os
 import sys
 
+import pytest
 from hypothesis import settings
 
 # The same examples on every run (CI is reproducible; a failure found once is found again).
@@ -19,3 +22,21 @@ try:
 except ImportError as err:   # pragma: no cover - a set-up problem, not a test
     raise ImportError("tinyres is not installed: run `pip install -e .[dev]` in the "
                       "repository root first") from err
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_verdict():
+    from tinyres.gpu_probe import gpu_verdict
+    return gpu_verdict()
+
+
+def pytest_runtest_setup(item):
+    """A `gpu` test skips only where the GPU is explicitly absent (no driver, no device);
+    a GPU whose stack is broken fails the test with the reason (tinyres/gpu_probe.py)."""
+    if item.get_closest_marker("gpu") is None:
+        return
+    action, reason = _gpu_verdict()
+    if action == "skip":
+        pytest.skip(f"no GPU: {reason}")
+    if action == "fail":
+        pytest.fail(f"the GPU stack is broken: {reason}", pytrace=False)

@@ -10,7 +10,11 @@ Two independent compilers, each skipped cleanly where it is missing:
 A negative control shows that a warning (an unused variable) does fail each route, and the
 kernel parser that names the instantiations is checked to see every __global__ function
 (and, in im2col.cu, the dilation parameters in the order the launchers pass them).
+The ptxas resource report (benchmarks/ptxas_report.py: registers, spills, shared memory,
+occupancy at the launchers' block size, for sm_80 and sm_90) must show no spill; run
+with -s to see its table. Its parser and occupancy rules are checked on a report by hand.
 """
+import pathlib
 import re
 import shutil
 import subprocess
@@ -121,3 +125,56 @@ def test_importing_cuda_needs_no_cupy():
     code = ("import sys; sys.modules['cupy'] = None\n"
             "import tinyres.kernels.cuda as c; assert callable(c.im2col)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------- ptxas resources (benchmarks/ptxas_report.py)
+def _ptxas_report():
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    import ptxas_report
+    return ptxas_report
+
+
+@pytest.fixture(scope="module")
+def ptxas_rows():
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc not found on PATH")
+    report = _ptxas_report()
+    rows = report.report()
+    print("\n" + report.table(rows))
+    return rows
+
+
+def test_ptxas_reports_every_instantiation_without_spills(ptxas_rows):
+    expected = {f"{e}" for f in cuda.SOURCES for e in cuda.name_expressions(cuda.read_source(f))}
+    for arch in ("sm_80", "sm_90"):
+        assert {r.kernel for r in ptxas_rows if r.arch == arch} == expected, arch
+    spills = [r for r in ptxas_rows if r.spill_stores or r.spill_loads or r.stack]
+    assert spills == [], f"register spills or stack frames: {spills}"
+    assert all(0 < r.registers <= 255 and r.block == cuda.BLOCK for r in ptxas_rows)
+    assert all(r.occupancy >= 0.5 for r in ptxas_rows), "occupancy below 50%"
+    reductions = [r for r in ptxas_rows if r.kernel.startswith(("batchnorm_stats",
+                                                                "batchnorm_backward_reduce"))]
+    assert reductions and all(r.shared > 0 and r.barriers >= 1 for r in reductions)
+
+
+PTXAS_LOG = """\
+ptxas info    : Compiling entry function '_Z6im2colIfEvPKT_PS0_iiiiiiiiiiiiii' for 'sm_90'
+ptxas info    : Function properties for _Z6im2colIfEvPKT_PS0_iiiiiiiiiiiiii
+    0 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads
+ptxas info    : Used 40 registers, used 1 barriers, 300 bytes smem, 388 bytes cmem[0]
+"""
+
+
+def test_ptxas_parser_and_occupancy_by_hand():
+    report = _ptxas_report()
+    (r,) = report.parse(PTXAS_LOG)
+    assert (r.kernel, r.arch, r.registers, r.spill_stores, r.spill_loads, r.shared,
+            r.barriers) == ("im2col<float>", "sm_90", 40, 8, 4, 300, 1)
+    # 40 registers x 32 lanes = 1280 per warp: 65536 // 1280 = 51 warps, 6 blocks of 8 warps
+    assert report.occupancy(40, 0, 256, "sm_90") == 48 / 64
+    assert report.occupancy(32, 0, 256, "sm_90") == 1.0
+    # 100 KB of shared memory per block: 2 blocks fit in 228 KB, 1 in 164 KB
+    assert report.occupancy(32, 100 * 1024, 256, "sm_90") == 16 / 64
+    assert report.occupancy(32, 100 * 1024, 256, "sm_80") == 8 / 64
+    # 1024-thread blocks are limited by threads: 2 blocks of 32 warps
+    assert report.occupancy(16, 0, 1024, "sm_80") == 1.0

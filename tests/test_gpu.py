@@ -1,6 +1,8 @@
 """The GPU run: `pytest -m gpu`. Every op gradient-checked in float64 on 'cuda', the CUDA
 kernels against the NumPy reference, and resnet20 / resnet18 on the GPU against the CPU.
-Skipped where CUDA is not usable (tinyres.cuda.why_unavailable() says why)."""
+Skipped only where the GPU is explicitly absent; a GPU with a broken stack fails every test
+with the reason (tests/conftest.py, tinyres/gpu_probe.py). The smoke test first proves the
+three things the rest rely on: NVRTC compiles a kernel, it launches, cuBLAS multiplies."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,9 +14,57 @@ from namespaces import TinyresOps
 from op_cases import CASES
 from tinyres import models
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not tinyres.cuda.is_available(),
-                                 reason=f"CUDA unusable: {tinyres.cuda.why_unavailable()}")]
+pytestmark = pytest.mark.gpu
+
+SMOKE = """
+template <typename T>
+__global__ void axpb(const T* x, T* y, T a, T b, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = a * x[i] + b;
+}
+"""
+
+
+def test_smoke_rawmodule_compiles_and_launches_and_cublas_multiplies(tmp_path):
+    import cupy
+    from tinyres.kernels import cuda_build
+    from cupy.cuda import nvrtc
+    dev = cupy.cuda.Device()
+    arch, kind = cuda_build.target(dev.compute_capability, set(nvrtc.getSupportedArchs()))
+    built = cuda_build.build(SMOKE, "smoke.cu", arch, kind, ["axpb<float>"], ("smoke",),
+                             directory=tmp_path)
+    kernel = cupy.RawModule(path=str(built.path)).get_function(built.lowered["axpb<float>"])
+    x = cupy.arange(1000, dtype=cupy.float32)
+    y = cupy.empty_like(x)
+    kernel((4,), (256,), (x, y, np.float32(2), np.float32(1), np.int32(x.size)))
+    np.testing.assert_array_equal(cupy.asnumpy(y), 2 * np.arange(1000, dtype=np.float32) + 1)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((64, 48)), rng.standard_normal((48, 32))   # float64: exact-ish
+    np.testing.assert_allclose(cupy.asnumpy(cupy.asarray(a) @ cupy.asarray(b)), a @ b,
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_launchers_refuse_arrays_of_another_device_or_the_host():
+    import cupy
+    from tinyres.kernels import cuda
+    with pytest.raises(RuntimeError, match=r"relu_forward: array x is on cpu"):
+        cuda.relu_forward(np.ones(3, np.float32))
+    if cupy.cuda.runtime.getDeviceCount() > 1:
+        with cupy.cuda.Device(1):
+            x = cupy.ones(3, cupy.float32)
+        with pytest.raises(RuntimeError, match=r"array x is on cuda:1 .* cuda:0"):
+            cuda.relu_forward(x)
+
+
+def test_denormal_relu_gradient_matches_the_reference_on_the_gpu():
+    import cupy
+    from tinyres.kernels import cuda, reference
+    x = np.array([1e-40, -1e-40, 0.0, 1.0], np.float32)        # two float32 denormals
+    g = np.full(4, 3.0, np.float32)
+    got = cupy.asnumpy(cuda.relu_backward(cupy.asarray(g), cupy.asarray(x)))
+    np.testing.assert_array_equal(got, reference.relu_backward(g, x))
+    np.testing.assert_array_equal(cupy.asnumpy(cuda.relu_forward(cupy.asarray(x))),
+                                  reference.relu_forward(x))
 
 
 class CudaOps(TinyresOps):

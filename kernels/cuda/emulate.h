@@ -22,7 +22,11 @@
 //   instead of hanging;
 // - a warp is 32 consecutive threads; __shfl_down_sync / __shfl_xor_sync pass values through
 //   an exchange buffer of one slot per thread, with a warp barrier before and after reading;
-// - atomicAdd works through std::atomic_ref.
+// - atomicAdd works through std::atomic_ref;
+// - denormals: the GPU kernels are compiled with -ftz=false (kernels/cuda_build.py), so every
+//   emulated thread clears the x86 flush-to-zero and denormals-are-zero bits of MXCSR
+//   (whatever a library loaded into the process set); compiled with -DEMU_FTZ=1 it sets
+//   them instead, imitating -ftz=true (for float and, unlike a GPU, for double too).
 //
 // Use: g++ -std=c++20 -pthread -include emulate.h file.cu, then call emu::launch(grid,
 // block, timeout_ms, error, error_len, [&] { kernel<float>(args...); }) from the host code.
@@ -41,6 +45,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 #define __global__
 #define __device__
@@ -156,6 +163,18 @@ private:
 inline Block* current = nullptr;  // the block now running (one launch at a time)
 inline std::mutex launch_mutex;   // serialises launches: __shared__ statics are global
 
+// Denormal handling of the calling thread: kept (as -ftz=false) unless EMU_FTZ is set.
+inline void set_denormal_mode() {
+#if defined(__SSE__) || defined(__x86_64__)
+    constexpr unsigned flush = 0x8040;  // MXCSR FTZ (bit 15) | DAZ (bit 6)
+#if defined(EMU_FTZ) && EMU_FTZ
+    _mm_setcsr(_mm_getcsr() | flush);
+#else
+    _mm_setcsr(_mm_getcsr() & ~flush);
+#endif
+#endif
+}
+
 inline unsigned thread_rank() {
     return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
 }
@@ -172,6 +191,7 @@ int launch(dim3 grid, dim3 block, int timeout_ms, char* error, int error_len, Ke
     blockDim = block;
     auto worker = [&](unsigned rank) {
         threadIdx = {rank % block.x, rank / block.x % block.y, rank / (block.x * block.y)};
+        set_denormal_mode();
         try {
             for (unsigned b = 0; b < blocks; ++b) {
                 blockIdx = {b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)};

@@ -1,0 +1,212 @@
+"""Roofline cost model of one resnet50 training step (batch 64, 224x224, float32) as
+tinyres runs it on a GPU: every kernel and GEMM the step launches, its bytes and FLOPs,
+its predicted time on an H100 SXM and an H200, its share of the step, and the launches.
+
+What tinyres runs (kernels/gemm_conv.py, kernels/cuda.py, tinyres/optim/sgd.py):
+  conv forward   im2col (or, 1x1 stride 1, a channels-first copy), one GEMM, NCHW copy
+  conv backward  channels-first copy of grad_out, GEMM to grad_cols, col2im (or NCHW copy),
+                 the columns rebuilt (im2col or copy), GEMM to grad_w (the stem: no grad_x)
+  batch norm     stats kernel (reads x), apply kernel (reads x, writes y), ~12 tiny
+                 per-channel ops; backward: reduce (reads g, x), apply (g, x -> grad_x)
+  relu           forward reads x writes y; backward reads g and x, writes grad_x
+  max-pool       forward writes y and an int64 index; backward reads g and idx
+  residual add   forward reads two, writes one; backward accumulates the shortcut's
+                 gradient into the block input's (+=)
+  SGD step       momentum 0.9, weight decay 1e-4: seven elementwise ops per parameter
+A kernel's time is the roofline bound max(bytes / bandwidth, FLOPs / peak): bytes are the
+compulsory traffic (each operand read once, each result written once), so every prediction
+is a lower bound a kernel can approach but not beat. A GEMM's peak is FP32 (CUDA cores) in
+strict mode, TF32 (tensor cores, dense) with --tf32. Every launch also costs host time
+(LAUNCH_US, an assumption for a CuPy launch from Python); the step cannot be faster than
+the launches' host time either.
+
+Published figures (dense, no sparsity):
+  H100 SXM5 80 GB  HBM3 3.35 TB/s, FP32 67 TFLOPS, TF32 tensor 494.7 TFLOPS
+                   (NVIDIA H100 Tensor Core GPU datasheet)
+  H200 SXM 141 GB  HBM3e 4.8 TB/s, FP32 67 TFLOPS, TF32 tensor 494.7 TFLOPS
+                   (NVIDIA H200 Tensor Core GPU datasheet; 989 TFLOPS there is with sparsity)
+
+    python benchmarks/gpu_model.py [--tf32] [--json out.json]
+"""
+import argparse
+import collections
+import json
+import sys
+
+GPUS = {
+    "H100 SXM": {"bandwidth": 3.35e12, "fp32": 67e12, "tf32": 494.7e12},
+    "H200": {"bandwidth": 4.8e12, "fp32": 67e12, "tf32": 494.7e12},
+}
+LAUNCH_US = 5.0          # host time per kernel launch from Python through CuPy (assumed)
+F32 = 4
+BN_TINY_OPS = 12         # per-channel casts, sqrt, 1/x and running-stat updates per forward
+SGD_OPS = 7              # wd*p, g+wd*p, buf*=m, (1-d)*g, buf+=, lr*buf, p-= (sgd.py)
+SGD_TRAFFIC = 16         # parameter-sized reads + writes of those seven ops
+HOST_SYNCS = {"loss: label min/max read with int()": 2, "train loop: loss.item()": 1}
+
+
+def conv_out(h, k, s, p):
+    return (h + 2 * p - k) // s + 1
+
+
+def resnet50_convs(n=64):
+    """[(name, dict(n, c, h, oc, k, s, p))] of resnet50 in order (torchvision layout)."""
+    convs = [("conv1", dict(n=n, c=3, h=224, oc=64, k=7, s=2, p=3))]
+    inplanes, h = 64, 56
+    for stage, (planes, blocks, stride) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3),
+                                                         (1, 2, 2, 2)), start=1):
+        for b in range(blocks):
+            s = stride if b == 0 else 1
+            ho = conv_out(h, 3, s, 1)
+            pre = f"layer{stage}.{b}"
+            convs += [(f"{pre}.conv1", dict(n=n, c=inplanes, h=h, oc=planes, k=1, s=1, p=0)),
+                      (f"{pre}.conv2", dict(n=n, c=planes, h=h, oc=planes, k=3, s=s, p=1)),
+                      (f"{pre}.conv3", dict(n=n, c=planes, h=ho, oc=4 * planes, k=1, s=1,
+                                            p=0))]
+            if b == 0:
+                convs.append((f"{pre}.downsample",
+                              dict(n=n, c=inplanes, h=h, oc=4 * planes, k=1, s=s, p=0)))
+            inplanes, h = 4 * planes, ho
+    return convs
+
+
+def item(layer, kernel, nbytes, flops=0, gemm=False, launches=1):
+    return dict(layer=layer, kernel=kernel, bytes=nbytes, flops=flops, gemm=gemm,
+                launches=launches)
+
+
+def conv_items(name, cv, need_x=True):
+    """The kernels and GEMMs of one convolution's forward and backward."""
+    n, c, h, oc, k, s, p = (cv[key] for key in "n c h oc k s p".split())
+    oh = conv_out(h, k, s, p)
+    x, big_k, cols_n = n * c * h * h, c * k * k, n * oh * oh
+    cols, out, w = big_k * cols_n, oc * cols_n, oc * big_k
+    pointwise = (k, s, p) == (1, 1, 0)
+    unfold = ("copy x channels-first", 2 * x) if pointwise else ("im2col", x + cols)
+    gemm = 2 * oc * big_k * cols_n
+    rows = [item(name, f"fwd {unfold[0]}", F32 * unfold[1]),
+            item(name, "fwd GEMM w2 @ cols", F32 * (w + cols + out), gemm, True),
+            item(name, "fwd copy out to NCHW", F32 * 2 * out),
+            item(name, "bwd copy grad_out channels-first", F32 * 2 * out)]
+    if need_x:
+        rows += [item(name, "bwd GEMM w2^T @ g2", F32 * (w + out + cols), gemm, True),
+                 item(name, "bwd copy grad_x to NCHW" if pointwise else "bwd col2im",
+                      F32 * (2 * x if pointwise else cols + x))]
+    rows += [item(name, f"bwd {unfold[0]} (rebuilt)", F32 * unfold[1]),
+             item(name, "bwd GEMM g2 @ cols^T", F32 * (out + cols + w), gemm, True)]
+    return rows, (n, oc, oh)
+
+
+def bn_relu_items(name, shape, relu=True):
+    n, c, h = shape
+    e = n * c * h * h
+    rows = [item(name, "bn stats", F32 * e), item(name, "bn apply", F32 * 2 * e),
+            item(name, "bn per-channel ops", F32 * 4 * c * BN_TINY_OPS, launches=BN_TINY_OPS),
+            item(name, "bn bwd reduce", F32 * 2 * e), item(name, "bn bwd apply", F32 * 3 * e),
+            item(name, "bn bwd casts", F32 * 4 * c, launches=2)]
+    if relu:
+        rows += [item(name, "relu fwd", F32 * 2 * e), item(name, "relu bwd", F32 * 3 * e)]
+    return rows
+
+
+def step_items(n=64, params=None):
+    """Every kernel and GEMM of one training step."""
+    rows, shapes = [], {}
+    for name, cv in resnet50_convs(n):
+        conv, shape = conv_items(name, cv, need_x=name != "conv1")
+        shapes[name] = shape
+        last = name.endswith(("conv3", "downsample"))
+        rows += conv + bn_relu_items(name, shape, relu=not last)
+        if name.endswith("conv3"):
+            e = shape[0] * shape[1] * shape[2] ** 2
+            rows += [item(name, "residual add + relu fwd", F32 * 5 * e, launches=2),
+                     item(name, "residual relu bwd + grad accumulate", F32 * 6 * e,
+                          launches=2)]
+    e_in, e_out = n * 64 * 112 * 112, n * 64 * 56 * 56
+    rows += [item("maxpool", "maxpool fwd", F32 * e_in + 3 * F32 * e_out),
+             item("maxpool", "maxpool bwd", 3 * F32 * e_out + F32 * e_in),
+             item("avgpool+fc", "avgpool fwd+bwd", F32 * 2 * n * 2048 * 49, launches=2),
+             item("avgpool+fc", "fc GEMMs fwd+bwd", F32 * 3 * (2048 * 1000 + n * 3048),
+                  3 * 2 * n * 2048 * 1000, True, launches=3),
+             item("loss", "cross-entropy fwd+bwd", F32 * 6 * n * 1000, launches=10)]
+    params = params if params is not None else parameter_count(n)
+    rows.append(item("optimizer", "SGD step (momentum, weight decay)",
+                     F32 * SGD_TRAFFIC * params[0], launches=SGD_OPS * params[1]))
+    return rows
+
+
+def parameter_count(n=64):
+    """(scalars, tensors) of resnet50: conv weights, batch-norm weight and bias, fc."""
+    scalars = tensors = 0
+    for _, cv in resnet50_convs(n):
+        scalars += cv["oc"] * cv["c"] * cv["k"] ** 2 + 2 * cv["oc"]
+        tensors += 3
+    return scalars + 2048 * 1000 + 1000, tensors + 2
+
+
+def predict(rows, gpu, tf32=False):
+    """Each row with its roofline time in ms on `gpu` (a GPUS entry) and its share."""
+    peak = gpu["tf32"] if tf32 else gpu["fp32"]
+    out = []
+    for r in rows:
+        memory, compute = r["bytes"] / gpu["bandwidth"], r["flops"] / (peak if r["gemm"]
+                                                                      else gpu["fp32"])
+        out.append(dict(r, ms=1e3 * max(memory, compute),
+                        bound="compute" if compute > memory else "memory"))
+    total = sum(r["ms"] for r in out)
+    for r in out:
+        r["share"] = r["ms"] / total
+    return out
+
+
+def summary(rows):
+    """Totals: GPU time, launches, host launch time, the predicted step, host syncs."""
+    gpu_ms = sum(r["ms"] for r in rows)
+    launches = sum(r["launches"] for r in rows)
+    host_ms = launches * LAUNCH_US / 1e3
+    return dict(gpu_ms=gpu_ms, launches=launches, host_launch_ms=host_ms,
+                step_ms=max(gpu_ms, host_ms), host_syncs=sum(HOST_SYNCS.values()))
+
+
+def by_kernel(rows):
+    """{kernel kind: (ms, share, launches)}, the row names without their layer."""
+    acc = collections.defaultdict(lambda: [0.0, 0.0, 0])
+    for r in rows:
+        a = acc[r["kernel"]]
+        a[0] += r["ms"]
+        a[1] += r["share"]
+        a[2] += r["launches"]
+    return dict(sorted(acc.items(), key=lambda kv: -kv[1][0]))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tf32", action="store_true", help="GEMMs on TF32 tensor cores")
+    parser.add_argument("--json", help="write every row and the totals here")
+    args = parser.parse_args(argv)
+    rows = step_items()
+    result = {"mode": "tf32" if args.tf32 else "fp32", "launch_us": LAUNCH_US,
+              "host_syncs": HOST_SYNCS, "gpus": {}}
+    for name, gpu in GPUS.items():
+        predicted = predict(rows, gpu, args.tf32)
+        result["gpus"][name] = {"summary": summary(predicted), "rows": predicted,
+                                "figures": gpu}
+    h100, h200 = (result["gpus"][g] for g in GPUS)
+    print(f"resnet50 training step, batch 64, {result['mode']}: roofline lower bounds")
+    print(f"{'kernel':40} {'H100 ms':>8} {'H200 ms':>8} {'share':>6} {'launches':>8}")
+    kinds_200 = by_kernel(h200["rows"])
+    for kind, (ms, share, launches) in by_kernel(h100["rows"]).items():
+        print(f"{kind:40} {ms:8.2f} {kinds_200[kind][0]:8.2f} {share:6.1%} {launches:8d}")
+    for name, g in result["gpus"].items():
+        s = g["summary"]
+        print(f"{name}: GPU {s['gpu_ms']:.1f} ms, {s['launches']} launches "
+              f"({s['host_launch_ms']:.1f} ms of host time at {LAUNCH_US} us), predicted "
+              f"step {s['step_ms']:.1f} ms, {s['host_syncs']} host syncs")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
