@@ -38,3 +38,16 @@ def test_readme_and_train_announce_the_same_first_compile_time():
         " ".join(readme.split())
     assert f"The cold run is about {FIRST_COMPILE} on a quiet 2-core machine" in \
         " ".join(bench.split())
+
+
+def test_benchmarks_readme_quotes_the_recorded_ddp_run():
+    record = json.loads((ROOT / "benchmarks" / "results" / "ddp_bench_2026-12-03.json")
+                        .read_text())
+    text = (ROOT / "benchmarks" / "README.md").read_text()
+    assert f"commit {record['commit']}" in text
+    for r in record["rows"]:
+        images = r["ranks"] * r["batch_per_rank"] / r["step_s"]
+        row = (f"| {r['ranks']} | {r['cap_mb']:g} | {r['buckets']} | {r['bytes_per_step']:,} | "
+               f"{1000 * r['step_s']:.0f} | {images:.0f} | {1000 * r['wait_s']:.2f} | "
+               f"{1000 * r['allreduce_s']:.2f} |")
+        assert row in text, row
