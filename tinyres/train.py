@@ -154,12 +154,18 @@ class Trainer:
     # ----- one epoch ------------------------------------------------------------------
     def train_epoch(self, epoch):
         """One pass over the training set; (mean loss, accuracy)."""
+        total_loss, correct, seen = self.training_pass(epoch, self.model)
+        return total_loss / seen, correct / seen
+
+    def training_pass(self, epoch, module):
+        """One pass of SGD steps through `module` (the model, or a wrapper of it such as
+        DistributedDataParallel); (summed loss, correct predictions, images seen)."""
         self.model.train()
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.config.epochs}",
                    leave=False, disable=not _show_bars(self.config))
         for images, labels in bar:
-            logits = self.model(images)
+            logits = module(images)
             loss = F.cross_entropy(logits, labels)
             self.optimizer.zero_grad()
             loss.backward()
@@ -169,7 +175,7 @@ class Trainer:
             correct += int((logits.numpy().argmax(1) == labels.numpy()).sum())
             seen += n
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-        return total_loss / seen, correct / seen
+        return total_loss, correct, seen
 
     def evaluate(self, loader=None):
         """(mean loss, accuracy) over the test set, in eval mode without gradients."""

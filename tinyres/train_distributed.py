@@ -18,15 +18,13 @@ import io
 from dataclasses import replace
 
 import numpy as np
-from tqdm.auto import tqdm
 
 import tinyres
 import tinyres.distributed as dist
-import tinyres.nn.functional as F
 from tinyres import data
 from tinyres.nn import SyncBatchNorm
 from tinyres.nn.parallel import DistributedDataParallel
-from tinyres.train import Trainer, _show_bars
+from tinyres.train import Trainer
 from tinyres.utils.data import DistributedSampler
 
 
@@ -118,22 +116,7 @@ class DistributedTrainer(Trainer):
         """One epoch on this rank's shard through DDP; (loss, accuracy) over all ranks."""
         self.sampler.set_epoch(epoch)
         self._seed_augmentation(epoch)
-        self.model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.config.epochs}",
-                   leave=False, disable=not _show_bars(self.config))
-        for images, labels in bar:
-            logits = self.ddp(images)
-            loss = F.cross_entropy(logits, labels)
-            self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()
-            n = len(labels.array)
-            loss_sum += loss.item() * n
-            correct += int((logits.numpy().argmax(1) == labels.numpy()).sum())
-            seen += n
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        return self._reduced(loss_sum, correct, seen)
+        return self._reduced(*self.training_pass(epoch, self.ddp))
 
     def evaluate(self, loader=None):
         """(loss, accuracy) over the whole test set: each rank its shard, sums reduced."""
