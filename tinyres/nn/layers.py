@@ -285,16 +285,25 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         self._check_input_dim(check_input(self, x))
+        momentum = self._momentum_this_step()
+        use_batch_stats = self.training or self.running_mean is None
+        track = not self.training or self.track_running_stats
+        return self._normalize(x, self.running_mean if track else None,
+                               self.running_var if track else None, use_batch_stats, momentum)
+
+    def _momentum_this_step(self):
+        """The running statistics' momentum for this call; a training call that tracks
+        statistics counts its batch (momentum=None: the cumulative average, 1/batches)."""
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.array += 1
             self.num_batches_tracked._version_counter.value += 1
-            if self.momentum is None:      # cumulative moving average
+            if self.momentum is None:
                 momentum = 1.0 / float(self.num_batches_tracked.item())
-        use_batch_stats = self.training or self.running_mean is None
-        track = not self.training or self.track_running_stats
-        return F.batch_norm(x, self.running_mean if track else None,
-                            self.running_var if track else None, self.weight, self.bias,
+        return momentum
+
+    def _normalize(self, x, running_mean, running_var, use_batch_stats, momentum):
+        return F.batch_norm(x, running_mean, running_var, self.weight, self.bias,
                             use_batch_stats, momentum, self.eps)
 
     def extra_repr(self):

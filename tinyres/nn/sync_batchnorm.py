@@ -9,8 +9,7 @@ torch's SyncBatchNorm refuses CPU tensors; tinyres's runs on CPU (MPI) and GPU (
 from tinyres import distributed as dist
 from tinyres.autograd import no_grad
 from tinyres.functional.sync_norm import sync_batch_norm
-from tinyres.nn import functional as F
-from tinyres.nn.layers import _BatchNorm, check_input
+from tinyres.nn.layers import _BatchNorm
 
 
 class SyncBatchNorm(_BatchNorm):
@@ -34,22 +33,12 @@ class SyncBatchNorm(_BatchNorm):
         group = dist.process_group.default_group(self.process_group)
         return group if group.size > 1 else None
 
-    def forward(self, x):
-        self._check_input_dim(check_input(self, x))
-        momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.array += 1
-            self.num_batches_tracked._version_counter.value += 1
-            if self.momentum is None:      # cumulative moving average
-                momentum = 1.0 / float(self.num_batches_tracked.item())
-        use_batch_stats = self.training or self.running_mean is None
-        track = not self.training or self.track_running_stats
-        running_mean = self.running_mean if track else None
-        running_var = self.running_var if track else None
+    def _normalize(self, x, running_mean, running_var, use_batch_stats, momentum):
+        """Batch norm with the statistics of the whole group's batch while training in a
+        process group; plain batch norm otherwise."""
         group = self._group()
         if group is None:
-            return F.batch_norm(x, running_mean, running_var, self.weight, self.bias,
-                                use_batch_stats, momentum, self.eps)
+            return super()._normalize(x, running_mean, running_var, use_batch_stats, momentum)
         return sync_batch_norm(x, running_mean, running_var, self.weight, self.bias,
                                momentum, self.eps, group)
 
