@@ -97,23 +97,14 @@ class ExclusiveGating(nn.Module):
         return (1.0 - _array(self.last_gate)) * grad
 
 
-class ShortcutOnlyGating(nn.Module):
-    """y = F(x) + (1 - g(x)) x: the gate on the shortcut only; its factor is 1 - g(x)."""
-
-    def __init__(self, planes, gate_bias=0.0):
-        super().__init__()
-        self.gate = Gate(planes, gate_bias)
-        self.last_gate = None
-        self.scale = float("nan")
+class ShortcutOnlyGating(ExclusiveGating):
+    """y = F(x) + (1 - g(x)) x: the gate on the shortcut only; its factor is 1 - g(x), as
+    for ExclusiveGating (whose gate and shortcut_grad it shares)."""
 
     def forward(self, f, x, source):
         g = self.gate(source)
         self.last_gate = g.detach()
         return residual_add(f, (1.0 - g) * x)
-
-    def shortcut_grad(self, grad):
-        """(1 - g(x)) * grad, with the gate of the last forward."""
-        return (1.0 - _array(self.last_gate)) * grad
 
 
 class ConvShortcut(nn.Module):

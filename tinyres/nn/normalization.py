@@ -9,6 +9,24 @@ from tinyres.nn.layers import _BatchNorm, _empty_parameter, check_input
 from tinyres.nn.module import Module
 
 
+def _affine_parameters(module, shape, affine, bias, device, dtype):
+    """weight (ones) and bias (zeros) of `shape` on `module` when affine (no bias when
+    bias=False), else both None, as torch's LayerNorm and GroupNorm register them."""
+    module.register_parameter("weight", None)
+    module.register_parameter("bias", None)
+    if affine:
+        module.weight = _empty_parameter(shape, device, dtype)
+        if bias:
+            module.bias = _empty_parameter(shape, device, dtype)
+
+
+def _reset_affine(module):
+    if module.weight is not None:
+        init.ones_(module.weight)
+    if module.bias is not None:
+        init.zeros_(module.bias)
+
+
 class LayerNorm(Module):
     """Normalise over the last dims (normalized_shape) of each sample; weight (ones) and
     bias (zeros) of shape normalized_shape when elementwise_affine."""
@@ -21,19 +39,11 @@ class LayerNorm(Module):
         self.normalized_shape = tuple(as_int(n, "normalized_shape", "LayerNorm")
                                       for n in normalized_shape)
         self.eps, self.elementwise_affine = eps, elementwise_affine
-        self.register_parameter("weight", None)
-        self.register_parameter("bias", None)
-        if elementwise_affine:
-            self.weight = _empty_parameter(self.normalized_shape, device, dtype)
-            if bias:
-                self.bias = _empty_parameter(self.normalized_shape, device, dtype)
+        _affine_parameters(self, self.normalized_shape, elementwise_affine, bias, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self):
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input):
         return F.layer_norm(check_input(self, input), self.normalized_shape, self.weight,
@@ -57,19 +67,11 @@ class GroupNorm(Module):
             raise ValueError(f"GroupNorm: num_channels ({self.num_channels}) must be "
                              f"divisible by num_groups ({self.num_groups})")
         self.eps, self.affine = eps, affine
-        self.register_parameter("weight", None)
-        self.register_parameter("bias", None)
-        if affine:
-            self.weight = _empty_parameter((self.num_channels,), device, dtype)
-            if bias:
-                self.bias = _empty_parameter((self.num_channels,), device, dtype)
+        _affine_parameters(self, (self.num_channels,), affine, bias, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self):
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input):
         return F.group_norm(check_input(self, input), self.num_groups, self.weight,
