@@ -22,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import cpu_model, git_commit  # noqa: E402
+from _timing import header_lines, machine_info  # noqa: E402
 
 PREFIX = "@@ "
 
@@ -132,14 +132,15 @@ def main():
         return worker(args)
     if args.plan:
         return print_plans()
-    print(f"# {cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, "
-          f"commit {git_commit()}")
+    info = machine_info()          # CPU flags, BLAS kernel and threads, versions, commit
+    print("\n".join("# " + line for line in header_lines(info)))
     rows = [run_case(int(n), float(cap), args) for n in args.ranks.split(",")
             for cap in args.caps.split(",")]
     print_table(rows)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"commit": git_commit(), "cpu": cpu_model(), "rows": rows}, f, indent=2)
+            json.dump({"commit": info["commit"], "cpu": info["cpu"], "machine": info,
+                       "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
