@@ -45,6 +45,9 @@ def test_benchmarks_readme_quotes_the_recorded_ddp_run():
                         .read_text())
     text = (ROOT / "benchmarks" / "README.md").read_text()
     assert f"commit {record['commit']}" in text
+    machine = record["machine"]          # what it ran on: SIMD flags and the BLAS kernel
+    assert machine["cpu_identity"]["simd_flags"] and machine["blas"]["libraries"]
+    assert machine["blas"]["libraries"][0]["architecture"] in text
     for r in record["rows"]:
         images = r["ranks"] * r["batch_per_rank"] / r["step_s"]
         row = (f"| {r['ranks']} | {r['cap_mb']:g} | {r['buckets']} | {r['bytes_per_step']:,} | "
