@@ -27,6 +27,8 @@ import re
 
 import numpy as np
 
+from tinyres.host_sync import count_launch
+
 from . import checks, cuda_build, gemm_conv
 
 CUDA_DIR = pathlib.Path(__file__).resolve().parent / "cuda"
@@ -117,11 +119,13 @@ class Launchers:
         """One thread per item of `work`, in a grid-stride loop."""
         if work > 0:
             grid = grid_for(work, self.block, self.max_blocks)
+            count_launch()
             self.kernel(name, dtype)((grid,), (self.block,), args)
 
     def _launch_per_channel(self, name, dtype, channels, args):
         """One block per channel (the block reduces that channel)."""
         grid = max(1, min(channels, self.max_blocks))
+        count_launch()
         self.kernel(name, dtype)((grid,), (self.block,), args)
 
     def _vector(self, v, dtype):

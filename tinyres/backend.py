@@ -8,12 +8,20 @@ used. CuPy is imported lazily, only when a CUDA array or device is asked for, so
 runs on machines without CuPy or a GPU. This is Chainer's `xp = get_array_module(x)`
 idea: an op looks at its input and picks `xp` for plain array maths and `kernels_for(x)`
 for custom kernels.
+
+Every read of array values into Python goes through `to_host(a)` or `item(a)`, which
+count it (tinyres/host_sync.py keeps the counts; `count_syncs()` reports them), and
+`defer_check` records a check made on the device whose result is read later, at a read
+the caller makes anyway or at `check_pending()`.
 """
 import contextlib
 import functools
 import re
 
 import numpy as np
+
+from tinyres import host_sync
+from tinyres.host_sync import count_launch, count_syncs, deferred_checks  # noqa: F401
 
 DEVICES = ("cpu", "cuda")
 _DEVICE_STRING = re.compile(r"(?P<type>[a-z]+)(?::(?P<index>0|[1-9][0-9]*))?")
@@ -283,7 +291,7 @@ def to_device(a, dev):
     if target == device_of(a):
         return a
     if target.type == "cpu":
-        return a.get()
+        return to_host(a)
     with on_device(target):
         return _cupy().array(a, copy=True)
 
@@ -295,3 +303,75 @@ def new_array(dev, make):
     dev = resolve_device(dev)
     with on_device(dev):
         return make(xp_for(dev))
+
+
+# ----- reads into Python, counted; checks made on the device and read later ----------------
+def to_host(a):
+    """The values of an array as a NumPy array: a copy from the GPU (a host
+    synchronisation), the array itself on the CPU. Counted as one host read on either;
+    then the device's pending checks (see defer_check) are read and raised."""
+    host_sync.count_read()
+    out = a.get() if is_cuda_array(a) else a
+    _after_read(a)
+    return out
+
+
+def item(a):
+    """The one value of an array as a Python scalar; counted as to_host is."""
+    host_sync.count_read()
+    value = a.item()
+    _after_read(a)
+    return value
+
+
+def _after_read(a):
+    """Raise the pending checks of a's device: the read has just waited for the device,
+    so reading them adds no synchronisation (and is not counted)."""
+    if host_sync.tally().pending:
+        _raise_pending(device_of(a))
+
+
+def defers(a):
+    """Whether a check on array `a` is deferred (by default: when `a` is on a GPU)."""
+    return host_sync.defers(is_cuda_array(a))
+
+
+def defer_check(kind, record, make_error):
+    """Remember a check made on the device, without reading it. `record` is an int64
+    vector on the array's device whose first element is nonzero when the check failed;
+    make_error(values) builds the exception from a failed record's values (a list of
+    ints). Per kind and device the first failed record is kept, chosen on the device."""
+    key = (kind, device_of(record))
+    pending = host_sync.tally().pending
+    if key in pending:
+        xp = get_array_module(record)
+        earlier = pending[key][0]
+        record = xp.where(earlier[0] != 0, earlier, record)
+    pending[key] = (record, make_error)
+
+
+def check_pending(dev=None):
+    """Read the pending checks (of device `dev`, or of every device), one counted host read
+    per device, forget them, and raise the first failure's exception."""
+    devices = {d for _, d in host_sync.tally().pending}
+    for d in sorted(devices, key=str) if dev is None else [as_device(dev)]:
+        if d in devices:
+            host_sync.count_read()
+            _raise_pending(d)
+
+
+def _raise_pending(dev):
+    """Read dev's pending records in one transfer, forget them, raise the first failure."""
+    pending = host_sync.tally().pending
+    keys = [k for k in pending if k[1] == dev]
+    if not keys:
+        return
+    records = [pending.pop(k) for k in keys]
+    xp = get_array_module(records[0][0])
+    flat = xp.concatenate([r for r, _ in records])
+    values = (flat.get() if is_cuda_array(flat) else flat).tolist()
+    start = 0
+    for record, make_error in records:
+        part, start = values[start:start + record.size], start + record.size
+        if part[0]:
+            raise make_error(part)

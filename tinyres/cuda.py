@@ -14,6 +14,9 @@ where CUDA is absent.
 """
 from tinyres import backend
 from tinyres.backend import cuda_is_available, cuda_unusable_reason
+# Host reads and kernel launches counted (tinyres/host_sync.py); checks read later.
+from tinyres.backend import check_pending  # noqa: F401
+from tinyres.host_sync import SyncCount, count_syncs, deferred_checks  # noqa: F401
 
 
 def is_available():

@@ -175,15 +175,15 @@ class Tensor:
 
     # ----- conversions ------------------------------------------------------------------
     def numpy(self):
-        """The data as a NumPy array (copied from the GPU if needed)."""
-        return backend.to_device(self.array, "cpu")
+        """The data as a NumPy array (copied from the GPU if needed); a counted host read."""
+        return backend.to_host(self.array)
 
     def item(self):
         if self.array.size != 1:
             raise RuntimeError(f"a Tensor with {self.array.size} elements cannot be converted "
                                f"to Scalar (item() needs one element; this shape is "
                                f"{self.shape})")
-        return self.array.reshape(()).item()
+        return backend.item(self.array.reshape(()))
 
     def tolist(self):
         return self.numpy().tolist()

@@ -5,12 +5,19 @@ nll_loss, plus label smoothing and class-probability targets composed of differe
 ops; binary_cross_entropy is a Function (torch's clamp of the logs at -100 and its
 backward); the rest (with_logits, mse, l1, smooth_l1, huber, kl_div) are composed of
 differentiable ops, which gives their gradients.
+
+Value checks (class targets within [0, C), binary_cross_entropy's input within [0, 1])
+read nothing on a GPU: the check runs there and its result is read at the next host read
+(loss.item(), .numpy(), ...) or at tinyres.cuda.check_pending(), where the error is raised
+(backend.defer_check) -- as torch's device-side asserts surface at the next
+synchronisation. On the CPU the error is raised at the call, as torch raises it.
 """
 import warnings
 
 import numpy as np
 
 from tinyres.autograd import Function
+from tinyres import backend
 from tinyres.backend import get_array_module
 from tinyres.functional import math as M
 from tinyres.functional.activation import log_softmax, logsigmoid
@@ -122,10 +129,30 @@ def class_indices(op, input, target, ignore_index):
     c = input.shape[0 if input.ndim == 1 else 1]
     xp = get_array_module(t)
     bad = (t != ignore_index) & ((t < 0) | (t >= c))
-    if bool(bad.any()):
-        value = int(t[bad].ravel()[0])
-        raise IndexError(f"{op}: Target {value} is out of bounds (classes 0 to {c - 1})")
+    if t.size and backend.defers(t):
+        _defer_target_check(op, t, bad, c)
+    elif t.size and bool(bad.any()):
+        raise _target_error(op, int(t[bad].ravel()[0]), c)
     return xp.asarray(t, dtype=np.int64)
+
+
+CHECKED_OPS = ("nll_loss", "cross_entropy")
+
+
+def _target_error(op, value, c):
+    return IndexError(f"{op}: Target {value} is out of bounds (classes 0 to {c - 1})")
+
+
+def _defer_target_check(op, t, bad, c):
+    """The class-target check on the device: a record [failed, first bad target, C, op]
+    read later (backend.defer_check), nothing read now."""
+    xp = get_array_module(t)
+    flat = bad.ravel()
+    first = xp.take(t.ravel(), xp.argmax(flat)).astype(np.int64)
+    record = xp.stack([flat.any().astype(np.int64), first, xp.full((), c, dtype=np.int64),
+                       xp.full((), CHECKED_OPS.index(op), dtype=np.int64)])
+    backend.defer_check("class target", record,
+                        lambda v: _target_error(CHECKED_OPS[v[3]], v[1], v[2]))
 
 
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
@@ -135,6 +162,11 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     targets that are not ignore_index."""
     reduction = reduction_of("nll_loss", reduction, size_average, reduce)
     t = class_indices("nll_loss", input, target, ignore_index)
+    return _nll_of_checked(input, t, weight, ignore_index, reduction)
+
+
+def _nll_of_checked(input, t, weight, ignore_index, reduction):
+    """nll_loss of targets class_indices has already checked."""
     single = input.ndim == 1
     c = input.shape[0 if single else 1]
     w = _array(_class_weight("nll_loss", weight, c))
@@ -156,16 +188,21 @@ def _smoothing_term(logp, t, weight, ignore_index, reduction):
     0 at ignored positions; its mean divides by the same total as nll_loss's."""
     class_dim = 1 if logp.ndim > 1 else 0
     weighted = logp if weight is None else logp * weight.reshape(_class_shape(logp))
-    keep = Tensor(t != ignore_index)
-    smooth = M.where(keep, -M.sum(weighted, dim=class_dim), 0.0)
+    xp = get_array_module(t)
+    keep = t != ignore_index
+    smooth = M.where(Tensor(keep), -M.sum(weighted, dim=class_dim), 0.0)
     if reduction == "none":
         return smooth
     total = M.sum(smooth)
     if reduction == "sum":
         return total
-    valid = t[t != ignore_index]
-    denom = float(valid.size if weight is None else _array(weight)[valid].sum())
-    return total * (1.0 / denom if denom else float("nan"))    # all ignored: NaN, as torch
+    # the denominator stays on the device: no read of the targets here
+    denom = keep.sum() if weight is None else xp.where(
+        keep, _array(weight)[xp.where(keep, t, 0)], 0).sum()
+    denom = denom.astype(np.float64)
+    with np.errstate(divide="ignore"):       # all ignored: NaN, as torch
+        scale = xp.where(denom != 0, 1.0 / denom, np.nan).astype(total.dtype)
+    return total * Tensor(scale)
 
 
 def _probability_targets(op, input, target, weight, reduction, label_smoothing):
@@ -206,7 +243,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         return _probability_targets(op, input, target, weight, reduction, label_smoothing)
     t = class_indices(op, input, t, ignore_index)
     logp = log_softmax(input, dim=1 if input.ndim > 1 else 0)
-    nll = nll_loss(logp, t, weight, ignore_index=ignore_index, reduction=reduction)
+    nll = _nll_of_checked(logp, t, weight, ignore_index, reduction)
     if label_smoothing == 0:
         return nll
     smooth = _smoothing_term(logp, t, weight, ignore_index, reduction)
@@ -243,6 +280,20 @@ def _same_shape(op, input, target):
                          "ensure they have the same size")
 
 
+def _check_probabilities(op, x):
+    """binary_cross_entropy's input must lie in [0, 1] (NaN passes, as in torch)."""
+    if not x.size:
+        return
+    outside = ((x < 0) | (x > 1)).any()
+    make_error = lambda _: RuntimeError(f"{op}: all elements of input should be between 0 "  # noqa: E731
+                                        "and 1")
+    if backend.defers(x):
+        backend.defer_check("probability input", outside.astype(np.int64).reshape(1),
+                            make_error)
+    elif bool(outside):
+        raise make_error(None)
+
+
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
                          reduction="mean"):
     """-w (t log x + (1 - t) log(1 - x)) for probabilities x in [0, 1], each log clamped
@@ -250,9 +301,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     op = "binary_cross_entropy"
     reduction = reduction_of(op, reduction, size_average, reduce)
     _same_shape(op, input, target)
-    x = input.array
-    if x.size and bool(((x < 0) | (x > 1)).any()):
-        raise RuntimeError(f"{op}: all elements of input should be between 0 and 1")
+    _check_probabilities(op, input.array)
     if weight is not None:
         try:
             np.broadcast_to(np.empty(tuple(weight.shape)), input.shape)
