@@ -305,6 +305,27 @@ def new_array(dev, make):
         return make(xp_for(dev))
 
 
+def random_sample(like, shape):
+    """Uniform float64 draws in [0, 1) of `shape` on the device of array `like`: NumPy's
+    global generator on the CPU; on a GPU, CuPy's Philox generator for that device, reseeded
+    from NumPy's global stream for every draw (so tinyres.manual_seed fixes both)."""
+    if not is_cuda_array(like):
+        return np.random.random_sample(shape)
+    seed = int(np.random.randint(0, 2 ** 63 - 1, dtype=np.int64))
+    with _cupy().cuda.Device(like.device.id):
+        generator = _philox(like.device.id)
+        generator.seed(seed)
+        return generator.random_sample(shape, dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def _philox(index):
+    """CuPy's counter-based generator on GPU `index` (cheap to reseed: no state kernel)."""
+    cupy = _cupy()
+    with cupy.cuda.Device(index):
+        return cupy.random.RandomState(method=cupy.cuda.curand.CURAND_RNG_PSEUDO_PHILOX4_32_10)
+
+
 # ----- reads into Python, counted; checks made on the device and read later ----------------
 def to_host(a):
     """The values of an array as a NumPy array: a copy from the GPU (a host

@@ -19,6 +19,12 @@ keeps the phase it has reached and stretches (or squeezes) the rest of its half-
 end at the new last epoch, so the rate never jumps back up; multistep keeps the
 milestones it was laid out with (later epochs run at the last rate). With the same
 `epochs` a resumed run is the uninterrupted one, bit for bit.
+
+A training step reads nothing from the device: the summed loss and the correct
+predictions accumulate where the model runs (RunningTotals) and are read once per epoch,
+and once every BAR_EVERY steps while a progress bar is shown; the loss's target checks are
+read with them (tinyres.cuda.check_pending), so a bad label raises by the end of the epoch.
+On a GPU the loaders copy each batch through pinned host memory on a side stream.
 """
 import csv
 import json
@@ -32,7 +38,7 @@ from tqdm.auto import tqdm
 
 import tinyres
 import tinyres.nn.functional as F
-from tinyres import data
+from tinyres import backend, data
 from tinyres.checkpoint import numpy_rng_state, save_checkpoint, set_numpy_rng_state
 from tinyres.models import count_parameters, get_model
 from tinyres.optim import SGD
@@ -41,6 +47,7 @@ from tinyres.train_config import (DATASETS, ConfigError, TrainConfig, resume_che
                                   validate_config)
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+BAR_EVERY = 20          # steps between the progress bar's reads of the running totals
 
 
 # ----- data ------------------------------------------------------------------------------
@@ -118,10 +125,12 @@ class Trainer:
         loader_seed, aug_seed = np.random.SeedSequence(config.seed).spawn(2)
         self.aug_rng = np.random.default_rng(aug_seed)
         self.train_set, self.test_set, self.num_classes = build_datasets(config, self.aug_rng)
+        pin = backend.as_device(config.device).type == "cuda"
         self.train_loader = data.DataLoader(self.train_set, config.batch_size, shuffle=True,
-                                            seed=loader_seed, device=config.device)
+                                            seed=loader_seed, device=config.device,
+                                            pin_memory=pin)
         self.test_loader = data.DataLoader(self.test_set, config.eval_batch_size,
-                                           device=config.device)
+                                           device=config.device, pin_memory=pin)
         self.model = get_model(config.model, num_classes=self.num_classes,
                                **self._model_options()).to(config.device)
         self.optimizer = SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -161,33 +170,34 @@ class Trainer:
         """One pass of SGD steps through `module` (the model, or a wrapper of it such as
         DistributedDataParallel); (summed loss, correct predictions, images seen)."""
         self.model.train()
-        total_loss, correct, seen = 0.0, 0, 0
+        totals, seen = RunningTotals(), 0
+        shown = _show_bars(self.config)
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.config.epochs}",
-                   leave=False, disable=not _show_bars(self.config))
-        for images, labels in bar:
+                   leave=False, disable=not shown)
+        for step, (images, labels) in enumerate(bar, start=1):
             logits = module(images)
             loss = F.cross_entropy(logits, labels)
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
-            n = len(labels.array)
-            total_loss += loss.item() * n
-            correct += int((logits.numpy().argmax(1) == labels.numpy()).sum())
-            seen += n
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+            totals.add(loss, logits, labels)
+            seen += len(labels.array)
+            if shown and step % BAR_EVERY == 0:
+                total_loss, correct = totals.read()
+                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        total_loss, correct = totals.read()
         return total_loss, correct, seen
 
     def evaluate(self, loader=None):
         """(mean loss, accuracy) over the test set, in eval mode without gradients."""
         self.model.eval()
-        total_loss, correct, seen = 0.0, 0, 0
+        totals, seen = RunningTotals(), 0
         with tinyres.no_grad():
             for images, labels in loader or self.test_loader:
                 logits = self.model(images)
-                n = len(labels.array)
-                total_loss += F.cross_entropy(logits, labels).item() * n
-                correct += int((logits.numpy().argmax(1) == labels.numpy()).sum())
-                seen += n
+                totals.add(F.cross_entropy(logits, labels), logits, labels)
+                seen += len(labels.array)
+        total_loss, correct = totals.read()
         return total_loss / seen, correct / seen
 
     def predict(self, images):
@@ -257,6 +267,32 @@ class Trainer:
         self.start_epoch = ckpt.epoch
 
 
+class RunningTotals:
+    """The summed loss (float64, each batch's mean loss times its size) and the number of
+    correct predictions, kept on the device of the logits: add() reads nothing, read()
+    is one host read (and raises a pending target check, see tinyres.cuda.check_pending)."""
+
+    def __init__(self):
+        self.sums = None
+
+    def add(self, loss, logits, labels):
+        """Add a batch: its mean loss (a 0-d Tensor), logits (N, C) and labels (N,)."""
+        xp = backend.get_array_module(logits.array)
+        n = labels.array.shape[0]
+        hits = (logits.array.argmax(1) == labels.array).sum()
+        batch = xp.stack([loss.array.astype(np.float64) * n, hits.astype(np.float64)])
+        self.sums = batch if self.sums is None else self.sums + batch
+
+    def read(self):
+        """(summed loss, correct predictions) as Python numbers."""
+        if self.sums is None:
+            backend.check_pending()
+            return 0.0, 0
+        total_loss, correct = backend.to_host(self.sums).tolist()
+        backend.check_pending()
+        return total_loss, int(correct)
+
+
 def continue_schedule(scheduler, epochs):
     """Re-plan a restored schedule for a run now `epochs` long. Cosine laid out over
     another length: keep the phase reached and stretch (or squeeze) the rest of the
@@ -314,5 +350,5 @@ def plot_history(history, path):
     fig.savefig(path, dpi=100)
 
 
-__all__ = ["ConfigError", "TrainConfig", "Trainer", "build_datasets", "continue_schedule",
-           "format_row", "plot_history", "train", "write_metrics"]
+__all__ = ["ConfigError", "RunningTotals", "TrainConfig", "Trainer", "build_datasets",
+           "continue_schedule", "format_row", "plot_history", "train", "write_metrics"]

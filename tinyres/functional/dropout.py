@@ -1,12 +1,13 @@
 """Dropout: zero each element (dropout) or each whole channel (dropout2d) with
 probability p in training, and scale what is kept by 1 / (1 - p). The masks are drawn
-on the CPU from NumPy's global generator (seeded by tinyres.manual_seed)."""
+where the input is (backend.random_sample): from NumPy's global generator on the CPU, on
+the GPU from CuPy's generator seeded from that same stream, so tinyres.manual_seed makes
+both reproducible and nothing is copied from the host."""
 import warnings
 
-import numpy as np
 
 from tinyres.autograd import Function
-from tinyres.backend import get_array_module
+from tinyres.backend import get_array_module, random_sample
 
 
 class Dropout(Function):
@@ -29,9 +30,9 @@ def _check_p(p, op):
 def _apply_mask(x, p, mask_shape, inplace, op):
     """x times a mask drawn for mask_shape (broadcast over the rest), scaled by 1/(1-p)."""
     xp = get_array_module(x.array)
-    mask = np.random.random_sample(mask_shape) >= p
+    mask = random_sample(x.array, mask_shape) >= p
     scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
-    keep = xp.asarray(np.broadcast_to(mask * scale, x.shape), dtype=x.dtype)
+    keep = xp.asarray(xp.broadcast_to(mask * scale, x.shape), dtype=x.dtype)
     if inplace:
         from tinyres.functional.inplace import apply_inplace
         return apply_inplace(x, op + "_", lambda s: Dropout.apply(s, keep=keep))

@@ -293,13 +293,14 @@ class _BatchNorm(Module):
 
     def _momentum_this_step(self):
         """The running statistics' momentum for this call; a training call that tracks
-        statistics counts its batch (momentum=None: the cumulative average, 1/batches)."""
+        statistics counts its batch (momentum=None: the cumulative average, 1/batches, as a
+        0-d float64 array computed where the count is, so that nothing is read from a GPU)."""
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.array += 1
             self.num_batches_tracked._version_counter.value += 1
             if self.momentum is None:
-                momentum = 1.0 / float(self.num_batches_tracked.item())
+                momentum = 1.0 / self.num_batches_tracked.array.astype(np.float64)
         return momentum
 
     def _normalize(self, x, running_mean, running_var, use_batch_stats, momentum):
