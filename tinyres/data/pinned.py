@@ -15,9 +15,14 @@ batch k; the compute stream waits for the copy's event before it uses the batch.
 Nothing here runs without CuPy and a GPU: on the CPU the loaders skip it (as torch, which
 only warns that there is no accelerator to pin for).
 """
+import warnings
+
 import numpy as np
 
 from tinyres import backend
+
+NO_ACCELERATOR = ("'pin_memory' argument is set as true but no accelerator is found, then "
+                  "device pinned memory won't be used.")
 
 
 def pinned_empty(shape, dtype):
@@ -83,3 +88,35 @@ class PinnedCopier:
         with backend.on_device(self.device):
             self.cupy.cuda.get_current_stream().wait_event(done)
         return outs
+
+
+def pin_batch(data):
+    """A batch with every CPU Tensor's data copied into pinned memory (torch's
+    pin_memory: dicts, lists, tuples and namedtuples are rebuilt around them; anything
+    else is kept)."""
+    from tinyres.tensor import Tensor
+    if isinstance(data, Tensor):
+        return data if data.is_cuda else Tensor(pinned_copy(data.array))
+    if isinstance(data, dict):
+        return type(data)((k, pin_batch(v)) for k, v in data.items())
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return type(data)(*(pin_batch(v) for v in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(pin_batch(v) for v in data)
+    return data
+
+
+def pinning_for(loader):
+    """What an iterator of a tinyres.utils.data loader does to each batch: pin_batch when
+    pin_memory is set and CUDA is usable; otherwise nothing, with torch's warning when
+    pin_memory is set (one per iterator, as torch)."""
+    if not loader.pin_memory:
+        return _unchanged
+    if not backend.cuda_is_available():
+        warnings.warn(NO_ACCELERATOR, UserWarning, stacklevel=3)
+        return _unchanged
+    return pin_batch
+
+
+def _unchanged(batch):
+    return batch

@@ -58,7 +58,8 @@ class NLLLoss(Function):
         """log_probs (N, C, *d), target (N, *d) of class indices."""
         xp = get_array_module(log_probs)
         valid = target != ignore_index
-        safe = xp.where(valid, target, 0)[:, None]                  # (N, 1, *d)
+        # clipped: a bad target whose check is deferred reads a real class meanwhile
+        safe = xp.clip(xp.where(valid, target, 0), 0, log_probs.shape[1] - 1)[:, None]
         w = valid.astype(log_probs.dtype)
         if weight is not None:
             w = w * weight[safe[:, 0]]
@@ -198,7 +199,7 @@ def _smoothing_term(logp, t, weight, ignore_index, reduction):
         return total
     # the denominator stays on the device: no read of the targets here
     denom = keep.sum() if weight is None else xp.where(
-        keep, _array(weight)[xp.where(keep, t, 0)], 0).sum()
+        keep, _array(weight)[xp.clip(xp.where(keep, t, 0), 0, weight.shape[0] - 1)], 0).sum()
     denom = denom.astype(np.float64)
     with np.errstate(divide="ignore"):       # all ignored: NaN, as torch
         scale = xp.where(denom != 0, 1.0 / denom, np.nan).astype(total.dtype)
@@ -285,8 +286,9 @@ def _check_probabilities(op, x):
     if not x.size:
         return
     outside = ((x < 0) | (x > 1)).any()
-    make_error = lambda _: RuntimeError(f"{op}: all elements of input should be between 0 "  # noqa: E731
-                                        "and 1")
+
+    def make_error(_):
+        return RuntimeError(f"{op}: all elements of input should be between 0 and 1")
     if backend.defers(x):
         backend.defer_check("probability input", outside.astype(np.int64).reshape(1),
                             make_error)

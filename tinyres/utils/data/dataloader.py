@@ -11,13 +11,16 @@ but not torch's order. With num_workers > 0 the batches are built in worker proc
 (see worker.py), started with the "fork" method where the system has it (as torch on
 Linux, so datasets, lambdas and classes defined in a script's __main__ work unpickled) or
 the given `multiprocessing_context`; the batches and their order equal num_workers=0's.
-`pin_memory` is accepted and does nothing (there is no pinned host memory on the CPU);
-`in_order=False` is accepted and batches still come in order. Keep workers on NumPy: a
-forked process cannot use a GPU its parent has already initialised.
+`pin_memory=True` copies each batch's tensors into pinned host memory where CUDA is
+usable (tinyres.data.pinned.pin_batch: a later copy to the GPU is then asynchronous) and,
+as torch, only warns where there is no accelerator; `in_order=False` is accepted and
+batches still come in order. Keep workers on NumPy: a forked process cannot use a GPU its
+parent has already initialised.
 """
 import math
 import multiprocessing
 
+from tinyres.data.pinned import pinning_for
 from tinyres.random import random_seed
 from tinyres.utils.data.collate import default_collate, default_convert
 from tinyres.utils.data.dataset import IterableDataset
@@ -123,13 +126,14 @@ class _SingleProcessIter:
         self._sampler_iter = iter(loader._index_sampler)
         self._fetcher = loader.make_fetcher()
         self._length = len(loader) if not loader._iterable else None
+        self._pinning = pinning_for(loader)
 
     def __iter__(self):
         return self
 
     def __next__(self):
         index = next(self._sampler_iter)
-        return self._fetcher.fetch(index)
+        return self._pinning(self._fetcher.fetch(index))
 
     def __len__(self):
         return self._length

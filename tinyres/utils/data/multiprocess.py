@@ -9,6 +9,7 @@ deleted or garbage-collected, so neither an early `break` nor the end of the pro
 import itertools
 import queue
 
+from tinyres.data.pinned import pinning_for
 from tinyres.random import random_seed
 from tinyres.utils.data.worker import (ExceptionWrapper, IterationEnd, ResumeIteration,
                                        worker_loop)
@@ -29,6 +30,7 @@ class MultiProcessIter:
         self._timeout = loader.timeout
         self._persistent = loader.persistent_workers
         self._base_seed = random_seed(loader.generator)
+        self._pinning = pinning_for(loader)
         self._result_queue = ctx.Queue()
         self._index_queues, self._workers = [], []
         self._shutdown = False               # from here on, stop whatever was started
@@ -109,7 +111,7 @@ class MultiProcessIter:
                 self._shutdown_workers()
                 data.reraise()
             if not isinstance(data, IterationEnd):
-                return data
+                return self._pinning(data)
 
     def _get_result(self):
         """The next (task number, batch) from any worker, honouring the loader's timeout
