@@ -22,7 +22,13 @@ Columns:
   max rel err      max |tinyres - reference| / max |reference| over the outputs
   geomean          geometric mean of the ratios over the resnet50 shapes, per pass
 Whole models: images per second of a training step (forward, cross-entropy, backward,
-SGD step) of resnet50 (batch 64) and resnet20 (batch 128).
+SGD step) of resnet50 (batch 64) and resnet20 (batch 128), and for tinyres what one step
+does besides (tinyres.cuda.count_syncs, one step after the timed ones):
+  launches/step    launches of tinyres's own CUDA kernels (kernels/cuda.py); CuPy's
+                   elementwise kernels and cuBLAS GEMMs are not counted (the roofline model
+                   benchmarks/gpu_model.py predicts all launches); 0 on the CPU
+  syncs/step       host reads of device data (each one a host synchronisation on a GPU);
+                   on the CPU the reads a GPU step would make
 
     python benchmarks/conv_bench.py                       # GPU, strict fp32
     python benchmarks/conv_bench.py --tf32 --json out.json
@@ -193,17 +199,17 @@ def torch_gpu_model_step(case, np):
     return step
 
 
-def tinyres_gpu_model_step(case, np):
+def tinyres_gpu_model_step(case, np, device="cuda"):
     import tinyres
     import tinyres.nn.functional as F
     from tinyres.models import get_model
     model = get_model(case["model"])
-    model.to("cuda")
+    model.to(device)
     size = 32 if case["model"] == "resnet20" else 224
     rng = np.random.default_rng(0)
     x = tinyres.tensor(rng.standard_normal((case["n"], 3, size, size), dtype=np.float32),
-                       device="cuda")
-    y = tinyres.tensor(rng.integers(0, 10, case["n"]), device="cuda")
+                       device=device)
+    y = tinyres.tensor(rng.integers(0, 10, case["n"]), device=device)
     opt = tinyres.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step():
@@ -211,6 +217,14 @@ def tinyres_gpu_model_step(case, np):
         F.cross_entropy(model(x), y).backward()
         opt.step()
     return step
+
+
+def step_counts(step):
+    """{"launches", "host_reads"} of one call of step() (tinyres.cuda.count_syncs)."""
+    from tinyres.cuda import count_syncs
+    with count_syncs() as counted:
+        step()
+    return {"launches": counted.launches, "host_reads": counted.host_reads}
 
 
 def torch_resnet50():
@@ -355,6 +369,8 @@ def run_gpu(args, info):
                 ms = gpu_time_ms(step, 3, 10 if not args.quick else 3, cupy_event, sync)
                 row[engine] = {"ms": ms, "images_per_s": case["n"] / ms * 1e3,
                                "peak_mb": peak(step)}
+                if engine == "tinyres":
+                    row[engine]["per_step"] = step_counts(step)
             except Exception as err:
                 row[engine] = {"error": f"{type(err).__name__}: {err}"}
             release()
@@ -387,6 +403,9 @@ def run_cpu(args, info):
         for r in res.values():
             if "ms" in r:
                 r["images_per_s"] = case["n"] / r["ms"] * 1e3
+        if "ms" in res["tinyres"]:       # counted here, in this process, on one step
+            import numpy as np
+            res["tinyres"]["per_step"] = step_counts(tinyres_gpu_model_step(case, np, "cpu"))
         models.append(finish_row({"case": case, "tinyres": res["tinyres"],
                                   "ref": res["torch"]}))
     return {"reference": "torch CPU"}, rows, models
@@ -443,15 +462,22 @@ def geomeans(rows):
 
 def print_models(models):
     columns = [("training step", 34), ("tinyres img/s", 13), ("ref img/s", 10),
-               ("ratio (time)", 12), ("tinyres MB", 10), ("ref MB", 8)]
+               ("ratio (time)", 12), ("tinyres MB", 10), ("ref MB", 8),
+               ("launches/step", 13), ("syncs/step", 10)]
     print()
     _timing.print_header(columns)
     for row in models:
         t, r = row.get("tinyres", {}), row.get("ref", {})
+        per_step = t.get("per_step", {})
         _timing.print_row(columns, [row["case"]["name"], _cell(t, "images_per_s", ".1f"),
                                     _cell(r, "images_per_s", ".1f"),
                                     _timing.fmt(row["ratio"], ".2f"),
-                                    _cell(t, "peak_mb", ".0f"), _cell(r, "peak_mb", ".0f")])
+                                    _cell(t, "peak_mb", ".0f"), _cell(r, "peak_mb", ".0f"),
+                                    _timing.fmt(per_step.get("launches"), "d"),
+                                    _timing.fmt(per_step.get("host_reads"), "d")])
+    print("launches/step: tinyres's own kernels only (not CuPy's elementwise kernels nor "
+          "cuBLAS; benchmarks/gpu_model.py predicts all launches); syncs/step: host reads "
+          "of device data in one step")
 
 
 def main(argv=None):

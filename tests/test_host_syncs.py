@@ -15,6 +15,7 @@ host reads.
   default the error comes at the call, as in torch.
 - pin_memory: on a machine without CUDA the torch-style DataLoader warns as torch does
   and gives the same batches; the training loader's batches are unchanged.
+- benchmarks/conv_bench.py counts one step and prints launches/step and syncs/step.
 - On a GPU (`-m gpu`): the same step reads nothing and launches kernels, and it can be
   captured into a CUDA graph (which refuses any synchronisation); the pinned loader
   gives the unpinned batches.
@@ -261,6 +262,23 @@ def test_the_training_loaders_pin_memory_is_a_no_op_on_the_cpu():
     for (a, b), (c, d) in zip(plain, pinned, strict=True):
         np.testing.assert_array_equal(a.numpy(), c.numpy())
         np.testing.assert_array_equal(b.numpy(), d.numpy())
+
+
+# ----- benchmarks/conv_bench.py ----------------------------------------------------------
+def test_conv_bench_counts_and_prints_launches_and_syncs_per_step(capsys):
+    import pathlib
+    import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    import conv_bench
+    case = {"name": "resnet20 train step batch 2", "model": "resnet20", "n": 2}
+    counts = conv_bench.step_counts(conv_bench.tinyres_gpu_model_step(case, np, "cpu"))
+    assert counts == {"launches": 0, "host_reads": 0}
+    assert conv_bench.step_counts(lambda: tinyres.tensor(1.0).item())["host_reads"] == 1
+    row = conv_bench.finish_row({"case": case, "tinyres": {
+        "ms": 10.0, "images_per_s": 200.0, "per_step": {"launches": 312, "host_reads": 0}}})
+    conv_bench.print_models([row])
+    line = [t for t in capsys.readouterr().out.splitlines() if t.startswith("resnet20")][0]
+    assert line.split()[-2:] == ["312", "0"]
 
 
 # ----- on a GPU --------------------------------------------------------------------------
