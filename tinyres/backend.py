@@ -375,7 +375,7 @@ def check_pending(dev=None):
     """Read the pending checks (of device `dev`, or of every device), one counted host read
     per device, forget them, and raise the first failure's exception."""
     devices = {d for _, d in host_sync.tally().pending}
-    for d in sorted(devices, key=str) if dev is None else [as_device(dev)]:
+    for d in sorted(devices, key=str) if dev is None else [resolve_device(dev)]:
         if d in devices:
             host_sync.count_read()
             _raise_pending(d)
