@@ -7,10 +7,15 @@ when CuPy is missing; RuntimeError when CuPy is there but no device works). The 
 kernel launchers are the cuda kernel layer, tinyres/kernels/cuda.py, and their C sources
 kernels/cuda/*.cu.
 
-tinyres draws random numbers on the CPU from NumPy's generator (seeded by
-tinyres.manual_seed) and copies them to the GPU, so there is no CUDA generator to seed:
-manual_seed() and manual_seed_all() accept a seed and change nothing, as torch's do
-where CUDA is absent.
+tinyres draws random numbers from NumPy's generator (seeded by tinyres.manual_seed); the
+factories copy them to the GPU, and dropout's masks are drawn on the GPU by a generator
+reseeded from that stream at every draw (backend.random_sample), so there is no CUDA
+generator of its own to seed: manual_seed() and manual_seed_all() accept a seed and
+change nothing, as torch's do where CUDA is absent.
+
+count_syncs() counts the host reads (each one a synchronisation on a GPU) and the kernel
+launches of a block of code; checks made on the GPU are read at the next host read or at
+check_pending(); deferred_checks() changes when they are read (tinyres/host_sync.py).
 """
 from tinyres import backend
 from tinyres.backend import cuda_is_available, cuda_unusable_reason
