@@ -11,8 +11,9 @@ host reads.
   and give torch's (or the old host path's) values.
 - Deferred checks (the device path, forced on the CPU with deferred_checks(True)): a bad
   class target or a BCE input outside [0, 1] raises torch's kind of error at the next
-  read or at check_pending(), the first failure is the one reported; on the CPU by
-  default the error comes at the call, as in torch.
+  read or at check_pending(), the first failure is the one reported, whatever the
+  target's shape (hypothesis: the same error as the check at the call, or the same loss
+  as torch's); on the CPU by default the error comes at the call, as in torch.
 - pin_memory: on a machine without CUDA the torch-style DataLoader warns as torch does
   and gives the same batches; the training loader's batches are unchanged.
 - benchmarks/conv_bench.py counts one step and prints launches/step and syncs/step.
@@ -25,6 +26,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinyres
 import tinyres.nn.functional as F
@@ -214,6 +217,37 @@ def test_the_first_failure_is_reported_and_check_pending_reads_it():
                 check_pending()
         assert counted.host_reads == 1
         check_pending()                                         # nothing left
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 3), st.lists(st.integers(1, 3), max_size=2), st.integers(2, 5),
+       st.data())
+def test_the_deferred_check_agrees_with_the_call_time_one_and_torch(n, dims, c, draw):
+    """Any target shape (N, *d): the deferred check raises what the check at the call
+    raises (the first bad target in C order), or neither raises and the losses agree."""
+    shape = (n, *dims)
+    values = st.sampled_from([-100, -1, c]) | st.integers(0, c - 1)
+    target = np.array(draw.draw(st.lists(values, min_size=int(np.prod(shape)),
+                                         max_size=int(np.prod(shape))))).reshape(shape)
+    logits = np.random.default_rng(n).standard_normal((n, c, *dims))
+
+    def run():
+        return F.cross_entropy(tinyres.tensor(logits), tinyres.tensor(target)).item()
+    outcomes = []
+    for deferred in (False, True):
+        with deferred_checks(deferred):
+            try:
+                outcomes.append(run())
+            except IndexError as err:
+                outcomes.append(str(err))
+    np.testing.assert_equal(outcomes[0], outcomes[1])          # NaN (all ignored) too
+    try:
+        ref = torch.nn.functional.cross_entropy(torch.from_numpy(logits),
+                                                torch.from_numpy(target)).item()
+    except IndexError:
+        assert isinstance(outcomes[0], str) and "out of bounds" in outcomes[0]
+    else:
+        np.testing.assert_allclose(outcomes[0], ref, rtol=1e-12, equal_nan=True)
 
 
 def test_deferred_checks_false_checks_at_the_call():
