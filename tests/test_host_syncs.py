@@ -8,7 +8,8 @@ host reads.
 - A resnet20 training step (forward, cross-entropy, backward, SGD) reads nothing; the
   same step with a planted loss.item() reads once (the check can fail). BatchNorm with
   momentum=None, dropout, label smoothing and train.py's running totals read nothing,
-  and give torch's (or the old host path's) values.
+  and give torch's (or the old host path's) values; a training epoch of train.py reads
+  once, and its totals are those of the old loop that read every batch.
 - Deferred checks (the device path, forced on the CPU with deferred_checks(True)): a bad
   class target or a BCE input outside [0, 1] raises torch's kind of error at the next
   read or at check_pending(), the first failure is the one reported, whatever the
@@ -180,6 +181,28 @@ def test_running_totals_read_once_and_equal_the_per_batch_sums():
         assert counted.host_reads == 0
         assert totals.read() == (loss_sum, correct)
         assert counted.host_reads == 1
+
+
+def test_a_training_epoch_reads_once_and_gives_the_per_batch_totals():
+    from tinyres.train import TrainConfig, Trainer
+    config = TrainConfig(model="resnet20", data="synthetic", subset=32, batch_size=16,
+                         epochs=1, seed=3, quiet=True, augment=False)
+    trainer = Trainer(config)
+    with count_syncs() as counted:
+        total_loss, correct, seen = trainer.training_pass(0, trainer.model)
+    assert counted.host_reads == 1 and seen == 32
+    again = Trainer(config)                 # the same run, its batches read one by one
+    again.model.train()
+    loss_sum, hits = 0.0, 0
+    for images, labels in again.train_loader:
+        logits = again.model(images)
+        loss = F.cross_entropy(logits, labels)
+        again.optimizer.zero_grad()
+        loss.backward()
+        again.optimizer.step()
+        loss_sum += loss.item() * len(labels.array)
+        hits += int((logits.numpy().argmax(1) == labels.numpy()).sum())
+    assert (total_loss, correct) == (loss_sum, hits)
 
 
 # ----- checks made on the device, read later -----------------------------------------------
