@@ -21,7 +21,6 @@ import re
 import numpy as np
 
 from tinyres import host_sync
-from tinyres.host_sync import count_launch, count_syncs, deferred_checks  # noqa: F401
 
 DEVICES = ("cpu", "cuda")
 _DEVICE_STRING = re.compile(r"(?P<type>[a-z]+)(?::(?P<index>0|[1-9][0-9]*))?")
