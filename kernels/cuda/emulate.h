@@ -113,7 +113,7 @@ public:
         std::lock_guard<std::mutex> lock(mutex_);
         if (error_.empty()) error_ = message;
         broken_ = true;
-        changed_.notify_all();
+        wake_all();
     }
 
     std::string error() {
@@ -122,9 +122,12 @@ public:
     }
 
 private:
+    // One barrier: its own condition variable, so that a warp's barrier wakes only the
+    // threads of that warp (one shared variable would wake every thread of the block).
     struct Counter {
         unsigned expected = 0, arrived = 0;
         unsigned long long generation = 0;
+        std::condition_variable changed;
     };
     struct Slot {
         alignas(8) unsigned char bytes[8];
@@ -137,20 +140,26 @@ private:
         if (++c.arrived == c.expected) {
             c.arrived = 0;
             ++c.generation;
-            changed_.notify_all();
+            c.changed.notify_all();
             return;
         }
         auto released = [&] { return broken_ || c.generation != generation; };
-        if (!changed_.wait_for(lock, timeout_, released)) {
+        if (!c.changed.wait_for(lock, timeout_, released)) {
             error_ = "deadlock in block (" + std::to_string(blockIdx.x) + "," +
                      std::to_string(blockIdx.y) + "," + std::to_string(blockIdx.z) + "): " +
                      std::to_string(c.arrived) + " of " + std::to_string(c.expected) +
                      " threads waited at " + where + " for " + std::to_string(timeout_.count()) +
                      " ms; the others never arrived";
             broken_ = true;
-            changed_.notify_all();
+            wake_all();
         }
         if (broken_) throw Deadlock(error_);
+    }
+
+    void wake_all() {
+        for (auto& w : warp_) w.changed.notify_all();
+        all_.changed.notify_all();
+        done_.changed.notify_all();
     }
 
     unsigned threads_;
@@ -159,7 +168,6 @@ private:
     std::vector<Counter> warp_;
     Counter all_, done_;
     std::mutex mutex_;
-    std::condition_variable changed_;
     bool broken_ = false;
     std::string error_;
 };
