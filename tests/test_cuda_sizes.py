@@ -12,7 +12,8 @@ cuda.MAX_BLOCKS) on a tensor of a resnet50 layer at batch 64:
     relu               the same 64x256x56x56 tensor (a 1-D grid of 65535 blocks)
 
 and im2col and col2im once more at batch 1190, where cols holds 2.16e9 > 2**31 values, so
-that any 32-bit offset would wrap.
+that any 32-bit offset would wrap: a planted one (an int offset in im2col's tap loop) must
+crash or fail that check (it runs in a child process).
 
 Emulating every block would take hours (the emulator runs each block's threads as real
 threads), so each launch runs only a sample of its blocks (emulate.backend(sample=...)):
@@ -25,8 +26,8 @@ reference, not a full one. Inputs are allocated lazily (np.zeros, whose untouche
 cost nothing) and filled only where the sampled blocks read. The geometry of every
 resnet50 launch is checked against the hardware limits with a recording stand-in kernel.
 
-Run time: about 10-20 s here; the whole file is marked `slow` only by its cost, not
-skipped: `pytest -q tests/test_cuda_sizes.py`.
+Run time: about 25 s here (batch norm's 256-thread blocks with their barriers are the
+slowest part), so nothing is marked slow: `pytest -q tests/test_cuda_sizes.py`.
 """
 import numpy as np
 import pytest
@@ -65,8 +66,7 @@ def _sample(name, grid, block):
     return [(x, y, z) for x in _ends(gx) for y in _ends(gy) for z in _ends(gz)]
 
 
-@pytest.fixture(scope="module")
-def gpu_geometry():
+def sampled_backend(sources=None):
     """The emulated kernels with the launchers' GPU block and grid caps, on sampled blocks;
     the launches it saw are recorded in .launches."""
     launches = []
@@ -75,12 +75,18 @@ def gpu_geometry():
         launches.append((name, grid, block))
         return _sample(name, grid, block)
 
-    try:
-        backend = emulate.backend(block=cuda.BLOCK, max_blocks=cuda.MAX_BLOCKS, sample=sample)
-    except emulate.EmulatorUnavailable as e:
-        pytest.skip(str(e))
+    backend = emulate.backend(sources, block=cuda.BLOCK, max_blocks=cuda.MAX_BLOCKS,
+                              sample=sample)
     backend.launches = launches
     return backend
+
+
+@pytest.fixture(scope="module")
+def gpu_geometry():
+    try:
+        return sampled_backend()
+    except emulate.EmulatorUnavailable as e:
+        pytest.skip(str(e))
 
 
 def _covered(block_index, block_dim, grid_dim, size):
@@ -178,6 +184,39 @@ def test_im2col_col2im_beyond_int32_offsets(gpu_geometry):
     assert cols.size > 2**31
     grid = _last_launch(gpu_geometry, "im2col")[1]
     assert grid[2] == cuda.GRID_YZ_LIMIT       # 76160 planes: gridDim.z capped, z loops
+
+
+# A 32-bit offset planted in im2col's tap loop: the classic overflow. It wraps only past
+# 2**31, so it runs in a child process (the wrapped write may well crash it).
+OVERFLOW = ("for (int j = 0; j < kw; ++j, out += Q) {",
+            "for (int j = 0; j < kw; ++j, out = cols + (int)(out - cols + Q)) {")
+CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+import test_cuda_sizes as t
+from tinyres.kernels import cuda
+source = cuda.read_source("im2col.cu")
+assert source.count({old!r}) == 1
+backend = t.sampled_backend({{"im2col.cu": source.replace({old!r}, {new!r})}})
+print("built, launching", flush=True)
+t._check_window_kernels(backend, {shape!r}, {geometry!r}, 1)
+"""
+
+
+def test_planted_32_bit_offset_is_caught_past_2_31(gpu_geometry):
+    import pathlib
+    import subprocess
+    import sys
+    code = CHILD.format(tests=str(pathlib.Path(__file__).parent), old=OVERFLOW[0],
+                        new=OVERFLOW[1], shape=BEYOND_INT32["x"],
+                        geometry=BEYOND_INT32["geometry"])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert "built, launching" in done.stdout, done.stderr[-2000:]
+    crashed = done.returncode < 0                  # killed by a signal (SIGSEGV)
+    caught = done.returncode == 1 and "AssertionError" in done.stderr and "im2col plane" in \
+        done.stderr
+    assert crashed or caught, (done.returncode, done.stderr[-2000:])
 
 
 def test_maxpool_at_resnet50_size(gpu_geometry):
