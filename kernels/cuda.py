@@ -323,8 +323,8 @@ class Launchers:
         n, c, h, w = x.shape
         x = self.xp.ascontiguousarray(x)
         y = self.xp.empty((n, c, oh, ow), dtype=x.dtype)
-        idx = self.xp.empty((n, c, oh, ow), dtype=np.int64)
         _check_int32("maxpool_forward", planes=n * c)
+        idx = self.xp.empty((n, c, oh, ow), dtype=np.int64)
         self._launch_planes("maxpool_forward", x.dtype, (n * c, oh, ow),
                             (x, y, idx, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
         return y, idx
@@ -336,8 +336,8 @@ class Launchers:
                                                           ph, pw, check_index=False)
         g = self.xp.ascontiguousarray(grad_out)
         idx = self.xp.ascontiguousarray(idx, dtype=np.int64)
-        grad_x = self.xp.empty((n, c, h, w), dtype=g.dtype)
         _check_int32("maxpool_backward", planes=n * c)
+        grad_x = self.xp.empty((n, c, h, w), dtype=g.dtype)
         self._launch_planes("maxpool_backward", g.dtype, (n * c, h, w),
                             (g, idx, grad_x, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow),
                              *magic_divisor(sh), *magic_divisor(sw)))

@@ -8,12 +8,15 @@ extern "C" entry point that takes the launch like cuLaunchKernel does: grid, blo
 array of pointers to the argument values. Builds are cached on disk, keyed by a hash of
 the generated source, the header and the compiler flags.
 
-`EmulatedKernel` is called like cupy.RawKernel, kernel((grid,), (block,), args), and
-checks every argument against the C signature read from the .cu file: an array must be
+`EmulatedKernel` is called like cupy.RawKernel, kernel(grid, block, args), and checks
+every argument against the C signature read from the .cu file: an array must be
 C-contiguous with the element type of its pointer, a scalar must be the NumPy scalar of
-its C type (np.int32 for int), exactly what a real launch needs. `backend()` returns
-cuda.Launchers over NumPy and these kernels: the ten functions of reference.py, running
-the same launch code and geometry as the GPU path.
+its C type (np.int32 for int, np.uint32 for unsigned), exactly what a real launch needs;
+and it refuses a grid or block past the hardware's limits (gridDim.y and .z at most
+65535, 1024 threads a block), as a GPU would. kernel(..., only=[(x, y, z), ...]) runs
+only the listed blocks: how tests/test_cuda_sizes.py runs kernels at resnet50 sizes.
+`backend()` returns cuda.Launchers over NumPy and these kernels: the ten functions of
+reference.py, running the same launch code and geometry as the GPU path.
 """
 import concurrent.futures
 import ctypes

@@ -20,9 +20,9 @@ threads), so each launch runs only a sample of its blocks (emulate.backend(sampl
 the first and last block along every grid dimension and one in the middle; for batch norm
 the blocks of three channels (first, middle, last): every slice of their reductions, their
 combine, and the first, middle and last pixel blocks and images of the elementwise
-kernels. What those blocks cover is worked out from the grid-stride loops, and exactly those outputs are held
-to kernels/reference.py run on the same planes (or channels, or elements): a sampled
-reference, not a full one. Inputs are allocated lazily (np.zeros, whose untouched pages
+kernels. What those blocks cover is worked out from the grid-stride loops, and exactly
+those outputs are held to kernels/reference.py run on the same planes (or channels, or
+elements): a sampled reference, not a full one. Inputs are allocated lazily (np.zeros, whose untouched pages
 cost nothing) and filled only where the sampled blocks read. The geometry of every
 resnet50 launch is checked against the hardware limits with a recording stand-in kernel.
 
