@@ -22,9 +22,10 @@ the blocks of three channels (first, middle, last): every slice of their reducti
 combine, and the first, middle and last pixel blocks and images of the elementwise
 kernels. What those blocks cover is worked out from the grid-stride loops, and exactly
 those outputs are held to kernels/reference.py run on the same planes (or channels, or
-elements): a sampled reference, not a full one. Inputs are allocated lazily (np.zeros, whose untouched pages
-cost nothing) and filled only where the sampled blocks read. The geometry of every
-resnet50 launch is checked against the hardware limits with a recording stand-in kernel.
+elements): a sampled reference, not a full one. Inputs are allocated lazily (np.zeros,
+whose untouched pages cost nothing) and filled only where the sampled blocks read. The
+geometry of every resnet50 launch is checked against the hardware limits with a
+recording stand-in kernel.
 
 Run time: about 25 s here (batch norm's 256-thread blocks with their barriers are the
 slowest part), so nothing is marked slow: `pytest -q tests/test_cuda_sizes.py`.
