@@ -44,7 +44,9 @@ C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 BLOCK = 256            # threads per block on a GPU; a multiple of 32 (the reductions need it)
 MAX_BLOCKS = 65535     # cap on a grid-stride grid; beyond it each thread takes more steps
 GRID_YZ_LIMIT = 65535  # the hardware's limit on gridDim.y and gridDim.z
-INT32_LIMIT = 2**31    # kernels index planes and magic-divide with 32-bit ints below this
+INT32_LIMIT = 2**31    # fastdiv.cuh divides 32-bit ints below this
+PLANE_LIMIT = 2**31 - 2**26  # planes a kernel loops over in an int: a grid-stride step
+                             # (at most 65535 * 1024 < 2**26) must not overflow it
 STATS_TARGET_BLOCKS = 2048   # batch-norm stage 1 aims at this many blocks (all SMs busy)
 INCLUDE = re.compile(r'^#include "(\w+\.cuh)"$', flags=re.M)
 
@@ -124,10 +126,11 @@ def tile(block, rows, cols):
 
 
 def _check_int32(fn, **sizes):
+    """Raise ValueError naming fn when a size is too large for a kernel's int loop."""
     for name, value in sizes.items():
-        if value >= INT32_LIMIT:
+        if value >= PLANE_LIMIT:
             raise ValueError(f"{fn}: {name} = {value} does not fit the kernel's 32-bit "
-                             f"indices (at most 2**31 - 1)")
+                             f"indices (less than {PLANE_LIMIT} = 2**31 - 2**26)")
 
 
 class Launchers:
@@ -184,6 +187,12 @@ class Launchers:
                 min(-(-planes // bz), cap))
         self.kernel(name, dtype)(grid, (bx, by, bz), args)
 
+    def _launch_per_channel(self, name, dtype, channels, args):
+        """One block per channel (the block reduces that channel); the batch-norm kernels
+        here use two-stage reductions instead (reduction_geometry)."""
+        grid = max(1, min(channels, self.max_blocks))
+        self.kernel(name, dtype)((grid,), (self.block,), args)
+
     def reduction_geometry(self, n, c, hw):
         """(grid, block) of a batch-norm stage 1 over x (n, c, hw): block (bx, by) with bx
         the power of two >= hw (at least a warp, at most the block), by = images at once;
@@ -208,8 +217,8 @@ class Launchers:
         self._check_devices("im2col", x=x)
         oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw, dh, dw)
         n, c, h, w = x.shape
-        x = self.xp.ascontiguousarray(x)
         _check_int32("im2col", planes=n * c)
+        x = self.xp.ascontiguousarray(x)
         cols = self.xp.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
         self._launch_planes("im2col", x.dtype, (n * c, oh, ow),
                             (x, cols, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow),
@@ -220,8 +229,8 @@ class Launchers:
         """See reference.col2im."""
         self._check_devices("col2im", cols=cols)
         n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
-        cols = self.xp.ascontiguousarray(cols)
         _check_int32("col2im", planes=n * c)
+        cols = self.xp.ascontiguousarray(cols)
         dx = self.xp.empty((n, c, h, w), dtype=cols.dtype)
         self._launch_planes("col2im", cols.dtype, (n * c, h, w),
                             (cols, dx, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow),
@@ -321,9 +330,9 @@ class Launchers:
         self._check_devices("maxpool_forward", x=x)
         oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw)
         n, c, h, w = x.shape
+        _check_int32("maxpool_forward", planes=n * c)
         x = self.xp.ascontiguousarray(x)
         y = self.xp.empty((n, c, oh, ow), dtype=x.dtype)
-        _check_int32("maxpool_forward", planes=n * c)
         idx = self.xp.empty((n, c, oh, ow), dtype=np.int64)
         self._launch_planes("maxpool_forward", x.dtype, (n * c, oh, ow),
                             (x, y, idx, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
@@ -334,9 +343,9 @@ class Launchers:
         self._check_devices("maxpool_backward", grad_out=grad_out, idx=idx)
         n, c, h, w, oh, ow = checks.maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw,
                                                           ph, pw, check_index=False)
+        _check_int32("maxpool_backward", planes=n * c)
         g = self.xp.ascontiguousarray(grad_out)
         idx = self.xp.ascontiguousarray(idx, dtype=np.int64)
-        _check_int32("maxpool_backward", planes=n * c)
         grad_x = self.xp.empty((n, c, h, w), dtype=g.dtype)
         self._launch_planes("maxpool_backward", g.dtype, (n * c, h, w),
                             (g, idx, grad_x, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow),

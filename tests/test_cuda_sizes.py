@@ -370,3 +370,17 @@ def test_the_emulator_refuses_what_a_gpu_refuses(gpu_geometry):
         kernel((1, 1, 1), (1, 1, 65), (x, y, np.int64(4)))
     with pytest.raises(emulate.KernelArgumentError, match="more than 1024 threads"):
         kernel((1, 1, 1), (64, 32, 1), (x, y, np.int64(4)))
+
+
+def test_too_many_planes_for_an_int_loop_are_refused():
+    launchers, launches = _recording_launchers()
+    x = np.broadcast_to(np.float32(0), (2**16, 2**15 - 2**10, 1, 1))   # no memory behind it
+    assert x.shape[0] * x.shape[1] >= cuda.PLANE_LIMIT
+    with pytest.raises(ValueError, match=r"im2col: planes = \d+ does not fit"):
+        launchers.im2col(x, 1, 1, 1, 1, 0, 0)
+    with pytest.raises(ValueError, match=r"maxpool_forward: planes = \d+ does not fit"):
+        launchers.maxpool_forward(x, 1, 1, 1, 1, 0, 0)
+    assert launches == []
+    small = np.broadcast_to(np.float32(0), (2**15, 2**10, 1, 1))
+    launchers.im2col(small, 1, 1, 1, 1, 0, 0)                 # 2**25 planes: fine
+    assert launches[0][1][2] == cuda.GRID_YZ_LIMIT
