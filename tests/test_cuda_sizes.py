@@ -25,13 +25,16 @@ those outputs are held to kernels/reference.py run on the same planes (or channe
 elements): a sampled reference, not a full one. Inputs are allocated lazily (np.zeros,
 whose untouched pages cost nothing) and filled only where the sampled blocks read. The
 geometry of every resnet50 launch is checked against the hardware limits with a
-recording stand-in kernel.
+recording stand-in kernel, and (hypothesis) the grid-stride loops of any launch the
+launchers make visit every index exactly once.
 
 Run time: about 25 s here (batch norm's 256-thread blocks with their barriers are the
 slowest part), so nothing is marked slow: `pytest -q tests/test_cuda_sizes.py`.
 """
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinyres.kernels import cuda, emulate
 from tinyres.kernels import reference as ref
@@ -384,3 +387,41 @@ def test_too_many_planes_for_an_int_loop_are_refused():
     small = np.broadcast_to(np.float32(0), (2**15, 2**10, 1, 1))
     launchers.im2col(small, 1, 1, 1, 1, 0, 0)                 # 2**25 planes: fine
     assert launches[0][1][2] == cuda.GRID_YZ_LIMIT
+
+
+def _each_once(block_dim, grid_dim, size):
+    """Whether the blocks of one grid dimension, in their grid-stride loop, visit every
+    index of range(size) exactly once."""
+    seen = np.concatenate([_covered(b, block_dim, grid_dim, size) for b in range(grid_dim)])
+    return np.array_equal(np.sort(seen), np.arange(size))
+
+
+@settings(max_examples=60, deadline=None)
+@given(planes=st.integers(1, 300_000), rows=st.integers(1, 300), cols=st.integers(1, 300),
+       block=st.sampled_from([32, 64, 96, 128, 256, 1024]),
+       max_blocks=st.sampled_from([1, 3, 8, cuda.MAX_BLOCKS]))
+def test_plane_geometry_visits_every_index_once(planes, rows, cols, block, max_blocks):
+    launches = []
+    launchers = cuda.Launchers(np, lambda name, dtype: lambda grid, blk, args: launches.append(
+        (grid, blk)), block=block, max_blocks=max_blocks)
+    launchers._launch_planes("k", np.float32, (planes, rows, cols), ())
+    ((grid, blk),) = launches
+    assert np.prod(blk) <= block and all(b >= 1 for b in blk)
+    assert all(1 <= g <= lim for g, lim in zip(grid, emulate.GRID_LIMITS))
+    for size, b, g in zip((cols, rows, planes), blk, grid):
+        assert _each_once(b, g, size), (size, b, g)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 300), c=st.integers(1, 70_000), hw=st.integers(1, 5000),
+       block=st.sampled_from([32, 64, 96, 128, 256, 1024]),
+       max_blocks=st.sampled_from([1, 3, 8, cuda.MAX_BLOCKS]))
+def test_reduction_geometry_visits_every_value_once(n, c, hw, block, max_blocks):
+    (slices, channels), (bx, by) = cuda.Launchers(np, None, block=block,
+                                                  max_blocks=max_blocks).reduction_geometry(
+        n, c, hw)
+    assert (bx * by) % 32 == 0 and bx * by <= block
+    assert 1 <= channels <= min(c, cuda.GRID_YZ_LIMIT) and slices >= 1
+    # images: n = s*by + ty stepping slices*by; channels: blockIdx.y stepping gridDim.y;
+    # pixels: threadIdx.x stepping bx
+    assert _each_once(by, slices, n) and _each_once(1, channels, c) and _each_once(bx, 1, hw)
