@@ -6,8 +6,10 @@ What tinyres runs (kernels/gemm_conv.py, kernels/cuda.py, tinyres/optim/sgd.py):
   conv forward   im2col (or, 1x1 stride 1, a channels-first copy), one GEMM, NCHW copy
   conv backward  channels-first copy of grad_out, GEMM to grad_cols, col2im (or NCHW copy),
                  the columns rebuilt (im2col or copy), GEMM to grad_w (the stem: no grad_x)
-  batch norm     stats kernel (reads x), apply kernel (reads x, writes y), ~12 tiny
-                 per-channel ops; backward: reduce (reads g, x), apply (g, x -> grad_x)
+  batch norm     two-stage statistics: stage 1 (S blocks per channel, one pass over x,
+                 Welford partials), stage 2 (combines them into mean, var, invstd); apply
+                 (reads x, writes y); 6 tiny ops for the running statistics; backward:
+                 two-stage reduce (reads g, x; partials, combine), apply (g, x -> grad_x)
   relu           forward reads x writes y; backward reads g and x, writes grad_x
   max-pool       forward writes y and an int64 index; backward reads g and idx
   residual add   forward reads two, writes one; backward accumulates the shortcut's
@@ -33,13 +35,15 @@ import collections
 import json
 import sys
 
+from tinyres.kernels import cuda
+
 GPUS = {
     "H100 SXM": {"bandwidth": 3.35e12, "fp32": 67e12, "tf32": 494.7e12},
     "H200": {"bandwidth": 4.8e12, "fp32": 67e12, "tf32": 494.7e12},
 }
 LAUNCH_US = 5.0          # host time per kernel launch from Python through CuPy (assumed)
 F32 = 4
-BN_TINY_OPS = 12         # per-channel casts, sqrt, 1/x and running-stat updates per forward
+BN_TINY_OPS = 6          # running_mean and running_var: *= (1 - momentum), a scaling, +=
 SGD_OPS = 7              # wd*p, g+wd*p, buf*=m, (1-d)*g, buf+=, lr*buf, p-= (sgd.py)
 SGD_TRAFFIC = 16         # parameter-sized reads + writes of those seven ops
 HOST_SYNCS = {"loss: label min/max read with int()": 2, "train loop: loss.item()": 1}
@@ -97,13 +101,23 @@ def conv_items(name, cv, need_x=True):
     return rows, (n, oc, oh)
 
 
+def bn_slices(n, c, hw):
+    """S, the stage-1 blocks per channel of the batch-norm reductions (kernels/cuda.py)."""
+    (slices, _), _ = cuda.Launchers(None, None).reduction_geometry(n, c, hw)
+    return slices
+
+
 def bn_relu_items(name, shape, relu=True):
     n, c, h = shape
     e = n * c * h * h
-    rows = [item(name, "bn stats", F32 * e), item(name, "bn apply", F32 * 2 * e),
-            item(name, "bn per-channel ops", F32 * 4 * c * BN_TINY_OPS, launches=BN_TINY_OPS),
-            item(name, "bn bwd reduce", F32 * 2 * e), item(name, "bn bwd apply", F32 * 3 * e),
-            item(name, "bn bwd casts", F32 * 4 * c, launches=2)]
+    partials = c * bn_slices(n, c, h * h)
+    rows = [item(name, "bn stats (stage 1)", F32 * (e + 3 * partials)),
+            item(name, "bn stats combine (stage 2)", F32 * (3 * partials + 3 * c)),
+            item(name, "bn apply", F32 * 2 * e),
+            item(name, "bn running-stat ops", F32 * 3 * c * BN_TINY_OPS, launches=BN_TINY_OPS),
+            item(name, "bn bwd reduce (stage 1)", F32 * (2 * e + 2 * partials)),
+            item(name, "bn bwd combine (stage 2)", F32 * (2 * partials + 2 * c)),
+            item(name, "bn bwd apply", F32 * 3 * e)]
     if relu:
         rows += [item(name, "relu fwd", F32 * 2 * e), item(name, "relu bwd", F32 * 3 * e)]
     return rows

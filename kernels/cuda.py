@@ -14,12 +14,20 @@ every scalar argument) is written once, in the class Launchers, against an array
 kernels/emulate.py uses the same class with NumPy and the kernels compiled for the CPU, so
 a CPU-only test run exercises the very launches a GPU would see.
 
-Launch geometry. Elementwise kernels use a grid-stride loop: `grid_for(work, block)`
-blocks of `block` threads, at most `max_blocks` of them, and each thread steps through the
-data by the total number of threads. Batch-norm reductions use one block per channel
-(blocks stride over channels when C > max_blocks). Scalars are passed as NumPy scalars of
-the kernel's C type (np.int32 for int, np.int64 for long long): CuPy passes a bare Python
-int as a 64-bit integer, which an `int` parameter would misread.
+Launch geometry. No kernel splits a flat index with / or % (a GPU has no integer divider:
+each is a ~20-instruction subroutine). The image kernels (im2col, col2im, max pooling) run
+a 3-D grid whose thread coordinates are the indices: x a column, y a row, z a plane
+n*C + c (`_launch_planes`), the batch-norm elementwise kernels x a pixel, y the channel,
+z the image; the block is shaped to the plane (`tile`), every dimension is a grid-stride
+loop, and gridDim.y and gridDim.z are capped at GRID_YZ_LIMIT = 65535 (the hardware's
+limit; gridDim.x is capped at max_blocks). What division is left (plane -> (n, c), the
+strides of the gathers) is a multiplication by a magic number computed here
+(`magic_divisor`) and passed as two kernel arguments. Batch-norm statistics and backward
+sums are two-stage reductions: stage 1 a grid (S, C) of blocks, S slices of the batch per
+channel, each writing a partial; stage 2 one warp per channel combining its S partials.
+ReLU keeps a 1-D grid-stride loop (`grid_for`). Scalars are passed as NumPy scalars of the
+kernel's C type (np.int32 for int, np.uint32 for unsigned, np.int64 for long long): CuPy
+passes a bare Python int as a 64-bit integer, which an `int` parameter would misread.
 """
 import functools
 import pathlib
@@ -37,13 +45,28 @@ C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 BLOCK = 256            # threads per block on a GPU; a multiple of 32 (the reductions need it)
 MAX_BLOCKS = 65535     # cap on a grid-stride grid; beyond it each thread takes more steps
+GRID_YZ_LIMIT = 65535  # the hardware's limit on gridDim.y and gridDim.z
+INT32_LIMIT = 2**31    # fastdiv.cuh divides 32-bit ints below this
+PLANE_LIMIT = 2**31 - 2**26  # planes a kernel loops over in an int: a grid-stride step
+                             # (at most 65535 * 1024 < 2**26) must not overflow it
+STATS_TARGET_BLOCKS = 2048   # batch-norm stage 1 aims at this many blocks (all SMs busy)
+INCLUDE = re.compile(r'^#include "(\w+\.cuh)"$', flags=re.M)
 
 _KERNEL = re.compile(r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+(\w+)\s*\(([^)]*)\)")
 
 
 def read_source(filename):
-    """The text of one of the .cu files in kernels/cuda/."""
-    return (CUDA_DIR / filename).read_text(encoding="utf-8")
+    """The text of one of the .cu files in kernels/cuda/, each `#include "name.cuh"` line
+    replaced by that header's text (between #line markers, so compiler messages name the
+    right file and line): the result compiles alone, as NVRTC, nvcc and the emulator need."""
+    text = (CUDA_DIR / filename).read_text(encoding="utf-8")
+
+    def paste(m):
+        line = text.count("\n", 0, m.start()) + 2      # the line after the #include
+        header = (CUDA_DIR / m.group(1)).read_text(encoding="utf-8")
+        return f'#line 1 "{m.group(1)}"\n{header}#line {line} "{filename}"'
+
+    return INCLUDE.sub(paste, text)
 
 
 def kernel_signatures(source):
@@ -80,12 +103,45 @@ def _i32(*values):
     return tuple(np.int32(v) for v in values)
 
 
+def magic_divisor(d):
+    """(magic, shift) as kernel arguments (np.uint32, np.int32) for dividing by d in
+    fastdiv.cuh: n // d == ((n * magic >> 32) + n) >> shift for every 0 <= n < 2**31."""
+    if not 1 <= d < INT32_LIMIT:
+        raise ValueError(f"magic_divisor: the divisor must be in [1, 2**31), got {d}")
+    shift = (d - 1).bit_length()                       # ceil(log2(d))
+    magic = (1 << 32) * ((1 << shift) - d) // d + 1
+    return np.uint32(magic), np.int32(shift)
+
+
+def _pow2(n):
+    """The least power of two >= n (1 for n <= 1)."""
+    return 1 << (max(int(n), 1) - 1).bit_length()
+
+
+def tile(block, rows, cols):
+    """(bx, by, bz), a block of at most `block` threads shaped to planes of rows x cols:
+    bx the power of two >= cols (at most block), by likewise for rows in what is left,
+    bz the rest (several planes per block when a plane is small)."""
+    bx = min(block, _pow2(cols))
+    by = min(block // bx, _pow2(rows))
+    return bx, by, block // (bx * by)
+
+
+def _check_int32(fn, **sizes):
+    """Raise ValueError naming fn when a size is too large for a kernel's int loop."""
+    for name, value in sizes.items():
+        if value >= PLANE_LIMIT:
+            raise ValueError(f"{fn}: {name} = {value} does not fit the kernel's 32-bit "
+                             f"indices (less than {PLANE_LIMIT} = 2**31 - 2**26)")
+
+
 class Launchers:
     """The ten kernels of reference.py, launched on arrays of `xp` (the convolutions as
     im2col/col2im and xp.matmul, kernels/gemm_conv.py).
 
     kernel(name, dtype) returns a callable with RawKernel's calling convention,
-    kernel((grid,), (block,), args). block must be a multiple of 32, at most 1024.
+    kernel(grid, block, args), grid and block tuples of one to three dimensions. block
+    (threads per block) must be a multiple of 32, at most 1024.
     devices, when given, is (device_of(array) -> int or None for a host array,
     current_device() -> int): every launcher then checks its arrays against the current
     device before anything else.
@@ -116,17 +172,46 @@ class Launchers:
                     f"its device current")
 
     def _launch(self, name, dtype, work, args):
-        """One thread per item of `work`, in a grid-stride loop."""
+        """One thread per item of `work`, in a 1-D grid-stride loop (ReLU)."""
         if work > 0:
             grid = grid_for(work, self.block, self.max_blocks)
             count_launch()
             self.kernel(name, dtype)((grid,), (self.block,), args)
 
+    def _launch_planes(self, name, dtype, extent, args):
+        """A 3-D grid over extent = (planes, rows, cols): thread coordinates x a column,
+        y a row, z a plane, each a grid-stride loop (see the module docstring)."""
+        planes, rows, cols = extent
+        if planes * rows * cols == 0:
+            return
+        bx, by, bz = tile(self.block, rows, cols)
+        cap = min(self.max_blocks, GRID_YZ_LIMIT)
+        grid = (min(-(-cols // bx), self.max_blocks), min(-(-rows // by), cap),
+                min(-(-planes // bz), cap))
+        self.kernel(name, dtype)(grid, (bx, by, bz), args)
+
     def _launch_per_channel(self, name, dtype, channels, args):
-        """One block per channel (the block reduces that channel)."""
+        """One block per channel (the block reduces that channel); the batch-norm kernels
+        here use two-stage reductions instead (reduction_geometry)."""
         grid = max(1, min(channels, self.max_blocks))
         count_launch()
         self.kernel(name, dtype)((grid,), (self.block,), args)
+
+    def reduction_geometry(self, n, c, hw):
+        """(grid, block) of a batch-norm stage 1 over x (n, c, hw): block (bx, by) with bx
+        the power of two >= hw (at least a warp, at most the block), by = images at once;
+        grid (S, C): S slices of the batch per channel, enough for STATS_TARGET_BLOCKS
+        blocks in all, at most one per by images and at most max_blocks."""
+        bx = min(self.block, max(32, _pow2(hw)))
+        by = self.block // bx
+        slices = min(-(-n // by), -(-STATS_TARGET_BLOCKS // max(c, 1)), self.max_blocks)
+        return (max(1, slices), max(1, min(c, GRID_YZ_LIMIT, self.max_blocks))), (bx, by)
+
+    def _launch_combine(self, name, dtype, channels, args):
+        """Stage 2 of a batch-norm reduction: one warp per channel."""
+        per_block = self.block // 32
+        grid = max(1, min(-(-channels // per_block), self.max_blocks))
+        self.kernel(name, dtype)((grid,), (32, per_block), args)
 
     def _vector(self, v, dtype):
         return self.xp.ascontiguousarray(v, dtype=dtype)
@@ -136,20 +221,25 @@ class Launchers:
         self._check_devices("im2col", x=x)
         oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw, dh, dw)
         n, c, h, w = x.shape
+        _check_int32("im2col", planes=n * c)
         x = self.xp.ascontiguousarray(x)
         cols = self.xp.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
-        self._launch("im2col", x.dtype, cols.size,
-                     (x, cols, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)))
+        self._launch_planes("im2col", x.dtype, (n * c, oh, ow),
+                            (x, cols, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow),
+                             *magic_divisor(max(c, 1))))
         return cols
 
     def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
         """See reference.col2im."""
         self._check_devices("col2im", cols=cols)
         n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
+        _check_int32("col2im", planes=n * c)
         cols = self.xp.ascontiguousarray(cols)
         dx = self.xp.empty((n, c, h, w), dtype=cols.dtype)
-        self._launch("col2im", cols.dtype, dx.size,
-                     (cols, dx, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)))
+        self._launch_planes("col2im", cols.dtype, (n * c, h, w),
+                            (cols, dx, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow),
+                             *magic_divisor(max(c, 1)), *magic_divisor(sh),
+                             *magic_divisor(sw)))
         return dx
 
     def conv2d_forward(self, x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
@@ -178,17 +268,22 @@ class Launchers:
             return xp.empty_like(x), xp.zeros(x.shape[1], dt), xp.zeros(x.shape[1], dt)
         x = xp.ascontiguousarray(x)
         n, c, h, w = x.shape
-        mean64, var64 = xp.empty(c, dtype=np.float64), xp.empty(c, dtype=np.float64)
-        self._launch_per_channel("batchnorm_stats", dt, c, (x, mean64, var64, *_i32(n, c, h * w)))
-        mean, invstd = mean64.astype(dt), (1.0 / xp.sqrt(var64 + eps)).astype(dt)
+        grid, block = self.reduction_geometry(n, c, h * w)
+        partials = [xp.empty(c * grid[0], dtype=dt) for _ in range(3)]   # count, mean, M2
+        self.kernel("batchnorm_stats", dt)(grid, block, (x, *partials, *_i32(n, c, h * w)))
+        mean, var, invstd = (xp.empty(c, dtype=dt) for _ in range(3))
+        self._launch_combine("batchnorm_stats_combine", dt, c,
+                             (*partials, mean, var, invstd, *_i32(grid[0], c), dt.type(eps)))
         y = xp.empty_like(x)
-        self._launch("batchnorm_apply", dt, x.size,
-                     (x, mean, invstd, self._vector(weight, dt), self._vector(bias, dt), y,
-                      *_i32(n, c, h * w)))
+        self._launch_planes("batchnorm_apply", dt, (n, c, h * w),
+                            (x, mean, invstd, self._vector(weight, dt), self._vector(bias, dt),
+                             y, *_i32(n, c, h * w)))
         if running_mean is not None:
-            running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean64
+            running_mean *= 1.0 - momentum
+            running_mean += momentum * mean
         if running_var is not None:
-            running_var[...] = (1.0 - momentum) * running_var + momentum * var64 * (m / (m - 1))
+            running_var *= 1.0 - momentum
+            running_var += var * (momentum * m / (m - 1))
         return y, mean, invstd
 
     def batchnorm_backward(self, grad_out, x, weight, mean, invstd):
@@ -202,14 +297,18 @@ class Launchers:
         x, g = xp.ascontiguousarray(x), xp.ascontiguousarray(grad_out, dtype=dt)
         n, c, h, w = x.shape
         mean, invstd = self._vector(mean, dt), self._vector(invstd, dt)
-        sum_g, sum_gxhat = xp.empty(c, dtype=np.float64), xp.empty(c, dtype=np.float64)
-        self._launch_per_channel("batchnorm_backward_reduce", dt, c,
-                                 (g, x, mean, invstd, sum_g, sum_gxhat, *_i32(n, c, h * w)))
+        grid, block = self.reduction_geometry(n, c, h * w)
+        part_g, part_gxhat = xp.empty(c * grid[0], dtype=dt), xp.empty(c * grid[0], dtype=dt)
+        self.kernel("batchnorm_backward_reduce", dt)(
+            grid, block, (g, x, mean, invstd, part_g, part_gxhat, *_i32(n, c, h * w)))
+        sum_g, sum_gxhat = xp.empty(c, dtype=dt), xp.empty(c, dtype=dt)
+        self._launch_combine("batchnorm_backward_combine", dt, c,
+                             (part_g, part_gxhat, sum_g, sum_gxhat, *_i32(grid[0], c)))
         grad_x = xp.empty_like(x)
-        self._launch("batchnorm_backward_apply", dt, x.size,
-                     (g, x, mean, invstd, self._vector(weight, dt), sum_g, sum_gxhat, grad_x,
-                      *_i32(n, c, h * w)))
-        return grad_x, sum_gxhat.astype(dt), sum_g.astype(dt)
+        self._launch_planes("batchnorm_backward_apply", dt, (n, c, h * w),
+                            (g, x, mean, invstd, self._vector(weight, dt), sum_g, sum_gxhat,
+                             grad_x, *_i32(n, c, h * w)))
+        return grad_x, sum_gxhat, sum_g
 
     def relu_forward(self, x):
         """See reference.relu_forward."""
@@ -235,11 +334,12 @@ class Launchers:
         self._check_devices("maxpool_forward", x=x)
         oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw)
         n, c, h, w = x.shape
+        _check_int32("maxpool_forward", planes=n * c)
         x = self.xp.ascontiguousarray(x)
         y = self.xp.empty((n, c, oh, ow), dtype=x.dtype)
         idx = self.xp.empty((n, c, oh, ow), dtype=np.int64)
-        self._launch("maxpool_forward", x.dtype, y.size,
-                     (x, y, idx, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
+        self._launch_planes("maxpool_forward", x.dtype, (n * c, oh, ow),
+                            (x, y, idx, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
         return y, idx
 
     def maxpool_backward(self, grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
@@ -247,11 +347,13 @@ class Launchers:
         self._check_devices("maxpool_backward", grad_out=grad_out, idx=idx)
         n, c, h, w, oh, ow = checks.maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw,
                                                           ph, pw, check_index=False)
+        _check_int32("maxpool_backward", planes=n * c)
         g = self.xp.ascontiguousarray(grad_out)
         idx = self.xp.ascontiguousarray(idx, dtype=np.int64)
         grad_x = self.xp.empty((n, c, h, w), dtype=g.dtype)
-        self._launch("maxpool_backward", g.dtype, grad_x.size,
-                     (g, idx, grad_x, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
+        self._launch_planes("maxpool_backward", g.dtype, (n * c, h, w),
+                            (g, idx, grad_x, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow),
+                             *magic_divisor(sh), *magic_divisor(sw)))
         return grad_x
 
 

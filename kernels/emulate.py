@@ -8,12 +8,15 @@ extern "C" entry point that takes the launch like cuLaunchKernel does: grid, blo
 array of pointers to the argument values. Builds are cached on disk, keyed by a hash of
 the generated source, the header and the compiler flags.
 
-`EmulatedKernel` is called like cupy.RawKernel, kernel((grid,), (block,), args), and
-checks every argument against the C signature read from the .cu file: an array must be
+`EmulatedKernel` is called like cupy.RawKernel, kernel(grid, block, args), and checks
+every argument against the C signature read from the .cu file: an array must be
 C-contiguous with the element type of its pointer, a scalar must be the NumPy scalar of
-its C type (np.int32 for int), exactly what a real launch needs. `backend()` returns
-cuda.Launchers over NumPy and these kernels: the ten functions of reference.py, running
-the same launch code and geometry as the GPU path.
+its C type (np.int32 for int, np.uint32 for unsigned), exactly what a real launch needs;
+and it refuses a grid or block past the hardware's limits (gridDim.y and .z at most
+65535, 1024 threads a block), as a GPU would. kernel(..., only=[(x, y, z), ...]) runs
+only the listed blocks: how tests/test_cuda_sizes.py runs kernels at resnet50 sizes.
+`backend()` returns cuda.Launchers over NumPy and these kernels: the ten functions of
+reference.py, running the same launch code and geometry as the GPU path.
 """
 import concurrent.futures
 import ctypes
@@ -33,7 +36,10 @@ from . import cuda
 HEADER = cuda.CUDA_DIR / "emulate.h"
 CXXFLAGS = ("-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-Wall", "-Wextra", "-Werror")
 TIMEOUT_MS = 10_000    # how long a barrier waits before it calls a deadlock
-_SCALARS = {"int": np.int32, "long long": np.int64, "float": np.float32, "double": np.float64}
+_SCALARS = {"int": np.int32, "unsigned": np.uint32, "long long": np.int64,
+            "float": np.float32, "double": np.float64}
+GRID_LIMITS = (2**31 - 1, 65535, 65535)   # gridDim.x, .y, .z on every GPU since sm_30
+BLOCK_LIMITS = (1024, 1024, 64)           # blockDim.x, .y, .z; at most 1024 threads in all
 
 
 class EmulatorUnavailable(RuntimeError):
@@ -65,9 +71,10 @@ def _wrapper(name, params, ctype):
     unpacked = ", ".join(f"*static_cast<{_c_type(t, ctype)}*>(args[{i}])"
                          for i, (t, _) in enumerate(params))
     return (f'extern "C" int emulate_{name}_{ctype}(const unsigned* g, const unsigned* b, '
-            f"void** args, int timeout_ms, char* error, int error_len) {{\n"
+            f"void** args, int timeout_ms, char* error, int error_len, const unsigned* only, "
+            f"unsigned long long count) {{\n"
             f"    return emu::launch({{g[0], g[1], g[2]}}, {{b[0], b[1], b[2]}}, timeout_ms, "
-            f"error, error_len, [args] {{ {name}<{ctype}>({unpacked}); }});\n}}\n")
+            f"error, error_len, [args] {{ {name}<{ctype}>({unpacked}); }}, only, count);\n}}\n")
 
 
 def _translation_unit(source, filename, ftz=False):
@@ -131,21 +138,50 @@ class EmulatedKernel:
                 f"(a bare Python int would reach a GPU kernel as a 64-bit long long)")
         return np.ctypeslib.as_ctypes_type(expected)(value)
 
-    def __call__(self, grid, block, args, shared_mem=0):
+    def _check_geometry(self, grid, block):
+        """Refuse what a GPU would refuse: an empty or over-limit grid or block."""
+        where = f"{self.name}: launch grid {grid} block {block}"
+        if min(grid + block) < 1:
+            raise KernelArgumentError(f"{where} has an empty dimension")
+        for axis, size, limit in zip("xyz", grid, GRID_LIMITS):
+            if size > limit:
+                raise KernelArgumentError(f"{where}: gridDim.{axis} = {size} exceeds the "
+                                          f"limit {limit}")
+        for axis, size, limit in zip("xyz", block, BLOCK_LIMITS):
+            if size > limit:
+                raise KernelArgumentError(f"{where}: blockDim.{axis} = {size} exceeds the "
+                                          f"limit {limit}")
+        if np.prod(block) > 1024:
+            raise KernelArgumentError(f"{where}: more than 1024 threads per block")
+
+    def __call__(self, grid, block, args, shared_mem=0, only=None):
+        """Launch on every block of grid, or only on the blocks listed in `only` (block
+        coordinates (x, y, z), each inside the grid)."""
         if shared_mem:
             raise KernelArgumentError(f"{self.name}: dynamic shared memory is not emulated")
         if len(args) != len(self.params):
             raise KernelArgumentError(
                 f"{self.name} takes {len(self.params)} arguments, got {len(args)}")
-        grid, block = ((tuple(d) + (1, 1))[:3] for d in (grid, block))
-        if min(grid + block) < 1 or np.prod(block) > 1024:
-            raise KernelArgumentError(f"{self.name}: bad launch grid {grid} block {block}")
+        grid, block = ((tuple(int(v) for v in d) + (1, 1))[:3] for d in (grid, block))
+        self._check_geometry(grid, block)
         values = [self._argument(i, a) for i, a in enumerate(args)]
         pointers = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
         dims = [(ctypes.c_uint * 3)(*d) for d in (grid, block)]
+        chosen, count = self._blocks(only, grid)
         error = ctypes.create_string_buffer(1024)
-        if self.function(dims[0], dims[1], pointers, self.timeout_ms, error, len(error)):
+        if self.function(dims[0], dims[1], pointers, self.timeout_ms, error, len(error),
+                         chosen, count):
             raise KernelLaunchError(f"{self.name}: {error.value.decode()}")
+
+    def _blocks(self, only, grid):
+        """(ctypes array of block coordinates or None, how many) for a launch."""
+        if only is None:
+            return None, 0
+        coords = np.ascontiguousarray(np.asarray(only, dtype=np.int64).reshape(-1, 3))
+        if len(coords) and ((coords < 0).any() or (coords >= np.array(grid)).any()):
+            raise KernelArgumentError(f"{self.name}: a block of `only` lies outside grid {grid}")
+        flat = coords.astype(np.uint32).ravel()
+        return (ctypes.c_uint * len(flat))(*flat.tolist()), len(coords)
 
 
 class EmulatedModule:
@@ -164,12 +200,18 @@ class EmulatedModule:
         function = getattr(self.library, f"emulate_{name}_{ctype}")
         function.restype = ctypes.c_int
         function.argtypes = [ctypes.POINTER(ctypes.c_uint)] * 2 + [
-            ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+            ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+            ctypes.POINTER(ctypes.c_uint), ctypes.c_ulonglong]
         return EmulatedKernel(function, name, ctype, self.signatures[name], self.timeout_ms)
 
 
-def backend(sources=None, block=64, max_blocks=8, timeout_ms=TIMEOUT_MS, ftz=False):
+def backend(sources=None, block=64, max_blocks=8, timeout_ms=TIMEOUT_MS, ftz=False,
+            sample=None):
     """cuda.Launchers over NumPy with the kernels built for the CPU.
+
+    sample, when given, is sample(name, grid, block) -> block coordinates to run (or None
+    for all): each launch then runs only those blocks (tests at real ResNet sizes, where
+    emulating every block would take minutes, check the outputs of the blocks they ran).
 
     sources maps a file name of cuda.SOURCES to replacement source text (for tests that
     plant a bug); the other files are read from kernels/cuda/. Small blocks and a small
@@ -183,8 +225,16 @@ def backend(sources=None, block=64, max_blocks=8, timeout_ms=TIMEOUT_MS, ftz=Fal
         modules = dict(zip(texts, built))
 
     @functools.lru_cache(maxsize=None)
-    def kernel(name, dtype):
+    def compiled(name, dtype):
         return modules[cuda.kernel_files()[name]].get_function(
             f"{name}<{cuda.C_TYPES[np.dtype(dtype)]}>")
+
+    def kernel(name, dtype):
+        if sample is None:
+            return compiled(name, dtype)
+        def launch(grid, block, args):
+            grid, block = ((tuple(d) + (1, 1))[:3] for d in (grid, block))
+            compiled(name, dtype)(grid, block, args, only=sample(name, grid, block))
+        return launch
 
     return cuda.Launchers(np, kernel, block=block, max_blocks=max_blocks)

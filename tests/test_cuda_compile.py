@@ -93,6 +93,42 @@ def test_nvcc_compiles_cleanly(filename, tmp_path):
     assert "warning" not in log.lower(), log
 
 
+# an integer division or remainder in PTX: div.s32, rem.u64, ... (div.rn.f32 is a float one)
+_INT_DIVISION = re.compile(r"\b(div|rem)\.[su](32|64)\b")
+
+
+def nvrtc_ptx(source, filename, arch=ARCHS[1]):
+    """The PTX of source with every kernel instantiated (NVRTC)."""
+    nvrtc = _nvrtc()
+    program = nvrtc.createProgram(source, filename, [], [])
+    try:
+        for e in cuda.name_expressions(source):
+            nvrtc.addNameExpression(program, e)
+        nvrtc.compileProgram(program, [f"--gpu-architecture={arch}", "-std=c++17"])
+        ptx = nvrtc.getPTX(program)
+    finally:
+        nvrtc.destroyProgram(program)
+    return ptx.decode() if isinstance(ptx, bytes) else ptx
+
+
+# relu.cu's 1-D grid-stride loop over a long long n has no division in its source, but the
+# compiler divides once per thread (div.u64) to count the loop's trips before unrolling it
+@pytest.mark.parametrize("filename", [f for f in cuda.SOURCES if f != "relu.cu"])
+def test_no_kernel_divides_integers(filename):
+    # index arithmetic by 3-D grids and magic numbers: no div/rem instruction on integers
+    ptx = nvrtc_ptx(cuda.read_source(filename), filename)
+    assert ".entry" in ptx
+    assert _INT_DIVISION.findall(ptx) == [], f"{filename} divides integers"
+
+
+def test_a_flat_index_split_shows_up_as_integer_division():
+    # the negative control: the former im2col's k % Q, k / Q, ... on runtime values
+    flat = ("template <typename T>\n__global__ void k(T* y, long long Q, int L) {\n"
+            "    long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x;\n"
+            "    y[k] = T(k % Q) + T((int)(k / Q) / L);\n}\n")
+    assert len(_INT_DIVISION.findall(nvrtc_ptx(flat, "flat.cu"))) >= 2
+
+
 def test_a_warning_fails_nvrtc():
     ok, log, _ = nvrtc_compile(WARNS, "warns.cu", ARCHS[0])
     assert ok and "declared but never referenced" in log
@@ -109,16 +145,30 @@ def test_every_kernel_is_parsed(filename):
     signatures = cuda.kernel_signatures(source)
     assert len(signatures) == source.count("__global__") > 0
     for params in signatures.values():
-        known = r"(const )?(T|int|long long|double)\*?"
+        known = r"(const )?(T|int|unsigned|long long|double)\*?"
         assert all(re.fullmatch(known, t) for t, _ in params), params
 
 
-def test_im2col_kernels_take_the_dilation_the_launchers_pass():
-    # the launchers pass (..., sh, sw, ph, pw, dh, dw, OH, OW) as int32 scalars, in order
+def test_im2col_kernels_take_the_dilation_and_magic_numbers_the_launchers_pass():
+    # the launchers pass (N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW) as int32
+    # scalars, in order, then a (magic, shift) pair per divisor: C, and for col2im sh and sw
     signatures = cuda.kernel_signatures(cuda.read_source("im2col.cu"))
-    for name in ("im2col", "col2im"):
-        tail = [(t, p) for t, p in signatures[name]][-8:]
-        assert tail == [("int", p) for p in ("sh", "sw", "ph", "pw", "dh", "dw", "OH", "OW")]
+    geometry = [("int", p) for p in "N C H W kh kw sh sw ph pw dh dw OH OW".split()]
+    divisors = {"im2col": ["c"], "col2im": ["c", "sh", "sw"]}
+    for name, divided in divisors.items():
+        magic = [pair for d in divided for pair in (("unsigned", f"{d}_magic"),
+                                                      ("int", f"{d}_shift"))]
+        assert signatures[name][2:] == geometry + magic, name
+
+
+def test_fastdiv_header_is_pasted_in_with_line_markers():
+    source = cuda.read_source("im2col.cu")
+    assert "\n#include" not in source and source.count("div_magic(int n") == 1
+    assert '#line 1 "fastdiv.cuh"' in source
+    # the line after the #include keeps its number in the .cu file
+    raw = (cuda.CUDA_DIR / "im2col.cu").read_text().splitlines()
+    line = raw.index('#include "fastdiv.cuh"') + 2
+    assert f'#line {line} "im2col.cu"\n{raw[line - 1]}' in source
 
 
 def test_importing_cuda_needs_no_cupy():
@@ -152,9 +202,9 @@ def test_ptxas_reports_every_instantiation_without_spills(ptxas_rows):
     assert spills == [], f"register spills or stack frames: {spills}"
     assert all(0 < r.registers <= 255 and r.block == cuda.BLOCK for r in ptxas_rows)
     assert all(r.occupancy >= 0.5 for r in ptxas_rows), "occupancy below 50%"
-    reductions = [r for r in ptxas_rows if r.kernel.startswith(("batchnorm_stats",
-                                                                "batchnorm_backward_reduce"))]
-    assert reductions and all(r.shared > 0 and r.barriers >= 1 for r in reductions)
+    stage1 = [r for r in ptxas_rows if r.kernel.startswith(("batchnorm_stats<",
+                                                            "batchnorm_backward_reduce<"))]
+    assert len(stage1) == 8 and all(r.shared > 0 and r.barriers >= 1 for r in stage1)
 
 
 PTXAS_LOG = """\

@@ -4,12 +4,17 @@ Every kernel is launched by the same cuda.Launchers code that drives the GPU, on
 shapes (odd sizes, stride larger than the kernel, padding, batch 1, dilated windows,
 grouped and depthwise convolutions), in float32 and float64, and held to
 kernels/reference.py. The emulation uses 64-thread blocks and at most
-8 blocks, so the grid-stride loops take several turns; batch norm also runs with 32 and
-128 threads and with more channels than blocks. Negative controls: a planted off-by-one in
-im2col, a col2im that takes the rows of cols one image shorter than they are, a col2im
-that forgets the dilation and a broken warp reduction must be caught by the same
-comparisons, and a kernel that leaves some threads out of __syncthreads() must fail with
-the deadlock message.
+8 blocks per grid dimension, so the grid-stride loops take several turns; batch norm also
+runs with 32 and 128 threads, with more channels than blocks and with several images per
+block (2-D blocks), and on badly conditioned data (mean 1e4, std 1), where its float32
+Welford statistics must hold to the float64 reference and a naive float32
+E[x^2] - E[x]^2 must not. The magic-number division of fastdiv.cuh is checked exactly on
+its whole domain's edges. Negative controls: a planted off-by-one in im2col, a col2im
+that takes the rows of cols one image shorter than they are, a col2im that forgets the
+dilation, a broken warp reduction and an unshifted (naive) variance must be caught by the
+same comparisons, and a kernel that leaves some threads out of __syncthreads() must fail
+with the deadlock message. Running only some blocks of a launch (`only`) runs exactly
+those. tests/test_cuda_sizes.py runs every kernel at resnet50 launch sizes.
 """
 import numpy as np
 import pytest
@@ -30,7 +35,8 @@ WINDOWS = [
     ((1, 4, 11, 13), 3, 3, 2, 2, 1, 1),
     ((1, 3, 4, 5), 4, 4, 1, 2, 2, 2),
 ]
-BN_SHAPES = [(2, 3, 5, 7), (1, 4, 1, 3), (5, 11, 3, 3), (1, 2, 17, 19)]
+BN_SHAPES = [(2, 3, 5, 7), (1, 4, 1, 3), (5, 11, 3, 3), (1, 2, 17, 19),
+             (40, 3, 1, 1)]   # 1x1 planes: 2 images per block, 8 slices per channel
 
 
 def _backend(**options):
@@ -155,6 +161,61 @@ def test_batchnorm_other_block_sizes(block):
     backend = _backend(block=block, max_blocks=3)
     for dtype in DTYPES:
         check_batchnorm(backend, (3, 5, 6, 7), dtype, seed=block)
+
+
+def check_badly_conditioned_batchnorm(backend, dtype, seed=5):
+    """Mean 1e4, std 1: the statistics against the float64 reference. In float32 the mean
+    is held to a few ulps of 1e4 and invstd to 1e-3 (every float32 mean carries an error
+    of up to half an ulp, 5e-4, which the combination passes on); y to 2e-3, the ulp of
+    1e4 in units of the std. A naive E[x^2] - E[x]^2 in float32 loses every digit."""
+    rng = np.random.default_rng(seed)
+    shape = (3, 2, 16, 32)            # 8 values per thread (64 threads), 1 image per block
+    x = (rng.standard_normal(shape) + 1e4).astype(dtype)
+    w, b = np.ones(2, dtype), np.zeros(2, dtype)
+    y, mean, invstd = backend.batchnorm_forward(x, w, b, None, None, 0.1, 1e-5)
+    y_ref, mean_ref, invstd_ref = ref.batchnorm_forward(x, w, b, None, None, 0.1, 1e-5)
+    loose = dtype == np.float32
+    np.testing.assert_allclose(mean, mean_ref, rtol=1e-6 if loose else 1e-14,
+                               err_msg="batchnorm mean, mean 1e4")
+    np.testing.assert_allclose(invstd, invstd_ref, rtol=1e-3 if loose else 1e-10,
+                               err_msg="batchnorm invstd, mean 1e4")
+    np.testing.assert_allclose(y, y_ref, atol=2e-3 if loose else 1e-10,
+                               err_msg="batchnorm y, mean 1e4")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm_badly_conditioned(emu, dtype):
+    check_badly_conditioned_batchnorm(emu, dtype)
+
+
+def test_planted_naive_variance_fails_the_badly_conditioned_case():
+    # without the shift each thread sums x and x^2 and takes s2 - s1^2/n: E[x^2] - E[x]^2
+    backend = _backend(sources=_planted("batchnorm.cu", "if (count == 0) k = v;", ""))
+    with pytest.raises(AssertionError, match="invstd, mean 1e4"):
+        check_badly_conditioned_batchnorm(backend, np.float32)
+
+
+def _fast_divide(n, d):
+    """fastdiv.cuh's div_magic in exact integer arithmetic, with the 32-bit wrap checked."""
+    magic, shift = (int(v) for v in cuda.magic_divisor(d))
+    high = (n * magic) >> 32
+    assert (high + n < 2**32).all(), "the 32-bit sum would overflow"
+    return (high + n) >> shift
+
+
+def test_magic_divisor_is_exact():
+    rng = np.random.default_rng(6)
+    divisors = sorted({*range(1, 300), *(2**k + e for k in range(1, 31) for e in (-1, 0, 1)),
+                       *rng.integers(1, 2**31, 200).tolist(), 2**31 - 1})
+    for d in divisors:
+        n = np.unique(np.concatenate([
+            np.arange(0, 70), rng.integers(0, 2**31, 300),
+            np.array([q * d + r for q in (1, 2, 1000, (2**31 - 1) // d) for r in (-1, 0, 1)]),
+            np.array([2**31 - 2, 2**31 - 1])])).astype(object)
+        n = n[(n >= 0) & (n < 2**31)]
+        assert (_fast_divide(n, d) == n // d).all(), d
+    with pytest.raises(ValueError, match="divisor must be in"):
+        cuda.magic_divisor(0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -293,6 +354,15 @@ def test_partial_syncthreads_fails_with_deadlock_instead_of_hanging(probes):
     assert out.sum() == 128
     with pytest.raises(emulate.KernelLaunchError, match=r"deadlock .* waited at"):
         kernel((2,), (64,), (out, np.int32(10)))
+
+
+def test_only_the_listed_blocks_run(probes):
+    kernel = probes.get_function("count_threads<float>")
+    total = np.zeros(1, np.float32)
+    kernel((3, 2, 2), (64,), (total,), only=[(0, 0, 0), (2, 1, 1)])
+    assert total[0] == 2 * 64
+    with pytest.raises(emulate.KernelArgumentError, match="outside grid"):
+        kernel((3, 2, 2), (64,), (total,), only=[(3, 0, 0)])
 
 
 def test_warp_shuffle_and_atomic_add(probes):

@@ -1,102 +1,222 @@
-// Training-mode batch norm over the axes (0, 2, 3) of an NCHW tensor: statistics and
-// backward sums with one thread block per channel, the elementwise parts with one thread
-// per element.
+// Training-mode batch norm over the axes (0, 2, 3) of an NCHW tensor, in two stages.
+//
+// Per-channel statistics and backward sums are parallel two-stage reductions:
+// - stage 1 (batchnorm_stats, batchnorm_backward_reduce): grid (S, C); block (s, c) reduces
+//   slice s of channel c, the images n = s*blockDim.y + threadIdx.y, stepping by
+//   S*blockDim.y, and in each image the pixels threadIdx.x, stepping by blockDim.x, and
+//   writes one partial result per (c, s) to partial[c*S + s]. Many blocks per channel keep
+//   every SM busy with independent loads, where one block per channel would leave a
+//   64-channel layer with 64 blocks. gridDim.y is at most 65535: blocks step over channels.
+// - stage 2 (batchnorm_stats_combine, batchnorm_backward_combine): one warp per channel
+//   (block (32, blockDim.y)) combines the S partials of its channel.
+// - the elementwise kernels use a 3-D grid: x a pixel of the plane, y the channel, z the
+//   image, each a grid-stride loop, so no thread divides to find its channel.
 //
 // Formulations:
-// - Statistics in two passes over the channel, mean first, then the mean of (x - mean)^2.
-//   The one-pass E[x^2] - E[x]^2 cancels catastrophically when |mean| >> std; the second
-//   pass rereads a channel that is mostly still in L2 and is cheap next to the convolution.
-//   Partial sums are accumulated in double for float and double inputs alike: a channel
-//   holds N*H*W values (hundreds of thousands for ImageNet shapes), too many for a float
-//   accumulator, and double keeps the code one path (Welford in float would also work,
-//   but its merge step makes the reduction much harder to read).
-// - A block sum is two steps: each warp adds its 32 values with shuffles (no shared memory,
-//   no barrier), then warp 0 adds the per-warp partials from shared memory.
-//   blockDim.x must be a multiple of 32, at most 1024.
-// - The per-channel results are written in double; the launcher derives invstd from them
-//   and casts to the input's dtype.
+// - Statistics as Welford moments (count, mean, M2 = sum of squared deviations from the
+//   mean), combined with Chan, Golub and LeVeque's parallel formula:
+//     n = na + nb, delta = mb - ma, mean = ma + delta*nb/n, M2 = M2a + M2b + delta^2*na*nb/n.
+//   Each thread first sums its own values shifted by the first of them, s1 = sum(x - k)
+//   and s2 = sum((x - k)^2), which is exact enough because k is one of the values and
+//   cheaper than a division per element; its moments are mean = k + s1/cnt and
+//   M2 = s2 - s1^2/cnt. The naive E[x^2] - E[x]^2 cancels catastrophically when
+//   |mean| >> std (mean 1e4, std 1 in float32 leaves no correct digit); Welford never
+//   subtracts two large numbers.
+// - Accumulation in T: float32 for float inputs (as cuDNN), float64 for double inputs.
+// - Block reductions: each warp combines its 32 values with shuffles (no shared memory, no
+//   barrier), then warp 0 combines the per-warp results from shared memory. The threads of
+//   a block are ranked x-fastest; blockDim.x * blockDim.y must be a multiple of 32, at most
+//   1024.
 
-// Sum v over the block; every thread returns the total. partial: __shared__ [32].
-template <typename A>
-__device__ A block_sum(A v, A* partial) {
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+// Welford moments of a set of values: count, mean, sum of squared deviations.
+template <typename T>
+struct Moments {
+    T n, mean, m2;
+};
+
+// The moments of the union of two disjoint sets (Chan et al.).
+template <typename T>
+__device__ Moments<T> combine(Moments<T> a, Moments<T> b) {
+    T n = a.n + b.n;
+    if (n == T(0)) return a;
+    T delta = b.mean - a.mean, wb = b.n / n;
+    return {n, a.mean + delta * wb, a.m2 + b.m2 + delta * delta * a.n * wb};
+}
+
+// Lane 0 ends with the moments of its warp's 32 sets.
+template <typename T>
+__device__ Moments<T> warp_combine(Moments<T> v) {
+    for (int offset = 16; offset > 0; offset /= 2) {
+        Moments<T> o = {__shfl_down_sync(0xffffffffu, v.n, offset),
+                        __shfl_down_sync(0xffffffffu, v.mean, offset),
+                        __shfl_down_sync(0xffffffffu, v.m2, offset)};
+        v = combine(v, o);
+    }
+    return v;
+}
+
+template <typename T>
+__device__ T warp_sum(T v) {
     for (int offset = 16; offset > 0; offset /= 2) {
         v += __shfl_down_sync(0xffffffffu, v, offset);   // lane 0 ends with the warp's sum
     }
-    if (lane == 0) partial[warp] = v;
+    return v;
+}
+
+__device__ __forceinline__ int thread_rank() { return threadIdx.x + blockDim.x * threadIdx.y; }
+
+// The moments of the whole block, valid in thread 0. partial: __shared__ [3][32].
+template <typename T>
+__device__ Moments<T> block_combine(Moments<T> v, T (*partial)[32]) {
+    int rank = thread_rank(), lane = rank % 32, warp = rank / 32;
+    int warps = blockDim.x * blockDim.y / 32;
+    v = warp_combine(v);
+    if (lane == 0) {
+        partial[0][warp] = v.n;
+        partial[1][warp] = v.mean;
+        partial[2][warp] = v.m2;
+    }
     __syncthreads();
     if (warp == 0) {
-        v = lane < warps ? partial[lane] : A(0);
-        for (int offset = 16; offset > 0; offset /= 2) {
-            v += __shfl_down_sync(0xffffffffu, v, offset);
-        }
-        if (lane == 0) partial[0] = v;
+        Moments<T> w = {T(0), T(0), T(0)};
+        if (lane < warps) w = {partial[0][lane], partial[1][lane], partial[2][lane]};
+        v = warp_combine(w);
+    }
+    __syncthreads();                                      // partial may be reused after this
+    return v;
+}
+
+// The sums of a and b over the whole block, valid in thread 0. partial: __shared__ [2][32].
+template <typename T>
+__device__ void block_sum2(T& a, T& b, T (*partial)[32]) {
+    int rank = thread_rank(), lane = rank % 32, warp = rank / 32;
+    int warps = blockDim.x * blockDim.y / 32;
+    a = warp_sum(a);
+    b = warp_sum(b);
+    if (lane == 0) {
+        partial[0][warp] = a;
+        partial[1][warp] = b;
     }
     __syncthreads();
-    A total = partial[0];
-    __syncthreads();                                      // partial may be reused after this
-    return total;
+    if (warp == 0) {
+        a = warp_sum(lane < warps ? partial[0][lane] : T(0));
+        b = warp_sum(lane < warps ? partial[1][lane] : T(0));
+    }
+    __syncthreads();
 }
 
-// Address of the k-th of the m = N*HW values of channel c.
-__device__ __forceinline__ long long channel_at(long long k, int c, int C, int HW) {
-    return (k / HW * C + c) * HW + k % HW;
-}
-
-// mean[c] and biased var[c] of each channel. Grid: blocks stride over the channels.
+// Stage 1 of the statistics: the Welford moments of slice blockIdx.x of each channel.
 template <typename T>
-__global__ void batchnorm_stats(const T* x, double* mean, double* var, int N, int C, int HW) {
-    __shared__ double partial[32];
-    long long m = (long long)N * HW;
-    for (int c = blockIdx.x; c < C; c += gridDim.x) {
-        double s = 0.0;
-        for (long long k = threadIdx.x; k < m; k += blockDim.x) {
-            s += (double)x[channel_at(k, c, C, HW)];
+__global__ void batchnorm_stats(const T* x, T* part_n, T* part_mean, T* part_m2,
+                                int N, int C, int HW) {
+    __shared__ T partial[3][32];
+    int S = gridDim.x, s = blockIdx.x;
+    for (int c = blockIdx.y; c < C; c += gridDim.y) {
+        int count = 0;
+        T k = T(0), s1 = T(0), s2 = T(0);
+        for (int n = s * blockDim.y + threadIdx.y; n < N; n += S * blockDim.y) {
+            const T* plane = x + ((long long)n * C + c) * HW;
+            for (int p = threadIdx.x; p < HW; p += blockDim.x) {
+                T v = plane[p];
+                if (count == 0) k = v;                    // the shift: this thread's first value
+                T d = v - k;
+                s1 += d;
+                s2 += d * d;
+                ++count;
+            }
         }
-        double mu = block_sum(s, partial) / (double)m;
-        double q = 0.0;
-        for (long long k = threadIdx.x; k < m; k += blockDim.x) {
-            double d = (double)x[channel_at(k, c, C, HW)] - mu;
-            q += d * d;
+        Moments<T> m = {T(0), T(0), T(0)};
+        if (count > 0) {
+            T cnt = T(count), mean_d = s1 / cnt;
+            m = {cnt, k + mean_d, s2 - s1 * mean_d};
         }
-        double v = block_sum(q, partial) / (double)m;
-        if (threadIdx.x == 0) {
-            mean[c] = mu;
-            var[c] = v;
+        m = block_combine(m, partial);
+        if (thread_rank() == 0) {
+            long long at = (long long)c * S + s;
+            part_n[at] = m.n;
+            part_mean[at] = m.mean;
+            part_m2[at] = m.m2;
         }
     }
 }
 
-// y = (x - mean) * invstd * weight + bias, one thread per element.
+// Stage 2: mean[c], biased var[c] and invstd[c] = 1/sqrt(var + eps) from the S partials.
+template <typename T>
+__global__ void batchnorm_stats_combine(const T* part_n, const T* part_mean, const T* part_m2,
+                                        T* mean, T* var, T* invstd, int S, int C, T eps) {
+    for (int c = blockIdx.x * blockDim.y + threadIdx.y; c < C; c += gridDim.x * blockDim.y) {
+        Moments<T> m = {T(0), T(0), T(0)};
+        for (int s = threadIdx.x; s < S; s += 32) {
+            long long at = (long long)c * S + s;
+            m = combine(m, Moments<T>{part_n[at], part_mean[at], part_m2[at]});
+        }
+        m = warp_combine(m);
+        if (threadIdx.x == 0) {
+            T v = m.m2 > T(0) ? m.m2 / m.n : T(0);      // rounding can leave M2 just below 0
+            mean[c] = m.mean;
+            var[c] = v;
+            invstd[c] = T(1) / sqrt(v + eps);
+        }
+    }
+}
+
+// y = (x - mean) * invstd * weight + bias; x a pixel, y the channel, z the image.
 template <typename T>
 __global__ void batchnorm_apply(const T* x, const T* mean, const T* invstd, const T* weight,
                                 const T* bias, T* y, int N, int C, int HW) {
-    long long total = (long long)N * C * HW;
-    long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += stride) {
-        int c = (int)(k / HW % C);
-        y[k] = (x[k] - mean[c]) * invstd[c] * weight[c] + bias[c];
+    for (int n = blockIdx.z * blockDim.z + threadIdx.z; n < N; n += gridDim.z * blockDim.z) {
+        for (int c = blockIdx.y * blockDim.y + threadIdx.y; c < C; c += gridDim.y * blockDim.y) {
+            long long first = ((long long)n * C + c) * HW;
+            T mu = mean[c], is = invstd[c], w = weight[c], b = bias[c];
+            for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < HW;
+                 p += gridDim.x * blockDim.x) {
+                y[first + p] = (x[first + p] - mu) * is * w + b;
+            }
+        }
     }
 }
 
-// sum_g[c] = sum(grad_out), sum_gxhat[c] = sum(grad_out * xhat) per channel, in double.
+// Stage 1 of the backward: sum(grad_out) and sum(grad_out * xhat) over slice blockIdx.x of
+// each channel.
 template <typename T>
 __global__ void batchnorm_backward_reduce(const T* grad_out, const T* x, const T* mean,
-                                          const T* invstd, double* sum_g, double* sum_gxhat,
+                                          const T* invstd, T* part_g, T* part_gxhat,
                                           int N, int C, int HW) {
-    __shared__ double partial[32];
-    long long m = (long long)N * HW;
-    for (int c = blockIdx.x; c < C; c += gridDim.x) {
-        double mu = (double)mean[c], is = (double)invstd[c];
-        double sg = 0.0, sgx = 0.0;
-        for (long long k = threadIdx.x; k < m; k += blockDim.x) {
-            long long a = channel_at(k, c, C, HW);
-            double g = (double)grad_out[a];
-            sg += g;
-            sgx += g * ((double)x[a] - mu) * is;
+    __shared__ T partial[2][32];
+    int S = gridDim.x, s = blockIdx.x;
+    for (int c = blockIdx.y; c < C; c += gridDim.y) {
+        T mu = mean[c], is = invstd[c];
+        T sg = T(0), sgx = T(0);
+        for (int n = s * blockDim.y + threadIdx.y; n < N; n += S * blockDim.y) {
+            long long first = ((long long)n * C + c) * HW;
+            for (int p = threadIdx.x; p < HW; p += blockDim.x) {
+                T g = grad_out[first + p];
+                sg += g;
+                sgx += g * ((x[first + p] - mu) * is);
+            }
         }
-        sg = block_sum(sg, partial);
-        sgx = block_sum(sgx, partial);
+        block_sum2(sg, sgx, partial);
+        if (thread_rank() == 0) {
+            long long at = (long long)c * S + s;
+            part_g[at] = sg;
+            part_gxhat[at] = sgx;
+        }
+    }
+}
+
+// Stage 2 of the backward: sum_g[c] and sum_gxhat[c] from the S partials, one warp each.
+template <typename T>
+__global__ void batchnorm_backward_combine(const T* part_g, const T* part_gxhat, T* sum_g,
+                                           T* sum_gxhat, int S, int C) {
+    for (int c = blockIdx.x * blockDim.y + threadIdx.y; c < C; c += gridDim.x * blockDim.y) {
+        T sg = T(0), sgx = T(0);
+        for (int s = threadIdx.x; s < S; s += 32) {
+            long long at = (long long)c * S + s;
+            sg += part_g[at];
+            sgx += part_gxhat[at];
+        }
+        sg = warp_sum(sg);
+        sgx = warp_sum(sgx);
         if (threadIdx.x == 0) {
             sum_g[c] = sg;
             sum_gxhat[c] = sgx;
@@ -104,18 +224,22 @@ __global__ void batchnorm_backward_reduce(const T* grad_out, const T* x, const T
     }
 }
 
-// d bn/dx: grad_x = weight*invstd/m * (m*g - sum_g - xhat*sum_gxhat), one thread per element.
+// d bn/dx: grad_x = weight*invstd/m * (m*g - sum_g - xhat*sum_gxhat); the grid of apply.
 template <typename T>
 __global__ void batchnorm_backward_apply(const T* grad_out, const T* x, const T* mean,
-                                         const T* invstd, const T* weight, const double* sum_g,
-                                         const double* sum_gxhat, T* grad_x, int N, int C, int HW) {
-    long long total = (long long)N * C * HW;
+                                         const T* invstd, const T* weight, const T* sum_g,
+                                         const T* sum_gxhat, T* grad_x, int N, int C, int HW) {
     T m = T((long long)N * HW);
-    long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += stride) {
-        int c = (int)(k / HW % C);
-        T xhat = (x[k] - mean[c]) * invstd[c];
-        T scale = weight[c] * invstd[c] / m;
-        grad_x[k] = scale * (m * grad_out[k] - T(sum_g[c]) - xhat * T(sum_gxhat[c]));
+    for (int n = blockIdx.z * blockDim.z + threadIdx.z; n < N; n += gridDim.z * blockDim.z) {
+        for (int c = blockIdx.y * blockDim.y + threadIdx.y; c < C; c += gridDim.y * blockDim.y) {
+            long long first = ((long long)n * C + c) * HW;
+            T mu = mean[c], is = invstd[c], scale = weight[c] * invstd[c] / m;
+            T sg = sum_g[c], sgx = sum_gxhat[c];
+            for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < HW;
+                 p += gridDim.x * blockDim.x) {
+                T xhat = (x[first + p] - mu) * is;
+                grad_x[first + p] = scale * (m * grad_out[first + p] - sg - xhat * sgx);
+            }
+        }
     }
 }

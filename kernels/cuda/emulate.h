@@ -22,14 +22,18 @@
 //   instead of hanging;
 // - a warp is 32 consecutive threads; __shfl_down_sync / __shfl_xor_sync pass values through
 //   an exchange buffer of one slot per thread, with a warp barrier before and after reading;
-// - atomicAdd works through std::atomic_ref;
+// - atomicAdd works through std::atomic_ref; __umulhi is the high half of a 64-bit product;
+// - a launch may run only some of its blocks (`only`, a list of block coordinates): the
+//   others are skipped, as if their outputs were not looked at. Tests at real ResNet sizes
+//   use this to run the few blocks whose outputs they check;
 // - denormals: the GPU kernels are compiled with -ftz=false (kernels/cuda_build.py), so every
 //   emulated thread clears the x86 flush-to-zero and denormals-are-zero bits of MXCSR
 //   (whatever a library loaded into the process set); compiled with -DEMU_FTZ=1 it sets
 //   them instead, imitating -ftz=true (for float and, unlike a GPU, for double too).
 //
 // Use: g++ -std=c++20 -pthread -include emulate.h file.cu, then call emu::launch(grid,
-// block, timeout_ms, error, error_len, [&] { kernel<float>(args...); }) from the host code.
+// block, timeout_ms, error, error_len, [&] { kernel<float>(args...); }, only, count) from
+// the host code (only = nullptr: every block).
 #pragma once
 
 #include <algorithm>
@@ -109,7 +113,7 @@ public:
         std::lock_guard<std::mutex> lock(mutex_);
         if (error_.empty()) error_ = message;
         broken_ = true;
-        changed_.notify_all();
+        wake_all();
     }
 
     std::string error() {
@@ -118,9 +122,12 @@ public:
     }
 
 private:
+    // One barrier: its own condition variable, so that a warp's barrier wakes only the
+    // threads of that warp (one shared variable would wake every thread of the block).
     struct Counter {
         unsigned expected = 0, arrived = 0;
         unsigned long long generation = 0;
+        std::condition_variable changed;
     };
     struct Slot {
         alignas(8) unsigned char bytes[8];
@@ -133,20 +140,26 @@ private:
         if (++c.arrived == c.expected) {
             c.arrived = 0;
             ++c.generation;
-            changed_.notify_all();
+            c.changed.notify_all();
             return;
         }
         auto released = [&] { return broken_ || c.generation != generation; };
-        if (!changed_.wait_for(lock, timeout_, released)) {
+        if (!c.changed.wait_for(lock, timeout_, released)) {
             error_ = "deadlock in block (" + std::to_string(blockIdx.x) + "," +
                      std::to_string(blockIdx.y) + "," + std::to_string(blockIdx.z) + "): " +
                      std::to_string(c.arrived) + " of " + std::to_string(c.expected) +
                      " threads waited at " + where + " for " + std::to_string(timeout_.count()) +
                      " ms; the others never arrived";
             broken_ = true;
-            changed_.notify_all();
+            wake_all();
         }
         if (broken_) throw Deadlock(error_);
+    }
+
+    void wake_all() {
+        for (auto& w : warp_) w.changed.notify_all();
+        all_.changed.notify_all();
+        done_.changed.notify_all();
     }
 
     unsigned threads_;
@@ -155,7 +168,6 @@ private:
     std::vector<Counter> warp_;
     Counter all_, done_;
     std::mutex mutex_;
-    std::condition_variable changed_;
     bool broken_ = false;
     std::string error_;
 };
@@ -179,12 +191,20 @@ inline unsigned thread_rank() {
     return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
 }
 
-// Run kernel() on every thread of every block; 0 on success, else 1 and a message in error.
+// The coordinates of block b of a grid, x fastest.
+inline dim3 block_at(unsigned long long b, dim3 grid) {
+    return {unsigned(b % grid.x), unsigned(b / grid.x % grid.y),
+            unsigned(b / (1ull * grid.x * grid.y))};
+}
+
+// Run kernel() on every thread of every block, or of the `count` blocks whose coordinates
+// are only[3*i], only[3*i + 1], only[3*i + 2]; 0 on success, else 1 and a message in error.
 template <typename Kernel>
-int launch(dim3 grid, dim3 block, int timeout_ms, char* error, int error_len, Kernel kernel) {
+int launch(dim3 grid, dim3 block, int timeout_ms, char* error, int error_len, Kernel kernel,
+           const unsigned* only = nullptr, unsigned long long count = 0) {
     std::lock_guard<std::mutex> serial(launch_mutex);
     unsigned threads = block.x * block.y * block.z;
-    unsigned blocks = grid.x * grid.y * grid.z;
+    unsigned long long blocks = only ? count : 1ull * grid.x * grid.y * grid.z;
     Block state(threads, timeout_ms);
     current = &state;
     gridDim = grid;
@@ -193,8 +213,9 @@ int launch(dim3 grid, dim3 block, int timeout_ms, char* error, int error_len, Ke
         threadIdx = {rank % block.x, rank / block.x % block.y, rank / (block.x * block.y)};
         set_denormal_mode();
         try {
-            for (unsigned b = 0; b < blocks; ++b) {
-                blockIdx = {b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)};
+            for (unsigned long long b = 0; b < blocks; ++b) {
+                blockIdx = only ? dim3{only[3 * b], only[3 * b + 1], only[3 * b + 2]}
+                                : block_at(b, grid);
                 kernel();
                 state.block_done();  // no thread starts block b+1 before all finish b
             }
@@ -240,4 +261,8 @@ T __shfl_xor_sync(unsigned, T value, int mask, int width = 32) {
 template <typename T>
 T atomicAdd(T* address, T value) {
     return std::atomic_ref<T>(*address).fetch_add(value);
+}
+
+inline unsigned __umulhi(unsigned a, unsigned b) {
+    return static_cast<unsigned>((static_cast<unsigned long long>(a) * b) >> 32);
 }
