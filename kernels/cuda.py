@@ -99,6 +99,19 @@ def grid_for(work, block, max_blocks=MAX_BLOCKS):
     return max(1, min(-(-work // block), max_blocks))
 
 
+def _counted(kernel):
+    """`kernel` whose every launch is first counted (tinyres.host_sync.count_launch): the one
+    place a Launchers launch goes through, so no launcher can skip the count."""
+    def get(name, dtype):
+        compiled = kernel(name, dtype)
+
+        def launch(grid, block, args):
+            count_launch()
+            return compiled(grid, block, args)
+        return launch
+    return get
+
+
 def _i32(*values):
     return tuple(np.int32(v) for v in values)
 
@@ -150,7 +163,8 @@ class Launchers:
     def __init__(self, xp, kernel, block=BLOCK, max_blocks=MAX_BLOCKS, devices=None):
         if block % 32 or not 32 <= block <= 1024:
             raise ValueError(f"block must be a multiple of 32 in [32, 1024], got {block}")
-        self.xp, self.kernel, self.block, self.max_blocks = xp, kernel, block, max_blocks
+        self.xp, self.block, self.max_blocks = xp, block, max_blocks
+        self.kernel = _counted(kernel)
         self.devices = devices
 
     def _check_devices(self, kernel, **arrays):
@@ -175,7 +189,6 @@ class Launchers:
         """One thread per item of `work`, in a 1-D grid-stride loop (ReLU)."""
         if work > 0:
             grid = grid_for(work, self.block, self.max_blocks)
-            count_launch()
             self.kernel(name, dtype)((grid,), (self.block,), args)
 
     def _launch_planes(self, name, dtype, extent, args):
@@ -194,7 +207,6 @@ class Launchers:
         """One block per channel (the block reduces that channel); the batch-norm kernels
         here use two-stage reductions instead (reduction_geometry)."""
         grid = max(1, min(channels, self.max_blocks))
-        count_launch()
         self.kernel(name, dtype)((grid,), (self.block,), args)
 
     def reduction_geometry(self, n, c, hw):

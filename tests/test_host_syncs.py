@@ -86,8 +86,8 @@ def test_launches_of_the_kernel_layer_are_counted():
     w, b = np.ones(3, np.float32), np.zeros(3, np.float32)
     with count_syncs() as counted:
         launchers.relu_forward(x)
-        launchers.batchnorm_forward(x, w, b, None, None, 0.1, 1e-5)   # stats, then apply
-    assert (counted.launches, counted.host_reads) == (3, 0)
+        launchers.batchnorm_forward(x, w, b, None, None, 0.1, 1e-5)   # stats, combine, apply
+    assert (counted.launches, counted.host_reads) == (4, 0)
 
 
 # ----- a training step -------------------------------------------------------------------
