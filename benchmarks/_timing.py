@@ -297,10 +297,15 @@ class Worker:
             self.proc.kill()
 
 
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b:?")
+
+
 def error_reason(text):
-    """The last line of a worker's traceback (the exception and its message)."""
+    """The exception and its message from a worker's traceback: the last line that
+    names an exception (torch adds hints after it), else the last line."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else "unknown error")[:300]
+    named = [line for line in lines if EXCEPTION_LINE.match(line)]
+    return ((named or lines or ["unknown error"])[-1])[:300]
 
 
 def _failed(engine, case, msg):

@@ -186,6 +186,15 @@ def test_a_failed_compile_is_an_error_in_its_row_not_a_crash():
     assert row[3] == "-"                              # not run on a layer case: no error
 
 
+def test_error_reason_is_the_exception_line_not_the_hint_after_it():
+    trace = ("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+             "torch._inductor.exc.InductorError: InvalidCxxCompiler: No working C++ "
+             "compiler found\n\nSet TORCHDYNAMO_VERBOSE=1 for the internal stack trace\n")
+    assert _timing.error_reason(trace) == ("torch._inductor.exc.InductorError: "
+                                           "InvalidCxxCompiler: No working C++ compiler found")
+    assert _timing.error_reason("worker exited with code -9") == "worker exited with code -9"
+
+
 def test_first_calls_row_splits_the_first_call_from_the_later_ones():
     res = {"tinyres": {"calls_ms": [2000.0, 60.0, 40.0]},
            "torch": {"calls_ms": [400.0, 100.0, 80.0]},
