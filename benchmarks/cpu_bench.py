@@ -54,6 +54,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _process  # noqa: E402
 import _timing  # noqa: E402
+# The engines live in cpu_engines.py; their entry points stay importable from here too.
 from cpu_engines import MODEL_SIZES, conv_out, make_step, runs_case, tiny  # noqa: E402,F401
 from cpu_engines import torch_model  # noqa: E402,F401
 
@@ -167,6 +168,7 @@ def model_case(model, mode, n, size=None):
 
 
 def model_cases():
+    """Training step and inference of resnet20 at batch 128 and resnet18 at batch 16."""
     return [model_case("resnet20", "train", 128), model_case("resnet20", "infer", 128),
             model_case("resnet18", "train", 16), model_case("resnet18", "infer", 16)]
 
@@ -189,6 +191,7 @@ def all_cases():
 
 
 def quick_cases():
+    """The resnet20 model cases and its 16->16 layer: a few minutes."""
     r20, _ = layer_convs()
     return (model_cases()[:2] + conv_cases("r20", r20[:1]) + pointwise_cases("r20", r20[:1]))
 
@@ -224,6 +227,7 @@ def _cell(result, key, spec):
 
 
 def warm_columns(cases, engines):
+    """(title, width) of each column of the warm table."""
     columns = [("case", max([len(c["name"]) for c in cases] + [40]))]
     columns += [(f"{LABELS[e]} ms", 10) for e in engines] + [("ratio", 6)]
     if "torch_compile" in engines:
@@ -258,6 +262,7 @@ def warm_row(case, res, engines, alloc):
 
 
 def first_calls_columns(cases, engines):
+    """(title, width) of each column of the first-calls table."""
     columns = [("case (first calls of a fresh process)",
                 max([len(c["name"]) for c in cases] + [40]))]
     columns += [(f"{LABELS[e]} 1st ms", 14) for e in engines]
@@ -384,6 +389,7 @@ def auto_suffix(case_set, pattern, allocs, blas_env, tune, extra=None):
 
 
 def parse_args(argv):
+    """The parser and the parsed command line."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sets = ap.add_mutually_exclusive_group()
@@ -441,6 +447,7 @@ def resolve(ap, args):
 
 
 def settings_record(args, case_set, engines, allocs, argv):
+    """The JSON's "settings": how the run was made."""
     return {"case_set": case_set, "cases_pattern": args.cases, "engines": engines,
             "rounds": args.rounds, "reps": args.reps, "warmup": args.warmup,
             "infer_warmup": args.infer_warmup, "first_calls": args.first_calls,
@@ -451,6 +458,7 @@ def settings_record(args, case_set, engines, allocs, argv):
 
 
 def describe(spec):
+    """What a worker ran on (its answer to "done")."""
     return _process.worker_info(spec["engine"], spec["case"].get("threads"))
 
 

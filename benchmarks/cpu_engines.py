@@ -18,6 +18,7 @@ MODEL_SIZES = {"resnet20": 32, "resnet18": 224, "resnet50": 224}
 
 
 def conv_out(h, k, s, p):
+    """Output size of a convolution: input h, kernel k, stride s, padding p."""
     return (h + 2 * p - k) // s + 1
 
 
@@ -127,6 +128,7 @@ def _layer_step(lib, F, case, np):
 
 
 def make_tinyres_step(case, np, threads):
+    """tinyres's step for `case`, Numba held to `threads` threads."""
     import numba
     import tinyres
     import tinyres.nn.functional as F
@@ -138,6 +140,7 @@ def make_tinyres_step(case, np, threads):
 
 
 def make_torch_step(case, np, threads, compiled=False):
+    """torch's step for `case`, eager or with the model under torch.compile."""
     import torch
     import torch.nn.functional as F
     torch.set_num_threads(threads)
