@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -46,6 +48,24 @@ def test_blas_detection_removes_the_openblas_overrides_only():
     assert _process.removed_blas_variables(PARENT_ENV, "detect") == {
         "OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512"}
     assert _process.removed_blas_variables(PARENT_ENV, "inherit") == {}
+
+
+NAMES = st.sampled_from(["PATH", "HOME", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                         "OPENBLAS_NUM_THREADS", "MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_",
+                         "MALLOC_MMAP_THRESHOLD_", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"])
+
+
+@given(st.dictionaries(NAMES, st.text("abc0123", min_size=1, max_size=4)),
+       st.sampled_from(_process.ALLOC_SETTINGS), st.sampled_from(_process.BLAS_ENV_SETTINGS))
+def test_worker_env_changes_only_the_allocator_and_blas_detection_variables(base, alloc, blas):
+    env = _process.worker_env(base, alloc, blas)
+    touched = set(_process.BLAS_DETECTION_VARIABLES) if blas == "detect" else set()
+    for name, value in base.items():
+        if not name.startswith("MALLOC_") and name not in touched:
+            assert env[name] == value
+    assert not touched & set(env)
+    malloc = {k: v for k, v in env.items() if k.startswith("MALLOC_")}
+    assert malloc == (_process.MALLOC_TUNED if alloc == "tuned" else {})
 
 
 def test_worker_env_leaves_the_parent_env_alone_and_rejects_unknown_settings():
