@@ -29,6 +29,7 @@ without the tiny warm-up (torch.compile's) counts its compilation in that figure
 Protocol: the worker writes one JSON object per line prefixed with "@@ " on stdout
 (anything else there is ignored); the parent writes {"cmd": "round"|"done"} lines.
 """
+import importlib.metadata
 import json
 import os
 import platform
@@ -69,9 +70,11 @@ def git_commit():
 
 
 def _version(module):
+    """The installed version, from the package's metadata (importing torch only to
+    read its version costs the parent seconds)."""
     try:
-        return __import__(module).__version__
-    except Exception:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
         return "not installed"
 
 
