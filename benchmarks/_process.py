@@ -66,10 +66,11 @@ def settings_lines(alloc_settings, blas_env, removed, threads, tinyres_tune):
     tuned = " ".join(f"{k}={v}" for k, v in MALLOC_TUNED.items())
     gone = (" (the parent's " + ", ".join(f"{k}={v}" for k, v in removed.items())
             + " not passed on)") if removed else ""
-    blas = ("the BLAS's own CPU detection: " + " and ".join(BLAS_DETECTION_VARIABLES)
+    blas = ("kernels picked by the BLAS's own CPU detection: "
+            + " and ".join(BLAS_DETECTION_VARIABLES)
             + " removed from every worker's environment" + gone
-            if blas_env == "detect" else "inherited: the workers get the parent's "
-            "OPENBLAS_* variables as they are")
+            if blas_env == "detect" else "environment inherited: the workers get the "
+            "parent's OPENBLAS_* variables as they are")
     lines = [f"workers: allocator {' and '.join(alloc_settings)} (default = glibc's own, "
              f"no MALLOC_* variables; tuned = {tuned}), the same for every engine",
              f"workers: BLAS {blas}",
