@@ -1,12 +1,19 @@
 """Shared machinery of the benchmark scripts: the machine header, worker processes that
-run one engine each, rounds that alternate between the engines, and table printing.
+run one engine each, rounds that alternate between the engines, first calls of a fresh
+process, results-file names, and table printing.
 
 Why one process per engine: on a small machine the idle threads of one runtime (Numba's
 pool, OpenBLAS, torch's OpenMP) spin for a while after their work and steal cores from
 another runtime in the same process. So the parent starts one worker per (engine, case),
-a fresh Python running the benchmark script with `--worker SPEC`, and asks the workers in
-turn for a round (warm-up, then timed repetitions): tinyres round 1, torch round 1,
-tinyres round 2, ... Only one worker computes at a time; the other waits on its stdin.
+a fresh Python running the benchmark script with `--worker SPEC`, one at a time (each
+builds its case and warms up while the others wait), and asks the workers in turn for a
+round (warm-up, then timed repetitions): tinyres round 1, torch round 1, tinyres round
+2, ... Only one worker computes at a time; the others wait on their stdin.
+
+A worker in mode "warm" (the default) warms up at a tiny size, builds the full-size case,
+times its first full-size call (for torch.compile, the compilation) and runs
+spec['prewarm'] more untimed calls before the rounds. A worker in mode "first_calls"
+only imports and builds, and its one round is the process's first spec['calls'] calls.
 
 Peak memory: tracemalloc misses NumPy's and torch's C allocations, so a worker reports
 the growth of its peak resident set size from just before it builds the full-size case
@@ -16,11 +23,13 @@ and starts the thread pools) to its end: the peak mark is reset there (Linux
 point. The peak is read from VmHWM in /proc/self/status, which that reset clears;
 getrusage's ru_maxrss is not cleared by it, and had carried the peak of the imports and
 the warm-up (about 100 MB above the base for tinyres's workers, 30-50 MB for torch's)
-into the figure of every small case. ru_maxrss remains the fallback off Linux.
+into the figure of every small case. ru_maxrss remains the fallback off Linux. A worker
+without the tiny warm-up (torch.compile's) counts its compilation in that figure.
 
 Protocol: the worker writes one JSON object per line prefixed with "@@ " on stdout
 (anything else there is ignored); the parent writes {"cmd": "round"|"done"} lines.
 """
+import importlib.metadata
 import json
 import os
 import platform
@@ -61,9 +70,11 @@ def git_commit():
 
 
 def _version(module):
+    """The installed version, from the package's metadata (importing torch only to
+    read its version costs the parent seconds)."""
     try:
-        return __import__(module).__version__
-    except Exception:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
         return "not installed"
 
 
@@ -130,7 +141,28 @@ def header_lines(info):
             + f" (environment: {info['blas'].get('environment') or 'no OPENBLAS_*'})",
             "CPU: " + " ".join(f"{k} {v}" for k, v in info["cpu_identity"].items()
                                if k != "simd_flags")
-            + f"; SIMD: {' '.join(info['cpu_identity'].get('simd_flags', []))}"]
+            + f"; SIMD: {' '.join(info['cpu_identity'].get('simd_flags', []))}"
+            + f" ({simd_summary(info['cpu_identity'].get('simd_flags', []))})"]
+
+
+def simd_summary(flags):
+    """Whether the flags include AVX-512 and AMX, in words."""
+    avx512 = sorted(f for f in flags if f.startswith("avx512"))
+    amx = sorted(f for f in flags if f.startswith("amx"))
+    return (f"AVX-512: {'yes, ' + ' '.join(avx512) if avx512 else 'no'}; "
+            f"AMX: {'yes, ' + ' '.join(amx) if amx else 'no'}")
+
+
+# ----- results files -----------------------------------------------------------------------
+def results_path(info, suffix=None, folder=None):
+    """benchmarks/results/cpu_f<family>m<model>_<commit>[_<suffix>].json: named by the CPU
+    (family and model from /proc/cpuinfo, as in info['cpu_identity']) and the commit."""
+    cpu = info.get("cpu_identity") or {}
+    family, model = cpu.get("cpu family", "unknown"), cpu.get("model", "unknown")
+    name = f"cpu_f{family}m{model}_{info.get('commit', 'unknown')}"
+    if suffix:
+        name += f"_{suffix}"
+    return os.path.join(folder or os.path.join(ROOT, "benchmarks", "results"), name + ".json")
 
 
 # ----- the worker side ------------------------------------------------------------------
@@ -169,34 +201,63 @@ def _send(obj):
     sys.stdout.flush()
 
 
-def serve(spec, make_step):
-    """Run in a worker: make_step(engine, case, tiny_size) returns a function doing one
-    repetition (and waiting for it to finish). Answers 'round' commands until 'done'."""
-    try:
-        tiny = make_step(spec["engine"], spec["case"], True)
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _prepare(spec, make_step):
+    """Build the full-size step; returns (step, peak base, ready message). Mode "warm": a
+    tiny-size warm-up first (unless spec['tiny_warmup'] is false), then the first
+    full-size call timed, then spec['prewarm'] more untimed calls. Mode "first_calls":
+    imports and building only, so that the calls the parent asks for are the process's
+    first."""
+    engine, case = spec["engine"], spec["case"]
+    warm = spec.get("mode", "warm") == "warm"
+    if warm and spec.get("tiny_warmup", True):
+        tiny = make_step(engine, case, True)
         for _ in range(2):
             tiny()
         del tiny
-        reset_peak_rss()
-        base = current_rss_mb()
-        step = make_step(spec["engine"], spec["case"], False)
+    reset_peak_rss()
+    base = current_rss_mb()
+    start = time.perf_counter()
+    step = make_step(engine, case, False)
+    ready = {"ready": True, "build_ms": 1e3 * (time.perf_counter() - start)}
+    if warm:
+        ready["first_call_ms"] = 1e3 * _timed(step)
+        for _ in range(spec.get("prewarm", 0)):
+            step()
+    return step, base, ready
+
+
+def serve(spec, make_step, describe=None):
+    """Run in a worker: make_step(engine, case, tiny_size) returns a function doing one
+    repetition (and waiting for it to finish). Answers 'round' commands until 'done',
+    whose answer carries the peak memory and describe(spec) (what the process ran on).
+    A round is spec['warmup'] untimed then spec['reps'] timed calls, or in mode
+    "first_calls" spec['calls'] timed calls."""
+    try:
+        step, base, ready = _prepare(spec, make_step)
     except Exception:
         _send({"error": traceback.format_exc()})
         return
-    _send({"ready": True})
+    _send(ready)
+    first_calls = spec.get("mode") == "first_calls"
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["cmd"] == "done":
-            _send({"peak_rss_mb": peak_rss_mb() - base})
+            _send({"peak_rss_mb": peak_rss_mb() - base,
+                   "info": describe(spec) if describe else None})
             return
         try:
-            for _ in range(spec["warmup"]):
-                step()
-            times = []
-            for _ in range(spec["reps"]):
-                start = time.perf_counter()
-                step()
-                times.append(time.perf_counter() - start)
+            if first_calls:
+                times = [_timed(step) for _ in range(spec["calls"])]
+            else:
+                for _ in range(spec["warmup"]):
+                    step()
+                times = [_timed(step) for _ in range(spec["reps"])]
             _send({"times": times})
         except Exception:
             _send({"error": traceback.format_exc()})
@@ -205,13 +266,14 @@ def serve(spec, make_step):
 
 # ----- the parent side ------------------------------------------------------------------
 class Worker:
-    """One engine on one case, in a fresh `python script --worker SPEC` process."""
+    """One engine on one case, in a fresh `python script --worker SPEC` process whose
+    environment is exactly `env` (the parent's when None)."""
 
     def __init__(self, script, spec, env=None):
         self.proc = subprocess.Popen(
             [sys.executable, script, "--worker", json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-            env={**os.environ, **(env or {})}, cwd=ROOT)
+            env=dict(os.environ if env is None else env), cwd=ROOT)
 
     def receive(self):
         for line in self.proc.stdout:
@@ -220,8 +282,11 @@ class Worker:
         return {"error": f"worker exited with code {self.proc.wait()}"}
 
     def ask(self, cmd):
-        self.proc.stdin.write(json.dumps({"cmd": cmd}) + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps({"cmd": cmd}) + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            return {"error": f"worker exited with code {self.proc.wait()}"}
         return self.receive()
 
     def close(self):
@@ -235,39 +300,94 @@ class Worker:
             self.proc.kill()
 
 
-def run_case(script, case, engines, rounds, reps, warmup, env=None):
-    """Time `case` on every engine, alternating rounds. Returns {engine: result dict}
-    with 'ms' (median of all timed repetitions), 'round_ms' (per-round medians),
-    'min_ms', 'peak_rss_mb', or 'error'."""
-    workers, out = {}, {}
-    for engine in engines:
-        spec = {"engine": engine, "case": case, "reps": reps, "warmup": warmup}
-        workers[engine] = Worker(script, spec, env)
-    for engine, worker in workers.items():
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b:?")
+
+
+def error_reason(text):
+    """The exception and its message from a worker's traceback: the last line that
+    names an exception (torch adds hints after it), else the last line."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    named = [line for line in lines if EXCEPTION_LINE.match(line)]
+    return ((named or lines or ["unknown error"])[-1])[:300]
+
+
+def _failed(engine, case, msg):
+    sys.stderr.write(f"[{engine}] {case['name']}: {msg['error']}\n")
+    return {"error": error_reason(msg["error"])}
+
+
+def _start(script, specs, envs):
+    """Start the workers one at a time, each after the last is ready (building, warm-up
+    and a compiling first call never share the cores with another worker)."""
+    workers, out, ready = {}, {}, {}
+    for engine, spec in specs.items():
+        worker = Worker(script, spec, (envs or {}).get(engine))
         msg = worker.receive()
+        workers[engine] = worker
         if "error" in msg:
-            out[engine] = {"error": msg["error"].strip().splitlines()[-1]}
-            sys.stderr.write(f"[{engine}] {case['name']}: {msg['error']}\n")
-    times = {e: [] for e in engines}
-    round_ms = {e: [] for e in engines}
+            out[engine] = _failed(engine, spec["case"], msg)
+        else:
+            ready[engine] = msg
+    return workers, out, ready
+
+
+def _finish(worker, result):
+    """Ask a worker for its peak memory and what it ran on; close it."""
+    msg = worker.ask("done")
+    worker.close()
+    result.update({"peak_rss_mb": msg.get("peak_rss_mb"), "worker": msg.get("info")})
+    return result
+
+
+def run_case(script, specs, rounds, envs=None):
+    """Time one case on every engine, alternating rounds. specs: {engine: worker spec};
+    envs: {engine: environment}. Returns {engine: result}: 'ms' (median of all timed
+    repetitions), 'min_ms', 'round_ms' (per-round medians), 'first_call_ms',
+    'build_ms', 'peak_rss_mb', 'worker' (what it ran on), or 'error'."""
+    case = next(iter(specs.values()))["case"]
+    workers, out, ready = _start(script, specs, envs)
+    times = {e: [] for e in specs}
+    round_ms = {e: [] for e in specs}
     for _ in range(rounds):
         for engine, worker in workers.items():
             if engine in out:
                 continue
             msg = worker.ask("round")
             if "error" in msg:
-                out[engine] = {"error": msg["error"].strip().splitlines()[-1]}
-                sys.stderr.write(f"[{engine}] {case['name']}: {msg['error']}\n")
+                out[engine] = _failed(engine, case, msg)
                 continue
             times[engine] += msg["times"]
             round_ms[engine].append(1e3 * statistics.median(msg["times"]))
     for engine, worker in workers.items():
-        if engine not in out:
-            rss = worker.ask("done").get("peak_rss_mb")
-            out[engine] = {"ms": 1e3 * statistics.median(times[engine]),
-                           "min_ms": 1e3 * min(times[engine]),
-                           "round_ms": round_ms[engine], "peak_rss_mb": rss}
-        worker.close()
+        if engine in out:
+            worker.close()
+            continue
+        out[engine] = _finish(worker, {
+            "ms": 1e3 * statistics.median(times[engine]), "min_ms": 1e3 * min(times[engine]),
+            "round_ms": round_ms[engine], "first_call_ms": ready[engine]["first_call_ms"],
+            "build_ms": ready[engine]["build_ms"]})
+    return out
+
+
+def run_first_calls(script, specs, envs=None):
+    """The first spec['calls'] calls of a fresh process per engine (after imports and
+    building only), one engine at a time. Returns {engine: {'calls_ms', 'build_ms',
+    'peak_rss_mb', 'worker'} or {'error'}}."""
+    out = {}
+    for engine, spec in specs.items():
+        one = {engine: spec}
+        workers, failed, ready = _start(script, one, envs)
+        if failed:
+            workers[engine].close()
+            out.update(failed)
+            continue
+        msg = workers[engine].ask("round")
+        if "error" in msg:
+            workers[engine].close()
+            out[engine] = _failed(engine, spec["case"], msg)
+            continue
+        out[engine] = _finish(workers[engine], {
+            "calls_ms": [1e3 * t for t in msg["times"]], "build_ms": ready[engine]["build_ms"]})
     return out
 
 
