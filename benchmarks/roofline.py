@@ -1,0 +1,184 @@
+"""This machine's practical peaks, and how close each benchmarked layer comes to them.
+
+Two measurements, all cores, best of several repetitions:
+  GEMM peak   NumPy's float32 matmul (its BLAS's sgemm) on large square matrices:
+              2*n**3 FLOPs per product.
+  bandwidth   a STREAM-like triad a = b + s*c over arrays far larger than the caches, as a
+              parallel Numba loop (NumPy's copy where Numba is missing): 3 arrays of bytes
+              per pass (two read, one written; the write-allocate read is not counted).
+
+    python benchmarks/roofline.py --json auto      # results/roofline_f<family>m<model>_<commit>.json
+    python benchmarks/roofline.py --quick          # smaller sizes, fewer repetitions
+
+Each layer of a cpu_bench.py results file then gets (layer_bound, model_row):
+  FLOPs       the case's convolution FLOPs (cpu_bench.py's count: 2*N*OC*OH*OW*C*k*k a
+              forward, 3x that for forward+backward); 0 for batch norm and ReLU
+  bytes       compulsory float32 traffic, every tensor counted once each time a pass
+              reads or writes it, no intermediate (im2col columns, Winograd tiles) counted:
+                conv fwd      x + w + y
+                conv fwd+bwd  (x + w + y) + (g + x + w + dx + dw) = 3x + 3w + 2y
+                batch norm / ReLU fwd+bwd  (x + y) + (g + x + dx) = 5x  (+ 6 per-channel
+                              vectors for batch norm: weight, bias, mean, invstd, and the
+                              two parameter gradients)
+  bound       max(FLOPs / GEMM peak, bytes / bandwidth): no engine can beat it
+  fraction    bound / measured time, per engine (1.0 would be running at the roofline)
+Whole models get their FLOPs' achieved rate as a share of the GEMM peak.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _timing  # noqa: E402
+
+FLOAT32 = 4
+
+
+# ----- counting -----------------------------------------------------------------------------
+def out_size(h, k, stride, pad):
+    return (h + 2 * pad - k) // stride + 1
+
+
+def conv_tensor_elements(case):
+    """(x, w, y) element counts of a convolution case."""
+    oh = out_size(case["h"], case["k"], case["stride"], case["pad"])
+    ow = out_size(case["w"], case["k"], case["stride"], case["pad"])
+    x = case["n"] * case["c"] * case["h"] * case["w"]
+    w = case["oc"] * case["c"] * case["k"] * case["k"]
+    return x, w, case["n"] * case["oc"] * oh * ow
+
+
+def case_bytes(case):
+    """Compulsory bytes of a layer case under the rule in the module docstring; None for
+    whole models."""
+    kind, op = case.get("kind"), case.get("op")
+    if kind == "conv":
+        x, w, y = conv_tensor_elements(case)
+        elements = x + w + y if op == "fwd" else 3 * x + 3 * w + 2 * y
+        return FLOAT32 * elements
+    if kind in ("batchnorm", "relu"):
+        x = case["n"] * case["c"] * case["h"] * case["w"]
+        per_pass = 2 * x if op == "fwd" else 5 * x
+        vectors = (2 if op == "fwd" else 6) * case["c"] if kind == "batchnorm" else 0
+        return FLOAT32 * (per_pass + vectors)
+    return None
+
+
+def case_flops(case):
+    """The FLOPs the roofline charges to the GEMM peak: the case's own count, 0 for
+    pointwise layers."""
+    return case.get("flops") or 0
+
+
+def layer_bound(case, peaks):
+    """{'flops', 'bytes', 'bound_ms', 'limit'} of one layer case against the peaks
+    ({'gemm_gflops', 'bandwidth_gbs'})."""
+    flops, nbytes = case_flops(case), case_bytes(case)
+    compute_ms = flops / (peaks["gemm_gflops"] * 1e6)
+    memory_ms = nbytes / (peaks["bandwidth_gbs"] * 1e6)
+    return {"flops": flops, "bytes": nbytes, "bound_ms": max(compute_ms, memory_ms),
+            "limit": "compute" if compute_ms >= memory_ms else "memory"}
+
+
+def achieved_fraction(bound_ms, measured_ms):
+    """The share of the roofline an engine reached: bound / measured (None if unmeasured)."""
+    if measured_ms is None or bound_ms is None or measured_ms <= 0:
+        return None
+    return bound_ms / measured_ms
+
+
+def model_share_of_peak(case, measured_ms, peaks):
+    """A whole model's achieved GFLOP/s over its FLOPs, as a fraction of the GEMM peak."""
+    if not measured_ms or not case.get("flops"):
+        return None
+    return case["flops"] / (measured_ms * 1e6) / peaks["gemm_gflops"]
+
+
+# ----- measuring ----------------------------------------------------------------------------
+def measure_gemm(n, repeats):
+    """Best float32 matmul rate in GFLOP/s over `repeats` products of two n x n matrices."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+    np.matmul(a, b, out=out)                     # warm-up: threads, pages
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _triad_kernel():
+    import numba
+
+    @numba.njit(parallel=True, fastmath=True)
+    def triad(a, b, c, s):
+        for i in numba.prange(a.shape[0]):
+            a[i] = b[i] + s * c[i]
+    return triad
+
+
+def measure_bandwidth(megabytes, repeats):
+    """Best triad bandwidth in GB/s over arrays of `megabytes` each; returns
+    (GB/s, method)."""
+    import numpy as np
+    n = megabytes * 2 ** 20 // FLOAT32
+    b = np.ones(n, dtype=np.float32)
+    c = np.full(n, 2.0, dtype=np.float32)
+    a = np.zeros(n, dtype=np.float32)
+    try:
+        kernel, method, moved = _triad_kernel(), "numba parallel triad", 3 * n * FLOAT32
+        run = lambda: kernel(a, b, c, np.float32(3.0))  # noqa: E731
+    except ImportError:
+        method, moved = "numpy copy", 2 * n * FLOAT32
+        run = lambda: np.copyto(a, b)                    # noqa: E731
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return moved / best / 1e9, method
+
+
+def measure(quick=False):
+    """The peaks of this machine, with how they were measured."""
+    n, gemm_reps = (1536, 3) if quick else (4096, 5)
+    mb, bw_reps = (64, 5) if quick else (512, 10)
+    gemm = measure_gemm(n, gemm_reps)
+    bandwidth, method = measure_bandwidth(mb, bw_reps)
+    return {"gemm_gflops": gemm, "bandwidth_gbs": bandwidth,
+            "gemm_method": f"numpy float32 matmul {n}x{n}, best of {gemm_reps}",
+            "bandwidth_method": f"{method}, 3 arrays of {mb} MB, best of {bw_reps}"}
+
+
+def auto_path(machine):
+    ident = machine.get("cpu_identity") or {}
+    tag = f"f{ident.get('cpu family', 'x')}m{ident.get('model', 'x')}"
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                        f"roofline_{tag}_{machine.get('commit', 'unknown')}.json")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
+    ap.add_argument("--json", metavar="PATH", help="write the peaks as JSON ('auto': "
+                                                   "results/roofline_<cpu>_<commit>.json)")
+    args = ap.parse_args(argv)
+    info = _timing.machine_info()
+    print("\n".join(_timing.header_lines(info)))
+    peaks = measure(args.quick)
+    print(f"GEMM peak {peaks['gemm_gflops']:.1f} GFLOP/s ({peaks['gemm_method']})")
+    print(f"bandwidth {peaks['bandwidth_gbs']:.1f} GB/s ({peaks['bandwidth_method']})")
+    if args.json:
+        path = auto_path(info) if args.json == "auto" else args.json
+        _timing.write_json(path, {"machine": info, "peaks": peaks})
+
+
+if __name__ == "__main__":
+    main()
