@@ -12,8 +12,9 @@ Kinds (each opens with a header read from the file: CPU family/model/SIMD flags 
 the BLAS, its kernel and threads, the settings, the versions and the commit):
   cpu-rows FILE [match=REGEX]   every row of a cpu_bench.py file (or those whose case name
                                 matches; '_' in REGEX stands for a space)
-  cpu-runs FILE... [match=REGEX] [label=...]  one line per file: the first row matching
-                                REGEX (default: the resnet20 training step)
+  cpu-runs FILE... [match=REGEX] [label=A,B...]  one line per file: the first row
+                                matching REGEX (default: the resnet20 training step); the
+                                labels ('_' for a space) replace the files' tuning setting
   roofline PEAKS FILE [match=REGEX]  roofline.py's peaks beside each layer of FILE
 
     python benchmarks/report.py            # rewrite the tables in place
@@ -214,31 +215,22 @@ def cpu_runs_table(records, match=None, labels=None):
 
 
 def roofline_table(peaks_record, record, match=None):
-    """Each layer's FLOPs, bytes and roofline bound, and each engine's share of it."""
+    """Each layer's FLOPs, bytes and roofline bound, and each engine's share of it; a whole
+    model's bound is its FLOPs at the GEMM peak (its bytes are not counted)."""
     peaks = peaks_record["peaks"]
     engines = [e for e in engines_of(record) if e != "numpy"]
     head = ["case", "MFLOP", "MB moved", "bound ms", "limit"]
     head += [f"{e} ms" for e in engines] + [f"{e} % of bound" for e in engines]
-    head += [f"{e} % of GEMM peak" for e in engines]
     body = []
     for r in select_rows(record, match):
         case = r.get("case", {})
-        nbytes = roofline.case_bytes(case)
-        if nbytes is None:                        # a whole model: FLOPs against the peak
-            line = [case.get("name", "?"), _num(case.get("flops", 0) / 1e6, ".0f"), "-",
-                    "-", "-"] + [_cell(r, e, "ms", ".1f") for e in engines]
-            line += ["-" for _ in engines]
-            line += [_pct(roofline.model_share_of_peak(case, result_ms(r, e), peaks))
-                     for e in engines]
-        else:
-            b = roofline.layer_bound(case, peaks)
-            line = [case.get("name", "?"), _num(b["flops"] / 1e6, ".0f"),
-                    _num(b["bytes"] / 1e6, ".1f"), _num(b["bound_ms"], ".2f"), b["limit"]]
-            line += [_cell(r, e, "ms", ".2f") for e in engines]
-            line += [_pct(roofline.achieved_fraction(b["bound_ms"], result_ms(r, e)))
-                     for e in engines]
-            line += [_pct(roofline.model_share_of_peak(case, result_ms(r, e), peaks))
-                     if b["flops"] else "-" for e in engines]
+        b = roofline.layer_bound(case, peaks)
+        moved = "-" if b["bytes"] is None else _num(b["bytes"] / 1e6, ".1f")
+        line = [case.get("name", "?"), _num(b["flops"] / 1e6, ".0f"), moved,
+                _num(b["bound_ms"], ".2f"), b["limit"]]
+        line += [_cell(r, e, "ms", ".2f") for e in engines]
+        line += [_pct(roofline.achieved_fraction(b["bound_ms"], result_ms(r, e)))
+                 for e in engines]
         body.append(line)
     return markdown(head, body)
 
@@ -278,7 +270,7 @@ def render(spec, base=BENCH):
         lines = header(record, files[0]) + [""] + cpu_rows_table(record, match)
     elif kind == "cpu-runs":
         records = [(f, load(f, base)) for f in files]
-        labels = opts["label"].split(",") if "label" in opts else None
+        labels = opts["label"].replace("_", " ").split(",") if "label" in opts else None
         lines = cpu_runs_table(records, match, labels) + [""]
         for f, rec in records:
             lines += ["- " + " ".join(header(rec, f))]

@@ -1,6 +1,7 @@
 """This machine's practical peaks, and how close each benchmarked layer comes to them.
 
-Two measurements, all cores, best of several repetitions:
+Two measurements, all cores, best of many short repetitions (on a shared machine the best
+one is the one that had the cores to itself; the load average is recorded beside them):
   GEMM peak   NumPy's float32 matmul (its BLAS's sgemm) on large square matrices:
               2*n**3 FLOPs per product.
   bandwidth   a STREAM-like triad a = b + s*c over arrays far larger than the caches, as a
@@ -22,7 +23,8 @@ Each layer of a cpu_bench.py results file then gets (layer_bound, model_row):
                               two parameter gradients)
   bound       max(FLOPs / GEMM peak, bytes / bandwidth): no engine can beat it
   fraction    bound / measured time, per engine (1.0 would be running at the roofline)
-Whole models get their FLOPs' achieved rate as a share of the GEMM peak.
+Whole models: bound = FLOPs / GEMM peak (bytes not counted), so the fraction is the
+model's achieved FLOP rate as a share of the GEMM peak.
 """
 import argparse
 import json
@@ -73,11 +75,13 @@ def case_flops(case):
 
 
 def layer_bound(case, peaks):
-    """{'flops', 'bytes', 'bound_ms', 'limit'} of one layer case against the peaks
-    ({'gemm_gflops', 'bandwidth_gbs'})."""
+    """{'flops', 'bytes', 'bound_ms', 'limit'} of one case against the peaks
+    ({'gemm_gflops', 'bandwidth_gbs'}). A whole model's bytes are not counted (None):
+    its bound is its FLOPs at the GEMM peak, so its share of the bound is its share of
+    the GEMM peak."""
     flops, nbytes = case_flops(case), case_bytes(case)
     compute_ms = flops / (peaks["gemm_gflops"] * 1e6)
-    memory_ms = nbytes / (peaks["bandwidth_gbs"] * 1e6)
+    memory_ms = 0.0 if nbytes is None else nbytes / (peaks["bandwidth_gbs"] * 1e6)
     return {"flops": flops, "bytes": nbytes, "bound_ms": max(compute_ms, memory_ms),
             "limit": "compute" if compute_ms >= memory_ms else "memory"}
 
@@ -87,13 +91,6 @@ def achieved_fraction(bound_ms, measured_ms):
     if measured_ms is None or bound_ms is None or measured_ms <= 0:
         return None
     return bound_ms / measured_ms
-
-
-def model_share_of_peak(case, measured_ms, peaks):
-    """A whole model's achieved GFLOP/s over its FLOPs, as a fraction of the GEMM peak."""
-    if not measured_ms or not case.get("flops"):
-        return None
-    return case["flops"] / (measured_ms * 1e6) / peaks["gemm_gflops"]
 
 
 # ----- measuring ----------------------------------------------------------------------------
@@ -148,8 +145,8 @@ def measure_bandwidth(megabytes, repeats):
 
 def measure(quick=False):
     """The peaks of this machine, with how they were measured."""
-    n, gemm_reps = (1536, 3) if quick else (4096, 5)
-    mb, bw_reps = (64, 5) if quick else (512, 10)
+    n, gemm_reps = (1024, 5) if quick else (2048, 30)
+    mb, bw_reps = (64, 5) if quick else (128, 30)
     gemm = measure_gemm(n, gemm_reps)
     bandwidth, method = measure_bandwidth(mb, bw_reps)
     return {"gemm_gflops": gemm, "bandwidth_gbs": bandwidth,
