@@ -81,6 +81,7 @@ def parse_args(argv=None):
                     help="NUMBA_CPU_NAME for both runs (default: this CPU, its features)")
     ap.add_argument("--list", action="store_true", help="print the case names and exit")
     ap.add_argument("--keep", metavar="DIR", help="keep callgrind's files in DIR")
+    ap.add_argument("--json", metavar="PATH", help="write the count and the machine as JSON")
     ap.add_argument("--inner", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if not (args.list or args.inner or args.case):
@@ -156,9 +157,24 @@ def run(args):
           f"{args.steps} step(s) after {args.warmup} warm-up, 1 thread")
     print(f"instructions: {count}")
     print(f"instructions per step: {count // args.steps}")
+    if args.json:
+        write_record(args.json, args, case, count, env)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return count
+
+
+def write_record(path, args, case, count, env):
+    """The count, what was counted and the machine, as JSON (report.py's 'callgrind')."""
+    import _timing
+    pinned = {k: env[k] for k in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES") if k in env}
+    _timing.write_json(path, {
+        "machine": _timing.machine_info(), "case": case, "engine": args.engine,
+        "batch": case["n"], "steps": args.steps, "warmup": args.warmup,
+        "instructions": count, "instructions_per_step": count // args.steps,
+        "environment": {**SINGLE_THREAD_ENV, **pinned},
+        "valgrind": subprocess.run(["valgrind", "--version"], capture_output=True,
+                                   text=True).stdout.strip()})
 
 
 # ----- the process under valgrind -------------------------------------------------------------
