@@ -15,7 +15,10 @@ the BLAS, its kernel and threads, the settings, the versions and the commit):
   cpu-runs FILE... [match=REGEX] [label=A,B...]  one line per file: the first row
                                 matching REGEX (default: the resnet20 training step); the
                                 labels ('_' for a space) replace the files' tuning setting
+  cpu-first-calls FILE [match=REGEX]  the first calls of a fresh process per engine (the
+                                'first_calls' rows of newer files)
   roofline PEAKS FILE [match=REGEX]  roofline.py's peaks beside each layer of FILE
+  callgrind FILE...             callgrind_layer.py counts, and the spread of repeated runs
 
     python benchmarks/report.py            # rewrite the tables in place
     python benchmarks/report.py --check    # exit 1 with a diff where the text differs
@@ -35,8 +38,8 @@ ROOT = os.path.dirname(BENCH)
 DOCS = (os.path.join(ROOT, "README.md"), os.path.join(BENCH, "README.md"))
 MARKER = re.compile(r"(?P<open><!-- table: (?P<spec>[^\n]*?) -->\n)(?P<body>.*?)"
                     r"(?P<close><!-- /table -->)", re.S)
-ENGINE_ORDER = ("tinyres", "torch", "torch.compile", "numpy")
-SETTING_KEYS = ("alloc", "blas_env", "setting", "timing", "measure", "first_calls")
+ENGINE_ORDER = ("tinyres", "torch", "torch_compile", "torch.compile", "numpy")
+SETTING_KEYS = ("alloc", "blas_env", "setting", "timing", "measure")
 DEFAULT_RUN_MATCH = "resnet20 train"
 
 
@@ -48,7 +51,7 @@ def load(relpath, base=BENCH):
 
 def engines_of(record):
     """Every engine that appears in the file's rows, in a fixed order, unknown ones last."""
-    seen = list(record.get("engines") or [])
+    seen = list(file_settings(record).get("engines") or [])
     for row in record.get("rows", []):
         seen += [e for e in row.get("results", {}) if e not in seen]
     known = [e for e in ENGINE_ORDER if e in seen]
@@ -115,20 +118,60 @@ def blas_text(machine):
     return "BLAS: " + "; ".join(parts) + f"; environment: {env_text}"
 
 
+def file_settings(record):
+    """The run's settings: the 'settings' block of newer files over the top-level keys of
+    older ones."""
+    return {**record, **(record.get("settings") or {})}
+
+
 def settings_text(record):
-    parts = []
-    tuned = record.get("tinyres_tuned")
+    opts, parts = file_settings(record), []
+    tuned = opts.get("tinyres_tuned", opts.get("tinyres_tune"))
     parts.append("tinyres " + ("tuned (runtime.tune())" if tuned else "untuned") if tuned
                  is not None else "tinyres tuning not recorded")
-    for key in ("alloc", "blas_env"):
-        if record.get(key) is not None:
-            parts.append(f"{key} {record[key]}")
-    if record.get("threads"):
-        parts.append(f"{record['threads']} threads per engine")
-    if record.get("rounds"):
-        parts.append(f"{record['rounds']} rounds x {record.get('reps', '?')} reps after "
-                     f"{record.get('warmup', '?')} warm-up")
+    for key in ("alloc", "blas_env", "blas_env_removed"):
+        if opts.get(key) not in (None, [], {}):
+            value = opts[key]
+            parts.append(f"{key} " + (" ".join(map(str, value)) if isinstance(value, list)
+                                      else str(value)))
+    if opts.get("threads"):
+        parts.append(f"{opts['threads']} threads per engine")
+    if opts.get("rounds"):
+        parts.append(f"{opts['rounds']} rounds x {opts.get('reps', '?')} reps after "
+                     f"{opts.get('warmup', '?')} warm-up")
     return "settings: " + ", ".join(parts)
+
+
+def worker_text(info):
+    """One engine's worker, as it reported itself: BLAS kernels and threads, Numba's
+    threading layer, torch's threads, the malloc environment."""
+    parts = []
+    blas = info.get("blas") or []
+    parts.append("BLAS " + (", ".join(f"{lib.get('internal_api', '?')} "
+                                      f"{lib.get('architecture') or '?'} "
+                                      f"x{lib.get('num_threads', '?')}" for lib in blas)
+                            or "none seen"))
+    numba = info.get("numba") or {}
+    if numba.get("threading_layer"):
+        parts.append(f"Numba {numba['threading_layer']} x{numba.get('num_threads', '?')}")
+    torch = info.get("torch") or {}
+    if torch.get("num_threads"):
+        parts.append(f"torch x{torch['num_threads']} {torch.get('cpu_capability', '')}".strip())
+    malloc = (info.get("env") or {}).get("malloc")
+    if malloc is not None:
+        parts.append("malloc " + (" ".join(f"{k}={v}" for k, v in sorted(malloc.items()))
+                                  or "default"))
+    return "; ".join(parts)
+
+
+def workers_lines(record):
+    """A line per (setting, engine) from the workers' own reports, where the file has them."""
+    lines = []
+    for setting, engines in (record.get("engines_info") or {}).items():
+        for engine, info in (engines or {}).items():
+            if isinstance(info, dict):
+                lines.append(f"- {engine} worker ({setting}): {worker_text(info)}.")
+    return lines
 
 
 def versions_text(machine):
@@ -138,11 +181,14 @@ def versions_text(machine):
             f"{_num(machine.get('loadavg_at_start'), '.1f')} at start")
 
 
-def header(record, relpath):
-    """The lines that say what a file's figures ran on."""
+def header(record, relpath, workers=True):
+    """The lines that say what a file's figures ran on (and, with `workers`, what each
+    engine's worker reported of itself)."""
     machine = record.get("machine") or {}
-    return [f"`benchmarks/{relpath}`: {cpu_text(machine)}.", blas_text(machine) + ".",
-            settings_text(record) + ".", versions_text(machine) + "."]
+    lines = [f"`benchmarks/{relpath}`: {cpu_text(machine)}.", blas_text(machine) + ".",
+             settings_text(record) + ".", versions_text(machine) + "."]
+    engines = workers_lines(record) if workers else []
+    return lines + ([""] + engines if engines else [])
 
 
 # ----- tables ---------------------------------------------------------------------------------
@@ -171,9 +217,10 @@ def cpu_rows_table(record, match=None):
     refs = [e for e in engines if e not in ("tinyres", "numpy")] if "tinyres" in engines else []
     rows = select_rows(record, match)
     with_setting = any(row_setting(r) for r in rows)
+    with_compile = any(r.get("compile_s") is not None for r in rows)
     head = ["case"] + (["setting"] if with_setting else []) + [f"{e} ms" for e in engines]
     head += [f"tinyres / {e}" for e in refs] + [f"{e} GFLOP/s" for e in engines]
-    head += [f"{e} MB" for e in engines]
+    head += [f"{e} MB" for e in engines] + (["compile s"] if with_compile else [])
     body = []
     for r in rows:
         line = [r.get("case", {}).get("name", "?")] + ([row_setting(r)] if with_setting else [])
@@ -181,7 +228,31 @@ def cpu_rows_table(record, match=None):
         line += [_num(ratio(r, "tinyres", e), ".2f") for e in refs]
         line += [_cell(r, e, "gflops", ".1f") for e in engines]
         line += [_cell(r, e, "peak_rss_mb", ".0f") for e in engines]
+        line += [_num(r.get("compile_s"), ".1f")] if with_compile else []
         body.append(line)
+    return markdown(head, body)
+
+
+def first_calls_table(record, match=None):
+    """The first calls of a fresh process per engine (newer files' 'first_calls' rows): the
+    first call and the median of the later ones."""
+    engines = engines_of(record)
+    head = ["case", "setting"] + [f"{e} 1st ms" for e in engines]
+    head += [f"{e} later ms" for e in engines] + ["tinyres / torch, 1st"]
+    body = []
+    rx = re.compile(match.replace("_", " ")) if match else None
+    for r in record.get("first_calls", []):
+        name = r.get("case", {}).get("name", "?")
+        if rx and not rx.search(name):
+            continue
+        calls = {e: (r.get("results", {}).get(e) or {}).get("calls_ms") or [] for e in engines}
+        first = {e: calls[e][0] if calls[e] else None for e in engines}
+        later = {e: sorted(calls[e][1:])[len(calls[e][1:]) // 2] if len(calls[e]) > 1
+                 else None for e in engines}
+        ratio_first = (first.get("tinyres") / first["torch"]
+                       if first.get("tinyres") and first.get("torch") else None)
+        body.append([name, row_setting(r)] + [_num(first[e], ".1f") for e in engines]
+                    + [_num(later[e], ".1f") for e in engines] + [_num(ratio_first, ".2f")])
     return markdown(head, body)
 
 
@@ -253,6 +324,41 @@ def roofline_header(peaks_record, relpath, record):
     return lines
 
 
+def callgrind_table(records):
+    """One line per callgrind_layer.py file, and the spread of the counts of repeated runs
+    (same case, engine, batch and commit)."""
+    head = ["file", "case", "engine", "batch", "steps", "instructions per step", "commit",
+            "Numba CPU"]
+    body, groups = [], {}
+    for relpath, rec in records:
+        case, machine = rec.get("case", {}), rec.get("machine") or {}
+        per_step = rec.get("instructions_per_step")
+        body.append([f"`{os.path.basename(relpath)}`", case.get("name", "?"),
+                     rec.get("engine", "?"), rec.get("batch", "?"), rec.get("steps", "?"),
+                     _num(per_step, ",d"), machine.get("commit", "?"),
+                     (rec.get("environment") or {}).get("NUMBA_CPU_NAME", "-")])
+        key = (case.get("name"), rec.get("engine"), rec.get("batch"), machine.get("commit"))
+        groups.setdefault(key, []).append(per_step)
+    lines = markdown(head, body) + [""]
+    for (name, engine, batch, commit), counts in groups.items():
+        if len(counts) > 1 and None not in counts:
+            spread = (max(counts) - min(counts)) / min(counts)
+            lines.append(f"- {engine}, {name} at batch {batch}, commit {commit}: "
+                         f"{len(counts)} runs, spread {100 * spread:.3f}% "
+                         f"({min(counts):,} to {max(counts):,}).")
+    if not records:
+        return lines
+    rec = records[0][1]
+    machine = rec.get("machine") or {}
+    kernels = sorted({lib.get("architecture") or "?"
+                      for lib in (machine.get("blas") or {}).get("libraries", [])})
+    env = " ".join(f"{k}={v}" for k, v in sorted((rec.get("environment") or {}).items())
+                   if k != "NUMBA_CPU_FEATURES")
+    return lines + [f"- {cpu_text(machine)}; BLAS kernel {'/'.join(kernels) or 'not recorded'}"
+                    f"; {rec.get('valgrind', 'valgrind version not recorded')}; counted with "
+                    f"{env or 'no recorded environment'}."]
+
+
 # ----- blocks ---------------------------------------------------------------------------------
 def parse_spec(spec):
     """'KIND FILE... key=value...' -> (kind, files, options)."""
@@ -268,12 +374,17 @@ def render(spec, base=BENCH):
     if kind == "cpu-rows":
         record = load(files[0], base)
         lines = header(record, files[0]) + [""] + cpu_rows_table(record, match)
+    elif kind == "cpu-first-calls":
+        record = load(files[0], base)
+        lines = header(record, files[0]) + [""] + first_calls_table(record, match)
+    elif kind == "callgrind":
+        lines = callgrind_table([(f, load(f, base)) for f in files])
     elif kind == "cpu-runs":
         records = [(f, load(f, base)) for f in files]
         labels = opts["label"].replace("_", " ").split(",") if "label" in opts else None
         lines = cpu_runs_table(records, match, labels) + [""]
         for f, rec in records:
-            lines += ["- " + " ".join(header(rec, f))]
+            lines += ["- " + " ".join(header(rec, f, workers=False))]
     elif kind == "roofline":
         peaks, record = load(files[0], base), load(files[1], base)
         lines = (roofline_header(peaks, files[0], record) + header(record, files[1]) + [""]

@@ -136,6 +136,65 @@ def test_runs_table_one_line_per_file():
     assert "| 200.0 | 250.0 | 0.80 | 300 | 310 |" in lines[2]
 
 
+def format2_record():
+    """The newer layout: a 'settings' block, 'torch_compile' as an engine, rows per
+    allocator setting with a compile time, first-call rows, each worker's own report."""
+    rec = fake_record()
+    for key in ("rounds", "reps", "warmup", "threads", "tinyres_tuned", "alloc", "engines"):
+        rec.pop(key)
+    rec["settings"] = {"rounds": 2, "reps": 3, "warmup": 1, "threads": 2,
+                       "alloc": ["default", "tuned"], "blas_env": "clean",
+                       "tinyres_tune": False, "engines": ["tinyres", "torch", "torch_compile"]}
+    model = rec["rows"][1]
+    model["results"]["torch_compile"] = {"ms": 240.0, "first_call_ms": 38000.0}
+    model.update(alloc="tuned", measure="warm", compile_s=38.0)
+    rec["first_calls"] = [{"alloc": "tuned", "measure": "first_calls", "case": model["case"],
+                           "results": {"tinyres": {"calls_ms": [900.0, 210.0, 200.0]},
+                                       "torch": {"calls_ms": [300.0, 260.0, 250.0]},
+                                       "torch_compile": {"error": {"type": "x"}}}}]
+    rec["engines_info"] = {"tuned": {"tinyres": {
+        "blas": [{"internal_api": "openblas", "architecture": "SkylakeX", "num_threads": 2}],
+        "numba": {"threading_layer": "tbb", "num_threads": 2},
+        "env": {"malloc": {"MALLOC_MMAP_THRESHOLD_": "33554432"}}}}}
+    return rec
+
+
+def test_newer_layout_settings_compile_time_and_workers():
+    rec = format2_record()
+    text = "\n".join(report.header(rec, "results/new.json"))
+    assert "tinyres untuned, alloc default tuned, blas_env clean" in text
+    assert "2 rounds x 3 reps" in text
+    assert ("- tinyres worker (tuned): BLAS openblas SkylakeX x2; Numba tbb x2; "
+            "malloc MALLOC_MMAP_THRESHOLD_=33554432.") in text
+    lines = report.cpu_rows_table(rec)
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    model = dict(zip(head, [c.strip() for c in lines[3].strip("|").split("|")]))
+    assert model["torch_compile ms"] == "240.00" and model["compile s"] == "38.0"
+    assert model["setting"] == "alloc tuned, measure warm"
+    assert model["tinyres / torch_compile"] == "0.83"
+
+
+def test_first_calls_table():
+    lines = report.first_calls_table(format2_record())
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = dict(zip(head, [c.strip() for c in lines[2].strip("|").split("|")]))
+    assert row["tinyres 1st ms"] == "900.0" and row["tinyres later ms"] == "210.0"
+    assert row["torch later ms"] == "260.0" and row["tinyres / torch, 1st"] == "3.00"
+    assert row["torch_compile 1st ms"] == "-"
+
+
+def test_callgrind_table_gives_the_spread_of_repeated_runs():
+    def rec(count, engine="tinyres"):
+        return {"machine": {"commit": "abc"}, "case": {"name": "r20 x"}, "engine": engine,
+                "batch": 4, "steps": 1, "instructions_per_step": count}
+    lines = report.callgrind_table([("a.json", rec(1000000)), ("b.json", rec(1000500)),
+                                    ("c.json", rec(700000, "torch"))])
+    assert "| `a.json` | r20 x | tinyres | 4 | 1 | 1,000,000 | abc | - |" in lines
+    spread = [line for line in lines if "spread" in line]
+    assert spread == ["- tinyres, r20 x at batch 4, commit abc: 2 runs, spread 0.050% "
+                      "(1,000,000 to 1,000,500)."]
+
+
 # ----- roofline arithmetic, by hand -------------------------------------------------------
 def test_conv_flops_and_bytes_by_hand():
     # x: 128*16*32*32 = 2,097,152; w: 16*16*3*3 = 2,304; y: 128*16*32*32 = 2,097,152
