@@ -285,10 +285,17 @@ def cpu_runs_table(records, match=None, labels=None):
     return markdown(head, body)
 
 
+def same_cpu(peaks_record, record):
+    """Whether both files record the same CPU (vendor, family, model, name, flags)."""
+    ident = (peaks_record.get("machine") or {}).get("cpu_identity")
+    return bool(ident) and ident == (record.get("machine") or {}).get("cpu_identity")
+
+
 def roofline_table(peaks_record, record, match=None):
     """Each layer's FLOPs, bytes and roofline bound, and each engine's share of it; a whole
-    model's bound is its FLOPs at the GEMM peak (its bytes are not counted)."""
-    peaks = peaks_record["peaks"]
+    model's bound is its FLOPs at the GEMM peak (its bytes are not counted). The shares
+    are left out ('-') unless both files record the same CPU."""
+    peaks, comparable = peaks_record["peaks"], same_cpu(peaks_record, record)
     engines = [e for e in engines_of(record) if e != "numpy"]
     head = ["case", "MFLOP", "MB moved", "bound ms", "limit"]
     head += [f"{e} ms" for e in engines] + [f"{e} % of bound" for e in engines]
@@ -301,7 +308,7 @@ def roofline_table(peaks_record, record, match=None):
                 _num(b["bound_ms"], ".2f"), b["limit"]]
         line += [_cell(r, e, "ms", ".2f") for e in engines]
         line += [_pct(roofline.achieved_fraction(b["bound_ms"], result_ms(r, e)))
-                 for e in engines]
+                 if comparable else "-" for e in engines]
         body.append(line)
     return markdown(head, body)
 
@@ -312,15 +319,13 @@ def _pct(fraction):
 
 def roofline_header(peaks_record, relpath, record):
     peaks, machine = peaks_record["peaks"], peaks_record.get("machine") or {}
-    same = (machine.get("cpu_identity") and machine.get("cpu_identity")
-            == (record.get("machine") or {}).get("cpu_identity"))
     lines = [f"Peaks (`benchmarks/{relpath}`): GEMM {peaks['gemm_gflops']:.1f} GFLOP/s "
              f"({peaks['gemm_method']}), bandwidth {peaks['bandwidth_gbs']:.1f} GB/s "
              f"({peaks['bandwidth_method']}); {cpu_text(machine)}; {blas_text(machine)}; "
              f"{versions_text(machine)}."]
-    if not same:
-        lines.append("The peaks and the timings were not measured on a CPU recorded as the "
-                     "same (family, model, flags): read the fractions as indicative only.")
+    if not same_cpu(peaks_record, record):
+        lines.append("The timings' file does not record the same CPU (family, model, flags) "
+                     "as the peaks': the shares of the bound are left out.")
     return lines
 
 

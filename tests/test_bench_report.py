@@ -239,7 +239,13 @@ def test_roofline_table_on_a_fake_file():
     model = dict(zip(head, [c.strip() for c in lines[3].strip("|").split("|")]))
     assert model["MB moved"] == "-" and model["tinyres % of bound"] == "156%"
     assert model["torch.compile % of bound"] == "-"
-    assert "same" not in " ".join(report.roofline_header(peaks, "p.json", fake_record()))
+    assert "left out" not in " ".join(report.roofline_header(peaks, "p.json", fake_record()))
+    other = fake_record()
+    other["machine"]["cpu_identity"]["model"] = "1"           # another CPU: no shares
+    assert "left out" in " ".join(report.roofline_header(peaks, "p.json", other))
+    row = dict(zip(head, [c.strip() for c in report.roofline_table(peaks, other)[2]
+                          .strip("|").split("|")]))
+    assert row["bound ms"] == "6.04" and row["tinyres % of bound"] == "-"
 
 
 # ----- callgrind_layer: arguments and parsing ------------------------------------------------
