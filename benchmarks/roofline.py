@@ -8,10 +8,10 @@ one is the one that had the cores to itself; the load average is recorded beside
               parallel Numba loop (NumPy's copy where Numba is missing): 3 arrays of bytes
               per pass (two read, one written; the write-allocate read is not counted).
 
-    python benchmarks/roofline.py --json auto      # results/roofline_f<family>m<model>_<commit>.json
+    python benchmarks/roofline.py --json auto   # results/roofline_f<family>m<model>_<commit>.json
     python benchmarks/roofline.py --quick          # smaller sizes, fewer repetitions
 
-Each layer of a cpu_bench.py results file then gets (layer_bound, model_row):
+Each case of a cpu_bench.py results file then gets (layer_bound; report.py's table):
   FLOPs       the case's convolution FLOPs (cpu_bench.py's count: 2*N*OC*OH*OW*C*k*k a
               forward, 3x that for forward+backward); 0 for batch norm and ReLU
   bytes       compulsory float32 traffic, every tensor counted once each time a pass
@@ -27,7 +27,6 @@ Whole models: bound = FLOPs / GEMM peak (bytes not counted), so the fraction is 
 model's achieved FLOP rate as a share of the GEMM peak.
 """
 import argparse
-import json
 import os
 import sys
 import time
