@@ -1,7 +1,8 @@
 """This machine's practical peaks, and how close each benchmarked layer comes to them.
 
-Two measurements, all cores, best of many short repetitions (on a shared machine the best
-one is the one that had the cores to itself; the load average is recorded beside them):
+Two measurements, all cores, best of many short repetitions over a few sizes (on a shared
+machine the best one is the one that had the cores to itself; the load average is recorded
+beside them):
   GEMM peak   NumPy's float32 matmul (its BLAS's sgemm) on large square matrices:
               2*n**3 FLOPs per product.
   bandwidth   a STREAM-like triad a = b + s*c over arrays far larger than the caches, as a
@@ -142,15 +143,27 @@ def measure_bandwidth(megabytes, repeats):
     return moved / best / 1e9, method
 
 
+GEMM_SIZES = ((512, 200), (1024, 60), (2048, 15))        # (n, repetitions)
+TRIAD_SIZES = ((32, 100), (128, 20))                      # (MB per array, repetitions)
+
+
 def measure(quick=False):
-    """The peaks of this machine, with how they were measured."""
-    n, gemm_reps = (1024, 5) if quick else (2048, 30)
-    mb, bw_reps = (64, 5) if quick else (128, 30)
-    gemm = measure_gemm(n, gemm_reps)
-    bandwidth, method = measure_bandwidth(mb, bw_reps)
-    return {"gemm_gflops": gemm, "bandwidth_gbs": bandwidth,
-            "gemm_method": f"numpy float32 matmul {n}x{n}, best of {gemm_reps}",
-            "bandwidth_method": f"{method}, 3 arrays of {mb} MB, best of {bw_reps}"}
+    """The peaks of this machine, with how they were measured: the best rate over several
+    sizes, each the best of many repetitions (every size's best is kept in the record).
+    The smallest GEMM fits in the caches, which is what a BLAS kernel at its practical
+    peak works from; the smallest triad is three times the size of a 32 MB L3."""
+    scale = 5 if quick else 1
+    gemm = {n: measure_gemm(n, max(2, reps // scale)) for n, reps in GEMM_SIZES}
+    triad = {mb: measure_bandwidth(mb, max(2, reps // scale)) for mb, reps in TRIAD_SIZES}
+    n_best = max(gemm, key=gemm.get)
+    mb_best = max(triad, key=lambda mb: triad[mb][0])
+    return {"gemm_gflops": gemm[n_best], "bandwidth_gbs": triad[mb_best][0],
+            "gemm_method": f"numpy float32 matmul, best {n_best}x{n_best} of sizes "
+                           f"{'/'.join(str(n) for n, _ in GEMM_SIZES)}",
+            "bandwidth_method": f"{triad[mb_best][1]}, best {mb_best} MB arrays of sizes "
+                                f"{'/'.join(str(mb) for mb, _ in TRIAD_SIZES)} MB",
+            "gemm_gflops_by_size": {str(n): rate for n, rate in gemm.items()},
+            "bandwidth_gbs_by_size": {str(mb): bw for mb, (bw, _) in triad.items()}}
 
 
 def auto_path(machine):
