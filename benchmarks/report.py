@@ -134,6 +134,8 @@ def settings_text(record):
             value = opts[key]
             parts.append(f"{key} " + (" ".join(map(str, value)) if isinstance(value, list)
                                       else str(value)))
+    if opts.get("alloc") is None:
+        parts.append("allocator setting not recorded")
     if opts.get("threads"):
         parts.append(f"{opts['threads']} threads per engine")
     if opts.get("rounds"):

@@ -103,6 +103,7 @@ def test_header_says_what_an_old_file_does_not_record():
     assert "family, model and SIMD flags not recorded" in text
     assert "BLAS, its kernel and threads not recorded" in text
     assert "tinyres tuning not recorded" in text
+    assert "allocator setting not recorded" in text
 
 
 def test_rows_table_missing_engine_error_and_setting():
