@@ -98,7 +98,7 @@ def test_header_states_machine_blas_settings_and_commit():
 def test_header_says_what_an_old_file_does_not_record():
     record = fake_record()
     record["machine"] = {"cpu": "AMD EPYC", "cores": 2, "commit": "2775710"}
-    del record["tinyres_tuned"]
+    del record["tinyres_tuned"], record["alloc"]
     text = "\n".join(report.header(record, "results/old.json"))
     assert "family, model and SIMD flags not recorded" in text
     assert "BLAS, its kernel and threads not recorded" in text
