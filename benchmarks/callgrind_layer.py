@@ -148,8 +148,12 @@ def run(args):
     if not args.no_prime:
         subprocess.run(cmd, env={**env, "CALLGRIND_LAYER_NATIVE": "1"}, check=True)
     out_file = os.path.join(work, "callgrind.out")
-    subprocess.run(valgrind_command(out_file) + cmd, env=env, check=True,
-                   stderr=subprocess.DEVNULL)
+    done = subprocess.run(valgrind_command(out_file) + cmd, env=env,
+                          stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:       # e.g. an instruction valgrind cannot run (AVX-512)
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise SystemExit(f"callgrind_layer: the run under valgrind failed "
+                         f"(exit {done.returncode}):\n{tail}")
     count = region_count(sorted(glob.glob(out_file + "*")))
     if count is None:
         raise SystemExit(f"callgrind_layer: no '{TRIGGER}' dump in {work}")
