@@ -137,7 +137,10 @@ def region_count(paths):
 
 def run(args):
     import cpu_bench
-    case = find_case(cpu_bench.all_cases(), args.case, args.op, args.batch)
+    try:
+        case = find_case(cpu_bench.all_cases(), args.case, args.op, args.batch)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     if shutil.which("valgrind") is None:
         raise SystemExit("callgrind_layer: valgrind is not installed")
     work = args.keep or tempfile.mkdtemp(prefix="callgrind_layer_")
