@@ -11,6 +11,7 @@ beside them):
 
     python benchmarks/roofline.py --json auto   # results/roofline_f<family>m<model>_<commit>.json
     python benchmarks/roofline.py --quick          # smaller sizes, fewer repetitions
+    python benchmarks/roofline.py --update results/roofline_X.json   # best of all runs
 
 Each case of a cpu_bench.py results file then gets (layer_bound; report.py's table):
   FLOPs       the case's convolution FLOPs (cpu_bench.py's count: 2*N*OC*OH*OW*C*k*k a
@@ -28,6 +29,7 @@ Whole models: bound = FLOPs / GEMM peak (bytes not counted), so the fraction is 
 model's achieved FLOP rate as a share of the GEMM peak.
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -173,20 +175,52 @@ def auto_path(machine):
                         f"roofline_{tag}_{machine.get('commit', 'unknown')}.json")
 
 
+def run_summary(info, peaks):
+    """One measurement run, as kept in a record's 'runs'."""
+    return {"date": info.get("date"), "loadavg_at_start": info.get("loadavg_at_start"),
+            "commit": info.get("commit"), **peaks}
+
+
+def merge_runs(previous, info, peaks):
+    """A record whose peaks are the best of every run so far (this one and the runs of
+    `previous`, a record of the same CPU), each quantity with the method of its best run."""
+    if previous and previous.get("machine", {}).get("cpu_identity") != info.get("cpu_identity"):
+        raise ValueError("roofline: --update names a file of another CPU")
+    runs = (previous.get("runs") or [run_summary(previous["machine"], previous["peaks"])]
+            if previous else []) + [run_summary(info, peaks)]
+    gemm = max(runs, key=lambda r: r["gemm_gflops"])
+    memory = max(runs, key=lambda r: r["bandwidth_gbs"])
+    best = {"gemm_gflops": gemm["gemm_gflops"],
+            "gemm_method": f"{gemm['gemm_method']}; best of {len(runs)} runs ({gemm['date']})",
+            "bandwidth_gbs": memory["bandwidth_gbs"],
+            "bandwidth_method": f"{memory['bandwidth_method']}; best of {len(runs)} runs "
+                                f"({memory['date']})"}
+    return {"machine": info, "peaks": best, "runs": runs}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
     ap.add_argument("--json", metavar="PATH", help="write the peaks as JSON ('auto': "
                                                    "results/roofline_<cpu>_<commit>.json)")
+    ap.add_argument("--update", metavar="PATH",
+                    help="add this run to an earlier record of this CPU: the peaks become "
+                         "the best of all its runs (written to --json, else to PATH)")
     args = ap.parse_args(argv)
     info = _timing.machine_info()
     print("\n".join(_timing.header_lines(info)))
     peaks = measure(args.quick)
     print(f"GEMM peak {peaks['gemm_gflops']:.1f} GFLOP/s ({peaks['gemm_method']})")
     print(f"bandwidth {peaks['bandwidth_gbs']:.1f} GB/s ({peaks['bandwidth_method']})")
-    if args.json:
-        path = auto_path(info) if args.json == "auto" else args.json
-        _timing.write_json(path, {"machine": info, "peaks": peaks})
+    previous = None
+    if args.update:
+        with open(args.update) as f:
+            previous = json.load(f)
+    record = merge_runs(previous, info, peaks)
+    path = args.json or args.update
+    if path:
+        path = auto_path(info) if path == "auto" else path
+        _timing.write_json(path, record)
 
 
 if __name__ == "__main__":

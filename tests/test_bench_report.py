@@ -229,6 +229,23 @@ def test_bound_is_the_larger_of_compute_and_memory():
     assert roofline.achieved_fraction(6.0, None) is None
 
 
+def test_peaks_are_the_best_of_every_run():
+    def peaks(gemm, bandwidth):
+        return {"gemm_gflops": gemm, "bandwidth_gbs": bandwidth, "gemm_method": "g",
+                "bandwidth_method": "b"}
+    first = roofline.merge_runs(None, dict(MACHINE, date="d1"), peaks(136.0, 10.0))
+    assert first["peaks"]["gemm_gflops"] == 136.0 and len(first["runs"]) == 1
+    second = roofline.merge_runs(first, dict(MACHINE, date="d2"), peaks(40.0, 19.0))
+    assert second["peaks"]["gemm_gflops"] == 136.0
+    assert second["peaks"]["bandwidth_gbs"] == 19.0
+    assert second["peaks"]["gemm_method"] == "g; best of 2 runs (d1)"
+    assert second["peaks"]["bandwidth_method"] == "b; best of 2 runs (d2)"
+    other = copy.deepcopy(MACHINE)
+    other["cpu_identity"]["model"] = "1"
+    with pytest.raises(ValueError, match="another CPU"):
+        roofline.merge_runs(second, other, peaks(1.0, 1.0))
+
+
 def test_roofline_table_on_a_fake_file():
     peaks = {"machine": MACHINE, "peaks": {"gemm_gflops": 100.0, "bandwidth_gbs": 10.0,
                                            "gemm_method": "m", "bandwidth_method": "b"}}
