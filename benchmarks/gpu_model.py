@@ -196,6 +196,32 @@ def by_kernel(rows):
     return dict(sorted(acc.items(), key=lambda kv: -kv[1][0]))
 
 
+def readme_lines():
+    """The summary table benchmarks/README.md shows (benchmarks/report.py, kind gpu-model):
+    computed here from the model, never typed."""
+    rows = step_items()
+    fp32 = {name: summary(predict(rows, gpu, False)) for name, gpu in GPUS.items()}
+    tf32 = {name: summary(predict(rows, gpu, True)) for name, gpu in GPUS.items()}
+    names = list(GPUS)
+    lines = ["| resnet50 step, batch 64 | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for label, values in (
+            ("strict FP32, GPU time", [f"{fp32[n]['gpu_ms']:.1f} ms" for n in names]),
+            ("TF32, GPU time", [f"{tf32[n]['gpu_ms']:.1f} ms" for n in names]),
+            ("kernel launches per step", [str(fp32[n]["launches"]) for n in names]),
+            (f"host launch time at {LAUNCH_US:g} us each",
+             [f"{fp32[n]['host_launch_ms']:.1f} ms" for n in names]),
+            ("host reads (syncs) per step", [str(fp32[n]["host_syncs"]) for n in names])):
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+    kinds = by_kernel(predict(rows, GPUS[names[0]], False))
+    gemm = sum(share for kind, (_, share, _) in kinds.items() if "GEMM" in kind)
+    top = [f"{kind} {share:.1%}" for kind, (_, share, _) in kinds.items()
+           if "GEMM" not in kind][:6]
+    lines += ["", f"Strict FP32 on the {names[0]}: the GEMMs are {gemm:.0%} of the step; "
+              "the largest of the rest: " + ", ".join(top) + "."]
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tf32", action="store_true", help="GEMMs on TF32 tensor cores")

@@ -19,6 +19,7 @@ the BLAS, its kernel and threads, the settings, the versions and the commit):
                                 'first_calls' rows of newer files)
   roofline PEAKS FILE [match=REGEX]  roofline.py's peaks beside each layer of FILE
   callgrind FILE...             callgrind_layer.py counts, and the spread of repeated runs
+  gpu-model                     gpu_model.py's predicted resnet50 step (computed, no file)
 
     python benchmarks/report.py            # rewrite the tables in place
     python benchmarks/report.py --check    # exit 1 with a diff where the text differs
@@ -31,6 +32,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu_model  # noqa: E402
 import roofline  # noqa: E402
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -396,6 +398,8 @@ def render(spec, base=BENCH):
         peaks, record = load(files[0], base), load(files[1], base)
         lines = (roofline_header(peaks, files[0], record) + header(record, files[1]) + [""]
                  + roofline_table(peaks, record, match))
+    elif kind == "gpu-model":
+        lines = gpu_model.readme_lines()
     else:
         raise ValueError(f"report.py: unknown table kind {kind!r} in marker {spec!r}")
     return "\n".join(lines) + "\n"
