@@ -360,3 +360,12 @@ def test_folded_resnet20_matches_torch_fx_fuse():
     x = np.random.default_rng(10).standard_normal((2, 3, 32, 32))
     np.testing.assert_allclose(run(tinyres, ours, x), run(torch, theirs, x), rtol=1e-6,
                                atol=1e-6)
+
+
+def test_fold_batchnorm_refuses_a_model_under_a_gradient_probe():
+    from tinyres.probes import GradientProbe
+    model = models.resnet20().eval()
+    with GradientProbe(model):
+        with pytest.raises(RuntimeError, match="GradientProbe is attached to layer1.0"):
+            fusion.fold_batchnorm(model)
+    assert count(fusion.fold_batchnorm(model), nn.BatchNorm2d) == 0    # detached: folds

@@ -119,8 +119,21 @@ def fuse_linear_bn_weights(linear_w, linear_b, bn_rm, bn_rv, bn_eps, bn_w, bn_b)
 
 
 # ----- the whole model: find the pairs by running it once --------------------------------
-def _first_training(model):
-    return next((name or "the model" for name, m in model.named_modules() if m.training), None)
+def _refuse_training(model):
+    training = next((name or "the model" for name, m in model.named_modules() if m.training),
+                    None)
+    if training is not None:
+        raise AssertionError(f"Fusion only for eval! (fold_batchnorm: {training} is in "
+                             "training mode; call model.eval() first)")
+
+
+def _refuse_probes(model):
+    watched = next((name or "the model" for name, m in model.named_modules()
+                    if getattr(m, "probe", None) is not None), None)
+    if watched is not None:
+        raise RuntimeError(f"fold_batchnorm: a GradientProbe is attached to {watched}; "
+                           "folding is for inference only and a probe measures the gradients "
+                           "of the unfolded network: detach the probe first")
 
 
 def _probe_input(model):
@@ -246,16 +259,16 @@ def fold_batchnorm(model, inplace=False, example_input=None):
 
     Inference only: a folded model's gradients are not the trained network's (the batch
     norms and their parameters are gone, the folded weights are new leaves, and a folded
-    bias-less convolution's new bias does not require grad, as torch's). Hooks on a folded
-    batch norm go with it, hooks on the convolution stay, and a GradientProbe attached to
-    the model measures the folded network: study gradients on the unfolded model."""
-    training = _first_training(model)
-    if training is not None:
-        raise AssertionError(f"Fusion only for eval! (fold_batchnorm: {training} is in "
-                             "training mode; call model.eval() first)")
-    pairs = conv_bn_pairs(model, example_input)
+    bias-less convolution's new bias does not require grad, as torch's). Finding the
+    pairs runs the model once, its forward hooks included; afterwards hooks on a folded
+    batch norm are gone with it and hooks on the convolution see the folded output. A model
+    with a GradientProbe attached is refused (RuntimeError): study gradients on the
+    unfolded model."""
+    _refuse_training(model)
+    _refuse_probes(model)
     if not inplace:
         model = copy.deepcopy(model)
+    pairs = conv_bn_pairs(model, example_input)
     for first_name, bn_name in pairs:
         first, bn = model.get_submodule(first_name), model.get_submodule(bn_name)
         fused = fuse_conv_bn_eval(first, bn) if isinstance(first, Conv2d) else \
