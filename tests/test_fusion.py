@@ -369,3 +369,31 @@ def test_fold_batchnorm_refuses_a_model_under_a_gradient_probe():
         with pytest.raises(RuntimeError, match="GradientProbe is attached to layer1.0"):
             fusion.fold_batchnorm(model)
     assert count(fusion.fold_batchnorm(model), nn.BatchNorm2d) == 0    # detached: folds
+
+
+class ConvThenLinear(nn.Module):
+    """conv -> bn -> flatten -> linear -> bn1d: takes 5x5 inputs only."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.fc, self.bn1d = nn.Linear(3 * 5 * 5, 4), nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        return self.bn1d(self.fc(self.bn(self.conv(x)).flatten(1)))
+
+
+def test_fold_batchnorm_folds_linear_pairs_and_asks_for_an_input_when_needed():
+    model = ConvThenLinear()
+    for bn in (model.bn, model.bn1d):
+        set_bn(bn, {k: v.astype(np.float32) for k, v in
+                    random_bn_state([bn], np.random.default_rng(11))[0].items()}, tinyres)
+    model.eval()
+    with pytest.raises(RuntimeError, match="example_input"):
+        fusion.fold_batchnorm(model)              # the default 32x32 sample does not fit
+    example = tinyres.randn(1, 2, 5, 5)
+    assert fusion.conv_bn_pairs(model, example) == [("conv", "bn"), ("fc", "bn1d")]
+    folded = fusion.fold_batchnorm(model, example_input=example)
+    assert isinstance(folded.bn1d, nn.Identity) and isinstance(folded.fc, nn.Linear)
+    x = np.random.default_rng(12).standard_normal((3, 2, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(outputs(folded, x), outputs(model, x), rtol=1e-5, atol=1e-5)

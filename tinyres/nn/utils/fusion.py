@@ -136,7 +136,7 @@ def _refuse_probes(model):
                            "of the unfolded network: detach the probe first")
 
 
-def _probe_input(model):
+def _sample_input(model):
     """(1, C, 32, 32) for a model whose first layer is a Conv2d (32x32 runs the CIFAR
     and the ImageNet ResNets alike), (1, F) for one that starts with a Linear; seeded,
     so it draws nothing from the global generator."""
@@ -200,17 +200,21 @@ class _Trace:
         returned = {id(t) for t in outputs}
         found = []
         for bn_name, (x, version) in self.read.items():
-            if id(x) not in self.produced:
-                continue
-            name, out, made_at = self.produced[id(x)]
-            if (out is x and (type(modules[name]), type(modules[bn_name])) in FOLDABLE
-                    and self.calls[name] == 1 and self.calls[bn_name] == 1
-                    and version == made_at == x._version_counter.value
-                    and len(x._consumers) == 1 and id(x) not in returned
-                    and modules[bn_name].track_running_stats
-                    and modules[bn_name].running_mean is not None):
+            name, out, made_at = self.produced.get(id(x), (None, None, None))
+            if out is x and id(x) not in returned and version == made_at \
+                    and self._foldable(modules[name], modules[bn_name], name, bn_name, x):
                 found.append((name, bn_name))
         return sorted(found, key=lambda pair: list(modules).index(pair[0]))
+
+    def _foldable(self, layer, bn, name, bn_name, out):
+        """The two make a pair torch's fuse() folds, each ran once, the layer's output
+        was not written in place after the batch norm read it, nothing else read it (one
+        consumer in the graph), and the batch norm normalises by running statistics."""
+        return ((type(layer), type(bn)) in FOLDABLE
+                and self.calls[name] == 1 and self.calls[bn_name] == 1
+                and out._version_counter.value == self.read[bn_name][1]
+                and len(out._consumers) == 1
+                and bn.track_running_stats and bn.running_mean is not None)
 
 
 def conv_bn_pairs(model, example_input=None):
@@ -222,17 +226,25 @@ def conv_bn_pairs(model, example_input=None):
     (default: a seeded (1, C, 32, 32) input, C the first convolution's in_channels), with
     autograd on to see each tensor's consumers. tinyres-only (torch finds its pairs by
     torch.fx tracing)."""
-    x = _probe_input(model) if example_input is None else example_input
+    x = _sample_input(model) if example_input is None else example_input
     if x is None:
         return []
     trace = _Trace(model)
     try:
         with inference_mode(False), enable_grad():
-            x = x.detach().requires_grad_(True)
-            outputs = _tensors_in(model(x))
+            outputs = _tensors_in(_run(model, x.detach().requires_grad_(True)))
         return trace.pairs(dict(model.named_modules()), outputs)
     finally:
         trace.remove()
+
+
+def _run(model, x):
+    try:
+        return model(x)
+    except Exception as err:
+        raise RuntimeError(f"conv_bn_pairs: the model failed on an input of shape {x.shape} "
+                           f"({type(err).__name__}: {err}); pass example_input, an input "
+                           "the model takes") from err
 
 
 def _replace(model, dotted, new):
