@@ -255,9 +255,8 @@ def clamp_(t, min=None, max=None):
 
 
 def _relu_into(array):
-    """relu written into array: its negative entries become 0 (NaN and -0.0 stay, as
-    torch's)."""
-    get_array_module(array).copyto(array, 0, where=array < 0)
+    """max(array, 0) written into array, the reference kernel's formula (NaN passes)."""
+    get_array_module(array).maximum(array, array.dtype.type(0), out=array)
 
 
 def relu_(t):
