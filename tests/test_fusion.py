@@ -91,7 +91,7 @@ def assert_same_parameters(ours, theirs):
 
 
 # ----- torch's four functions ------------------------------------------------------------
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(c_in=st.integers(1, 4), c_out=st.integers(1, 5), k=st.sampled_from([1, 3]),
        stride=st.integers(1, 2), bias=st.booleans(), affine=st.booleans())
 def test_fuse_conv_bn_eval_matches_torch(c_in, c_out, k, stride, bias, affine):
