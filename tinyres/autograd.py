@@ -293,6 +293,18 @@ class Context:
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
 
+class NoGraph:
+    """What forward gets instead of a Context when no graph is recorded (no_grad,
+    inference_mode, or no input requiring grad): it keeps no inputs and drops whatever
+    forward saves, so an op leaves nothing behind but its output."""
+
+    def __init__(self, n_inputs):
+        self.needs_input_grad = (False,) * n_inputs
+
+    def save_for_backward(self, *arrays):
+        pass
+
+
 class Function:
     """Base of every differentiable op. Subclasses define static forward and backward."""
 
@@ -318,10 +330,10 @@ class Function:
                                 "tinyres.tensor() or tinyres.from_numpy())")
         _check_same_device(cls.__name__, inputs)
         arrays = [t.array if t is not None else None for t in inputs]
-        ctx = Context(cls, tuple(inputs))
-        out = cls.forward(ctx, *arrays, **params)
         needs_graph = (is_grad_enabled() and not is_inference_mode_enabled()
-                       and any(ctx.needs_input_grad))
+                       and any(t is not None and t.requires_grad for t in inputs))
+        ctx = Context(cls, tuple(inputs)) if needs_graph else NoGraph(len(inputs))
+        out = cls.forward(ctx, *arrays, **params)
         result = Tensor(out, requires_grad=needs_graph)
         _share_memory_bookkeeping(result, inputs, cls, params)
         if needs_graph:

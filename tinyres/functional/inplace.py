@@ -142,8 +142,10 @@ def _save_output_in_place(ctx, result, t):
     ctx.saved_versions = tuple(checks)
 
 
-def apply_inplace(t, op, compute, *others):
-    """Write compute(t, *others), an ordinary out-of-place op, into t's memory."""
+def apply_inplace(t, op, compute, *others, direct=None):
+    """Write compute(t, *others), an ordinary out-of-place op, into t's memory. `direct`,
+    when given, writes the same values into a float array in place (one pass, no buffer):
+    it is used only when no graph is recorded."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{op}: expected a Tensor, got {type(t).__name__}")
     check_writable(t, op)
@@ -155,6 +157,10 @@ def apply_inplace(t, op, compute, *others):
     recording = (is_grad_enabled() and not is_inference_mode_enabled()
                  and t.dtype.kind == "f" and (t.requires_grad or any(
                      isinstance(o, Tensor) and o.requires_grad for o in others)))
+    if direct is not None and not recording and t.dtype.kind == "f":
+        direct(t.array)
+        t._version_counter.value += 1
+        return t
     source = _stand_in(t) if recording else t
     others = tuple(source if o is t else o for o in others)
     if recording and t._view_of is not None:
@@ -248,9 +254,14 @@ def clamp_(t, min=None, max=None):
     return apply_inplace(t, "clamp_", lambda s: clamp(s, min, max))
 
 
+def _relu_into(array):
+    """max(array, 0) written into array, the reference kernel's formula (NaN passes)."""
+    get_array_module(array).maximum(array, array.dtype.type(0), out=array)
+
+
 def relu_(t):
     from tinyres.functional.activation import relu
-    return apply_inplace(t, "relu_", relu)
+    return apply_inplace(t, "relu_", relu, direct=_relu_into)
 
 
 def _as_source(value, like, op):
