@@ -159,17 +159,23 @@ def pointwise_cases(prefix, convs):
             for kind in ("batchnorm", "relu") for n, c, h in shapes]
 
 
-def model_case(model, mode, n, size=None):
-    """A training step ("train") or an inference ("infer") of a whole model."""
+def model_case(model, mode, n, size=None, fold=False):
+    """A training step ("train") or an inference ("infer") of a whole model; fold=True
+    (inference) folds every batch norm into the conv before it on both sides: tinyres's
+    fold_batchnorm, torch.fx's fuse (torch.fx.experimental.optimization)."""
     flops = model_forward_flops(model, n, size) * (3 if mode == "train" else 1)
-    name = f"{model} {mode} step batch {n}" + (f" {size}x{size}" if size else "")
+    name = (f"{model} {mode}{' folded' if fold else ''} step batch {n}"
+            + (f" {size}x{size}" if size else ""))
     case = {"name": name, "kind": mode, "model": model, "n": n, "flops": flops}
+    case = dict(case, fold=True) if fold else case
     return dict(case, size=size) if size else case
 
 
 def model_cases():
-    """Training step and inference of resnet20 at batch 128 and resnet18 at batch 16."""
+    """Training step and inference of resnet20 at batch 128 (inference also with batch norm
+    folded into the convs) and resnet18 at batch 16."""
     return [model_case("resnet20", "train", 128), model_case("resnet20", "infer", 128),
+            model_case("resnet20", "infer", 128, fold=True),
             model_case("resnet18", "train", 16), model_case("resnet18", "infer", 16)]
 
 
@@ -193,7 +199,7 @@ def all_cases():
 def quick_cases():
     """The resnet20 model cases and its 16->16 layer: a few minutes."""
     r20, _ = layer_convs()
-    return (model_cases()[:2] + conv_cases("r20", r20[:1]) + pointwise_cases("r20", r20[:1]))
+    return (model_cases()[:3] + conv_cases("r20", r20[:1]) + pointwise_cases("r20", r20[:1]))
 
 
 def goals_cases():

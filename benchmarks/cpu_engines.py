@@ -135,7 +135,11 @@ def make_tinyres_step(case, np, threads):
     from tinyres.models import get_model
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     if case["kind"] in ("train", "infer"):
-        return _model_step(tinyres, F, get_model(case["model"]), case, np)
+        model = get_model(case["model"])
+        if case.get("fold"):
+            from tinyres.nn.utils.fusion import fold_batchnorm
+            model = fold_batchnorm(model.eval())
+        return _model_step(tinyres, F, model, case, np)
     return _layer_step(tinyres, F, case, np)
 
 
@@ -147,6 +151,9 @@ def make_torch_step(case, np, threads, compiled=False):
     torch.manual_seed(0)
     if case["kind"] in ("train", "infer"):
         model = torch_model(case["model"])
+        if case.get("fold"):
+            from torch.fx.experimental.optimization import fuse
+            model = fuse(model.eval())
         return _model_step(torch, F, torch.compile(model) if compiled else model, case, np)
     return _layer_step(torch, F, case, np)
 
