@@ -243,10 +243,13 @@ def test_inference_workers_warm_up_more_and_compile_skips_the_tiny_warmup():
 
 
 # ----- case sets ----------------------------------------------------------------------------
-def test_goals_are_the_four_model_cases_and_the_listed_convolutions():
+def test_goals_are_the_model_cases_and_the_listed_convolutions():
     names = [c["name"] for c in cpu_bench.goals_cases()]
-    assert names[:4] == ["resnet20 train step batch 128", "resnet20 infer step batch 128",
+    assert names[:5] == ["resnet20 train step batch 128", "resnet20 infer step batch 128",
+                         "resnet20 infer folded step batch 128",
                          "resnet18 train step batch 16", "resnet18 infer step batch 16"]
+    assert [c.get("fold", False) for c in cpu_bench.goals_cases()[:5]] == [
+        False, False, True, False, False]
     convs = [c for c in cpu_bench.goals_cases() if c["kind"] == "conv"]
     assert all(c["op"] == "fwd+bwd" for c in convs) and len(convs) == 5 + 8
     r18 = {(c["k"], c["stride"], c["h"]) for c in convs if c["n"] == 16}
