@@ -16,6 +16,9 @@ The algorithms, each held to reference.py by tests/test_kernels.py:
                   channels
     shifted-rows  the weight gradient of those 3x3 layers, at least `shifted_rows_min_width`
                   wide, summed from shifted rows of x and grad_out (weight_grad.py)
+    pointwise     1x1 unpadded layers with a stride of at most `pointwise_max_stride`: GEMMs
+                  on the NCHW planes themselves, the strided ones on a subsample of x, no
+                  im2col, col2im or transposes (pointwise_conv.py), for all three passes
 
 A grouped layer (groups > 1, depthwise included) always takes one-gemm, its groups'
 GEMMs batched into one matmul; a dilated layer takes one-gemm or per-image as any other.
@@ -50,11 +53,13 @@ class ConvPolicy:
     winograd_min_channels: int = 8                     # C and OC both at least this
     winograd_task_bytes: int = 256 * 1024              # a Winograd task's V and M, at most
     shifted_rows_min_width: int = 16                   # OW >= this, 3x3 s1 p1
+    pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this
 
     @classmethod
     def only(cls, algorithm):
         """A policy that runs one GEMM path everywhere: 'one-gemm' or 'per-image'."""
-        off = dict(winograd_min_pixels_per_channel=None, shifted_rows_min_width=None)
+        off = dict(winograd_min_pixels_per_channel=None, shifted_rows_min_width=None,
+                   pointwise_max_stride=None)
         if algorithm == "one-gemm":
             return cls(per_image_min_pixels_per_channel=None, **off)
         if algorithm == "per-image":
@@ -120,6 +125,11 @@ def _is_3x3_same(kh, kw, sh, sw, ph, pw, dh, dw, groups):
     return (kh, kw, sh, sw, ph, pw, dh, dw, groups) == (3, 3, 1, 1, 1, 1, 1, 1, 1)
 
 
+def _is_1x1(kh, kw, ph, pw):
+    """The pointwise case: a 1x1 unpadded kernel (its dilation does not matter)."""
+    return (kh, kw, ph, pw) == (1, 1, 0, 0)
+
+
 def _at_least(value, threshold):
     return threshold is not None and value >= threshold
 
@@ -146,6 +156,11 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
         reasons.append(f"{groups} groups: one-gemm, the groups' GEMMs batched in one matmul "
                        f"(per-image, Winograd and shifted rows take ungrouped layers only)")
         return ConvPlan("one-gemm", "one-gemm", "one-gemm", tuple(reasons))
+    most = policy.pointwise_max_stride
+    if threads_ok and _is_1x1(kh, kw, ph, pw) and most is not None and max(sh, sw) <= most:
+        reasons.append(f"1x1 unpadded, stride {max(sh, sw)}: pointwise, GEMMs on the NCHW "
+                       f"planes (up to stride {policy.pointwise_max_stride})")
+        return ConvPlan("pointwise", "pointwise", "pointwise", tuple(reasons))
     per_image = threads_ok and _at_least(pixels, _scaled(policy.per_image_min_pixels_per_channel, oc))
     gemm = "per-image" if per_image else "one-gemm"
     if not threads_ok:

@@ -19,7 +19,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import checks, conv_plan, gemm_conv, weight_grad, winograd
+from . import checks, conv_plan, gemm_conv, pointwise_conv, weight_grad, winograd
 
 
 # ---------------------------------------------------------------- im2col / col2im
@@ -252,6 +252,8 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
     with _one_blas_thread():
         if plan.forward == "winograd":
             return _winograd_conv(x, w2.reshape(oc, -1, 3, 3))
+        if plan.forward == "pointwise":
+            return pointwise_conv.forward(x, w2, sh, sw, _group(n, oh * ow))
         out = np.empty((n, oc, oh * ow), dtype=x.dtype)
         _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw, dh, dw,
                              _group(n, oh * ow), out)
@@ -267,6 +269,10 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
     plan = _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
     g, x = np.ascontiguousarray(grad_out), np.ascontiguousarray(x)
     grad_x = grad_w2 = None
+    if plan.grad_input == "pointwise":
+        with _one_blas_thread():
+            return pointwise_conv.backward(g, x, w2, sh, sw, need_x, need_w,
+                                           _group(x.shape[0], g.shape[2] * g.shape[3]))
     if need_x and plan.grad_input == "winograd":
         with _one_blas_thread():
             grad_x = _winograd_conv(g, winograd.flipped(w2.reshape(oc, -1, 3, 3)))
