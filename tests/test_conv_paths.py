@@ -4,6 +4,10 @@ conv_policy(), and held to kernels/reference.py (float32 to 1e-5, float64 to 1e-
 shapes, non-contiguous inputs and every combination of needed gradients; then through
 tinyres.nn.functional.conv2d against PyTorch and tinyres.gradcheck.
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -131,3 +135,39 @@ def test_pointwise_conv2d_gradcheck(stride):
     x = tinyres.Tensor(rng.standard_normal((2, 3, 5, 6)), requires_grad=True)
     w = tinyres.Tensor(rng.standard_normal((4, 3, 1, 1)), requires_grad=True)
     assert tinyres.gradcheck(lambda a, b: F.conv2d(a, b, None, stride), (x, w))
+
+
+# ---------------------------------------------------------------- the CPU the kernels target
+
+def _host_flags():
+    with open("/proc/cpuinfo") as info:
+        return next((line.split(":", 1)[1].split() for line in info
+                     if line.startswith("flags")), [])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="no /proc/cpuinfo")
+def test_numba_compiles_for_the_host_cpu_and_its_cache_key_says_so():
+    # AVX-512 (or AVX2) is used where the host has it: no CPU name or feature list is
+    # pinned, and the key of Numba's on-disk cache carries the host's CPU and features,
+    # so code cached on an AVX2 machine is not reused on an AVX-512 one
+    import numba
+    from llvmlite import binding
+    from numba.core.registry import cpu_target
+    assert numba.config.CPU_NAME is None and numba.config.CPU_FEATURES is None
+    _, cpu_name, features = cpu_target.target_context.codegen().magic_tuple()
+    assert cpu_name == binding.get_host_cpu_name()
+    flags = _host_flags()
+    for flag, feature in (("avx2", "+avx2"), ("avx512f", "+avx512f"), ("fma", "+fma")):
+        assert (feature in features.split(",")) == (flag in flags), flag
+
+
+def test_tinyres_pins_no_blas_kernel_or_cpu_target():
+    # importing tinyres (and its CPU kernels) leaves the BLAS's CPU detection alone
+    code = ("import os, tinyres, tinyres.kernels.cpu; print(sorted(k for k in os.environ if "
+            "k.startswith(('OPENBLAS_CORETYPE', 'NUMBA_CPU_NAME', 'NUMBA_CPU_FEATURES', "
+            "'MKL_ENABLE_INSTRUCTIONS', 'MKL_DEBUG_CPU_TYPE'))))")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPENBLAS_CORETYPE", "NUMBA_CPU_", "MKL_"))}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]"
