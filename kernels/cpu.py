@@ -234,6 +234,13 @@ def _group(n, pixels):
     return max(1, min(-(-min_columns // pixels), n // numba.get_num_threads()))
 
 
+def _even_group(n, pixels):
+    """_group's images per GEMM, evened out so that every thread gets as many tasks."""
+    threads = numba.get_num_threads()
+    tasks = threads * max(1, n // (threads * _group(n, pixels)))
+    return max(1, -(-n // tasks))
+
+
 def _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups):
     return conv_plan.conv_algorithm(x.shape, (w2.shape[0], x.shape[1] // groups, kh, kw),
                                     (sh, sw), (ph, pw), (dh, dw), groups)
@@ -253,7 +260,7 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
         if plan.forward == "winograd":
             return _winograd_conv(x, w2.reshape(oc, -1, 3, 3))
         if plan.forward == "pointwise":
-            return pointwise_conv.forward(x, w2, sh, sw, _group(n, oh * ow))
+            return pointwise_conv.forward(x, w2, sh, sw)
         out = np.empty((n, oc, oh * ow), dtype=x.dtype)
         _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw, dh, dw,
                              _group(n, oh * ow), out)
@@ -272,7 +279,7 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
     if plan.grad_input == "pointwise":
         with _one_blas_thread():
             return pointwise_conv.backward(g, x, w2, sh, sw, need_x, need_w,
-                                           _group(x.shape[0], g.shape[2] * g.shape[3]))
+                                           _even_group(x.shape[0], g.shape[2] * g.shape[3]))
     if need_x and plan.grad_input == "winograd":
         with _one_blas_thread():
             grad_x = _winograd_conv(g, winograd.flipped(w2.reshape(oc, -1, 3, 3)))

@@ -9,15 +9,15 @@ the weight w2 as (OC, C), image n of the layer is one GEMM on its planes:
     dxs[n]  = w2^T @ grad_out[n]                  (C, P), scattered back to every s-th pixel
     grad_w2 = sum over n of grad_out[n] @ xs[n]^T (OC, C)
 
-The batch is cut into tasks of `group` consecutive images, run by Numba's threads, each
-calling the BLAS on one thread (cpu.py holds SciPy's BLAS there). The forward and the
-input gradient multiply one image at a time, straight into its planes of the result; a
-stride-1 layer reads x's planes in place, a strided one first gathers its image's pixels
-into a small buffer, and writes its input gradient back through one. The weight gradient
-puts a task's images side by side, (C, m*P) and (OC, m*P), so that each GEMM sums over
-m*P pixels (few-pixel images make thin GEMMs otherwise), and keeps a partial sum per
-task, added up at the end. The dilation of a 1x1 window does not matter (it has one tap).
-Which layers take this path is kernels/conv_plan.py's choice ("pointwise").
+Numba's threads run the images as tasks, each calling the BLAS on one thread (cpu.py holds
+SciPy's BLAS there). The forward and the input gradient multiply one image a task,
+straight into its planes of the result; a stride-1 layer reads x's planes in place, a
+strided one first gathers its image's pixels into a small buffer, and writes its input
+gradient back through one. The weight gradient puts a task's `group` images side by side,
+(C, m*P) and (OC, m*P), so that each GEMM sums over m*P pixels (few-pixel images make thin
+GEMMs otherwise), and keeps a partial sum per task, added up at the end. The dilation of
+a 1x1 window does not matter (it has one tap). Which layers take this path is
+kernels/conv_plan.py's choice ("pointwise").
 """
 import numpy as np
 from numba import njit, prange
@@ -53,29 +53,27 @@ def _scatter(buf, b, sh, sw, oh, ow, dx):
 
 
 @njit(cache=True, parallel=True)
-def _forward_core(x, w2, sh, sw, oh, ow, group, out):
+def _forward_core(x, w2, sh, sw, oh, ow, out):
     n, c = x.shape[0], x.shape[1]
-    for task in prange((n + group - 1) // group):
-        buf = np.empty((c, oh * ow), dtype=x.dtype)
-        for b in range(task * group, min(n, (task + 1) * group)):
-            if sh == 1 and sw == 1:
-                np.dot(w2, x[b].reshape(c, oh * ow), out[b])
-            else:
-                _gather(x, b, sh, sw, oh, ow, buf, 0)
-                np.dot(w2, buf, out[b])
+    for b in prange(n):                              # a task: one image, one GEMM
+        if sh == 1 and sw == 1:
+            np.dot(w2, x[b].reshape(c, oh * ow), out[b])
+        else:
+            buf = np.empty((c, oh * ow), dtype=x.dtype)
+            _gather(x, b, sh, sw, oh, ow, buf, 0)
+            np.dot(w2, buf, out[b])
 
 
 @njit(cache=True, parallel=True)
-def _grad_input_core(g, w2t, sh, sw, oh, ow, group, dx):
+def _grad_input_core(g, w2t, sh, sw, oh, ow, dx):
     n, c, p = g.shape[0], w2t.shape[0], g.shape[2]
-    for task in prange((n + group - 1) // group):
-        buf = np.empty((c, p), dtype=g.dtype)
-        for b in range(task * group, min(n, (task + 1) * group)):
-            if sh == 1 and sw == 1:
-                np.dot(w2t, g[b], dx[b].reshape(c, p))
-            else:
-                np.dot(w2t, g[b], buf)
-                _scatter(buf, b, sh, sw, oh, ow, dx)
+    for b in prange(n):
+        if sh == 1 and sw == 1:
+            np.dot(w2t, g[b], dx[b].reshape(c, p))
+        else:
+            buf = np.empty((c, p), dtype=g.dtype)
+            np.dot(w2t, g[b], buf)
+            _scatter(buf, b, sh, sw, oh, ow, dx)
 
 
 @njit(cache=True, parallel=True)
@@ -98,25 +96,26 @@ def _grad_weight_core(g, x, sh, sw, oh, ow, group, dw_parts):
         np.dot(xs, gs.T, dw_parts[task])               # grad_w2^T of the task, (C, OC)
 
 
-def forward(x, w2, sh, sw, group):
+def forward(x, w2, sh, sw):
     """out (N, OC, OH, OW) of the 1x1 convolution of x (N, C, H, W), C-contiguous, with
-    w2 (OC, C); `group` images a task."""
+    w2 (OC, C)."""
     n, _, h, w = x.shape
     oh, ow = (h - 1) // sh + 1, (w - 1) // sw + 1
     out = np.empty((n, w2.shape[0], oh * ow), dtype=x.dtype)
-    _forward_core(x, np.ascontiguousarray(w2), sh, sw, oh, ow, group, out)
+    _forward_core(x, np.ascontiguousarray(w2), sh, sw, oh, ow, out)
     return out.reshape(n, w2.shape[0], oh, ow)
 
 
 def backward(g, x, w2, sh, sw, need_x, need_w, group):
     """(grad_x like x, grad_w2 like w2), each None unless asked for, of forward(), given
-    g = grad_out (N, OC, OH, OW) and x, both C-contiguous."""
+    g = grad_out (N, OC, OH, OW) and x, both C-contiguous; the weight gradient puts
+    `group` images side by side in a GEMM."""
     n, oc, oh, ow = g.shape
     g3 = g.reshape(n, oc, oh * ow)
     grad_x = grad_w2 = None
     if need_x:
         grad_x = np.empty(x.shape, dtype=x.dtype)
-        _grad_input_core(g3, np.ascontiguousarray(w2.T), sh, sw, oh, ow, group, grad_x)
+        _grad_input_core(g3, np.ascontiguousarray(w2.T), sh, sw, oh, ow, grad_x)
     if need_w:
         parts = np.empty((-(-n // group), x.shape[1], oc), dtype=x.dtype)
         _grad_weight_core(g3, x, sh, sw, oh, ow, group, parts)
