@@ -263,7 +263,7 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
             return pointwise_conv.forward(x, w2, sh, sw)
         out = np.empty((n, oc, oh * ow), dtype=x.dtype)
         _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw, dh, dw,
-                             _group(n, oh * ow), out)
+                             _even_group(n, oh * ow), out)
     return out.reshape(n, oc, oh, ow)
 
 
@@ -303,7 +303,7 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
 def _per_image_backward(g, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, need_x, need_w):
     """The GEMM path of conv2d_backward (ungrouped) for g and x C-contiguous."""
     n, oc, oh, ow = g.shape
-    group = _group(n, oh * ow)
+    group = _even_group(n, oh * ow)
     dx = np.empty(x.shape if need_x else (0, 0, 0, 0), dtype=x.dtype)
     dw_parts = np.empty((-(-n // group),) + w2.shape[::-1], dtype=x.dtype)
     _conv2d_backward_core(g.reshape(n, oc, oh * ow), x, np.ascontiguousarray(w2),

@@ -18,7 +18,7 @@ import tinyres
 import tinyres.nn.functional as F
 from tinyres.kernels import conv_plan, cpu, reference
 
-from test_kernels import DTYPES, LAYOUTS, SEEDS, assert_close, out_hw, random
+from test_kernels import DTYPES, LAYOUTS, SEEDS, assert_close, geometries, out_hw, random
 
 THREADED = pytest.mark.skipif(
     conv_plan.scipy_blas() is None,
@@ -28,11 +28,13 @@ NEEDS = st.sampled_from([(True, True), (True, False), (False, True), (False, Fal
 
 
 def check_against_reference(x, w2, window, g, needs):
-    """cpu.py's forward and backward equal reference.py's; the inputs are left as they were."""
+    """cpu.py's forward and backward equal reference.py's; the inputs are left as they were.
+    window = (kh, kw, sh, sw, ph, pw) or that and the dilation (dh, dw)."""
     before = x.copy(), w2.copy(), g.copy()
     assert_close(cpu.conv2d_forward(x, w2, *window), reference.conv2d_forward(x, w2, *window))
-    got = cpu.conv2d_backward(g, x, w2, *window, *needs)
-    expected = reference.conv2d_backward(g, x, w2, *window, *needs)
+    geometry, dilation = window[:6], window[6:]
+    got = cpu.conv2d_backward(g, x, w2, *geometry, *needs, *dilation)
+    expected = reference.conv2d_backward(g, x, w2, *geometry, *needs, *dilation)
     for need, a, b in zip(needs, got, expected):
         assert (a is None) == (b is None) == (not need)
         if need:
@@ -135,6 +137,64 @@ def test_pointwise_conv2d_gradcheck(stride):
     x = tinyres.Tensor(rng.standard_normal((2, 3, 5, 6)), requires_grad=True)
     w = tinyres.Tensor(rng.standard_normal((4, 3, 1, 1)), requires_grad=True)
     assert tinyres.gradcheck(lambda a, b: F.conv2d(a, b, None, stride), (x, w))
+
+
+# ---------------------------------------------------------------- the GEMM paths' forward
+
+@st.composite
+def gemm_cases(draw):
+    """Any window geometry (dilation included) that the GEMM paths take: (x, w2, window, g)."""
+    x_shape, (kh, kw, sh, sw, ph, pw) = draw(geometries())
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    if x_shape[2] + 2 * ph < dh * (kh - 1) + 1 or x_shape[3] + 2 * pw < dw * (kw - 1) + 1:
+        dh = dw = 1
+    window = (kh, kw, sh, sw, ph, pw, dh, dw)
+    dtype, layout, rng = draw(DTYPES), draw(LAYOUTS), np.random.default_rng(draw(SEEDS))
+    oc = draw(st.integers(1, 9))
+    x = random(rng, x_shape, dtype, layout)
+    w2 = random(rng, (oc, x_shape[1] * kh * kw), dtype, layout)
+    oh = (x_shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (x_shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return x, w2, window, random(rng, (x_shape[0], oc, oh, ow), dtype, layout)
+
+
+@THREADED
+@pytest.mark.parametrize("policy", [
+    conv_plan.ConvPolicy.only("one-gemm"),
+    conv_plan.ConvPolicy.only("per-image"),
+    conv_plan.ConvPolicy(per_image_min_pixels_per_channel=None, winograd_min_pixels_per_channel=None,
+                         shifted_rows_min_width=None, pointwise_max_stride=None)],
+    ids=["one-gemm", "per-image", "per-image forward, one-gemm gradients"])
+@path_settings
+@given(gemm_cases(), NEEDS)
+def test_gemm_paths_match_reference(policy, case, needs):
+    x, w2, window, g = case
+    with conv_plan.conv_policy(policy):
+        check_against_reference(x, w2, window, g, needs)
+
+
+def test_few_pixel_layers_take_per_image_forward_and_one_gemm_gradients():
+    # resnet18's last 3x3 layer: 49 output pixels for 512 channels
+    plan = conv_plan.conv_algorithm((16, 512, 7, 7), (512, 512, 3, 3), 1, 1)
+    if conv_plan.scipy_blas() is None:
+        assert (plan.forward, plan.grad_input, plan.grad_weight) == ("one-gemm",) * 3
+        return
+    assert (plan.forward, plan.grad_input, plan.grad_weight) == (
+        "per-image", "one-gemm", "one-gemm")
+    off = conv_plan.ConvPolicy(per_image_forward_min_pixels_per_channel=1)
+    assert conv_plan.conv_algorithm((16, 512, 7, 7), (512, 512, 3, 3), 1, 1,
+                                    policy=off).forward == "one-gemm"
+
+
+@pytest.mark.parametrize("n, threads, pixels, expected", [
+    (16, 2, 49, 8),      # _group's 6 images (256 columns) would leave tasks of 6, 6 and 4
+    (16, 2, 784, 1), (0, 2, 49, 1), (3, 2, 1000, 2), (128, 2, 64, 4)])
+def test_image_groups_are_even_over_the_threads(monkeypatch, n, threads, pixels, expected):
+    monkeypatch.setattr(cpu.numba, "get_num_threads", lambda: threads)
+    group = cpu._even_group(n, pixels)
+    assert group == expected
+    tasks = -(-n // group) if n else 0
+    assert n == 0 or tasks % threads == 0 or tasks < threads
 
 
 # ---------------------------------------------------------------- the CPU the kernels target
