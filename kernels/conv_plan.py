@@ -5,7 +5,7 @@
     forward: winograd, input gradient: winograd, weight gradient: shifted-rows
       - ...one line of reason per decision...
 
-The algorithms, each held to reference.py by tests/test_kernels.py:
+The algorithms, each held to reference.py by tests/test_kernels.py and test_conv_paths.py:
 
     one-gemm      im2col of the whole batch, then one GEMM (gemm_conv.py): any layer
     per-image     a GEMM of one image (or a few) in each of Numba's threads, straight into
