@@ -162,8 +162,9 @@ def gemm_cases(draw):
 @pytest.mark.parametrize("policy", [
     conv_plan.ConvPolicy.only("one-gemm"),
     conv_plan.ConvPolicy.only("per-image"),
-    conv_plan.ConvPolicy(per_image_min_pixels_per_channel=None, winograd_min_pixels_per_channel=None,
-                         shifted_rows_min_width=None, pointwise_max_stride=None)],
+    conv_plan.ConvPolicy(per_image_min_pixels_per_channel=None,
+                         winograd_min_pixels_per_channel=None, shifted_rows_min_width=None,
+                         pointwise_max_stride=None)],
     ids=["one-gemm", "per-image", "per-image forward, one-gemm gradients"])
 @path_settings
 @given(gemm_cases(), NEEDS)
