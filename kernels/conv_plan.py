@@ -5,17 +5,22 @@
     forward: winograd, input gradient: winograd, weight gradient: shifted-rows
       - ...one line of reason per decision...
 
-The algorithms, each held to reference.py by tests/test_kernels.py:
+The algorithms, each held to reference.py by tests/test_kernels.py and test_conv_paths.py:
 
     one-gemm      im2col of the whole batch, then one GEMM (gemm_conv.py): any layer
     per-image     a GEMM of one image (or a few) in each of Numba's threads, straight into
-                  NCHW, no (C*kh*kw, N*OH*OW) matrix in memory: layers with at least
-                  `per_image_min_pixels_per_channel` output pixels per output channel
+                  NCHW, no (C*kh*kw, N*OH*OW) matrix in memory: the gradients of layers
+                  with at least `per_image_min_pixels_per_channel` output pixels per
+                  output channel, the output of those with at least
+                  `per_image_forward_min_pixels_per_channel` (0: every ungrouped layer)
     winograd      F(2x2, 3x3) (winograd.py), for the output and the input gradient of 3x3
                   stride-1 padding-1 layers (undilated, ungrouped) with enough pixels and
                   channels
     shifted-rows  the weight gradient of those 3x3 layers, at least `shifted_rows_min_width`
                   wide, summed from shifted rows of x and grad_out (weight_grad.py)
+    pointwise     1x1 unpadded layers with a stride of at most `pointwise_max_stride`: GEMMs
+                  on the NCHW planes themselves, the strided ones on a subsample of x, no
+                  im2col, col2im or transposes (pointwise_conv.py), for all three passes
 
 A grouped layer (groups > 1, depthwise included) always takes one-gemm, its groups'
 GEMMs batched into one matmul; a dilated layer takes one-gemm or per-image as any other.
@@ -45,20 +50,25 @@ class ConvPolicy:
     """The thresholds of the CPU layer's choice (None switches an algorithm off)."""
 
     per_image_min_pixels_per_channel: float = 1        # OH*OW >= this * OC
+    per_image_forward_min_pixels_per_channel: float = 0    # the same, for the forward
     gemm_min_columns: int = 256                        # images side by side per GEMM
     winograd_min_pixels_per_channel: float = 0.5       # OH*OW >= this * OC, 3x3 s1 p1
     winograd_min_channels: int = 8                     # C and OC both at least this
     winograd_task_bytes: int = 256 * 1024              # a Winograd task's V and M, at most
     shifted_rows_min_width: int = 16                   # OW >= this, 3x3 s1 p1
+    pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this
 
     @classmethod
     def only(cls, algorithm):
         """A policy that runs one GEMM path everywhere: 'one-gemm' or 'per-image'."""
-        off = dict(winograd_min_pixels_per_channel=None, shifted_rows_min_width=None)
+        off = dict(winograd_min_pixels_per_channel=None, shifted_rows_min_width=None,
+                   pointwise_max_stride=None)
         if algorithm == "one-gemm":
-            return cls(per_image_min_pixels_per_channel=None, **off)
+            return cls(per_image_min_pixels_per_channel=None,
+                       per_image_forward_min_pixels_per_channel=None, **off)
         if algorithm == "per-image":
-            return cls(per_image_min_pixels_per_channel=0, **off)
+            return cls(per_image_min_pixels_per_channel=0,
+                       per_image_forward_min_pixels_per_channel=0, **off)
         raise ValueError(f"ConvPolicy.only: expected 'one-gemm' or 'per-image', got "
                          f"{algorithm!r} (Winograd and shifted rows apply to 3x3 layers only)")
 
@@ -120,6 +130,11 @@ def _is_3x3_same(kh, kw, sh, sw, ph, pw, dh, dw, groups):
     return (kh, kw, sh, sw, ph, pw, dh, dw, groups) == (3, 3, 1, 1, 1, 1, 1, 1, 1)
 
 
+def _is_1x1(kh, kw, ph, pw):
+    """The pointwise case: a 1x1 unpadded kernel (its dilation does not matter)."""
+    return (kh, kw, ph, pw) == (1, 1, 0, 0)
+
+
 def _at_least(value, threshold):
     return threshold is not None and value >= threshold
 
@@ -146,14 +161,24 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
         reasons.append(f"{groups} groups: one-gemm, the groups' GEMMs batched in one matmul "
                        f"(per-image, Winograd and shifted rows take ungrouped layers only)")
         return ConvPlan("one-gemm", "one-gemm", "one-gemm", tuple(reasons))
+    most = policy.pointwise_max_stride
+    if threads_ok and _is_1x1(kh, kw, ph, pw) and most is not None and max(sh, sw) <= most:
+        reasons.append(f"1x1 unpadded, stride {max(sh, sw)}: pointwise, GEMMs on the NCHW "
+                       f"planes (up to stride {policy.pointwise_max_stride})")
+        return ConvPlan("pointwise", "pointwise", "pointwise", tuple(reasons))
     per_image = threads_ok and _at_least(pixels, _scaled(policy.per_image_min_pixels_per_channel, oc))
     gemm = "per-image" if per_image else "one-gemm"
+    forward_per_image = threads_ok and _at_least(
+        pixels, _scaled(policy.per_image_forward_min_pixels_per_channel, oc))
+    forward_gemm = "per-image" if forward_per_image else "one-gemm"
     if not threads_ok:
         reasons.append("SciPy has no BLAS of its own here: GEMMs inside threads are off, "
                        "so one-gemm")
     else:
-        reasons.append(f"{pixels} output pixels for {oc} channels: {gemm} "
-                       f"(per-image from {policy.per_image_min_pixels_per_channel} a channel)")
+        reasons.append(f"{pixels} output pixels for {oc} channels: {gemm} for the "
+                       f"gradients (per-image from {policy.per_image_min_pixels_per_channel} "
+                       f"a channel), {forward_gemm} for the output (from "
+                       f"{policy.per_image_forward_min_pixels_per_channel})")
 
     winograd = (same3 and threads_ok and min(c, oc) >= policy.winograd_min_channels
                 and _at_least(pixels, _scaled(policy.winograd_min_pixels_per_channel, oc)))
@@ -167,7 +192,7 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
         reasons.append(f"output {ow} wide: weight gradient "
                        f"{'from shifted rows' if shifted else 'by GEMM'} (shifted rows from "
                        f"{policy.shifted_rows_min_width} wide)")
-    return ConvPlan(forward="winograd" if winograd else gemm,
+    return ConvPlan(forward="winograd" if winograd else forward_gemm,
                     grad_input="winograd" if winograd else gemm,
                     grad_weight="shifted-rows" if shifted else gemm,
                     reasons=tuple(reasons))

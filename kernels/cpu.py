@@ -19,7 +19,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import checks, conv_plan, gemm_conv, weight_grad, winograd
+from . import checks, conv_plan, gemm_conv, pointwise_conv, weight_grad, winograd
 
 
 # ---------------------------------------------------------------- im2col / col2im
@@ -234,6 +234,13 @@ def _group(n, pixels):
     return max(1, min(-(-min_columns // pixels), n // numba.get_num_threads()))
 
 
+def _even_group(n, pixels):
+    """_group's images per GEMM, evened out so that every thread gets as many tasks."""
+    threads = numba.get_num_threads()
+    tasks = threads * max(1, n // (threads * _group(n, pixels)))
+    return max(1, -(-n // tasks))
+
+
 def _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups):
     return conv_plan.conv_algorithm(x.shape, (w2.shape[0], x.shape[1] // groups, kh, kw),
                                     (sh, sw), (ph, pw), (dh, dw), groups)
@@ -252,9 +259,11 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
     with _one_blas_thread():
         if plan.forward == "winograd":
             return _winograd_conv(x, w2.reshape(oc, -1, 3, 3))
+        if plan.forward == "pointwise":
+            return pointwise_conv.forward(x, w2, sh, sw)
         out = np.empty((n, oc, oh * ow), dtype=x.dtype)
         _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw, dh, dw,
-                             _group(n, oh * ow), out)
+                             _even_group(n, oh * ow), out)
     return out.reshape(n, oc, oh, ow)
 
 
@@ -267,6 +276,10 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
     plan = _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
     g, x = np.ascontiguousarray(grad_out), np.ascontiguousarray(x)
     grad_x = grad_w2 = None
+    if plan.grad_input == "pointwise":
+        with _one_blas_thread():
+            return pointwise_conv.backward(g, x, w2, sh, sw, need_x, need_w,
+                                           _even_group(x.shape[0], g.shape[2] * g.shape[3]))
     if need_x and plan.grad_input == "winograd":
         with _one_blas_thread():
             grad_x = _winograd_conv(g, winograd.flipped(w2.reshape(oc, -1, 3, 3)))
@@ -290,7 +303,7 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
 def _per_image_backward(g, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, need_x, need_w):
     """The GEMM path of conv2d_backward (ungrouped) for g and x C-contiguous."""
     n, oc, oh, ow = g.shape
-    group = _group(n, oh * ow)
+    group = _even_group(n, oh * ow)
     dx = np.empty(x.shape if need_x else (0, 0, 0, 0), dtype=x.dtype)
     dw_parts = np.empty((-(-n // group),) + w2.shape[::-1], dtype=x.dtype)
     _conv2d_backward_core(g.reshape(n, oc, oh * ow), x, np.ascontiguousarray(w2),
