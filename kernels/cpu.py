@@ -509,3 +509,139 @@ def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
                            np.ascontiguousarray(idx, dtype=np.int64).reshape(n * c, oh * ow),
                            grad_x)
     return grad_x.reshape(n, c, h, w)
+
+
+# ---------------------------------------------------------------- batch norm + ReLU, fused
+
+# One task per channel: its statistics (two passes, as _batchnorm_stats), then its
+# normalised and rectified values, while the channel is still in this core's cache; the
+# backward likewise sums a channel's masked gradient and then writes its grad_x. Only the
+# sums may be reassociated (the helpers marked fastmath); the elementwise formulas are
+# batch norm's, evaluated in float64 as there.
+
+@njit(cache=True, fastmath={"reassoc"})
+def _channel_stats(x, ch):
+    """(mean, biased variance) of channel ch of x (N, C, H*W), in float64."""
+    n, _, hw = x.shape
+    total = 0.0
+    for b in range(n):
+        for k in range(hw):
+            total += x[b, ch, k]
+    mu = total / (n * hw)
+    squares = 0.0
+    for b in range(n):
+        for k in range(hw):
+            d = x[b, ch, k] - mu
+            squares += d * d
+    return mu, squares / (n * hw)
+
+
+@njit(cache=True)
+def _channel_bn_relu(x, ch, mu, scale, shift, y):
+    """y[:, ch] = max((x - mu)*scale + shift, 0) (np.maximum lets a NaN through)."""
+    for b in range(x.shape[0]):
+        for k in range(x.shape[2]):
+            y[b, ch, k] = np.maximum((x[b, ch, k] - mu) * scale + shift, 0.0)
+
+
+@njit(cache=True, parallel=True)
+def _batchnorm_relu_train_core(x, weight, bias, eps, y, mean, var):
+    for ch in prange(x.shape[1]):
+        mu, v = _channel_stats(x, ch)
+        mean[ch], var[ch] = mu, v
+        _channel_bn_relu(x, ch, mu, 1.0 / np.sqrt(v + eps) * weight[ch], bias[ch], y)
+
+
+@njit(cache=True, parallel=True)
+def _batchnorm_relu_eval_core(x, mean, scale, shift, y):
+    for ch in prange(x.shape[1]):
+        _channel_bn_relu(x, ch, mean[ch], scale[ch], shift[ch], y)
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _channel_masked_sums(grad_out, y, x, ch, mu):
+    """(sum g, sum g*(x - mu)) over channel ch, g = grad_out where not y <= 0, else 0."""
+    s, t = 0.0, 0.0
+    for b in range(x.shape[0]):
+        for k in range(x.shape[2]):
+            g = 0.0 if y[b, ch, k] <= 0 else grad_out[b, ch, k]
+            s += g
+            t += g * (x[b, ch, k] - mu)
+    return s, t
+
+
+@njit(cache=True)
+def _channel_grad_x(grad_out, y, x, ch, mu, invstd, coef, m, sum_g, sum_gxhat, grad_x):
+    """grad_x[:, ch] = coef*(m*g - sum_g - xhat*sum_gxhat), g the masked grad_out."""
+    for b in range(x.shape[0]):
+        for k in range(x.shape[2]):
+            g = 0.0 if y[b, ch, k] <= 0 else grad_out[b, ch, k]
+            xhat = (x[b, ch, k] - mu) * invstd
+            grad_x[b, ch, k] = coef * (m * g - sum_g - xhat * sum_gxhat)
+
+
+@njit(cache=True)
+def _channel_grad_x_eval(grad_out, y, ch, scale, grad_x):
+    """grad_x[:, ch] = g*scale, g the masked grad_out (fixed statistics)."""
+    for b in range(y.shape[0]):
+        for k in range(y.shape[2]):
+            grad_x[b, ch, k] = 0.0 if y[b, ch, k] <= 0 else grad_out[b, ch, k] * scale
+
+
+@njit(cache=True, parallel=True)
+def _batchnorm_relu_backward_core(grad_out, y, x, weight, mean, invstd, training,
+                                  grad_x, grad_weight, grad_bias):
+    m = x.shape[0] * x.shape[2]
+    for ch in prange(x.shape[1]):
+        s, t = _channel_masked_sums(grad_out, y, x, ch, mean[ch])
+        grad_bias[ch], grad_weight[ch] = s, t * invstd[ch]
+        if training:
+            _channel_grad_x(grad_out, y, x, ch, mean[ch], invstd[ch],
+                            weight[ch] * invstd[ch] / m, m, s, t * invstd[ch], grad_x)
+        else:
+            _channel_grad_x_eval(grad_out, y, ch, weight[ch] * invstd[ch], grad_x)
+
+
+def _float64(v):
+    return np.asarray(v, dtype=np.float64)
+
+
+def batchnorm_relu_forward(x, weight, bias, running_mean, running_var, momentum, eps,
+                           training=True):
+    """relu(batch norm of x) -> (y, mean, invstd), y = max((x - mean)*invstd*weight + bias,
+    0); training: batch statistics, the running ones updated in place as batchnorm_forward
+    does; evaluation: the running statistics (see reference.batchnorm_relu_forward)."""
+    m = checks.batchnorm_relu_forward_args(x, weight, bias, running_mean, running_var,
+                                           training)
+    c = x.shape[1]
+    if m == 0:     # an empty batch (as PyTorch): empty y, the running statistics untouched
+        return np.empty_like(x), np.zeros(c, x.dtype), np.zeros(c, x.dtype)
+    x3, y = _planes(x), np.empty(x.shape, dtype=x.dtype)
+    if not training:
+        mean, invstd = _float64(running_mean), 1.0 / np.sqrt(_float64(running_var) + eps)
+        _batchnorm_relu_eval_core(x3, mean, invstd * _float64(weight), _float64(bias),
+                                  _planes(y))
+        return y, mean.astype(x.dtype), invstd.astype(x.dtype)
+    mean, var = np.empty(c), np.empty(c)
+    _batchnorm_relu_train_core(x3, _float64(weight), _float64(bias), float(eps), _planes(y),
+                               mean, var)
+    if running_mean is not None:
+        running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
+    if running_var is not None:
+        running_var[...] = (1.0 - momentum) * running_var + momentum * var * (m / (m - 1))
+    return y, mean.astype(x.dtype), (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+
+
+def batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training=True):
+    """The gradient of batchnorm_relu_forward, the ReLU's mask read from its output y ->
+    (grad_x, grad_weight, grad_bias) (see reference.batchnorm_relu_backward)."""
+    m = checks.batchnorm_relu_backward_args(grad_out, y, x, weight, mean, invstd, training)
+    c = x.shape[1]
+    if m == 0:     # an empty batch: no gradient reaches weight and bias
+        return np.empty_like(x), np.zeros(c, x.dtype), np.zeros(c, x.dtype)
+    grad_x = np.empty(x.shape, dtype=x.dtype)
+    grad_weight, grad_bias = np.empty(c), np.empty(c)
+    _batchnorm_relu_backward_core(_planes(grad_out), _planes(y), _planes(x), _float64(weight),
+                                  _float64(mean), _float64(invstd), bool(training),
+                                  _planes(grad_x), grad_weight, grad_bias)
+    return grad_x, grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)

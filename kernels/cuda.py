@@ -79,7 +79,7 @@ def _i32(*values):
 
 
 class Launchers:
-    """The ten kernels of reference.py, launched on arrays of `xp` (the convolutions as
+    """The kernels of reference.py, launched on arrays of `xp` (the convolutions as
     im2col/col2im and xp.matmul, kernels/gemm_conv.py).
 
     kernel(name, dtype) returns a callable with RawKernel's calling convention,
@@ -251,6 +251,60 @@ class Launchers:
         return grad_x
 
 
+    def batchnorm_relu_forward(self, x, weight, bias, running_mean, running_var, momentum,
+                               eps, training=True):
+        """See reference.batchnorm_relu_forward: the statistics kernel (training), then one
+        elementwise pass writing max(batch norm, 0)."""
+        self._check_devices("batchnorm_relu_forward", x=x, weight=weight, bias=bias,
+                            running_mean=running_mean, running_var=running_var)
+        m = checks.batchnorm_relu_forward_args(x, weight, bias, running_mean, running_var,
+                                               training)
+        xp, dt = self.xp, x.dtype
+        if m == 0:     # an empty batch (as PyTorch): empty y, running statistics untouched
+            return xp.empty_like(x), xp.zeros(x.shape[1], dt), xp.zeros(x.shape[1], dt)
+        x = xp.ascontiguousarray(x)
+        n, c, h, w = x.shape
+        if training:
+            mean64, var64 = xp.empty(c, dtype=np.float64), xp.empty(c, dtype=np.float64)
+            self._launch_per_channel("batchnorm_stats", dt, c,
+                                     (x, mean64, var64, *_i32(n, c, h * w)))
+        else:
+            mean64 = xp.asarray(running_mean, dtype=np.float64)
+            var64 = xp.asarray(running_var, dtype=np.float64)
+        mean, invstd = mean64.astype(dt), (1.0 / xp.sqrt(var64 + eps)).astype(dt)
+        y = xp.empty_like(x)
+        self._launch("batchnorm_relu_apply", dt, x.size,
+                     (x, mean, invstd, self._vector(weight, dt), self._vector(bias, dt), y,
+                      *_i32(n, c, h * w)))
+        if training and running_mean is not None:
+            running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean64
+        if training and running_var is not None:
+            running_var[...] = (1.0 - momentum) * running_var + momentum * var64 * (m / (m - 1))
+        return y, mean, invstd
+
+    def batchnorm_relu_backward(self, grad_out, y, x, weight, mean, invstd, training=True):
+        """See reference.batchnorm_relu_backward: one reduction of the masked gradient, then
+        one elementwise pass writing grad_x."""
+        self._check_devices("batchnorm_relu_backward", grad_out=grad_out, y=y, x=x,
+                            weight=weight, mean=mean, invstd=invstd)
+        m = checks.batchnorm_relu_backward_args(grad_out, y, x, weight, mean, invstd, training)
+        xp, dt = self.xp, x.dtype
+        if m == 0:     # an empty batch: no gradient reaches weight and bias
+            return xp.empty_like(x), xp.zeros(x.shape[1], dt), xp.zeros(x.shape[1], dt)
+        x, g = xp.ascontiguousarray(x), xp.ascontiguousarray(grad_out, dtype=dt)
+        y = xp.ascontiguousarray(y, dtype=dt)
+        n, c, h, w = x.shape
+        mean, invstd = self._vector(mean, dt), self._vector(invstd, dt)
+        sum_g, sum_gxhat = xp.empty(c, dtype=np.float64), xp.empty(c, dtype=np.float64)
+        self._launch_per_channel("batchnorm_relu_backward_reduce", dt, c,
+                                 (g, y, x, mean, invstd, sum_g, sum_gxhat, *_i32(n, c, h * w)))
+        grad_x = xp.empty_like(x)
+        self._launch("batchnorm_relu_backward_apply", dt, x.size,
+                     (g, y, x, mean, invstd, self._vector(weight, dt), sum_g, sum_gxhat,
+                      grad_x, *_i32(n, c, h * w, bool(training))))
+        return grad_x, sum_gxhat.astype(dt), sum_g.astype(dt)
+
+
 @functools.lru_cache(maxsize=None)
 def _module(filename, device_id):
     """(RawModule, {name expression: mangled name}) of one .cu file on one device: compiled
@@ -348,3 +402,16 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
 def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
     """Route grad_out back to the elements idx chose (a gather, no atomics), on the GPU."""
     return _gpu().maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw)
+
+
+def batchnorm_relu_forward(x, weight, bias, running_mean, running_var, momentum, eps,
+                           training=True):
+    """relu(batch norm) -> (y, mean, invstd); training updates the running stats in place."""
+    return _gpu().batchnorm_relu_forward(x, weight, bias, running_mean, running_var,
+                                         momentum, eps, training)
+
+
+def batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training=True):
+    """Gradient of relu(batch norm), the mask read from y -> (grad_x, grad_weight,
+    grad_bias), on the GPU."""
+    return _gpu().batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training)

@@ -12,7 +12,7 @@ the generated source, the header and the compiler flags.
 checks every argument against the C signature read from the .cu file: an array must be
 C-contiguous with the element type of its pointer, a scalar must be the NumPy scalar of
 its C type (np.int32 for int), exactly what a real launch needs. `backend()` returns
-cuda.Launchers over NumPy and these kernels: the ten functions of reference.py, running
+cuda.Launchers over NumPy and these kernels: the functions of reference.py, running
 the same launch code and geometry as the GPU path.
 """
 import concurrent.futures
