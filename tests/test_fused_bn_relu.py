@@ -351,7 +351,7 @@ def test_cifar_resnet_fused_equals_unfused(train):
 def test_bottleneck_resnet_fused_equals_unfused():
     model = models.resnet.ResNet(models.Bottleneck, [1, 1, 1, 1], num_classes=5).double()
     rng = np.random.default_rng(0)
-    x, target = rng.standard_normal((2, 3, 32, 32)), rng.integers(0, 5, 2)
+    x, target = rng.standard_normal((2, 3, 16, 16)), rng.integers(0, 5, 2)
     assert_steps_equal(model, x, target, expected_nodes=1 + 2 * 4)   # stem, bn1 and bn2
 
 
