@@ -538,10 +538,11 @@ def _channel_stats(x, ch):
 
 @njit(cache=True)
 def _channel_bn_relu(x, ch, mu, scale, shift, y):
-    """y[:, ch] = max((x - mu)*scale + shift, 0) (np.maximum lets a NaN through)."""
+    """y[:, ch] = max((x - mu)*scale + shift, 0) (a NaN passes: NaN < 0 is false)."""
     for b in range(x.shape[0]):
         for k in range(x.shape[2]):
-            y[b, ch, k] = np.maximum((x[b, ch, k] - mu) * scale + shift, 0.0)
+            v = (x[b, ch, k] - mu) * scale + shift
+            y[b, ch, k] = 0.0 if v < 0 else v
 
 
 @njit(cache=True, parallel=True)
@@ -564,20 +565,22 @@ def _channel_masked_sums(grad_out, y, x, ch, mu):
     s, t = 0.0, 0.0
     for b in range(x.shape[0]):
         for k in range(x.shape[2]):
-            g = 0.0 if y[b, ch, k] <= 0 else grad_out[b, ch, k]
+            go, yk, xk = grad_out[b, ch, k], y[b, ch, k], x[b, ch, k]   # loaded before the
+            g = 0.0 if yk <= 0 else go                # select: a branchless, vector loop
             s += g
-            t += g * (x[b, ch, k] - mu)
+            t += g * (xk - mu)
     return s, t
 
 
 @njit(cache=True)
 def _channel_grad_x(grad_out, y, x, ch, mu, invstd, coef, m, sum_g, sum_gxhat, grad_x):
     """grad_x[:, ch] = coef*(m*g - sum_g - xhat*sum_gxhat), g the masked grad_out."""
+    mf = float(m)
     for b in range(x.shape[0]):
         for k in range(x.shape[2]):
-            g = 0.0 if y[b, ch, k] <= 0 else grad_out[b, ch, k]
-            xhat = (x[b, ch, k] - mu) * invstd
-            grad_x[b, ch, k] = coef * (m * g - sum_g - xhat * sum_gxhat)
+            go, yk, xk = grad_out[b, ch, k], y[b, ch, k], x[b, ch, k]
+            g = 0.0 if yk <= 0 else go
+            grad_x[b, ch, k] = coef * (mf * g - sum_g - (xk - mu) * invstd * sum_gxhat)
 
 
 @njit(cache=True)
@@ -585,7 +588,8 @@ def _channel_grad_x_eval(grad_out, y, ch, scale, grad_x):
     """grad_x[:, ch] = g*scale, g the masked grad_out (fixed statistics)."""
     for b in range(y.shape[0]):
         for k in range(y.shape[2]):
-            grad_x[b, ch, k] = 0.0 if y[b, ch, k] <= 0 else grad_out[b, ch, k] * scale
+            go, yk = grad_out[b, ch, k], y[b, ch, k]
+            grad_x[b, ch, k] = 0.0 if yk <= 0 else go * scale
 
 
 @njit(cache=True, parallel=True)
