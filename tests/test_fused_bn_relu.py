@@ -10,7 +10,8 @@ F.batch_norm_relu (tinyres-only) and the models' bn_relu (tinyres/models/bn_relu
   running statistics) for 2-, 3- and 4-D inputs, and to torch's relu(batch_norm) on
   shapes drawn by hypothesis; gradcheck in float64 with a negative control (a backward
   without the mask fails); the errors of the unfused pair.
-- Models: a CIFAR ResNet and a Bottleneck ResNet fused equal themselves unfused
+- Models: a CIFAR ResNet, a Bottleneck ResNet and the CIFAR pre-activation ResNets
+  (basic and bottleneck blocks) fused equal themselves unfused
   (`fuse_bn_relu(False)`), running statistics and num_batches_tracked included, and the
   graph really holds the fused nodes; momentum=None as torch's cumulative average; the
   fallback to the two modules wherever the fused op could differ (hooks, a subclass, no
@@ -331,13 +332,13 @@ def assert_steps_equal(model, x, target, expected_nodes, tol=1e-12):
     out, got, grads, state = train_step(model, x, target, fused=True)
     out_u, want, grads_u, state_u = train_step(twin, x, target, fused=False)
     assert fused_nodes(out) == expected_nodes and fused_nodes(out_u) == 0
-    for a, e in zip(got, want):
-        np.testing.assert_allclose(a, e, rtol=tol, atol=tol)
-    for k in grads_u:
-        np.testing.assert_allclose(grads[k], grads_u[k], rtol=tol, atol=tol, err_msg=k)
+    pairs = [("output", got[0], want[0]), ("input grad", got[1], want[1])]
+    pairs += [(k, grads[k], grads_u[k]) for k in grads_u]
     assert state.keys() == state_u.keys()
-    for k in state_u:           # running statistics and num_batches_tracked
-        np.testing.assert_allclose(state[k], state_u[k], rtol=tol, atol=tol, err_msg=k)
+    pairs += [(k, state[k], state_u[k]) for k in state_u]   # running stats, batches tracked
+    for what, a, e in pairs:    # to tol of each array's largest entry
+        scale = float(np.abs(e).max()) if e.size else 0.0
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * max(scale, 1.0), err_msg=what)
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
@@ -353,6 +354,18 @@ def test_bottleneck_resnet_fused_equals_unfused():
     rng = np.random.default_rng(0)
     x, target = rng.standard_normal((2, 3, 16, 16)), rng.integers(0, 5, 2)
     assert_steps_equal(model, x, target, expected_nodes=1 + 2 * 4)   # stem, bn1 and bn2
+
+
+@pytest.mark.parametrize("block", ["PreActBlock", "PreActBottleneck"])
+def test_preact_resnet_fused_equals_unfused(block):
+    cls = getattr(models, block)
+    model = models.CifarPreActResNet(cls, 1).double()
+    rng = np.random.default_rng(0)
+    x, target = rng.standard_normal((2, 3, 8, 8)), rng.integers(0, 10, 2)
+    # the stem, the blocks' BN + ReLU pairs ("none", then "shared" ones) and bn_final
+    per_block = 1 if block == "PreActBlock" else 2
+    assert_steps_equal(model, x, target, expected_nodes=1 + per_block + 2 * (per_block + 1)
+                       + 1)
 
 
 class BnReluNet(nn.Module):
