@@ -166,6 +166,22 @@ def test_a_planted_mask_bug_in_the_cuda_source_is_caught():
                          run_kernels(ref, shape, dtype, True), dtype, "planted")
 
 
+@pytest.mark.parametrize("kernel", ["batchnorm_relu_forward", "batchnorm_relu_backward"])
+def test_the_fused_launchers_refuse_arrays_on_another_device(kernel):
+    launched = []
+    launchers = cuda.Launchers(np, lambda name, dtype: lambda *a: launched.append(name),
+                               devices=(lambda a: 1, lambda: 0))   # arrays on cuda:1
+    x, w, b, rm, rv = bn_arrays((2, 3, 2, 2), np.float32)
+    first = "x" if kernel == "batchnorm_relu_forward" else "grad_out"
+    with pytest.raises(RuntimeError, match=rf"^{kernel}: array {first} is on cuda:1 but the "
+                                           r"kernel runs on the current device cuda:0"):
+        if kernel == "batchnorm_relu_forward":
+            launchers.batchnorm_relu_forward(x, w, b, rm, rv, 0.1, 1e-5)
+        else:
+            launchers.batchnorm_relu_backward(x, x, x, w, rm, rv)
+    assert launched == []
+
+
 def test_the_fused_cuda_kernels_are_parsed():
     names = cuda.kernel_signatures(cuda.read_source("batchnorm.cu"))
     assert {"batchnorm_relu_apply", "batchnorm_relu_backward_reduce",
