@@ -169,3 +169,38 @@ def check_conv2d(fn, x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
     if w2.dtype != x.dtype:
         raise TypeError(f"{fn}: x is {x.dtype} but w2 is {w2.dtype}")
     return out_size(fn, x.shape, kh, kw, sh, sw, ph, pw, dh, dw)
+
+
+def batchnorm_relu_forward_args(x, weight, bias, running_mean, running_var, training):
+    """Check batchnorm_relu_forward's arguments; return m = N*H*W. Training checks as
+    batchnorm_forward does; evaluation needs the running statistics and, normalising by
+    them, allows a single value per channel."""
+    fn = "batchnorm_relu_forward"
+    vectors = dict(weight=weight, bias=bias, running_mean=running_mean,
+                   running_var=running_var)
+    if training:
+        return check_batchnorm(fn, x, **vectors)
+    if running_mean is None or running_var is None:
+        raise ValueError(f"{fn}: evaluation (training=False) normalises by running_mean and "
+                         f"running_var, which must both be given")
+    check_image(fn, x, "x")
+    for name, v in vectors.items():
+        if v is not None:
+            check_shape(fn, v, name, (x.shape[1],))
+    return x.shape[0] * x.shape[2] * x.shape[3]
+
+
+def batchnorm_relu_backward_args(grad_out, y, x, weight, mean, invstd, training):
+    """Check batchnorm_relu_backward's arguments; return m = N*H*W."""
+    fn = "batchnorm_relu_backward"
+    check_image(fn, x, "x")
+    for name, v in (("weight", weight), ("mean", mean), ("invstd", invstd)):
+        check_shape(fn, v, name, (x.shape[1],))
+    for name, a in (("grad_out", grad_out), ("y", y)):
+        check_float(fn, a, name)
+        check_shape(fn, a, name, x.shape)
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    if training and m == 1:
+        raise ValueError(f"{fn}: expected more than one value per channel in training "
+                         f"mode, got x of shape {x.shape}")
+    return m

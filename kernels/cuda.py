@@ -112,6 +112,17 @@ def _counted(kernel):
     return get
 
 
+def _update_running(running_mean, running_var, mean, var, momentum, m):
+    """The running statistics, in place: (1 - momentum) * old + momentum * batch value,
+    the variance unbiased by m / (m - 1) (m values a channel); None is left alone."""
+    if running_mean is not None:
+        running_mean *= 1.0 - momentum
+        running_mean += momentum * mean
+    if running_var is not None:
+        running_var *= 1.0 - momentum
+        running_var += var * (momentum * m / (m - 1))
+
+
 def _i32(*values):
     return tuple(np.int32(v) for v in values)
 
@@ -149,7 +160,7 @@ def _check_int32(fn, **sizes):
 
 
 class Launchers:
-    """The ten kernels of reference.py, launched on arrays of `xp` (the convolutions as
+    """The kernels of reference.py, launched on arrays of `xp` (the convolutions as
     im2col/col2im and xp.matmul, kernels/gemm_conv.py).
 
     kernel(name, dtype) returns a callable with RawKernel's calling convention,
@@ -204,8 +215,9 @@ class Launchers:
         self.kernel(name, dtype)(grid, (bx, by, bz), args)
 
     def _launch_per_channel(self, name, dtype, channels, args):
-        """One block per channel (the block reduces that channel); the batch-norm kernels
-        here use two-stage reductions instead (reduction_geometry)."""
+        """One block per channel (the block reduces that channel): only the fused batch-norm
+        + ReLU backward's reduction still runs this way; batch norm's own reductions are
+        two-stage (reduction_geometry)."""
         grid = max(1, min(channels, self.max_blocks))
         self.kernel(name, dtype)((grid,), (self.block,), args)
 
@@ -280,23 +292,26 @@ class Launchers:
             return xp.empty_like(x), xp.zeros(x.shape[1], dt), xp.zeros(x.shape[1], dt)
         x = xp.ascontiguousarray(x)
         n, c, h, w = x.shape
+        mean, var, invstd = self._batch_stats(x, eps)
+        y = xp.empty_like(x)
+        self._launch_planes("batchnorm_apply", dt, (n, c, h * w),
+                            (x, mean, invstd, self._vector(weight, dt), self._vector(bias, dt),
+                             y, *_i32(n, c, h * w)))
+        _update_running(running_mean, running_var, mean, var, momentum, m)
+        return y, mean, invstd
+
+    def _batch_stats(self, x, eps):
+        """Mean, biased variance and 1/sqrt(var + eps) per channel of a contiguous NCHW x:
+        the two-stage reduction (batchnorm_stats, then batchnorm_stats_combine)."""
+        xp, dt = self.xp, x.dtype
+        n, c, h, w = x.shape
         grid, block = self.reduction_geometry(n, c, h * w)
         partials = [xp.empty(c * grid[0], dtype=dt) for _ in range(3)]   # count, mean, M2
         self.kernel("batchnorm_stats", dt)(grid, block, (x, *partials, *_i32(n, c, h * w)))
         mean, var, invstd = (xp.empty(c, dtype=dt) for _ in range(3))
         self._launch_combine("batchnorm_stats_combine", dt, c,
                              (*partials, mean, var, invstd, *_i32(grid[0], c), dt.type(eps)))
-        y = xp.empty_like(x)
-        self._launch_planes("batchnorm_apply", dt, (n, c, h * w),
-                            (x, mean, invstd, self._vector(weight, dt), self._vector(bias, dt),
-                             y, *_i32(n, c, h * w)))
-        if running_mean is not None:
-            running_mean *= 1.0 - momentum
-            running_mean += momentum * mean
-        if running_var is not None:
-            running_var *= 1.0 - momentum
-            running_var += var * (momentum * m / (m - 1))
-        return y, mean, invstd
+        return mean, var, invstd
 
     def batchnorm_backward(self, grad_out, x, weight, mean, invstd):
         """See reference.batchnorm_backward."""
@@ -367,6 +382,55 @@ class Launchers:
                             (g, idx, grad_x, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow),
                              *magic_divisor(sh), *magic_divisor(sw)))
         return grad_x
+
+
+    def batchnorm_relu_forward(self, x, weight, bias, running_mean, running_var, momentum,
+                               eps, training=True):
+        """See reference.batchnorm_relu_forward: the statistics kernel (training), then one
+        elementwise pass writing max(batch norm, 0)."""
+        self._check_devices("batchnorm_relu_forward", x=x, weight=weight, bias=bias,
+                            running_mean=running_mean, running_var=running_var)
+        m = checks.batchnorm_relu_forward_args(x, weight, bias, running_mean, running_var,
+                                               training)
+        xp, dt = self.xp, x.dtype
+        if m == 0:     # an empty batch (as PyTorch): empty y, running statistics untouched
+            return xp.empty_like(x), xp.zeros(x.shape[1], dt), xp.zeros(x.shape[1], dt)
+        x = xp.ascontiguousarray(x)
+        n, c, h, w = x.shape
+        if training:
+            mean, var, invstd = self._batch_stats(x, eps)
+        else:
+            mean = xp.asarray(running_mean, dtype=dt)
+            invstd = (1.0 / xp.sqrt(xp.asarray(running_var, dtype=np.float64) + eps)).astype(dt)
+        y = xp.empty_like(x)
+        self._launch("batchnorm_relu_apply", dt, x.size,
+                     (x, mean, invstd, self._vector(weight, dt), self._vector(bias, dt), y,
+                      *_i32(n, c, h * w)))
+        if training:
+            _update_running(running_mean, running_var, mean, var, momentum, m)
+        return y, mean, invstd
+
+    def batchnorm_relu_backward(self, grad_out, y, x, weight, mean, invstd, training=True):
+        """See reference.batchnorm_relu_backward: one reduction of the masked gradient, then
+        one elementwise pass writing grad_x."""
+        self._check_devices("batchnorm_relu_backward", grad_out=grad_out, y=y, x=x,
+                            weight=weight, mean=mean, invstd=invstd)
+        m = checks.batchnorm_relu_backward_args(grad_out, y, x, weight, mean, invstd, training)
+        xp, dt = self.xp, x.dtype
+        if m == 0:     # an empty batch: no gradient reaches weight and bias
+            return xp.empty_like(x), xp.zeros(x.shape[1], dt), xp.zeros(x.shape[1], dt)
+        x, g = xp.ascontiguousarray(x), xp.ascontiguousarray(grad_out, dtype=dt)
+        y = xp.ascontiguousarray(y, dtype=dt)
+        n, c, h, w = x.shape
+        mean, invstd = self._vector(mean, dt), self._vector(invstd, dt)
+        sum_g, sum_gxhat = xp.empty(c, dtype=np.float64), xp.empty(c, dtype=np.float64)
+        self._launch_per_channel("batchnorm_relu_backward_reduce", dt, c,
+                                 (g, y, x, mean, invstd, sum_g, sum_gxhat, *_i32(n, c, h * w)))
+        grad_x = xp.empty_like(x)
+        self._launch("batchnorm_relu_backward_apply", dt, x.size,
+                     (g, y, x, mean, invstd, self._vector(weight, dt), sum_g, sum_gxhat,
+                      grad_x, *_i32(n, c, h * w, bool(training))))
+        return grad_x, sum_gxhat.astype(dt), sum_g.astype(dt)
 
 
 @functools.lru_cache(maxsize=None)
@@ -466,3 +530,16 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
 def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
     """Route grad_out back to the elements idx chose (a gather, no atomics), on the GPU."""
     return _gpu().maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw)
+
+
+def batchnorm_relu_forward(x, weight, bias, running_mean, running_var, momentum, eps,
+                           training=True):
+    """relu(batch norm) -> (y, mean, invstd); training updates the running stats in place."""
+    return _gpu().batchnorm_relu_forward(x, weight, bias, running_mean, running_var,
+                                         momentum, eps, training)
+
+
+def batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training=True):
+    """Gradient of relu(batch norm), the mask read from y -> (grad_x, grad_weight,
+    grad_bias), on the GPU."""
+    return _gpu().batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training)

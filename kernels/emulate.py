@@ -15,7 +15,7 @@ its C type (np.int32 for int, np.uint32 for unsigned), exactly what a real launc
 and it refuses a grid or block past the hardware's limits (gridDim.y and .z at most
 65535, 1024 threads a block), as a GPU would. kernel(..., only=[(x, y, z), ...]) runs
 only the listed blocks: how tests/test_cuda_sizes.py runs kernels at resnet50 sizes.
-`backend()` returns cuda.Launchers over NumPy and these kernels: the ten functions of
+`backend()` returns cuda.Launchers over NumPy and these kernels: the functions of
 reference.py, running the same launch code and geometry as the GPU path.
 """
 import concurrent.futures

@@ -183,3 +183,51 @@ def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
     planes = np.arange(n * c)[:, None]
     np.add.at(grad_x, (planes, idx.reshape(n * c, oh * ow)), grad_out.reshape(n * c, oh * ow))
     return grad_x.reshape(n, c, h, w)
+
+
+def batchnorm_relu_forward(x, weight, bias, running_mean, running_var, momentum, eps,
+                           training=True):
+    """relu(batch norm of x), the ReLU fused into batch norm's elementwise pass.
+
+    x (N, C, H, W), weight and bias (C,) -> (y, mean, invstd) as batchnorm_forward, with
+    y = max((x - mean)*invstd*weight + bias, 0) (a NaN passes through). training=True:
+    the batch statistics, and the running ones ((C,) or None) updated in place exactly as
+    batchnorm_forward does; training=False: mean = running_mean and invstd =
+    1/sqrt(running_var + eps), nothing updated (momentum unused).
+    """
+    checks.batchnorm_relu_forward_args(x, weight, bias, running_mean, running_var, training)
+    if training:
+        y, mean, invstd = batchnorm_forward(x, weight, bias, running_mean, running_var,
+                                            momentum, eps)
+        return relu_forward(y), mean, invstd
+    mean = np.asarray(running_mean, dtype=np.float64)
+    invstd = 1.0 / np.sqrt(np.asarray(running_var, dtype=np.float64) + eps)
+    scale = (invstd * weight)[None, :, None, None]
+    y = (x.astype(np.float64) - mean[None, :, None, None]) * scale + \
+        np.asarray(bias, dtype=np.float64)[None, :, None, None]
+    return relu_forward(y.astype(x.dtype)), mean.astype(x.dtype), invstd.astype(x.dtype)
+
+
+def batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training=True):
+    """The gradient of batchnorm_relu_forward, the ReLU's mask read from its output y.
+
+    grad_out, y and x (N, C, H, W), weight, mean, invstd (C,) as batchnorm_relu_forward
+    returned them -> (grad_x, grad_weight, grad_bias). With g = grad_out * 1[not y <= 0]
+    (relu_backward) and xhat = (x - mean)*invstd: grad_bias = sum(g), grad_weight =
+    sum(g*xhat) (sums over 0, 2, 3); grad_x is batchnorm_backward's of g in training, and
+    g*weight*invstd in evaluation (fixed statistics).
+    """
+    checks.batchnorm_relu_backward_args(grad_out, y, x, weight, mean, invstd, training)
+    g = relu_backward(grad_out, y)
+    if training:
+        return batchnorm_backward(g, x, weight, mean, invstd)
+
+    def per_channel(v):
+        return np.asarray(v, dtype=np.float64)[None, :, None, None]
+
+    g64 = g.astype(np.float64)
+    xhat = (x.astype(np.float64) - per_channel(mean)) * per_channel(invstd)
+    grad_x = g64 * per_channel(np.asarray(weight, dtype=np.float64) * invstd)
+    dtype = x.dtype
+    return (grad_x.astype(dtype), (g64 * xhat).sum(axis=(0, 2, 3)).astype(dtype),
+            g64.sum(axis=(0, 2, 3)).astype(dtype))

@@ -66,8 +66,7 @@ def _data(t):
     return t.array if isinstance(t, Tensor) else t
 
 
-def _check_bn_args(x, running_mean, running_var, weight, bias, training):
-    op = "batch_norm"
+def _check_bn_args(x, running_mean, running_var, weight, bias, training, op="batch_norm"):
     if x.ndim not in (2, 3, 4):
         raise ValueError(f"{op}: expected input of 2, 3 or 4 dims (N, C, ...), got {x.shape}")
     c = x.shape[1]

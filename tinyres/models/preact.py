@@ -18,10 +18,12 @@ Two details of the paper (its appendix) and of its authors' code:
 
 Projection shortcuts are bare 1x1 convolutions (the next block normalises), as
 `downsample.0`. Parameter counts are in the constructors' docstrings and asserted in
-tests/test_preact.py from a closed formula.
+tests/test_preact.py from a closed formula. Every BN + ReLU pair runs as
+`bn_relu(bn, self.relu, x)`, relu(bn(x)) by one fused op (models/bn_relu.py).
 """
 from tinyres import nn
 from tinyres.functional.residual import residual_add
+from tinyres.models.bn_relu import bn_relu
 from tinyres.models.resnet import ResidualBlock, conv1x1, conv3x3
 
 PREACTS = ("own", "shared", "none")
@@ -49,8 +51,8 @@ class PreActBlock(ResidualBlock):
     def forward(self, x):
         x = pre_activate(self, x)
         x, identity = self.split(x)
-        out = self.conv1(x if self.preact != "own" else self.relu(self.bn1(x)))
-        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv1(x if self.preact != "own" else bn_relu(self.bn1, self.relu, x))
+        out = self.conv2(bn_relu(self.bn2, self.relu, out))
         if self.downsample is not None:
             identity = self.downsample(identity)
         return self.watched(residual_add(out, identity))       # x + F(x), nothing after
@@ -83,9 +85,9 @@ class PreActBottleneck(ResidualBlock):
     def forward(self, x):
         x = pre_activate(self, x)
         x, identity = self.split(x)
-        out = self.conv1(x if self.preact != "own" else self.relu(self.bn1(x)))
-        out = self.conv2(self.relu(self.bn2(out)))
-        out = self.conv3(self.relu(self.bn3(out)))
+        out = self.conv1(x if self.preact != "own" else bn_relu(self.bn1, self.relu, x))
+        out = self.conv2(bn_relu(self.bn2, self.relu, out))
+        out = self.conv3(bn_relu(self.bn3, self.relu, out))
         if self.downsample is not None:
             identity = self.downsample(identity)
         return self.watched(residual_add(out, identity))       # x + F(x), nothing after
@@ -115,7 +117,7 @@ def pre_activate(block, x):
     """The shared pre-activation relu(bn1(x)) of a "shared" block, before both paths; x
     itself otherwise (an "own" block activates inside its branch, a "none" block's input
     arrives activated)."""
-    return block.relu(block.bn1(x)) if block.preact == "shared" else x
+    return bn_relu(block.bn1, block.relu, x) if block.preact == "shared" else x
 
 
 def projection(inplanes, outplanes, stride):
@@ -169,9 +171,9 @@ class PreActResNet(nn.Module):
         init_preact(self)
 
     def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(bn_relu(self.bn1, self.relu, self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = self.relu(self.bn_final(x))                          # after the last sum
+        x = bn_relu(self.bn_final, self.relu, x)                 # after the last sum
         return self.fc(self.avgpool(x).flatten(1))
 
 
@@ -194,9 +196,9 @@ class CifarPreActResNet(nn.Module):
         init_preact(self)
 
     def forward(self, x):
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = bn_relu(self.bn1, self.relu, self.conv1(x))
         x = self.layer3(self.layer2(self.layer1(x)))
-        x = self.relu(self.bn_final(x))                          # after the last sum
+        x = bn_relu(self.bn_final, self.relu, x)                 # after the last sum
         return self.fc(self.avgpool(x).flatten(1))
 
 

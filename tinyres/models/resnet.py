@@ -6,12 +6,15 @@ Every residual block's forward ends the same way, where a torchvision reader loo
     out = residual_add(out, identity, self.shortcut_scale)   # F(x) + lambda * x: the "+1"
     return self.watched(self.relu(out))
 
-so the gradient reaching the block's input is grad * (F'(x) + lambda). Names and
+so the gradient reaching the block's input is grad * (F'(x) + lambda). Inside the branch,
+`bn_relu(self.bn1, self.relu, out)` is relu(bn1(out)) by one fused op (models/bn_relu.py
+says when it calls the two modules instead). Names and
 state_dict keys follow torchvision (conv1, bn1, layer1.0.conv1, layer2.0.downsample.0,
 fc), so weights move between the two.
 """
 from tinyres import nn
 from tinyres.functional.residual import residual_add
+from tinyres.models.bn_relu import bn_relu
 from tinyres.functional.pad import pad
 
 
@@ -77,7 +80,7 @@ class BasicBlock(ResidualBlock):
 
     def forward(self, x):
         x, identity = self.split(x)
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = bn_relu(self.bn1, self.relu, self.conv1(x))    # relu(bn1(conv1(x))), fused
         out = self.bn2(self.conv2(out))
         if self.downsample is not None:
             identity = self.downsample(identity)
@@ -106,8 +109,8 @@ class Bottleneck(ResidualBlock):
 
     def forward(self, x):
         x, identity = self.split(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = bn_relu(self.bn1, self.relu, self.conv1(x))    # relu(bn1(conv1(x))), fused
+        out = bn_relu(self.bn2, self.relu, self.conv2(out))  # relu(bn2(conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.downsample is not None:
             identity = self.downsample(identity)
@@ -171,7 +174,7 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(bn_relu(self.bn1, self.relu, self.conv1(x)))   # the stem
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))
 
@@ -248,7 +251,7 @@ class CifarResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x):
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = bn_relu(self.bn1, self.relu, self.conv1(x))      # the stem: relu(bn1(conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(self.avgpool(x).flatten(1))
 

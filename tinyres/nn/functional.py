@@ -36,3 +36,8 @@ __all__ = [
     "softmax", "sqrt", "squeeze", "stack", "sub", "sum", "tanh", "transpose", "unsqueeze",
     "var", "view", "where",
 ]
+
+# tinyres's own fused ops (no PyTorch name): relu(batch_norm(...)) in one op
+from tinyres.functional.fused import batch_norm_relu  # noqa: E402
+
+__all__.append("batch_norm_relu")

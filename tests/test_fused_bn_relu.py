@@ -1,0 +1,476 @@
+"""Batch norm + ReLU fused: the kernels batchnorm_relu_forward/backward of the three layers,
+F.batch_norm_relu (tinyres-only) and the models' bn_relu (tinyres/models/bn_relu.py).
+
+- Kernels: cpu.py and the CUDA C under the emulator held to reference.py, in float32 and
+  float64, training and evaluation, odd shapes, N = 1 and C = 1; the reference held to
+  relu(batchnorm) of its own kernels; the mask read from y (a y of zeros stops every
+  gradient); a NaN in y lets its gradient through; a planted bug in the .cu (the mask
+  `y < 0` instead of `y <= 0`) is caught.
+- F.batch_norm_relu: equal to F.relu(F.batch_norm(...)) in float64 (values, gradients,
+  running statistics) for 2-, 3- and 4-D inputs, and to torch's relu(batch_norm) on
+  shapes drawn by hypothesis; gradcheck in float64 with a negative control (a backward
+  without the mask fails); the errors of the unfused pair.
+- Models: a CIFAR ResNet, a Bottleneck ResNet and the CIFAR pre-activation ResNets
+  (basic and bottleneck blocks) fused equal themselves unfused
+  (`fuse_bn_relu(False)`), running statistics and num_batches_tracked included, and the
+  graph really holds the fused nodes; momentum=None as torch's cumulative average; the
+  fallback to the two modules wherever the fused op could differ (hooks, a subclass, no
+  running statistics); GradientProbe records unchanged.
+"""
+import copy
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinyres
+import tinyres.nn as nn
+import tinyres.nn.functional as F
+from tinyres import models
+from tinyres.functional.fused import BatchNormReLU
+from tinyres.gradcheck import GradcheckError
+from tinyres.kernels import cpu, cuda, emulate
+from tinyres.kernels import reference as ref
+from tinyres.models.bn_relu import bn_relu, can_fuse, fuse_bn_relu
+from tinyres.probes import GradientProbe
+from tinyres.tensor import _topological_order
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+SHAPES = [(2, 3, 5, 7), (1, 1, 4, 3), (3, 1, 1, 1), (1, 4, 1, 2), (5, 2, 3, 1)]
+
+
+def _emulated(**options):
+    try:
+        return emulate.backend(**options)
+    except emulate.EmulatorUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def layers():
+    return {"cpu": cpu, "cuda-emulated": _emulated()}
+
+
+def bn_arrays(shape, dtype, seed=0):
+    """x (|mean| > std in some channels), weight, bias, running mean and variance."""
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    x = rng.standard_normal(shape) * 2 + rng.uniform(-1, 1, (1, c) + (1,) * (len(shape) - 2))
+    vectors = [rng.choice([-1.0, 1.0], c) * rng.uniform(0.5, 1.5, c),
+               rng.standard_normal(c) * 0.3,
+               rng.standard_normal(c) * 0.3, rng.uniform(0.5, 2, c)]
+    return [a.astype(dtype) for a in (x, *vectors)]
+
+
+def run_kernels(layer, shape, dtype, training, seed=0):
+    """Forward then backward of one layer: y, mean, invstd, running stats, 3 gradients."""
+    x, w, b, rm, rv = bn_arrays(shape, dtype, seed)
+    y, mean, invstd = layer.batchnorm_relu_forward(x, w, b, rm, rv, 0.1, 1e-5, training)
+    g = np.random.default_rng(seed + 1).standard_normal(shape).astype(dtype)
+    grads = layer.batchnorm_relu_backward(g, y, x, w, mean, invstd, training)
+    return (y, mean, invstd, rm, rv) + tuple(grads)
+
+
+def assert_all_close(got, want, dtype, what):
+    for k, (a, b) in enumerate(zip(got, want)):
+        assert a.dtype == b.dtype == dtype and a.shape == b.shape, f"{what} output {k}"
+        np.testing.assert_allclose(a, b, err_msg=f"{what} output {k}", **TOL[dtype])
+
+
+# ----------------------------------------------------------------- the kernel layers
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("name", ["cpu", "cuda-emulated"])
+def test_kernel_layers_match_the_reference(layers, name, shape, dtype, training):
+    want = run_kernels(ref, shape, dtype, training)
+    if want[0].size >= 12:              # the ReLU cuts somewhere, and lets some through
+        assert (want[0] == 0).any() and (want[0] > 0).any()
+    assert_all_close(run_kernels(layers[name], shape, dtype, training), want, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_reference_is_relu_of_its_batch_norm(dtype):
+    shape = (3, 4, 5, 2)
+    x, w, b, rm, rv = bn_arrays(shape, dtype)
+    rm2, rv2 = rm.copy(), rv.copy()
+    y, mean, invstd = ref.batchnorm_relu_forward(x, w, b, rm, rv, 0.3, 1e-5)
+    bn, mean2, invstd2 = ref.batchnorm_forward(x, w, b, rm2, rv2, 0.3, 1e-5)
+    for a, e in ((y, ref.relu_forward(bn)), (mean, mean2), (invstd, invstd2), (rm, rm2),
+                 (rv, rv2)):
+        np.testing.assert_array_equal(a, e)
+    g = np.random.default_rng(5).standard_normal(shape).astype(dtype)
+    fused = ref.batchnorm_relu_backward(g, y, x, w, mean, invstd)
+    unfused = ref.batchnorm_backward(ref.relu_backward(g, bn), x, w, mean, invstd)
+    for a, e in zip(fused, unfused):
+        np.testing.assert_array_equal(a, e)
+
+
+def test_reference_evaluation_uses_the_running_statistics():
+    x, w, b, rm, rv = bn_arrays((2, 3, 4, 4), np.float64)
+    before = rm.copy(), rv.copy()
+    y, mean, invstd = ref.batchnorm_relu_forward(x, w, b, rm, rv, 0.1, 1e-5, training=False)
+    scale = (w / np.sqrt(rv + 1e-5))[None, :, None, None]
+    np.testing.assert_allclose(y, np.maximum((x - rm[None, :, None, None]) * scale
+                                             + b[None, :, None, None], 0), rtol=1e-13)
+    np.testing.assert_array_equal(mean, rm)
+    np.testing.assert_array_equal(rm, before[0]), np.testing.assert_array_equal(rv, before[1])
+    g = np.ones_like(x)
+    grad_x, grad_w, grad_b = ref.batchnorm_relu_backward(g, y, x, w, mean, invstd, False)
+    np.testing.assert_allclose(grad_x, (y > 0) * scale, rtol=1e-13)
+    np.testing.assert_allclose(grad_b, (y > 0).sum(axis=(0, 2, 3)), rtol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["reference", "cpu", "cuda-emulated"])
+def test_the_mask_is_read_from_y(layers, name):
+    layer = ref if name == "reference" else layers[name]
+    x, w, b, rm, rv = bn_arrays((2, 3, 4, 4), np.float64)
+    y, mean, invstd = layer.batchnorm_relu_forward(x, w, b, rm, rv, 0.1, 1e-5)
+    g = np.ones_like(x)
+    for training in (True, False):      # y all cut: no gradient anywhere
+        grads = layer.batchnorm_relu_backward(g, np.zeros_like(y), x, w, mean, invstd,
+                                              training)
+        assert all(not a.any() for a in grads), training
+    y_nan = np.full_like(y, -1.0)
+    y_nan[1, 2, 3, 0] = np.nan          # a NaN lets its gradient through (as relu_backward)
+    grad_x, _, grad_b = layer.batchnorm_relu_backward(g, y_nan, x, w, mean, invstd, False)
+    assert grad_x[1, 2, 3, 0] == pytest.approx(w[2] * invstd[2]) and grad_b[2] == 1
+    assert np.count_nonzero(grad_x) == 1
+
+
+@pytest.mark.parametrize("name", ["reference", "cpu", "cuda-emulated"])
+def test_every_layer_refuses_one_value_per_channel_only_in_training(layers, name):
+    layer = ref if name == "reference" else layers[name]
+    x, w, b, rm, rv = bn_arrays((1, 3, 1, 1), np.float32)
+    with pytest.raises(ValueError, match="batchnorm_relu_forward: expected more than one"):
+        layer.batchnorm_relu_forward(x, w, b, rm, rv, 0.1, 1e-5, True)
+    y, mean, invstd = layer.batchnorm_relu_forward(x, w, b, rm, rv, 0.1, 1e-5, False)
+    assert y.shape == x.shape
+    with pytest.raises(ValueError, match="batchnorm_relu_forward: evaluation"):
+        layer.batchnorm_relu_forward(x, w, b, None, rv, 0.1, 1e-5, False)
+    with pytest.raises(ValueError, match=r"batchnorm_relu_backward: y must have shape"):
+        layer.batchnorm_relu_backward(x, y[:, :2], x, w, mean, invstd, False)
+
+
+def test_a_planted_mask_bug_in_the_cuda_source_is_caught():
+    source = cuda.read_source("batchnorm.cu")
+    good = "T g = y[k] <= T(0) ? T(0) : grad_out[k];"
+    assert source.count(good) == 1
+    bad = _emulated(sources={"batchnorm.cu": source.replace(good, good.replace("<=", "<"))})
+    shape, dtype = (2, 3, 5, 7), np.float64
+    with pytest.raises(AssertionError):
+        assert_all_close(run_kernels(bad, shape, dtype, True),
+                         run_kernels(ref, shape, dtype, True), dtype, "planted")
+
+
+@pytest.mark.parametrize("kernel", ["batchnorm_relu_forward", "batchnorm_relu_backward"])
+def test_the_fused_launchers_refuse_arrays_on_another_device(kernel):
+    launched = []
+    launchers = cuda.Launchers(np, lambda name, dtype: lambda *a: launched.append(name),
+                               devices=(lambda a: 1, lambda: 0))   # arrays on cuda:1
+    x, w, b, rm, rv = bn_arrays((2, 3, 2, 2), np.float32)
+    first = "x" if kernel == "batchnorm_relu_forward" else "grad_out"
+    with pytest.raises(RuntimeError, match=rf"^{kernel}: array {first} is on cuda:1 but the "
+                                           r"kernel runs on the current device cuda:0"):
+        if kernel == "batchnorm_relu_forward":
+            launchers.batchnorm_relu_forward(x, w, b, rm, rv, 0.1, 1e-5)
+        else:
+            launchers.batchnorm_relu_backward(x, x, x, w, rm, rv)
+    assert launched == []
+
+
+def test_the_fused_cuda_kernels_are_parsed():
+    names = cuda.kernel_signatures(cuda.read_source("batchnorm.cu"))
+    assert {"batchnorm_relu_apply", "batchnorm_relu_backward_reduce",
+            "batchnorm_relu_backward_apply"} <= set(names)
+    assert names["batchnorm_relu_backward_apply"][-1] == ("int", "batch_stats")
+
+
+# ----------------------------------------------------------------- F.batch_norm_relu
+def tensors(arrays, grad=True):
+    x, w, b, rm, rv = arrays
+    return ([tinyres.tensor(a, requires_grad=grad) for a in (x, w, b)]
+            + [tinyres.tensor(a.copy()) for a in (rm, rv)])
+
+
+def run_functional(fn, arrays, training, momentum=0.1, affine=True):
+    """fn(x, rm, rv, w, b, ...) with a random output weighting backwarded: the output,
+    the three gradients and the running statistics after the call, as arrays."""
+    x, w, b, rm, rv = tensors(arrays)
+    out = fn(x, rm, rv, w if affine else None, b if affine else None, training, momentum,
+             1e-5)
+    weights = np.random.default_rng(9).standard_normal(out.shape).astype(out.dtype)
+    (out * tinyres.tensor(weights)).sum().backward()
+    grads = [t.grad.numpy() if t.grad is not None else None for t in (x, w, b)]
+    return [out.numpy(), *grads, rm.numpy(), rv.numpy()]
+
+
+def unfused(x, rm, rv, w, b, training, momentum, eps):
+    return F.relu(F.batch_norm(x, rm, rv, w, b, training, momentum, eps))
+
+
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "no-affine"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", [(4, 3), (3, 2, 5), (2, 3, 4, 5), (1, 1, 3, 3)], ids=str)
+def test_functional_equals_the_unfused_pair_in_float64(shape, training, affine):
+    arrays = bn_arrays(shape, np.float64)
+    got = run_functional(F.batch_norm_relu, arrays, training, affine=affine)
+    want = run_functional(unfused, arrays, training, affine=affine)
+    assert got[0].shape == shape and got[0].dtype == np.float64
+    for a, e, what in zip(got, want, ("y", "grad x", "grad w", "grad b", "mean", "var")):
+        if e is None:
+            assert a is None, what
+        else:
+            np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-13, err_msg=what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_functional_float32_and_float64_keep_their_dtype(dtype):
+    got = run_functional(F.batch_norm_relu, bn_arrays((3, 2, 4, 4), dtype), True)
+    want = run_functional(unfused, bn_arrays((3, 2, 4, 4), dtype), True)
+    for a, e in zip(got, want):
+        assert a.dtype == e.dtype == dtype
+        np.testing.assert_allclose(a, e, **TOL[dtype])
+
+
+def torch_run(torch, arrays, training, momentum):
+    x, w, b, rm, rv = (torch.tensor(a, requires_grad=i < 3) for i, a in enumerate(arrays))
+    rm, rv = rm.detach().clone(), rv.detach().clone()
+    out = torch.relu(torch.nn.functional.batch_norm(x, rm, rv, w, b, training, momentum,
+                                                    1e-5))
+    weights = np.random.default_rng(9).standard_normal(tuple(out.shape))
+    (out * torch.tensor(weights)).sum().backward()
+    return [out.detach().numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy(),
+            rm.numpy(), rv.numpy()]
+
+
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 4), c=st.integers(1, 5), h=st.integers(1, 6), w=st.integers(1, 6),
+       training=st.booleans(), momentum=st.sampled_from([0.1, 0.5, 1.0]),
+       seed=st.integers(0, 2 ** 16))
+def test_functional_equals_torch_relu_of_batch_norm(n, c, h, w, training, momentum, seed):
+    torch = pytest.importorskip("torch")
+    if training and n * h * w == 1:
+        return                  # refused by both: test_errors_are_the_unfused_pairs
+    arrays = bn_arrays((n, c, h, w), np.float64, seed)
+    got = run_functional(F.batch_norm_relu, arrays, training, momentum)
+    want = torch_run(torch, arrays, training, momentum)
+    for a, e, what in zip(got, want, ("y", "grad x", "grad w", "grad b", "mean", "var")):
+        assert a.shape == e.shape and a.dtype == e.dtype, what
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12, err_msg=what)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", [(3, 2, 3, 2), (4, 3), (2, 1, 5)], ids=str)
+def test_gradcheck_float64(shape, training):
+    x, w, b, rm, rv = tensors(bn_arrays(shape, np.float64, seed=3))
+    assert tinyres.gradcheck(
+        lambda x, w, b: F.batch_norm_relu(x, rm, rv, w, b, training, 0.1, 1e-5), [x, w, b])
+
+
+class NoMask(BatchNormReLU):
+    """A wrong backward (negative control): batch norm's gradient without the ReLU's mask."""
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # deliberately wrong: d bn/dx, the mask forgotten
+        y, x4, w, mean, invstd = ctx.saved_tensors
+        return ref.batchnorm_backward(grad_out, x4, w, mean, invstd)
+
+
+def test_gradcheck_catches_a_backward_without_the_mask():
+    x, w, b, rm, rv = tensors(bn_arrays((3, 2, 3, 2), np.float64, seed=3))
+    with pytest.raises(GradcheckError):
+        tinyres.gradcheck(lambda x, w, b: NoMask.apply(
+            x, w, b, running_mean=None, running_var=None, training=True, momentum=0.1,
+            eps=1e-5), [x, w, b])
+
+
+def _error_of(call):
+    try:
+        call()
+    except Exception as e:      # noqa: BLE001 - the class is what is compared
+        return e
+    raise AssertionError("no error raised")
+
+
+@pytest.mark.parametrize("case", ["one value", "running_mean shape", "weight dtype",
+                                  "eval without stats", "1-D input"])
+def test_errors_are_the_unfused_pairs(case):
+    x, w, b, rm, rv = tensors(bn_arrays((1, 3, 1, 1), np.float32), grad=False)
+    training = True
+    if case == "running_mean shape":
+        x, rm = tinyres.randn(4, 3, 2, 2), tinyres.zeros(4)
+    elif case == "weight dtype":
+        x, w = tinyres.randn(4, 3, 2, 2), w.double()
+    elif case == "eval without stats":
+        rm, training = None, False
+    elif case == "1-D input":
+        x = tinyres.randn(3)
+    ours = _error_of(lambda: F.batch_norm_relu(x, rm, rv, w, b, training, 0.1, 1e-5))
+    theirs = _error_of(lambda: unfused(x, rm, rv, w, b, training, 0.1, 1e-5))
+    assert type(ours) is type(theirs), (ours, theirs)
+    assert re.match(r"batch_?norm_relu(_forward)?: ", str(ours)), ours
+
+
+def test_momentum_none_is_a_type_error_as_in_torch():
+    torch = pytest.importorskip("torch")
+    x, w, b, rm, rv = tensors(bn_arrays((2, 3, 2, 2), np.float32), grad=False)
+    with pytest.raises(TypeError, match="batch_norm_relu: momentum must be a float"):
+        F.batch_norm_relu(x, rm, rv, w, b, True, None)
+    with pytest.raises(TypeError):
+        torch.nn.functional.batch_norm(torch.zeros(2, 3, 2, 2), None, None, None, None,
+                                       True, None)
+
+
+# ----------------------------------------------------------------- the models
+def fused_nodes(out):
+    return sum(t._ctx is not None and t._ctx.function is BatchNormReLU
+               for t in _topological_order(out))
+
+
+def train_step(model, x, target, fused):
+    with fuse_bn_relu(fused):
+        xt = tinyres.tensor(x, requires_grad=True)
+        out = model(xt)
+        loss = F.cross_entropy(out, tinyres.tensor(target))
+        loss.backward()
+    grads = {k: p.grad.numpy() for k, p in model.named_parameters()}
+    state = {k: np.asarray(v) for k, v in model.state_dict().items()}
+    return out, [out.numpy(), xt.grad.numpy()], grads, state
+
+
+def assert_steps_equal(model, x, target, expected_nodes, tol=1e-12):
+    twin = copy.deepcopy(model)
+    out, got, grads, state = train_step(model, x, target, fused=True)
+    out_u, want, grads_u, state_u = train_step(twin, x, target, fused=False)
+    assert fused_nodes(out) == expected_nodes and fused_nodes(out_u) == 0
+    pairs = [("output", got[0], want[0]), ("input grad", got[1], want[1])]
+    pairs += [(k, grads[k], grads_u[k]) for k in grads_u]
+    assert state.keys() == state_u.keys()
+    pairs += [(k, state[k], state_u[k]) for k in state_u]   # running stats, batches tracked
+    for what, a, e in pairs:    # to tol of each array's largest entry
+        scale = float(np.abs(e).max()) if e.size else 0.0
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * max(scale, 1.0), err_msg=what)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_cifar_resnet_fused_equals_unfused(train):
+    model = models.resnet.CifarResNet(1).double().train(train)
+    rng = np.random.default_rng(0)
+    x, target = rng.standard_normal((3, 3, 8, 8)), rng.integers(0, 10, 3)
+    assert_steps_equal(model, x, target, expected_nodes=1 + 3)   # the stem, a bn1 a block
+
+
+def test_bottleneck_resnet_fused_equals_unfused():
+    model = models.resnet.ResNet(models.Bottleneck, [1, 1, 1, 1], num_classes=5).double()
+    rng = np.random.default_rng(0)
+    x, target = rng.standard_normal((2, 3, 16, 16)), rng.integers(0, 5, 2)
+    assert_steps_equal(model, x, target, expected_nodes=1 + 2 * 4)   # stem, bn1 and bn2
+
+
+@pytest.mark.parametrize("block", ["PreActBlock", "PreActBottleneck"])
+def test_preact_resnet_fused_equals_unfused(block):
+    cls = getattr(models, block)
+    model = models.CifarPreActResNet(cls, 1).double()
+    rng = np.random.default_rng(0)
+    x, target = rng.standard_normal((2, 3, 8, 8)), rng.integers(0, 10, 2)
+    # the stem, the blocks' BN + ReLU pairs ("none", then "shared" ones) and bn_final
+    per_block = 1 if block == "PreActBlock" else 2
+    assert_steps_equal(model, x, target, expected_nodes=1 + per_block + 2 * (per_block + 1)
+                       + 1)
+
+
+class BnReluNet(nn.Module):
+    """conv -> bn -> relu through bn_relu: the smallest place to watch the fallback."""
+
+    def __init__(self, bn=None):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1, bias=False)
+        self.bn = bn if bn is not None else nn.BatchNorm2d(3)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return bn_relu(self.bn, self.relu, self.conv(x))
+
+
+def test_momentum_none_is_torchs_cumulative_average():
+    torch = pytest.importorskip("torch")
+    ours = BnReluNet(nn.BatchNorm2d(3, momentum=None)).double()
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1, bias=False),
+                                 torch.nn.BatchNorm2d(3, momentum=None), torch.nn.ReLU())
+    theirs = theirs.double()
+    with torch.no_grad():
+        theirs[0].weight.copy_(torch.tensor(ours.conv.weight.numpy()))
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        x = rng.standard_normal((2, 2, 5, 5)) * 2 + 1
+        out = ours(tinyres.tensor(x))
+        assert fused_nodes(out) == 1
+        np.testing.assert_allclose(out.numpy(), theirs(torch.tensor(x)).detach().numpy(),
+                                   rtol=1e-12, atol=1e-12)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        np.testing.assert_allclose(getattr(ours.bn, name).numpy(),
+                                   getattr(theirs[1], name).numpy(), rtol=1e-12, err_msg=name)
+    assert int(ours.bn.num_batches_tracked.item()) == 3
+
+
+def test_the_fused_path_is_taken_for_plain_modules_only():
+    x = tinyres.randn(2, 2, 4, 4)
+    net = BnReluNet()
+    assert can_fuse(net.bn, net.relu, x)
+    with fuse_bn_relu(False):
+        assert not can_fuse(net.bn, net.relu, x)
+    assert can_fuse(net.bn, net.relu, x)
+    assert not can_fuse(net.bn, net.relu, tinyres.randn(2, 2, 4))
+    assert not can_fuse(nn.BatchNorm2d(2, track_running_stats=False), net.relu, x)
+    assert not can_fuse(nn.SyncBatchNorm(2), net.relu, x)
+    assert not can_fuse(type("MyBN", (nn.BatchNorm2d,), {})(2), net.relu, x)
+    assert not can_fuse(net.bn, nn.LeakyReLU(), x)
+    handle = net.relu.register_full_backward_hook(lambda *args: None)
+    assert not can_fuse(net.bn, net.relu, x)
+    handle.remove()
+    assert can_fuse(net.bn, net.relu, x)
+
+
+def test_a_forward_hook_on_the_bn_still_sees_its_output():
+    net = BnReluNet().double()
+    seen = []
+    net.bn.register_forward_hook(lambda m, args, out: seen.append(out.numpy().copy()))
+    x = tinyres.tensor(np.random.default_rng(0).standard_normal((2, 2, 4, 4)),
+                       requires_grad=True)
+    out = net(x)
+    assert fused_nodes(out) == 0 and len(seen) == 1 and (seen[0] < 0).any()
+    np.testing.assert_array_equal(out.numpy(), np.maximum(seen[0], 0))
+
+
+@pytest.mark.parametrize("track", [True, False], ids=["tracking", "not-tracking"])
+def test_evaluation_with_and_without_running_statistics_matches_torch(track):
+    torch = pytest.importorskip("torch")
+    ours = BnReluNet(nn.BatchNorm2d(3, track_running_stats=track)).double().eval()
+    theirs = torch.nn.BatchNorm2d(3, track_running_stats=track).double().eval()
+    x = np.random.default_rng(4).standard_normal((2, 2, 4, 4))
+    conv = ours.conv(tinyres.tensor(x))
+    out = ours(tinyres.tensor(x))
+    np.testing.assert_allclose(out.numpy(), torch.relu(theirs(torch.tensor(conv.numpy())))
+                               .detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_gradient_probe_records_are_those_of_the_unfused_model():
+    model = models.resnet.CifarResNet(1).double()
+    twin = copy.deepcopy(model)
+    rng = np.random.default_rng(3)
+    x, target = rng.standard_normal((2, 3, 8, 8)), rng.integers(0, 10, 2)
+    rows = []
+    for m, fused in ((model, True), (twin, False)):
+        with GradientProbe(m) as probe:
+            train_step(m, x, target, fused)
+        rows.append(probe.records())
+    assert len(rows[0]) == len(rows[1]) == 3
+    for a, b in zip(*rows):
+        for key, value in b.items():
+            if isinstance(value, float) and not np.isnan(value):
+                assert a[key] == pytest.approx(value, rel=1e-9, abs=1e-15), key
