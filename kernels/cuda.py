@@ -214,13 +214,6 @@ class Launchers:
                 min(-(-planes // bz), cap))
         self.kernel(name, dtype)(grid, (bx, by, bz), args)
 
-    def _launch_per_channel(self, name, dtype, channels, args):
-        """One block per channel (the block reduces that channel): only the fused batch-norm
-        + ReLU backward's reduction still runs this way; batch norm's own reductions are
-        two-stage (reduction_geometry)."""
-        grid = max(1, min(channels, self.max_blocks))
-        self.kernel(name, dtype)((grid,), (self.block,), args)
-
     def reduction_geometry(self, n, c, hw):
         """(grid, block) of a batch-norm stage 1 over x (n, c, hw): block (bx, by) with bx
         the power of two >= hw (at least a warp, at most the block), by = images at once;
@@ -300,6 +293,19 @@ class Launchers:
         _update_running(running_mean, running_var, mean, var, momentum, m)
         return y, mean, invstd
 
+    def _backward_sums(self, name, arrays, shape):
+        """sum(g) and sum(g * xhat) per channel: stage 1 `name` over `arrays` (its leading
+        arguments), then batchnorm_backward_combine; shape = (N, C, H*W)."""
+        xp, dt = self.xp, arrays[0].dtype
+        n, c, hw = shape
+        grid, block = self.reduction_geometry(n, c, hw)
+        part_g, part_gxhat = xp.empty(c * grid[0], dtype=dt), xp.empty(c * grid[0], dtype=dt)
+        self.kernel(name, dt)(grid, block, (*arrays, part_g, part_gxhat, *_i32(n, c, hw)))
+        sum_g, sum_gxhat = xp.empty(c, dtype=dt), xp.empty(c, dtype=dt)
+        self._launch_combine("batchnorm_backward_combine", dt, c,
+                             (part_g, part_gxhat, sum_g, sum_gxhat, *_i32(grid[0], c)))
+        return sum_g, sum_gxhat
+
     def _batch_stats(self, x, eps):
         """Mean, biased variance and 1/sqrt(var + eps) per channel of a contiguous NCHW x:
         the two-stage reduction (batchnorm_stats, then batchnorm_stats_combine)."""
@@ -324,13 +330,8 @@ class Launchers:
         x, g = xp.ascontiguousarray(x), xp.ascontiguousarray(grad_out, dtype=dt)
         n, c, h, w = x.shape
         mean, invstd = self._vector(mean, dt), self._vector(invstd, dt)
-        grid, block = self.reduction_geometry(n, c, h * w)
-        part_g, part_gxhat = xp.empty(c * grid[0], dtype=dt), xp.empty(c * grid[0], dtype=dt)
-        self.kernel("batchnorm_backward_reduce", dt)(
-            grid, block, (g, x, mean, invstd, part_g, part_gxhat, *_i32(n, c, h * w)))
-        sum_g, sum_gxhat = xp.empty(c, dtype=dt), xp.empty(c, dtype=dt)
-        self._launch_combine("batchnorm_backward_combine", dt, c,
-                             (part_g, part_gxhat, sum_g, sum_gxhat, *_i32(grid[0], c)))
+        sum_g, sum_gxhat = self._backward_sums("batchnorm_backward_reduce",
+                                               (g, x, mean, invstd), (n, c, h * w))
         grad_x = xp.empty_like(x)
         self._launch_planes("batchnorm_backward_apply", dt, (n, c, h * w),
                             (g, x, mean, invstd, self._vector(weight, dt), sum_g, sum_gxhat,
@@ -403,9 +404,9 @@ class Launchers:
             mean = xp.asarray(running_mean, dtype=dt)
             invstd = (1.0 / xp.sqrt(xp.asarray(running_var, dtype=np.float64) + eps)).astype(dt)
         y = xp.empty_like(x)
-        self._launch("batchnorm_relu_apply", dt, x.size,
-                     (x, mean, invstd, self._vector(weight, dt), self._vector(bias, dt), y,
-                      *_i32(n, c, h * w)))
+        self._launch_planes("batchnorm_relu_apply", dt, (n, c, h * w),
+                            (x, mean, invstd, self._vector(weight, dt), self._vector(bias, dt),
+                             y, *_i32(n, c, h * w)))
         if training:
             _update_running(running_mean, running_var, mean, var, momentum, m)
         return y, mean, invstd
@@ -423,14 +424,13 @@ class Launchers:
         y = xp.ascontiguousarray(y, dtype=dt)
         n, c, h, w = x.shape
         mean, invstd = self._vector(mean, dt), self._vector(invstd, dt)
-        sum_g, sum_gxhat = xp.empty(c, dtype=np.float64), xp.empty(c, dtype=np.float64)
-        self._launch_per_channel("batchnorm_relu_backward_reduce", dt, c,
-                                 (g, y, x, mean, invstd, sum_g, sum_gxhat, *_i32(n, c, h * w)))
+        sum_g, sum_gxhat = self._backward_sums("batchnorm_relu_backward_reduce",
+                                               (g, y, x, mean, invstd), (n, c, h * w))
         grad_x = xp.empty_like(x)
-        self._launch("batchnorm_relu_backward_apply", dt, x.size,
-                     (g, y, x, mean, invstd, self._vector(weight, dt), sum_g, sum_gxhat,
-                      grad_x, *_i32(n, c, h * w, bool(training))))
-        return grad_x, sum_gxhat.astype(dt), sum_g.astype(dt)
+        self._launch_planes("batchnorm_relu_backward_apply", dt, (n, c, h * w),
+                            (g, y, x, mean, invstd, self._vector(weight, dt), sum_g, sum_gxhat,
+                             grad_x, *_i32(n, c, h * w, bool(training))))
+        return grad_x, sum_gxhat, sum_g
 
 
 @functools.lru_cache(maxsize=None)

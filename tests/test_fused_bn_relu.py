@@ -155,11 +155,14 @@ def test_every_layer_refuses_one_value_per_channel_only_in_training(layers, name
         layer.batchnorm_relu_backward(x, y[:, :2], x, w, mean, invstd, False)
 
 
-def test_a_planted_mask_bug_in_the_cuda_source_is_caught():
+@pytest.mark.parametrize("which", [0, 1], ids=["in the reduction", "in the apply"])
+def test_a_planted_mask_bug_in_the_cuda_source_is_caught(which):
     source = cuda.read_source("batchnorm.cu")
-    good = "T g = y[k] <= T(0) ? T(0) : grad_out[k];"
-    assert source.count(good) == 1
-    bad = _emulated(sources={"batchnorm.cu": source.replace(good, good.replace("<=", "<"))})
+    good = "T g = y[first + p] <= T(0) ? T(0) : grad_out[first + p];"
+    assert source.count(good) == 2           # the backward's reduction and its apply
+    at = [i for i in range(len(source)) if source.startswith(good, i)][which]
+    planted = source[:at] + good.replace("<=", "<") + source[at + len(good):]
+    bad = _emulated(sources={"batchnorm.cu": planted})
     shape, dtype = (2, 3, 5, 7), np.float64
     with pytest.raises(AssertionError):
         assert_all_close(run_kernels(bad, shape, dtype, True),

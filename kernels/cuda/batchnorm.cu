@@ -247,66 +247,78 @@ __global__ void batchnorm_backward_apply(const T* grad_out, const T* x, const T*
 // ---- batch norm + ReLU, fused (training statistics from batchnorm_stats above) ----------
 // The ReLU's mask is read from the output y (y <= 0 where the ReLU cut), so the backward
 // needs no second saved tensor; a NaN in y lets its gradient through, as relu_backward.
+// The grids are those of the unfused kernels: apply's 3-D grid, the backward's two stages
+// (stage 2 is batchnorm_backward_combine).
 
-// y = max((x - mean) * invstd * weight + bias, 0), one thread per element (a NaN passes).
+// y = max((x - mean) * invstd * weight + bias, 0) (a NaN passes); the grid of apply.
 template <typename T>
 __global__ void batchnorm_relu_apply(const T* x, const T* mean, const T* invstd,
                                      const T* weight, const T* bias, T* y, int N, int C, int HW) {
-    long long total = (long long)N * C * HW;
-    long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += stride) {
-        int c = (int)(k / HW % C);
-        T v = (x[k] - mean[c]) * invstd[c] * weight[c] + bias[c];
-        y[k] = v < T(0) ? T(0) : v;
+    for (int n = blockIdx.z * blockDim.z + threadIdx.z; n < N; n += gridDim.z * blockDim.z) {
+        for (int c = blockIdx.y * blockDim.y + threadIdx.y; c < C; c += gridDim.y * blockDim.y) {
+            long long first = ((long long)n * C + c) * HW;
+            T mu = mean[c], is = invstd[c], w = weight[c], b = bias[c];
+            for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < HW;
+                 p += gridDim.x * blockDim.x) {
+                T v = (x[first + p] - mu) * is * w + b;
+                y[first + p] = v < T(0) ? T(0) : v;
+            }
+        }
     }
 }
 
-// sum_g[c] = sum(g), sum_gxhat[c] = sum(g * xhat) per channel, in double, where
-// g = grad_out masked by y (0 where y <= 0).
+// Stage 1 of the fused backward: sum(g) and sum(g * xhat) over slice blockIdx.x of each
+// channel, g = grad_out masked by y (0 where y <= 0).
 template <typename T>
 __global__ void batchnorm_relu_backward_reduce(const T* grad_out, const T* y, const T* x,
-                                               const T* mean, const T* invstd, double* sum_g,
-                                               double* sum_gxhat, int N, int C, int HW) {
-    __shared__ double partial[32];
-    long long m = (long long)N * HW;
-    for (int c = blockIdx.x; c < C; c += gridDim.x) {
-        double mu = (double)mean[c], is = (double)invstd[c];
-        double sg = 0.0, sgx = 0.0;
-        for (long long k = threadIdx.x; k < m; k += blockDim.x) {
-            long long a = channel_at(k, c, C, HW);
-            double g = y[a] <= T(0) ? 0.0 : (double)grad_out[a];
-            sg += g;
-            sgx += g * ((double)x[a] - mu) * is;
+                                               const T* mean, const T* invstd, T* part_g,
+                                               T* part_gxhat, int N, int C, int HW) {
+    __shared__ T partial[2][32];
+    int S = gridDim.x, s = blockIdx.x;
+    for (int c = blockIdx.y; c < C; c += gridDim.y) {
+        T mu = mean[c], is = invstd[c];
+        T sg = T(0), sgx = T(0);
+        for (int n = s * blockDim.y + threadIdx.y; n < N; n += S * blockDim.y) {
+            long long first = ((long long)n * C + c) * HW;
+            for (int p = threadIdx.x; p < HW; p += blockDim.x) {
+                T g = y[first + p] <= T(0) ? T(0) : grad_out[first + p];
+                sg += g;
+                sgx += g * ((x[first + p] - mu) * is);
+            }
         }
-        sg = block_sum(sg, partial);
-        sgx = block_sum(sgx, partial);
-        if (threadIdx.x == 0) {
-            sum_g[c] = sg;
-            sum_gxhat[c] = sgx;
+        block_sum2(sg, sgx, partial);
+        if (thread_rank() == 0) {
+            long long at = (long long)c * S + s;
+            part_g[at] = sg;
+            part_gxhat[at] = sgx;
         }
     }
 }
 
-// d relu(bn)/dx, one thread per element, g the masked grad_out: with batch statistics
+// d relu(bn)/dx, g the masked grad_out, the grid of apply: with batch statistics
 // grad_x = weight*invstd/m * (m*g - sum_g - xhat*sum_gxhat); with fixed (running)
 // statistics, batch_stats == 0, grad_x = g * weight * invstd.
 template <typename T>
 __global__ void batchnorm_relu_backward_apply(const T* grad_out, const T* y, const T* x,
                                               const T* mean, const T* invstd, const T* weight,
-                                              const double* sum_g, const double* sum_gxhat,
-                                              T* grad_x, int N, int C, int HW, int batch_stats) {
-    long long total = (long long)N * C * HW;
+                                              const T* sum_g, const T* sum_gxhat, T* grad_x,
+                                              int N, int C, int HW, int batch_stats) {
     T m = T((long long)N * HW);
-    long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += stride) {
-        int c = (int)(k / HW % C);
-        T g = y[k] <= T(0) ? T(0) : grad_out[k];
-        if (batch_stats) {
-            T xhat = (x[k] - mean[c]) * invstd[c];
-            T scale = weight[c] * invstd[c] / m;
-            grad_x[k] = scale * (m * g - T(sum_g[c]) - xhat * T(sum_gxhat[c]));
-        } else {
-            grad_x[k] = g * weight[c] * invstd[c];
+    for (int n = blockIdx.z * blockDim.z + threadIdx.z; n < N; n += gridDim.z * blockDim.z) {
+        for (int c = blockIdx.y * blockDim.y + threadIdx.y; c < C; c += gridDim.y * blockDim.y) {
+            long long first = ((long long)n * C + c) * HW;
+            T mu = mean[c], is = invstd[c], w = weight[c];
+            T scale = w * is / m, sg = sum_g[c], sgx = sum_gxhat[c];
+            for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < HW;
+                 p += gridDim.x * blockDim.x) {
+                T g = y[first + p] <= T(0) ? T(0) : grad_out[first + p];
+                if (batch_stats) {
+                    T xhat = (x[first + p] - mu) * is;
+                    grad_x[first + p] = scale * (m * g - sg - xhat * sgx);
+                } else {
+                    grad_x[first + p] = g * w * is;
+                }
+            }
         }
     }
 }
