@@ -346,6 +346,8 @@ def test_every_resnet50_launch_fits_the_hardware_limits():
         with np.errstate(all="ignore"):
             _, mean, invstd = launchers.batchnorm_forward(y, v, v, None, None, 0.1, 1e-5)
             launchers.batchnorm_backward(y, y, v, mean, invstd)
+            r, mean, invstd = launchers.batchnorm_relu_forward(y, v, v, None, None, 0.1, 1e-5)
+            launchers.batchnorm_relu_backward(y, r, y, v, mean, invstd)
         launchers.relu_backward(launchers.relu_forward(y), y)
     x = np.zeros(RESNET_POOL["x"], np.float32)
     y, idx = launchers.maxpool_forward(x, *RESNET_POOL["geometry"])
