@@ -111,19 +111,20 @@ def bn_slices(n, c, hw):
 
 
 def bn_relu_items(name, shape, relu=True):
+    """Batch norm's kernels, fused with the ReLU after it where there is one (the models'
+    bn_relu: one apply writing max(bn, 0), the backward's mask read from y)."""
     n, c, h = shape
     e = n * c * h * h
     partials = c * bn_slices(n, c, h * h)
-    rows = [item(name, "bn stats (stage 1)", F32 * (e + 3 * partials)),
+    what = "bn+relu" if relu else "bn"
+    return [item(name, "bn stats (stage 1)", F32 * (e + 3 * partials)),
             item(name, "bn stats combine (stage 2)", F32 * (3 * partials + 3 * c)),
-            item(name, "bn apply", F32 * 2 * e),
+            item(name, f"{what} apply", F32 * 2 * e),
             item(name, "bn running-stat ops", F32 * 3 * c * BN_TINY_OPS, launches=BN_TINY_OPS),
-            item(name, "bn bwd reduce (stage 1)", F32 * (2 * e + 2 * partials)),
+            item(name, f"{what} bwd reduce (stage 1)",
+                 F32 * ((3 if relu else 2) * e + 2 * partials)),
             item(name, "bn bwd combine (stage 2)", F32 * (2 * partials + 2 * c)),
-            item(name, "bn bwd apply", F32 * 3 * e)]
-    if relu:
-        rows += [item(name, "relu fwd", F32 * 2 * e), item(name, "relu bwd", F32 * 3 * e)]
-    return rows
+            item(name, f"{what} bwd apply", F32 * (4 if relu else 3) * e)]
 
 
 def step_items(n=64, params=None):
