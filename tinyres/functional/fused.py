@@ -13,19 +13,15 @@ output too). The kernels are batchnorm_relu_forward/backward of the three layers
 import numbers
 
 from tinyres.autograd import Function
-from tinyres.backend import get_array_module, kernels_for
-from tinyres.functional.norm import _as_nchw, _check_bn_args, _data
+from tinyres.backend import kernels_for
+from tinyres.functional.norm import _check_bn_args, _data, _nchw_and_affine
 from tinyres.tensor import Tensor
 
 
 class BatchNormReLU(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
-        xp = get_array_module(x)
-        x4 = x.reshape(_as_nchw(x.shape))
-        c = x.shape[1]
-        w = weight if weight is not None else xp.ones(c, dtype=x.dtype)
-        b = bias if bias is not None else xp.zeros(c, dtype=x.dtype)
+        x4, w, b = _nchw_and_affine(x, weight, bias)
         y, mean, invstd = kernels_for(x).batchnorm_relu_forward(
             x4, w, b, running_mean, running_var, momentum, eps, training)
         ctx.save_for_backward(y, x4, w, mean, invstd)

@@ -14,14 +14,19 @@ def _as_nchw(shape):
     return tuple(shape) + (1,) * (4 - len(shape))
 
 
+def _nchw_and_affine(x, weight, bias):
+    """x as (N, C, L, 1) (see _as_nchw), and the affine weight and bias: ones and zeros of
+    x's dtype where they are None (affine=False)."""
+    xp, c = get_array_module(x), x.shape[1]
+    w = weight if weight is not None else xp.ones(c, dtype=x.dtype)
+    b = bias if bias is not None else xp.zeros(c, dtype=x.dtype)
+    return x.reshape(_as_nchw(x.shape)), w, b
+
+
 class BatchNormTrain(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
-        xp = get_array_module(x)
-        x4 = x.reshape(_as_nchw(x.shape))
-        c = x.shape[1]
-        w = weight if weight is not None else xp.ones(c, dtype=x.dtype)
-        b = bias if bias is not None else xp.zeros(c, dtype=x.dtype)
+        x4, w, b = _nchw_and_affine(x, weight, bias)
         y, mean, invstd = kernels_for(x).batchnorm_forward(
             x4, w, b, running_mean, running_var, momentum, eps)
         ctx.save_for_backward(x4, w, mean, invstd)
