@@ -150,7 +150,8 @@ def test_col2im_is_the_adjoint_of_im2col(kernels, geometry, seed):
 PER_IMAGE_USABLE = pytest.mark.skipif(
     conv_plan.scipy_blas() is None,
     reason="SciPy shares NumPy's BLAS here: cpu.py does not run GEMMs inside its threads")
-NO_SHORTCUTS = {"winograd_min_pixels_per_channel": None, "shifted_rows_min_width": None}
+NO_SHORTCUTS = {"winograd_min_pixels_per_channel": None, "shifted_rows_min_width": None,
+                "pointwise_max_stride": None}
 CPU_CONV_PATHS = pytest.mark.parametrize("path", [
     pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0},
                  id="per-image", marks=PER_IMAGE_USABLE),
@@ -159,7 +160,8 @@ CPU_CONV_PATHS = pytest.mark.parametrize("path", [
                  id="winograd", marks=PER_IMAGE_USABLE),
     pytest.param({**NO_SHORTCUTS, "shifted_rows_min_width": 0},
                  id="direct weight gradient"),
-    pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": None}, id="one-GEMM")])
+    pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": None,
+                  "per_image_forward_min_pixels_per_channel": None}, id="one-GEMM")])
 
 
 def conv_by_the_sum(x, w2, kh, kw, sh, sw, ph, pw):
