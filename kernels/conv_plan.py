@@ -12,7 +12,8 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
                   NCHW, no (C*kh*kw, N*OH*OW) matrix in memory: the gradients of layers
                   with at least `per_image_min_pixels_per_channel` output pixels per
                   output channel, the output of those with at least
-                  `per_image_forward_min_pixels_per_channel` (0: every ungrouped layer)
+                  `per_image_forward_min_pixels_per_channel` (1, as the gradients; 0
+                  sends every ungrouped layer's output there)
     winograd      F(2x2, 3x3) (winograd.py), for the output and the input gradient of 3x3
                   stride-1 padding-1 layers (undilated, ungrouped) with enough pixels and
                   channels
@@ -50,7 +51,7 @@ class ConvPolicy:
     """The thresholds of the CPU layer's choice (None switches an algorithm off)."""
 
     per_image_min_pixels_per_channel: float = 1        # OH*OW >= this * OC
-    per_image_forward_min_pixels_per_channel: float = 0    # the same, for the forward
+    per_image_forward_min_pixels_per_channel: float = 1    # the same, for the forward
     gemm_min_columns: int = 256                        # images side by side per GEMM
     winograd_min_pixels_per_channel: float = 0.5       # OH*OW >= this * OC, 3x3 s1 p1
     winograd_min_channels: int = 8                     # C and OC both at least this

@@ -174,17 +174,16 @@ def test_gemm_paths_match_reference(policy, case, needs):
         check_against_reference(x, w2, window, g, needs)
 
 
-def test_few_pixel_layers_take_per_image_forward_and_one_gemm_gradients():
+def test_few_pixel_layers_take_one_gemm_unless_the_forward_threshold_is_lowered():
     # resnet18's last 3x3 layer: 49 output pixels for 512 channels
     plan = conv_plan.conv_algorithm((16, 512, 7, 7), (512, 512, 3, 3), 1, 1)
+    assert (plan.forward, plan.grad_input, plan.grad_weight) == ("one-gemm",) * 3
     if conv_plan.scipy_blas() is None:
-        assert (plan.forward, plan.grad_input, plan.grad_weight) == ("one-gemm",) * 3
         return
+    low = conv_plan.ConvPolicy(per_image_forward_min_pixels_per_channel=0)
+    plan = conv_plan.conv_algorithm((16, 512, 7, 7), (512, 512, 3, 3), 1, 1, policy=low)
     assert (plan.forward, plan.grad_input, plan.grad_weight) == (
         "per-image", "one-gemm", "one-gemm")
-    off = conv_plan.ConvPolicy(per_image_forward_min_pixels_per_channel=1)
-    assert conv_plan.conv_algorithm((16, 512, 7, 7), (512, 512, 3, 3), 1, 1,
-                                    policy=off).forward == "one-gemm"
 
 
 @pytest.mark.parametrize("n, threads, pixels, expected", [

@@ -60,7 +60,10 @@ def test_the_count_sees_a_recorded_forward(bookkeeping):
     model = models.resnet20().eval()
     out = model(cifar_input())
     assert out.grad_fn is not None
-    assert bookkeeping["contexts"] > 50 and bookkeeping["saves"] > 50
+    convs = sum(isinstance(m, tinyres.nn.Conv2d) for m in model.modules())
+    assert convs == 19
+    # every convolution records a context and calls save_for_backward
+    assert bookkeeping["contexts"] >= convs and bookkeeping["saves"] >= convs
 
 
 OPS = {
