@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cpu_bench  # noqa: E402
+import cpu_engines  # noqa: E402
 
 
 def main(argv=None):
@@ -33,7 +33,7 @@ def main(argv=None):
 
     import numpy as np
     case = {"kind": "train", "model": args.model, "n": args.batch}
-    step = cpu_bench.make_tinyres_step(case, np, args.threads)
+    step = cpu_engines.make_tinyres_step(case, np, args.threads)
     for _ in range(args.warmup):
         step()
     start = time.perf_counter()
