@@ -135,9 +135,15 @@ def maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, check_
     return n, c, h, w, oh, ow
 
 
-def conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
-    """Check conv2d_forward's arguments; return (OH, OW)."""
-    return check_conv2d("conv2d_forward", x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
+def conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None):
+    """Check conv2d_forward's arguments (bias None or (OC,) of x's dtype); return (OH, OW)."""
+    oh, ow = check_conv2d("conv2d_forward", x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
+    if bias is not None:
+        check_shape("conv2d_forward", bias, "bias", (w2.shape[0],))
+        if bias.dtype != x.dtype:
+            raise TypeError(f"conv2d_forward: bias must have x's dtype {x.dtype}, got "
+                            f"{bias.dtype}")
+    return oh, ow
 
 
 def conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):

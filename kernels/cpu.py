@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import checks, conv_plan, gemm_conv, pointwise_conv, weight_grad, winograd
+from .conv_bias import add_bias, bias_or_empty
 
 
 # ---------------------------------------------------------------- im2col / col2im
@@ -172,7 +173,7 @@ def _copy_rows(src, dst):
 
 
 @njit(cache=True, parallel=True)
-def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, out):
+def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, out, bias):
     n, (oc, k), p = x.shape[0], w2.shape, out.shape[2]
     for task in prange((n + group - 1) // group):    # a task: `group` images, one GEMM
         b0 = task * group
@@ -185,6 +186,7 @@ def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, out):
             res = np.dot(w2, cols.reshape(k, m * p)).reshape(oc, m, p)
             for q in range(m):
                 _copy_rows(res[:, q], out[b0 + q])
+        add_bias(out, b0, m, bias)
 
 
 @njit(cache=True, parallel=True)
@@ -210,12 +212,13 @@ def _conv2d_backward_core(g, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, need_
             _col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dh, dw, dx)
 
 
-def _winograd_conv(x, w4):
-    """The 3x3 stride-1 padding-1 convolution of x (contiguous) with w4 (OC, C, 3, 3)."""
+def _winograd_conv(x, w4, bias=None):
+    """The 3x3 stride-1 padding-1 convolution of x (contiguous) with w4 (OC, C, 3, 3),
+    plus bias where given."""
     n, _, h, w = x.shape
     out = np.empty((n, w4.shape[0], h, w), dtype=x.dtype)
     winograd.forward_core(x, winograd.weight_transform(w4), _winograd_group(x, w4.shape[0]),
-                          out)
+                          out, bias_or_empty(bias, x.dtype))
     return out
 
 
@@ -246,24 +249,26 @@ def _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups):
                                     (sh, sw), (ph, pw), (dh, dw), groups)
 
 
-def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
-    """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C/groups*kh*kw) ->
-    out (N, OC, OH, OW), by the algorithm conv_plan.conv_algorithm() names for the layer."""
-    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
+def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None):
+    """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C/groups*kh*kw),
+    plus bias (OC,) where given -> out (N, OC, OH, OW), by the algorithm
+    conv_plan.conv_algorithm() names for the layer; the cores add the bias to each task's
+    images while they are in cache (kernels/conv_bias.py)."""
+    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias)
     n, oc = x.shape[0], w2.shape[0]
     plan = _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
     if plan.forward == "one-gemm":
         return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow,
-                                        dh, dw, groups)
+                                        dh, dw, groups, bias)
     x = np.ascontiguousarray(x)
     with _one_blas_thread():
         if plan.forward == "winograd":
-            return _winograd_conv(x, w2.reshape(oc, -1, 3, 3))
+            return _winograd_conv(x, w2.reshape(oc, -1, 3, 3), bias)
         if plan.forward == "pointwise":
-            return pointwise_conv.forward(x, w2, sh, sw)
+            return pointwise_conv.forward(x, w2, sh, sw, bias)
         out = np.empty((n, oc, oh * ow), dtype=x.dtype)
         _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw, dh, dw,
-                             _even_group(n, oh * ow), out)
+                             _even_group(n, oh * ow), out, bias_or_empty(bias, x.dtype))
     return out.reshape(n, oc, oh, ow)
 
 

@@ -259,12 +259,13 @@ class Launchers:
                              *magic_divisor(sw)))
         return dx
 
-    def conv2d_forward(self, x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
+    def conv2d_forward(self, x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None):
         """See reference.conv2d_forward: im2col + the groups' GEMMs (cuBLAS on a GPU)."""
-        self._check_devices("conv2d_forward", x=x, w2=w2)
-        oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
+        self._check_devices("conv2d_forward", x=x, w2=w2, bias=bias)
+        oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups,
+                                            bias)
         return gemm_conv.conv2d_forward(self.xp, self.im2col, x, w2, kh, kw, sh, sw, ph, pw,
-                                        oh, ow, dh, dw, groups)
+                                        oh, ow, dh, dw, groups, bias)
 
     def conv2d_backward(self, grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True,
                         need_w=True, dh=1, dw=1, groups=1):
@@ -489,10 +490,10 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     return _gpu().col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
 
 
-def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
-    """The convolution of x (N, C, H, W) with w2 (OC, C/groups*kh*kw): im2col + cuBLAS
-    GEMMs, one batched call for the groups."""
-    return _gpu().conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
+def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None):
+    """The convolution of x (N, C, H, W) with w2 (OC, C/groups*kh*kw), plus bias (OC,)
+    where given: im2col + cuBLAS GEMMs, one batched call for the groups."""
+    return _gpu().conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias)
 
 
 def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w=True,

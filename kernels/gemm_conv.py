@@ -61,10 +61,15 @@ def grouped_matmul(xp, a2, b2, groups, transpose_a=False, transpose_b=False):
     return out.reshape(groups * out.shape[1], out.shape[2])
 
 
-def conv2d_forward(xp, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow, dh=1, dw=1, groups=1):
-    """out (N, OC, OH, OW) = the convolution of x (N, C, H, W) with w2 (OC, C/groups*kh*kw)."""
+def conv2d_forward(xp, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow, dh=1, dw=1, groups=1,
+                   bias=None):
+    """out (N, OC, OH, OW) = the convolution of x (N, C, H, W) with w2 (OC, C/groups*kh*kw),
+    plus bias (OC,) where given."""
     cols = columns(xp, im2col, x, kh, kw, sh, sw, ph, pw, dh, dw)
-    return batch_first(xp, grouped_matmul(xp, w2, cols, groups), x.shape[0], oh, ow)
+    out = batch_first(xp, grouped_matmul(xp, w2, cols, groups), x.shape[0], oh, ow)
+    if bias is not None:
+        out += bias.reshape(1, -1, 1, 1)
+    return out
 
 
 def conv2d_backward(xp, im2col, col2im, grad_out, x, w2, kh, kw, sh, sw, ph, pw,

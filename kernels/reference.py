@@ -58,8 +58,9 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     return padded[:, :, ph:ph + h, pw:pw + w].copy()
 
 
-def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
-    """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C/groups*kh*kw).
+def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None):
+    """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C/groups*kh*kw),
+    plus bias (OC,) where given (added to every pixel of its channel).
 
     -> out (N, OC, OH, OW). With Cg = C/groups input and OCg = OC/groups output channels a
     group, output channel o reads the input channels of its group, g = o // OCg:
@@ -67,9 +68,9 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
     x[n, g*Cg + c, y*sh - ph + i*dh, z*sw - pw + j*dw] (zero in the padding):
     im2col of the whole batch, then one GEMM per group (kernels/gemm_conv.py).
     """
-    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
+    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias)
     return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow,
-                                    dh, dw, groups)
+                                    dh, dw, groups, bias)
 
 
 def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w=True,

@@ -61,9 +61,8 @@ class Conv2d(Function):
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
         oc, _, kh, kw = weight.shape
         w2 = weight.reshape(oc, -1)
-        out = kernels_for(x).conv2d_forward(x, w2, kh, kw, *stride, *padding, *dilation, groups)
-        if bias is not None:
-            out += bias.reshape(1, oc, 1, 1)
+        out = kernels_for(x).conv2d_forward(x, w2, kh, kw, *stride, *padding, *dilation, groups,
+                                            bias)   # + bias[o] on every pixel of channel o
         ctx.save_for_backward(x, w2)
         ctx.geometry = weight.shape, stride + padding, dilation + (groups,)
         return out

@@ -1,0 +1,91 @@
+"""The convolution's bias inside the kernel layers: conv2d_forward(..., bias) of every
+layer and every CPU algorithm equals the convolution without a bias plus the bias, to the
+last bit (the same one addition per element, kernels/conv_bias.py), and refuses a bias of
+the wrong shape or dtype by name. F.conv2d then matches PyTorch with and without a bias.
+"""
+import numpy as np
+import pytest
+import torch
+
+import tinyres
+import tinyres.nn.functional as F
+from tinyres.kernels import conv_plan, cpu, emulate, reference
+
+POLICIES = {
+    "winograd": conv_plan.ConvPolicy(),
+    "per-image": conv_plan.ConvPolicy.only("per-image"),
+    "one-gemm": conv_plan.ConvPolicy.only("one-gemm"),
+}
+# (x shape, weight shape, stride, padding): a 3x3 same layer (Winograd where allowed), a
+# strided 3x3, a 1x1 stride-2 projection (pointwise), an odd 5x3 with padding
+LAYERS = [((3, 8, 9, 7), (10, 8, 3, 3), 1, 1), ((2, 5, 9, 9), (6, 5, 3, 3), 2, 1),
+          ((4, 6, 7, 8), (9, 6, 1, 1), 2, 0), ((2, 3, 8, 6), (4, 3, 5, 3), 1, 2)]
+
+
+def _case(x_shape, w_shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w2 = rng.standard_normal((w_shape[0], int(np.prod(w_shape[1:])))).astype(dtype)
+    bias = rng.standard_normal(w_shape[0]).astype(dtype)
+    return x, w2, bias
+
+
+def _window(w_shape, stride, padding):
+    return (w_shape[2], w_shape[3], stride, stride, padding, padding)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_bias_is_the_unbiased_output_plus_bias_to_the_last_bit(policy, layer, dtype):
+    x_shape, w_shape, stride, padding = layer
+    x, w2, bias = _case(x_shape, w_shape, dtype)
+    window = _window(w_shape, stride, padding)
+    with conv_plan.conv_policy(POLICIES[policy]):
+        plain = cpu.conv2d_forward(x, w2, *window)
+        biased = cpu.conv2d_forward(x, w2, *window, bias=bias)
+    np.testing.assert_array_equal(biased, plain + bias.reshape(1, -1, 1, 1))
+    assert biased.dtype == dtype
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_reference_and_emulated_cuda_bias(layer):
+    x_shape, w_shape, stride, padding = layer
+    x, w2, bias = _case(x_shape, w_shape, np.float64, seed=1)
+    window = _window(w_shape, stride, padding)
+    expected = reference.conv2d_forward(x, w2, *window) + bias.reshape(1, -1, 1, 1)
+    np.testing.assert_array_equal(reference.conv2d_forward(x, w2, *window, bias=bias), expected)
+    try:
+        gpu = emulate.backend()
+    except emulate.EmulatorUnavailable as e:
+        pytest.skip(str(e))
+    np.testing.assert_allclose(gpu.conv2d_forward(x, w2, *window, bias=bias), expected,
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernels", [cpu, reference], ids=["cpu", "reference"])
+def test_a_bias_of_the_wrong_shape_or_dtype_is_refused_by_name(kernels):
+    x, w2, bias = _case((2, 3, 5, 5), (4, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"conv2d_forward: bias must have shape \(4,\)"):
+        kernels.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1, bias=bias[:3])
+    with pytest.raises(TypeError, match="conv2d_forward: bias must have x's dtype float32"):
+        kernels.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1, bias=bias.astype(np.float64))
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_conv2d_with_bias_matches_torch_values_and_gradients(layer):
+    x_shape, w_shape, stride, padding = layer
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[0])
+    tx, tw, tb = (tinyres.tensor(a, requires_grad=True) for a in (x, w, b))
+    px, pw, pb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    out = F.conv2d(tx, tw, tb, stride=stride, padding=padding)
+    ref = torch.nn.functional.conv2d(px, pw, pb, stride=stride, padding=padding)
+    np.testing.assert_allclose(out.numpy(), ref.detach().numpy(), rtol=1e-10, atol=1e-10)
+    g = rng.standard_normal(ref.shape)
+    out.backward(tinyres.tensor(g))
+    ref.backward(torch.tensor(g))
+    for mine, theirs in ((tx, px), (tw, pw), (tb, pb)):
+        np.testing.assert_allclose(mine.grad.numpy(), theirs.grad.numpy(), rtol=1e-9, atol=1e-9)
