@@ -302,9 +302,9 @@ def test_planted_im2col_off_by_one_is_caught():
 
 
 def test_planted_col2im_row_stride_bug_is_caught():
-    # rows of cols are N*OH*OW long; a stride of (N-1)*OH*OW reads the wrong entries
+    # rows of cols are Q = N*OH*OW apart; a stride of (N-1)*OH*OW reads the wrong entries
     backend = _backend(sources=_planted(
-        "im2col.cu", "sum += img_cols[r * Q +", "sum += img_cols[r * (Q - L) +"))
+        "im2col.cu", "sum += img_cols[r * Q +", "sum += img_cols[r * (Q - image_stride) +"))
     assert WINDOWS[1][0][0] > 1, "the control needs a batch of more than one image"
     with pytest.raises(AssertionError, match="col2im"):
         check_windows(backend, WINDOWS[1], np.float64)
