@@ -2,9 +2,9 @@
 
 Every kernel is launched by the same cuda.Launchers code that drives the GPU, on small
 shapes (odd sizes, stride larger than the kernel, padding, batch 1, dilated windows,
-grouped and depthwise convolutions), in float32 and float64, and held to
-kernels/reference.py. The emulation uses 64-thread blocks and at most
-8 blocks per grid dimension, so the grid-stride loops take several turns; batch norm also
+grouped and depthwise convolutions; the convolutions on every window case too), in
+float32 and float64, and held to kernels/reference.py. The emulation uses 64-thread
+blocks and at most 8 blocks per grid dimension, so the grid-stride loops take several turns; batch norm also
 runs with 32 and 128 threads, with more channels than blocks and with several images per
 block (2-D blocks), and on badly conditioned data (mean 1e4, std 1), where its float32
 Welford statistics must hold to the float64 reference and a naive float32
@@ -141,6 +141,15 @@ def check_spread_conv(backend, case, dtype, seed=0):
 @pytest.mark.parametrize("case", SPREAD, ids=str)
 def test_dilated_and_grouped_convolution(emu, case, dtype):
     check_spread_conv(emu, case, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", WINDOWS, ids=str)
+def test_convolution_on_the_window_cases(emu, case, dtype):
+    # the launchers' convolutions (kernels/nchw_conv.py: per-image columns, batched GEMMs
+    # writing NCHW, 1x1 layers without im2col) on the pooling windows, 3 output channels
+    shape, *window = case
+    check_spread_conv(emu, (shape, 3, tuple(window), (1, 1), 1), dtype)
 
 
 def test_planted_col2im_without_dilation_is_caught():

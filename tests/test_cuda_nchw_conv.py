@@ -295,3 +295,52 @@ def test_chunks_cover_the_batch_within_the_budget():
     assert nchw_conv.chunks(5, 10, 5) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
     assert nchw_conv.chunks(3, 10, 10**9) == [(0, 3)]
     assert nchw_conv.chunks(0, 10, 25) == [] and nchw_conv.chunks(4, 0, 1) == [(0, 4)]
+
+
+# ------------------------------------------------------ the cost model (benchmarks/gpu_model.py)
+def _gpu_model():
+    import importlib
+    import pathlib
+    import sys
+    folder = str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module("gpu_model")
+
+
+def test_gpu_model_pointwise_layers_by_hand():
+    model = _gpu_model()
+    rows = {}
+    for r in model.step_items():
+        rows.setdefault(r["layer"], {})[r["kernel"]] = r
+    # layer1.0.conv1: 1x1 stride 1, 64 -> 64 channels, 56x56, batch 64: no kernel forward
+    x, w = 64 * 64 * 56 * 56, 64 * 64
+    conv1 = rows["layer1.0.conv1"]
+    assert not any("im2col" in k or "NCHW" in k or "subsample" in k for k in conv1)
+    fwd = conv1["fwd GEMM w2 @ x"]
+    assert fwd["bytes"] == 4 * (w + x + x) and fwd["flops"] == 2 * 64 * 64 * 56 * 56 * 64
+    assert fwd["launches"] == model.BATCHED_GEMM_LAUNCHES
+    # layer2.0.downsample: 1x1 stride 2, 256 -> 512 channels, 56x56 -> 28x28
+    down = rows["layer2.0.downsample"]
+    xs = 64 * 256 * 28 * 28
+    assert down["fwd copy x subsample"]["bytes"] == 4 * (2 * xs + xs)
+    assert down["bwd zero grad_x"]["bytes"] == 4 * 64 * 256 * 56 * 56
+    assert down["fwd GEMM w2 @ x"]["bytes"] == 4 * (512 * 256 + xs + 64 * 512 * 28 * 28)
+    # the stem has no input gradient; every layer's columns fit one chunk at batch 64
+    assert not any(k.startswith("bwd GEMM w2^T") for k in rows["conv1"])
+    assert all(r["launches"] == 1 for r in model.step_items() if "im2col" in r["kernel"])
+
+
+def test_gpu_model_before_and_after():
+    model = _gpu_model()
+    before, after = (model.step_items(layout=layout) for layout in ("channels-first", "nchw"))
+    flops = [sum(r["flops"] for r in rows if r["gemm"]) for rows in (before, after)]
+    assert flops[0] == flops[1]                      # the same GEMMs, other layouts
+    assert any(r["kernel"] == "fwd copy out to NCHW" for r in before)
+    assert not any("to NCHW" in r["kernel"] for r in after)
+    for tf32 in (False, True):
+        table = model.before_after(tf32)
+        for gpu in model.GPUS:
+            assert table["nchw"][gpu]["gpu_ms"] < table["channels-first"][gpu]["gpu_ms"]
+    lines = model.readme_lines()
+    assert any(line.startswith("| before, channels-first") for line in lines)
