@@ -2,19 +2,21 @@
 
 Every kernel is launched by the same cuda.Launchers code that drives the GPU, on small
 shapes (odd sizes, stride larger than the kernel, padding, batch 1, dilated windows,
-grouped and depthwise convolutions; the convolutions on every window case too), in
-float32 and float64, and held to kernels/reference.py. The emulation uses 64-thread
-blocks and at most 8 blocks per grid dimension, so the grid-stride loops take several
-turns; batch norm also runs with 32 and 128 threads, with more channels than blocks and
-with several images per block (2-D blocks), and on badly conditioned data (mean 1e4,
-std 1), where its float32 Welford statistics must hold to the float64 reference and a
-naive float32 E[x^2] - E[x]^2 must not. The magic-number division of fastdiv.cuh is checked exactly on
+grouped and depthwise convolutions), in float32 and float64, and held to
+kernels/reference.py. The emulation uses 64-thread blocks and at most
+8 blocks per grid dimension, so the grid-stride loops take several turns; batch norm also
+runs with 32 and 128 threads, with more channels than blocks and with several images per
+block (2-D blocks), and on badly conditioned data (mean 1e4, std 1), where its float32
+Welford statistics must hold to the float64 reference and a naive float32
+E[x^2] - E[x]^2 must not. The magic-number division of fastdiv.cuh is checked exactly on
 its whole domain's edges. Negative controls: a planted off-by-one in im2col, a col2im
 that takes the rows of cols one image shorter than they are, a col2im that forgets the
 dilation, a broken warp reduction and an unshifted (naive) variance must be caught by the
 same comparisons, and a kernel that leaves some threads out of __syncthreads() must fail
 with the deadlock message. Running only some blocks of a launch (`only`) runs exactly
 those. tests/test_cuda_sizes.py runs every kernel at resnet50 launch sizes.
+The launchers' convolutions (kernels/nchw_conv.py) also run on every window case;
+tests/test_cuda_nchw_conv.py checks them in depth.
 """
 import numpy as np
 import pytest
