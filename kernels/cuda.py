@@ -151,12 +151,6 @@ def tile(block, rows, cols):
     return bx, by, block // (bx * by)
 
 
-def _window_out(h, w, window):
-    """(OH, OW) of a window (kh, kw, sh, sw, ph, pw, dh, dw) over an H x W plane."""
-    kh, kw, sh, sw, ph, pw, dh, dw = window
-    return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-
-
 def _layout_strides(n, rows, positions, per_image):
     """(Q, image_stride) as np.int64 kernel arguments: the distance between rows of cols and
     between the first columns of consecutive images, per image (n, rows, positions) or
@@ -277,7 +271,7 @@ class Launchers:
         window = (kh, kw, sh, sw, ph, pw, dh, dw); the caller has checked the sizes."""
         n, c, h, w = x.shape
         kh, kw, sh, sw, ph, pw, dh, dw = window
-        oh, ow = _window_out(h, w, window)
+        oh, ow = nchw_conv.out_size(h, w, window)
         self._launch_planes("im2col", x.dtype, (n * c, oh, ow),
                             (x, cols, *_i32(n, c, h, w, *window, oh, ow),
                              *_layout_strides(n, c * kh * kw, oh * ow, per_image),
@@ -287,7 +281,7 @@ class Launchers:
         """col2im of cols (layouts as _unfold) into dx (n, C, H, W), both C-contiguous."""
         n, c, h, w = dx.shape
         kh, kw, sh, sw, ph, pw, dh, dw = window
-        oh, ow = _window_out(h, w, window)
+        oh, ow = nchw_conv.out_size(h, w, window)
         self._launch_planes("col2im", cols.dtype, (n * c, h, w),
                             (cols, dx, *_i32(n, c, h, w, *window, oh, ow),
                              *_layout_strides(n, c * kh * kw, oh * ow, per_image),
