@@ -13,6 +13,8 @@ and one GEMM over the batch):
   output is the memory np.matmul wrote; a 3x3 forward launches im2col once per chunk and
   returns the batched GEMM's own output; the columns held at once stay within the budget.
 A negative control: an image offset right only for the batch-wide layout must be caught.
+tinyres's conv2d on these launchers matches torch's (values and both gradients) and passes
+gradcheck in float64; benchmarks/gpu_model.py's rows of the new route are checked by hand.
 """
 import numpy as np
 import pytest
@@ -295,6 +297,60 @@ def test_chunks_cover_the_batch_within_the_budget():
     assert nchw_conv.chunks(5, 10, 5) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
     assert nchw_conv.chunks(3, 10, 10**9) == [(0, 3)]
     assert nchw_conv.chunks(0, 10, 25) == [] and nchw_conv.chunks(4, 0, 1) == [(0, 4)]
+
+
+# ------------------------------------------- through tinyres's conv2d, beside torch's
+TORCH_CASES = [  # (x shape, weight shape, stride, padding, dilation, groups)
+    ((2, 6, 7, 5), (4, 6, 1, 1), 1, 0, 1, 1),
+    ((2, 6, 7, 5), (4, 6, 1, 1), 2, 0, 1, 1),
+    ((2, 3, 9, 8), (5, 3, 3, 3), 2, 1, 1, 1),
+    ((1, 4, 8, 9), (6, 2, 3, 2), (1, 2), (2, 1), (2, 3), 2),
+]
+
+
+@pytest.fixture()
+def on_emulated_cuda(emu, monkeypatch):
+    """tinyres's conv2d running on the emulated CUDA launchers."""
+    from tinyres.functional import conv
+    monkeypatch.setattr(conv, "kernels_for", lambda a: emu)
+    return emu
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", TORCH_CASES, ids=str)
+def test_conv2d_on_the_cuda_layer_matches_torch(on_emulated_cuda, case, dtype):
+    torch = pytest.importorskip("torch")
+    import tinyres
+    x_shape, w_shape, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(6)
+    x, w = (rng.standard_normal(s).astype(dtype) for s in (x_shape, w_shape))
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    ours = [tinyres.tensor(a, requires_grad=True) for a in (x, w)]
+    theirs = [torch.tensor(a, requires_grad=True) for a in (x, w)]
+    out = tinyres.nn.functional.conv2d(*ours, **kwargs)
+    want = torch.nn.functional.conv2d(*theirs, **kwargs)
+    g = rng.standard_normal(tuple(want.shape)).astype(dtype)
+    out.backward(tinyres.tensor(g))
+    want.backward(torch.tensor(g))
+    pairs = [(out.numpy(), want.detach().numpy())]
+    pairs += [(a.grad.numpy(), b.grad.numpy()) for a, b in zip(ours, theirs)]
+    for a, b in pairs:
+        _close(a, b, dtype, f"conv2d {case}")
+
+
+@pytest.mark.parametrize("case, mode", [(TORCH_CASES[1], "auto"), (TORCH_CASES[2], "auto"),
+                                        (TORCH_CASES[3], "projection")], ids=str)
+def test_conv2d_on_the_cuda_layer_gradcheck(on_emulated_cuda, case, mode):
+    # random output weighting (tinyres.gradcheck); the grouped case by random projections,
+    # as its full Jacobian takes hundreds of emulated launches
+    import tinyres
+    x_shape, w_shape, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(7)
+    x, w = (tinyres.tensor(rng.standard_normal(s), requires_grad=True)
+            for s in (x_shape, w_shape))
+    assert tinyres.gradcheck(lambda x, w: tinyres.nn.functional.conv2d(
+        x, w, stride=stride, padding=padding, dilation=dilation, groups=groups), [x, w],
+        mode=mode)
 
 
 # ------------------------------------------------------ the cost model (benchmarks/gpu_model.py)
