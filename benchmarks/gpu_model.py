@@ -108,7 +108,7 @@ def conv_items(name, cv, need_x=True, layout="nchw"):
     x, big_k, pixels = n * c * h * h, c * k * k, n * oh * oh
     cols, out, w = big_k * pixels, oc * pixels, oc * big_k
     gemm = 2 * oc * big_k * pixels
-    rows = (pointwise_items(name, x, cols, out, w, gemm, s, need_x) if (k, p) == (1, 0) else
+    rows = (pointwise_items(name, n, c, oc, h, s, need_x) if (k, p) == (1, 0) else
             unfolded_items(name, x, cols, out, w, gemm, n, need_x))
     return rows, (n, oc, oh)
 
@@ -137,10 +137,12 @@ def unfolded_items(name, x, cols, out, w, gemm, n, need_x):
     return rows
 
 
-def pointwise_items(name, x, xs, out, w, gemm, s, need_x):
+def pointwise_items(name, n, c, oc, h, s, need_x):
     """A 1x1 unpadded layer: no im2col. xs = the subsample's size (x for stride 1); a
     strided copy reads every s-th row in full (32-byte sectors), s*xs values."""
-    rows, read = [], s * xs
+    o = conv_out(h, 1, s, 0)
+    x, xs, out, w = n * c * h * h, n * c * o * o, n * oc * o * o, oc * c
+    gemm, read, rows = 2 * oc * c * n * o * o, s * xs, []
     if s > 1:
         rows.append(item(name, "fwd copy x subsample", F32 * (read + xs)))
     rows.append(item(name, "fwd GEMM w2 @ x", F32 * (w + xs + out), gemm, True,
@@ -152,10 +154,16 @@ def pointwise_items(name, x, xs, out, w, gemm, s, need_x):
         if s > 1:
             rows += [item(name, "bwd zero grad_x", F32 * x),
                      item(name, "bwd scatter grad_x", F32 * (xs + read))]
-    rows += [item(name, "bwd copy grad_out channels-first", F32 * 2 * out),
-             item(name, "bwd copy x channels-first", F32 * (read + xs)),
-             item(name, "bwd GEMM g2 @ x^T", F32 * (out + xs + w), gemm, True)]
-    return rows
+    if nchw_conv.pointwise_partials(n, c, oc, o * o, s > 1):   # option B
+        copy = ("x pixels-first", read + xs) if s > 1 or c <= oc else (
+            "grad_out pixels-first", 2 * out)
+        return rows + [
+            item(name, f"bwd copy {copy[0]}", F32 * copy[1]),
+            item(name, "bwd GEMM per-image partials", F32 * (out + xs + n * w), gemm, True),
+            item(name, "bwd sum partials into grad_w", F32 * (n * w + 3 * w), launches=3)]
+    return rows + [item(name, "bwd copy grad_out channels-first", F32 * 2 * out),   # option A
+                   item(name, "bwd copy x channels-first", F32 * (read + xs)),
+                   item(name, "bwd GEMM g2 @ x^T", F32 * (out + xs + w), gemm, True)]
 
 
 def conv_items_channels_first(name, cv, need_x=True):

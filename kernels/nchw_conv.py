@@ -35,25 +35,34 @@ over images and pixels together, and in NCHW the pixels of an image are contiguo
 the images are OC*P apart: it is not one GEMM over g as it lies. The options, for a layer
 with |g| = N*OC*P, |cols| = N*C*kh*kw*P and |w| = OC*K values:
 
-    A  one GEMM over channels-first operands (chosen): g2 = g copied to (OC, N*P)
-       (2|g| moved), the columns made by im2col straight in the batch-wide layout
-       (C*kh*kw, N*P) (the same kernel, other strides: no copy of the columns), then the
-       2-D GEMM g2 @ cols^T (|g| + |cols| + |w|), cols^T a free transpose flag in
-       cuBLAS. Extra memory: |g|, and the columns of one chunk; with several chunks, each
-       chunk's GEMM writes a partial that is added into grad_w2 (3|w| more per chunk).
-    B  batched GEMMs into per-image partials, then a sum: matmul(g3, cols3^T) is a batched
-       GEMM whose second operand is transposed, which CuPy copies to C order first
-       (2|cols| moved, more than A's 2|g| for every layer but the 1x1 ones), and the
-       partials take N*|w| memory and 2*N*|w| traffic to sum (604 MB each for resnet50's
-       layer4 3x3 at batch 64). Worse than A everywhere.
+    A  one GEMM over channels-first operands (taken by every layer with im2col): g2 = g
+       copied to (OC, N*P) (2|g| moved), the columns made by im2col straight in the
+       batch-wide layout (C*kh*kw, N*P) (the same kernel, other strides: no copy of the
+       columns), then the 2-D GEMM g2 @ cols^T (|g| + |cols| + |w|), cols^T a free
+       transpose flag in cuBLAS. Extra memory: |g|, and the columns of one chunk; with
+       several chunks, each chunk's GEMM writes a partial added into grad_w2 (3|w| more
+       per chunk). A 1x1 layer's columns are x or its subsample xs, copied channels
+       first (2|xs|).
+    B  batched GEMMs into per-image partials, then a sum: partial[n] = g[n] @ cols[n]^T.
+       CuPy copies a transposed 3-D operand to C order, so one operand is first copied
+       with its pixels first, (N, P, rows), and the GEMM's operands then share one batch:
+       gemmStridedBatched, 1 launch. The partials take N*|w| memory (chunked to fit
+       COLS_BUDGET) and 2N|w| traffic to write and sum. With im2col the copy is of the
+       columns (2|cols|, nine times A's 2|g| for a 3x3 layer keeping its channels): A
+       always wins. A 1x1 layer copies the smaller of x and g (a strided layer: its
+       subsample, which needs a copy anyway) instead of both, so B moves
+       2 min(|xs|, |g|) + 2N|w| against A's 2|xs| + 2|g|: less wherever the images have
+       more pixels than the layer has channels (pointwise_partials decides, by these
+       bytes; at batch 64 it picks B for resnet50's 1x1 layers on 56x56 and 28x28
+       images, A for those on 14x14 and 7x7).
     C  a loop of N GEMMs accumulating into grad_w2: xp.matmul(..., out=) overwrites, it
        does not accumulate (beta = 0), so every image needs a GEMM into a temporary and an
        add (N*3|w| moved, 2N launches), and each GEMM is thin (P columns, 49 at layer4).
 
-A 1x1 layer's columns for A are x (stride 1) or its subsample, copied channels first in
-one copy. kernels/cuda.py (class Launchers) checks the arguments and passes its im2col and
-col2im launchers, which write and read either layout; benchmarks/gpu_model.py models the
-bytes, FLOPs and launches of every step above.
+Grouped layers take A (B's partials would need a batch over images and groups).
+kernels/cuda.py (class Launchers) checks the arguments and passes its im2col and col2im
+launchers, which write and read either layout; benchmarks/gpu_model.py models the bytes,
+FLOPs and launches of every step above.
 """
 from .gemm_conv import channels_first, grouped_matmul
 
@@ -169,12 +178,16 @@ def input_grad(xp, fold, g, x, w2, window, groups, budget):
 
 
 def weight_grad(xp, unfold, g, x, w2, window, groups, budget):
-    """grad_w2 (OC, K) by option A of the module docstring: over each chunk of images,
+    """grad_w2 (OC, K): an ungrouped 1x1 layer by option B of the module docstring where
+    it moves fewer bytes; every other layer by option A, over each chunk of images
     grad_out channels first @ the batch-wide columns^T, the chunks' results summed."""
     kh, kw, sh, sw, ph, pw = window[:6]
     n, oc, oh, ow = g.shape
     c, p = x.shape[1], oh * ow
     if is_pointwise(kh, kw, ph, pw):
+        strided = (sh, sw) != (1, 1)
+        if groups == 1 and pointwise_partials(n, c, oc, p, strided):
+            return _pointwise_partials(xp, g, subsample(x, sh, sw), strided, budget)
         cols = channels_first(xp, subsample(x, sh, sw))       # one copy, (C, N*P)
         return _weight_gemm(xp, channels_first(xp, g), cols, groups)
     x = xp.ascontiguousarray(x)
@@ -192,6 +205,38 @@ def weight_grad(xp, unfold, g, x, w2, window, groups, budget):
             grad_w2 += part
     if grad_w2 is None:                                      # an empty batch
         grad_w2 = xp.zeros(w2.shape, dtype=x.dtype)
+    return grad_w2
+
+
+def pointwise_partials(n, c, oc, p, strided):
+    """Whether option B moves fewer bytes than A for an ungrouped 1x1 layer (N images, C
+    in, OC out, P output pixels). Both make one copy of the subsample xs (strided) or of
+    x or g, whichever is smaller (stride 1); A also copies g channels first (2 |g|), B
+    writes and sums N weight-sized partials (2 N |w|)."""
+    xs, g, w = n * c * p, n * oc * p, oc * c
+    a = 2 * xs + 2 * g
+    b = (2 * xs if strided else 2 * min(xs, g)) + 2 * n * w
+    return b < a
+
+
+def _pointwise_partials(xp, g, xs, strided, budget):
+    """grad_w2 (OC, C) of a 1x1 layer by option B: per image g[n] @ xs[n]^T, one batched
+    GEMM over same-batch operands (gemmStridedBatched on CuPy) after one copy that puts
+    one operand's pixels first (xs's where it is a strided subsample, which needs a copy
+    anyway, or is the smaller; else g's); the partials summed, over chunks of images
+    whose partials fit `budget` bytes."""
+    n, oc, oh, ow = g.shape
+    c, p = xs.shape[1], oh * ow
+    grad_w2 = xp.zeros((oc, c), dtype=g.dtype)
+    for a, b in chunks(n, oc * c * g.dtype.itemsize, budget):
+        m, g3 = b - a, g[a:b].reshape(b - a, oc, p)
+        if strided or c <= oc:     # xs with its pixels first, (m, P, C)
+            xt = xp.ascontiguousarray(xs[a:b].transpose(0, 2, 3, 1)).reshape(m, p, c)
+            grad_w2 += xp.matmul(g3, xt).sum(axis=0)
+        else:                      # g with its pixels first, (m, P, OC); x as it lies
+            gt = xp.ascontiguousarray(g3.transpose(0, 2, 1))
+            xs3 = xp.ascontiguousarray(xs[a:b]).reshape(m, c, p)
+            grad_w2 += xp.matmul(xs3, gt).sum(axis=0).T
     return grad_w2
 
 

@@ -12,7 +12,9 @@ and one GEMM over the batch):
 - no transposes: a 1x1 stride-1 forward (and input gradient) launches no kernel and its
   output is the memory np.matmul wrote; a 3x3 forward launches im2col once per chunk and
   returns the batched GEMM's own output; the columns held at once stay within the budget.
-A negative control: an image offset right only for the batch-wide layout must be caught.
+A 1x1 layer's weight gradient takes the option that moves fewer bytes (per-image partials
+or one GEMM over channels-first copies). A negative control: an image offset right only
+for the batch-wide layout must be caught.
 tinyres's conv2d on these launchers matches torch's (values and both gradients) and passes
 gradcheck in float64; benchmarks/gpu_model.py's rows of the new route are checked by hand.
 """
@@ -41,7 +43,12 @@ CASES = [
     ((3, 6, 7, 5), 8, (1, 1, 2, 2, 0, 0), (1, 1), 1),      # 1x1 stride 2, odd sizes
     ((2, 6, 6, 9), 4, (1, 1, 3, 2, 0, 0), (2, 2), 2),      # 1x1 strides (3, 2), grouped
     ((1, 3, 5, 5), 2, (1, 1, 1, 1, 1, 1), (1, 1), 1),      # 1x1 padded: im2col
+    ((3, 8, 6, 6), 3, (1, 1, 1, 1, 0, 0), (1, 1), 1),      # 1x1, grad_w by partials, g copied
+    ((4, 6, 2, 3), 8, (1, 1, 1, 1, 0, 0), (1, 1), 1),      # 1x1 on few pixels: grad_w 2-D
+    ((4, 5, 3, 3), 7, (1, 1, 2, 2, 0, 0), (1, 1), 1),      # the same, stride 2
 ]
+# the weight-gradient option (nchw_conv.pointwise_partials) of each 1x1 case: B or A
+POINTWISE_ROUTES = {6: True, 7: True, 10: True, 11: False, 12: False}
 
 
 def _backend(**options):
@@ -99,6 +106,29 @@ def test_convolution_matches_the_reference(emu, case, dtype, budget):
         check_conv(emu, case, dtype)
     finally:
         emu.cols_budget = nchw_conv.COLS_BUDGET
+
+
+@pytest.mark.parametrize("index", sorted(POINTWISE_ROUTES))
+def test_pointwise_weight_gradient_takes_the_cheaper_option(recording, index):
+    shape, oc, (_, _, sh, sw, _, _), _, _ = CASES[index]
+    n, c, h, w = shape
+    oh, ow = (h - 1) // sh + 1, (w - 1) // sw + 1
+    partials = nchw_conv.pointwise_partials(n, c, oc, oh * ow, (sh, sw) != (1, 1))
+    assert partials == POINTWISE_ROUTES[index]
+    x, w2 = _data(shape, oc, 1, np.float64)
+    g = np.random.default_rng(8).standard_normal((n, oc, oh, ow))
+    _, grad_w2 = recording.conv2d_backward(g, x, w2, 1, 1, sh, sw, 0, 0, False, True)
+    (product,) = recording.xp.products
+    # B: one batched GEMM over same-batch operands into per-image partials, (N, OC, C)
+    # with x's pixels put first, (N, C, OC) with g's; A: one 2-D GEMM, (OC, C)
+    if not partials:
+        assert product.shape == (oc, c)
+    elif sh > 1 or c <= oc:
+        assert product.shape == (n, oc, c)
+    else:
+        assert product.shape == (n, c, oc)
+    np.testing.assert_allclose(grad_w2, ref.conv2d_backward(
+        g, x, w2, 1, 1, sh, sw, 0, 0, False, True)[1], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("need", [(True, False), (False, True)])
@@ -382,6 +412,11 @@ def test_gpu_model_pointwise_layers_by_hand():
     assert down["fwd copy x subsample"]["bytes"] == 4 * (2 * xs + xs)
     assert down["bwd zero grad_x"]["bytes"] == 4 * 64 * 256 * 56 * 56
     assert down["fwd GEMM w2 @ x"]["bytes"] == 4 * (512 * 256 + xs + 64 * 512 * 28 * 28)
+    # the weight gradient: per-image partials on 56x56 (B), one 2-D GEMM on 7x7 (A)
+    b = conv1["bwd GEMM per-image partials"]
+    assert b["bytes"] == 4 * (x + x + 64 * w) and b["flops"] == fwd["flops"]
+    assert "bwd GEMM g2 @ x^T" in rows["layer4.0.conv3"]
+    assert not any("partials" in k for k in rows["layer4.0.conv3"])
     # the stem has no input gradient; every layer's columns fit one chunk at batch 64
     assert not any(k.startswith("bwd GEMM w2^T") for k in rows["conv1"])
     assert all(r["launches"] == 1 for r in model.step_items() if "im2col" in r["kernel"])
