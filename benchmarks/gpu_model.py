@@ -11,7 +11,10 @@ What tinyres runs (kernels/nchw_conv.py, kernels/cuda.py, tinyres/optim/sgd.py):
                  grad_x, or, stride 2, a zero fill and a strided scatter); grad_out copied
                  channels first, the columns rebuilt batch-wide by the same im2col (a 1x1
                  layer: x, or its subsample, copied channels first), one 2-D GEMM to grad_w
-                 (the stem: no grad_x). The columns are made in chunks of images that fit
+                 (the stem: no grad_x); a 1x1 layer on 56x56 or 28x28 images instead:
+                 one copy putting the pixels first, a same-batch batched GEMM into
+                 per-image partials, their sum (nchw_conv.pointwise_partials picks by
+                 bytes). The columns are made in chunks of images that fit
                  nchw_conv.COLS_BUDGET: one chunk for every layer at batch 64.
   A batched GEMM with the weight shared by the images (batch stride 0) is, in CuPy 14,
   cublas<t>gemmBatched on pointer arrays that three small kernels fill first: 4 launches
