@@ -2,10 +2,25 @@
 tinyres runs it on a GPU: every kernel and GEMM the step launches, its bytes and FLOPs,
 its predicted time on an H100 SXM and an H200, its share of the step, and the launches.
 
-What tinyres runs (kernels/gemm_conv.py, kernels/cuda.py, tinyres/optim/sgd.py):
-  conv forward   im2col (or, 1x1 stride 1, a channels-first copy), one GEMM, NCHW copy
-  conv backward  channels-first copy of grad_out, GEMM to grad_cols, col2im (or NCHW copy),
-                 the columns rebuilt (im2col or copy), GEMM to grad_w (the stem: no grad_x)
+What tinyres runs (kernels/nchw_conv.py, kernels/cuda.py, tinyres/optim/sgd.py):
+  conv forward   im2col per image (N, C*kh*kw, OH*OW), one batched GEMM w2 @ cols that
+                 writes NCHW; a 1x1 layer: the GEMM on x itself (stride 1) or on one copy
+                 of its subsample (stride 2), no kernel of ours
+  conv backward  w2^T copied (weight-sized); batched GEMM w2^T @ grad_out (a view of NCHW),
+                 col2im from the per-image columns into NCHW (a 1x1 layer: the GEMM writes
+                 grad_x, or, stride 2, a zero fill and a strided scatter); grad_out copied
+                 channels first, the columns rebuilt batch-wide by the same im2col (a 1x1
+                 layer: x, or its subsample, copied channels first), one 2-D GEMM to grad_w
+                 (the stem: no grad_x); a 1x1 layer on 56x56 or 28x28 images instead:
+                 one copy putting the pixels first, a same-batch batched GEMM into
+                 per-image partials, their sum (nchw_conv.pointwise_partials picks by
+                 bytes). The columns are made in chunks of images that fit
+                 nchw_conv.COLS_BUDGET: one chunk for every layer at batch 64.
+  A batched GEMM with the weight shared by the images (batch stride 0) is, in CuPy 14,
+  cublas<t>gemmBatched on pointer arrays that three small kernels fill first: 4 launches
+  (BATCHED_GEMM_LAUNCHES). --layout channels-first models the route before it
+  (kernels/gemm_conv.py: the whole batch's columns, one GEMM writing channels first,
+  copies to and from NCHW around every GEMM); the default is --layout nchw.
   batch norm     two-stage statistics: stage 1 (S blocks per channel, one pass over x,
                  Welford partials), stage 2 (combines them into mean, var, invstd); apply
                  (reads x, writes y); 6 tiny ops for the running statistics; backward:
@@ -28,14 +43,17 @@ Published figures (dense, no sparsity):
   H200 SXM 141 GB  HBM3e 4.8 TB/s, FP32 67 TFLOPS, TF32 tensor 494.7 TFLOPS
                    (NVIDIA H200 Tensor Core GPU datasheet; 989 TFLOPS there is with sparsity)
 
-    python benchmarks/gpu_model.py [--tf32] [--json out.json]
+    python benchmarks/gpu_model.py [--tf32] [--layout nchw|channels-first] [--json out.json]
+
+prints the per-kernel table of the chosen layout, then the step of both layouts (before:
+channels-first, after: nchw), predicted time and launches.
 """
 import argparse
 import collections
 import json
 import sys
 
-from tinyres.kernels import cuda
+from tinyres.kernels import cuda, nchw_conv
 
 GPUS = {
     "H100 SXM": {"bandwidth": 3.35e12, "fp32": 67e12, "tf32": 494.7e12},
@@ -46,6 +64,8 @@ F32 = 4
 BN_TINY_OPS = 6          # running_mean and running_var: *= (1 - momentum), a scaling, +=
 SGD_OPS = 7              # wd*p, g+wd*p, buf*=m, (1-d)*g, buf+=, lr*buf, p-= (sgd.py)
 SGD_TRAFFIC = 16         # parameter-sized reads + writes of those seven ops
+BATCHED_GEMM_LAUNCHES = 4   # CuPy's broadcast matmul: 3 pointer-array kernels + gemmBatched
+LAYOUTS = ("nchw", "channels-first")
 # Host reads inside one step: none. The label checks run on the device and are read at the
 # next host read (tinyres.host_sync), train.py reads its totals once per epoch;
 # tests/test_host_syncs.py counts 0 for a resnet20 step.
@@ -82,8 +102,76 @@ def item(layer, kernel, nbytes, flops=0, gemm=False, launches=1):
                 launches=launches)
 
 
-def conv_items(name, cv, need_x=True):
-    """The kernels and GEMMs of one convolution's forward and backward."""
+def conv_items(name, cv, need_x=True, layout="nchw"):
+    """The kernels and GEMMs of one convolution's forward and backward, in `layout`."""
+    if layout == "channels-first":
+        return conv_items_channels_first(name, cv, need_x)
+    n, c, h, oc, k, s, p = (cv[key] for key in "n c h oc k s p".split())
+    oh = conv_out(h, k, s, p)
+    x, big_k, pixels = n * c * h * h, c * k * k, n * oh * oh
+    cols, out, w = big_k * pixels, oc * pixels, oc * big_k
+    gemm = 2 * oc * big_k * pixels
+    rows = (pointwise_items(name, n, c, oc, h, s, need_x) if (k, p) == (1, 0) else
+            unfolded_items(name, x, cols, out, w, gemm, n, need_x))
+    return rows, (n, oc, oh)
+
+
+def chunks_of(n, cols):
+    """How many chunks of images the columns (cols values, n images) are made in."""
+    return len(nchw_conv.chunks(n, F32 * cols // n, nchw_conv.COLS_BUDGET))
+
+
+def unfolded_items(name, x, cols, out, w, gemm, n, need_x):
+    """A layer with im2col (any window but 1x1 unpadded), per-image columns."""
+    m = chunks_of(n, cols)
+    rows = [item(name, "fwd im2col", F32 * (x + cols), launches=m),
+            item(name, "fwd GEMM w2 @ cols", F32 * (w + cols + out), gemm, True,
+                 launches=BATCHED_GEMM_LAUNCHES * m)]
+    if need_x:
+        rows += [item(name, "bwd copy w2^T", F32 * 2 * w),
+                 item(name, "bwd GEMM w2^T @ g3", F32 * (w + out + cols), gemm, True,
+                      launches=BATCHED_GEMM_LAUNCHES * m),
+                 item(name, "bwd col2im", F32 * (cols + x), launches=m)]
+    rows += [item(name, "bwd copy grad_out channels-first", F32 * 2 * out),
+             item(name, "bwd im2col (rebuilt)", F32 * (x + cols), launches=m),
+             item(name, "bwd GEMM g2 @ cols^T", F32 * (out + cols + w), gemm, True, launches=m)]
+    if m > 1:
+        rows.append(item(name, "bwd grad_w accumulate", F32 * 3 * w * (m - 1), launches=m - 1))
+    return rows
+
+
+def pointwise_items(name, n, c, oc, h, s, need_x):
+    """A 1x1 unpadded layer: no im2col. xs = the subsample's size (x for stride 1); a
+    strided copy reads every s-th row in full (32-byte sectors), s*xs values."""
+    o = conv_out(h, 1, s, 0)
+    x, xs, out, w = n * c * h * h, n * c * o * o, n * oc * o * o, oc * c
+    gemm, read, rows = 2 * oc * c * n * o * o, s * xs, []
+    if s > 1:
+        rows.append(item(name, "fwd copy x subsample", F32 * (read + xs)))
+    rows.append(item(name, "fwd GEMM w2 @ x", F32 * (w + xs + out), gemm, True,
+                     launches=BATCHED_GEMM_LAUNCHES))
+    if need_x:
+        rows += [item(name, "bwd copy w2^T", F32 * 2 * w),
+                 item(name, "bwd GEMM w2^T @ g3", F32 * (w + out + xs), gemm, True,
+                      launches=BATCHED_GEMM_LAUNCHES)]
+        if s > 1:
+            rows += [item(name, "bwd zero grad_x", F32 * x),
+                     item(name, "bwd scatter grad_x", F32 * (xs + read))]
+    if nchw_conv.pointwise_partials(n, c, oc, o * o, s > 1):   # option B
+        copy = ("x pixels-first", read + xs) if s > 1 or c <= oc else (
+            "grad_out pixels-first", 2 * out)
+        return rows + [
+            item(name, f"bwd copy {copy[0]}", F32 * copy[1]),
+            item(name, "bwd GEMM per-image partials", F32 * (out + xs + n * w), gemm, True),
+            item(name, "bwd sum partials into grad_w", F32 * (n * w + 3 * w), launches=3)]
+    return rows + [item(name, "bwd copy grad_out channels-first", F32 * 2 * out),   # option A
+                   item(name, "bwd copy x channels-first", F32 * (read + xs)),
+                   item(name, "bwd GEMM g2 @ x^T", F32 * (out + xs + w), gemm, True)]
+
+
+def conv_items_channels_first(name, cv, need_x=True):
+    """The kernels and GEMMs of one convolution's forward and backward, the route before
+    the NCHW one (kernels/gemm_conv.py: whole-batch columns, copies around each GEMM)."""
     n, c, h, oc, k, s, p = (cv[key] for key in "n c h oc k s p".split())
     oh = conv_out(h, k, s, p)
     x, big_k, cols_n = n * c * h * h, c * k * k, n * oh * oh
@@ -127,11 +215,11 @@ def bn_relu_items(name, shape, relu=True):
             item(name, f"{what} bwd apply", F32 * (4 if relu else 3) * e)]
 
 
-def step_items(n=64, params=None):
-    """Every kernel and GEMM of one training step."""
+def step_items(n=64, params=None, layout="nchw"):
+    """Every kernel and GEMM of one training step, the convolutions in `layout`."""
     rows, shapes = [], {}
     for name, cv in resnet50_convs(n):
-        conv, shape = conv_items(name, cv, need_x=name != "conv1")
+        conv, shape = conv_items(name, cv, need_x=name != "conv1", layout=layout)
         shapes[name] = shape
         last = name.endswith(("conv3", "downsample"))
         rows += conv + bn_relu_items(name, shape, relu=not last)
@@ -197,12 +285,19 @@ def by_kernel(rows):
     return dict(sorted(acc.items(), key=lambda kv: -kv[1][0]))
 
 
+def before_after(tf32=False):
+    """{layout: {gpu: summary}} of the step in each layout (channels-first: before)."""
+    return {layout: {name: summary(predict(step_items(layout=layout), gpu, tf32))
+                     for name, gpu in GPUS.items()} for layout in reversed(LAYOUTS)}
+
+
 def readme_lines():
     """The summary table benchmarks/README.md shows (benchmarks/report.py, kind gpu-model):
     computed here from the model, never typed."""
     rows = step_items()
     fp32 = {name: summary(predict(rows, gpu, False)) for name, gpu in GPUS.items()}
     tf32 = {name: summary(predict(rows, gpu, True)) for name, gpu in GPUS.items()}
+    before = before_after()["channels-first"]
     names = list(GPUS)
     lines = ["| resnet50 step, batch 64 | " + " | ".join(names) + " |",
              "|---|" + "---|" * len(names)]
@@ -212,7 +307,11 @@ def readme_lines():
             ("kernel launches per step", [str(fp32[n]["launches"]) for n in names]),
             (f"host launch time at {LAUNCH_US:g} us each",
              [f"{fp32[n]['host_launch_ms']:.1f} ms" for n in names]),
-            ("host reads (syncs) per step", [str(fp32[n]["host_syncs"]) for n in names])):
+            ("host reads (syncs) per step", [str(fp32[n]["host_syncs"]) for n in names]),
+            ("before, channels-first convolutions: strict FP32, GPU time",
+             [f"{before[n]['gpu_ms']:.1f} ms" for n in names]),
+            ("before, channels-first convolutions: launches",
+             [str(before[n]["launches"]) for n in names])):
         lines.append(f"| {label} | " + " | ".join(values) + " |")
     kinds = by_kernel(predict(rows, GPUS[names[0]], False))
     gemm = sum(share for kind, (_, share, _) in kinds.items() if "GEMM" in kind)
@@ -226,17 +325,21 @@ def readme_lines():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tf32", action="store_true", help="GEMMs on TF32 tensor cores")
+    parser.add_argument("--layout", choices=LAYOUTS, default="nchw",
+                        help="the convolutions' route: nchw (now) or channels-first (before)")
     parser.add_argument("--json", help="write every row and the totals here")
     args = parser.parse_args(argv)
-    rows = step_items()
-    result = {"mode": "tf32" if args.tf32 else "fp32", "launch_us": LAUNCH_US,
-              "host_syncs": HOST_SYNCS, "gpus": {}}
+    rows = step_items(layout=args.layout)
+    result = {"mode": "tf32" if args.tf32 else "fp32", "layout": args.layout,
+              "launch_us": LAUNCH_US, "host_syncs": HOST_SYNCS, "gpus": {}}
     for name, gpu in GPUS.items():
         predicted = predict(rows, gpu, args.tf32)
         result["gpus"][name] = {"summary": summary(predicted), "rows": predicted,
                                 "figures": gpu}
+    result["before_after"] = before_after(args.tf32)
     h100, h200 = (result["gpus"][g] for g in GPUS)
-    print(f"resnet50 training step, batch 64, {result['mode']}: roofline lower bounds")
+    print(f"resnet50 training step, batch 64, {result['mode']}, {args.layout} convolutions: "
+          f"roofline lower bounds")
     print(f"{'kernel':40} {'H100 ms':>8} {'H200 ms':>8} {'share':>6} {'launches':>8}")
     kinds_200 = by_kernel(h200["rows"])
     for kind, (ms, share, launches) in by_kernel(h100["rows"]).items():
@@ -246,6 +349,12 @@ def main(argv=None):
         print(f"{name}: GPU {s['gpu_ms']:.1f} ms, {s['launches']} launches "
               f"({s['host_launch_ms']:.1f} ms of host time at {LAUNCH_US} us), predicted "
               f"step {s['step_ms']:.1f} ms, {s['host_syncs']} host syncs")
+    print(f"\nbefore (channels-first) and after (nchw), {result['mode']}:")
+    print(f"{'layout':16} {'GPU':10} {'GPU ms':>8} {'step ms':>8} {'launches':>8}")
+    for layout, gpus in result["before_after"].items():
+        for name, s in gpus.items():
+            print(f"{layout:16} {name:10} {s['gpu_ms']:8.1f} {s['step_ms']:8.1f} "
+                  f"{s['launches']:8d}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)

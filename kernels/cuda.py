@@ -37,7 +37,7 @@ import numpy as np
 
 from tinyres.host_sync import count_launch
 
-from . import checks, cuda_build, gemm_conv
+from . import checks, cuda_build, nchw_conv
 
 CUDA_DIR = pathlib.Path(__file__).resolve().parent / "cuda"
 SOURCES = ("im2col.cu", "batchnorm.cu", "relu.cu", "maxpool.cu")
@@ -151,6 +151,15 @@ def tile(block, rows, cols):
     return bx, by, block // (bx * by)
 
 
+def _layout_strides(n, rows, positions, per_image):
+    """(Q, image_stride) as np.int64 kernel arguments: the distance between rows of cols and
+    between the first columns of consecutive images, per image (n, rows, positions) or
+    batch-wide (rows, n*positions) (im2col.cu)."""
+    if per_image:
+        return np.int64(positions), np.int64(rows * positions)
+    return np.int64(n * positions), np.int64(positions)
+
+
 def _check_int32(fn, **sizes):
     """Raise ValueError naming fn when a size is too large for a kernel's int loop."""
     for name, value in sizes.items():
@@ -161,7 +170,7 @@ def _check_int32(fn, **sizes):
 
 class Launchers:
     """The kernels of reference.py, launched on arrays of `xp` (the convolutions as
-    im2col/col2im and xp.matmul, kernels/gemm_conv.py).
+    im2col/col2im and batched xp.matmul writing NCHW, kernels/nchw_conv.py).
 
     kernel(name, dtype) returns a callable with RawKernel's calling convention,
     kernel(grid, block, args), grid and block tuples of one to three dimensions. block
@@ -170,6 +179,8 @@ class Launchers:
     current_device() -> int): every launcher then checks its arrays against the current
     device before anything else.
     """
+
+    cols_budget = nchw_conv.COLS_BUDGET   # bytes of columns a convolution holds at once
 
     def __init__(self, xp, kernel, block=BLOCK, max_blocks=MAX_BLOCKS, devices=None):
         if block % 32 or not 32 <= block <= 1024:
@@ -234,47 +245,71 @@ class Launchers:
         return self.xp.ascontiguousarray(v, dtype=dtype)
 
     def im2col(self, x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
-        """See reference.im2col."""
+        """See reference.im2col: cols (C*kh*kw, N*OH*OW), the batch-wide layout."""
         self._check_devices("im2col", x=x)
         oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw, dh, dw)
-        n, c, h, w = x.shape
+        n, c, _, _ = x.shape
         _check_int32("im2col", planes=n * c)
         x = self.xp.ascontiguousarray(x)
         cols = self.xp.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
-        self._launch_planes("im2col", x.dtype, (n * c, oh, ow),
-                            (x, cols, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow),
-                             *magic_divisor(max(c, 1))))
+        self._unfold(x, cols, (kh, kw, sh, sw, ph, pw, dh, dw), per_image=False)
         return cols
 
     def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
-        """See reference.col2im."""
+        """See reference.col2im: cols in the batch-wide layout (C*kh*kw, N*OH*OW)."""
         self._check_devices("col2im", cols=cols)
-        n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
+        n, c, h, w, _, _ = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
         _check_int32("col2im", planes=n * c)
         cols = self.xp.ascontiguousarray(cols)
         dx = self.xp.empty((n, c, h, w), dtype=cols.dtype)
-        self._launch_planes("col2im", cols.dtype, (n * c, h, w),
-                            (cols, dx, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow),
-                             *magic_divisor(max(c, 1)), *magic_divisor(sh),
-                             *magic_divisor(sw)))
+        self._fold(cols, dx, (kh, kw, sh, sw, ph, pw, dh, dw), per_image=False)
         return dx
 
+    def _unfold(self, x, cols, window, per_image):
+        """im2col of x (n, C, H, W), C-contiguous, into the C-contiguous cols: per_image,
+        cols is (n, C*kh*kw, OH*OW); else (C*kh*kw, n*OH*OW) (im2col.cu, the layouts).
+        window = (kh, kw, sh, sw, ph, pw, dh, dw); the caller has checked the sizes."""
+        n, c, h, w = x.shape
+        kh, kw, sh, sw, ph, pw, dh, dw = window
+        oh, ow = nchw_conv.out_size(h, w, window)
+        self._launch_planes("im2col", x.dtype, (n * c, oh, ow),
+                            (x, cols, *_i32(n, c, h, w, *window, oh, ow),
+                             *_layout_strides(n, c * kh * kw, oh * ow, per_image),
+                             *magic_divisor(max(c, 1))))
+
+    def _fold(self, cols, dx, window, per_image):
+        """col2im of cols (layouts as _unfold) into dx (n, C, H, W), both C-contiguous."""
+        n, c, h, w = dx.shape
+        kh, kw, sh, sw, ph, pw, dh, dw = window
+        oh, ow = nchw_conv.out_size(h, w, window)
+        self._launch_planes("col2im", cols.dtype, (n * c, h, w),
+                            (cols, dx, *_i32(n, c, h, w, *window, oh, ow),
+                             *_layout_strides(n, c * kh * kw, oh * ow, per_image),
+                             *magic_divisor(max(c, 1)), *magic_divisor(sh),
+                             *magic_divisor(sw)))
+
     def conv2d_forward(self, x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None):
-        """See reference.conv2d_forward: im2col + the groups' GEMMs (cuBLAS on a GPU)."""
+        """See reference.conv2d_forward: batched GEMMs (cuBLAS on a GPU) that write NCHW,
+        over per-image columns, or over x itself for a 1x1 layer (kernels/nchw_conv.py);
+        the bias, where given, one broadcast addition after."""
         self._check_devices("conv2d_forward", x=x, w2=w2, bias=bias)
-        oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups,
-                                            bias)
-        return gemm_conv.conv2d_forward(self.xp, self.im2col, x, w2, kh, kw, sh, sw, ph, pw,
-                                        oh, ow, dh, dw, groups, bias)
+        checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias)
+        _check_int32("conv2d_forward", planes=x.shape[0] * x.shape[1])
+        out = nchw_conv.forward(self.xp, self._unfold, x, w2, (kh, kw, sh, sw, ph, pw, dh, dw),
+                                groups, self.cols_budget)
+        if bias is not None:
+            out += bias.reshape(1, -1, 1, 1)
+        return out
 
     def conv2d_backward(self, grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True,
                         need_w=True, dh=1, dw=1, groups=1):
-        """See reference.conv2d_backward."""
+        """See reference.conv2d_backward; kernels/nchw_conv.py says how."""
         self._check_devices("conv2d_backward", grad_out=grad_out, x=x, w2=w2)
         checks.conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
-        return gemm_conv.conv2d_backward(self.xp, self.im2col, self.col2im, grad_out, x, w2,
-                                         kh, kw, sh, sw, ph, pw, need_x, need_w,
-                                         dh, dw, groups)
+        _check_int32("conv2d_backward", planes=x.shape[0] * x.shape[1])
+        return nchw_conv.backward(self.xp, self._unfold, self._fold, grad_out, x, w2,
+                                  (kh, kw, sh, sw, ph, pw, dh, dw), need_x, need_w, groups,
+                                  self.cols_budget)
 
     def batchnorm_forward(self, x, weight, bias, running_mean, running_var, momentum, eps):
         """See reference.batchnorm_forward."""

@@ -14,9 +14,10 @@ With groups, w2 is (OC, C/groups*kh*kw) and each group's output channels multipl
 its own rows of the columns (its input channels): the GEMMs of the groups are one batched
 xp.matmul (grouped_matmul); a depthwise layer (groups = C) is C small GEMMs in one call.
 
-reference.py and cuda.py convolve this way, with their own im2col/col2im and xp = NumPy or
-CuPy; cpu.py does for grouped layers, where an image has fewer output pixels than output
-channels, or where SciPy's BLAS cannot be held to one thread (see its convolution section).
+reference.py convolves this way (xp = NumPy); cuda.py keeps the columns per image
+instead, its batched GEMMs writing NCHW (kernels/nchw_conv.py); cpu.py does for grouped
+layers, where an image has fewer output pixels than output channels, or where SciPy's
+BLAS cannot be held to one thread (see its convolution section).
 """
 
 

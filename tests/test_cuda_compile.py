@@ -151,9 +151,11 @@ def test_every_kernel_is_parsed(filename):
 
 def test_im2col_kernels_take_the_dilation_and_magic_numbers_the_launchers_pass():
     # the launchers pass (N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW) as int32
-    # scalars, in order, then a (magic, shift) pair per divisor: C, and for col2im sh and sw
+    # scalars, in order, the layout's two strides as int64, then a (magic, shift) pair per
+    # divisor: C, and for col2im sh and sw
     signatures = cuda.kernel_signatures(cuda.read_source("im2col.cu"))
     geometry = [("int", p) for p in "N C H W kh kw sh sw ph pw dh dw OH OW".split()]
+    geometry += [("long long", "Q"), ("long long", "image_stride")]
     divisors = {"im2col": ["c"], "col2im": ["c", "sh", "sw"]}
     for name, divided in divisors.items():
         magic = [pair for d in divided for pair in (("unsigned", f"{d}_magic"),

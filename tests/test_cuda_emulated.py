@@ -15,6 +15,8 @@ dilation, a broken warp reduction and an unshifted (naive) variance must be caug
 same comparisons, and a kernel that leaves some threads out of __syncthreads() must fail
 with the deadlock message. Running only some blocks of a launch (`only`) runs exactly
 those. tests/test_cuda_sizes.py runs every kernel at resnet50 launch sizes.
+The launchers' convolutions (kernels/nchw_conv.py) also run on every window case;
+tests/test_cuda_nchw_conv.py checks them in depth.
 """
 import numpy as np
 import pytest
@@ -141,6 +143,15 @@ def check_spread_conv(backend, case, dtype, seed=0):
 @pytest.mark.parametrize("case", SPREAD, ids=str)
 def test_dilated_and_grouped_convolution(emu, case, dtype):
     check_spread_conv(emu, case, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", WINDOWS, ids=str)
+def test_convolution_on_the_window_cases(emu, case, dtype):
+    # the launchers' convolutions (kernels/nchw_conv.py: per-image columns, batched GEMMs
+    # writing NCHW, 1x1 layers without im2col) on the pooling windows, 3 output channels
+    shape, *window = case
+    check_spread_conv(emu, (shape, 3, tuple(window), (1, 1), 1), dtype)
 
 
 def test_planted_col2im_without_dilation_is_caught():
@@ -302,9 +313,9 @@ def test_planted_im2col_off_by_one_is_caught():
 
 
 def test_planted_col2im_row_stride_bug_is_caught():
-    # rows of cols are N*OH*OW long; a stride of (N-1)*OH*OW reads the wrong entries
+    # rows of cols are Q = N*OH*OW apart; a stride of (N-1)*OH*OW reads the wrong entries
     backend = _backend(sources=_planted(
-        "im2col.cu", "sum += img_cols[r * Q +", "sum += img_cols[r * (Q - L) +"))
+        "im2col.cu", "sum += img_cols[r * Q +", "sum += img_cols[r * (Q - image_stride) +"))
     assert WINDOWS[1][0][0] > 1, "the control needs a batch of more than one image"
     with pytest.raises(AssertionError, match="col2im"):
         check_windows(backend, WINDOWS[1], np.float64)

@@ -6,12 +6,13 @@ one of them computes, for each group of channels,
     grad_w2   = sum over images of grad_out[n] @ cols(x[n])^T
     grad_x    = col2im(w2^T @ grad_out): each window entry sends its gradient back
 kernels/gemm_conv.py builds one im2col matrix for the whole batch and does one GEMM per
-pass (the groups' GEMMs batched in one matmul: reference.py, cuda.py, and cpu.py for
-grouped layers); kernels/cpu.py runs one GEMM per image (or per few small images) in
-Numba's threads, straight into NCHW, 3x3 stride-1 "same" layers through Winograd's
-F(2x2, 3x3) (kernels/winograd.py) for the output and grad_x, and their grad_w2 as dot
-products of shifted rows (kernels/weight_grad.py), where each pays (which runs for a layer
-is kernels/conv_plan.py's conv_algorithm()). All of them are held to reference.py.
+pass (the groups' GEMMs batched in one matmul: reference.py, and cpu.py for grouped
+layers); kernels/nchw_conv.py (cuda.py) keeps the columns per image, its GEMMs batched
+over the images and writing NCHW; kernels/cpu.py runs one GEMM per image (or per few small
+images) in Numba's threads, straight into NCHW, 3x3 stride-1 "same" layers through
+Winograd's F(2x2, 3x3) (kernels/winograd.py) for the output and grad_x, and their grad_w2
+as dot products of shifted rows (kernels/weight_grad.py), where each pays (which runs for
+a layer is kernels/conv_plan.py's conv_algorithm()). All of them are held to reference.py.
 
 The transposed convolution is the adjoint of a convolution, so it needs no kernel of its
 own: its output is the convolution's input gradient (GEMM + col2im), its input gradient is
