@@ -28,6 +28,8 @@ written to that were not contiguous are copied back after the call (`Staged`). T
 chunk table (`chunk_table`) lists (tensor, begin, end) for chunks of at most `chunk`
 elements; empty tensors have none.
 """
+import ctypes
+
 import numpy as np
 
 CHUNK = 32768          # elements per chunk of the CUDA kernels (128 per thread at 256 threads)
@@ -83,9 +85,16 @@ def adam_corrections(step, lr, beta1, beta2):
 # ---------------------------------------------------------------- tables of tensors
 
 def address(a):
-    """The address of a C-contiguous array's first element (NumPy or CuPy)."""
-    data = a.data
-    return data.ptr if hasattr(data, "ptr") else a.__array_interface__["data"][0]
+    """The address of a C-contiguous array's first element (NumPy or CuPy). For NumPy,
+    ctypes' from_buffer is ~5x quicker than a.ctypes.data or __array_interface__ (it
+    builds no dict or ctypes wrapper); it refuses empty and read-only arrays, which take
+    the slower route."""
+    if not isinstance(a, np.ndarray):
+        return a.data.ptr
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(a))
+    except (TypeError, ValueError):
+        return a.__array_interface__["data"][0]
 
 
 class Staged:

@@ -1,6 +1,8 @@
 """What SGD and Adam share for fused=True (torch's fused implementation): the step loop,
 torch's argument rules and its device/dtype check, and the split of a group's tensors by
 device and dtype, each part then updated by one call of kernels/fused_optim.py."""
+import numpy as np
+
 from tinyres.autograd import enable_grad, no_grad
 
 SUPPORTED_DEVICES = ["cpu", "cuda"]
@@ -18,7 +20,7 @@ def check_flags(fused, foreach, differentiable):
 def check_device_dtype(p):
     """torch's RuntimeError when a parameter cannot take the fused step: not a floating
     point tensor (or on a device without fused kernels)."""
-    if not (p.device.type in SUPPORTED_DEVICES and p.dtype.kind == "f"):
+    if p.array.dtype.kind != "f" or p.device.type not in SUPPORTED_DEVICES:
         raise RuntimeError("`fused=True` requires all the params to be floating point Tensors "
                            f"of supported devices: {SUPPORTED_DEVICES} but {p.dtype} and "
                            f"{p.device.type}")
@@ -47,7 +49,9 @@ def by_device_and_dtype(params):
     _group_tensors_by_device_and_dtype): each list is one fused call."""
     parts = {}
     for p in params:
-        parts.setdefault((str(p.device), p.dtype), []).append(p)
+        a = p.array
+        device = None if isinstance(a, np.ndarray) else a.device.id     # CuPy: the GPU
+        parts.setdefault((device, a.dtype), []).append(p)
     return parts
 
 
