@@ -382,3 +382,83 @@ def test_resnet20_training_steps_fused_equal_unfused():
     assert sorted(plain_state["state"]) == sorted(fused_state["state"])
     start, _ = _resnet_steps(False, steps=0)
     assert sum(not np.allclose(a, b) for a, b in zip(start, fused)) > 50
+
+
+# ---------------------------------------------------------------- resnet50 launch size
+@pytest.fixture(scope="module")
+def resnet50_shapes():
+    return [tuple(p.shape) for p in get_model("resnet50").parameters()]
+
+
+def _sampled_launchers():
+    """The GPU geometry (cuda.BLOCK threads, up to cuda.MAX_BLOCKS blocks), running only
+    the first, middle and last block of each launch; the grids are recorded."""
+    grids = []
+
+    def sample(name, grid, block):
+        grids.append((name, grid, block))
+        return [(0, 0, 0), (grid[0] // 2, 0, 0), (grid[0] - 1, 0, 0)]
+    try:
+        return emulate.backend(block=cuda.BLOCK, max_blocks=cuda.MAX_BLOCKS,
+                               sample=sample), grids
+    except emulate.EmulatorUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_a_resnet50_step_at_gpu_geometry_on_sampled_blocks(name, resnet50_shapes):
+    # 161 tensors, 25.6 M values: lazily zeroed arrays, random values only in the chunks
+    # of the sampled blocks, whose results are held to the reference
+    launchers, grids = _sampled_launchers()
+    sizes = [int(np.prod(s)) for s in resnet50_shapes]
+    chunks = fused_optim.chunk_table(sizes)
+    assert len(resnet50_shapes) == 161 and sum(sizes) > 25_000_000
+    assert len(chunks) <= cuda.MAX_BLOCKS         # one block per chunk, no grid-stride turn
+    sampled = chunks[[0, len(chunks) // 2, len(chunks) - 1]]
+    lists = [[np.zeros(n, np.float32) for n in sizes] for _ in range(5)]
+    rng = np.random.default_rng(11)
+    for t, begin, end in sampled:
+        for arrays in lists:
+            arrays[t][begin:end] = rng.random(end - begin) + 0.1
+    want = [[arrays[t][begin:end].copy() for arrays in lists] for t, begin, end in sampled]
+    before = [slices[0].copy() for slices in want]
+    steps = [3 + t % 4 for t in range(len(sizes))]
+    fresh = [t % 2 == 0 for t in range(len(sizes))]
+    if name == "sgd":
+        launchers.sgd_fused(lists[0], lists[1], lists[2], fresh, 0.1, 1e-4, 0.9, 0.0, True,
+                            False)
+    else:
+        launchers.adam_fused(*lists, steps, 1e-3, 0.9, 0.999, 1e-2, 1e-8, True, False, True)
+    assert [(n, g, b) for n, g, b in grids] == [
+        (f"{name}_fused", (len(chunks), 1, 1), (cuda.BLOCK, 1, 1))]
+    for (t, begin, end), slices in zip(sampled, want):
+        if name == "sgd":
+            fused_optim.sgd_reference(*[[a] for a in slices[:3]], [fresh[t]], 0.1, 1e-4, 0.9,
+                                      0.0, True, False)
+        else:
+            fused_optim.adam_reference(*[[a] for a in slices], [steps[t]], 1e-3, 0.9, 0.999,
+                                       1e-2, 1e-8, True, False, True)
+        for arrays, expected in zip(lists, slices):
+            np.testing.assert_allclose(arrays[t][begin:end], expected, **TOL[np.float32])
+    for (t, begin, end), start in zip(sampled, before):
+        assert not np.allclose(lists[0][t][begin:end], start)    # the parameters did move
+
+
+def test_a_planted_chunk_bug_is_caught():
+    # the negative control: each chunk's last element left out must fail the comparison
+    source = cuda.read_source("optim.cu")
+    planted = source.replace("int len = (int)(chunks[3 * c + 2] - begin);",
+                             "int len = (int)(chunks[3 * c + 2] - begin) - 1;")
+    assert planted.count("- begin) - 1;") == 2
+    try:
+        broken = emulate.backend(sources={"optim.cu": planted})
+    except emulate.EmulatorUnavailable as e:
+        pytest.skip(str(e))
+    rng = np.random.default_rng(2)
+    lists = _problem(rng, [(s,) for s in ODD_SIZES], np.float32)
+    got, want = _copy(lists), _copy(lists)
+    fresh = [False] * len(ODD_SIZES)
+    _run_sgd(lambda *a: broken.sgd_fused(*a, chunk=50), got, fresh, SGD_ARGS[0])
+    _run_sgd(fused_optim.sgd_reference, want, fresh, SGD_ARGS[0])
+    with pytest.raises(AssertionError):
+        _assert_lists(got, want, np.float32)
