@@ -9,8 +9,15 @@ cuda/optim.cu) against torch and against tinyres's own per-tensor update.
 - The layers: the Numba kernel (hypothesis: any list of shapes, empty ones included) and
   the CUDA kernels run by the CPU emulator (many odd sizes, several chunks per tensor,
   non-contiguous arrays written back) hold to the NumPy reference; one Numba call and one
-  launch per group and dtype, counted through the optimizer.
+  launch per group and dtype, counted through the optimizer. A planted bug (each chunk's
+  last element skipped) fails the same comparison.
 - A resnet20 training step with fused=True equals fused=False to float32 tolerance.
+- resnet50's 161 parameters (25.6 M values) in one launch at the GPU geometry (256-thread
+  blocks, one per chunk), run by the emulator on its first, middle and last block.
+- On a GPU (`-m gpu`): the fused step equals the CPU's, one launch per group and dtype,
+  no host read.
+The compile, no-integer-division and ptxas (no spill) checks of tests/test_cuda_compile.py
+cover cuda/optim.cu through cuda.SOURCES.
 """
 import numpy as np
 import pytest
@@ -163,7 +170,8 @@ def test_fused_refuses_an_integer_parameter_at_the_step_like_torch(name):
     q.grad = torch.ones(3, dtype=torch.int64)
     p = tinyres.zeros(3, dtype=tinyres.int64)
     p.grad = tinyres.ones(3, dtype=tinyres.int64)
-    ref_opt, opt = getattr(torch.optim, name)([q], fused=True), getattr(optim, name)([p], fused=True)
+    ref_opt = getattr(torch.optim, name)([q], fused=True)
+    opt = getattr(optim, name)([p], fused=True)
     match = r"`fused=True` requires all the params to be floating point Tensors"
     with pytest.raises(RuntimeError, match=match):
         ref_opt.step()
@@ -313,9 +321,11 @@ def test_chunk_table_cuts_tensors_and_skips_empty_ones():
 def _two_groups_two_dtypes():
     """Parameters in 2 groups: group 0 float32 and float64, group 1 float32 only."""
     rng = np.random.default_rng(9)
-    make = [lambda d, s: nn.Parameter(rng.standard_normal(s).astype(d))]
-    g0 = [make[0](np.float32, (3, 2)), make[0](np.float64, (4,)), make[0](np.float32, (7,))]
-    g1 = [make[0](np.float32, (5,)), make[0](np.float32, (0,))]
+
+    def make(dtype, shape):
+        return nn.Parameter(rng.standard_normal(shape).astype(dtype))
+    g0 = [make(np.float32, (3, 2)), make(np.float64, (4,)), make(np.float32, (7,))]
+    g1 = [make(np.float32, (5,)), make(np.float32, (0,))]
     for p in g0 + g1:
         p.grad = Tensor(rng.standard_normal(p.shape).astype(p.dtype))
     return [{"params": g0}, {"params": g1, "lr": 0.05}], g0 + g1
@@ -462,3 +472,27 @@ def test_a_planted_chunk_bug_is_caught():
     _run_sgd(fused_optim.sgd_reference, want, fresh, SGD_ARGS[0])
     with pytest.raises(AssertionError):
         _assert_lists(got, want, np.float32)
+
+
+# ---------------------------------------------------------------- on a GPU (-m gpu)
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,options", CASES, ids=IDS)
+def test_fused_step_on_the_gpu_matches_the_cpu_with_one_launch_per_group_and_dtype(
+        name, options):
+    import cupy
+    runs = []
+    for device in ("cpu", "cuda"):
+        xp = cupy if device == "cuda" else np
+        groups, params = _two_groups_two_dtypes()
+        for p in params:
+            p.array, p.grad.array = xp.asarray(p.array), xp.asarray(p.grad.array)
+        opt = getattr(optim, name)(groups, fused=True, **options)
+        with tinyres.cuda.count_syncs() as counted:
+            for _ in range(3):
+                opt.step()
+        runs.append(([cupy.asnumpy(p.array) for p in params], counted.launches,
+                     counted.host_reads))
+    (cpu, cpu_launches, _), (gpu, gpu_launches, gpu_reads) = runs
+    assert (cpu_launches, gpu_launches, gpu_reads) == (0, 3 * 3, 0)
+    for a, b in zip(gpu, cpu):
+        np.testing.assert_allclose(a, b, **TOL[a.dtype.type])
