@@ -434,7 +434,6 @@ class Launchers:
                              grad_x, *_i32(n, c, h * w, bool(training))))
         return grad_x, sum_gxhat, sum_g
 
-
     def _check_tensor_devices(self, kernel, **lists):
         """_check_devices on every array of every list (named list[index])."""
         self._check_devices(kernel, **{f"{name}[{i}]": a for name, arrays in lists.items()

@@ -218,6 +218,14 @@ def _layer(a):
     return layer
 
 
+def _on_gpu_of(a, name, args):
+    """cuda.<name>(*args) with a's GPU current (a group may live on any GPU)."""
+    from tinyres import backend
+    from tinyres.kernels import cuda
+    with backend.on_device(backend.device_of(a)):
+        return getattr(cuda, name)(*args)
+
+
 def sgd(params, grads, bufs, fresh, lr, weight_decay, momentum, dampening, nesterov,
         maximize):
     """The fused SGD step on one dtype's tensors, on the layer chosen for them."""
@@ -227,8 +235,7 @@ def sgd(params, grads, bufs, fresh, lr, weight_decay, momentum, dampening, neste
     args = (params, grads, bufs, fresh, lr, weight_decay, momentum, dampening, nesterov,
             maximize)
     if layer == "cuda":
-        from tinyres.kernels import cuda
-        return cuda.sgd_fused(*args)
+        return _on_gpu_of(params[0], "sgd_fused", args)
     if layer == "cpu":
         from tinyres.kernels import fused_optim_cpu
         return fused_optim_cpu.sgd(*args)
@@ -244,8 +251,7 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1
     args = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2,
             weight_decay, eps, amsgrad, maximize, decoupled)
     if layer == "cuda":
-        from tinyres.kernels import cuda
-        return cuda.adam_fused(*args)
+        return _on_gpu_of(params[0], "adam_fused", args)
     if layer == "cpu":
         from tinyres.kernels import fused_optim_cpu
         return fused_optim_cpu.adam(*args)
