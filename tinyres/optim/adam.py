@@ -13,11 +13,13 @@ CPU one Numba kernel that walks a table of all the group's tensors, on a GPU one
 launch (a multi-tensor apply, kernels/cuda/optim.cu); float16 takes the NumPy reference
 (kernels/fused_optim.py). Each tensor keeps its own step count, as with fused=False:
 the state ('step' a float32 scalar on the host, exp_avg, exp_avg_sq, max_exp_avg_sq) and
-its state_dict are the same either way, so a checkpoint loads either way (torch's fused
-Adam keeps 'step' on the parameter's device: on a GPU tinyres keeps it on the host,
-where reading it costs no synchronisation). As torch, fused=True refuses
-differentiable=True and foreach=True (RuntimeError), and parameters that are not floating
-point (RuntimeError when their state is made).
+its state_dict are the same either way, so a checkpoint loads either way
+(load_state_dict restores the saved 'fused' option, as torch: set
+param_groups[i]['fused'] after it to switch). torch's fused Adam keeps 'step' on the
+parameter's device; on a GPU tinyres keeps it on the host, where reading it costs no
+synchronisation. As torch, fused=True refuses differentiable=True and foreach=True
+(RuntimeError), and parameters that are not floating point (RuntimeError when their
+state is made).
 """
 from tinyres.backend import get_array_module
 from tinyres.kernels import fused_optim

@@ -13,9 +13,10 @@ per parameter group and dtype instead of a few array operations per parameter: o
 CPU one Numba kernel that walks a table of all the group's tensors, on a GPU one CUDA
 launch (a multi-tensor apply, kernels/cuda/optim.cu); float16 takes the NumPy reference
 (kernels/fused_optim.py). The state (momentum buffers) and its state_dict are the same
-as with fused=False, so a checkpoint loads either way. As torch, fused=True refuses
-foreach=True and differentiable=True (RuntimeError), and parameters that are not floating
-point (RuntimeError at the step). A buffer made at a later step than the others of its
+as with fused=False, so a checkpoint loads either way (load_state_dict restores the saved
+'fused' option with the others, as torch: set param_groups[i]['fused'] after it to switch).
+As torch, fused=True refuses foreach=True and differentiable=True (RuntimeError), and
+parameters that are not floating point (RuntimeError at the step). A buffer made at a later step than the others of its
 group (a parameter that had no gradient before) starts as that step's update, as with
 fused=False (torch's fused SGD raises a TypeError there).
 """
