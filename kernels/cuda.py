@@ -37,10 +37,11 @@ import numpy as np
 
 from tinyres.host_sync import count_launch
 
-from . import checks, cuda_build, nchw_conv
+from . import checks, cuda_build, fused_optim, nchw_conv
 
 CUDA_DIR = pathlib.Path(__file__).resolve().parent / "cuda"
-SOURCES = ("im2col.cu", "batchnorm.cu", "relu.cu", "maxpool.cu")
+SOURCES = ("im2col.cu", "batchnorm.cu", "relu.cu", "maxpool.cu",
+           "optim.cu")
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 BLOCK = 256            # threads per block on a GPU; a multiple of 32 (the reductions need it)
@@ -468,6 +469,30 @@ class Launchers:
                              grad_x, *_i32(n, c, h * w, bool(training))))
         return grad_x, sum_gxhat, sum_g
 
+    def _check_tensor_devices(self, kernel, **lists):
+        """_check_devices on every array of every list (named list[index])."""
+        self._check_devices(kernel, **{f"{name}[{i}]": a for name, arrays in lists.items()
+                                       for i, a in enumerate(arrays)})
+
+    def sgd_fused(self, params, grads, bufs, fresh, lr, weight_decay, momentum, dampening,
+                  nesterov, maximize, chunk=fused_optim.CHUNK):
+        """See fused_optim.sgd_reference: one launch (multi-tensor apply) for all the
+        tensors, which share a dtype."""
+        self._check_tensor_devices("sgd_fused", params=params, grads=grads,
+                                   bufs=bufs if momentum != 0 else [])
+        fused_optim.launch_sgd(self, params, grads, bufs, fresh, lr, weight_decay, momentum,
+                               dampening, nesterov, maximize, chunk)
+
+    def adam_fused(self, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr,
+                   beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled,
+                   chunk=fused_optim.CHUNK):
+        """See fused_optim.adam_reference: one launch for all the tensors (one dtype)."""
+        self._check_tensor_devices("adam_fused", params=params, grads=grads,
+                                   exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs,
+                                   max_exp_avg_sqs=max_exp_avg_sqs if amsgrad else [])
+        fused_optim.launch_adam(self, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                                steps, lr, beta1, beta2, weight_decay, eps, amsgrad,
+                                maximize, decoupled, chunk)
 
 @functools.lru_cache(maxsize=None)
 def _module(filename, device_id):
@@ -579,3 +604,17 @@ def batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training=True)
     """Gradient of relu(batch norm), the mask read from y -> (grad_x, grad_weight,
     grad_bias), on the GPU."""
     return _gpu().batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training)
+
+
+def sgd_fused(params, grads, bufs, fresh, lr, weight_decay, momentum, dampening, nesterov,
+              maximize):
+    """The fused SGD step of one dtype's tensors (kernels/fused_optim.py), one launch."""
+    return _gpu().sgd_fused(params, grads, bufs, fresh, lr, weight_decay, momentum, dampening,
+                            nesterov, maximize)
+
+
+def adam_fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2,
+               weight_decay, eps, amsgrad, maximize, decoupled):
+    """The fused Adam/AdamW step of one dtype's tensors (kernels/fused_optim.py), one launch."""
+    return _gpu().adam_fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr,
+                             beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled)

@@ -235,7 +235,7 @@ def test_bad_parameter_lists_raise_like_torch():
     with pytest.warns(UserWarning, match="duplicate"):
         optim.SGD([p, p], lr=0.1)
     with pytest.raises(NotImplementedError, match="fused"):
-        optim.Adam([p], fused=True)
+        optim.Adagrad([p], fused=True)     # fused=True of SGD/Adam: tests/test_fused_optim.py
 
 
 # ----- learning-rate schedules ----------------------------------------------------------
