@@ -22,7 +22,8 @@ Columns:
   max rel err      max |tinyres - reference| / max |reference| over the outputs
   geomean          geometric mean of the ratios over the resnet50 shapes, per pass
 Whole models: images per second of a training step (forward, cross-entropy, backward,
-SGD step) of resnet50 (batch 64) and resnet20 (batch 128), and for tinyres what one step
+SGD step) of resnet50 (batch 64) and resnet20 (batch 128), the SGD step fused on both sides
+(`SGD(..., fused=True)`: one multi-tensor update, torch's and tinyres's), and for tinyres what one step
 does besides (tinyres.cuda.count_syncs, one step after the timed ones):
   launches/step    launches of tinyres's own CUDA kernels (kernels/cuda.py); CuPy's
                    elementwise kernels and cuBLAS GEMMs are not counted (the roofline model
@@ -140,6 +141,7 @@ def torch_gpu_step(case, np):
     return step, outputs
 
 
+FUSED_SGD = True    # both engines: one fused multi-tensor SGD update (like with like)
 # The largest error allowed, relative to the largest magnitude of the reference's output:
 # strict float32 GEMMs differ by summation order only; TF32 rounds the inputs to 10 bits.
 TOLERANCE = {False: 1e-4, True: 2e-2}
@@ -190,7 +192,7 @@ def torch_gpu_model_step(case, np):
     x = torch.from_numpy(rng.standard_normal((case["n"], 3, size, size),
                                              dtype=np.float32)).cuda()
     y = torch.from_numpy(rng.integers(0, 10, case["n"])).cuda()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=FUSED_SGD)
 
     def step():
         opt.zero_grad()
@@ -210,7 +212,7 @@ def tinyres_gpu_model_step(case, np, device="cuda"):
     x = tinyres.tensor(rng.standard_normal((case["n"], 3, size, size), dtype=np.float32),
                        device=device)
     y = tinyres.tensor(rng.integers(0, 10, case["n"]), device=device)
-    opt = tinyres.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    opt = tinyres.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=FUSED_SGD)
 
     def step():
         opt.zero_grad()
@@ -384,13 +386,20 @@ def run_gpu(args, info):
 
 
 # ----- the CPU path (workers of cpu_bench.py) ----------------------------------------------
+def cpu_specs(case, reps, warmup=1):
+    """The worker specs of tinyres and torch for one case (cpu_bench.worker_spec): `warmup`
+    untimed and `reps` timed repetitions a round, warm processes."""
+    opts = argparse.Namespace(reps=reps, warmup=warmup, first_calls=1, infer_warmup=0)
+    return {e: cpu_bench.worker_spec(e, case, opts, "warm") for e in ("tinyres", "torch")}
+
+
 def run_cpu(args, info):
     script = os.path.abspath(cpu_bench.__file__)
     rounds, reps = (2, 2) if args.quick else (3, 3)
     rows, models = [], []
     for group, case in shape_cases(args.quick, "cpu"):
         case = dict(case, threads=args.threads)
-        res = _timing.run_case(script, case, ["tinyres", "torch"], rounds, reps, 1)
+        res = _timing.run_case(script, cpu_specs(case, reps), rounds)
         rows.append(finish_row({"group": group, "case": case, "tinyres": res["tinyres"],
                                 "ref": res["torch"]}))
         print_shape_row(rows[-1])
@@ -398,8 +407,7 @@ def run_cpu(args, info):
         if case["model"] == "resnet50":
             continue                      # cpu_bench's torch twins stop at resnet18
         case = dict(case, threads=args.threads)
-        res = _timing.run_case(script, case, ["tinyres", "torch"], rounds, 1 if args.quick
-                               else 2, 1)
+        res = _timing.run_case(script, cpu_specs(case, 1 if args.quick else 2), rounds)
         for r in res.values():
             if "ms" in r:
                 r["images_per_s"] = case["n"] / r["ms"] * 1e3
@@ -521,6 +529,7 @@ def main(argv=None):
     if args.json:
         _timing.write_json(args.json, {"machine": info, "device": args.device,
                                        "tf32": args.tf32, "quick": args.quick,
+                                       "sgd_fused": FUSED_SGD,
                                        "shapes": rows, "geomean_resnet50": gm,
                                        "models": models, "check_failed": failed})
     return 1 if failed else 0

@@ -29,7 +29,9 @@ What tinyres runs (kernels/nchw_conv.py, kernels/cuda.py, tinyres/optim/sgd.py):
   max-pool       forward writes y and an int64 index; backward reads g and idx
   residual add   forward reads two, writes one; backward accumulates the shortcut's
                  gradient into the block input's (+=)
-  SGD step       momentum 0.9, weight decay 1e-4: seven elementwise ops per parameter
+  SGD step       momentum 0.9, weight decay 1e-4: fused=True, one multi-tensor launch
+                 for the group (kernels/cuda/optim.cu: reads p, grad, buf, writes p, buf),
+                 or per tensor (--optimizer per-tensor): seven elementwise ops per parameter
 A kernel's time is the roofline bound max(bytes / bandwidth, FLOPs / peak): bytes are the
 compulsory traffic (each operand read once, each result written once), so every prediction
 is a lower bound a kernel can approach but not beat. A GEMM's peak is FP32 (CUDA cores) in
@@ -43,10 +45,12 @@ Published figures (dense, no sparsity):
   H200 SXM 141 GB  HBM3e 4.8 TB/s, FP32 67 TFLOPS, TF32 tensor 494.7 TFLOPS
                    (NVIDIA H200 Tensor Core GPU datasheet; 989 TFLOPS there is with sparsity)
 
-    python benchmarks/gpu_model.py [--tf32] [--layout nchw|channels-first] [--json out.json]
+    python benchmarks/gpu_model.py [--tf32] [--layout nchw|channels-first]
+                                   [--optimizer fused|per-tensor] [--json out.json]
 
-prints the per-kernel table of the chosen layout, then the step of both layouts (before:
-channels-first, after: nchw), predicted time and launches.
+prints the per-kernel table of the chosen route, then the step before (channels-first
+convolutions, SGD per tensor) and after (NCHW convolutions, fused SGD), predicted time and
+launches.
 """
 import argparse
 import collections
@@ -64,6 +68,10 @@ F32 = 4
 BN_TINY_OPS = 6          # running_mean and running_var: *= (1 - momentum), a scaling, +=
 SGD_OPS = 7              # wd*p, g+wd*p, buf*=m, (1-d)*g, buf+=, lr*buf, p-= (sgd.py)
 SGD_TRAFFIC = 16         # parameter-sized reads + writes of those seven ops
+SGD_FUSED_TRAFFIC = 5    # fused: p, grad and buf read once, p and buf written once
+SGD_FUSED_LAUNCHES = 1   # one group, one dtype: one launch (fused_optim.py; its three
+                         # small address tables are host-to-device copies, not launches)
+OPTIMIZERS = ("fused", "per-tensor")
 BATCHED_GEMM_LAUNCHES = 4   # CuPy's broadcast matmul: 3 pointer-array kernels + gemmBatched
 LAYOUTS = ("nchw", "channels-first")
 # Host reads inside one step: none. The label checks run on the device and are read at the
@@ -215,8 +223,9 @@ def bn_relu_items(name, shape, relu=True):
             item(name, f"{what} bwd apply", F32 * (4 if relu else 3) * e)]
 
 
-def step_items(n=64, params=None, layout="nchw"):
-    """Every kernel and GEMM of one training step, the convolutions in `layout`."""
+def step_items(n=64, params=None, layout="nchw", optimizer="fused"):
+    """Every kernel and GEMM of one training step, the convolutions in `layout`, the SGD
+    step `optimizer` (fused or per-tensor)."""
     rows, shapes = [], {}
     for name, cv in resnet50_convs(n):
         conv, shape = conv_items(name, cv, need_x=name != "conv1", layout=layout)
@@ -236,9 +245,17 @@ def step_items(n=64, params=None, layout="nchw"):
                   3 * 2 * n * 2048 * 1000, True, launches=3),
              item("loss", "cross-entropy fwd+bwd", F32 * 6 * n * 1000, launches=10)]
     params = params if params is not None else parameter_count(n)
-    rows.append(item("optimizer", "SGD step (momentum, weight decay)",
-                     F32 * SGD_TRAFFIC * params[0], launches=SGD_OPS * params[1]))
+    rows.append(optimizer_item(params, optimizer))
     return rows
+
+
+def optimizer_item(params, optimizer):
+    """The SGD step (momentum, weight decay) over params = (scalars, tensors)."""
+    if optimizer == "fused":
+        return item("optimizer", "SGD step, fused (momentum, weight decay)",
+                    F32 * SGD_FUSED_TRAFFIC * params[0], launches=SGD_FUSED_LAUNCHES)
+    return item("optimizer", "SGD step, per tensor (momentum, weight decay)",
+                F32 * SGD_TRAFFIC * params[0], launches=SGD_OPS * params[1])
 
 
 def parameter_count(n=64):
@@ -285,10 +302,16 @@ def by_kernel(rows):
     return dict(sorted(acc.items(), key=lambda kv: -kv[1][0]))
 
 
+BEFORE = {"layout": "channels-first", "optimizer": "per-tensor"}
+AFTER = {"layout": "nchw", "optimizer": "fused"}
+
+
 def before_after(tf32=False):
-    """{layout: {gpu: summary}} of the step in each layout (channels-first: before)."""
-    return {layout: {name: summary(predict(step_items(layout=layout), gpu, tf32))
-                     for name, gpu in GPUS.items()} for layout in reversed(LAYOUTS)}
+    """{"before"/"after": {gpu: summary}}: before, channels-first convolutions and the SGD
+    step per tensor; after, NCHW convolutions and the fused SGD step."""
+    return {when: {name: summary(predict(step_items(**spec), gpu, tf32))
+                   for name, gpu in GPUS.items()}
+            for when, spec in (("before", BEFORE), ("after", AFTER))}
 
 
 def readme_lines():
@@ -297,7 +320,7 @@ def readme_lines():
     rows = step_items()
     fp32 = {name: summary(predict(rows, gpu, False)) for name, gpu in GPUS.items()}
     tf32 = {name: summary(predict(rows, gpu, True)) for name, gpu in GPUS.items()}
-    before = before_after()["channels-first"]
+    before = before_after()["before"]
     names = list(GPUS)
     lines = ["| resnet50 step, batch 64 | " + " | ".join(names) + " |",
              "|---|" + "---|" * len(names)]
@@ -308,9 +331,9 @@ def readme_lines():
             (f"host launch time at {LAUNCH_US:g} us each",
              [f"{fp32[n]['host_launch_ms']:.1f} ms" for n in names]),
             ("host reads (syncs) per step", [str(fp32[n]["host_syncs"]) for n in names]),
-            ("before, channels-first convolutions: strict FP32, GPU time",
+            ("before (channels-first convolutions, SGD per tensor): strict FP32, GPU time",
              [f"{before[n]['gpu_ms']:.1f} ms" for n in names]),
-            ("before, channels-first convolutions: launches",
+            ("before (channels-first convolutions, SGD per tensor): launches",
              [str(before[n]["launches"]) for n in names])):
         lines.append(f"| {label} | " + " | ".join(values) + " |")
     kinds = by_kernel(predict(rows, GPUS[names[0]], False))
@@ -327,10 +350,13 @@ def main(argv=None):
     parser.add_argument("--tf32", action="store_true", help="GEMMs on TF32 tensor cores")
     parser.add_argument("--layout", choices=LAYOUTS, default="nchw",
                         help="the convolutions' route: nchw (now) or channels-first (before)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="fused",
+                        help="the SGD step: fused (now) or per-tensor (before)")
     parser.add_argument("--json", help="write every row and the totals here")
     args = parser.parse_args(argv)
-    rows = step_items(layout=args.layout)
+    rows = step_items(layout=args.layout, optimizer=args.optimizer)
     result = {"mode": "tf32" if args.tf32 else "fp32", "layout": args.layout,
+              "optimizer": args.optimizer,
               "launch_us": LAUNCH_US, "host_syncs": HOST_SYNCS, "gpus": {}}
     for name, gpu in GPUS.items():
         predicted = predict(rows, gpu, args.tf32)
@@ -338,8 +364,8 @@ def main(argv=None):
                                 "figures": gpu}
     result["before_after"] = before_after(args.tf32)
     h100, h200 = (result["gpus"][g] for g in GPUS)
-    print(f"resnet50 training step, batch 64, {result['mode']}, {args.layout} convolutions: "
-          f"roofline lower bounds")
+    print(f"resnet50 training step, batch 64, {result['mode']}, {args.layout} convolutions, "
+          f"SGD {args.optimizer}: roofline lower bounds")
     print(f"{'kernel':40} {'H100 ms':>8} {'H200 ms':>8} {'share':>6} {'launches':>8}")
     kinds_200 = by_kernel(h200["rows"])
     for kind, (ms, share, launches) in by_kernel(h100["rows"]).items():
@@ -349,11 +375,11 @@ def main(argv=None):
         print(f"{name}: GPU {s['gpu_ms']:.1f} ms, {s['launches']} launches "
               f"({s['host_launch_ms']:.1f} ms of host time at {LAUNCH_US} us), predicted "
               f"step {s['step_ms']:.1f} ms, {s['host_syncs']} host syncs")
-    print(f"\nbefore (channels-first) and after (nchw), {result['mode']}:")
-    print(f"{'layout':16} {'GPU':10} {'GPU ms':>8} {'step ms':>8} {'launches':>8}")
-    for layout, gpus in result["before_after"].items():
+    print(f"\nbefore ({BEFORE}) and after ({AFTER}), {result['mode']}:")
+    print(f"{'':8} {'GPU':10} {'GPU ms':>8} {'step ms':>8} {'launches':>8}")
+    for when, gpus in result["before_after"].items():
         for name, s in gpus.items():
-            print(f"{layout:16} {name:10} {s['gpu_ms']:8.1f} {s['step_ms']:8.1f} "
+            print(f"{when:8} {name:10} {s['gpu_ms']:8.1f} {s['step_ms']:8.1f} "
                   f"{s['launches']:8d}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

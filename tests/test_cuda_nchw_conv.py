@@ -432,6 +432,19 @@ def test_gpu_model_before_and_after():
     for tf32 in (False, True):
         table = model.before_after(tf32)
         for gpu in model.GPUS:
-            assert table["nchw"][gpu]["gpu_ms"] < table["channels-first"][gpu]["gpu_ms"]
+            assert table["after"][gpu]["gpu_ms"] < table["before"][gpu]["gpu_ms"]
     lines = model.readme_lines()
-    assert any(line.startswith("| before, channels-first") for line in lines)
+    assert any(line.startswith("| before (channels-first convolutions") for line in lines)
+
+
+def test_gpu_model_fused_sgd_is_one_launch_and_five_parameter_sized_passes():
+    model = _gpu_model()
+    scalars, tensors = model.parameter_count()
+    fused, per_tensor = (next(r for r in model.step_items(optimizer=o) if r["layer"] == "optimizer")
+                         for o in ("fused", "per-tensor"))
+    assert (fused["launches"], fused["bytes"]) == (1, 4 * 5 * scalars)
+    assert (per_tensor["launches"], per_tensor["bytes"]) == (7 * tensors, 4 * 16 * scalars)
+    after = model.summary(model.predict(model.step_items(), model.GPUS["H100 SXM"]))
+    unfused = model.summary(model.predict(model.step_items(optimizer="per-tensor"),
+                                          model.GPUS["H100 SXM"]))
+    assert unfused["launches"] - after["launches"] == 7 * tensors - 1

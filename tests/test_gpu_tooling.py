@@ -21,6 +21,7 @@ import json
 import pathlib
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -386,7 +387,7 @@ def test_gpu_model_totals_are_consistent():
     rows = model.predict(model.step_items(), model.GPUS["H200"])
     assert sum(r["share"] for r in rows) == pytest.approx(1.0)
     s = model.summary(rows)
-    assert s["launches"] == sum(r["launches"] for r in rows) > 2000
+    assert s["launches"] == sum(r["launches"] for r in rows) > 1000
     assert s["step_ms"] >= s["gpu_ms"] > 0
     faster = model.summary(model.predict(model.step_items(), model.GPUS["H200"], tf32=True))
     assert faster["gpu_ms"] < s["gpu_ms"]
@@ -461,6 +462,25 @@ def test_conv_bench_output_check_and_help():
                           capture_output=True, text=True)
     assert done.returncode == 0 and "--tf32" in done.stdout
     assert not hasattr(bench, "cupy_cudnn_step")
+
+
+def test_conv_bench_cpu_path_runs_end_to_end_on_a_tiny_case(monkeypatch):
+    """`conv_bench.py --device cpu` times both engines in their workers (cpu_bench's,
+    through cpu_specs, as the layer rows) and counts one tinyres step: here a resnet20
+    step at batch 2, no layer rows (each row costs two worker processes)."""
+    bench = _benchmark("conv_bench")
+    cpu_bench = _benchmark("cpu_bench")
+    specs = bench.cpu_specs({"name": "x", "kind": "conv"}, reps=3)
+    assert set(specs) == {"tinyres", "torch"} and specs["torch"]["reps"] == 3
+    monkeypatch.setattr(bench, "shape_cases", lambda quick, device: [])
+    monkeypatch.setattr(bench, "model_cases",
+                        lambda quick, device: [cpu_bench.model_case("resnet20", "train", 2)])
+    args = SimpleNamespace(quick=True, threads=1, no_models=False)
+    extra, rows, models = bench.run_cpu(args, {})
+    assert extra == {"reference": "torch CPU"} and rows == []
+    assert models[0]["tinyres"]["ms"] > 0 and models[0]["ref"]["ms"] > 0, models
+    assert models[0]["tinyres"]["per_step"]["host_reads"] == 0
+    assert models[0]["tinyres"]["images_per_s"] > 0
 
 
 class FakeEvent:
