@@ -121,25 +121,40 @@ def _fill_planes(x, planes, rng):
         flat[p] = rng.standard_normal(x.shape[2:], dtype=np.float32)
 
 
-def _check_window_kernels(backend, shape, geometry, seed):
-    """im2col then col2im at `shape`, sampled, against the reference on each covered plane."""
+def _block_of(cols, per_image, i, ch, kk, L):
+    """The kk x L block of cols that plane (image i, channel ch) fills: rows ch*kk.. of
+    image i's own (C*kk, L) matrix per image, or of columns i*L.. batch-wide."""
+    if per_image:
+        return cols[i, ch * kk:(ch + 1) * kk]
+    return cols[ch * kk:(ch + 1) * kk, i * L:(i + 1) * L]
+
+
+def _check_window_kernels(backend, shape, geometry, seed, per_image=False):
+    """im2col then col2im at `shape`, sampled, against the reference on each covered plane;
+    the columns batch-wide (C*kh*kw, N*OH*OW), as im2col returns them, or per image
+    (N, C*kh*kw, OH*OW), as the convolutions launch them (kernels/nchw_conv.py)."""
     rng = np.random.default_rng(seed)
     n, c, h, w = shape
     kh, kw = geometry[:2]
     oh, ow = ref_out_size(shape, geometry)
+    window = (*geometry, 1, 1)
     x = np.zeros(shape, np.float32)
     grid, block = _planned(backend, (n * c, oh, ow))
     covered = _coverage(grid, block, (n * c, oh, ow))
     planes = sorted({int(p) for ps, _, _ in covered for p in ps})
     _fill_planes(x, planes, rng)
-    cols = backend.im2col(x, *geometry)
-    assert _last_launch(backend, "im2col")[1:] == (grid, block)
     kk, L = kh * kw, oh * ow
+    if per_image:
+        cols = np.zeros((n, c * kk, L), np.float32)
+        backend._unfold(x, cols, window, per_image=True)
+    else:
+        cols = backend.im2col(x, *geometry)
+    assert _last_launch(backend, "im2col")[1:] == (grid, block)
     for ps, rows, cs in covered:
         for p in ps:
             i, ch = divmod(int(p), c)
             want = ref.im2col(x[i:i + 1, ch:ch + 1], *geometry).reshape(kk, oh, ow)
-            got = cols[ch * kk:(ch + 1) * kk, i * L:(i + 1) * L].reshape(kk, oh, ow)
+            got = _block_of(cols, per_image, i, ch, kk, L).reshape(kk, oh, ow)
             np.testing.assert_array_equal(got[:, rows][:, :, cs], want[:, rows][:, :, cs],
                                           err_msg=f"im2col plane {p} of {shape}")
     # col2im reads what im2col wrote for the same planes; its grid is over (planes, H, W)
@@ -149,14 +164,18 @@ def _check_window_kernels(backend, shape, geometry, seed):
     for ps, _, _ in covered:
         for p in ps:
             i, ch = divmod(int(p), c)
-            g[ch * kk:(ch + 1) * kk, i * L:(i + 1) * L] = rng.standard_normal((kk, L),
-                                                                              dtype=np.float32)
-    dx = backend.col2im(g, shape, *geometry)
+            _block_of(g, per_image, i, ch, kk, L)[...] = rng.standard_normal(
+                (kk, L), dtype=np.float32)
+    if per_image:
+        dx = np.zeros(shape, np.float32)
+        backend._fold(g, dx, window, per_image=True)
+    else:
+        dx = backend.col2im(g, shape, *geometry)
     assert _last_launch(backend, "col2im")[1:] == (grid, block)
     for ps, rows, cs in covered:
         for p in ps:
             i, ch = divmod(int(p), c)
-            region = np.ascontiguousarray(g[ch * kk:(ch + 1) * kk, i * L:(i + 1) * L])
+            region = np.ascontiguousarray(_block_of(g, per_image, i, ch, kk, L))
             want = ref.col2im(region, (1, 1, h, w), *geometry)[0, 0]
             np.testing.assert_allclose(dx[i, ch][rows][:, cs], want[rows][:, cs],
                                        err_msg=f"col2im plane {p} of {shape}", **TOL)
@@ -188,6 +207,18 @@ def test_im2col_col2im_beyond_int32_offsets(gpu_geometry):
     assert cols.size > 2**31
     grid = _last_launch(gpu_geometry, "im2col")[1]
     assert grid[2] == cuda.GRID_YZ_LIMIT       # 76160 planes: gridDim.z capped, z loops
+
+
+def test_per_image_columns_at_resnet50_size_and_beyond_int32_offsets(gpu_geometry):
+    """The layout the convolutions launch (N, C*kh*kw, OH*OW): the image stride and the
+    row stride are 64-bit kernel arguments; past 2**31 values a 32-bit product would
+    wrap."""
+    cols = _check_window_kernels(gpu_geometry, RESNET_CONV["x"], RESNET_CONV["geometry"], 2,
+                                 per_image=True)
+    assert cols.shape == (N, 576, 56 * 56)
+    cols = _check_window_kernels(gpu_geometry, BEYOND_INT32["x"], BEYOND_INT32["geometry"], 3,
+                                 per_image=True)
+    assert cols.size > 2**31 and cols.shape[0] == BEYOND_INT32["x"][0]
 
 
 # A 32-bit offset planted in im2col's tap loop: the classic overflow. It wraps only past
