@@ -24,8 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinyres.host_sync import count_syncs
-from tinyres.kernels import cuda, emulate, nchw_conv
+from tinyres.kernels import cuda, nchw_conv
 from tinyres.kernels import reference as ref
+
+from test_cuda_emulated import _backend, emu  # noqa: F401 (emu: the emulated layer, a fixture)
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
@@ -51,16 +53,6 @@ CASES = [
 POINTWISE_ROUTES = {6: True, 7: True, 10: True, 11: False, 12: False}
 
 
-def _backend(**options):
-    try:
-        return emulate.backend(**options)
-    except emulate.EmulatorUnavailable as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
-def emu():
-    return _backend()
 
 
 def _budget(case, dtype, which):

@@ -457,9 +457,9 @@ def test_a_resnet50_step_at_gpu_geometry_on_sampled_blocks(name, resnet50_shapes
 def test_a_planted_chunk_bug_is_caught():
     # the negative control: each chunk's last element left out must fail the comparison
     source = cuda.read_source("optim.cu")
-    planted = source.replace("int len = (int)(chunks[3 * c + 2] - begin);",
-                             "int len = (int)(chunks[3 * c + 2] - begin) - 1;")
-    assert planted.count("- begin) - 1;") == 2
+    planted = source.replace("(int)(chunks[3 * c + 2] - begin)}",
+                             "(int)(chunks[3 * c + 2] - begin) - 1}")
+    assert planted.count("- begin) - 1}") == 1              # chunk_at, shared by both
     try:
         broken = emulate.backend(sources={"optim.cu": planted})
     except emulate.EmulatorUnavailable as e:

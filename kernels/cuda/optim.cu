@@ -15,6 +15,18 @@
 // NumPy update computes them (1 - dampening, 1 - lr * weight_decay, lr / (1 - beta1^t),
 // sqrt(1 - beta2^t)), so both paths round the same numbers.
 
+// Chunk c of the table: its tensor, and the elements [begin, begin + len) of that tensor.
+struct Chunk {
+    int t;
+    long long begin;
+    int len;
+};
+
+__device__ __forceinline__ Chunk chunk_at(const long long* chunks, int c) {
+    long long begin = chunks[3 * c + 1];
+    return Chunk{(int)chunks[3 * c], begin, (int)(chunks[3 * c + 2] - begin)};
+}
+
 template <typename T>
 __device__ __forceinline__ T* tensor_at(const long long* tensors, int row, int n, int t) {
     return reinterpret_cast<T*>(tensors[row * n + t]);
@@ -27,9 +39,9 @@ __global__ void sgd_fused(const long long* tensors, const long long* chunks, con
                           int n, int n_chunks, T lr, T weight_decay, T momentum,
                           T one_minus_dampening, int nesterov, int maximize) {
     for (int c = blockIdx.x; c < n_chunks; c += gridDim.x) {
-        int t = (int)chunks[3 * c];
-        long long begin = chunks[3 * c + 1];
-        int len = (int)(chunks[3 * c + 2] - begin);
+        Chunk ch = chunk_at(chunks, c);
+        int t = ch.t, len = ch.len;
+        long long begin = ch.begin;
         T* p = tensor_at<T>(tensors, 0, n, t) + begin;
         const T* g = tensor_at<T>(tensors, 1, n, t) + begin;
         T* buf = momentum != T(0) ? tensor_at<T>(tensors, 2, n, t) + begin : nullptr;
@@ -62,9 +74,9 @@ __global__ void adam_fused(const long long* tensors, const long long* chunks,
                            T beta2, T one_minus_beta2, T weight_decay, T decay, T eps,
                            int amsgrad, int maximize, int decoupled) {
     for (int c = blockIdx.x; c < n_chunks; c += gridDim.x) {
-        int t = (int)chunks[3 * c];
-        long long begin = chunks[3 * c + 1];
-        int len = (int)(chunks[3 * c + 2] - begin);
+        Chunk ch = chunk_at(chunks, c);
+        int t = ch.t, len = ch.len;
+        long long begin = ch.begin;
         T* p = tensor_at<T>(tensors, 0, n, t) + begin;
         const T* g = tensor_at<T>(tensors, 1, n, t) + begin;
         T* m = tensor_at<T>(tensors, 2, n, t) + begin;
