@@ -353,8 +353,24 @@ def _batchnorm_apply(x, mean, scale, shift, y):
             y[b, ch, k] = (x[b, ch, k] - mean[ch]) * scale[ch] + shift[ch]
 
 
+@njit(inline="always")
+def _grad_and_x(grad_out, y, x, b, ch, k):
+    """(g, x) at (b, ch, k), g the gradient reaching batch norm's output: grad_out, or,
+    fused with a ReLU, 0 where the ReLU cut (y <= 0; a NaN in y lets it through).
+
+    The plain backward passes y = None: Numba compiles one version per type of y and prunes
+    the `is None` branch, so the plain loops carry no mask. The mask is a select on values
+    all loaded before it, which keeps the loops branchless and vectorised (a load inside the
+    branch measured 2x slower; loading x after the select vectorises the sums differently)."""
+    if y is None:
+        return grad_out[b, ch, k], x[b, ch, k]
+    go, yk, xk = grad_out[b, ch, k], y[b, ch, k], x[b, ch, k]
+    return (0.0 if yk <= 0 else go), xk           # a NaN passes (NaN <= 0 is false)
+
+
 @njit(cache=True, parallel=True, fastmath={"reassoc"})
-def _batchnorm_grad_sums(grad_out, x, mean, invstd):
+def _batchnorm_grad_sums(grad_out, y, x, mean, invstd):
+    """sum(g) and sum(g * xhat) per channel, g as _grad_and_x (y None: plain batch norm)."""
     n, c, hw = x.shape
     sum_g = np.empty(c)
     sum_g_xhat = np.empty(c)
@@ -362,24 +378,26 @@ def _batchnorm_grad_sums(grad_out, x, mean, invstd):
         s, t = 0.0, 0.0
         for b in range(n):
             for k in range(hw):
-                g = grad_out[b, ch, k]
+                g, xk = _grad_and_x(grad_out, y, x, b, ch, k)
                 s += g
-                t += g * (x[b, ch, k] - mean[ch])
+                t += g * (xk - mean[ch])
         sum_g[ch] = s
         sum_g_xhat[ch] = t * invstd[ch]
     return sum_g, sum_g_xhat
 
 
 @njit(cache=True, parallel=True)
-def _batchnorm_grad_x(grad_out, x, mean, invstd, coef, grad_bias, grad_weight, grad_x):
+def _batchnorm_grad_x(grad_out, y, x, mean, invstd, coef, grad_bias, grad_weight, grad_x):
+    """grad_x = coef * (m*g - grad_bias - xhat*grad_weight), g as _grad_and_x (y None: plain
+    batch norm), coef = weight*invstd/m per channel."""
     n, c, hw = x.shape
-    m = n * hw
+    m = float(n * hw)
     for plane in prange(n * c):
         b, ch = plane // c, plane % c
         for k in range(hw):
-            xhat = (x[b, ch, k] - mean[ch]) * invstd[ch]
-            grad_x[b, ch, k] = coef[ch] * (m * grad_out[b, ch, k] - grad_bias[ch]
-                                           - xhat * grad_weight[ch])
+            g, xk = _grad_and_x(grad_out, y, x, b, ch, k)
+            xhat = (xk - mean[ch]) * invstd[ch]
+            grad_x[b, ch, k] = coef[ch] * (m * g - grad_bias[ch] - xhat * grad_weight[ch])
 
 
 def _planes(a):
@@ -425,10 +443,11 @@ def batchnorm_backward(grad_out, x, weight, mean, invstd):
         return np.empty_like(x), np.zeros(x.shape[1], x.dtype), np.zeros(x.shape[1], x.dtype)
     x3, g3 = _planes(x), _planes(grad_out)
     mean64, invstd64 = (np.asarray(v, dtype=np.float64) for v in (mean, invstd))
-    grad_bias, grad_weight = _batchnorm_grad_sums(g3, x3, mean64, invstd64)
+    grad_bias, grad_weight = _batchnorm_grad_sums(g3, None, x3, mean64, invstd64)
     coef = np.asarray(weight, dtype=np.float64) * invstd64 / m
     grad_x = np.empty(x.shape, dtype=x.dtype)
-    _batchnorm_grad_x(g3, x3, mean64, invstd64, coef, grad_bias, grad_weight, _planes(grad_x))
+    _batchnorm_grad_x(g3, None, x3, mean64, invstd64, coef, grad_bias, grad_weight,
+                      _planes(grad_x))
     return grad_x, grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)
 
 
@@ -534,9 +553,10 @@ def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
 # The layout of the batch-norm kernels above: the statistics by _batchnorm_stats (a task
 # per channel), the elementwise passes a task per (n, c) plane, each streaming through
 # whole planes (a task per channel with its passes kept together measured no faster: a
-# channel is N planes far apart in memory). The ReLU's mask is a select on values loaded before
-# it, which keeps every loop branchless and vectorised (a load inside the branch measured
-# 2x slower). Only the sums may be reassociated.
+# channel is N planes far apart in memory). The backward's sums and grad_x are the plain
+# batch norm's _batchnorm_grad_sums and _batchnorm_grad_x, given y for the ReLU's mask
+# (_grad_and_x). The mask is a select on values loaded before it, which keeps every loop
+# branchless and vectorised. Only the sums may be reassociated.
 
 @njit(cache=True, parallel=True)
 def _batchnorm_relu_apply(x, mean, scale, shift, y):
@@ -546,38 +566,6 @@ def _batchnorm_relu_apply(x, mean, scale, shift, y):
         for k in range(hw):
             v = (x[b, ch, k] - mean[ch]) * scale[ch] + shift[ch]
             y[b, ch, k] = 0.0 if v < 0 else v          # a NaN passes (NaN < 0 is false)
-
-
-@njit(cache=True, parallel=True, fastmath={"reassoc"})
-def _batchnorm_relu_grad_sums(grad_out, y, x, mean, invstd):
-    n, c, hw = x.shape
-    sum_g = np.empty(c)
-    sum_g_xhat = np.empty(c)
-    for ch in prange(c):
-        s, t = 0.0, 0.0
-        for b in range(n):
-            for k in range(hw):
-                go, yk, xk = grad_out[b, ch, k], y[b, ch, k], x[b, ch, k]
-                g = 0.0 if yk <= 0 else go               # the mask: 0 where y <= 0
-                s += g
-                t += g * (xk - mean[ch])
-        sum_g[ch] = s
-        sum_g_xhat[ch] = t * invstd[ch]
-    return sum_g, sum_g_xhat
-
-
-@njit(cache=True, parallel=True)
-def _batchnorm_relu_grad_x(grad_out, y, x, mean, invstd, coef, grad_bias, grad_weight,
-                           grad_x):
-    n, c, hw = x.shape
-    m = float(n * hw)
-    for plane in prange(n * c):
-        b, ch = plane // c, plane % c
-        for k in range(hw):
-            go, yk, xk = grad_out[b, ch, k], y[b, ch, k], x[b, ch, k]
-            g = 0.0 if yk <= 0 else go
-            xhat = (xk - mean[ch]) * invstd[ch]
-            grad_x[b, ch, k] = coef[ch] * (m * g - grad_bias[ch] - xhat * grad_weight[ch])
 
 
 @njit(cache=True, parallel=True)
@@ -628,12 +616,12 @@ def batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training=True)
         return np.empty_like(x), np.zeros(c, x.dtype), np.zeros(c, x.dtype)
     g3, y3, x3 = _planes(grad_out), _planes(y), _planes(x)
     mean64, invstd64 = _float64(mean), _float64(invstd)
-    grad_bias, grad_weight = _batchnorm_relu_grad_sums(g3, y3, x3, mean64, invstd64)
+    grad_bias, grad_weight = _batchnorm_grad_sums(g3, y3, x3, mean64, invstd64)
     grad_x = np.empty(x.shape, dtype=x.dtype)
     if training:
         coef = _float64(weight) * invstd64 / m
-        _batchnorm_relu_grad_x(g3, y3, x3, mean64, invstd64, coef, grad_bias, grad_weight,
-                               _planes(grad_x))
+        _batchnorm_grad_x(g3, y3, x3, mean64, invstd64, coef, grad_bias, grad_weight,
+                          _planes(grad_x))
     else:
         _masked_scale(g3, y3, _float64(weight) * invstd64, _planes(grad_x))
     return grad_x, grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)

@@ -3,9 +3,13 @@ import os
 
 import pytest
 
+import tinyres
+import tinyres.nn.functional as F
 from tinyres.__main__ import main
 from tinyres.experiments import (EXPERIMENTS, identity_mappings, lesion, run, shattered,
                                  shortcut_scale)
+from tinyres.experiments.common import digits, evaluate, fit
+from tinyres.models import CifarResNet
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -143,3 +147,25 @@ def test_identity_mappings_direct_path_and_training(out_dir):
     assert "paper: CIFAR-10 err %" in result["table"] and "12.35" in result["table"]
     assert runs["full pre-activation"]["paper"].startswith("6.37")
     assert os.path.isfile(result["figure"])
+
+
+def test_fit_and_evaluate_read_the_device_once_per_epoch():
+    x, y, x_test, y_test = digits(n_train=96)
+    tinyres.manual_seed(0)
+    model = CifarResNet(1, num_classes=10)
+    errors = []
+    with tinyres.cuda.count_syncs() as counted:
+        losses = fit(model, x, y, 2, batch_size=32, errors=errors)
+    assert counted.host_reads == 2 and len(losses) == len(errors) == 2   # 3 batches an epoch
+    with tinyres.cuda.count_syncs() as counted:
+        figures = evaluate(model, x_test, y_test, batch_size=100)
+    assert counted.host_reads == 1 and len(x_test) > 300                  # 4 batches
+    # the figures are those read batch by batch
+    total, wrong = 0.0, 0
+    with tinyres.no_grad():
+        for start in range(0, len(x_test), 100):
+            xb, yb = x_test[start:start + 100], y_test[start:start + 100]
+            logits = model(tinyres.tensor(xb))
+            total += F.cross_entropy(logits, tinyres.tensor(yb)).item() * len(xb)
+            wrong += int((logits.numpy().argmax(1) != yb).sum())
+    assert figures == (total / len(x_test), wrong / len(x_test))

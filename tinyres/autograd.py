@@ -460,7 +460,7 @@ def _seeds(outputs, grad_outputs, op):
 
 
 def _walk(outputs, seeds, retain_graph, capture=None):
-    from tinyres.tensor import _backward_walk
+    from tinyres.backward import _backward_walk
     more = list(zip(outputs[1:], seeds[1:]))
     _backward_walk(outputs[0], seeds[0], bool(retain_graph), more=more, capture=capture)
 
@@ -515,7 +515,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False,
         raise NotImplementedError(
             "autograd.backward(create_graph=True) is not supported: tinyres's backward "
             "functions work on raw arrays, so gradients carry no graph")
-    from tinyres.tensor import _accumulate
+    from tinyres.backward import _accumulate
     tensors = _as_tuple(tensors)
     seeds = _seeds(tensors, grad_tensors, "backward")
     if inputs is None:

@@ -176,12 +176,25 @@ __global__ void batchnorm_apply(const T* x, const T* mean, const T* invstd, cons
     }
 }
 
-// Stage 1 of the backward: sum(grad_out) and sum(grad_out * xhat) over slice blockIdx.x of
-// each channel.
-template <typename T>
-__global__ void batchnorm_backward_reduce(const T* grad_out, const T* x, const T* mean,
-                                          const T* invstd, T* part_g, T* part_gxhat,
-                                          int N, int C, int HW) {
+// The gradient reaching batch norm's output at i: grad_out[i], or, fused with a ReLU
+// (Masked), 0 where the ReLU cut (y[i] <= 0; a NaN in y lets the gradient through). The
+// plain kernels pass y = nullptr, which is never read: Masked is a template parameter, so
+// each instantiation compiles to its own tight loop without a test per element.
+template <typename T, bool Masked>
+__device__ __forceinline__ T output_grad(const T* grad_out, const T* y, long long i) {
+    if constexpr (Masked) {
+        return y[i] <= T(0) ? T(0) : grad_out[i];
+    } else {
+        return grad_out[i];
+    }
+}
+
+// Stage 1 of the backward, plain or fused: sum(g) and sum(g * xhat) over slice blockIdx.x
+// of each channel, g = output_grad<T, Masked>.
+template <typename T, bool Masked>
+__device__ void backward_reduce(const T* grad_out, const T* y, const T* x, const T* mean,
+                                const T* invstd, T* part_g, T* part_gxhat,
+                                int N, int C, int HW) {
     __shared__ T partial[2][32];
     int S = gridDim.x, s = blockIdx.x;
     for (int c = blockIdx.y; c < C; c += gridDim.y) {
@@ -190,7 +203,7 @@ __global__ void batchnorm_backward_reduce(const T* grad_out, const T* x, const T
         for (int n = s * blockDim.y + threadIdx.y; n < N; n += S * blockDim.y) {
             long long first = ((long long)n * C + c) * HW;
             for (int p = threadIdx.x; p < HW; p += blockDim.x) {
-                T g = grad_out[first + p];
+                T g = output_grad<T, Masked>(grad_out, y, first + p);
                 sg += g;
                 sgx += g * ((x[first + p] - mu) * is);
             }
@@ -202,6 +215,15 @@ __global__ void batchnorm_backward_reduce(const T* grad_out, const T* x, const T
             part_gxhat[at] = sgx;
         }
     }
+}
+
+// Stage 1 of the backward: sum(grad_out) and sum(grad_out * xhat) over slice blockIdx.x of
+// each channel.
+template <typename T>
+__global__ void batchnorm_backward_reduce(const T* grad_out, const T* x, const T* mean,
+                                          const T* invstd, T* part_g, T* part_gxhat,
+                                          int N, int C, int HW) {
+    backward_reduce<T, false>(grad_out, nullptr, x, mean, invstd, part_g, part_gxhat, N, C, HW);
 }
 
 // Stage 2 of the backward: sum_g[c] and sum_gxhat[c] from the S partials, one warp each.
@@ -224,24 +246,41 @@ __global__ void batchnorm_backward_combine(const T* part_g, const T* part_gxhat,
     }
 }
 
+// d bn/dx of the plain or fused backward, g = output_grad<T, Masked>, the grid of apply:
+// with batch statistics grad_x = weight*invstd/m * (m*g - sum_g - xhat*sum_gxhat); with
+// fixed (running) statistics, batch_stats == 0, grad_x = g * weight * invstd.
+template <typename T, bool Masked>
+__device__ void backward_apply(const T* grad_out, const T* y, const T* x, const T* mean,
+                               const T* invstd, const T* weight, const T* sum_g,
+                               const T* sum_gxhat, T* grad_x, int N, int C, int HW,
+                               int batch_stats) {
+    T m = T((long long)N * HW);
+    for (int n = blockIdx.z * blockDim.z + threadIdx.z; n < N; n += gridDim.z * blockDim.z) {
+        for (int c = blockIdx.y * blockDim.y + threadIdx.y; c < C; c += gridDim.y * blockDim.y) {
+            long long first = ((long long)n * C + c) * HW;
+            T mu = mean[c], is = invstd[c], w = weight[c];
+            T scale = w * is / m, sg = sum_g[c], sgx = sum_gxhat[c];
+            for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < HW;
+                 p += gridDim.x * blockDim.x) {
+                T g = output_grad<T, Masked>(grad_out, y, first + p);
+                if (batch_stats) {
+                    T xhat = (x[first + p] - mu) * is;
+                    grad_x[first + p] = scale * (m * g - sg - xhat * sgx);
+                } else {
+                    grad_x[first + p] = g * w * is;
+                }
+            }
+        }
+    }
+}
+
 // d bn/dx: grad_x = weight*invstd/m * (m*g - sum_g - xhat*sum_gxhat); the grid of apply.
 template <typename T>
 __global__ void batchnorm_backward_apply(const T* grad_out, const T* x, const T* mean,
                                          const T* invstd, const T* weight, const T* sum_g,
                                          const T* sum_gxhat, T* grad_x, int N, int C, int HW) {
-    T m = T((long long)N * HW);
-    for (int n = blockIdx.z * blockDim.z + threadIdx.z; n < N; n += gridDim.z * blockDim.z) {
-        for (int c = blockIdx.y * blockDim.y + threadIdx.y; c < C; c += gridDim.y * blockDim.y) {
-            long long first = ((long long)n * C + c) * HW;
-            T mu = mean[c], is = invstd[c], scale = weight[c] * invstd[c] / m;
-            T sg = sum_g[c], sgx = sum_gxhat[c];
-            for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < HW;
-                 p += gridDim.x * blockDim.x) {
-                T xhat = (x[first + p] - mu) * is;
-                grad_x[first + p] = scale * (m * grad_out[first + p] - sg - xhat * sgx);
-            }
-        }
-    }
+    backward_apply<T, false>(grad_out, nullptr, x, mean, invstd, weight, sum_g, sum_gxhat,
+                             grad_x, N, C, HW, 1);
 }
 
 // ---- batch norm + ReLU, fused (training statistics from batchnorm_stats above) ----------
@@ -273,52 +312,16 @@ template <typename T>
 __global__ void batchnorm_relu_backward_reduce(const T* grad_out, const T* y, const T* x,
                                                const T* mean, const T* invstd, T* part_g,
                                                T* part_gxhat, int N, int C, int HW) {
-    __shared__ T partial[2][32];
-    int S = gridDim.x, s = blockIdx.x;
-    for (int c = blockIdx.y; c < C; c += gridDim.y) {
-        T mu = mean[c], is = invstd[c];
-        T sg = T(0), sgx = T(0);
-        for (int n = s * blockDim.y + threadIdx.y; n < N; n += S * blockDim.y) {
-            long long first = ((long long)n * C + c) * HW;
-            for (int p = threadIdx.x; p < HW; p += blockDim.x) {
-                T g = y[first + p] <= T(0) ? T(0) : grad_out[first + p];
-                sg += g;
-                sgx += g * ((x[first + p] - mu) * is);
-            }
-        }
-        block_sum2(sg, sgx, partial);
-        if (thread_rank() == 0) {
-            long long at = (long long)c * S + s;
-            part_g[at] = sg;
-            part_gxhat[at] = sgx;
-        }
-    }
+    backward_reduce<T, true>(grad_out, y, x, mean, invstd, part_g, part_gxhat, N, C, HW);
 }
 
 // d relu(bn)/dx, g the masked grad_out, the grid of apply: with batch statistics
-// grad_x = weight*invstd/m * (m*g - sum_g - xhat*sum_gxhat); with fixed (running)
-// statistics, batch_stats == 0, grad_x = g * weight * invstd.
+// (batch_stats != 0) as batchnorm_backward_apply, else grad_x = g * weight * invstd.
 template <typename T>
 __global__ void batchnorm_relu_backward_apply(const T* grad_out, const T* y, const T* x,
                                               const T* mean, const T* invstd, const T* weight,
                                               const T* sum_g, const T* sum_gxhat, T* grad_x,
                                               int N, int C, int HW, int batch_stats) {
-    T m = T((long long)N * HW);
-    for (int n = blockIdx.z * blockDim.z + threadIdx.z; n < N; n += gridDim.z * blockDim.z) {
-        for (int c = blockIdx.y * blockDim.y + threadIdx.y; c < C; c += gridDim.y * blockDim.y) {
-            long long first = ((long long)n * C + c) * HW;
-            T mu = mean[c], is = invstd[c], w = weight[c];
-            T scale = w * is / m, sg = sum_g[c], sgx = sum_gxhat[c];
-            for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < HW;
-                 p += gridDim.x * blockDim.x) {
-                T g = y[first + p] <= T(0) ? T(0) : grad_out[first + p];
-                if (batch_stats) {
-                    T xhat = (x[first + p] - mu) * is;
-                    grad_x[first + p] = scale * (m * g - sg - xhat * sgx);
-                } else {
-                    grad_x[first + p] = g * w * is;
-                }
-            }
-        }
-    }
+    backward_apply<T, true>(grad_out, y, x, mean, invstd, weight, sum_g, sum_gxhat, grad_x,
+                            N, C, HW, batch_stats);
 }

@@ -4,6 +4,9 @@ table and a saved figure.
 The loop here is deliberately smaller than tinyres.train.Trainer: no augmentation, no
 schedule, no checkpoints; each experiment trains several twins on the same arrays with
 the same budget, so that the only difference between two runs is the architecture.
+Like the Trainer, it reads nothing from the device while an epoch runs: the summed loss
+and the correct predictions accumulate where the model runs (tinyres.train.RunningTotals)
+and are read once per epoch (once per evaluation).
 """
 import os
 
@@ -13,6 +16,7 @@ import tinyres
 import tinyres.nn.functional as F
 from tinyres import data
 from tinyres.optim import SGD
+from tinyres.train import RunningTotals
 
 DEFAULT_OUT = os.path.join("runs", "experiments")
 
@@ -47,19 +51,19 @@ def fit(model, x, y, epochs, batch_size=64, lr=0.05, momentum=0.9, weight_decay=
     losses = []
     for _ in range(epochs):
         model.train()
-        order, total, wrong = rng.permutation(len(x)), 0.0, 0
+        order, totals = rng.permutation(len(x)), RunningTotals()
         for start in range(0, len(x), batch_size):
             idx = order[start:start + batch_size]
-            logits = model(tinyres.tensor(x[idx]))
-            loss = F.cross_entropy(logits, tinyres.tensor(y[idx]))
+            logits, labels = model(tinyres.tensor(x[idx])), tinyres.tensor(y[idx])
+            loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(idx)
-            wrong += int((logits.numpy().argmax(1) != y[idx]).sum())
+            totals.add(loss, logits, labels)
+        total, correct = totals.read()
         losses.append(total / len(x))
         if errors is not None:
-            errors.append(wrong / len(x))
+            errors.append((len(x) - correct) / len(x))
         if not np.isfinite(losses[-1]):
             losses[-1] = float("nan")
             break
@@ -69,14 +73,14 @@ def fit(model, x, y, epochs, batch_size=64, lr=0.05, momentum=0.9, weight_decay=
 def evaluate(model, x, y, batch_size=256):
     """(mean cross-entropy, error rate) of `model` in eval mode on (x, y)."""
     model.eval()
-    total, wrong = 0.0, 0
+    totals = RunningTotals()
     with tinyres.no_grad():
         for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            logits = model(tinyres.tensor(xb))
-            total += F.cross_entropy(logits, tinyres.tensor(yb)).item() * len(xb)
-            wrong += int((logits.numpy().argmax(1) != yb).sum())
-    return total / len(x), wrong / len(x)
+            logits = model(tinyres.tensor(x[start:start + batch_size]))
+            labels = tinyres.tensor(y[start:start + batch_size])
+            totals.add(F.cross_entropy(logits, labels), logits, labels)
+    total, correct = totals.read()
+    return total / len(x), (len(x) - correct) / len(x)
 
 
 # ----- reporting ---------------------------------------------------------------------------
