@@ -36,8 +36,9 @@ def _window(w_shape, stride, padding):
 
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("layer", LAYERS)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cpu_bias_is_the_unbiased_output_plus_bias_to_the_last_bit(policy, layer, dtype):
+def test_cpu_bias_is_the_unbiased_output_plus_bias_to_the_last_bit(policy, layer,
+                                                                   dtype=np.float32):
+    # float32, where a second rounding would show; float64 through F.conv2d below
     x_shape, w_shape, stride, padding = layer
     x, w2, bias = _case(x_shape, w_shape, dtype)
     window = _window(w_shape, stride, padding)
@@ -72,7 +73,7 @@ def test_a_bias_of_the_wrong_shape_or_dtype_is_refused_by_name(kernels):
         kernels.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1, bias=bias.astype(np.float64))
 
 
-@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("layer", [LAYERS[0], LAYERS[2]], ids=["3x3-same", "1x1-stride-2"])
 def test_conv2d_with_bias_matches_torch_values_and_gradients(layer):
     x_shape, w_shape, stride, padding = layer
     rng = np.random.default_rng(2)

@@ -18,6 +18,7 @@
 import ctypes
 import functools
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -464,23 +465,35 @@ def test_conv_bench_output_check_and_help():
     assert not hasattr(bench, "cupy_cudnn_step")
 
 
-def test_conv_bench_cpu_path_runs_end_to_end_on_a_tiny_case(monkeypatch):
-    """`conv_bench.py --device cpu` times both engines in their workers (cpu_bench's,
-    through cpu_specs, as the layer rows) and counts one tinyres step: here a resnet20
-    step at batch 2, no layer rows (each row costs two worker processes)."""
+def test_conv_bench_cpu_path_builds_worker_specs_and_counts_a_step(monkeypatch):
+    """`conv_bench.py --device cpu` hands cpu_bench's workers a spec per engine (cpu_specs,
+    through _timing.run_case's own signature) and counts one tinyres step itself. The
+    workers are stood in for here; test_bench_harness.py runs real ones end to end."""
     bench = _benchmark("conv_bench")
     cpu_bench = _benchmark("cpu_bench")
-    specs = bench.cpu_specs({"name": "x", "kind": "conv"}, reps=3)
-    assert set(specs) == {"tinyres", "torch"} and specs["torch"]["reps"] == 3
-    monkeypatch.setattr(bench, "shape_cases", lambda quick, device: [])
-    monkeypatch.setattr(bench, "model_cases",
-                        lambda quick, device: [cpu_bench.model_case("resnet20", "train", 2)])
-    args = SimpleNamespace(quick=True, threads=1, no_models=False)
-    extra, rows, models = bench.run_cpu(args, {})
-    assert extra == {"reference": "torch CPU"} and rows == []
-    assert models[0]["tinyres"]["ms"] > 0 and models[0]["ref"]["ms"] > 0, models
+    layer = cpu_bench.conv_cases("r20", cpu_bench.distinct(
+        cpu_bench.model_convs("resnet20", 2)[0])[:1], ops=("fwd",))[0]
+    model = cpu_bench.model_case("resnet20", "train", 2)
+    monkeypatch.setattr(bench, "shape_cases", lambda quick, device: [("resnet20", layer)])
+    monkeypatch.setattr(bench, "model_cases", lambda quick, device: [model])
+    asked = []
+
+    def run_case(script, specs, rounds, envs=None):
+        asked.append((script, specs, rounds))
+        return {e: {"ms": 2.0 if e == "tinyres" else 4.0} for e in specs}
+
+    monkeypatch.setattr(bench._timing, "run_case", run_case)
+    extra, rows, models = bench.run_cpu(SimpleNamespace(quick=True, threads=1,
+                                                        no_models=False), {})
+    assert extra == {"reference": "torch CPU"}
+    assert [set(specs) for _, specs, _ in asked] == [{"tinyres", "torch"}] * 2
+    for (script, specs, rounds), case in zip(asked, (layer, model)):
+        assert script == os.path.abspath(cpu_bench.__file__) and rounds == 2
+        assert all(spec["case"]["name"] == case["name"] and spec["mode"] == "warm"
+                   and spec["case"]["threads"] == 1 for spec in specs.values())
+    assert rows[0]["tinyres"]["ms"] == 2.0 and rows[0]["ref"]["ms"] == 4.0
+    assert models[0]["tinyres"]["images_per_s"] == 1000.0
     assert models[0]["tinyres"]["per_step"]["host_reads"] == 0
-    assert models[0]["tinyres"]["images_per_s"] > 0
 
 
 class FakeEvent:
