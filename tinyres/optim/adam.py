@@ -80,11 +80,6 @@ class Adam(Optimizer):
         denom = xp.sqrt(v) / bias_correction2_sqrt + group["eps"]
         param.array -= (lr / bias_correction1) * (m / denom)
 
-    def step(self, closure=None):
-        """Update every parameter that has a gradient (fused groups in one call per
-        dtype); `closure`, if given, recomputes and returns the loss first."""
-        return fused_impl.step(self, closure, self._fused_group)
-
     def _fused_group(self, group):
         """The fused step of one group: state made where missing (after torch's
         device/dtype check), steps counted, then one call of kernels/fused_optim.adam per

@@ -1,9 +1,9 @@
-"""What SGD and Adam share for fused=True (torch's fused implementation): the step loop,
-torch's argument rules and its device/dtype check, and the split of a group's tensors by
-device and dtype, each part then updated by one call of kernels/fused_optim.py."""
+"""What SGD and Adam share for fused=True (torch's fused implementation): torch's argument
+rules and its device/dtype check, and the split of a group's tensors by device and dtype,
+each part then updated by one call of kernels/fused_optim.py (Optimizer.step sends a fused
+group to the optimizer's _fused_group)."""
 import numpy as np
 
-from tinyres.autograd import enable_grad, no_grad
 
 SUPPORTED_DEVICES = ["cpu", "cuda"]
 
@@ -24,24 +24,6 @@ def check_device_dtype(p):
         raise RuntimeError("`fused=True` requires all the params to be floating point Tensors "
                            f"of supported devices: {SUPPORTED_DEVICES} but {p.dtype} and "
                            f"{p.device.type}")
-
-
-def step(optimizer, closure, fused_group):
-    """Optimizer.step with fused groups: `fused_group(group)` updates a group whose
-    'fused' option is set, the per-tensor `_step_one` the others."""
-    loss = None
-    if closure is not None:
-        with enable_grad():
-            loss = closure()
-    with no_grad():
-        for group in optimizer.param_groups:
-            if group.get("fused"):
-                fused_group(group)
-            else:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        optimizer._step_one(p, group)
-    return loss
 
 
 def by_device_and_dtype(params):

@@ -148,10 +148,16 @@ class Optimizer:
                 loss = closure()
         with no_grad():
             for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        self._step_one(p, group)
+                if group.get("fused"):
+                    self._fused_group(group)     # SGD, Adam: one call per device and dtype
+                else:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            self._step_one(p, group)
         return loss
+
+    def _fused_group(self, group):
+        raise NotImplementedError(f"{type(self).__name__}: fused=True is not built")
 
     def _step_one(self, p, group):
         state = self.state.get(p, {})

@@ -70,11 +70,6 @@ class SGD(Optimizer):
             d = d + momentum * buf if group["nesterov"] else buf
         param.array -= group["lr"] * d
 
-    def step(self, closure=None):
-        """Update every parameter that has a gradient (fused groups in one call per
-        dtype); `closure`, if given, recomputes and returns the loss first."""
-        return fused_impl.step(self, closure, self._fused_group)
-
     def _fused_group(self, group):
         """The fused step of one group: its momentum buffers made where missing, then one
         call of kernels/fused_optim.sgd per device and dtype."""
