@@ -160,20 +160,32 @@ __global__ void batchnorm_stats_combine(const T* part_n, const T* part_mean, con
     }
 }
 
-// y = (x - mean) * invstd * weight + bias; x a pixel, y the channel, z the image.
-template <typename T>
-__global__ void batchnorm_apply(const T* x, const T* mean, const T* invstd, const T* weight,
-                                const T* bias, T* y, int N, int C, int HW) {
+// y = (x - mean) * invstd * weight + bias, then with Relu max(y, 0) (a NaN passes); x a
+// pixel, y the channel, z the image. The bodies of batchnorm_apply and batchnorm_relu_apply.
+template <typename T, bool Relu>
+__device__ __forceinline__ void apply_planes(const T* x, const T* mean, const T* invstd,
+                                             const T* weight, const T* bias, T* y, int N,
+                                             int C, int HW) {
     for (int n = blockIdx.z * blockDim.z + threadIdx.z; n < N; n += gridDim.z * blockDim.z) {
         for (int c = blockIdx.y * blockDim.y + threadIdx.y; c < C; c += gridDim.y * blockDim.y) {
             long long first = ((long long)n * C + c) * HW;
             T mu = mean[c], is = invstd[c], w = weight[c], b = bias[c];
             for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < HW;
                  p += gridDim.x * blockDim.x) {
-                y[first + p] = (x[first + p] - mu) * is * w + b;
+                T v = (x[first + p] - mu) * is * w + b;
+                if constexpr (Relu) {
+                    v = v < T(0) ? T(0) : v;
+                }
+                y[first + p] = v;
             }
         }
     }
+}
+
+template <typename T>
+__global__ void batchnorm_apply(const T* x, const T* mean, const T* invstd, const T* weight,
+                                const T* bias, T* y, int N, int C, int HW) {
+    apply_planes<T, false>(x, mean, invstd, weight, bias, y, N, C, HW);
 }
 
 // The gradient reaching batch norm's output at i: grad_out[i], or, fused with a ReLU
@@ -293,17 +305,7 @@ __global__ void batchnorm_backward_apply(const T* grad_out, const T* x, const T*
 template <typename T>
 __global__ void batchnorm_relu_apply(const T* x, const T* mean, const T* invstd,
                                      const T* weight, const T* bias, T* y, int N, int C, int HW) {
-    for (int n = blockIdx.z * blockDim.z + threadIdx.z; n < N; n += gridDim.z * blockDim.z) {
-        for (int c = blockIdx.y * blockDim.y + threadIdx.y; c < C; c += gridDim.y * blockDim.y) {
-            long long first = ((long long)n * C + c) * HW;
-            T mu = mean[c], is = invstd[c], w = weight[c], b = bias[c];
-            for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < HW;
-                 p += gridDim.x * blockDim.x) {
-                T v = (x[first + p] - mu) * is * w + b;
-                y[first + p] = v < T(0) ? T(0) : v;
-            }
-        }
-    }
+    apply_planes<T, true>(x, mean, invstd, weight, bias, y, N, C, HW);
 }
 
 // Stage 1 of the fused backward: sum(g) and sum(g * xhat) over slice blockIdx.x of each
