@@ -19,6 +19,8 @@ the BLAS, its kernel and threads, the settings, the versions and the commit):
                                 'first_calls' rows of newer files)
   roofline PEAKS FILE [match=REGEX]  roofline.py's peaks beside each layer of FILE
   callgrind FILE...             callgrind_layer.py counts, and the spread of repeated runs
+  winograd-gemm FILE            winograd_gemm.py's split of a Winograd task and its GEMMs'
+                                rates beside one thread's GEMM peak
   gpu-model                     gpu_model.py's predicted resnet50 step (computed, no file)
 
     python benchmarks/report.py            # rewrite the tables in place
@@ -368,6 +370,27 @@ def callgrind_table(records):
                     f"{env or 'no recorded environment'}."]
 
 
+def winograd_gemm_table(record, relpath):
+    """winograd_gemm.py's rows: one task's split, and its GEMMs' rates as a share of one
+    thread's GEMM peak."""
+    machine, peak = record.get("machine") or {}, record["peak_one_thread_gflops"]
+    head = ["layer", "images a task", "tiles a task", "input / GEMMs / output",
+            "GEMMs as run GFLOP/s", "tile-major", "8 images a task", "Numba loop",
+            "as run, share of peak"]
+    body = []
+    for r in record["rows"]:
+        s, g = r["share"], r["gflops"]
+        body.append([f"{r['case']} {r['n']}x{r['c']}x{r['hw']}x{r['hw']}", r["images_per_task"],
+                     r["tiles_per_task"],
+                     f"{s['input']:.0%} / {s['gemm']:.0%} / {s['output']:.0%}",
+                     f"{g['as_run']:.1f}", f"{g['tile_major']:.1f}", f"{g['images_8x']:.1f}",
+                     f"{g['numba_loop']:.1f}", _pct(g["as_run"] / peak)])
+    return ([f"`benchmarks/{relpath}`: {cpu_text(machine)}.", blas_text(machine) + ".",
+             f"{versions_text(machine)}; one thread, best of {record.get('reps')} timings, "
+             f"BLAS environment {record.get('blas_env')}; one thread's float32 GEMM peak "
+             f"(1024 x 1024): {peak:.1f} GFLOP/s.", ""] + markdown(head, body))
+
+
 # ----- blocks ---------------------------------------------------------------------------------
 def parse_spec(spec):
     """'KIND FILE... key=value...' -> (kind, files, options)."""
@@ -400,6 +423,8 @@ def render(spec, base=BENCH):
                  + roofline_table(peaks, record, match))
     elif kind == "gpu-model":
         lines = gpu_model.readme_lines()
+    elif kind == "winograd-gemm":
+        lines = winograd_gemm_table(load(files[0], base), files[0])
     else:
         raise ValueError(f"report.py: unknown table kind {kind!r} in marker {spec!r}")
     return "\n".join(lines) + "\n"
