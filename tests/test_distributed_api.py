@@ -248,6 +248,20 @@ def test_convert_sync_batchnorm_as_torch():
     assert converted.bn1.running_mean is original.bn1.running_mean
 
 
+def test_syncbatchnorm_without_bias_as_torch():
+    """bias=False (keyword-only, as BatchNorm2d's): a weight and no bias, and
+    convert_sync_batchnorm keeps a bias-less batch norm bias-less."""
+    ours, theirs = nn.SyncBatchNorm(3, bias=False), torch.nn.SyncBatchNorm(3, bias=False)
+    assert ours.bias is None and theirs.bias is None
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, bias=False))
+    twin = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4, bias=False))
+    ours = nn.SyncBatchNorm.convert_sync_batchnorm(model)[1]
+    theirs = torch.nn.SyncBatchNorm.convert_sync_batchnorm(twin)[1]
+    assert ours.bias is None and theirs.bias is None
+    assert ours.weight is model[1].weight
+
+
 def test_syncbatchnorm_input_errors_as_torch():
     ours = _error(lambda: nn.SyncBatchNorm(3)(tinyres.ones(3)))
     assert ours == _error(lambda: torch.nn.SyncBatchNorm(3)(torch.ones(3)))

@@ -31,7 +31,7 @@ def get_default_dtype():
     return _DefaultDtype.dtype
 
 
-def set_default_dtype(d):
+def set_default_dtype(d, /):
     """Make float32 or float64 the dtype of float factories and Python floats."""
     if np.dtype(d) not in FLOAT_DTYPES:
         raise TypeError(f"set_default_dtype: only floating-point types are supported as the "

@@ -247,17 +247,18 @@ def _maybe_inplace(x, inplace, name, compute):
     return compute(x)
 
 
-def relu(x, inplace=False):
-    """max(x, 0); with inplace=True, written into x (PyTorch's rules: functional/inplace.py)."""
+def relu(input, inplace=False):
+    """max(input, 0); with inplace=True, written into input (PyTorch's rules:
+    functional/inplace.py)."""
     if inplace:
         from tinyres.functional.inplace import relu_
-        return relu_(x)
-    if x.dtype.kind in "iu":       # integers have no gradient: max(x, 0) as it is, as torch
+        return relu_(input)
+    if input.dtype.kind in "iu":   # integers have no gradient: max(x, 0) as it is, as torch
         from tinyres.tensor import Tensor
-        return Tensor(get_array_module(x.array).maximum(x.array, x.dtype.type(0)))
-    if x.dtype.kind == "b":
+        return Tensor(get_array_module(input.array).maximum(input.array, input.dtype.type(0)))
+    if input.dtype.kind == "b":
         raise RuntimeError("relu: Boolean inputs not supported for relu")
-    return ReLU.apply(x)
+    return ReLU.apply(input)
 
 
 def _as_float(x):

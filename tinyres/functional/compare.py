@@ -74,7 +74,7 @@ def equal(input, other):
     return bool(compare(input, other, "eq").array.all())
 
 
-def is_tensor(obj):
+def is_tensor(obj, /):
     """True for a tinyres Tensor."""
     return isinstance(obj, Tensor)
 
