@@ -29,9 +29,9 @@ _TORCH_INT_NAMES = {"int64": "Long", "int32": "Int", "int16": "Short", "int8": "
 
 # ----- the two layouts ------------------------------------------------------------------------
 
-def to_batch_first(xp, cols, n):
-    """(C*kh*kw, N*L), the kernels' columns -> (N, C*kh*kw, L), torch's blocks."""
-    return xp.ascontiguousarray(cols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2))
+def to_batch_first(xp, cols, n, count):
+    """(C*kh*kw, N*L), the kernels' columns -> (N, C*kh*kw, L), torch's blocks (L = count)."""
+    return xp.ascontiguousarray(cols.reshape(cols.shape[0], n, count).transpose(1, 0, 2))
 
 
 def to_kernel_layout(xp, blocks):
@@ -56,8 +56,10 @@ def _cast_back(a, dtype):
 def unfold_image(x, window):
     """x (N, C, H, W) -> its blocks (N, C*kh*kw, L); window = (kh, kw, sh, sw, ph, pw, dh, dw)."""
     xp = get_array_module(x)
+    kh, kw, sh, sw, ph, pw, dh, dw = window
+    count = (_blocks_along(x.shape[2], kh, dh, ph, sh) * _blocks_along(x.shape[3], kw, dw, pw, sw))
     cols = kernels_for(x).im2col(_to_kernel_dtype(x), *window)
-    return _cast_back(to_batch_first(xp, cols, x.shape[0]), x.dtype)
+    return _cast_back(to_batch_first(xp, cols, x.shape[0], count), x.dtype)
 
 
 def fold_blocks(blocks, x_shape, window):
@@ -134,11 +136,12 @@ def _int_pair(value, name, op):
     return tuple(operator.index(v) for v in values)
 
 
-def _check_positive(op, name, pair, smallest=1):
+def _check_positive(op, label, field, pair, smallest=1):
+    """torch's check (and message) that a window pair is >= smallest (1, or 0 for padding)."""
     if min(pair) < smallest:
         expected = "greater than zero" if smallest == 1 else "non-negative"
-        raise RuntimeError(f"{op}: {name} should be {expected}, but got "
-                           f"{name}_height: {pair[0]} {name}_width: {pair[1]}")
+        raise RuntimeError(f"{op}: {label} should be {expected}, but got "
+                           f"{field}_height: {pair[0]} {field}_width: {pair[1]}")
 
 
 def _check_dtype(op, kernel, dtype):
@@ -167,10 +170,10 @@ def _unfold_window(input, kernel_size, dilation, padding, stride):
     _check_tensor(op, input)
     k, d, p, s = (_int_pair(v, n, op) for v, n in ((kernel_size, "kernel_size"),
                   (dilation, "dilation"), (padding, "padding"), (stride, "stride")))
-    _check_positive(op, "kernel", k)
-    _check_positive(op, "dilation", d)
-    _check_positive(op, "pad", p, smallest=0)
-    _check_positive(op, "stride", s)
+    _check_positive(op, "kernel size", "kernel", k)
+    _check_positive(op, "dilation", "dilation", d)
+    _check_positive(op, "padding", "pad", p, smallest=0)
+    _check_positive(op, "stride", "stride", s)
     shape = tuple(input.shape)
     expected = (f"{op}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input with non-zero "
                 f"C, H and W (N may be 0), but got shape {shape}")
@@ -195,10 +198,10 @@ def _fold_window(input, output_size, kernel_size, dilation, padding, stride):
     out, k, d, p, s = (_int_pair(v, n, op) for v, n in (
         (output_size, "output_size"), (kernel_size, "kernel_size"), (dilation, "dilation"),
         (padding, "padding"), (stride, "stride")))
-    _check_positive(op, "kernel", k)
-    _check_positive(op, "stride", s)
-    _check_positive(op, "dilation", d)
-    _check_positive(op, "pad", p, smallest=0)
+    _check_positive(op, "kernel size", "kernel", k)
+    _check_positive(op, "stride", "stride", s)
+    _check_positive(op, "dilation", "dilation", d)
+    _check_positive(op, "padding", "pad", p, smallest=0)
     shape = tuple(input.shape)
     if len(shape) not in (2, 3) or 0 in shape[-2:]:
         raise RuntimeError(f"{op}: expected a 2-D (C*kh*kw, L) or 3-D (N, C*kh*kw, L) input "
