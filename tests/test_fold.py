@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 import tinyres
 import tinyres.nn.functional as F
+from tinyres.functional import fold as fold_ops
+from tinyres.kernels import reference
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
@@ -159,6 +161,27 @@ def test_gradcheck_unfold_and_fold(layer):
                                                   padding=1), [unbatched], mode="projection")
 
 
+class UnfoldMissingTranspose(fold_ops.Unfold):
+    """A plausible layout bug: the gradient reshaped to the kernels' (C*kh*kw, N*L) columns
+    without moving the batch axis; right for one image, wrong for two."""
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        cols = np.ascontiguousarray(grad_out).reshape(grad_out.shape[1], -1)
+        return reference.col2im(cols, ctx.shape, *ctx.window)
+
+
+def test_gradcheck_catches_a_backward_that_mixes_up_the_layouts():
+    window = fold_ops._unfold_window(tinyres.zeros(2, 2, 4, 4), 2, 1, 0, 1)
+    x = tinyres.tensor(np.random.default_rng(6).standard_normal((2, 2, 4, 4)),
+                       requires_grad=True)
+    with pytest.raises(tinyres.GradcheckError):
+        tinyres.gradcheck(lambda t: UnfoldMissingTranspose.apply(t, window=window), [x],
+                          mode="projection")
+    assert tinyres.gradcheck(lambda t: UnfoldMissingTranspose.apply(t, window=window),
+                             [x[:1].detach().requires_grad_()], mode="projection")
+
+
 # ----- the lesson: a convolution is unfold, one matmul, and a view ----------------------------
 
 @pytest.mark.parametrize("layer", LAYERS)
@@ -297,17 +320,38 @@ def test_modules_repr_attributes_and_forward_match_torch(name, args, kwargs, sha
 
 # ----- the GPU (pytest -m gpu) ----------------------------------------------------------------
 
+GPU_WINDOW = dict(kernel_size=(3, 2), dilation=(1, 2), padding=1, stride=(2, 1))
+
+
+def round_trip(engine, x, device):
+    """(fold(2 * unfold(x)), x's gradient under the weighting x) on one device."""
+    t = engine.tensor(x).to(device).requires_grad_()
+    functional = engine.nn.functional
+    folded = functional.fold(functional.unfold(t, **GPU_WINDOW) * 2.0, (7, 6), **GPU_WINDOW)
+    folded.backward(engine.tensor(x).to(device))
+    return folded.detach().cpu().numpy(), t.grad.cpu().numpy()
+
+
+def test_round_trip_matches_torch_on_the_cpu():
+    x = np.random.default_rng(5).standard_normal((2, 3, 7, 6))
+    for ours, theirs in zip(round_trip(tinyres, x, "cpu"), round_trip(torch, x, "cpu")):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.gpu
 def test_unfold_and_fold_on_the_gpu_match_the_cpu():
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 3, 7, 6))
-    window = dict(kernel_size=(3, 2), dilation=(1, 2), padding=1, stride=(2, 1))
-    results = []
-    for device in ("cpu", "cuda"):
-        t = tinyres.tensor(x, requires_grad=True).to(device) if device == "cpu" else \
-            tinyres.tensor(x).to(device).requires_grad_()
-        folded = F.fold(F.unfold(t, **window) * 2.0, (7, 6), **window)
-        folded.backward(tinyres.tensor(x).to(device))
-        results.append((folded.cpu().numpy(), t.grad.cpu().numpy()))
-    for ours, reference in zip(*results):
-        np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-12)
+    x = np.random.default_rng(5).standard_normal((2, 3, 7, 6))
+    for a, b in zip(round_trip(tinyres, x, "cuda"), round_trip(tinyres, x, "cpu")):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_a_float16_fold_on_the_gpu_rounds_once_as_torchs_cuda_col2im():
+    # quarters below 2**13: every float32 sum of them is exact, whatever its order
+    quarters = np.random.default_rng(7).integers(-2000, 2000, (2, 18, 16)) / 4
+    blocks = quarters.astype(np.float16)
+    on_gpu = F.fold(tinyres.tensor(blocks).cuda(), 6, 3).cpu().numpy()
+    rounded_once = F.fold(tinyres.tensor(quarters), 6, 3).numpy().astype(np.float16)
+    tap_by_tap = F.fold(tinyres.tensor(blocks), 6, 3).numpy()      # torch's CPU rounding
+    assert on_gpu.dtype == np.float16 and (tap_by_tap != rounded_once).any()
+    np.testing.assert_array_equal(on_gpu, rounded_once)

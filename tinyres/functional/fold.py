@@ -39,6 +39,12 @@ def to_kernel_layout(xp, blocks):
     return xp.ascontiguousarray(blocks.transpose(1, 0, 2)).reshape(blocks.shape[1], -1)
 
 
+def _blocks_along(size, k, d, p, s):
+    """The number of windows along one axis, floor((size + 2p - d(k - 1) - 1)/s) + 1
+    (floor, not truncation, as torch's div_rtn: it may be negative)."""
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
 def _to_kernel_dtype(a):
     """a itself in float32/float64, else a float32 copy (float16 and bool)."""
     return a if a.dtype in _KERNEL_DTYPES else a.astype(np.float32)
@@ -57,7 +63,7 @@ def unfold_image(x, window):
     """x (N, C, H, W) -> its blocks (N, C*kh*kw, L); window = (kh, kw, sh, sw, ph, pw, dh, dw)."""
     xp = get_array_module(x)
     kh, kw, sh, sw, ph, pw, dh, dw = window
-    count = (_blocks_along(x.shape[2], kh, dh, ph, sh) * _blocks_along(x.shape[3], kw, dw, pw, sw))
+    count = _blocks_along(x.shape[2], kh, dh, ph, sh) * _blocks_along(x.shape[3], kw, dw, pw, sw)
     cols = kernels_for(x).im2col(_to_kernel_dtype(x), *window)
     return _cast_back(to_batch_first(xp, cols, x.shape[0], count), x.dtype)
 
@@ -156,12 +162,6 @@ def _check_tensor(op, input):
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}(): argument 'input' (position 1) must be Tensor, not "
                         f"{type(input).__name__}")
-
-
-def _blocks_along(size, k, d, p, s):
-    """The number of windows along one axis, floor((size + 2p - d(k - 1) - 1)/s) + 1
-    (floor, not truncation, as torch's div_rtn: it may be negative)."""
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 def _unfold_window(input, kernel_size, dilation, padding, stride):
