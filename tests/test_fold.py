@@ -103,12 +103,12 @@ def test_fold_matches_torch(layer, window, data):
     out = (data.draw(st.integers(min_h, min_h + 4)), data.draw(st.integers(min_w, min_w + 4)))
     (kh, kw), *_ = pairs = as_pairs(params)
     count = np.prod([blocks_along(out[i], *(v[i] for v in pairs)) for i in range(2)])
-    blocks = np.random.default_rng(count).standard_normal((n, c * kh * kw, count))
+    blocks = np.random.default_rng(count).standard_normal((n, count, c * kh * kw))
     if not batched:
         blocks = blocks[0]
-    with tinyres.kernels.use(layer):
-        result = both(lambda t: F.fold(t, out, **params), lambda t: TF.fold(t, out, **params),
-                      blocks)
+    with tinyres.kernels.use(layer):                   # non-contiguous blocks: transposed
+        result = both(lambda t: F.fold(t.transpose(-1, -2), out, **params),
+                      lambda t: TF.fold(t.transpose(-1, -2), out, **params), blocks)
     assert_same(*result)
 
 
@@ -192,7 +192,7 @@ def test_conv2d_is_unfold_matmul_view_on_both_engines(layer):
     def via_unfold(engine, functional, x, w):
         unf = functional.unfold(x, (4, 5), padding=1, stride=(2, 1))   # (N, C*kh*kw, L)
         out = unf.transpose(1, 2).matmul(w.view(w.size(0), -1).t()).transpose(1, 2)
-        return out.reshape(2, 4, 5, 10), functional.conv2d(x, w, padding=1, stride=(2, 1))
+        return out.view(2, 4, 5, 10), functional.conv2d(x, w, padding=1, stride=(2, 1))
     with tinyres.kernels.use(layer):
         ours = via_unfold(tinyres, F, tinyres.tensor(x), tinyres.tensor(w))
     theirs = via_unfold(torch, TF, torch.tensor(x), torch.tensor(w))
