@@ -8,6 +8,7 @@ from tinyres.nn.layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, 
                                BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Dropout2d, Flatten,
                                Identity, Linear, MaxPool2d, ReLU, Unflatten, Upsample)
 from tinyres.nn.embedding import Embedding
+from tinyres.nn.fold import Fold, Unfold
 from tinyres.nn.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss,
                              KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss)
 from tinyres.nn.module import Module, Parameter
@@ -30,3 +31,4 @@ __all__ = [
     "functional", "init", "utils",
 ]
 __all__ += ["DistributedDataParallel", "SyncBatchNorm", "parallel"]
+__all__ += ["Fold", "Unfold"]

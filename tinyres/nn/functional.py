@@ -23,6 +23,7 @@ from tinyres.functional.residual import residual_add
 from tinyres.functional.shape import (cat, expand, flatten, getitem, permute, reshape,
                                       squeeze, stack, transpose, unsqueeze, view)
 from tinyres.functional.pad import pad
+from tinyres.functional.fold import fold, unfold
 
 __all__ = [
     "abs", "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "avg_pool2d", "batch_norm",
@@ -41,3 +42,4 @@ __all__ = [
 from tinyres.functional.fused import batch_norm_relu  # noqa: E402
 
 __all__.append("batch_norm_relu")
+__all__ += ["fold", "unfold"]
