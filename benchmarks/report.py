@@ -376,7 +376,7 @@ def winograd_gemm_table(record, relpath):
     machine, peak = record.get("machine") or {}, record["peak_one_thread_gflops"]
     head = ["layer", "images a task", "tiles a task", "input / GEMMs / output",
             "GEMMs as run GFLOP/s", "tile-major", "8 images a task", "Numba loop",
-            "as run, share of peak"]
+            "as run, share of peak", "task ms an image", "8 images a task, ms an image"]
     body = []
     for r in record["rows"]:
         s, g = r["share"], r["gflops"]
@@ -384,7 +384,8 @@ def winograd_gemm_table(record, relpath):
                      r["tiles_per_task"],
                      f"{s['input']:.0%} / {s['gemm']:.0%} / {s['output']:.0%}",
                      f"{g['as_run']:.1f}", f"{g['tile_major']:.1f}", f"{g['images_8x']:.1f}",
-                     f"{g['numba_loop']:.1f}", _pct(g["as_run"] / peak)])
+                     f"{g['numba_loop']:.1f}", _pct(g["as_run"] / peak),
+                     f"{r['ms_per_image']:.3f}", f"{r['ms_per_image_8x']:.3f}"])
     return ([f"`benchmarks/{relpath}`: {cpu_text(machine)}.", blas_text(machine) + ".",
              f"{versions_text(machine)}; one thread, best of {record.get('reps')} timings, "
              f"BLAS environment {record.get('blas_env')}; one thread's float32 GEMM peak "

@@ -10,7 +10,8 @@ times, on one thread, one task of each Winograd layer of the goal cases:
   as run       the 16 GEMMs as forward_core calls them (np.dot inside Numba, SciPy's BLAS)
   tile-major   the same products with the tiles as rows, (T, C) @ (C, OC): a layout the
                transforms would have to write and read across channels
-  8 images     the GEMMs of a task 8 images wide (T eight times larger)
+  8 images     the GEMMs of a task 8 images wide (T eight times larger), and that whole
+               task's time per image beside the task's as run (its V and M 8 times larger)
   numba loop   the same product as a Numba loop, vectorised by LLVM over the tiles, 8
                channels a pass (the fastest of the loop forms tried): Numba without a BLAS
   peak         one thread's float32 GEMM rate at 1024 x 1024 (np.matmul)
@@ -122,10 +123,13 @@ def measure_layer(layer, group, reps, loops):
         raise AssertionError(f"{name}: the Numba loop GEMM differs from the BLAS's")
     v8, mm8 = arrays(group * 8)
     t_8 = best(as_run, u, v8, mm8, reps=reps)
+    task_8 = (best(winograd._input_tiles, x, 0, v8, reps=reps) + t_8
+              + best(winograd._output_tiles, mm8, 0, out, reps=reps))
     flops = 2 * 16 * oc * c * group * t
     total = t_in + t_gemm + t_out
     return {"case": name, "n": n, "c": c, "oc": oc, "hw": hw, "images_per_task": group,
             "tiles_per_task": group * t, "task_ms": 1e3 * total,
+            "ms_per_image": 1e3 * total / group, "ms_per_image_8x": 1e3 * task_8 / (8 * group),
             "share": {"input": t_in / total, "gemm": t_gemm / total, "output": t_out / total},
             "gflops": {"as_run": flops / t_gemm / 1e9, "tile_major": flops / t_tile_major / 1e9,
                        "images_8x": 8 * flops / t_8 / 1e9, "numba_loop": flops / t_loop / 1e9}}
@@ -172,7 +176,9 @@ def main(argv=None):
             print(f"{row['case']:26s} {group:2d} images, T {row['tiles_per_task']:5d}: "
                   f"input {s['input']:.0%} GEMMs {s['gemm']:.0%} output {s['output']:.0%} | "
                   f"GFLOP/s as run {g['as_run']:.1f}, tile-major {g['tile_major']:.1f}, "
-                  f"8 images {g['images_8x']:.1f}, Numba loop {g['numba_loop']:.1f}", flush=True)
+                  f"8 images {g['images_8x']:.1f}, Numba loop {g['numba_loop']:.1f} | "
+                  f"ms an image {row['ms_per_image']:.3f}, 8 images a task "
+                  f"{row['ms_per_image_8x']:.3f}", flush=True)
     if args.json:
         path = args.json
         if path == "auto":

@@ -201,6 +201,7 @@ def test_winograd_gemm_table_gives_the_split_the_rates_and_the_share_of_peak():
               "peak_one_thread_gflops": 80.0,
               "rows": [{"case": "r20 conv3x3/s1 16->16", "n": 128, "c": 16, "hw": 32,
                         "images_per_task": 1, "tiles_per_task": 272,
+                        "ms_per_image": 0.1234, "ms_per_image_8x": 0.15,
                         "share": {"input": 0.15, "gemm": 0.75, "output": 0.10},
                         "gflops": {"as_run": 20.0, "tile_major": 30.0, "images_8x": 25.0,
                                    "numba_loop": 22.5}}]}
@@ -208,7 +209,7 @@ def test_winograd_gemm_table_gives_the_split_the_rates_and_the_share_of_peak():
     assert lines[0].startswith("`benchmarks/results/w.json`: AMD EPYC 9999")
     assert "best of 7 timings" in lines[2] and "80.0 GFLOP/s" in lines[2]
     assert lines[-1] == ("| r20 conv3x3/s1 16->16 128x16x32x32 | 1 | 272 | 15% / 75% / 10% "
-                         "| 20.0 | 30.0 | 25.0 | 22.5 | 25% |")
+                         "| 20.0 | 30.0 | 25.0 | 22.5 | 25% | 0.123 | 0.150 |")
 
 
 # ----- roofline arithmetic, by hand -------------------------------------------------------

@@ -16,6 +16,7 @@ def test_one_task_is_split_and_its_gemms_timed_four_ways():
     row = winograd_gemm.measure_layer(layer, 2, 1, winograd_gemm.jitted())
     assert (row["images_per_task"], row["tiles_per_task"]) == (2, 2 * 3 * 4)
     assert abs(sum(row["share"].values()) - 1) < 1e-9
+    assert row["ms_per_image"] == row["task_ms"] / 2 and row["ms_per_image_8x"] > 0
     assert set(row["gflops"]) == {"as_run", "tile_major", "images_8x", "numba_loop"}
     assert all(g > 0 for g in row["gflops"].values())
 
