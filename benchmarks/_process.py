@@ -97,8 +97,23 @@ def _threadpools():
     return pools
 
 
+def numba_target():
+    """The CPU Numba compiles for and whether that includes AVX-512: NUMBA_CPU_NAME and
+    NUMBA_CPU_FEATURES where set, else the host's, as LLVM reads them (Numba's default)."""
+    import llvmlite.binding as llvm
+    from numba.core import config
+    name = config.CPU_NAME or llvm.get_host_cpu_name()
+    features = config.CPU_FEATURES
+    if features is None:
+        features = ",".join(f"{'+' if on else '-'}{f}"
+                            for f, on in sorted(llvm.get_host_cpu_features().items()))
+    enabled = {f[1:] for f in features.split(",") if f.startswith("+")}
+    return {"cpu_name": name, "avx512": "avx512f" in enabled, "avx2": "avx2" in enabled}
+
+
 def _numba_info():
-    """Numba's version, thread count and threading layer; None where Numba is not loaded."""
+    """Numba's version, thread count, threading layer and compile target; None where Numba
+    is not loaded."""
     if "numba" not in sys.modules:
         return None
     import numba
@@ -107,7 +122,15 @@ def _numba_info():
     except ValueError:                       # no parallel region has run yet
         layer = "none (no parallel call yet)"
     return {"version": numba.__version__, "num_threads": numba.get_num_threads(),
-            "threading_layer": layer}
+            "threading_layer": layer, "target": numba_target()}
+
+
+def target_text(target):
+    """Numba's compile target in a few words: 'znver3 AVX2' or 'znver5 AVX-512'."""
+    if not target:
+        return ""
+    simd = "AVX-512" if target.get("avx512") else "AVX2" if target.get("avx2") else "no AVX2"
+    return f" {target.get('cpu_name', '?')} {simd}"
 
 
 def torch_build_summary(config_text):
@@ -160,7 +183,8 @@ def summary_line(label, info):
                      f"({'available' if t['mkldnn'] else 'not available'})")
     if info.get("numba"):
         n = info["numba"]
-        parts.append(f"Numba {n['threading_layer']} x{n['num_threads']}")
+        parts.append(f"Numba {n['threading_layer']} x{n['num_threads']}"
+                     f"{target_text(n.get('target'))}")
     parts.append("BLAS " + (", ".join(_pool_text(lib) for lib in info["blas"]) or "none seen"))
     if info.get("openmp"):
         parts.append("OpenMP " + ", ".join(_pool_text(lib) for lib in info["openmp"]))

@@ -34,6 +34,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _process  # noqa: E402
 import gpu_model  # noqa: E402
 import roofline  # noqa: E402
 
@@ -159,7 +160,8 @@ def worker_text(info):
                             or "none seen"))
     numba = info.get("numba") or {}
     if numba.get("threading_layer"):
-        parts.append(f"Numba {numba['threading_layer']} x{numba.get('num_threads', '?')}")
+        parts.append(f"Numba {numba['threading_layer']} x{numba.get('num_threads', '?')}"
+                     f"{_process.target_text(numba.get('target'))}")
     torch = info.get("torch") or {}
     if torch.get("num_threads"):
         parts.append(f"torch x{torch['num_threads']} {torch.get('cpu_capability', '')}".strip())

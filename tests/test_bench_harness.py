@@ -143,6 +143,11 @@ def test_worker_info_reports_blas_numba_torch_and_environment():
                                 for lib in info["blas"])
     assert info["numba"]["num_threads"] >= 1
     assert info["numba"]["threading_layer"] in ("tbb", "omp", "workqueue")
+    import llvmlite.binding as llvm
+    host_avx512 = bool(llvm.get_host_cpu_features().get("avx512f"))
+    assert info["numba"]["target"] == {"cpu_name": llvm.get_host_cpu_name(),
+                                       "avx512": host_avx512,
+                                       "avx2": bool(llvm.get_host_cpu_features().get("avx2"))}
     assert info["torch"]["num_threads"] == torch.get_num_threads()
     assert info["torch"]["mkldnn"] == torch.backends.mkldnn.is_available()
     assert "blas" in info["torch"]["build"]
@@ -161,6 +166,21 @@ def test_summary_line_shows_the_kernel_and_the_allocator():
     assert "openblas 0.3.30 SkylakeX x2" in line and "tbb x2" in line
     assert "MALLOC_TRIM_THRESHOLD_=2147483647" in line and "OPENBLAS_CORETYPE=Haswell" in line
     assert "not measured" in _process.summary_line("torch", None)
+
+
+def test_numba_target_follows_the_pinned_cpu_and_names_avx512(monkeypatch):
+    from numba.core import config
+    monkeypatch.setattr(config, "CPU_NAME", "skylake-avx512")
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+avx512f,-amx-tile")
+    target = _process.numba_target()
+    assert target == {"cpu_name": "skylake-avx512", "avx512": True, "avx2": True}
+    assert _process.target_text(target) == " skylake-avx512 AVX-512"
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,-avx512f")
+    assert _process.target_text(_process.numba_target()).endswith("AVX2")
+    info = {"torch": None, "numba": {"threading_layer": "tbb", "num_threads": 2,
+                                     "target": target},
+            "blas": [], "openmp": [], "env": {"malloc": {}, "openblas": {}}}
+    assert "Numba tbb x2 skylake-avx512 AVX-512" in _process.summary_line("tinyres", info)
 
 
 def test_simd_summary_names_avx512_and_amx():
