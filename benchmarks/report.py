@@ -389,7 +389,9 @@ def winograd_gemm_table(record, relpath):
                      f"{g['numba_loop']:.1f}", _pct(g["as_run"] / peak),
                      f"{r['ms_per_image']:.3f}", f"{r['ms_per_image_8x']:.3f}"])
     return ([f"`benchmarks/{relpath}`: {cpu_text(machine)}.", blas_text(machine) + ".",
-             f"{versions_text(machine)}; one thread, best of {record.get('reps')} timings, "
+             f"{versions_text(machine)}; Numba compiled for"
+             f"{_process.target_text(record.get('numba_target')) or ' (not recorded)'}; "
+             f"one thread, best of {record.get('reps')} timings, "
              f"BLAS environment {record.get('blas_env')}; one thread's float32 GEMM peak "
              f"(1024 x 1024): {peak:.1f} GFLOP/s.", ""] + markdown(head, body))
 

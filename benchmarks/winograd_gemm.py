@@ -164,6 +164,7 @@ def main(argv=None):
     numba.set_num_threads(1)
     info = _timing.machine_info()
     print("\n".join(_timing.header_lines(info)))
+    print("Numba compiles for" + _process.target_text(_process.numba_target()))
     loops = jitted()
     rows = []
     with threadpool_limits(1):
@@ -183,7 +184,8 @@ def main(argv=None):
         path = args.json
         if path == "auto":
             path = _timing.results_path(info).replace("cpu_f", "winograd_gemm_f")
-        _timing.write_json(path, {"machine": info, "blas_env": args.blas_env,
+        _timing.write_json(path, {"machine": info, "numba_target": _process.numba_target(),
+                                  "blas_env": args.blas_env,
                                   "reps": args.reps, "peak_one_thread_gflops": peak,
                                   "rows": rows})
 

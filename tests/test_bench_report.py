@@ -198,6 +198,7 @@ def test_callgrind_table_gives_the_spread_of_repeated_runs():
 
 def test_winograd_gemm_table_gives_the_split_the_rates_and_the_share_of_peak():
     record = {"machine": MACHINE, "reps": 7, "blas_env": "detect",
+              "numba_target": {"cpu_name": "znver5", "avx512": True, "avx2": True},
               "peak_one_thread_gflops": 80.0,
               "rows": [{"case": "r20 conv3x3/s1 16->16", "n": 128, "c": 16, "hw": 32,
                         "images_per_task": 1, "tiles_per_task": 272,
@@ -208,6 +209,7 @@ def test_winograd_gemm_table_gives_the_split_the_rates_and_the_share_of_peak():
     lines = report.winograd_gemm_table(record, "results/w.json")
     assert lines[0].startswith("`benchmarks/results/w.json`: AMD EPYC 9999")
     assert "best of 7 timings" in lines[2] and "80.0 GFLOP/s" in lines[2]
+    assert "Numba compiled for znver5 AVX-512" in lines[2]
     assert lines[-1] == ("| r20 conv3x3/s1 16->16 128x16x32x32 | 1 | 272 | 15% / 75% / 10% "
                          "| 20.0 | 30.0 | 25.0 | 22.5 | 25% | 0.123 | 0.150 |")
 
