@@ -71,9 +71,9 @@ def pool_out_size(fn, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1, ceil_mode=Fal
     if sh == 0 or sw == 0:
         raise PoolShapeError(f"{fn}: stride should not be zero, got {window}")
     if min(ph, pw) < 0:
-        raise PoolShapeError(f"{fn}: pad must be non-negative, got {window}")
+        raise PoolShapeError(f"{fn}: padding must be non-negative, got {window}")
     if ph > _half((kh - 1) * dh + 1) or pw > _half((kw - 1) * dw + 1):
-        raise PoolShapeError(f"{fn}: pad should be at most half of effective kernel size "
+        raise PoolShapeError(f"{fn}: padding should be at most half of effective kernel size "
                              f"dilation*(kernel - 1) + 1, got {window}")
     for name, a, b in (("kernel size", kh, kw), ("stride", sh, sw), ("dilation", dh, dw)):
         if min(a, b) < 1:
@@ -82,7 +82,7 @@ def pool_out_size(fn, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1, ceil_mode=Fal
         raise PoolShapeError(f"{fn}: expected an input with non-zero C, H and W (N may be "
                              f"0), got shape {tuple(x_shape)}")
     if ph > kh // 2 or pw > kw // 2:
-        raise PoolShapeError(f"{fn}: pad should be smaller than or equal to half of kernel "
+        raise PoolShapeError(f"{fn}: padding should be smaller than or equal to half of kernel "
                              f"size, got {window}")
     oh = _pool_out_len(x_shape[2], kh, sh, ph, dh, ceil_mode)
     ow = _pool_out_len(x_shape[3], kw, sw, pw, dw, ceil_mode)

@@ -763,7 +763,7 @@ BAD_CALLS = [
      "float32 or float64"),
     ("relu_backward", lambda k: k.relu_backward(_x(3), _x(4)), ValueError, "shape"),
     ("maxpool_forward", lambda k: k.maxpool_forward(_x(1, 1, 4, 4), 2, 2, 2, 2, 2, 0),
-     ValueError, "half the kernel"),
+     ValueError, "half of effective kernel size"),
     ("maxpool_forward", lambda k: k.maxpool_forward(_x(4, 4), 2, 2, 2, 2, 0, 0),
      ValueError, "4-D"),
     ("maxpool_backward", lambda k: k.maxpool_backward(
