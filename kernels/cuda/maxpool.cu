@@ -30,9 +30,13 @@ __device__ __forceinline__ T minus_infinity() {
     return -T(1) / T(0);
 }
 
-// The first of the taps start, start + step, ... that is >= 0.
-__device__ __forceinline__ int first_tap(int start, int step) {
-    while (start < 0) start += step;
+// The first of the taps start, start + step, ..., start + (taps - 1)*step that is >= 0
+// (one is, as the padding is at most half the kernel): where torch starts the window's
+// walk. A search rather than a formula: that would divide.
+__device__ __forceinline__ int first_tap(int start, int step, int taps) {
+    for (int i = 0; i < taps; ++i) {
+        if (start + i * step >= 0) return start + i * step;
+    }
     return start;
 }
 
@@ -47,16 +51,21 @@ __global__ void maxpool_forward(const T* x, T* y, long long* idx, int N, int C, 
         long long first = (long long)plane * OH * OW;         // this plane's outputs
         for (int oh = blockIdx.y * blockDim.y + threadIdx.y; oh < OH;
              oh += gridDim.y * blockDim.y) {
-            int h0 = first_tap(oh * sh - ph, dh);
-            int h1 = min(oh * sh - ph + (kh - 1) * dh + 1, H);
+            int top = oh * sh - ph;
+            int h0 = first_tap(top, dh, kh);
             for (int ow = blockIdx.x * blockDim.x + threadIdx.x; ow < OW;
                  ow += gridDim.x * blockDim.x) {
-                int w0 = first_tap(ow * sw - pw, dw);
-                int w1 = min(ow * sw - pw + (kw - 1) * dw + 1, W);
+                int left = ow * sw - pw;
                 T best = minus_infinity<T>();
-                long long arg = (long long)h0 * W + w0;
-                for (int h = h0; h < h1; h += dh) {
-                    for (int w = w0; w < w1; w += dw) {
+                long long arg = (long long)h0 * W + first_tap(left, dw, kw);
+                for (int i = 0; i < kh; ++i) {        // tap by tap: a loop stepping by dh
+                    int h = top + i * dh;             // would divide to count its trips
+                    if (h < 0) continue;
+                    if (h >= H) break;
+                    for (int j = 0; j < kw; ++j) {
+                        int w = left + j * dw;
+                        if (w < 0) continue;
+                        if (w >= W) break;
                         T v = img[(long long)h * W + w];
                         if (v > best || isnan(v)) {         // the last NaN wins, as torch
                             best = v;
