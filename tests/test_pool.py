@@ -364,7 +364,8 @@ ATTRIBUTES = {"MaxPool2d": ("kernel_size", "stride", "padding", "dilation", "ret
                             "count_include_pad", "divisor_override")}
 
 
-@pytest.mark.parametrize("name, args, kwargs", MODULES, ids=[f"{m[0]}{m[1]}{m[2]}" for m in MODULES])
+@pytest.mark.parametrize("name, args, kwargs", MODULES,
+                         ids=[f"{m[0]}{m[1]}{m[2]}" for m in MODULES])
 def test_module_matches_torch(name, args, kwargs):
     ours, theirs = getattr(tnn, name)(*args, **kwargs), getattr(torch.nn, name)(*args, **kwargs)
     assert repr(ours) == repr(theirs)
