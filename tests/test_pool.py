@@ -7,6 +7,8 @@ Then the errors one by one, the gradients in float64 against finite differences
 (tinyres.gradcheck), the three max-pooling kernel layers against each other (reference,
 Numba, the CUDA C through the CPU emulator), windows that dilation leaves empty, ceil
 mode's output sizes, and the modules' attributes and repr."""
+import inspect
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -204,6 +206,14 @@ def test_bad_arguments_raise_torchs_error_kind(op, shape, kwargs):
     assert str(ours.value).startswith(f"{op}:"), str(ours.value)
 
 
+@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d"])
+def test_an_array_is_not_a_tensor(op):
+    with pytest.raises(TypeError):
+        getattr(TF, op)(X, 2)
+    with pytest.raises(TypeError, match=f"{op}: input must be a Tensor, not ndarray"):
+        getattr(F, op)(X, 2)
+
+
 def test_error_messages_give_the_sizes_and_the_limit():
     x = tinyres.zeros(1, 1, 5, 5)
     with pytest.raises(RuntimeError, match=r"max_pool2d: padding should be at most half of "
@@ -378,3 +388,21 @@ def test_module_matches_torch(name, args, kwargs):
         np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
         got, want = got[0], want[0]
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)
+
+
+def test_maxpool_kernels_take_the_dilation_where_the_launchers_pass_it():
+    # maxpool.cu's parameters after the arrays: (N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw,
+    # OH, OW) as int32, the order of the Python kernels' (kh, kw, sh, sw, ph, pw, dh, dw);
+    # then the backward's (magic, shift) pairs for sh and sw
+    from tinyres.kernels import cuda
+    signatures = cuda.kernel_signatures(cuda.read_source("maxpool.cu"))
+    geometry = [("int", p) for p in "N C H W kh kw sh sw ph pw dh dw OH OW".split()]
+    assert signatures["maxpool_forward"][3:] == geometry
+    magic = [("unsigned", "sh_magic"), ("int", "sh_shift"), ("unsigned", "sw_magic"),
+             ("int", "sw_shift")]
+    assert signatures["maxpool_backward"][3:] == geometry + magic
+    for layer in (ref, cpu, cuda):
+        for name in ("maxpool_forward", "maxpool_backward"):
+            params = list(inspect.signature(getattr(layer, name)).parameters)
+            assert params[-9:] == ["kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw",
+                                   "ceil_mode"], (layer.__name__, name)

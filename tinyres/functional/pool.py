@@ -112,7 +112,9 @@ def _flag(op, name, value):
 
 
 def _check_dims(op, input):
-    """Raise as torch does unless input is 3-D (C, H, W) or 4-D (N, C, H, W)."""
+    """Raise as torch does unless input is a 3-D (C, H, W) or 4-D (N, C, H, W) Tensor."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, not {type(input).__name__}")
     if input.ndim in (3, 4):
         return
     if op == "avg_pool2d" and input.ndim < 3:     # torch reads input.size(-3) first
