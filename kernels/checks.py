@@ -103,10 +103,9 @@ def _pool_out_len(size, k, s, p, d, ceil_mode):
 
 
 def first_tap(start, d):
-    """The first of a window's taps start, start + d, start + 2d, ... that is >= 0:
-    where torch starts the walk over the input (int or integer array)."""
-    return np.where(start < 0, start % d, start) if hasattr(start, "shape") else (
-        start if start >= 0 else start % d)
+    """For an integer array of window starts, each window's first tap start + k*d that is
+    >= 0: where torch starts the walk over the input."""
+    return np.where(start < 0, start % d, start)
 
 
 def pool_empty_windows(x_shape, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):

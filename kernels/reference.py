@@ -159,7 +159,7 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw, dh=1, dw=1, ceil_mode=False):
     a strictly larger value takes over, so ties go to the first maximum; a NaN always takes
     over, so the last NaN in the window wins (as PyTorch, whose gradient then goes to that
     NaN). A window whose taps all miss the input (dilation can skip over it) gives -inf at
-    the index of its first taps past the top and left edges, as PyTorch.
+    index h0*W + w0, h0 and w0 its first row and column taps >= 0, as PyTorch.
     """
     oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode)
     n, c, h, w = x.shape
