@@ -48,11 +48,77 @@ def out_size(fn, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     return oh, ow
 
 
-def check_pool_padding(fn, kh, kw, ph, pw):
-    """Raise ValueError unless the padding is at most half the kernel (as PyTorch)."""
+class PoolShapeError(ValueError, RuntimeError):
+    """Pooling arguments no window fits. torch raises RuntimeError for these and the
+    kernels raise ValueError for bad arguments, so this is both."""
+
+
+def _half(n):
+    """n / 2 rounded toward zero, as C++ (and so torch) divides."""
+    return n // 2 if n >= 0 else -(-n // 2)
+
+
+def pool_out_size(fn, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1, ceil_mode=False):
+    """(OH, OW) of max or average pooling, after torch's checks in torch's order: stride
+    not 0, padding >= 0 and at most half the dilated kernel; kernel, stride and dilation
+    >= 1; C, H and W not 0 (N may be); padding at most half the kernel; output >= 1x1.
+    OH = (H + 2*ph - dh*(kh - 1) - 1 + (sh - 1 if ceil_mode else 0))//sh + 1, less one in
+    ceil mode where the last window would start past the input and its left padding."""
+    if len(x_shape) != 4:
+        raise ValueError(f"{fn}: x_shape must be (N, C, H, W), got {tuple(x_shape)}")
+    window = (f"kernel ({kh}, {kw}), stride ({sh}, {sw}), padding ({ph}, {pw}) and "
+              f"dilation ({dh}, {dw})")
+    if sh == 0 or sw == 0:
+        raise PoolShapeError(f"{fn}: stride should not be zero, got {window}")
+    if min(ph, pw) < 0:
+        raise PoolShapeError(f"{fn}: padding must be non-negative, got {window}")
+    if ph > _half((kh - 1) * dh + 1) or pw > _half((kw - 1) * dw + 1):
+        raise PoolShapeError(f"{fn}: padding should be at most half of effective kernel size "
+                             f"dilation*(kernel - 1) + 1, got {window}")
+    for name, a, b in (("kernel size", kh, kw), ("stride", sh, sw), ("dilation", dh, dw)):
+        if min(a, b) < 1:
+            raise PoolShapeError(f"{fn}: {name} should be greater than zero, got {window}")
+    if 0 in tuple(x_shape)[1:]:
+        raise PoolShapeError(f"{fn}: expected an input with non-zero C, H and W (N may be "
+                             f"0), got shape {tuple(x_shape)}")
     if ph > kh // 2 or pw > kw // 2:
-        raise ValueError(f"{fn}: padding ({ph}, {pw}) must be at most half the kernel "
-                         f"({kh}, {kw}), so that no window lies wholly in the padding")
+        raise PoolShapeError(f"{fn}: padding should be smaller than or equal to half of kernel "
+                             f"size, got {window}")
+    oh = _pool_out_len(x_shape[2], kh, sh, ph, dh, ceil_mode)
+    ow = _pool_out_len(x_shape[3], kw, sw, pw, dw, ceil_mode)
+    if oh < 1 or ow < 1:
+        mode = " in ceil mode" if ceil_mode else ""
+        raise PoolShapeError(f"{fn}: an input of shape {tuple(x_shape)} with {window}"
+                             f"{mode} gives output size ({oh}, {ow}), which is too small: "
+                             f"expected at least (1, 1)")
+    return oh, ow
+
+
+def _pool_out_len(size, k, s, p, d, ceil_mode):
+    """How many windows fit along one axis (see pool_out_size)."""
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:     # it would start past the input
+        out -= 1
+    return out
+
+
+def first_tap(start, d):
+    """For an integer array of window starts, each window's first tap start + k*d that is
+    >= 0: where torch starts the walk over the input."""
+    return np.where(start < 0, start % d, start)
+
+
+def pool_empty_windows(x_shape, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """Boolean (OH, OW) mask of the windows whose taps all miss the input (dilation can
+    jump over it; torch then gives -inf at the index of the first tap past it), or None
+    where every window holds an input element (always so without dilation)."""
+    if (dh, dw) == (1, 1):
+        return None
+    rows = first_tap(np.arange(oh) * sh - ph, dh) >= x_shape[2]
+    cols = first_tap(np.arange(ow) * sw - pw, dw) >= x_shape[3]
+    if not (rows.any() or cols.any()):
+        return None
+    return rows[:, None] | cols[None, :]
 
 
 def check_pool_index(fn, idx, plane_size):
@@ -114,24 +180,28 @@ def relu_backward_args(grad_out, x):
     check_shape("relu_backward", x, "x", grad_out.shape)
 
 
-def maxpool_forward_args(x, kh, kw, sh, sw, ph, pw):
+def maxpool_forward_args(x, kh, kw, sh, sw, ph, pw, dh=1, dw=1, ceil_mode=False):
     """Check maxpool_forward's arguments; return (OH, OW)."""
     check_image("maxpool_forward", x, "x")
-    check_pool_padding("maxpool_forward", kh, kw, ph, pw)
-    return out_size("maxpool_forward", x.shape, kh, kw, sh, sw, ph, pw)
+    return pool_out_size("maxpool_forward", x.shape, kh, kw, sh, sw, ph, pw, dh, dw,
+                         ceil_mode)
 
 
-def maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, check_index=True):
+def maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1,
+                          ceil_mode=False, check_index=True):
     """Check maxpool_backward's arguments; return (N, C, H, W, OH, OW). `check_index`
-    also checks the range of idx (a reduction: the GPU launcher skips it)."""
+    also checks the range of idx, but for empty windows' (a reduction: the GPU launcher
+    skips it)."""
     check_float("maxpool_backward", grad_out, "grad_out")
     n, c, h, w = (int(s) for s in x_shape)
-    check_pool_padding("maxpool_backward", kh, kw, ph, pw)
-    oh, ow = out_size("maxpool_backward", (n, c, h, w), kh, kw, sh, sw, ph, pw)
+    oh, ow = pool_out_size("maxpool_backward", (n, c, h, w), kh, kw, sh, sw, ph, pw, dh, dw,
+                           ceil_mode)
     check_shape("maxpool_backward", grad_out, "grad_out", (n, c, oh, ow))
     check_shape("maxpool_backward", idx, "idx", (n, c, oh, ow))
     if check_index:
-        check_pool_index("maxpool_backward", idx, h * w)
+        empty = pool_empty_windows(x_shape, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+        check_pool_index("maxpool_backward", idx if empty is None else idx[:, :, ~empty],
+                         h * w)
     return n, c, h, w, oh, ow
 
 

@@ -511,6 +511,32 @@ def _maxpool_forward_core(x, kh, kw, sh, sw, ph, pw, y, idx):
 
 
 @njit(cache=True, parallel=True)
+def _maxpool_dilated_forward_core(x, kh, kw, sh, sw, ph, pw, dh, dw, y, idx):
+    n, c, h, w = x.shape
+    _, _, oh, ow = y.shape
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        for oy in range(oh):
+            h0, h1 = oy * sh - ph, min(oy * sh - ph + (kh - 1) * dh + 1, h)
+            while h0 < 0:                    # the first tap inside the input, as torch
+                h0 += dh
+            for ox in range(ow):
+                w0, w1 = ox * sw - pw, min(ox * sw - pw + (kw - 1) * dw + 1, w)
+                while w0 < 0:
+                    w0 += dw
+                best = -np.inf
+                arg = h0 * w + w0            # an empty window keeps -inf and this index
+                for hi in range(h0, h1, dh):
+                    for wi in range(w0, w1, dw):
+                        v = x[b, ch, hi, wi]
+                        if v > best or np.isnan(v):     # as _maxpool_forward_core
+                            best = v
+                            arg = hi * w + wi
+                y[b, ch, oy, ox] = best
+                idx[b, ch, oy, ox] = arg
+
+
+@njit(cache=True, parallel=True)
 def _maxpool_backward_core(grad_out, idx, grad_x):
     planes, size = grad_out.shape
     for plane in prange(planes):             # idx points within the plane: no races
@@ -518,29 +544,40 @@ def _maxpool_backward_core(grad_out, idx, grad_x):
             grad_x[plane, idx[plane, k]] += grad_out[plane, k]
 
 
-def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
-    """Max pooling (floor mode), the padding acting as -inf.
+def maxpool_forward(x, kh, kw, sh, sw, ph, pw, dh=1, dw=1, ceil_mode=False):
+    """Max pooling, the padding acting as -inf; see reference.maxpool_forward.
 
-    x (N, C, H, W) -> (y, idx), both (N, C, OH, OW) with OH = (H + 2*ph - kh)//sh + 1;
-    idx (int64) is the flat index h*W + w of the chosen element within its (n, c) plane.
-    Ties go to the first maximum in row-major window order; the last NaN wins (as PyTorch).
+    x (N, C, H, W) -> (y, idx), both (N, C, OH, OW), taps (dh, dw) apart, OH and OW as
+    checks.pool_out_size (ceil_mode rounds up); idx (int64) is the flat index h*W + w of
+    the chosen element within its (n, c) plane. Ties go to the first maximum in row-major
+    window order; the last NaN wins; a window with no input element gives -inf (as PyTorch).
     """
-    oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw)
+    oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode)
     n, c, _, _ = x.shape
     y = np.empty((n, c, oh, ow), dtype=x.dtype)
     idx = np.empty((n, c, oh, ow), dtype=np.int64)
-    _maxpool_forward_core(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, y, idx)
+    x = np.ascontiguousarray(x)
+    if (dh, dw) == (1, 1):     # adjacent taps: a loop without steps, ~10% faster
+        _maxpool_forward_core(x, kh, kw, sh, sw, ph, pw, y, idx)
+    else:
+        _maxpool_dilated_forward_core(x, kh, kw, sh, sw, ph, pw, dh, dw, y, idx)
     return y, idx
 
 
-def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
+def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1,
+                     ceil_mode=False):
     """Send each output gradient back to the input element its window chose.
 
     grad_out and idx (N, C, OH, OW) -> grad_x of shape x_shape = (N, C, H, W): a zero
-    array into which grad_out is scatter-added at idx (overlapping windows accumulate).
+    array into which grad_out is scatter-added at idx (overlapping windows accumulate);
+    a window with no input element sends nothing (checks.pool_empty_windows).
     """
-    n, c, h, w, oh, ow = checks.maxpool_backward_args(grad_out, idx, x_shape,
-                                                      kh, kw, sh, sw, ph, pw)
+    n, c, h, w, oh, ow = checks.maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw,
+                                                      ph, pw, dh, dw, ceil_mode)
+    empty = checks.pool_empty_windows(x_shape, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+    if empty is not None:
+        grad_out = np.where(empty, grad_out.dtype.type(0), grad_out)
+        idx = np.where(empty, 0, idx)
     grad_x = np.zeros((n * c, h * w), dtype=grad_out.dtype)
     _maxpool_backward_core(np.ascontiguousarray(grad_out).reshape(n * c, oh * ow),
                            np.ascontiguousarray(idx, dtype=np.int64).reshape(n * c, oh * ow),

@@ -394,33 +394,36 @@ class Launchers:
         self._launch("relu_backward", g.dtype, g.size, (g, x, grad_x, np.int64(g.size)))
         return grad_x
 
-    def maxpool_forward(self, x, kh, kw, sh, sw, ph, pw):
+    def maxpool_forward(self, x, kh, kw, sh, sw, ph, pw, dh=1, dw=1, ceil_mode=False):
         """See reference.maxpool_forward."""
         self._check_devices("maxpool_forward", x=x)
-        oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw)
+        oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode)
         n, c, h, w = x.shape
         _check_int32("maxpool_forward", planes=n * c)
         x = self.xp.ascontiguousarray(x)
         y = self.xp.empty((n, c, oh, ow), dtype=x.dtype)
         idx = self.xp.empty((n, c, oh, ow), dtype=np.int64)
         self._launch_planes("maxpool_forward", x.dtype, (n * c, oh, ow),
-                            (x, y, idx, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
+                            (x, y, idx, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                                              oh, ow)))
         return y, idx
 
-    def maxpool_backward(self, grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
+    def maxpool_backward(self, grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1,
+                         ceil_mode=False):
         """See reference.maxpool_backward."""
         self._check_devices("maxpool_backward", grad_out=grad_out, idx=idx)
         n, c, h, w, oh, ow = checks.maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw,
-                                                          ph, pw, check_index=False)
+                                                          ph, pw, dh, dw, ceil_mode,
+                                                          check_index=False)
         _check_int32("maxpool_backward", planes=n * c)
         g = self.xp.ascontiguousarray(grad_out)
         idx = self.xp.ascontiguousarray(idx, dtype=np.int64)
         grad_x = self.xp.empty((n, c, h, w), dtype=g.dtype)
         self._launch_planes("maxpool_backward", g.dtype, (n * c, h, w),
-                            (g, idx, grad_x, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow),
+                            (g, idx, grad_x, *_i32(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                                                   oh, ow),
                              *magic_divisor(sh), *magic_divisor(sw)))
         return grad_x
-
 
     def batchnorm_relu_forward(self, x, weight, bias, running_mean, running_var, momentum,
                                eps, training=True):
@@ -583,14 +586,16 @@ def relu_backward(grad_out, x):
     return _gpu().relu_backward(grad_out, x)
 
 
-def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
+def maxpool_forward(x, kh, kw, sh, sw, ph, pw, dh=1, dw=1, ceil_mode=False):
     """Max pooling -> (y, idx), idx the flat h*W + w of each chosen element, on the GPU."""
-    return _gpu().maxpool_forward(x, kh, kw, sh, sw, ph, pw)
+    return _gpu().maxpool_forward(x, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode)
 
 
-def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
+def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1,
+                     ceil_mode=False):
     """Route grad_out back to the elements idx chose (a gather, no atomics), on the GPU."""
-    return _gpu().maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw)
+    return _gpu().maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, dh, dw,
+                                   ceil_mode)
 
 
 def batchnorm_relu_forward(x, weight, bias, running_mean, running_var, momentum, eps,

@@ -147,39 +147,55 @@ def relu_backward(grad_out, x):
     return np.where(x <= 0, grad_out.dtype.type(0), grad_out)
 
 
-def maxpool_forward(x, kh, kw, sh, sw, ph, pw):
-    """Max pooling (floor mode), the padding acting as -inf.
+def maxpool_forward(x, kh, kw, sh, sw, ph, pw, dh=1, dw=1, ceil_mode=False):
+    """Max pooling, the padding acting as -inf.
 
-    x (N, C, H, W) -> (y, idx), both (N, C, OH, OW) with OH = (H + 2*ph - kh)//sh + 1;
+    x (N, C, H, W) -> (y, idx), both (N, C, OH, OW): the window of output (oh, ow) has
+    taps (oh*sh - ph + i*dh, ow*sw - pw + j*dw) for i < kh, j < kw (dh, dw: the dilation);
+    OH = (H + 2*ph - dh*(kh - 1) - 1)//sh + 1, or in ceil mode rounded up but with every
+    window starting inside the input or its left padding (checks.pool_out_size).
     idx (int64) is the flat index h*W + w of the chosen element within its (n, c) plane.
-    Each window is walked in row-major order and only a strictly larger value takes over,
-    so ties go to the first maximum; a NaN always takes over, so the last NaN in the
-    window wins (as PyTorch, whose gradient then goes to that NaN).
+    Each window is walked in row-major order from its first tap inside the input, and only
+    a strictly larger value takes over, so ties go to the first maximum; a NaN always takes
+    over, so the last NaN in the window wins (as PyTorch, whose gradient then goes to that
+    NaN). A window whose taps all miss the input (dilation can skip over it) gives -inf at
+    index h0*W + w0, h0 and w0 its first row and column taps >= 0, as PyTorch.
     """
-    oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw)
+    oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode)
     n, c, h, w = x.shape
-    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
-    top = np.arange(oh)[:, None] * sh - ph         # first input row of each window
-    left = np.arange(ow)[None, :] * sw - pw        # first input column of each window
+    top = np.arange(oh)[:, None] * sh - ph         # first row of each window (may be < 0)
+    left = np.arange(ow)[None, :] * sw - pw        # first column of each window
+    bottom = max(0, (oh - 1) * sh + (kh - 1) * dh + 1 - (h + 2 * ph))   # ceil mode's extra
+    right = max(0, (ow - 1) * sw + (kw - 1) * dw + 1 - (w + 2 * pw))
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph + bottom), (pw, pw + right)),
+                    constant_values=-np.inf)
     best = np.full((n, c, oh, ow), -np.inf, dtype=x.dtype)
-    idx = np.broadcast_to(np.maximum(top, 0) * w + np.maximum(left, 0), best.shape).copy()
+    first = checks.first_tap(top, dh) * w + checks.first_tap(left, dw)
+    idx = np.broadcast_to(first, best.shape).copy()
     for i in range(kh):
         for j in range(kw):
-            v = padded[:, :, _window_slice(i, oh, sh), _window_slice(j, ow, sw)]
+            v = padded[:, :, _window_slice(i * dh, oh, sh), _window_slice(j * dw, ow, sw)]
             takes_over = (v > best) | np.isnan(v)
             best = np.where(takes_over, v, best)
-            idx = np.where(takes_over, (top + i) * w + (left + j), idx)
+            idx = np.where(takes_over, (top + i * dh) * w + (left + j * dw), idx)
     return best, idx.astype(np.int64)
 
 
-def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw):
+def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1,
+                     ceil_mode=False):
     """Send each output gradient back to the input element its window chose.
 
     grad_out and idx (N, C, OH, OW) -> grad_x of shape x_shape = (N, C, H, W): a zero
     array into which grad_out is scatter-added at idx (overlapping windows accumulate).
+    A window with no input element (checks.pool_empty_windows) sends nothing: its -inf
+    depends on no input.
     """
-    n, c, h, w, oh, ow = checks.maxpool_backward_args(grad_out, idx, x_shape,
-                                                      kh, kw, sh, sw, ph, pw)
+    n, c, h, w, oh, ow = checks.maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw,
+                                                      ph, pw, dh, dw, ceil_mode)
+    empty = checks.pool_empty_windows(x_shape, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+    if empty is not None:
+        grad_out = np.where(empty, grad_out.dtype.type(0), grad_out)
+        idx = np.where(empty, 0, idx)
     grad_x = np.zeros((n * c, h * w), dtype=grad_out.dtype)
     planes = np.arange(n * c)[:, None]
     np.add.at(grad_x, (planes, idx.reshape(n * c, oh * ow)), grad_out.reshape(n * c, oh * ow))

@@ -104,6 +104,37 @@ def maxpool_inputs(draw, rng):
     return [x], params
 
 
+def pool_option_inputs(draw, rng):
+    """pool_inputs plus ceil_mode and the kernel spread by a dilation (kept 1 for average
+    pooling, which has none), every window holding an input element."""
+    inputs, params = pool_inputs(draw, rng)
+    (h, w), (kh, kw) = inputs[0].shape[2:], params["kernel_size"]
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    ceil_mode = draw(st.booleans())
+    for size, k, s, p, d in zip((h, w), (kh, kw), params["stride"], params["padding"],
+                                dilation):
+        out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+        out -= ceil_mode and (out - 1) * s >= size + p
+        starts = np.arange(max(out, 0)) * s - p
+        assume(out >= 1 and (np.where(starts < 0, starts % d, starts) < size).all())
+    return inputs, dict(params, dilation=dilation, ceil_mode=ceil_mode)
+
+
+def maxpool_option_inputs(draw, rng):
+    inputs, params = pool_option_inputs(draw, rng)
+    x = inputs[0]
+    x = (rng.permutation(x.size).reshape(x.shape) * 0.1 + 0.05).astype(np.float64)
+    return [x], params
+
+
+def avgpool_option_inputs(draw, rng):
+    inputs, params = pool_option_inputs(draw, rng)
+    del params["dilation"]
+    params["count_include_pad"] = draw(st.booleans())
+    params["divisor_override"] = draw(st.sampled_from([None, None, 3, -2]))
+    return inputs, params
+
+
 def batchnorm_inputs(draw, rng):
     ndim = draw(st.sampled_from([2, 3, 4]))
     c = draw(st.integers(1, 3))
@@ -311,6 +342,13 @@ CASES = [
            F.max_pool2d(x, kernel_size, stride, padding)),
     OpCase("avg_pool2d", pool_inputs, lambda F, x, kernel_size, stride, padding:
            F.avg_pool2d(x, kernel_size, stride, padding)),
+    OpCase("max_pool2d_options", maxpool_option_inputs, lambda F, x, kernel_size, stride,
+           padding, dilation, ceil_mode: F.max_pool2d(x, kernel_size, stride, padding,
+                                                      dilation, ceil_mode)),
+    OpCase("avg_pool2d_options", avgpool_option_inputs, lambda F, x, kernel_size, stride,
+           padding, ceil_mode, count_include_pad, divisor_override:
+           F.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                        divisor_override)),
     OpCase("adaptive_avg_pool2d", lambda d, r: ([image(d, r)], {}),
            lambda F, x: F.adaptive_avg_pool2d(x, 1)),
     OpCase("linear", linear_inputs, lambda F, x, w, b: F.linear(x, w, b)),

@@ -274,6 +274,34 @@ def test_maxpool_nan_wins(emu):
     np.testing.assert_array_equal(idx, idx_ref)
 
 
+# (x shape, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode): dilated windows (taps further apart
+# than the stride, asymmetric), ceil mode's last partial windows, and a window that the
+# dilation leaves without an input element
+POOL_OPTIONS = [
+    ((2, 3, 9, 8), 3, 2, 1, 2, 1, 1, 2, 3, False),
+    ((1, 2, 7, 7), 3, 3, 2, 2, 1, 1, 1, 1, True),
+    ((2, 2, 8, 9), 2, 3, 3, 2, 1, 1, 2, 2, True),
+    ((1, 1, 3, 3), 1, 2, 1, 1, 0, 1, 1, 4, False),      # every window empty: -inf
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_OPTIONS, ids=str)
+def test_maxpool_dilation_and_ceil_mode(emu, case, dtype):
+    shape, *geometry = case
+    rng = np.random.default_rng(3)
+    for data in (rng.standard_normal(shape).astype(dtype),
+                 rng.integers(-2, 3, size=shape).astype(dtype)):     # ties
+        y, idx = emu.maxpool_forward(data, *geometry)
+        y_ref, idx_ref = ref.maxpool_forward(data, *geometry)
+        np.testing.assert_array_equal(y, y_ref, err_msg=f"maxpool_forward {case}")
+        np.testing.assert_array_equal(idx, idx_ref, err_msg=f"maxpool idx {case}")
+        go = rng.standard_normal(y.shape).astype(dtype)
+        _close(emu.maxpool_backward(go, idx, shape, *geometry),
+               ref.maxpool_backward(go, idx_ref, shape, *geometry), dtype,
+               f"maxpool_backward {case}")
+
+
 def test_bad_input_same_message_as_reference(emu):
     x = np.zeros((2, 3, 4), np.float32)
     with pytest.raises(ValueError, match="must be 4-D"):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tinyres.kernels import conv_plan, cpu, reference, weight_grad, winograd
+from tinyres.kernels import checks, conv_plan, cpu, reference, weight_grad, winograd
 
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
@@ -711,6 +711,44 @@ def test_maxpool_backward_matches_reference(kernels, case):
     assert_close(got, reference.maxpool_backward(grad_out, idx, shape, *window))
 
 
+@st.composite
+def pool_option_cases(draw):
+    """pool_cases with a dilation and ceil mode: (shape, window of 9, dtype, layout, seed)."""
+    shape, window = draw(geometries(pool=True))
+    window += (draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.booleans()))
+    try:
+        checks.pool_out_size("maxpool_forward", shape, *window)
+    except ValueError:
+        assume(False)
+    return shape, window, draw(DTYPES), draw(LAYOUTS), draw(SEEDS)
+
+
+@all_modules
+@hypothesis_settings
+@given(pool_option_cases())
+def test_maxpool_dilated_and_ceil_windows_by_brute_force(kernels, case):
+    # each window's taps listed one by one: the maximum of those inside the input, -inf
+    # where there are none; the backward as the reference's
+    shape, window, dtype, layout, seed = case
+    kh, kw, sh, sw, ph, pw, dh, dw, _ = window
+    rng = np.random.default_rng(seed)
+    x = distinct_values(rng, shape, dtype, layout)
+    y, idx = kernels.maxpool_forward(x, *window)
+    n, c, h, w = shape
+    for oy, ox in np.ndindex(y.shape[2:]):
+        rows = [r for r in range(oy * sh - ph, oy * sh - ph + (kh - 1) * dh + 1, dh) if 0 <= r < h]
+        cols = [q for q in range(ox * sw - pw, ox * sw - pw + (kw - 1) * dw + 1, dw) if 0 <= q < w]
+        want = x[:, :, rows][:, :, :, cols].max(axis=(2, 3)) if rows and cols else -np.inf
+        np.testing.assert_array_equal(y[:, :, oy, ox], np.broadcast_to(want, (n, c)))
+    real = np.isfinite(y)
+    chosen = np.take_along_axis(x.reshape(n, c, h * w), np.where(real, idx, 0).reshape(n, c, -1),
+                                axis=2)
+    np.testing.assert_array_equal(chosen.reshape(y.shape)[real], y[real])
+    grad_out = random(rng, y.shape, dtype, layout)
+    assert_close(kernels.maxpool_backward(grad_out, idx, shape, *window),
+                 reference.maxpool_backward(grad_out, idx, shape, *window))
+
+
 @all_modules
 def test_maxpool_backward_accumulates_overlapping_windows(kernels):
     x = np.zeros((1, 1, 3, 3))
@@ -763,7 +801,7 @@ BAD_CALLS = [
      "float32 or float64"),
     ("relu_backward", lambda k: k.relu_backward(_x(3), _x(4)), ValueError, "shape"),
     ("maxpool_forward", lambda k: k.maxpool_forward(_x(1, 1, 4, 4), 2, 2, 2, 2, 2, 0),
-     ValueError, "half the kernel"),
+     ValueError, "half of effective kernel size"),
     ("maxpool_forward", lambda k: k.maxpool_forward(_x(4, 4), 2, 2, 2, 2, 0, 0),
      ValueError, "4-D"),
     ("maxpool_backward", lambda k: k.maxpool_backward(

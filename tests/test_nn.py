@@ -380,6 +380,8 @@ EMPTY_BATCH_LAYERS = [   # (name, constructor args, input shape with batch 0, tr
     ("Linear", (5, 2), {}, (0, 5), True),
     ("MaxPool2d", (2,), {}, (0, 3, 4, 4), True),
     ("AvgPool2d", (2,), {}, (0, 3, 4, 4), True),
+    ("MaxPool2d", (3, 2, 1, 2), {"ceil_mode": True}, (0, 3, 6, 6), True),
+    ("AvgPool2d", (3, 2, 1, True, False), {}, (0, 3, 6, 6), True),
     ("AdaptiveAvgPool2d", (1,), {}, (0, 3, 4, 4), True),
     ("AdaptiveAvgPool2d", (2,), {}, (0, 3, 4, 4), True),
     ("ReLU", (), {}, (0, 3, 4, 4), True),

@@ -1,10 +1,10 @@
-"""Pooling: max (on the kernel layer), average (im2col and a mean), adaptive average and
-adaptive max over torch's windows (one loop over the output grid)."""
+"""Pooling: max (on the kernel layer), average (im2col, a sum and a divisor map), adaptive
+average and adaptive max over torch's windows (one loop over the output grid)."""
 import numpy as np
 
 from tinyres.autograd import Function
 from tinyres.backend import get_array_module, kernels_for
-from tinyres.functional.conv import pair
+from tinyres.functional.shape import as_int
 from tinyres.kernels import checks
 from tinyres.kernels.gemm_conv import batch_first, channels_first, columns
 from tinyres.functional.math import mean
@@ -13,8 +13,9 @@ from tinyres.tensor import Tensor
 
 class MaxPool2d(Function):
     @staticmethod
-    def forward(ctx, x, window):
-        y, idx = kernels_for(x).maxpool_forward(x, *window)
+    def forward(ctx, x, window, pooled):
+        # the kernel finds values and indices in one pass (max_pool2d calls it): keep both
+        y, idx = pooled
         ctx.idx, ctx.shape, ctx.window = idx, x.shape, window
         return y
 
@@ -27,48 +28,159 @@ class MaxPool2d(Function):
 
 class AvgPool2d(Function):
     @staticmethod
-    def forward(ctx, x, window):
-        kh, kw, sh, sw, ph, pw = window
-        n, c, h, w = x.shape
+    def forward(ctx, x, window, extra, divisor):
+        kh, kw = window[:2]
         xp = get_array_module(x)
-        cols = columns(xp, kernels_for(x).im2col, x, *window)            # (C*kh*kw, N*OH*OW)
-        ctx.shape, ctx.window = x.shape, window
-        means = cols.reshape(c, kh * kw, -1).mean(axis=1)                # (C, N*OH*OW)
-        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        return batch_first(xp, means, n, oh, ow)
+        n, c = x.shape[:2]
+        padded = _pad_bottom_right(xp, x, extra)
+        cols = columns(xp, kernels_for(x).im2col, padded, *window)       # (C*kh*kw, N*OH*OW)
+        ctx.shape, ctx.window, ctx.extra, ctx.divisor = x.shape, window, extra, divisor
+        oh, ow = checks.out_size("avg_pool2d", padded.shape, *window)
+        sums = cols.reshape(c, kh * kw, -1).sum(axis=1)                  # (C, N*OH*OW)
+        return batch_first(xp, sums / _tiled(xp, divisor, n, x.dtype), n, oh, ow)
 
     @staticmethod
     def backward(ctx, grad_out):
-        # d mean/dx = 1/(kh*kw) for each element of the window (padding counted)
+        # d avg/dx = 1/divisor (of each window's output) for each element of the window
         kh, kw = ctx.window[:2]
         xp = get_array_module(grad_out)
-        g = channels_first(xp, grad_out) / (kh * kw)                           # (C, N*OH*OW)
-        c = g.shape[0]
+        n, c, h, w = ctx.shape
+        g = channels_first(xp, grad_out) / _tiled(xp, ctx.divisor, n, grad_out.dtype)
         cols = xp.broadcast_to(g[:, None, :], (c, kh * kw, g.shape[1])).reshape(c * kh * kw, -1)
-        return kernels_for(grad_out).col2im(cols, ctx.shape, *ctx.window)
+        shape = (n, c, h + ctx.extra[0], w + ctx.extra[1])
+        grad = kernels_for(grad_out).col2im(cols, shape, *ctx.window)
+        return grad if ctx.extra == (0, 0) else xp.ascontiguousarray(grad[:, :, :h, :w])
 
 
-def _window(op, x, kernel_size, stride, padding):
-    if x.ndim != 4:
-        raise ValueError(f"{op}: expected a 4-D input (N, C, H, W), got shape {x.shape}")
-    kh, kw = pair(kernel_size, "kernel_size", op)
-    sh, sw = pair(kernel_size if stride is None else stride, "stride", op)
-    ph, pw = pair(padding, "padding", op)
-    checks.out_size(op, x.shape, kh, kw, sh, sw, ph, pw)    # the kernels' own checks
-    checks.check_pool_padding(op, kh, kw, ph, pw)
-    return kh, kw, sh, sw, ph, pw
+def _pad_bottom_right(xp, x, extra):
+    """x with extra = (rows, columns) of zeros below and to the right (ceil mode's last
+    windows), or x itself."""
+    if extra == (0, 0):
+        return x
+    return xp.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0):
-    """torch.nn.functional.max_pool2d (floor mode); stride defaults to kernel_size."""
-    return MaxPool2d.apply(input, window=_window("max_pool2d", input, kernel_size, stride,
-                                                 padding))
+def _tiled(xp, divisor, n, dtype):
+    """The divisor of every output in the columns' order (N*OH*OW,): a number stays one."""
+    if np.isscalar(divisor):
+        return divisor
+    return xp.asarray(np.tile(divisor.ravel(), n), dtype=dtype)
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0):
-    """torch.nn.functional.avg_pool2d with count_include_pad=True (its default)."""
-    return AvgPool2d.apply(input, window=_window("avg_pool2d", input, kernel_size, stride,
-                                                 padding))
+def _counts(size, k, s, p, oh, count_include_pad):
+    """How many of each window's k elements torch divides by along one axis: those inside
+    the padded input (count_include_pad), or those inside the input itself."""
+    start = np.arange(oh) * s - p
+    end = np.minimum(start + k, size + p)
+    if not count_include_pad:
+        start, end = np.maximum(start, 0), np.minimum(end, size)
+    return end - start
+
+
+def avg_divisor(x_shape, window, out, count_include_pad, divisor_override):
+    """torch's divisor of each output: divisor_override if given, else the count of each
+    window's elements (_counts); kh*kw, a number, where that is every window's."""
+    kh, kw, sh, sw, ph, pw = window
+    if divisor_override is not None:
+        return divisor_override
+    rows = _counts(x_shape[2], kh, sh, ph, out[0], count_include_pad)
+    cols = _counts(x_shape[3], kw, sw, pw, out[1], count_include_pad)
+    divisor = rows[:, None] * cols[None, :]
+    return kh * kw if (divisor == kh * kw).all() else divisor
+
+
+def _pool_pair(op, name, value, omitted=None):
+    """(a, b) from an int or a tuple/list of one or two ints, as torch reads pooling
+    arguments; `omitted` is what None or () stand for (stride: the kernel size)."""
+    if omitted is not None and (value is None or (isinstance(value, (tuple, list))
+                                                  and len(value) == 0)):
+        return omitted
+    values = tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else (value,)
+    if len(values) not in (1, 2):
+        allowed = "omitted, a single int" if omitted is not None else "a single int"
+        raise checks.PoolShapeError(f"{op}: {name} must either be {allowed}, or a tuple of "
+                                    f"two ints, got {value!r}")
+    out = tuple(as_int(v, name, op) for v in values)
+    return out * 2 if len(out) == 1 else out
+
+
+def _flag(op, name, value):
+    """A bool argument, which torch takes only as a bool (not 0/1 or None)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be bool, not {type(value).__name__}")
+    return bool(value)
+
+
+def _check_dims(op, input):
+    """Raise as torch does unless input is a 3-D (C, H, W) or 4-D (N, C, H, W) Tensor."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, not {type(input).__name__}")
+    if input.ndim in (3, 4):
+        return
+    if op == "avg_pool2d" and input.ndim < 3:     # torch reads input.size(-3) first
+        raise IndexError(f"{op}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got "
+                         f"shape {tuple(input.shape)}: dimension -3 is out of range")
+    raise RuntimeError(f"{op}: expected a non-empty 3-D (C, H, W) or 4-D (N, C, H, W) "
+                       f"input, got shape {tuple(input.shape)}")
+
+
+def _batched_shape(input):
+    """input's shape with N = 1 in front of a 3-D (C, H, W) one."""
+    return tuple(input.shape) if input.ndim == 4 else (1,) + tuple(input.shape)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """torch.nn.functional.max_pool2d: the maximum of each kh x kw window, its taps
+    `dilation` apart, the padding acting as -inf; stride defaults to kernel_size; ceil_mode
+    rounds the output size up (checks.pool_out_size). With return_indices, also the int64
+    flat index h * W + w of each chosen element within its plane. (C, H, W) or (N, C, H, W)."""
+    op = "max_pool2d"
+    kh, kw = _pool_pair(op, "kernel_size", kernel_size)
+    sh, sw = _pool_pair(op, "stride", stride, omitted=(kh, kw))
+    ph, pw = _pool_pair(op, "padding", padding)
+    dh, dw = _pool_pair(op, "dilation", dilation)
+    ceil_mode = _flag(op, "ceil_mode", ceil_mode)
+    _check_dims(op, input)
+    window = (kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode)
+    checks.pool_out_size(op, _batched_shape(input), *window)      # torch's errors, named so
+    x = input if input.ndim == 4 else input.unsqueeze(0)
+    pooled = kernels_for(x.array).maxpool_forward(x.array, *window)
+    out = MaxPool2d.apply(x, window=window, pooled=pooled)
+    idx = pooled[1]
+    if input.ndim == 3:
+        out, idx = out.squeeze(0), idx[0]
+    return (out, Tensor(idx)) if return_indices else out
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """torch.nn.functional.avg_pool2d: the sum of each kh x kw window (zero padding)
+    divided by divisor_override if given, else by the count of the window's elements inside
+    the padded input (count_include_pad) or inside the input alone; stride defaults to
+    kernel_size; ceil_mode rounds the output size up. (C, H, W) or (N, C, H, W)."""
+    op = "avg_pool2d"
+    kh, kw = _pool_pair(op, "kernel_size", kernel_size)
+    sh, sw = _pool_pair(op, "stride", stride, omitted=(kh, kw))
+    ph, pw = _pool_pair(op, "padding", padding)
+    ceil_mode = _flag(op, "ceil_mode", ceil_mode)
+    count_include_pad = _flag(op, "count_include_pad", count_include_pad)
+    if divisor_override is not None:
+        if isinstance(divisor_override, (bool, np.bool_)):
+            raise TypeError(f"{op}: divisor_override must be int, not bool")
+        if as_int(divisor_override, "divisor_override", op) == 0:
+            raise checks.PoolShapeError(f"{op}: divisor must be not zero, got "
+                                        f"divisor_override=0")
+        divisor_override = int(divisor_override)
+    _check_dims(op, input)
+    shape = _batched_shape(input)
+    window = (kh, kw, sh, sw, ph, pw)
+    oh, ow = checks.pool_out_size(op, shape, *window, 1, 1, ceil_mode)
+    extra = (max(0, (oh - 1) * sh + kh - (shape[2] + 2 * ph)),
+             max(0, (ow - 1) * sw + kw - (shape[3] + 2 * pw)))
+    divisor = avg_divisor(shape, window, (oh, ow), count_include_pad, divisor_override)
+    return _batched(input, lambda x: AvgPool2d.apply(x, window=window, extra=extra,
+                                                     divisor=divisor))
 
 
 def adaptive_windows(size, out):

@@ -340,18 +340,20 @@ class ReLU(Module):
 
 
 class MaxPool2d(Module):
-    """Max over kh x kw windows (stride defaults to kernel_size)."""
+    """Max over kh x kw windows (torch.nn.MaxPool2d; stride defaults to kernel_size)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
         super().__init__()
-        if dilation != 1 or ceil_mode:
-            raise NotImplementedError("MaxPool2d: only dilation=1 and ceil_mode=False")
         self.kernel_size = kernel_size
-        self.stride = kernel_size if stride is None else stride
-        self.padding, self.dilation, self.ceil_mode = padding, dilation, ceil_mode
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.dilation = padding, dilation
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
     def forward(self, x):
-        return F.max_pool2d(check_input(self, x), self.kernel_size, self.stride, self.padding)
+        return F.max_pool2d(check_input(self, x), self.kernel_size, self.stride, self.padding,
+                            self.dilation, ceil_mode=self.ceil_mode,
+                            return_indices=self.return_indices)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -360,16 +362,20 @@ class MaxPool2d(Module):
 
 
 class AvgPool2d(Module):
-    """Mean over kh x kw windows, padding counted (torch's count_include_pad=True)."""
+    """Mean over kh x kw windows (torch.nn.AvgPool2d: count_include_pad, ceil_mode and
+    divisor_override as F.avg_pool2d)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None):
         super().__init__()
         self.kernel_size = kernel_size
-        self.stride = kernel_size if stride is None else stride
-        self.padding = padding
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.ceil_mode = padding, ceil_mode
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
 
     def forward(self, x):
-        return F.avg_pool2d(check_input(self, x), self.kernel_size, self.stride, self.padding)
+        return F.avg_pool2d(check_input(self, x), self.kernel_size, self.stride, self.padding,
+                            self.ceil_mode, self.count_include_pad, self.divisor_override)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
