@@ -12,8 +12,9 @@ times, on one thread, one task of each Winograd layer of the goal cases:
                transforms would have to write and read across channels
   8 images     the GEMMs of a task 8 images wide (T eight times larger), and that whole
                task's time per image beside the task's as run (its V and M 8 times larger)
-  numba loop   the same product as a Numba loop, vectorised by LLVM over the tiles, 8
-               channels a pass (the fastest of the loop forms tried): Numba without a BLAS
+  numba loop   the same product by kernels/small_gemm.py's Numba loop (LLVM vectorises it
+               over the tiles, 8 channels a pass), which cpu.py runs instead of the BLAS
+               on layers of few channels (the policy's winograd_loop_gemm_max_channels)
   peak         one thread's float32 GEMM rate at 1024 x 1024 (np.matmul)
 
 GEMM rates are 2*16*OC*C*T FLOPs over the best of `--reps` timings. The BLAS kernel is the
@@ -42,9 +43,11 @@ LAYERS = [("r20 conv3x3/s1 16->16", 128, 16, 16, 32),
 
 
 def jitted():
-    """The GEMM loops, compiled once: as forward_core runs them, tile-major, and in Numba."""
+    """The GEMM loops, compiled once: by the BLAS as forward_core calls it, tile-major, and
+    by small_gemm.py's loop."""
     import numpy as np
     from numba import njit
+    from tinyres.kernels import small_gemm
 
     @njit(cache=True)
     def as_run(u, v, mm):                    # forward_core's loop: (OC, C) @ (C, T)
@@ -56,23 +59,11 @@ def jitted():
         for xi in range(16):
             np.dot(vt[xi], ut[xi], mt[xi])
 
-    @njit(cache=True, fastmath={"contract"})
-    def numba_loop(u, v, mm):                # mm[xi, o] = sum_c u[xi, o, c] * v[xi, c], 8 c a pass
-        _, oc, c = u.shape
-        for xi in range(16):
-            for o in range(oc):
-                m = mm[xi, o]
-                m[:] = 0
-                for c0 in range(0, c - c % 8, 8):
-                    a = u[xi, o, c0:c0 + 8]
-                    v0, v1, v2, v3 = v[xi, c0], v[xi, c0 + 1], v[xi, c0 + 2], v[xi, c0 + 3]
-                    v4, v5, v6, v7 = v[xi, c0 + 4], v[xi, c0 + 5], v[xi, c0 + 6], v[xi, c0 + 7]
-                    for j in range(m.size):
-                        m[j] = (m[j] + a[0] * v0[j] + a[1] * v1[j] + a[2] * v2[j] + a[3] * v3[j]
-                                + a[4] * v4[j] + a[5] * v5[j] + a[6] * v6[j] + a[7] * v7[j])
-                for c1 in range(c - c % 8, c):
-                    for j in range(m.size):
-                        m[j] += u[xi, o, c1] * v[xi, c1, j]
+    @njit(cache=True)
+    def numba_loop(u, v, mm):                # kernels/small_gemm.py's loop, what cpu.py runs
+        for xi in range(16):                 # on layers of few channels
+            small_gemm.matmul_into(u[xi], v[xi], mm[xi])
+
     return as_run, tile_major, numba_loop
 
 

@@ -16,7 +16,8 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
                   sends every ungrouped layer's output there)
     winograd      F(2x2, 3x3) (winograd.py), for the output and the input gradient of 3x3
                   stride-1 padding-1 layers (undilated, ungrouped) with enough pixels and
-                  channels
+                  channels; its 16 GEMMs as a Numba loop (small_gemm.py) where both channel
+                  counts are at most `winograd_loop_gemm_max_channels`, by the BLAS above
     shifted-rows  the weight gradient of those 3x3 layers, at least `shifted_rows_min_width`
                   wide, summed from shifted rows of x and grad_out (weight_grad.py)
     pointwise     1x1 unpadded layers with a stride of at most `pointwise_max_stride`: GEMMs
@@ -56,6 +57,7 @@ class ConvPolicy:
     winograd_min_pixels_per_channel: float = 0.5       # OH*OW >= this * OC, 3x3 s1 p1
     winograd_min_channels: int = 8                     # C and OC both at least this
     winograd_task_bytes: int = 256 * 1024              # a Winograd task's V and M, at most
+    winograd_loop_gemm_max_channels: int = 16          # C, OC at most this: Numba-loop GEMMs
     shifted_rows_min_width: int = 16                   # OW >= this, 3x3 s1 p1
     pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this
 
@@ -188,6 +190,10 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
                        f"{'winograd' if winograd else 'no winograd'} (from "
                        f"{policy.winograd_min_pixels_per_channel} pixels a channel and "
                        f"{policy.winograd_min_channels} channels)")
+    if winograd:
+        loop = winograd_loop_gemm(c, oc, policy)
+        reasons.append(f"winograd's GEMMs {'as a Numba loop' if loop else 'by the BLAS'} "
+                       f"(a loop up to {policy.winograd_loop_gemm_max_channels} channels)")
     shifted = same3 and _at_least(ow, policy.shifted_rows_min_width)
     if same3:
         reasons.append(f"output {ow} wide: weight gradient "
@@ -197,6 +203,13 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
                     grad_input="winograd" if winograd else gemm,
                     grad_weight="shifted-rows" if shifted else gemm,
                     reasons=tuple(reasons))
+
+
+def winograd_loop_gemm(c, oc, policy=None):
+    """Whether a Winograd layer of c -> oc channels runs its GEMMs as small_gemm.py's loop:
+    both counts at most the policy's winograd_loop_gemm_max_channels."""
+    most = (policy or current_policy()).winograd_loop_gemm_max_channels
+    return most is not None and max(c, oc) <= most
 
 
 def _scaled(per_channel, channels):

@@ -218,7 +218,8 @@ def _winograd_conv(x, w4, bias=None):
     n, _, h, w = x.shape
     out = np.empty((n, w4.shape[0], h, w), dtype=x.dtype)
     winograd.forward_core(x, winograd.weight_transform(w4), _winograd_group(x, w4.shape[0]),
-                          out, bias_or_empty(bias, x.dtype))
+                          out, bias_or_empty(bias, x.dtype),
+                          conv_plan.winograd_loop_gemm(w4.shape[1], w4.shape[0]))
     return out
 
 

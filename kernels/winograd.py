@@ -18,7 +18,8 @@ paths on the resnet20 layers, which compute it instead.) The transforms of float
 lose a few bits against the direct sum (tests/test_kernels.py holds them to the reference).
 
 The batch is cut into tasks of `group` images, as in cpu.py's GEMM path, each with its
-own V and M in cache. Tiles of an odd-sized output run past its edge: those outputs are
+own V and M in cache. On layers of few channels the 16 GEMMs run as small_gemm.py's loop,
+faster there than the BLAS (the policy's `winograd_loop_gemm_max_channels`). Tiles of an odd-sized output run past its edge: those outputs are
 dropped.
 
 Layout. The tiles of an image are numbered j = ty*(tw+1) + tx: a row of tiles has one
@@ -35,6 +36,7 @@ the CPU layer picks a convolution").
 import numpy as np
 from numba import njit, prange
 
+from . import small_gemm
 from .conv_bias import add_bias
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -175,9 +177,10 @@ def _output_tiles(mm, b0, out):
 
 
 @njit(cache=True, parallel=True)
-def forward_core(x, u, group, out, bias):
+def forward_core(x, u, group, out, bias, loop_gemm):
     """out (N, OC, H, W) = the 3x3 stride-1 padding-1 convolution of x with U, plus bias
-    (an empty array: none; kernels/conv_bias.py)."""
+    (an empty array: none; kernels/conv_bias.py). loop_gemm: the 16 GEMMs by
+    small_gemm.py's loop instead of the BLAS (for layers of few channels)."""
     n, c = x.shape[0], x.shape[1]
     oc, t = out.shape[1], tiles(out.shape[2], out.shape[3])
     for task in prange((n + group - 1) // group):
@@ -186,7 +189,10 @@ def forward_core(x, u, group, out, bias):
         v = np.empty((16, c, m * t), dtype=x.dtype)
         mm = np.empty((16, oc, m * t), dtype=x.dtype)
         _input_tiles(x, b0, v)
-        for xi in range(16):
-            np.dot(u[xi], v[xi], mm[xi])     # (OC, C) @ (C, m*T)
+        for xi in range(16):                 # (OC, C) @ (C, m*T)
+            if loop_gemm:
+                small_gemm.matmul_into(u[xi], v[xi], mm[xi])
+            else:
+                np.dot(u[xi], v[xi], mm[xi])
         _output_tiles(mm, b0, out)
         add_bias(out.reshape(n, oc, -1), b0, m, bias)

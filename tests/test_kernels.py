@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tinyres.kernels import checks, conv_plan, cpu, reference, weight_grad, winograd
+from tinyres.kernels import checks, conv_plan, cpu, reference, small_gemm, weight_grad, winograd
 
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
@@ -158,7 +158,11 @@ CPU_CONV_PATHS = pytest.mark.parametrize("path", [
                  id="per-image", marks=PER_IMAGE_USABLE),
     pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0,
                   "winograd_min_pixels_per_channel": 0, "winograd_min_channels": 0},
-                 id="winograd", marks=PER_IMAGE_USABLE),
+                 id="winograd", marks=PER_IMAGE_USABLE),     # few channels: loop GEMMs
+    pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0,
+                  "winograd_min_pixels_per_channel": 0, "winograd_min_channels": 0,
+                  "winograd_loop_gemm_max_channels": None},
+                 id="winograd, BLAS GEMMs", marks=PER_IMAGE_USABLE),
     pytest.param({**NO_SHORTCUTS, "shifted_rows_min_width": 0},
                  id="direct weight gradient"),
     pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": None,
@@ -424,6 +428,28 @@ def test_cpu_depthwise_layer_takes_milliseconds():
     out = cpu.conv2d_forward(x, w2, *window)
     cpu.conv2d_backward(out, x, w2, 3, 3, 1, 1, 1, 1, True, True, 1, 1, 32)
     assert time.perf_counter() - start < 1.5
+
+
+@hypothesis_settings
+@given(st.integers(1, 9), st.integers(1, 21), st.integers(1, 40), DTYPES, SEEDS)
+def test_small_gemm_is_the_matrix_product(m, k, n, dtype, seed):
+    # k past and short of the loop's blocks of 8 rows; every output entry is overwritten
+    rng = np.random.default_rng(seed)
+    a, b = random(rng, (m, k), dtype), random(rng, (k, n), dtype)
+    out = np.full((m, n), np.nan, dtype=dtype)
+    small_gemm.matmul_into(a, b, out)
+    assert_close(out, (a.astype(np.float64) @ b.astype(np.float64)).astype(dtype))
+
+
+def test_winograd_runs_its_gemms_as_a_loop_up_to_the_policys_channels():
+    assert conv_plan.winograd_loop_gemm(16, 16) and conv_plan.winograd_loop_gemm(8, 16)
+    assert not conv_plan.winograd_loop_gemm(16, 32) and not conv_plan.winograd_loop_gemm(32, 8)
+    with conv_plan.conv_policy(winograd_loop_gemm_max_channels=None):
+        assert not conv_plan.winograd_loop_gemm(4, 4)
+    plan = conv_plan.conv_algorithm((128, 16, 32, 32), (16, 16, 3, 3), 1, 1)
+    assert any("as a Numba loop" in r for r in plan.reasons)
+    plan = conv_plan.conv_algorithm((128, 32, 16, 16), (32, 32, 3, 3), 1, 1)
+    assert any("by the BLAS" in r for r in plan.reasons)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

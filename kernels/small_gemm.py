@@ -1,0 +1,37 @@
+"""out = a @ b as a Numba loop, for the GEMMs of the Winograd layers with few channels.
+
+F(2x2, 3x3) on a 16-channel layer runs 16 GEMMs (16, 16) @ (16, T) per task (winograd.py).
+With so short an inner dimension the BLAS spends much of each call outside its kernel
+(zeroing the output, packing the operands) and reached about half the rate of this loop
+on those shapes; from 32 channels on the BLAS is as fast or faster
+(benchmarks/winograd_gemm.py measures both, `numba loop` beside `as run`).
+
+The loop walks the rows of `out`. For each one it adds eight rows of b at a time, each
+scaled by its entry of a, in one pass over the row: LLVM vectorises that pass over the
+columns (eight loads of b and one load and store of the output row per eight
+multiply-adds), which is why eight and not one at a time. `fastmath={"contract"}` lets the
+multiplies and adds fuse into FMA instructions and nothing else: the additions keep the
+order written, channel after channel.
+"""
+from numba import njit
+
+
+@njit(cache=True, fastmath={"contract"})
+def matmul_into(a, b, out):
+    """out (M, N) = a (M, K) @ b (K, N); all three C-contiguous, of one float dtype."""
+    m, k = a.shape
+    full = k - k % 8
+    for i in range(m):
+        row = out[i]
+        row[:] = 0
+        for c in range(0, full, 8):          # eight rows of b in one pass over the row
+            w = a[i, c:c + 8]
+            b0, b1, b2, b3 = b[c], b[c + 1], b[c + 2], b[c + 3]
+            b4, b5, b6, b7 = b[c + 4], b[c + 5], b[c + 6], b[c + 7]
+            for j in range(row.size):
+                row[j] = (row[j] + w[0] * b0[j] + w[1] * b1[j] + w[2] * b2[j]
+                          + w[3] * b3[j] + w[4] * b4[j] + w[5] * b5[j] + w[6] * b6[j]
+                          + w[7] * b7[j])
+        for c in range(full, k):             # the last k % 8 rows, one at a time
+            for j in range(row.size):
+                row[j] += a[i, c] * b[c, j]
