@@ -373,12 +373,12 @@ def callgrind_table(records):
 
 
 def winograd_gemm_table(record, relpath):
-    """winograd_gemm.py's rows: one task's split, and its GEMMs' rates as a share of one
-    thread's GEMM peak."""
+    """winograd_gemm.py's rows: one task's split (its GEMMs by the BLAS), and the GEMMs'
+    rates four ways, the BLAS's as a share of one thread's GEMM peak."""
     machine, peak = record.get("machine") or {}, record["peak_one_thread_gflops"]
     head = ["layer", "images a task", "tiles a task", "input / GEMMs / output",
-            "GEMMs as run GFLOP/s", "tile-major", "8 images a task", "Numba loop",
-            "as run, share of peak", "task ms an image", "8 images a task, ms an image"]
+            "GEMMs by the BLAS GFLOP/s", "tile-major", "8 images a task", "Numba loop",
+            "BLAS, share of peak", "task ms an image", "8 images a task, ms an image"]
     body = []
     for r in record["rows"]:
         s, g = r["share"], r["gflops"]

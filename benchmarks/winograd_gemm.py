@@ -6,8 +6,10 @@ output transform. On the goal layers (resnet20 at batch 128, resnet18 at batch 1
 GEMMs are small, and their rate, not the transforms, sets the layer's time. This script
 times, on one thread, one task of each Winograd layer of the goal cases:
 
-  split        the task's three steps: input transform, the 16 GEMMs, output transform
-  as run       the 16 GEMMs as forward_core calls them (np.dot inside Numba, SciPy's BLAS)
+  split        the task's three steps: input transform, the 16 GEMMs (by the BLAS), output
+               transform
+  as run       the 16 GEMMs by the BLAS, as forward_core calls it above 16 channels
+               (np.dot inside Numba: SciPy's BLAS)
   tile-major   the same products with the tiles as rows, (T, C) @ (C, OC): a layout the
                transforms would have to write and read across channels
   8 images     the GEMMs of a task 8 images wide (T eight times larger), and that whole
@@ -167,7 +169,7 @@ def main(argv=None):
             g, s = row["gflops"], row["share"]
             print(f"{row['case']:26s} {group:2d} images, T {row['tiles_per_task']:5d}: "
                   f"input {s['input']:.0%} GEMMs {s['gemm']:.0%} output {s['output']:.0%} | "
-                  f"GFLOP/s as run {g['as_run']:.1f}, tile-major {g['tile_major']:.1f}, "
+                  f"GFLOP/s BLAS {g['as_run']:.1f}, tile-major {g['tile_major']:.1f}, "
                   f"8 images {g['images_8x']:.1f}, Numba loop {g['numba_loop']:.1f} | "
                   f"ms an image {row['ms_per_image']:.3f}, 8 images a task "
                   f"{row['ms_per_image_8x']:.3f}", flush=True)
