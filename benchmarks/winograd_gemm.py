@@ -16,7 +16,7 @@ times, on one thread, one task of each Winograd layer of the goal cases:
                task's time per image beside the task's as run (its V and M 8 times larger)
   numba loop   the same product by kernels/small_gemm.py's Numba loop (LLVM vectorises it
                over the tiles, 8 channels a pass), which cpu.py runs instead of the BLAS
-               on layers of few channels (the policy's winograd_loop_gemm_max_channels)
+               where the policy's winograd_loop_gemm_max_channels asks for it
   peak         one thread's float32 GEMM rate at 1024 x 1024 (np.matmul)
 
 GEMM rates are 2*16*OC*C*T FLOPs over the best of `--reps` timings. The BLAS kernel is the
@@ -62,8 +62,8 @@ def jitted():
             np.dot(vt[xi], ut[xi], mt[xi])
 
     @njit(cache=True)
-    def numba_loop(u, v, mm):                # kernels/small_gemm.py's loop, what cpu.py runs
-        for xi in range(16):                 # on layers of few channels
+    def numba_loop(u, v, mm):                # kernels/small_gemm.py's loop
+        for xi in range(16):
             small_gemm.matmul_into(u[xi], v[xi], mm[xi])
 
     return as_run, tile_major, numba_loop

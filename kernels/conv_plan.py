@@ -16,8 +16,9 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
                   sends every ungrouped layer's output there)
     winograd      F(2x2, 3x3) (winograd.py), for the output and the input gradient of 3x3
                   stride-1 padding-1 layers (undilated, ungrouped) with enough pixels and
-                  channels; its 16 GEMMs as a Numba loop (small_gemm.py) where both channel
-                  counts are at most `winograd_loop_gemm_max_channels`, by the BLAS above
+                  channels; its 16 GEMMs by the BLAS, or as a Numba loop (small_gemm.py)
+                  where both channel counts are at most `winograd_loop_gemm_max_channels`
+                  (None by default: the loop is opt-in, see that field)
     shifted-rows  the weight gradient of those 3x3 layers, at least `shifted_rows_min_width`
                   wide, summed from shifted rows of x and grad_out (weight_grad.py)
     pointwise     1x1 unpadded layers with a stride of at most `pointwise_max_stride`: GEMMs
@@ -57,7 +58,11 @@ class ConvPolicy:
     winograd_min_pixels_per_channel: float = 0.5       # OH*OW >= this * OC, 3x3 s1 p1
     winograd_min_channels: int = 8                     # C and OC both at least this
     winograd_task_bytes: int = 256 * 1024              # a Winograd task's V and M, at most
-    winograd_loop_gemm_max_channels: int = 16          # C, OC at most this: Numba-loop GEMMs
+    # C, OC at most this: Winograd's GEMMs as small_gemm.py's loop. Faster on 16 channels
+    # (benchmarks/README.md), but it sums in another order than the BLAS, and with 16 the
+    # float32 trajectories of notebooks 05 and 08 left the bands their text states: off
+    # (None) until the lessons are measured again with it.
+    winograd_loop_gemm_max_channels: int | None = None
     shifted_rows_min_width: int = 16                   # OW >= this, 3x3 s1 p1
     pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this
 
@@ -192,8 +197,10 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
                        f"{policy.winograd_min_channels} channels)")
     if winograd:
         loop = winograd_loop_gemm(c, oc, policy)
+        most = policy.winograd_loop_gemm_max_channels
         reasons.append(f"winograd's GEMMs {'as a Numba loop' if loop else 'by the BLAS'} "
-                       f"(a loop up to {policy.winograd_loop_gemm_max_channels} channels)")
+                       + (f"(a loop up to {most} channels)" if most is not None
+                          else "(the loop is off)"))
     shifted = same3 and _at_least(ow, policy.shifted_rows_min_width)
     if same3:
         reasons.append(f"output {ow} wide: weight gradient "
