@@ -121,6 +121,15 @@ def pool_empty_windows(x_shape, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     return rows[:, None] | cols[None, :]
 
 
+def without_empty_windows(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """(grad_out, idx) with the empty windows' entries (pool_empty_windows) set to 0: such a
+    window's -inf depends on no input, so it sends no gradient. NumPy arrays."""
+    empty = pool_empty_windows(x_shape, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+    if empty is None:
+        return grad_out, idx
+    return np.where(empty, grad_out.dtype.type(0), grad_out), np.where(empty, 0, idx)
+
+
 def check_pool_index(fn, idx, plane_size):
     """Raise unless idx is an integer array with every entry in [0, plane_size)."""
     if not np.issubdtype(idx.dtype, np.integer):

@@ -192,10 +192,8 @@ def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1,
     """
     n, c, h, w, oh, ow = checks.maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw,
                                                       ph, pw, dh, dw, ceil_mode)
-    empty = checks.pool_empty_windows(x_shape, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
-    if empty is not None:
-        grad_out = np.where(empty, grad_out.dtype.type(0), grad_out)
-        idx = np.where(empty, 0, idx)
+    grad_out, idx = checks.without_empty_windows(grad_out, idx, x_shape, kh, kw, sh, sw, ph,
+                                                 pw, dh, dw, oh, ow)
     grad_x = np.zeros((n * c, h * w), dtype=grad_out.dtype)
     planes = np.arange(n * c)[:, None]
     np.add.at(grad_x, (planes, idx.reshape(n * c, oh * ow)), grad_out.reshape(n * c, oh * ow))
