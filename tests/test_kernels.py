@@ -157,7 +157,8 @@ CPU_CONV_PATHS = pytest.mark.parametrize("path", [
     pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0},
                  id="per-image", marks=PER_IMAGE_USABLE),
     pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0,
-                  "winograd_min_pixels_per_channel": 0, "winograd_min_channels": 0},
+                  "winograd_min_pixels_per_channel": 0, "winograd_min_channels": 0,
+                  "winograd_loop_gemm_max_channels": None},
                  id="winograd", marks=PER_IMAGE_USABLE),     # GEMMs by the BLAS
     pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0,
                   "winograd_min_pixels_per_channel": 0, "winograd_min_channels": 0,
@@ -441,11 +442,13 @@ def test_small_gemm_is_the_matrix_product(m, k, n, dtype, seed):
     assert_close(out, (a.astype(np.float64) @ b.astype(np.float64)).astype(dtype))
 
 
-def test_winograd_runs_its_gemms_as_a_loop_only_when_the_policy_asks():
-    # off by default (the BLAS's summation order, which the lessons were measured with)
-    assert not conv_plan.winograd_loop_gemm(4, 4)
-    plan = conv_plan.conv_algorithm((128, 16, 32, 32), (16, 16, 3, 3), 1, 1)
-    assert any("by the BLAS (the loop is off)" in r for r in plan.reasons)
+def test_winograd_runs_its_gemms_as_a_loop_up_to_the_policys_channels():
+    # on by default up to 16 channels (resnet20's first stage), off with None
+    assert conv_plan.current_policy().winograd_loop_gemm_max_channels == 16
+    with conv_plan.conv_policy(winograd_loop_gemm_max_channels=None):
+        assert not conv_plan.winograd_loop_gemm(4, 4)
+        plan = conv_plan.conv_algorithm((128, 16, 32, 32), (16, 16, 3, 3), 1, 1)
+        assert any("by the BLAS (the loop is off)" in r for r in plan.reasons)
     with conv_plan.conv_policy(winograd_loop_gemm_max_channels=16):
         assert conv_plan.winograd_loop_gemm(16, 16) and conv_plan.winograd_loop_gemm(8, 16)
         assert not conv_plan.winograd_loop_gemm(16, 32)
