@@ -116,11 +116,10 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
 # float32 additions takes them: another CPU's BLAS kernel, or another thread count, gives
 # other numbers (most of all for the deep plain nets). Their checks must hold on a
 # student's machine too, so they run here a second time with other sums: OpenBLAS held to
-# its Sandy Bridge kernels (AVX, no FMA), and OpenBLAS and Numba on one thread each.
-# (notebooks/summation_orders.py runs them under all 22 orders the lessons were tried with.)
+# its Sandy Bridge kernels (AVX, no FMA). (notebooks/summation_orders.py runs them under all
+# 22 orders the lessons were tried with, thread counts from 1 to 8 among them.)
 TRAINING_LESSONS = [p for p in NOTEBOOKS if p.stem[:2] in ("05", "08")]
-ANOTHER_ORDER = {"OPENBLAS_CORETYPE": "Sandybridge", "NUMBA_NUM_THREADS": "1",
-                 "OPENBLAS_NUM_THREADS": "1"}
+ANOTHER_ORDER = {"OPENBLAS_CORETYPE": "Sandybridge"}
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
@@ -130,7 +129,7 @@ def test_training_lesson_holds_with_other_float32_sums(path, tmp_path, monkeypat
     monkeypatch.setenv("NUMBA_CACHE_DIR", os.environ.get("NUMBA_CACHE_DIR", "/tmp/numba_cache"))
     errors, seen = orders.failures(path, ANOTHER_ORDER, "loop", tmp_path)
     assert not errors, errors
-    assert seen == "1 ['Sandybridge'] loop"          # the other sums really ran
+    assert seen.endswith(" ['Sandybridge'] loop"), seen      # the other sums really ran
 
 
 def test_summation_orders_switch_the_winograd_gemms(tmp_path, monkeypatch):
