@@ -8,7 +8,7 @@ times, on one thread, one task of each Winograd layer of the goal cases:
 
   split        the task's three steps: input transform, the 16 GEMMs (by the BLAS), output
                transform
-  as run       the 16 GEMMs by the BLAS, as forward_core calls it above 16 channels
+  as run       the 16 GEMMs by the BLAS, as forward_core calls it above the policy's loop limit
                (np.dot inside Numba: SciPy's BLAS)
   tile-major   the same products with the tiles as rows, (T, C) @ (C, OC): a layout the
                transforms would have to write and read across channels

@@ -18,7 +18,7 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
                   stride-1 padding-1 layers (undilated, ungrouped) with enough pixels and
                   channels; its 16 GEMMs by the BLAS, or as a Numba loop (small_gemm.py)
                   where both channel counts are at most `winograd_loop_gemm_max_channels`
-                  (16: resnet20's first stage; None turns the loop off)
+                  (32: resnet20's first two stages; None turns the loop off)
     shifted-rows  the weight gradient of those 3x3 layers, at least `shifted_rows_min_width`
                   wide, summed from shifted rows of x and grad_out (weight_grad.py)
     pointwise     1x1 unpadded layers with a stride of at most `pointwise_max_stride`: GEMMs
@@ -59,10 +59,10 @@ class ConvPolicy:
     winograd_min_channels: int = 8                     # C and OC both at least this
     winograd_task_bytes: int = 256 * 1024              # a Winograd task's V and M, at most
     # C, OC at most this: Winograd's GEMMs as small_gemm.py's loop, faster than the BLAS on
-    # 16 channels (benchmarks/README.md). It sums in another order than the BLAS, as another
+    # 16 and 32 channels (benchmarks/README.md). It sums in another order than the BLAS, as another
     # CPU's BLAS kernel or thread count does; the training lessons hold under all of those
     # (tests/test_notebooks.py)
-    winograd_loop_gemm_max_channels: int | None = 16
+    winograd_loop_gemm_max_channels: int | None = 32
     shifted_rows_min_width: int = 16                   # OW >= this, 3x3 s1 p1
     pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this
 

@@ -45,10 +45,14 @@ from .conv_bias import add_bias, bias_or_empty
 # with the test, bit for bit: each pixel's entries are added in the same order.
 
 @njit(cache=True)
-def _valid(o_size, shift, size):
-    """[lo, hi): the o in [0, o_size) with 0 <= o + shift < size (lo == hi: none)."""
+def _window_axis(i, d, p, s, o_size, size):
+    """Window element i along one axis (dilation d, padding p, stride s): output o reads
+    input o*s + i*d - p = (o + shift)*s + phase, which lies inside for o in [lo, hi)
+    (lo == hi: for none). Returns phase, shift, lo, hi."""
+    r = i * d - p
+    phase, shift = r % s, r // s
     lo = max(0, -shift)
-    return lo, max(lo, min(o_size, size - shift))
+    return phase, shift, lo, max(lo, min(o_size, (size - phase + s - 1) // s - shift))
 
 
 @njit(cache=True)
@@ -115,13 +119,9 @@ def _im2col_plane(x, b, ch, q, kh, kw, sh, sw, ph, pw, dh, dw, phases, cols):
         _split_phases(x, b, ch, sh, sw, phases)
         planes, pitch = phases.reshape(sh, sw, -1), phases.shape[3]
     for i in range(kh):
-        r = i * dh - ph                      # input row oy*sh + r = (oy + si)*sh + a
-        a, si = r % sh, r // sh
-        y0, y1 = _valid(oh, si, (h - a + sh - 1) // sh)
+        a, si, y0, y1 = _window_axis(i, dh, ph, sh, oh, h)
         for j in range(kw):
-            t = j * dw - pw
-            e, sj = t % sw, t // sw
-            x0, x1 = _valid(ow, sj, (w - e + sw - 1) // sw)
+            e, sj, x0, x1 = _window_axis(j, dw, pw, sw, ow, w)
             _window_row(planes[a, e], pitch, si, sj, y0, y1, x0, x1, oh, ow,
                         cols[(ch * kh + i) * kw + j, q])
 
@@ -174,13 +174,9 @@ def _col2im_plane(cols, q, b, ch, kh, kw, sh, sw, ph, pw, dh, dw, phases, dx):
         planes, pitch = phases.reshape(sh, sw, -1), phases.shape[3]
     planes[:] = 0
     for i in range(kh):
-        r = i * dh - ph
-        a, si = r % sh, r // sh
-        y0, y1 = _valid(oh, si, (h - a + sh - 1) // sh)
+        a, si, y0, y1 = _window_axis(i, dh, ph, sh, oh, h)
         for j in range(kw):
-            t = j * dw - pw
-            e, sj = t % sw, t // sw
-            x0, x1 = _valid(ow, sj, (w - e + sw - 1) // sw)
+            e, sj, x0, x1 = _window_axis(j, dw, pw, sw, ow, w)
             _add_window_row(cols[(ch * kh + i) * kw + j, q], pitch, si, sj, y0, y1, x0, x1,
                             ow, planes[a, e])
     if sh != 1 or sw != 1:

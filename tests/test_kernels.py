@@ -443,8 +443,9 @@ def test_small_gemm_is_the_matrix_product(m, k, n, dtype, seed):
 
 
 def test_winograd_runs_its_gemms_as_a_loop_up_to_the_policys_channels():
-    # on by default up to 16 channels (resnet20's first stage), off with None
-    assert conv_plan.current_policy().winograd_loop_gemm_max_channels == 16
+    # on by default up to 32 channels (resnet20's first two stages), off with None
+    assert conv_plan.current_policy().winograd_loop_gemm_max_channels == 32
+    assert conv_plan.winograd_loop_gemm(32, 32) and not conv_plan.winograd_loop_gemm(64, 64)
     with conv_plan.conv_policy(winograd_loop_gemm_max_channels=None):
         assert not conv_plan.winograd_loop_gemm(4, 4)
         plan = conv_plan.conv_algorithm((128, 16, 32, 32), (16, 16, 3, 3), 1, 1)
