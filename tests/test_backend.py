@@ -1,6 +1,7 @@
 """Devices without a GPU: asking about CUDA answers False without raising, asking for it
 explicitly raises an error that says what is missing; and the process settings of
 tinyres.runtime.tune(), which yield to the user's own; importing tinyres changes none of them."""
+import importlib.metadata
 import json
 import os
 import platform
@@ -66,6 +67,33 @@ def test_importing_tinyres_changes_nothing_outside_it():
     unchanged, priority = json.loads(out)
     assert unchanged, "import tinyres changed the environment or Numba's threading order"
     assert priority != tinyres.runtime.THREADING_LAYER_PRIORITY      # Numba's own order
+
+
+TBB_PROBE = """
+import numba, numpy as np, tinyres, tinyres.nn.functional as F
+F.conv2d(tinyres.randn(2, 8, 8, 8), tinyres.randn(8, 8, 3, 3), padding=1)
+print(numba.threading_layer())
+"""
+
+
+def _tbb_installed():
+    try:
+        importlib.metadata.version("tbb")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and _tbb_installed()),
+                    reason="TBB is a dependency on Linux x86-64 only")
+def test_numba_runs_on_the_tbb_that_pip_installed():
+    # pip puts libtbb in the environment's lib/, where the loader does not look: without
+    # runtime.find_tbb() Numba falls back to OpenMP here, silently
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("NUMBA_THREADING", "LD_LIBRARY_PATH", "LD_PRELOAD"))}
+    out = subprocess.run([sys.executable, "-c", TBB_PROBE], capture_output=True, text=True,
+                         check=True, env=clean).stdout.split()
+    assert out[-1] == "tbb", f"Numba's thread pool is {out[-1]!r}, not TBB's"
 
 
 def test_tune_says_what_it_changed_and_yields_to_the_user():

@@ -9,6 +9,9 @@
 """
 import numpy as np
 
+from tinyres import runtime
+runtime.find_tbb()      # Numba's TBB thread pool, where pip installed it (see runtime.py)
+
 from tinyres.autograd import (Function, enable_grad, inference_mode, is_anomaly_enabled,
                               is_grad_enabled, is_inference_mode_enabled, no_grad,
                               set_grad_enabled)

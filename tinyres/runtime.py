@@ -1,6 +1,14 @@
 """Process-wide CPU settings that make tinyres faster, applied only when asked for.
 
-Importing tinyres changes nothing outside tinyres. `tinyres.runtime.tune()` makes the
+Importing tinyres changes no setting outside tinyres; it does one thing for its own
+dependency: setup.py installs TBB for Numba's thread pool, and pip puts TBB's library in
+the environment's lib/ folder, where the dynamic loader does not look (a conda
+environment's loader does). Numba then cannot load its TBB pool and silently takes GNU
+OpenMP's, whose spinning threads fight OpenBLAS's (measured in benchmarks/README.md,
+"Process settings"). find_tbb() loads that library by its path at import, so that Numba
+finds it by name: Numba's own order, which tries TBB first, then works as intended.
+
+`tinyres.runtime.tune()` makes the
 changes below and returns one line for each thing it changed or could not change;
 `python -m tinyres train` calls it unless given --no-tune, and prints those lines. What
 each setting buys, measured on the resnet20 training step, is in benchmarks/README.md
@@ -22,12 +30,31 @@ each setting buys, measured on the resnet20 training step, is in benchmarks/READ
 """
 import ctypes
 import os
+import site
 import sys
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # glibc's mallopt parameters
 MMAP_THRESHOLD = 32 * 1024 * 1024                      # glibc's largest allowed value
 TRIM_THRESHOLD = 2**31 - 1
 THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
+TBB_LIBRARY = "libtbb.so.12"          # the name Numba's TBB pool is linked against (Linux)
+
+
+def find_tbb():
+    """Load the TBB library that pip put in this environment's lib/ folder (or the user
+    folder's), so that Numba's TBB pool, linked against it by name, can load. Returns the
+    path loaded, or None where there is none (not Linux, no tbb package)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    for prefix in (sys.prefix, site.getuserbase()):
+        path = os.path.join(prefix, "lib", TBB_LIBRARY)
+        if os.path.exists(path):
+            try:
+                ctypes.CDLL(path)
+            except OSError:             # a broken install: Numba reports it as before
+                return None
+            return path
+    return None
 
 
 def _tune_malloc():
