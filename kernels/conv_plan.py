@@ -18,7 +18,9 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
                   stride-1 padding-1 layers (undilated, ungrouped) with enough pixels and
                   channels; its 16 GEMMs by the BLAS, or as a Numba loop (small_gemm.py)
                   where both channel counts are at most `winograd_loop_gemm_max_channels`
-                  (32: resnet20's first two stages; None turns the loop off)
+                  (32, resnet20's first two stages, where SciPy's BLAS runs an AVX2 or
+                  older kernel of OpenBLAS's; None, the loop off, where it runs an
+                  AVX-512 one: default_loop_gemm_max_channels)
     shifted-rows  the weight gradient of those 3x3 layers, at least `shifted_rows_min_width`
                   wide, summed from shifted rows of x and grad_out (weight_grad.py)
     pointwise     1x1 unpadded layers with a stride of at most `pointwise_max_stride`: GEMMs
@@ -58,11 +60,13 @@ class ConvPolicy:
     winograd_min_pixels_per_channel: float = 0.5       # OH*OW >= this * OC, 3x3 s1 p1
     winograd_min_channels: int = 8                     # C and OC both at least this
     winograd_task_bytes: int = 256 * 1024              # a Winograd task's V and M, at most
-    # C, OC at most this: Winograd's GEMMs as small_gemm.py's loop, faster than the BLAS on
-    # 16 and 32 channels (benchmarks/README.md). It sums in another order than the BLAS, as another
-    # CPU's BLAS kernel or thread count does; the training lessons hold under all of those
-    # (tests/test_notebooks.py)
-    winograd_loop_gemm_max_channels: int | None = 32
+    # C, OC at most this: Winograd's GEMMs as small_gemm.py's loop, faster than OpenBLAS's
+    # AVX2 kernels on 16 and 32 channels, slower than its AVX-512 ones: 32 or None by the
+    # kernel SciPy's BLAS runs (default_loop_gemm_max_channels). It sums in another order
+    # than the BLAS, as another CPU's BLAS kernel or thread count does; the training lessons
+    # hold under all of those (tests/test_notebooks.py, docs/summation_orders.txt)
+    winograd_loop_gemm_max_channels: int | None = dataclasses.field(
+        default_factory=lambda: default_loop_gemm_max_channels())
     shifted_rows_min_width: int = 16                   # OW >= this, 3x3 s1 p1
     pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this
 
@@ -198,9 +202,12 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
     if winograd:
         loop = winograd_loop_gemm(c, oc, policy)
         most = policy.winograd_loop_gemm_max_channels
+        kernel = getattr(scipy_blas(), "architecture", None)
         reasons.append(f"winograd's GEMMs {'as a Numba loop' if loop else 'by the BLAS'} "
                        + (f"(a loop up to {most} channels)" if most is not None
-                          else "(the loop is off)"))
+                          else "(the loop is off)")
+                       + f", SciPy's BLAS running OpenBLAS's {kernel} kernel"
+                       " (the loop is off by default on its AVX-512 kernels)")
     shifted = same3 and _at_least(ow, policy.shifted_rows_min_width)
     if same3:
         reasons.append(f"output {ow} wide: weight gradient "
@@ -210,6 +217,21 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
                     grad_input="winograd" if winograd else gemm,
                     grad_weight="shifted-rows" if shifted else gemm,
                     reasons=tuple(reasons))
+
+
+# OpenBLAS's AVX-512 kernels (what it picks on a CPU with AVX-512): their small GEMMs
+# were ahead of small_gemm.py's loop at every width measured (benchmarks/README.md, "Where
+# the 3x3 layers' time goes"); its AVX2 and older kernels were behind it on 16 channels
+BLAS_KERNELS_AHEAD_OF_THE_LOOP = ("SkylakeX", "Cooperlake", "SapphireRapids")
+LOOP_GEMM_MAX_CHANNELS = 32
+
+
+@functools.lru_cache(maxsize=None)
+def default_loop_gemm_max_channels():
+    """The policy's default winograd_loop_gemm_max_channels: None (the BLAS) where SciPy's
+    BLAS runs one of OpenBLAS's AVX-512 kernels, else LOOP_GEMM_MAX_CHANNELS."""
+    kernel = getattr(scipy_blas(), "architecture", None)
+    return None if kernel in BLAS_KERNELS_AHEAD_OF_THE_LOOP else LOOP_GEMM_MAX_CHANNELS
 
 
 def winograd_loop_gemm(c, oc, policy=None):

@@ -2,11 +2,12 @@
 
 F(2x2, 3x3) on a 16-channel layer runs 16 GEMMs (16, 16) @ (16, T) per task (winograd.py).
 With so short an inner dimension the BLAS spends much of each call outside its kernel
-(zeroing the output, packing the operands) and is slower than this loop on those shapes,
-and on 32 channels too; from 64 channels on the BLAS is far faster
-(benchmarks/winograd_gemm.py measures both). cpu.py runs the loop where the policy's
-winograd_loop_gemm_max_channels allows it (kernels/conv_plan.py: 32 by default, resnet20's
-first two stages).
+(zeroing the output, packing the operands): OpenBLAS's AVX2 kernels were slower than this
+loop on those shapes, and on 32 channels too on one CPU (family 25 model 1); from 64
+channels on the BLAS is far faster. OpenBLAS's AVX-512 kernels were faster than the loop
+at every width (benchmarks/winograd_gemm.py measures both). cpu.py runs the loop where
+the policy's winograd_loop_gemm_max_channels allows it (kernels/conv_plan.py: 32,
+resnet20's first two stages, unless SciPy's BLAS runs an AVX-512 kernel).
 
 The loop walks the rows of `out`. For each one it adds eight rows of b at a time, each
 scaled by its entry of a, in one pass over the row: LLVM vectorises that pass over the

@@ -19,7 +19,8 @@ lose a few bits against the direct sum (tests/test_kernels.py holds them to the 
 
 The batch is cut into tasks of `group` images, as in cpu.py's GEMM path, each with its
 own V and M in cache. On layers of few channels the 16 GEMMs run as small_gemm.py's loop,
-faster there than the BLAS (up to the policy's `winograd_loop_gemm_max_channels`, 32).
+faster there than OpenBLAS's AVX2 kernels (up to the policy's
+`winograd_loop_gemm_max_channels`: 32, or None where the BLAS runs an AVX-512 kernel).
 Tiles of an odd-sized output run past its edge: those outputs are dropped.
 
 Layout. The tiles of an image are numbered j = ty*(tw+1) + tx: a row of tiles has one

@@ -11,7 +11,9 @@ does) once per order and prints the errors of its cells:
 
 An order is a set of environment variables for the kernel (OPENBLAS_CORETYPE names an
 x86 kernel of OpenBLAS's; the Haswell kernel is what OpenBLAS detects on an AVX2 machine)
-and the Winograd GEMMs by tinyres's loop (the default) or by the BLAS.
+and the Winograd GEMMs by tinyres's loop or by the BLAS (which of them is the default
+depends on the kernel: the loop on OpenBLAS's AVX2 and older kernels, the BLAS on its
+AVX-512 ones). On an AVX-512 machine the detected kernel is an AVX-512 one.
 """
 import argparse
 import itertools
@@ -30,9 +32,12 @@ THREADS = [{}, {"NUMBA_NUM_THREADS": "8"},
            {"NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}]
 MORE_THREADS = [{"NUMBA_NUM_THREADS": str(t), "OPENBLAS_NUM_THREADS": str(t)} for t in (3, 4)]
 GEMMS = ["loop", "blas"]
+# the GEMMs of the Winograd layers, chosen in the lesson's kernel for the whole run (the
+# default depends on the BLAS kernel: kernels/conv_plan.py)
 BLAS_GEMMS = ("from tinyres.kernels import conv_plan\n"
               "_order = conv_plan.conv_policy(winograd_loop_gemm_max_channels=None)\n"
               "_order.__enter__()")
+LOOP_GEMMS = BLAS_GEMMS.replace("=None", "=conv_plan.LOOP_GEMM_MAX_CHANNELS")
 # run last in the kernel: what the order really was (a kernel name OpenBLAS ignores, or a
 # policy that did not stick, would otherwise pass unseen)
 PROBE = ("import numba, threadpoolctl\n"
@@ -75,8 +80,8 @@ def failures(notebook, env, gemm, cwd):
         ran.append(probe)
     try:
         nb = nbformat.read(notebook, as_version=4)
-        if gemm == "blas":
-            nb.cells.insert(0, nbformat.v4.new_code_cell(BLAS_GEMMS))
+        nb.cells.insert(0, nbformat.v4.new_code_cell(BLAS_GEMMS if gemm == "blas"
+                                                     else LOOP_GEMMS))
         path = Path(cwd) / Path(notebook).name
         nbformat.write(nb, path)
         nb = lessons.execute(path, cwd, then=solve_and_probe)

@@ -442,10 +442,36 @@ def test_small_gemm_is_the_matrix_product(m, k, n, dtype, seed):
     assert_close(out, (a.astype(np.float64) @ b.astype(np.float64)).astype(dtype))
 
 
+class _Blas:
+    def __init__(self, architecture):
+        self.architecture = architecture
+
+
+@pytest.mark.parametrize("kernel, expected", [
+    ("SkylakeX", None), ("Cooperlake", None), ("SapphireRapids", None),
+    ("Haswell", 32), ("Zen", 32), ("Sandybridge", 32), ("Nehalem", 32)])
+def test_the_loop_gemms_default_follows_the_blas_kernel(monkeypatch, kernel, expected):
+    # OpenBLAS's AVX-512 kernels beat the loop at every width measured, its AVX2 ones lose
+    # to it on 16 channels (benchmarks/README.md)
+    monkeypatch.setattr(conv_plan, "scipy_blas", lambda: _Blas(kernel))
+    conv_plan.default_loop_gemm_max_channels.cache_clear()
+    try:
+        assert conv_plan.default_loop_gemm_max_channels() == expected
+        assert conv_plan.ConvPolicy().winograd_loop_gemm_max_channels == expected
+        plan = conv_plan.conv_algorithm((128, 16, 32, 32), (16, 16, 3, 3), 1, 1)
+        assert any(("as a Numba loop" if expected else "by the BLAS") in r
+                   for r in plan.reasons)
+    finally:
+        conv_plan.default_loop_gemm_max_channels.cache_clear()
+
+
 def test_winograd_runs_its_gemms_as_a_loop_up_to_the_policys_channels():
-    # on by default up to 32 channels (resnet20's first two stages), off with None
-    assert conv_plan.current_policy().winograd_loop_gemm_max_channels == 32
-    assert conv_plan.winograd_loop_gemm(32, 32) and not conv_plan.winograd_loop_gemm(64, 64)
+    # by default up to 32 channels (resnet20's first two stages), or off where SciPy's
+    # BLAS runs an AVX-512 kernel; off with None
+    default = conv_plan.default_loop_gemm_max_channels()
+    assert conv_plan.current_policy().winograd_loop_gemm_max_channels == default
+    with conv_plan.conv_policy(winograd_loop_gemm_max_channels=32):
+        assert conv_plan.winograd_loop_gemm(32, 32) and not conv_plan.winograd_loop_gemm(64, 64)
     with conv_plan.conv_policy(winograd_loop_gemm_max_channels=None):
         assert not conv_plan.winograd_loop_gemm(4, 4)
         plan = conv_plan.conv_algorithm((128, 16, 32, 32), (16, 16, 3, 3), 1, 1)

@@ -136,12 +136,13 @@ def test_summation_orders_switch_the_winograd_gemms(tmp_path, monkeypatch):
     """The tool's BLAS order reaches the kernel's later cells (a policy that did not stick
     would test the default order twice)."""
     monkeypatch.setenv("NUMBA_CACHE_DIR", os.environ.get("NUMBA_CACHE_DIR", "/tmp/numba_cache"))
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell(orders.BLAS_GEMMS),
-        nbformat.v4.new_code_cell("print(conv_plan.winograd_loop_gemm(16, 16))")])
-    nbformat.write(nb, tmp_path / "probe.ipynb")
-    ran = lessons.execute(tmp_path / "probe.ipynb", tmp_path)
-    assert ran.cells[1].outputs[0].text.strip() == "False"
+    for cell, loop in ((orders.BLAS_GEMMS, "False"), (orders.LOOP_GEMMS, "True")):
+        nb = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_code_cell(cell),
+            nbformat.v4.new_code_cell("print(conv_plan.winograd_loop_gemm(16, 16))")])
+        nbformat.write(nb, tmp_path / "probe.ipynb")
+        ran = lessons.execute(tmp_path / "probe.ipynb", tmp_path)
+        assert ran.cells[1].outputs[0].text.strip() == loop
     assert len(orders.orders()) == 22 and len(set(map(str, orders.orders()))) == 22
 
 
