@@ -202,11 +202,10 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
     if winograd:
         loop = winograd_loop_gemm(c, oc, policy)
         most = policy.winograd_loop_gemm_max_channels
-        kernel = getattr(scipy_blas(), "architecture", None)
         reasons.append(f"winograd's GEMMs {'as a Numba loop' if loop else 'by the BLAS'} "
                        + (f"(a loop up to {most} channels)" if most is not None
                           else "(the loop is off)")
-                       + f", SciPy's BLAS running OpenBLAS's {kernel} kernel"
+                       + f", SciPy's BLAS running OpenBLAS's {blas_kernel()} kernel"
                        " (the loop is off by default on its AVX-512 kernels)")
     shifted = same3 and _at_least(ow, policy.shifted_rows_min_width)
     if same3:
@@ -226,12 +225,17 @@ BLAS_KERNELS_AHEAD_OF_THE_LOOP = ("SkylakeX", "Cooperlake", "SapphireRapids")
 LOOP_GEMM_MAX_CHANNELS = 32
 
 
+def blas_kernel():
+    """The kernel SciPy's BLAS runs, as threadpoolctl names it ('SkylakeX', 'Haswell'), or
+    None where there is no such BLAS (or it does not say)."""
+    return getattr(scipy_blas(), "architecture", None)
+
+
 @functools.lru_cache(maxsize=None)
 def default_loop_gemm_max_channels():
     """The policy's default winograd_loop_gemm_max_channels: None (the BLAS) where SciPy's
     BLAS runs one of OpenBLAS's AVX-512 kernels, else LOOP_GEMM_MAX_CHANNELS."""
-    kernel = getattr(scipy_blas(), "architecture", None)
-    return None if kernel in BLAS_KERNELS_AHEAD_OF_THE_LOOP else LOOP_GEMM_MAX_CHANNELS
+    return None if blas_kernel() in BLAS_KERNELS_AHEAD_OF_THE_LOOP else LOOP_GEMM_MAX_CHANNELS
 
 
 def winograd_loop_gemm(c, oc, policy=None):

@@ -5,14 +5,14 @@ dependency: setup.py installs TBB for Numba's thread pool, and pip puts TBB's li
 the environment's lib/ folder, where the dynamic loader does not look (a conda
 environment's loader does). Numba then cannot load its TBB pool and silently takes GNU
 OpenMP's, whose spinning threads fight OpenBLAS's (measured in benchmarks/README.md,
-"Process settings"). find_tbb() loads that library by its path at import, so that Numba
-finds it by name: Numba's own order, which tries TBB first, then works as intended.
+"How the CPU layer picks a convolution"). find_tbb() loads that library by its path at
+import, so that Numba finds it by name: Numba's own order, which tries TBB first, then
+works as intended.
 
-`tinyres.runtime.tune()` makes the
-changes below and returns one line for each thing it changed or could not change;
-`python -m tinyres train` calls it unless given --no-tune, and prints those lines. What
-each setting buys, measured on the resnet20 training step, is in benchmarks/README.md
-("Process settings").
+`tinyres.runtime.tune()` makes the changes below and returns one line for each thing it
+changed or could not change; `python -m tinyres train` calls it unless given --no-tune,
+and prints those lines. What each setting buys, measured on the resnet20 training step,
+is in benchmarks/README.md ("Process settings").
 
 - glibc's malloc hands arrays above a threshold straight to mmap and gives them back to
   the system when freed, so every new activation of a few MB pays its page faults again.
