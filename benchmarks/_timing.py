@@ -415,8 +415,9 @@ def print_header(columns):
     print("-" * (sum(w for _, w in columns) + 2 * (len(columns) - 1)))
 
 
-def write_json(path, payload):
+def write_json(path, payload, quiet=False):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(payload, f, indent=1)
-    print(f"wrote {path}")
+    if not quiet:
+        print(f"wrote {path}")

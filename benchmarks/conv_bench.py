@@ -331,10 +331,16 @@ def gpu_shape_row(group, case, engines, tf32, warmup, reps, event, sync, release
     return row
 
 
-def run_gpu(args, info):
+def run_gpu(args, info, progress=lambda rows, models: None):
+    """(extra machine info, shape rows, model rows) on the GPU; progress(rows, models) is
+    called after each row (the caller prints it and saves what there is so far)."""
     import numpy as np
     import cupy
-    cupy_compute = pin_cupy_tf32(args.tf32)
+    try:
+        cupy_compute = pin_cupy_tf32(args.tf32)
+    except (ImportError, AttributeError) as err:    # CuPy moved its private API
+        cupy_compute = f"not pinned ({type(err).__name__}: {err}); CUPY_TF32=" + \
+            os.environ["CUPY_TF32"]
     ref_name, ref_step = gpu_reference(args.tf32)
     if ref_name is None:
         print(f"note: no reference column: {ref_step}")
@@ -358,6 +364,7 @@ def run_gpu(args, info):
     for group, case in shape_cases(args.quick, "cuda"):
         rows.append(finish_row(gpu_shape_row(group, case, engines, args.tf32, warmup, reps,
                                              cupy_event, sync, release)))
+        progress(rows, models)
     models = []
     for case in ([] if args.no_models else model_cases(args.quick, "cuda")):
         row = {"case": case}
@@ -377,6 +384,7 @@ def run_gpu(args, info):
                 row[engine] = {"error": f"{type(err).__name__}: {err}"}
             release()
         models.append(finish_row(row))
+        progress(rows, models)
     torch_precision = None
     if ref_step is not None:
         import torch
@@ -508,9 +516,16 @@ def main(argv=None):
     print()
     _timing.print_header(SHAPE_COLUMNS)
     if args.device == "cuda":
-        extra, rows, models = run_gpu(args, info)
-        for row in rows:
-            print_shape_row(row)
+        def progress(rows, models):     # a row as soon as it is measured, and saved so far
+            if not models:
+                print_shape_row(rows[-1])
+            sys.stdout.flush()
+            if args.json:
+                _timing.write_json(args.json, {"machine": info, "device": args.device,
+                                               "tf32": args.tf32, "partial": True,
+                                               "shapes": rows, "models": models},
+                                   quiet=True)
+        extra, rows, models = run_gpu(args, info, progress)
     else:
         extra, rows, models = run_cpu(args, info)
     info.update(extra)
@@ -529,6 +544,7 @@ def main(argv=None):
     if args.json:
         _timing.write_json(args.json, {"machine": info, "device": args.device,
                                        "tf32": args.tf32, "quick": args.quick,
+                                       "partial": False,
                                        "sgd_fused": FUSED_SGD,
                                        "shapes": rows, "geomean_resnet50": gm,
                                        "models": models, "check_failed": failed})

@@ -410,7 +410,7 @@ def test_gpu_check_on_a_gpu_runs_every_step_and_gathers_one_json(tmp_path, monke
     from tinyres import gpu_check
     ran = []
 
-    def fake_step(cmd, timeout, runner=None):
+    def fake_step(cmd, timeout, runner=None, log=None):
         ran.append(cmd)
         if "--json" in cmd:                       # a benchmark writes its JSON file
             pathlib.Path(cmd[cmd.index("--json") + 1]).write_text('{"rows": [1, 2]}')
@@ -423,15 +423,18 @@ def test_gpu_check_on_a_gpu_runs_every_step_and_gathers_one_json(tmp_path, monke
     out = tmp_path / "check.json"
     assert gpu_check.check(out, verdict=lambda: ("run", None)) == 1     # the TF32 step failed
     doc = json.loads(out.read_text())
-    assert list(doc["steps"]) == ["pytest -m gpu", "compute-sanitizer memcheck",
-                                  "compute-sanitizer racecheck", "conv_bench fp32",
+    assert list(doc["steps"]) == ["pytest -m gpu", "conv_bench fp32",
+                                  "compute-sanitizer memcheck", "compute-sanitizer racecheck",
                                   "conv_bench tf32", "gpu_model"]
     assert doc["results"]["conv_fp32"] == {"rows": [1, 2]} and "gpu_model" in doc["results"]
     assert doc["ok"] is False and not doc["steps"]["conv_bench tf32"]["ok"]
-    assert ["-m", "gpu"] == ran[0][3:5] and ran[1][:3] == ["/opt/cs", "--tool", "memcheck"]
+    assert ["-m", "gpu"] == ran[0][3:5] and ran[2][:3] == ["/opt/cs", "--tool", "memcheck"]
+    assert ran[0][-1] == str(gpu_check.ROOT / "tests")          # every GPU test, not one file
+    assert gpu_check.check(out, verdict=lambda: ("run", None), sha="abc123") == 1
+    assert json.loads(out.read_text())["commit"] == "abc123"     # a copied tree has no .git
 
 
-def test_gpu_check_steps_record_timeouts_and_missing_programs():
+def test_gpu_check_steps_record_timeouts_and_missing_programs(tmp_path):
     from tinyres import gpu_check
 
     def times_out(cmd, **kw):
@@ -442,8 +445,12 @@ def test_gpu_check_steps_record_timeouts_and_missing_programs():
     slow = gpu_check.run_step(["x"], 5, runner=times_out)
     assert slow["rc"] == "timeout" and not slow["ok"] and "partial output" in slow["tail"]
     assert gpu_check.run_step(["nope"], 5, runner=missing)["rc"] == "not run"
-    good = gpu_check.run_step([sys.executable, "-c", "print('hi')"], 60)
+    log = tmp_path / "steps.log"
+    good = gpu_check.run_step([sys.executable, "-c", "print('hi')"], 60, log=log)
     assert good["ok"] and good["tail"].strip() == "hi"
+    gpu_check.run_step(["nope"], 5, runner=missing, log=log)
+    text = log.read_text()
+    assert "rc 0\nhi" in text and "rc not run\nFileNotFoundError" in text
     doc = gpu_check.assemble(("run", None), {}, "abc", {"a": good}, {})
     assert doc["ok"] and doc["commit"] == "abc"
     assert not gpu_check.assemble(("fail", "broken"), {}, "abc", {"a": good}, {})["ok"]

@@ -3,19 +3,23 @@
 In one run, meant to finish within ten minutes on an H100/H200, from a source checkout:
 1. the device, driver, CUDA, NVRTC, CuPy and PyTorch versions (each probe on its own, so
    a machine with only the driver, CuPy and PyTorch still reports what it has);
-2. `pytest -m gpu tests/test_gpu.py`;
-3. compute-sanitizer memcheck and racecheck on every CUDA kernel at a small size, when
+2. `pytest -m gpu tests` (every GPU test, four workers where pytest-xdist is installed);
+3. benchmarks/conv_bench.py in strict FP32: every resnet20/resnet50 convolution beside
+   cuDNN through PyTorch, outputs checked against PyTorch's, and the resnet50 (batch 64)
+   and resnet20 (batch 128) training steps beside PyTorch eager;
+4. compute-sanitizer memcheck and racecheck on every CUDA kernel at a small size, when
    the tool is on PATH;
-4. benchmarks/conv_bench.py in strict FP32 and in TF32: every resnet20/resnet50
-   convolution beside cuDNN through PyTorch, outputs checked against PyTorch's, and the
-   resnet50 (batch 64) and resnet20 (batch 128) training steps beside PyTorch eager;
-5. benchmarks/gpu_model.py, the roofline predictions to set beside those measurements.
-Everything goes into one JSON file with the git commit. Each step runs in a subprocess
-with a time limit taken from a shared budget, and a step that fails is recorded and the
-next one still runs. Exit status: 0 when every step passed, 1 when one failed, 2 when
-there is no GPU (the reason is printed; nothing else runs).
+5. conv_bench.py again in TF32 on both sides;
+6. benchmarks/gpu_model.py, the roofline predictions to set beside those measurements.
+Everything goes into one JSON file with the git commit (or --commit, for a copied tree
+with no .git), and each step's whole output into gpu_check_files/steps.log beside it.
+Each step runs in a subprocess with a time limit taken from a shared budget (--budget),
+in the order above (the goals' measurements before the rest), and a step that fails is
+recorded and the next one still runs. Exit status: 0 when every step passed, 1 when one
+failed, 2 when there is no GPU (the reason is printed; nothing else runs).
 """
 import argparse
+import importlib.util
 import json
 import pathlib
 import shutil
@@ -86,8 +90,9 @@ def commit():
     return sha + ("+dirty" if _try(lambda: git("status", "--porcelain")) else "")
 
 
-def run_step(cmd, timeout, runner=subprocess.run):
-    """{"cmd", "rc", "seconds", "ok", "tail"} of one subprocess, killed after timeout s."""
+def run_step(cmd, timeout, runner=subprocess.run, log=None):
+    """{"cmd", "rc", "seconds", "ok", "tail"} of one subprocess, killed after timeout s;
+    its whole output is appended to the file `log` where one is given."""
     start = time.monotonic()
     try:
         done = runner(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=timeout)
@@ -97,6 +102,9 @@ def run_step(cmd, timeout, runner=subprocess.run):
     except OSError as err:
         rc, out = "not run", f"{type(err).__name__}: {err}"
     out = out if isinstance(out, str) else out.decode(errors="replace")
+    if log is not None:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"\n===== {' '.join(map(str, cmd))}\n===== rc {rc}\n{out}")
     return {"cmd": cmd, "rc": rc, "seconds": round(time.monotonic() - start, 1),
             "ok": rc == 0, "tail": out[-TAIL:]}
 
@@ -125,18 +133,20 @@ def steps(out_dir):
     """[(name, command, time cap in s)] of the check, in order."""
     py = sys.executable
     bench = ROOT / "benchmarks"
+    workers = ["-n", "4"] if importlib.util.find_spec("xdist") else []
     plan = [("pytest -m gpu", [py, "-m", "pytest", "-m", "gpu", "-q", "-rfEs", "-p",
-                               "no:cacheprovider", str(ROOT / "tests" / "test_gpu.py")], 150)]
+                               "no:cacheprovider", *workers, str(ROOT / "tests")], 200)]
+    def conv_bench(mode, extra, cap):
+        return (f"conv_bench {mode}", [py, str(bench / "conv_bench.py"), *extra,
+                                       "--json", str(out_dir / f"conv_{mode}.json")], cap)
+    plan.append(conv_bench("fp32", [], 160))       # the goals' measurements, before the rest
     sanitizer = shutil.which("compute-sanitizer")
     if sanitizer:
         for tool in ("memcheck", "racecheck"):
             plan.append((f"compute-sanitizer {tool}",
                          [sanitizer, "--tool", tool, "--error-exitcode", "1", py, "-m",
                           "tinyres.gpu_check", "--small-kernels"], 45))
-    for mode, extra, cap in (("fp32", [], 160), ("tf32", ["--tf32"], 140)):
-        plan.append((f"conv_bench {mode}", [py, str(bench / "conv_bench.py"), *extra,
-                                            "--json", str(out_dir / f"conv_{mode}.json")],
-                     cap))
+    plan.append(conv_bench("tf32", ["--tf32"], 140))
     plan.append(("gpu_model", [py, str(bench / "gpu_model.py"), "--json",
                                str(out_dir / "gpu_model.json")], 30))
     return plan
@@ -157,11 +167,13 @@ def _attachments(out_dir):
     return found
 
 
-def check(out_path, budget=BUDGET_S, verdict=gpu_probe.gpu_verdict):
-    """Run the whole check, write the JSON to out_path; return the exit status."""
+def check(out_path, budget=BUDGET_S, verdict=gpu_probe.gpu_verdict, sha=None):
+    """Run the whole check, write the JSON to out_path; return the exit status. sha: the
+    commit to record where the checkout cannot say (a copied tree has no .git)."""
     action, reason = verdict()
     found = versions()
-    print(f"tinyres gpu_check, commit {commit()}")
+    sha = sha or commit()
+    print(f"tinyres gpu_check, commit {sha}")
     print(json.dumps(found, indent=1))
     results, out_dir = {}, pathlib.Path(out_path).resolve().parent / "gpu_check_files"
     if action == "skip":
@@ -178,10 +190,10 @@ def check(out_path, budget=BUDGET_S, verdict=gpu_probe.gpu_verdict):
                 results[name] = {"cmd": cmd, "rc": "not run", "ok": False,
                                  "seconds": 0, "tail": "out of time"}
                 continue
-            results[name] = run_step(cmd, min(cap, left))
+            results[name] = run_step(cmd, min(cap, left), log=out_dir / "steps.log")
             print(f"[{'ok' if results[name]['ok'] else 'FAILED'}] {name} "
                   f"({results[name]['seconds']} s)\n{results[name]['tail'][-1500:]}")
-    doc = assemble((action, reason), found, commit(), results,
+    doc = assemble((action, reason), found, sha, results,
                    _attachments(out_dir) if out_dir.exists() else {})
     pathlib.Path(out_path).write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
     print(f"gpu_check: wrote {out_path}; {'all passed' if doc['ok'] else 'NOT all passed'}")
@@ -194,11 +206,14 @@ def main(argv=None):
     parser.add_argument("--out", default="gpu_check.json", help="the JSON file to write")
     parser.add_argument("--small-kernels", action="store_true",
                         help="only run every kernel once at a small size (for the sanitizers)")
+    parser.add_argument("--budget", type=float, default=BUDGET_S,
+                        help=f"seconds for all steps together (default {BUDGET_S})")
+    parser.add_argument("--commit", help="the commit to record (for a tree with no .git)")
     args = parser.parse_args(argv)
     if args.small_kernels:
         small_kernel_run()
         return 0
-    return check(args.out)
+    return check(args.out, budget=args.budget, sha=args.commit)
 
 
 if __name__ == "__main__":
