@@ -360,12 +360,11 @@ def run_gpu(args, info, progress=lambda rows, models: None):
     engines = [("tinyres", tinyres_gpu_step, cupy_peak_mb)]
     if ref_step is not None:
         engines.append(("ref", ref_step, torch_peak_mb))
-    rows = []
+    rows, models = [], []
     for group, case in shape_cases(args.quick, "cuda"):
         rows.append(finish_row(gpu_shape_row(group, case, engines, args.tf32, warmup, reps,
                                              cupy_event, sync, release)))
         progress(rows, models)
-    models = []
     for case in ([] if args.no_models else model_cases(args.quick, "cuda")):
         row = {"case": case}
         for engine, maker, peak in (("tinyres", tinyres_gpu_model_step, cupy_peak_mb),
