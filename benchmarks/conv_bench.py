@@ -47,6 +47,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _timing  # noqa: E402
 import cpu_bench  # noqa: E402
+from cpu_engines import _inputs  # noqa: E402
 
 
 # ----- shapes -----------------------------------------------------------------------------
@@ -90,16 +91,17 @@ def gpu_time_ms(fn, warmup, reps, event_cls, sync):
     return statistics.median(times)
 
 
-def tinyres_gpu_step(case, np):
+def tinyres_gpu_step(case, np, device="cuda"):
     """(step, outputs) of one convolution case in tinyres: step() runs it, outputs() runs
-    it once more and returns [y] or [y, grad_x, grad_w] as NumPy arrays."""
+    it once more and returns [y] or [y, grad_x, grad_w] as NumPy arrays. (device="cpu"
+    runs the same code where there is no GPU: the tests do.)"""
     import tinyres
     import tinyres.nn.functional as F
     rng = np.random.default_rng(0)
-    x_np, w_np, g_np = cpu_bench._inputs(case, rng, np)
-    x = tinyres.tensor(x_np, requires_grad=True, device="cuda")
-    w = tinyres.tensor(w_np, requires_grad=True, device="cuda")
-    g = tinyres.tensor(g_np, device="cuda")
+    x_np, w_np, g_np = _inputs(case, rng, np)
+    x = tinyres.tensor(x_np, requires_grad=True, device=device)
+    w = tinyres.tensor(w_np, requires_grad=True, device=device)
+    g = tinyres.tensor(g_np, device=device)
 
     def fwd():
         return F.conv2d(x, w, None, case["stride"], case["pad"])
@@ -117,15 +119,15 @@ def tinyres_gpu_step(case, np):
     return step, outputs
 
 
-def torch_gpu_step(case, np):
+def torch_gpu_step(case, np, device="cuda"):
     """(step, outputs) of one convolution case in PyTorch (cuDNN), as tinyres_gpu_step."""
     import torch
     import torch.nn.functional as F
     rng = np.random.default_rng(0)
-    x_np, w_np, g_np = cpu_bench._inputs(case, rng, np)
-    x = torch.from_numpy(x_np).cuda().requires_grad_()
-    w = torch.from_numpy(w_np).cuda().requires_grad_()
-    g = torch.from_numpy(g_np).cuda()
+    x_np, w_np, g_np = _inputs(case, rng, np)
+    x = torch.from_numpy(x_np).to(device).requires_grad_()
+    w = torch.from_numpy(w_np).to(device).requires_grad_()
+    g = torch.from_numpy(g_np).to(device)
 
     def step():
         x.grad = w.grad = None
@@ -182,16 +184,16 @@ def torch_peak_mb(fn):
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def torch_gpu_model_step(case, np):
+def torch_gpu_model_step(case, np, device="cuda"):
     import torch
     import torch.nn.functional as F
     model = (torch_resnet50() if case["model"] == "resnet50"
-             else cpu_bench.torch_model(case["model"])).cuda()
+             else cpu_bench.torch_model(case["model"])).to(device)
     size = 32 if case["model"] == "resnet20" else 224
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.standard_normal((case["n"], 3, size, size),
-                                             dtype=np.float32)).cuda()
-    y = torch.from_numpy(rng.integers(0, 10, case["n"])).cuda()
+                                             dtype=np.float32)).to(device)
+    y = torch.from_numpy(rng.integers(0, 10, case["n"])).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=FUSED_SGD)
 
     def step():

@@ -47,6 +47,7 @@ C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 BLOCK = 256            # threads per block on a GPU; a multiple of 32 (the reductions need it)
 MAX_BLOCKS = 65535     # cap on a grid-stride grid; beyond it each thread takes more steps
 GRID_YZ_LIMIT = 65535  # the hardware's limit on gridDim.y and gridDim.z
+BLOCK_Z_LIMIT = 64     # and on blockDim.z
 INT32_LIMIT = 2**31    # fastdiv.cuh divides 32-bit ints below this
 PLANE_LIMIT = 2**31 - 2**26  # planes a kernel loops over in an int: a grid-stride step
                              # (at most 65535 * 1024 < 2**26) must not overflow it
@@ -146,10 +147,11 @@ def _pow2(n):
 def tile(block, rows, cols):
     """(bx, by, bz), a block of at most `block` threads shaped to planes of rows x cols:
     bx the power of two >= cols (at most block), by likewise for rows in what is left,
-    bz the rest (several planes per block when a plane is small)."""
+    bz the rest (several planes per block when a plane is small), at most BLOCK_Z_LIMIT:
+    a GPU refuses blockDim.z above 64 (tiny planes get a block of fewer threads)."""
     bx = min(block, _pow2(cols))
     by = min(block // bx, _pow2(rows))
-    return bx, by, block // (bx * by)
+    return bx, by, min(block // (bx * by), BLOCK_Z_LIMIT)
 
 
 def _layout_strides(n, rows, positions, per_image):

@@ -174,6 +174,41 @@ def test_batchnorm_other_block_sizes(block):
         check_batchnorm(backend, (3, 5, 6, 7), dtype, seed=block)
 
 
+@pytest.mark.parametrize("block", [32, 64, 128, 256, 512, 1024])
+def test_plane_blocks_stay_within_the_gpus_limits(block):
+    """tile() shapes the block of every plane kernel: however small the planes, no
+    blockDim is past the hardware's limits (blockDim.z at most 64), and no more threads
+    than `block`."""
+    for rows in (1, 2, 3, 7, 8, 33, 1000):
+        for cols in (1, 2, 5, 32, 100, 5000):
+            shape = cuda.tile(block, rows, cols)
+            assert all(1 <= d <= limit for d, limit in zip(shape, emulate.BLOCK_LIMITS)), \
+                (block, rows, cols, shape)
+            assert shape[0] * shape[1] * shape[2] <= block
+
+
+def test_tiny_planes_with_the_gpus_block_size():
+    """The block size a GPU runs (cuda.BLOCK) on planes of one element: im2col, col2im and
+    max-pool with one output per plane, batch norm over 1x1 maps. A block of BLOCK planes
+    would be refused by a GPU (blockDim.z above 64), and by the emulator likewise."""
+    backend = _backend(block=cuda.BLOCK, max_blocks=3)
+    rng = np.random.default_rng(0)
+    window = (2, 2, 2, 2, 0, 0)                   # a 2x2 map gives one output position
+    for dtype in DTYPES:
+        x = rng.standard_normal((3, 5, 2, 2)).astype(dtype)
+        cols = backend.im2col(x, *window)
+        _close(cols, ref.im2col(x, *window), dtype, "im2col, one position")
+        _close(backend.col2im(cols, x.shape, *window), ref.col2im(cols, x.shape, *window),
+               dtype, "col2im, one position")
+        y, idx = backend.maxpool_forward(x, *window)
+        y_ref, idx_ref = ref.maxpool_forward(x, *window)
+        _close(y, y_ref, dtype, "maxpool, one position")
+        _close(backend.maxpool_backward(y, idx, x.shape, *window),
+               ref.maxpool_backward(y_ref, idx_ref, x.shape, *window), dtype,
+               "maxpool backward, one position")
+        check_batchnorm(backend, (4, 3, 1, 1), dtype)
+
+
 def check_badly_conditioned_batchnorm(backend, dtype, seed=5):
     """Mean 1e4, std 1: the statistics against the float64 reference. In float32 the mean
     is held to a few ulps of 1e4 and invstd to 1e-3 (every float32 mean carries an error

@@ -132,27 +132,56 @@ def test_cuda_kernels_match_the_reference(dtype):
     same(cuda.relu_backward(cupy.asarray(g), cupy.asarray(x)), reference.relu_backward(g, x))
 
 
-@pytest.mark.parametrize("name,shape", [("resnet20", (4, 3, 32, 32)),
-                                        ("resnet18", (2, 3, 64, 64))])
-def test_models_on_cuda_match_the_cpu(name, shape):
+def _model_gradients(name, shape, dtype, device, state=None):
+    """(loss, grad of the input, grads of the parameters) of one cross-entropy backward
+    of a fresh `name` (with `state` loaded) in `dtype` on `device`."""
     tinyres.manual_seed(0)
-    cpu_model = models.get_model(name)
-    gpu_model = models.get_model(name)
-    gpu_model.load_state_dict(cpu_model.state_dict())
-    gpu_model.to("cuda")
+    model = models.get_model(name)
+    if state is not None:
+        model.load_state_dict(state)
+    model.to(device=device, dtype=tinyres.float64 if dtype == np.float64 else tinyres.float32)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(shape).astype(np.float32)
-    y = rng.integers(0, 10, size=shape[0])
-    results = []
-    for model, device in ((cpu_model, "cpu"), (gpu_model, "cuda")):
-        xt = tinyres.tensor(x, requires_grad=True, device=device)
-        loss = F.cross_entropy(model(xt), tinyres.tensor(y, device=device))
-        loss.backward()
-        results.append((loss.item(), xt.grad.numpy(),
-                        {k: p.grad.numpy() for k, p in model.named_parameters()}))
-    (l_cpu, gx_cpu, g_cpu), (l_gpu, gx_gpu, g_gpu) = results
-    assert abs(l_cpu - l_gpu) < 1e-4 * abs(l_cpu)
-    np.testing.assert_allclose(gx_gpu, gx_cpu, rtol=1e-3, atol=1e-5)
-    for k in g_cpu:
-        scale = np.abs(g_cpu[k]).max()
-        assert np.abs(g_gpu[k] - g_cpu[k]).max() <= 1e-3 * scale + 1e-6, k
+    x = tinyres.tensor(rng.standard_normal(shape).astype(dtype), requires_grad=True,
+                       device=device)
+    y = tinyres.tensor(rng.integers(0, 10, size=shape[0]), device=device)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return (loss.item(), x.grad.numpy(),
+            {k: p.grad.numpy() for k, p in model.named_parameters()}), model.state_dict()
+
+
+def _relative_errors(got, want):
+    """Norm-wise relative error of the loss, the input gradient and each parameter's."""
+    def rel(a, b):
+        return float(np.linalg.norm(np.asarray(a, np.float64) - b)
+                     / max(np.linalg.norm(b), 1e-300))
+    return {"loss": rel(got[0], want[0]), "x.grad": rel(got[1], want[1]),
+            **{k: rel(got[2][k], want[2][k]) for k in want[2]}}
+
+
+MODEL_CASES = [("resnet20", (4, 3, 32, 32)), ("resnet18", (2, 3, 64, 64))]
+
+
+@pytest.mark.parametrize("name,shape", MODEL_CASES)
+def test_models_on_cuda_match_the_cpu_in_float64(name, shape):
+    """The same model, weights and batch on the CPU and on the GPU in float64: the kernels
+    differ only in summation order, so every gradient agrees to 1e-9 (norm-wise)."""
+    cpu, state = _model_gradients(name, shape, np.float64, "cpu")
+    gpu, _ = _model_gradients(name, shape, np.float64, "cuda", state)
+    errors = _relative_errors(gpu, cpu)
+    assert max(errors.values()) < 1e-9, {k: e for k, e in errors.items() if e >= 1e-9}
+
+
+@pytest.mark.parametrize("name,shape", MODEL_CASES)
+def test_models_on_cuda_in_float32_are_as_accurate_as_the_cpu(name, shape):
+    """Against the float64 result, the GPU's float32 gradients are no further off than a
+    few times the CPU's own float32 error (or 1e-4): resnet18 at 2x2 maps and batch 2
+    normalises over 8 values in its last stage, where float32 summation orders differ by
+    percents element-wise, so the float64 result is the referee, not the CPU's."""
+    truth, state = _model_gradients(name, shape, np.float64, "cpu")
+    cpu, _ = _model_gradients(name, shape, np.float32, "cpu", state)
+    gpu, _ = _model_gradients(name, shape, np.float32, "cuda", state)
+    cpu_err, gpu_err = _relative_errors(cpu, truth), _relative_errors(gpu, truth)
+    worse = {k: (gpu_err[k], cpu_err[k]) for k in gpu_err
+             if gpu_err[k] > max(4 * cpu_err[k], 1e-4)}
+    assert not worse, worse

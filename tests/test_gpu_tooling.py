@@ -517,6 +517,35 @@ class FakeEvent:
         return 2.0
 
 
+def test_conv_bench_gpu_step_makers_run_and_agree_on_the_cpu():
+    """The GPU rows' own step makers, run on the CPU (device="cpu"), through gpu_shape_row
+    with a stand-in for CUDA events: what a lent GPU runs cannot rot unseen (a helper they
+    used moved once, and only a GPU run found out)."""
+    import time
+    bench = _benchmark("conv_bench")
+    cpu_bench = _benchmark("cpu_bench")
+    convs = cpu_bench.distinct(cpu_bench.model_convs("resnet20", 2)[0])
+    on_cpu = [("tinyres", lambda c, np_: bench.tinyres_gpu_step(c, np_, "cpu"), lambda f: 0.0),
+              ("ref", lambda c, np_: bench.torch_gpu_step(c, np_, "cpu"), lambda f: 0.0)]
+
+    class Event:
+        def record(self):
+            self.t = time.perf_counter()
+
+        def synchronize(self):
+            pass
+    Event.elapsed = staticmethod(lambda a, b: (b.t - a.t) * 1e3)
+    for case in cpu_bench.conv_cases("r20", [convs[0], convs[2]]):     # stride 1 and 2
+        row = bench.finish_row(bench.gpu_shape_row("resnet20", case, on_cpu, False, 1, 2,
+                                                   Event, lambda: None, lambda: None))
+        assert "error" not in row["tinyres"] and "error" not in row["ref"], row
+        assert row["check"]["ok"], (case["name"], row["check"])
+        assert row["ratio"] > 0
+    model = cpu_bench.model_case("resnet20", "train", 2)
+    for maker in (bench.tinyres_gpu_model_step, bench.torch_gpu_model_step):
+        maker(model, np, device="cpu")()
+
+
 def test_conv_bench_gpu_row_times_measures_and_checks_each_engine():
     bench = _benchmark("conv_bench")
     case = {"name": "r50 conv", "op": "fwd+bwd", "flops": 6e9}

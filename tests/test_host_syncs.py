@@ -366,22 +366,36 @@ def test_on_a_gpu_a_training_step_reads_nothing_and_launches_kernels():
     assert np.isfinite(loss.item())
 
 
+SPIN = r"""
+extern "C" __global__ void spin(unsigned long long ns) {
+    unsigned long long start, now;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+    do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now)); } while (now - start < ns);
+}
+"""
+
+
 @pytest.mark.gpu
-def test_on_a_gpu_a_training_step_can_be_captured_in_a_cuda_graph():
-    """Stream capture refuses any synchronisation (a read, a pageable copy): capturing a
-    whole step proves that nothing in it waits for the device."""
+def test_on_a_gpu_a_training_step_never_waits_for_the_device():
+    """A kernel that keeps the GPU busy for two seconds, then a whole training step queued
+    behind it: had anything in the step waited for the device (a read, a pageable copy, a
+    free that synchronises), the step would return only after the spin. It returns while
+    the spin still runs. (Capturing the step in a CUDA graph would prove the same, but
+    CuPy refuses cuBLAS calls during stream capture.)"""
     import cupy
     step = _cuda_step()
     step()
     step()                                          # the memory pool holds the step's blocks
-    stream = cupy.cuda.Stream(non_blocking=True)
-    with stream:
-        stream.begin_capture()
-        try:
-            step()
-        finally:
-            graph = stream.end_capture()
-    assert graph is not None
+    spin = cupy.RawKernel(SPIN, "spin")
+    spun = cupy.cuda.Event()
+    spin((1,), (1,), (np.uint64(2_000_000_000),))
+    spun.record()
+    loss = step()
+    queued = cupy.cuda.Event()
+    queued.record()
+    assert not spun.done and not queued.done        # the host came back during the spin
+    queued.synchronize()
+    assert np.isfinite(loss.item())
 
 
 @pytest.mark.gpu
