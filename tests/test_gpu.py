@@ -132,6 +132,67 @@ def test_cuda_kernels_match_the_reference(dtype):
     same(cuda.relu_backward(cupy.asarray(g), cupy.asarray(x)), reference.relu_backward(g, x))
 
 
+# resnet18's layers at batch 2 and 64x64 (maps of 32 down to 2): (name, C, H, OC, k, s, p)
+RESNET18_64 = [("stem 7x7/2", 3, 64, 64, 7, 2, 3), ("layer1 3x3", 64, 16, 64, 3, 1, 1),
+               ("layer2 3x3/2", 64, 16, 128, 3, 2, 1), ("layer2 1x1/2", 64, 16, 128, 1, 2, 0),
+               ("layer2 3x3", 128, 8, 128, 3, 1, 1), ("layer3 3x3/2", 128, 8, 256, 3, 2, 1),
+               ("layer3 1x1/2", 128, 8, 256, 1, 2, 0), ("layer3 3x3", 256, 4, 256, 3, 1, 1),
+               ("layer4 3x3/2", 256, 4, 512, 3, 2, 1), ("layer4 1x1/2", 256, 4, 512, 1, 2, 0),
+               ("layer4 3x3", 512, 2, 512, 3, 1, 1)]
+
+
+@pytest.mark.parametrize("layer", RESNET18_64, ids=lambda layer: layer[0])
+def test_kernels_at_resnet18_layer_shapes_match_the_reference(layer):
+    """Each of resnet18's convolutions at batch 2 on 64x64 images (forward, both
+    gradients), the batch norm (plain and fused with ReLU) and ReLU on its output, and the
+    max-pool after the stem, in float64 on the GPU against reference.py, to 1e-10 of each
+    output's largest magnitude: small maps (2x2) and many channels, where whole-model
+    gradients were seen to differ."""
+    import cupy
+    from tinyres.kernels import cuda, reference
+    name, c, h, oc, k, s, p = layer
+    rng = np.random.default_rng(len(name) + c)
+    x = rng.standard_normal((2, c, h, h))
+    w2 = rng.standard_normal((oc, c * k * k)) / np.sqrt(c * k * k)
+    window = (k, k, s, s, p, p)
+
+    def same(what, ours, ref):
+        for i, (a, b) in enumerate(zip(ours if isinstance(ours, tuple) else (ours,),
+                                       ref if isinstance(ref, tuple) else (ref,))):
+            a = cupy.asnumpy(a)
+            assert a.shape == b.shape, (what, i, a.shape, b.shape)
+            err = np.abs(a - b).max() / max(np.abs(b).max(), 1e-300)
+            assert err < 1e-10, f"{name}: {what} output {i} off by {err:.2e} of its scale"
+
+    gpu = cupy.asarray
+    out = reference.conv2d_forward(x, w2, *window)
+    same("conv2d_forward", cuda.conv2d_forward(gpu(x), gpu(w2), *window), out)
+    g = rng.standard_normal(out.shape)
+    same("conv2d_backward", cuda.conv2d_backward(gpu(g), gpu(x), gpu(w2), *window),
+         reference.conv2d_backward(g, x, w2, *window))
+    wt, bs = rng.standard_normal(oc), rng.standard_normal(oc)
+    for fwd, bwd in (("batchnorm_forward", "batchnorm_backward"),
+                     ("batchnorm_relu_forward", "batchnorm_relu_backward")):
+        rm, rv = np.zeros(oc), np.ones(oc)
+        ref_out = getattr(reference, fwd)(out, wt, bs, rm, rv, 0.1, 1e-5)
+        got = getattr(cuda, fwd)(gpu(out), gpu(wt), gpu(bs), gpu(np.zeros(oc)),
+                                 gpu(np.ones(oc)), 0.1, 1e-5)
+        same(fwd, got, ref_out)
+        y, mean, invstd = ref_out
+        pre = (g, y) if "relu" in bwd else (g,)
+        same(bwd, getattr(cuda, bwd)(*map(gpu, pre), gpu(out), gpu(wt), gpu(mean),
+                                     gpu(invstd)),
+             getattr(reference, bwd)(*pre, out, wt, mean, invstd))
+    same("relu_backward", cuda.relu_backward(gpu(g), gpu(out)), reference.relu_backward(g, out))
+    if name.startswith("stem"):                   # the max-pool 3x3/2 after the stem
+        pool = (3, 3, 2, 2, 1, 1)
+        y, idx = reference.maxpool_forward(out, *pool)
+        same("maxpool_forward", cuda.maxpool_forward(gpu(out), *pool), (y, idx))
+        gy = rng.standard_normal(y.shape)
+        same("maxpool_backward", cuda.maxpool_backward(gpu(gy), gpu(idx), out.shape, *pool),
+             reference.maxpool_backward(gy, idx, out.shape, *pool))
+
+
 def _model_gradients(name, shape, dtype, device, state=None):
     """(loss, grad of the input, grads of the parameters) of one cross-entropy backward
     of a fresh `name` (with `state` loaded) in `dtype` on `device`."""
