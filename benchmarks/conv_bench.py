@@ -279,13 +279,20 @@ def gpu_reference(tf32):
 def pin_torch_tf32(torch, tf32):
     """TF32 on or off in torch's cuBLAS matmuls and cuDNN convolutions: the fp32_precision
     API where torch has it (2.9+; mixing it with the legacy allow_tf32 flags is an error
-    there), else the allow_tf32 flags. Returns the settings, for the JSON."""
-    if hasattr(torch.backends.cudnn, "fp32_precision"):
+    there), else the allow_tf32 flags. The per-operator settings are set themselves and
+    read back: on torch 2.11 setting cudnn.fp32_precision left cudnn.conv at its default
+    'tf32', so a "strict" run compared against TF32 convolutions. Returns the settings."""
+    if hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision"):
         precision = "tf32" if tf32 else "ieee"
         torch.backends.cuda.matmul.fp32_precision = precision
         torch.backends.cudnn.fp32_precision = precision
-        return {"matmul": torch.backends.cuda.matmul.fp32_precision,
-                "cudnn_conv": torch.backends.cudnn.conv.fp32_precision}
+        torch.backends.cudnn.conv.fp32_precision = precision
+        found = {"matmul": torch.backends.cuda.matmul.fp32_precision,
+                 "cudnn_conv": torch.backends.cudnn.conv.fp32_precision}
+        if set(found.values()) != {precision}:
+            raise RuntimeError(f"torch's float32 precision could not be set to {precision}: "
+                               f"{found}")
+        return found
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     return {"matmul_allow_tf32": tf32, "cudnn_allow_tf32": tf32}

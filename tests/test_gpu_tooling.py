@@ -585,3 +585,19 @@ def test_conv_bench_pins_torch_tf32_both_ways():
         if hasattr(torch.backends.cudnn, "fp32_precision"):   # torch's defaults again
             torch.backends.cuda.matmul.fp32_precision = "none"
             torch.backends.cudnn.fp32_precision = "none"
+            torch.backends.cudnn.conv.fp32_precision = "tf32"
+
+
+def test_conv_bench_refuses_a_torch_whose_conv_precision_does_not_take():
+    """torch 2.11 on an H200 kept cudnn.conv at 'tf32' after cudnn.fp32_precision='ieee':
+    a strict run must stop rather than compare against TF32 convolutions."""
+    bench = _benchmark("conv_bench")
+
+    class Stuck:                                  # a setting that ignores what it is given
+        fp32_precision = property(lambda self: "tf32", lambda self, value: None)
+    cudnn = SimpleNamespace(fp32_precision="none", conv=Stuck())
+    fake = SimpleNamespace(backends=SimpleNamespace(
+        cudnn=cudnn, cuda=SimpleNamespace(matmul=SimpleNamespace(fp32_precision="none"))))
+    with pytest.raises(RuntimeError, match="could not be set to ieee"):
+        bench.pin_torch_tf32(fake, False)
+    assert bench.pin_torch_tf32(fake, True) == {"matmul": "tf32", "cudnn_conv": "tf32"}

@@ -377,25 +377,41 @@ extern "C" __global__ void spin(unsigned long long ns) {
 
 @pytest.mark.gpu
 def test_on_a_gpu_a_training_step_never_waits_for_the_device():
-    """A kernel that keeps the GPU busy for two seconds, then a whole training step queued
-    behind it: had anything in the step waited for the device (a read, a pageable copy, a
-    free that synchronises), the step would return only after the spin. It returns while
-    the spin still runs. (Capturing the step in a CUDA graph would prove the same, but
-    CuPy refuses cuBLAS calls during stream capture.)"""
+    """A kernel that keeps the GPU busy for two seconds, then one part of a training step
+    queued behind it: had anything in that part waited for the device (a read, a copy from
+    pageable memory, a free that synchronises), it would return only after the spin. Each
+    part returns while the spin still runs; the parts that waited are named. (Capturing the
+    step in a CUDA graph would prove the same, but CuPy refuses cuBLAS calls during stream
+    capture.)"""
     import cupy
-    step = _cuda_step()
-    step()
-    step()                                          # the memory pool holds the step's blocks
+    tinyres.manual_seed(0)
+    model = get_model("resnet20", num_classes=10).to("cuda")
+    opt = tinyres.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    rng = np.random.default_rng(0)
+    x = tinyres.tensor(rng.standard_normal((8, 3, 16, 16)).astype(np.float32), device="cuda")
+    y = tinyres.tensor(rng.integers(0, 10, 8), device="cuda")
+    state = {}
+    parts = {"forward and loss": lambda: state.update(loss=F.cross_entropy(model(x), y)),
+             "zero_grad": opt.zero_grad, "backward": lambda: state["loss"].backward(),
+             "optimizer step": opt.step}
+    for _ in range(2):                              # the memory pool holds the step's blocks
+        for part in parts.values():
+            part()
     spin = cupy.RawKernel(SPIN, "spin")
-    spun = cupy.cuda.Event()
-    spin((1,), (1,), (np.uint64(2_000_000_000),))
-    spun.record()
-    loss = step()
-    queued = cupy.cuda.Event()
-    queued.record()
-    assert not spun.done and not queued.done        # the host came back during the spin
-    queued.synchronize()
-    assert np.isfinite(loss.item())
+    start, spun = cupy.cuda.Event(), cupy.cuda.Event()
+    waited = []
+    for name, part in parts.items():
+        start.record()
+        spin((1,), (1,), (np.uint64(2_000_000_000),))
+        spun.record()
+        assert not spun.done, "the spinning kernel did not keep the GPU busy"
+        part()
+        if spun.done:
+            waited.append(name)
+        spun.synchronize()
+        assert cupy.cuda.get_elapsed_time(start, spun) > 1500      # it did spin, ~2 s
+    assert not waited, f"these parts of a step waited for the GPU: {waited}"
+    assert np.isfinite(state["loss"].item())
 
 
 @pytest.mark.gpu
