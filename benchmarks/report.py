@@ -396,6 +396,51 @@ def winograd_gemm_table(record, relpath):
              f"(1024 x 1024): {peak:.1f} GFLOP/s.", ""] + markdown(head, body))
 
 
+def _dig(record, path):
+    for key in path.split(".") if path else []:
+        record = record[key]
+    return record
+
+
+def gpu_conv_table(outer, relpath, key, ops=("fwd+bwd",)):
+    """conv_bench.py's GPU rows from a results file (the run under `key` in it): each
+    convolution's times beside cuDNN's, the geometric means, the training steps."""
+    record = _dig(outer, key)
+    m = record["machine"]
+    commit = outer.get("commit") or m.get("commit")
+    precision = "TF32" if record["tf32"] else "strict FP32"
+    gm = record["geomean_resnet50"]
+    lines = [f"`benchmarks/{relpath}`{f' ({key})' if key else ''}: {m.get('gpu')}, CuPy "
+             f"{m.get('cupy')} ({m.get('cupy_compute_type')}), torch {m.get('torch')} "
+             f"({m.get('torch_precision')}), commit {str(commit)[:7]}; {precision} on both "
+             f"sides; median of 20 timings (CUDA events) after 5 warm-ups.",
+             f"Geometric mean of tinyres / cuDNN over the resnet50 shapes: forward "
+             f"{gm['fwd']:.2f}, forward+backward {gm['fwd+bwd']:.2f}.", ""]
+    head = ["convolution", "tinyres ms", "cuDNN ms", "ratio", "tinyres MB", "cuDNN MB",
+            "max rel err"]
+    body = []
+    for r in record["shapes"]:
+        if r["case"]["op"] not in ops:
+            continue
+        t, f, c = r.get("tinyres", {}), r.get("ref", {}), r.get("check") or {}
+        body.append([r["case"]["name"], _num(t.get("ms"), ".2f"), _num(f.get("ms"), ".2f"),
+                     _num(r.get("ratio"), ".2f"), _num(t.get("peak_mb"), ".0f"),
+                     _num(f.get("peak_mb"), ".0f"),
+                     _num(c.get("max_rel_err"), ".1e") + ("" if c.get("ok") else " FAIL")])
+    lines += markdown(head, body) + [""]
+    head = ["training step", "tinyres img/s", "torch img/s", "ratio (time)", "tinyres MB",
+            "torch MB", "tinyres launches", "host reads"]
+    body = []
+    for r in record["models"]:
+        t, f = r.get("tinyres", {}), r.get("ref", {})
+        per = t.get("per_step", {})
+        body.append([r["case"]["name"], _num(t.get("images_per_s"), ".0f"),
+                     _num(f.get("images_per_s"), ".0f"), _num(r.get("ratio"), ".2f"),
+                     _num(t.get("peak_mb"), ".0f"), _num(f.get("peak_mb"), ".0f"),
+                     _num(per.get("launches"), "d"), _num(per.get("host_reads"), "d")])
+    return lines + markdown(head, body)
+
+
 # ----- blocks ---------------------------------------------------------------------------------
 def parse_spec(spec):
     """'KIND FILE... key=value...' -> (kind, files, options)."""
@@ -428,6 +473,8 @@ def render(spec, base=BENCH):
                  + roofline_table(peaks, record, match))
     elif kind == "gpu-model":
         lines = gpu_model.readme_lines()
+    elif kind == "gpu-conv":
+        lines = gpu_conv_table(load(files[0], base), files[0], opts.get("key", ""))
     elif kind == "winograd-gemm":
         lines = winograd_gemm_table(load(files[0], base), files[0])
     else:

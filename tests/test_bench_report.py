@@ -215,6 +215,26 @@ def test_winograd_gemm_table_gives_the_split_the_rates_and_the_share_of_peak():
 
 
 # ----- roofline arithmetic, by hand -------------------------------------------------------
+def test_gpu_conv_table_reads_the_run_where_the_file_keeps_it():
+    conv = {"machine": {"gpu": "G", "cupy": "14", "cupy_compute_type": "FP32", "torch": "2",
+                        "torch_precision": {"cudnn_conv": "ieee"}, "commit": "stale"},
+            "tf32": False, "geomean_resnet50": {"fwd": 1.5, "fwd+bwd": 1.25},
+            "shapes": [{"case": {"name": "c fwd+bwd", "op": "fwd+bwd"}, "ratio": 2.0,
+                        "tinyres": {"ms": 2.0, "peak_mb": 10.0}, "ref": {"ms": 1.0},
+                        "check": {"max_rel_err": 3e-4, "ok": False}},
+                       {"case": {"name": "c fwd", "op": "fwd"}, "ratio": 1.0}],
+            "models": [{"case": {"name": "m"}, "ratio": 1.5, "ref": {"images_per_s": 30.0},
+                        "tinyres": {"images_per_s": 20.0, "per_step": {"launches": 7,
+                                                                       "host_reads": 0}}}]}
+    lines = report.gpu_conv_table({"commit": "abcdef12", "run": conv}, "results/g.json",
+                                  "run")
+    text = "\n".join(lines)
+    assert "commit abcdef1; strict FP32" in text and "forward+backward 1.25" in text
+    assert "| c fwd+bwd | 2.00 | 1.00 | 2.00 | 10 | - | 3.0e-04 FAIL |" in text
+    assert "c fwd |" not in text                    # forward-only rows are left out
+    assert "| m | 20 | 30 | 1.50 | - | - | 7 | 0 |" in text
+
+
 def test_conv_flops_and_bytes_by_hand():
     # x: 128*16*32*32 = 2,097,152; w: 16*16*3*3 = 2,304; y: 128*16*32*32 = 2,097,152
     assert CONV["flops"] == 2 * 128 * 16 * 32 * 32 * 16 * 9
