@@ -339,20 +339,29 @@ def test_conv_bench_counts_and_prints_launches_and_syncs_per_step(capsys):
 
 
 # ----- on a GPU --------------------------------------------------------------------------
-def _cuda_step():
+def _cuda_parts():
+    """({name: part}, state): the parts of a resnet20 training step on the GPU, in order
+    (the forward leaves its loss in state["loss"])."""
     tinyres.manual_seed(0)
     model = get_model("resnet20", num_classes=10).to("cuda")
     opt = tinyres.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     rng = np.random.default_rng(0)
     x = tinyres.tensor(rng.standard_normal((8, 3, 16, 16)).astype(np.float32), device="cuda")
     y = tinyres.tensor(rng.integers(0, 10, 8), device="cuda")
+    state = {}
+    parts = {"forward and loss": lambda: state.update(loss=F.cross_entropy(model(x), y)),
+             "zero_grad": opt.zero_grad, "backward": lambda: state["loss"].backward(),
+             "optimizer step": opt.step}
+    return parts, state
+
+
+def _cuda_step():
+    parts, state = _cuda_parts()
 
     def step():
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
+        for part in parts.values():
+            part()
+        return state["loss"]
     return step
 
 
@@ -384,16 +393,7 @@ def test_on_a_gpu_a_training_step_never_waits_for_the_device():
     step in a CUDA graph would prove the same, but CuPy refuses cuBLAS calls during stream
     capture.)"""
     import cupy
-    tinyres.manual_seed(0)
-    model = get_model("resnet20", num_classes=10).to("cuda")
-    opt = tinyres.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    rng = np.random.default_rng(0)
-    x = tinyres.tensor(rng.standard_normal((8, 3, 16, 16)).astype(np.float32), device="cuda")
-    y = tinyres.tensor(rng.integers(0, 10, 8), device="cuda")
-    state = {}
-    parts = {"forward and loss": lambda: state.update(loss=F.cross_entropy(model(x), y)),
-             "zero_grad": opt.zero_grad, "backward": lambda: state["loss"].backward(),
-             "optimizer step": opt.step}
+    parts, state = _cuda_parts()
     for _ in range(2):                              # the memory pool holds the step's blocks
         for part in parts.values():
             part()
