@@ -434,6 +434,29 @@ def test_gpu_check_on_a_gpu_runs_every_step_and_gathers_one_json(tmp_path, monke
     assert json.loads(out.read_text())["commit"] == "abc123"     # a copied tree has no .git
 
 
+def test_float32_gemm_probe_tells_strict_fp32_from_tf32(monkeypatch):
+    """gpu_check's probe of CuPy's float32 GEMMs, with NumPy standing in for CuPy: strict
+    float32 products come out near 1e-6 of float64, products of inputs rounded to TF32's
+    10 mantissa bits near 1e-3, on each of the three routes."""
+    from tinyres import gpu_check
+
+    def tf32(a):
+        bits = np.asarray(a, np.float32).view(np.uint32) & np.uint32(0xFFFFE000)
+        return bits.view(np.float32)
+    linalg = SimpleNamespace(compute_type_to_str=lambda t: "FAKE",
+                             get_compute_type=lambda dtype: 0)
+    monkeypatch.setitem(sys.modules, "cupy._core", SimpleNamespace(_routines_linalg=linalg))
+    monkeypatch.setitem(sys.modules, "cupy._core._routines_linalg", linalg)
+    for matmul, low, high in ((np.matmul, 0, 1e-5),
+                              (lambda x, y: np.matmul(tf32(x), tf32(y)), 1e-4, 1e-2)):
+        monkeypatch.setitem(sys.modules, "cupy", SimpleNamespace(
+            asarray=np.asarray, asnumpy=np.asarray, matmul=matmul))
+        errors = gpu_check.float32_gemm_errors()
+        assert errors.pop("compute_type") == "FAKE"
+        assert set(errors) == {"2-D", "batched", "shared weight"}
+        assert all(low < e < high for e in errors.values()), errors
+
+
 def test_gpu_check_steps_record_timeouts_and_missing_programs(tmp_path):
     from tinyres import gpu_check
 

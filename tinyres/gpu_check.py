@@ -57,9 +57,11 @@ def _cupy_versions():
 
 
 def float32_gemm_errors():
-    """{"2-D", "batched"}: the largest relative error of CuPy's float32 matmul (one 2-D
-    GEMM; a strided batch, as the convolutions run) against float64, in this process's
-    settings, and CuPy's float32 compute type: about 1e-6 is strict FP32, about 1e-3 TF32."""
+    """{"2-D", "batched", "shared weight"}: the largest relative error of CuPy's float32
+    matmul (one 2-D GEMM; a strided batch; one 2-D weight against a 3-D batch, the
+    pointer-array route the convolutions take, kernels/nchw_conv.py) against float64, in
+    this process's settings, and CuPy's float32 compute type: about 1e-6 is strict FP32,
+    about 1e-3 TF32."""
     import cupy
     import numpy as np
     from cupy._core import _routines_linalg as linalg
@@ -67,7 +69,9 @@ def float32_gemm_errors():
     a, b = rng.standard_normal((4, 256, 2304)), rng.standard_normal((4, 2304, 64))
     want = a @ b
     errors = {}
-    for name, lhs, rhs, ref in (("2-D", a[0], b[0], want[0]), ("batched", a, b, want)):
+    cases = (("2-D", a[0], b[0], want[0]), ("batched", a, b, want),
+             ("shared weight", b[0].T, a.transpose(0, 2, 1), b[0].T @ a.transpose(0, 2, 1)))
+    for name, lhs, rhs, ref in cases:
         got = cupy.asnumpy(cupy.matmul(cupy.asarray(lhs, np.float32),
                                        cupy.asarray(rhs, np.float32)))
         errors[name] = float(np.abs(got - ref).max() / np.abs(ref).max())
