@@ -57,8 +57,14 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+COMMIT_VARIABLE = "TINYRES_COMMIT"   # set by tinyres.gpu_check --commit for its steps
+
+
 def git_commit():
-    """`git rev-parse --short HEAD`, plus '-dirty' when the tree has changes."""
+    """`git rev-parse --short HEAD`, plus '-dirty' when the tree has changes; $TINYRES_COMMIT
+    (its first 7 characters) where it is set: a copied tree's .git can be stale."""
+    if os.environ.get(COMMIT_VARIABLE):
+        return os.environ[COMMIT_VARIABLE][:7]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                               capture_output=True, text=True, check=True).stdout.strip()

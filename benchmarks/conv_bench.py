@@ -143,6 +143,7 @@ def torch_gpu_step(case, np, device="cuda"):
     return step, outputs
 
 
+GPU_REPS = {False: (5, 20), True: (2, 5)}   # (warm-ups, timed) per shape, by --quick
 FUSED_SGD = True    # both engines: one fused multi-tensor SGD update (like with like)
 # The largest error allowed, relative to the largest magnitude of the reference's output:
 # strict float32 GEMMs differ by summation order only; TF32 rounds the inputs to 10 bits.
@@ -363,7 +364,7 @@ def run_gpu(args, info, progress=lambda rows, models: None):
     # torch and CuPy work on the current stream of the same device; CUDA events on
     # CuPy's null stream bracket the work of either after a device-wide synchronize.
     sync = cupy.cuda.Device().synchronize
-    warmup, reps = (2, 5) if args.quick else (5, 20)
+    warmup, reps = GPU_REPS[args.quick]
 
     release = cupy.get_default_memory_pool().free_all_blocks
     engines = [("tinyres", tinyres_gpu_step, cupy_peak_mb)]

@@ -35,6 +35,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _process  # noqa: E402
+import conv_bench  # noqa: E402
 import gpu_model  # noqa: E402
 import roofline  # noqa: E402
 
@@ -410,10 +411,11 @@ def gpu_conv_table(outer, relpath, key, ops=("fwd+bwd",)):
     commit = outer.get("commit") or m.get("commit")
     precision = "TF32" if record["tf32"] else "strict FP32"
     gm = record["geomean_resnet50"]
+    warmup, reps = conv_bench.GPU_REPS[bool(record.get("quick"))]
     lines = [f"`benchmarks/{relpath}`{f' ({key})' if key else ''}: {m.get('gpu')}, CuPy "
              f"{m.get('cupy')} ({m.get('cupy_compute_type')}), torch {m.get('torch')} "
              f"({m.get('torch_precision')}), commit {str(commit)[:7]}; {precision} on both "
-             f"sides; median of 20 timings (CUDA events) after 5 warm-ups.",
+             f"sides; median of {reps} timings (CUDA events) after {warmup} warm-ups.",
              f"Geometric mean of tinyres / cuDNN over the resnet50 shapes: forward "
              f"{gm['fwd']:.2f}, forward+backward {gm['fwd+bwd']:.2f}.", ""]
     head = ["convolution", "tinyres ms", "cuDNN ms", "ratio", "tinyres MB", "cuDNN MB",

@@ -171,15 +171,18 @@ def test_kernels_at_resnet18_layer_shapes_match_the_reference(layer, dtype):
             err = np.abs(a - b).max() / max(np.abs(b).max(), 1e-300)
             assert err < tol, f"{name}: {what} output {i} off by {err:.2e} of its scale"
 
-    def gpu(a):                  # the inputs in dtype; the reference sees the same values
+    def exact(a):                # a float input as dtype holds it, for the reference too
+        return a.astype(dtype).astype(np.float64)
+
+    def gpu(a):
         return cupy.asarray(a.astype(dtype) if a.dtype.kind == "f" else a)
-    x, w2 = (a.astype(dtype).astype(np.float64) for a in (x, w2))
+    x, w2 = exact(x), exact(w2)
     out = reference.conv2d_forward(x, w2, *window)
     same("conv2d_forward", cuda.conv2d_forward(gpu(x), gpu(w2), *window), out)
-    g = rng.standard_normal(out.shape)
+    out, g = exact(out), exact(rng.standard_normal(out.shape))   # the next ops' inputs
     same("conv2d_backward", cuda.conv2d_backward(gpu(g), gpu(x), gpu(w2), *window),
          reference.conv2d_backward(g, x, w2, *window))
-    wt, bs = rng.standard_normal(oc), rng.standard_normal(oc)
+    wt, bs = exact(rng.standard_normal(oc)), exact(rng.standard_normal(oc))
     for fwd, bwd in (("batchnorm_forward", "batchnorm_backward"),
                      ("batchnorm_relu_forward", "batchnorm_relu_backward")):
         rm, rv = np.zeros(oc), np.ones(oc)
@@ -187,7 +190,7 @@ def test_kernels_at_resnet18_layer_shapes_match_the_reference(layer, dtype):
         got = getattr(cuda, fwd)(gpu(out), gpu(wt), gpu(bs), gpu(np.zeros(oc)),
                                  gpu(np.ones(oc)), 0.1, 1e-5)
         same(fwd, got, ref_out)
-        y, mean, invstd = ref_out
+        y, mean, invstd = map(exact, ref_out)
         pre = (g, y) if "relu" in bwd else (g,)
         same(bwd, getattr(cuda, bwd)(*map(gpu, pre), gpu(out), gpu(wt), gpu(mean),
                                      gpu(invstd)),
@@ -197,7 +200,7 @@ def test_kernels_at_resnet18_layer_shapes_match_the_reference(layer, dtype):
         pool = (3, 3, 2, 2, 1, 1)
         y, idx = reference.maxpool_forward(out, *pool)
         same("maxpool_forward", cuda.maxpool_forward(gpu(out), *pool), (y, idx))
-        gy = rng.standard_normal(y.shape)
+        gy = exact(rng.standard_normal(y.shape))
         same("maxpool_backward", cuda.maxpool_backward(gpu(gy), gpu(idx), out.shape, *pool),
              reference.maxpool_backward(gy, idx, out.shape, *pool))
 

@@ -408,10 +408,11 @@ def test_gpu_check_without_a_gpu_says_so_and_exits_non_zero(tmp_path, capsys):
 
 def test_gpu_check_on_a_gpu_runs_every_step_and_gathers_one_json(tmp_path, monkeypatch):
     from tinyres import gpu_check
-    ran = []
+    ran, envs = [], []
 
-    def fake_step(cmd, timeout, runner=None, log=None):
+    def fake_step(cmd, timeout, runner=None, log=None, env=None):
         ran.append(cmd)
+        envs.append(env)
         if "--json" in cmd:                       # a benchmark writes its JSON file
             pathlib.Path(cmd[cmd.index("--json") + 1]).write_text('{"rows": [1, 2]}')
         failed = "--tf32" in cmd
@@ -432,6 +433,18 @@ def test_gpu_check_on_a_gpu_runs_every_step_and_gathers_one_json(tmp_path, monke
     assert ran[0][-1] == str(gpu_check.ROOT / "tests")          # every GPU test, not one file
     assert gpu_check.check(out, verdict=lambda: ("run", None), sha="abc123") == 1
     assert json.loads(out.read_text())["commit"] == "abc123"     # a copied tree has no .git
+    assert envs[0] is None and envs[-1]["TINYRES_COMMIT"] == "abc123"   # and the steps
+    assert "TINYRES_COMMIT" not in os.environ                       # this process untouched
+
+
+def test_benchmarks_record_the_commit_gpu_check_hands_them(monkeypatch):
+    """A copied tree's .git can be stale (the H200's copy reported an older commit), so
+    the benchmarks take the commit from $TINYRES_COMMIT where gpu_check --commit sets it."""
+    timing = _benchmark("_timing")
+    monkeypatch.delenv("TINYRES_COMMIT", raising=False)
+    from_git = timing.git_commit()
+    monkeypatch.setenv("TINYRES_COMMIT", "0123456789abcdef")
+    assert timing.git_commit() == "0123456" != from_git
 
 
 def test_float32_gemm_probe_tells_strict_fp32_from_tf32(monkeypatch):

@@ -21,6 +21,7 @@ failed, 2 when there is no GPU (the reason is printed; nothing else runs).
 import argparse
 import importlib.util
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ from tinyres import gpu_probe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUDGET_S = 570           # the whole run, under ten minutes
+COMMIT_VARIABLE = "TINYRES_COMMIT"   # the commit for the steps (benchmarks/_timing.py)
 TAIL = 4000              # characters of each step's output kept in the JSON
 
 
@@ -115,12 +117,14 @@ def commit():
     return sha + ("+dirty" if _try(lambda: git("status", "--porcelain")) else "")
 
 
-def run_step(cmd, timeout, runner=subprocess.run, log=None):
-    """{"cmd", "rc", "seconds", "ok", "tail"} of one subprocess, killed after timeout s;
-    its whole output is appended to the file `log` where one is given."""
+def run_step(cmd, timeout, runner=subprocess.run, log=None, env=None):
+    """{"cmd", "rc", "seconds", "ok", "tail"} of one subprocess (in environment `env`, or
+    this one's), killed after timeout s; its whole output is appended to the file `log`
+    where one is given."""
     start = time.monotonic()
     try:
-        done = runner(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=timeout)
+        done = runner(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=timeout,
+                      env=env)
         rc, out = done.returncode, (done.stdout or "") + (done.stderr or "")
     except subprocess.TimeoutExpired as err:
         rc, out = "timeout", f"killed after {timeout:.0f} s\n{err.stdout or ''}"
@@ -197,6 +201,8 @@ def check(out_path, budget=BUDGET_S, verdict=gpu_probe.gpu_verdict, sha=None):
     commit to record where the checkout cannot say (a copied tree has no .git)."""
     action, reason = verdict()
     found = versions()
+    # the steps get the commit given: the benchmarks' own git lookup reads the copied tree
+    env = {**os.environ, COMMIT_VARIABLE: sha} if sha else None
     sha = sha or commit()
     print(f"tinyres gpu_check, commit {sha}")
     print(json.dumps(found, indent=1))
@@ -215,7 +221,7 @@ def check(out_path, budget=BUDGET_S, verdict=gpu_probe.gpu_verdict, sha=None):
                 results[name] = {"cmd": cmd, "rc": "not run", "ok": False,
                                  "seconds": 0, "tail": "out of time"}
                 continue
-            results[name] = run_step(cmd, min(cap, left), log=out_dir / "steps.log")
+            results[name] = run_step(cmd, min(cap, left), log=out_dir / "steps.log", env=env)
             print(f"[{'ok' if results[name]['ok'] else 'FAILED'}] {name} "
                   f"({results[name]['seconds']} s)\n{results[name]['tail'][-1500:]}")
     doc = assemble((action, reason), found, sha, results,
