@@ -16,13 +16,17 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
                   sends every ungrouped layer's output there)
     winograd      F(2x2, 3x3) (winograd.py), for the output and the input gradient of 3x3
                   stride-1 padding-1 layers (undilated, ungrouped) with enough pixels and
-                  channels; its 16 GEMMs by the BLAS, or as a Numba loop (small_gemm.py)
+                  channels, and for the weight gradient of those with at least
+                  `winograd_weight_grad_min_channels` channels (whatever their pixels: its
+                  16 GEMMs run over the tiles of the whole batch);
+                  its 16 GEMMs by the BLAS, or as a Numba loop (small_gemm.py)
                   where both channel counts are at most `winograd_loop_gemm_max_channels`
                   (32, resnet20's first two stages, where SciPy's BLAS runs an AVX2 or
                   older kernel of OpenBLAS's; None, the loop off, where it runs an
                   AVX-512 one: default_loop_gemm_max_channels)
-    shifted-rows  the weight gradient of those 3x3 layers, at least `shifted_rows_min_width`
-                  wide, summed from shifted rows of x and grad_out (weight_grad.py)
+    shifted-rows  the weight gradient of the other 3x3 layers at least
+                  `shifted_rows_min_width` wide, summed from shifted rows of x and
+                  grad_out (weight_grad.py)
     pointwise     1x1 unpadded layers with a stride of at most `pointwise_max_stride`: GEMMs
                   on the NCHW planes themselves, the strided ones on a subsample of x, no
                   im2col, col2im or transposes (pointwise_conv.py), for all three passes
@@ -67,6 +71,11 @@ class ConvPolicy:
     # hold under all of those (tests/test_notebooks.py, docs/summation_orders.txt)
     winograd_loop_gemm_max_channels: int | None = dataclasses.field(
         default_factory=lambda: default_loop_gemm_max_channels())
+    # the weight gradient of 3x3 s1 p1 layers of at least this many channels (C and OC) by
+    # Winograd's adjoint over the whole batch (winograd.weight_grad), in chunks of images
+    # whose V and dM take at most winograd_weight_grad_chunk_bytes
+    winograd_weight_grad_min_channels: int | None = 128
+    winograd_weight_grad_chunk_bytes: int = 64 * 1024 * 1024
     shifted_rows_min_width: int = 16                   # OW >= this, 3x3 s1 p1
     pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this
 
@@ -74,7 +83,7 @@ class ConvPolicy:
     def only(cls, algorithm):
         """A policy that runs one GEMM path everywhere: 'one-gemm' or 'per-image'."""
         off = dict(winograd_min_pixels_per_channel=None, shifted_rows_min_width=None,
-                   pointwise_max_stride=None)
+                   winograd_weight_grad_min_channels=None, pointwise_max_stride=None)
         if algorithm == "one-gemm":
             return cls(per_image_min_pixels_per_channel=None,
                        per_image_forward_min_pixels_per_channel=None, **off)
@@ -207,14 +216,18 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
                           else "(the loop is off)")
                        + f", SciPy's BLAS running OpenBLAS's {blas_kernel()} kernel"
                        " (the loop is off by default on its AVX-512 kernels)")
-    shifted = same3 and _at_least(ow, policy.shifted_rows_min_width)
+    winograd_w = same3 and threads_ok and _at_least(
+        min(c, oc), policy.winograd_weight_grad_min_channels)
+    shifted = same3 and not winograd_w and _at_least(ow, policy.shifted_rows_min_width)
     if same3:
-        reasons.append(f"output {ow} wide: weight gradient "
-                       f"{'from shifted rows' if shifted else 'by GEMM'} (shifted rows from "
-                       f"{policy.shifted_rows_min_width} wide)")
+        reasons.append(f"{c} -> {oc} channels, output {ow} wide: weight gradient "
+                       + ("by winograd over the whole batch" if winograd_w else
+                          "from shifted rows" if shifted else "by GEMM")
+                       + f" (winograd from {policy.winograd_weight_grad_min_channels} "
+                       f"channels, else shifted rows from {policy.shifted_rows_min_width} wide)")
     return ConvPlan(forward="winograd" if winograd else forward_gemm,
                     grad_input="winograd" if winograd else gemm,
-                    grad_weight="shifted-rows" if shifted else gemm,
+                    grad_weight="winograd" if winograd_w else "shifted-rows" if shifted else gemm,
                     reasons=tuple(reasons))
 
 

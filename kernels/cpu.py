@@ -19,7 +19,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import checks, conv_plan, gemm_conv, pointwise_conv, weight_grad, winograd
+from . import checks, conv_plan, gemm_conv, pointwise_conv, thread_gemm, weight_grad, winograd
 from .conv_bias import add_bias, bias_or_empty
 
 
@@ -263,6 +263,17 @@ def _one_blas_thread():
             lib.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def _pool_gemm():
+    """The one-GEMM path's GEMM: thread_gemm.matmul on Numba's threads (SciPy's BLAS held
+    to one thread for the block), or None (NumPy's) where SciPy has no BLAS of its own."""
+    if conv_plan.scipy_blas() is None:
+        yield None
+        return
+    with _one_blas_thread():
+        yield thread_gemm.matmul
+
+
 @njit(cache=True)
 def _im2col_images(x, b0, kh, kw, sh, sw, ph, pw, dh, dw, cols):
     """cols (C*kh*kw, m, OH*OW) = the columns of the m images b0, ..., b0 + m - 1."""
@@ -350,6 +361,14 @@ def _winograd_group(x, oc):
     return max(1, min(task_bytes // per_image, n // numba.get_num_threads()))
 
 
+def _winograd_chunk(x, oc):
+    """Images per chunk of winograd.weight_grad: V and dM of a chunk, 16*(C + OC)*T entries
+    an image, within the policy's winograd_weight_grad_chunk_bytes (at least one image)."""
+    n, c, h, w = x.shape
+    per_image = 16 * (c + oc) * winograd.tiles(h, w) * x.itemsize
+    return max(1, min(n, conv_plan.current_policy().winograd_weight_grad_chunk_bytes // per_image))
+
+
 def _group(n, pixels):
     """Images per GEMM: enough for the policy's gemm_min_columns, and a task for every thread."""
     min_columns = conv_plan.current_policy().gemm_min_columns
@@ -377,8 +396,9 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=Non
     n, oc = x.shape[0], w2.shape[0]
     plan = _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
     if plan.forward == "one-gemm":
-        return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow,
-                                        dh, dw, groups, bias)
+        with _pool_gemm() as matmul:
+            return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow,
+                                            dh, dw, groups, bias, matmul)
     x = np.ascontiguousarray(x)
     with _one_blas_thread():
         if plan.forward == "winograd":
@@ -408,6 +428,10 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
         with _one_blas_thread():
             grad_x = _winograd_conv(g, winograd.flipped(w2.reshape(oc, -1, 3, 3)))
         need_x = False
+    if need_w and plan.grad_weight == "winograd":
+        with _one_blas_thread():
+            grad_w2 = winograd.weight_grad(g, x, _winograd_chunk(x, oc)).reshape(w2.shape)
+        need_w = False
     if need_w and plan.grad_weight == "shifted-rows":
         grad_w2 = weight_grad.weight_grad(g, x, 4 * numba.get_num_threads()).reshape(w2.shape)
         need_w = False
@@ -418,8 +442,10 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
             with _one_blas_thread():
                 gx, gw = _per_image_backward(g, x, w2, *window, need_x, need_w)
         else:
-            gx, gw = gemm_conv.conv2d_backward(np, im2col, col2im, g, x, w2, kh, kw, sh, sw,
-                                               ph, pw, need_x, need_w, dh, dw, groups)
+            with _pool_gemm() as matmul:
+                gx, gw = gemm_conv.conv2d_backward(np, im2col, col2im, g, x, w2, kh, kw, sh,
+                                                   sw, ph, pw, need_x, need_w, dh, dw, groups,
+                                                   matmul)
         grad_x, grad_w2 = (gx if need_x else grad_x), (gw if need_w else grad_w2)
     return grad_x, grad_w2
 

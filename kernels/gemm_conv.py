@@ -50,9 +50,13 @@ def by_group(a2, groups):
     return a2.reshape(groups, a2.shape[0] // groups, a2.shape[1])
 
 
-def grouped_matmul(xp, a2, b2, groups, transpose_a=False, transpose_b=False):
+def grouped_matmul(xp, a2, b2, groups, transpose_a=False, transpose_b=False, matmul=None):
     """The GEMMs of the groups side by side, one batched matmul: for each group k,
-    block k of the result's rows = (a2's block k)[^T] @ (b2's block k)[^T]."""
+    block k of the result's rows = (a2's block k)[^T] @ (b2's block k)[^T]. `matmul`, where
+    given, runs an ungrouped layer's one GEMM instead: matmul(a2, b2, transpose_a,
+    transpose_b) (cpu.py gives kernels/thread_gemm.py's)."""
+    if matmul is not None and groups == 1:
+        return matmul(a2, b2, transpose_a, transpose_b)
     a3, b3 = by_group(a2, groups), by_group(b2, groups)
     if transpose_a:
         a3 = a3.transpose(0, 2, 1)
@@ -63,28 +67,30 @@ def grouped_matmul(xp, a2, b2, groups, transpose_a=False, transpose_b=False):
 
 
 def conv2d_forward(xp, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow, dh=1, dw=1, groups=1,
-                   bias=None):
+                   bias=None, matmul=None):
     """out (N, OC, OH, OW) = the convolution of x (N, C, H, W) with w2 (OC, C/groups*kh*kw),
-    plus bias (OC,) where given."""
+    plus bias (OC,) where given. matmul: grouped_matmul's."""
     cols = columns(xp, im2col, x, kh, kw, sh, sw, ph, pw, dh, dw)
-    out = batch_first(xp, grouped_matmul(xp, w2, cols, groups), x.shape[0], oh, ow)
+    out = batch_first(xp, grouped_matmul(xp, w2, cols, groups, matmul=matmul),
+                      x.shape[0], oh, ow)
     if bias is not None:
         out += bias.reshape(1, -1, 1, 1)
     return out
 
 
 def conv2d_backward(xp, im2col, col2im, grad_out, x, w2, kh, kw, sh, sw, ph, pw,
-                    need_x, need_w, dh=1, dw=1, groups=1):
-    """(grad_x, grad_w2) of the convolution; either is None where not needed."""
+                    need_x, need_w, dh=1, dw=1, groups=1, matmul=None):
+    """(grad_x, grad_w2) of the convolution; either is None where not needed.
+    matmul: grouped_matmul's."""
     g2 = channels_first(xp, grad_out)
     grad_x = grad_w2 = None
     if need_x:
-        grad_cols = grouped_matmul(xp, w2, g2, groups, transpose_a=True)
+        grad_cols = grouped_matmul(xp, w2, g2, groups, transpose_a=True, matmul=matmul)
         if is_pointwise(kh, kw, sh, sw, ph, pw):
             grad_x = batch_first(xp, grad_cols, x.shape[0], *x.shape[2:])
         else:
             grad_x = col2im(grad_cols, x.shape, kh, kw, sh, sw, ph, pw, dh, dw)
     if need_w:
         cols = columns(xp, im2col, x, kh, kw, sh, sw, ph, pw, dh, dw)
-        grad_w2 = grouped_matmul(xp, g2, cols, groups, transpose_b=True)
+        grad_w2 = grouped_matmul(xp, g2, cols, groups, transpose_b=True, matmul=matmul)
     return grad_x, grad_w2

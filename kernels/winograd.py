@@ -12,9 +12,10 @@ out as the sums in _along_rows, _input_tiles and _output_tiles),
 which is exactly the 3x3 correlation: 16 multiplications per tile and channel pair
 instead of 4*9 = 36, so the GEMMs do 2.25x less work than im2col's, and the transforms are
 additions. The gradient of the input is the same convolution of grad_out with the weight
-flipped and its channels swapped (`flipped`). (The weight gradient can be had from the same
-pieces, dU = (A dY A^T) @ V^T, but its 16 small GEMMs per image are slower than the other
-paths on the resnet20 layers, which compute it instead.) The transforms of float32 data
+flipped and its channels swapped (`flipped`). The weight gradient is the adjoint of the
+same pieces (`weight_grad`): dM = A dY A^T for every output-gradient tile, then
+dU[xi] = dM[xi] @ V[xi]^T summed over the tiles of all images (16 GEMMs whose inner
+dimension is the whole batch's tiles), then dw = G^T dU G. The transforms of float32 data
 lose a few bits against the direct sum (tests/test_kernels.py holds them to the reference).
 
 The batch is cut into tasks of `group` images, as in cpu.py's GEMM path, each with its
@@ -49,28 +50,70 @@ def tiles(oh, ow):
     return ((oh + 1) // 2) * ((ow + 1) // 2 + 1)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _g_rows(w0, w1, w2):
+    """G applied to the three entries w0, w1, w2 of a column (or row) of w: the four
+    w0, (w0 + w1 + w2)/2, (w0 - w1 + w2)/2, w2."""
+    return w0, 0.5 * (w0 + w1 + w2), 0.5 * (w0 - w1 + w2), w2
+
+
+@njit(cache=True, inline="always")
+def _gt_rows(d0, d1, d2, d3):
+    """G^T applied to four entries d0..d3: the three d0 + (d1 + d2)/2, (d1 - d2)/2,
+    (d1 + d2)/2 + d3. The adjoint of _g_rows."""
+    return d0 + 0.5 * (d1 + d2), 0.5 * (d1 - d2), 0.5 * (d1 + d2) + d3
+
+
+@njit(cache=True, parallel=True)
 def weight_transform(w4):
     """w4 (OC, C, 3, 3) -> U (16, OC, C), U[4a + b] = (G w G^T)[a, b], in w4's dtype
-    (computed in float64). The rows of G w are w0, (w0 + w1 + w2)/2, (w0 - w1 + w2)/2, w2
-    for the rows w_i of w, and G^T does the same to the columns."""
+    (computed in float64): _g_rows down each column of w, then along each row of G w.
+    A thread takes an output channel at a time and writes its 16 values per channel to a
+    scratch row, then U's 16 rows from the scratch: written straight into U, the 16
+    entries of one (oc, c) lie OC*C apart, and those stores evict one another from the
+    cache."""
     oc, c = w4.shape[0], w4.shape[1]
     u = np.empty((16, oc, c), dtype=w4.dtype)
-    gw = np.empty((4, 3))
-    for o in range(oc):
+    for o in prange(oc):
+        scratch = np.empty((c, 16), dtype=w4.dtype)
         for ch in range(c):
-            for j in range(3):
-                w0, w1 = float(w4[o, ch, 0, j]), float(w4[o, ch, 1, j])
-                w2 = float(w4[o, ch, 2, j])
-                gw[0, j], gw[1, j] = w0, 0.5 * (w0 + w1 + w2)
-                gw[2, j], gw[3, j] = 0.5 * (w0 - w1 + w2), w2
-            for a in range(4):
-                t0, t1, t2 = gw[a, 0], gw[a, 1], gw[a, 2]
-                u[4 * a, o, ch] = t0
-                u[4 * a + 1, o, ch] = 0.5 * (t0 + t1 + t2)
-                u[4 * a + 2, o, ch] = 0.5 * (t0 - t1 + t2)
-                u[4 * a + 3, o, ch] = t2
+            w = w4[o, ch]
+            g0 = _g_rows(np.float64(w[0, 0]), np.float64(w[1, 0]), np.float64(w[2, 0]))
+            g1 = _g_rows(np.float64(w[0, 1]), np.float64(w[1, 1]), np.float64(w[2, 1]))
+            g2 = _g_rows(np.float64(w[0, 2]), np.float64(w[1, 2]), np.float64(w[2, 2]))
+            for a in range(4):                  # g0, g1, g2: the columns of G w
+                t = _g_rows(g0[a], g1[a], g2[a])    # row a of G w G^T
+                for b in range(4):
+                    scratch[ch, 4 * a + b] = t[b]
+        for k in range(16):
+            for ch in range(c):
+                u[k, o, ch] = scratch[ch, k]
     return u
+
+
+@njit(cache=True, parallel=True)
+def weight_transform_adjoint(gu):
+    """dU (16, OC, C) -> dw (OC, C, 3, 3) = G^T dU G for every (oc, c), in dU's dtype
+    (computed in float64): the gradient of weight_transform. U is linear in w, so this is
+    its adjoint: _gt_rows along each row of dU, then down each column. Read through a
+    scratch row, as weight_transform writes."""
+    _, oc, c = gu.shape
+    dw = np.empty((oc, c, 3, 3), dtype=gu.dtype)
+    for o in prange(oc):
+        d = np.empty((c, 16), dtype=np.float64)
+        for k in range(16):
+            for ch in range(c):
+                d[ch, k] = gu[k, o, ch]
+        for ch in range(c):
+            r0 = _gt_rows(d[ch, 0], d[ch, 1], d[ch, 2], d[ch, 3])       # row a of dU G
+            r1 = _gt_rows(d[ch, 4], d[ch, 5], d[ch, 6], d[ch, 7])
+            r2 = _gt_rows(d[ch, 8], d[ch, 9], d[ch, 10], d[ch, 11])
+            r3 = _gt_rows(d[ch, 12], d[ch, 13], d[ch, 14], d[ch, 15])
+            for j in range(3):
+                col = _gt_rows(r0[j], r1[j], r2[j], r3[j])        # column j of G^T (dU G)
+                for i in range(3):
+                    dw[o, ch, i, j] = col[i]
+    return dw
 
 
 def flipped(w4):
@@ -175,6 +218,103 @@ def _output_tiles(mm, b0, out):
                     out[b0 + q, o, row, 2 * tx + 1] = y4[a, 1, ty, tx]
                 if ow % 2:
                     out[b0 + q, o, row, ow - 1] = y4[a, 0, ty, ow // 2]
+
+
+@njit(cache=True)
+def _output_tiles_adjoint(g, b0, gm):
+    """gm (16, OC, m*T) = A dY A^T for every tile of the images b0, ..., b0 + m - 1 of g
+    (N, OC, OH, OW), dY the tile's 2x2 of g (zero past g's edge and in the spare tiles):
+    the gradient of _output_tiles. A^T's rows m0 + m1 + m2 and m1 - m2 - m3 have the
+    adjoint dy0 -> (dy0, dy0 + dy1, dy0 - dy1, -dy1), applied along the columns of dY and
+    then down the rows."""
+    _, oc, oh, ow = g.shape
+    th, r = (oh + 1) // 2, (ow + 1) // 2 + 1
+    t = th * r
+    y4 = np.zeros((2, 2, th, r), dtype=g.dtype)    # dY (a, e) of tile (ty, tx), as written
+    y = y4.reshape(2, 2, t)                        # by _output_tiles; what is never written
+    ds = np.empty((2, 4, t), dtype=g.dtype)        # stays zero: past the edge, spare tiles
+    for q in range(gm.shape[2] // t):
+        for o in range(oc):
+            for row in range(oh):
+                a, ty = row % 2, row // 2
+                for tx in range(ow // 2):            # read as pairs, which vectorises
+                    y4[a, 0, ty, tx] = g[b0 + q, o, row, 2 * tx]
+                    y4[a, 1, ty, tx] = g[b0 + q, o, row, 2 * tx + 1]
+                if ow % 2:
+                    y4[a, 0, ty, ow // 2] = g[b0 + q, o, row, ow - 1]
+            for a in range(2):                       # along the columns: dY[a] -> ds[a]
+                y0, y1 = y[a, 0], y[a, 1]
+                d0, d1, d2, d3 = ds[a, 0], ds[a, 1], ds[a, 2], ds[a, 3]
+                for j in range(t):
+                    d0[j] = y0[j]
+                for j in range(t):
+                    d1[j] = y0[j] + y1[j]
+                for j in range(t):
+                    d2[j] = y0[j] - y1[j]
+                for j in range(t):
+                    d3[j] = -y1[j]
+            for k in range(4):                       # down the rows: ds[:, k] -> dM[:, k]
+                s0, s1 = ds[0, k], ds[1, k]
+                m0, m1 = gm[k, o, q * t:(q + 1) * t], gm[4 + k, o, q * t:(q + 1) * t]
+                m2, m3 = gm[8 + k, o, q * t:(q + 1) * t], gm[12 + k, o, q * t:(q + 1) * t]
+                for j in range(t):
+                    m0[j] = s0[j]
+                for j in range(t):
+                    m1[j] = s0[j] + s1[j]
+                for j in range(t):
+                    m2[j] = s0[j] - s1[j]
+                for j in range(t):
+                    m3[j] = -s1[j]
+
+
+# ---- the weight gradient: every image's tiles side by side, 16 GEMMs over all of them
+
+@njit(cache=True, parallel=True)
+def _input_tiles_all(x, v):
+    """v (16, C, N*T) = _input_tiles of every image of x, the images shared among the threads."""
+    t = v.shape[2] // x.shape[0]
+    for b in prange(x.shape[0]):
+        _input_tiles(x, b, v[:, :, b * t:(b + 1) * t])
+
+
+@njit(cache=True, parallel=True)
+def _output_tiles_adjoint_all(g, gm):
+    """gm (16, OC, N*T) = _output_tiles_adjoint of every image of g."""
+    t = gm.shape[2] // g.shape[0]
+    for b in prange(g.shape[0]):
+        _output_tiles_adjoint(g, b, gm[:, :, b * t:(b + 1) * t])
+
+
+@njit(cache=True, parallel=True)
+def _grad_u_gemms(gm, v, out):
+    """out[xi] = gm[xi] @ v[xi]^T for the 16 entries, (OC, m*T) @ (m*T, C), shared among
+    the threads, each GEMM by the BLAS on the thread that owns it."""
+    for xi in prange(16):
+        np.dot(gm[xi], v[xi].T, out[xi])
+
+
+def weight_grad(g, x, images_per_chunk):
+    """The weight gradient (OC, C, 3, 3) of the 3x3 stride-1 padding-1 convolution of x
+    (N, C, H, W) whose output gradient is g (N, OC, H, W), both C-contiguous: with
+    V = B^T d B and dM = A dY A^T over the tiles of all images,
+        dU[xi] = sum over tiles of dM[xi] V[xi]^T     16 GEMMs (OC, N*T) @ (N*T, C)
+        dw     = G^T dU G                             weight_transform_adjoint
+    the adjoint of U = G w G^T and M = U V. The GEMMs run over the tiles of
+    `images_per_chunk` images at a time, the chunks' dU summed, which bounds V and dM.
+    The caller holds SciPy's BLAS to one thread (cpu.py)."""
+    n, c, h, w = x.shape
+    oc, t = g.shape[1], tiles(h, w)
+    gu = np.zeros((16, oc, c), dtype=x.dtype)
+    part = np.empty_like(gu)
+    for b0 in range(0, n, images_per_chunk):
+        m = min(images_per_chunk, n - b0)
+        v = np.empty((16, c, m * t), dtype=x.dtype)
+        gm = np.empty((16, oc, m * t), dtype=x.dtype)
+        _input_tiles_all(x[b0:b0 + m], v)
+        _output_tiles_adjoint_all(g[b0:b0 + m], gm)
+        _grad_u_gemms(gm, v, part)
+        gu += part
+    return weight_transform_adjoint(gu)
 
 
 @njit(cache=True, parallel=True)

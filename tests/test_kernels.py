@@ -5,6 +5,8 @@ come from a seeded NumPy generator. The reference itself is checked against the 
 formulas, finite differences and PyTorch's conventions, so that agreeing with it means
 something. To test another backend, add (name, module) to BACKENDS.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -152,7 +154,7 @@ PER_IMAGE_USABLE = pytest.mark.skipif(
     conv_plan.scipy_blas() is None,
     reason="SciPy shares NumPy's BLAS here: cpu.py does not run GEMMs inside its threads")
 NO_SHORTCUTS = {"winograd_min_pixels_per_channel": None, "shifted_rows_min_width": None,
-                "pointwise_max_stride": None}
+                "winograd_weight_grad_min_channels": None, "pointwise_max_stride": None}
 CPU_CONV_PATHS = pytest.mark.parametrize("path", [
     pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0},
                  id="per-image", marks=PER_IMAGE_USABLE),
@@ -166,6 +168,11 @@ CPU_CONV_PATHS = pytest.mark.parametrize("path", [
                  id="winograd, loop GEMMs", marks=PER_IMAGE_USABLE),
     pytest.param({**NO_SHORTCUTS, "shifted_rows_min_width": 0},
                  id="direct weight gradient"),
+    pytest.param({**NO_SHORTCUTS, "winograd_weight_grad_min_channels": 0},
+                 id="winograd weight gradient", marks=PER_IMAGE_USABLE),
+    pytest.param({**NO_SHORTCUTS, "winograd_weight_grad_min_channels": 0,
+                  "winograd_weight_grad_chunk_bytes": 1},
+                 id="winograd weight gradient, an image a chunk", marks=PER_IMAGE_USABLE),
     pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": None,
                   "per_image_forward_min_pixels_per_channel": None}, id="one-GEMM")])
 
@@ -493,6 +500,48 @@ def test_winograd_weight_transform_is_g_w_gt(dtype):
     expected = np.einsum("ai,ocij,bj->aboc", winograd.G, w4.astype(np.float64), winograd.G)
     got = winograd.weight_transform(w4)
     assert_close(got, expected.reshape(16, 3, 5).astype(dtype))
+
+
+@pytest.mark.parametrize("oc, c", [(3, 5), (1, 1), (40, 7)])
+def test_winograd_weight_transform_adjoint_is_its_gradient(oc, c):
+    # <G w G^T, dU> = <w, G^T dU G> for every w and dU: the weight gradient's last step is
+    # the exact adjoint of the transform the forward runs (float64, to rounding)
+    rng = np.random.default_rng(oc)
+    w4, du = rng.standard_normal((oc, c, 3, 3)), rng.standard_normal((16, oc, c))
+    lhs = np.sum(winograd.weight_transform(w4) * du)
+    rhs = np.sum(w4 * winograd.weight_transform_adjoint(du))
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+    expected = np.einsum("ai,aboc,bj->ocij", winograd.G, du.reshape(4, 4, oc, c), winograd.G)
+    assert_close(winograd.weight_transform_adjoint(du.astype(np.float32)),
+                 expected.astype(np.float32))
+
+
+@pytest.mark.parametrize("oh, ow", [(1, 1), (2, 2), (3, 5), (7, 7), (6, 9)])
+def test_winograd_output_gradient_tiles_are_the_adjoint_of_the_output_transform(oh, ow):
+    # <A^T M A, dY> = <M, A dY A^T> over all tiles, spare ones and those past an odd
+    # edge included (their outputs are dropped, so their gradient is zero)
+    rng = np.random.default_rng(oh * 10 + ow)
+    n, oc, t = 2, 3, winograd.tiles(oh, ow)
+    mm, dy = rng.standard_normal((16, oc, n * t)), rng.standard_normal((n, oc, oh, ow))
+    out, gm = np.empty((n, oc, oh, ow)), np.empty((16, oc, n * t))
+    winograd._output_tiles(mm, 0, out)
+    winograd._output_tiles_adjoint(dy, 0, gm)
+    assert np.sum(out * dy) == pytest.approx(np.sum(mm * gm), rel=1e-12)
+
+
+def test_conv_plan_takes_the_winograd_weight_gradient_from_its_channels():
+    policy = conv_plan.ConvPolicy(winograd_weight_grad_min_channels=128)
+    wide = conv_plan.conv_algorithm((16, 128, 28, 28), (128, 128, 3, 3), 1, 1, policy=policy)
+    narrow = conv_plan.conv_algorithm((16, 64, 56, 56), (64, 64, 3, 3), 1, 1, policy=policy)
+    mixed = conv_plan.conv_algorithm((16, 64, 14, 14), (128, 64, 3, 3), 1, 1, policy=policy)
+    strided = conv_plan.conv_algorithm((16, 128, 28, 28), (128, 128, 3, 3), 2, 1, policy=policy)
+    expected = "winograd" if conv_plan.scipy_blas() is not None else "shifted-rows"
+    assert wide.grad_weight == expected
+    assert narrow.grad_weight == "shifted-rows"
+    assert mixed.grad_weight != "winograd" and strided.grad_weight != "winograd"
+    off = dataclasses.replace(policy, winograd_weight_grad_min_channels=None)
+    assert conv_plan.conv_algorithm((16, 128, 28, 28), (128, 128, 3, 3), 1, 1,
+                                    policy=off).grad_weight == "shifted-rows"
 
 
 # ---------------------------------------------------------------- batch norm

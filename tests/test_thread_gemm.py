@@ -1,0 +1,49 @@
+"""kernels/thread_gemm.py: one GEMM shared among Numba's threads equals NumPy's, for each
+of the transposes the one-GEMM convolution path asks for, in both float dtypes, with
+fewer rows than threads, and on non-contiguous inputs."""
+import numba
+import numpy as np
+import pytest
+
+from tinyres.kernels import conv_plan, cpu, thread_gemm
+
+pytestmark = pytest.mark.skipif(
+    conv_plan.scipy_blas() is None,
+    reason="SciPy shares NumPy's BLAS here: cpu.py does not run GEMMs inside its threads")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("transpose_a, transpose_b", [(False, False), (True, False),
+                                                      (False, True), (True, True)])
+@pytest.mark.parametrize("m, k, n", [(1, 3, 2), (7, 5, 3), (64, 33, 17)])
+def test_matmul_equals_numpy(dtype, transpose_a, transpose_b, m, k, n):
+    rng = np.random.default_rng(m + k + n)
+    a = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if transpose_b else (k, n)).astype(dtype)
+    expected = (a.T if transpose_a else a).astype(np.float64) @ (
+        b.T if transpose_b else b).astype(np.float64)
+    with cpu._one_blas_thread():
+        got = thread_gemm.matmul(a, b, transpose_a, transpose_b)
+    assert got.dtype == dtype and got.shape == (m, n)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.sqrt(k))
+
+
+def test_matmul_splits_rows_among_the_threads_as_one_gemm_would():
+    # each row of the result is one BLAS call's over the whole inner dimension: rows
+    # computed on different threads equal those of a single-threaded GEMM, bit for bit
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((9, 40)).astype(np.float32)
+    b = rng.standard_normal((40, 11)).astype(np.float32)
+    threads = numba.get_num_threads()
+    with cpu._one_blas_thread():
+        numba.set_num_threads(1)
+        try:
+            one = thread_gemm.matmul(a, b)
+        finally:
+            numba.set_num_threads(threads)
+        many = thread_gemm.matmul(a, b)
+        strided = thread_gemm.matmul(a[:, ::2], b[::2])
+    np.testing.assert_array_equal(one, many)
+    np.testing.assert_allclose(strided, a[:, ::2].astype(np.float64) @ b[::2], rtol=1e-5,
+                               atol=1e-5)
