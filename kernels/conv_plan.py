@@ -7,7 +7,8 @@
 
 The algorithms, each held to reference.py by tests/test_kernels.py and test_conv_paths.py:
 
-    one-gemm      im2col of the whole batch, then one GEMM (gemm_conv.py): any layer
+    one-gemm      im2col of the whole batch, then one GEMM (gemm_conv.py), shared among
+                  Numba's threads where SciPy has a BLAS of its own (thread_gemm.py): any layer
     per-image     a GEMM of one image (or a few) in each of Numba's threads, straight into
                   NCHW, no (C*kh*kw, N*OH*OW) matrix in memory: the gradients of layers
                   with at least `per_image_min_pixels_per_channel` output pixels per
