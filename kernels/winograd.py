@@ -220,6 +220,20 @@ def _output_tiles(mm, b0, out):
                     out[b0 + q, o, row, ow - 1] = y4[a, 0, ty, ow // 2]
 
 
+@njit(cache=True, inline="always")
+def _a_adjoint(e0, e1, d0, d1, d2, d3):
+    """d0..d3 = e0, e0 + e1, e0 - e1, -e1 elementwise: the adjoint of A^T's two rows
+    (m0 + m1 + m2, m1 - m2 - m3), each output its own loop, which vectorises."""
+    for j in range(e0.size):
+        d0[j] = e0[j]
+    for j in range(e0.size):
+        d1[j] = e0[j] + e1[j]
+    for j in range(e0.size):
+        d2[j] = e0[j] - e1[j]
+    for j in range(e0.size):
+        d3[j] = -e1[j]
+
+
 @njit(cache=True)
 def _output_tiles_adjoint(g, b0, gm):
     """gm (16, OC, m*T) = A dY A^T for every tile of the images b0, ..., b0 + m - 1 of g
@@ -243,28 +257,11 @@ def _output_tiles_adjoint(g, b0, gm):
                 if ow % 2:
                     y4[a, 0, ty, ow // 2] = g[b0 + q, o, row, ow - 1]
             for a in range(2):                       # along the columns: dY[a] -> ds[a]
-                y0, y1 = y[a, 0], y[a, 1]
-                d0, d1, d2, d3 = ds[a, 0], ds[a, 1], ds[a, 2], ds[a, 3]
-                for j in range(t):
-                    d0[j] = y0[j]
-                for j in range(t):
-                    d1[j] = y0[j] + y1[j]
-                for j in range(t):
-                    d2[j] = y0[j] - y1[j]
-                for j in range(t):
-                    d3[j] = -y1[j]
+                _a_adjoint(y[a, 0], y[a, 1], ds[a, 0], ds[a, 1], ds[a, 2], ds[a, 3])
             for k in range(4):                       # down the rows: ds[:, k] -> dM[:, k]
-                s0, s1 = ds[0, k], ds[1, k]
-                m0, m1 = gm[k, o, q * t:(q + 1) * t], gm[4 + k, o, q * t:(q + 1) * t]
-                m2, m3 = gm[8 + k, o, q * t:(q + 1) * t], gm[12 + k, o, q * t:(q + 1) * t]
-                for j in range(t):
-                    m0[j] = s0[j]
-                for j in range(t):
-                    m1[j] = s0[j] + s1[j]
-                for j in range(t):
-                    m2[j] = s0[j] - s1[j]
-                for j in range(t):
-                    m3[j] = -s1[j]
+                j0, j1 = q * t, (q + 1) * t
+                _a_adjoint(ds[0, k], ds[1, k], gm[k, o, j0:j1], gm[4 + k, o, j0:j1],
+                           gm[8 + k, o, j0:j1], gm[12 + k, o, j0:j1])
 
 
 # ---- the weight gradient: every image's tiles side by side, 16 GEMMs over all of them
