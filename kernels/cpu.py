@@ -461,6 +461,21 @@ def _per_image_backward(g, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, need_x, need_w
     return (dx if need_x else None), (dw_parts.sum(axis=0).T.copy() if need_w else None)
 
 
+# ---------------------------------------------------------------- matrix product
+
+def matmul(a, b):
+    """a @ b, with NumPy's semantics and errors. Two 2-D operands of one float dtype run
+    on Numba's threads (kernels/thread_gemm.py) where SciPy has a BLAS of its own, so that
+    no pool of NumPy's BLAS is left spinning beside the other kernels (the linear layer's
+    GEMMs); everything else is NumPy's @."""
+    if (a.ndim == b.ndim == 2 and a.dtype == b.dtype and a.dtype in (np.float32, np.float64)
+            and a.shape[1] == b.shape[0] and a.size and b.size):
+        with _pool_gemm() as pool:
+            if pool is not None:
+                return pool(a, b, False, False)
+    return a @ b
+
+
 # ---------------------------------------------------------------- batch norm
 
 # The cores see x as (N, C, H*W), so that every inner loop runs over a whole plane. The

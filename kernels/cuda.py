@@ -625,3 +625,8 @@ def adam_fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr,
     """The fused Adam/AdamW step of one dtype's tensors (kernels/fused_optim.py), one launch."""
     return _gpu().adam_fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr,
                              beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled)
+
+
+def matmul(a, b):
+    """a @ b, the array library's own."""
+    return a @ b

@@ -246,3 +246,8 @@ def batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training=True)
     dtype = x.dtype
     return (grad_x.astype(dtype), (g64 * xhat).sum(axis=(0, 2, 3)).astype(dtype),
             g64.sum(axis=(0, 2, 3)).astype(dtype))
+
+
+def matmul(a, b):
+    """a @ b, the array library's own."""
+    return a @ b

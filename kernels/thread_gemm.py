@@ -53,10 +53,20 @@ def _columns_of_a(a, b, blocks, out):
             np.dot(part.T, b, out[r0:r1])
 
 
+def _c_contiguous(m, transposed):
+    """(m or m^T as a C-contiguous array, whether it is to be transposed): a transposed
+    view (F-contiguous) is taken as it is, with the flag flipped; anything else is copied."""
+    if m.flags.c_contiguous:
+        return m, transposed
+    if m.flags.f_contiguous:
+        return m.T, not transposed
+    return np.ascontiguousarray(m), transposed
+
+
 def matmul(a, b, transpose_a=False, transpose_b=False):
-    """op(a) @ op(b) for C-contiguous 2-D a, b of one float dtype, on Numba's threads.
-    The caller holds SciPy's BLAS to one thread (cpu._one_blas_thread)."""
-    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    """op(a) @ op(b) for 2-D a, b of one float dtype, on Numba's threads. The caller
+    holds SciPy's BLAS to one thread (cpu._one_blas_thread)."""
+    (a, transpose_a), (b, transpose_b) = _c_contiguous(a, transpose_a), _c_contiguous(b, transpose_b)
     rows = a.shape[1] if transpose_a else a.shape[0]
     cols = b.shape[0] if transpose_b else b.shape[1]
     out = np.empty((rows, cols), dtype=a.dtype)

@@ -17,7 +17,7 @@ from tinyres.kernels import checks, conv_plan, cpu, reference, small_gemm, weigh
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
           "relu_backward", "maxpool_forward", "maxpool_backward",
-          "batchnorm_relu_forward", "batchnorm_relu_backward"}
+          "batchnorm_relu_forward", "batchnorm_relu_backward", "matmul"}
 
 backends = pytest.mark.parametrize("kernels", [m for _, m in BACKENDS],
                                    ids=[name for name, _ in BACKENDS])

@@ -47,3 +47,28 @@ def test_matmul_splits_rows_among_the_threads_as_one_gemm_would():
     np.testing.assert_array_equal(one, many)
     np.testing.assert_allclose(strided, a[:, ::2].astype(np.float64) @ b[::2], rtol=1e-5,
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_matmul_takes_transposed_views_and_leaves_the_rest_to_numpy(dtype):
+    # the linear layer's products: x @ w.T, g @ w, x.T @ g, with w.T and x.T views
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((6, 5)).astype(dtype), rng.standard_normal((4, 5)).astype(dtype)
+    g = rng.standard_normal((6, 4)).astype(dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for a, b in ((x, w.T), (g, w), (x.T, g), (x[:, ::2], w[:, ::2].T)):
+        got = cpu.matmul(a, b)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=tol, atol=tol)
+    # batched, 1-D, mixed dtypes, integers and empty operands: NumPy's own @, its errors too
+    for a, b in ((np.ones((2, 3, 4), dtype), np.ones((4, 5), dtype)),
+                 (np.ones(3, dtype), np.ones(3, dtype)),
+                 (x, w.T.astype(np.float16)), (np.ones((2, 3), np.int64), np.ones((3, 2), np.int64)),
+                 (np.ones((0, 3), dtype), np.ones((3, 2), dtype))):
+        np.testing.assert_array_equal(cpu.matmul(a, b), a @ b)
+        assert cpu.matmul(a, b).dtype == (a @ b).dtype
+    with pytest.raises(ValueError) as ours:
+        cpu.matmul(x, w)
+    with pytest.raises(ValueError) as numpys:
+        x @ w
+    assert str(ours.value) == str(numpys.value)

@@ -10,7 +10,7 @@ import collections
 import numpy as np
 
 from tinyres.autograd import Function
-from tinyres.backend import get_array_module, to_device
+from tinyres.backend import get_array_module, kernels_for, to_device
 from tinyres.tensor import Tensor, get_default_dtype
 
 
@@ -235,14 +235,14 @@ class Matmul(Function):
         ctx.save_for_backward(a if ctx.needs_input_grad[1] else None,
                               b if ctx.needs_input_grad[0] else None)
         ctx.shapes = a.shape, b.shape
-        return a @ b
+        return kernels_for(a).matmul(a, b)      # a @ b (cpu.py: 2-D on its own threads)
 
     @staticmethod
     def backward(ctx, grad_out):
         # d(AB)/dA = G B^T, d(AB)/dB = A^T G (batch axes broadcast, then summed)
         a, b = ctx.saved_tensors
         a_shape, b_shape = ctx.shapes
-        xp = get_array_module(grad_out)
+        xp, kernels = get_array_module(grad_out), kernels_for(grad_out)
         a2_shape = (1,) + a_shape if len(a_shape) == 1 else a_shape   # 1-D operands as
         b2_shape = b_shape + (1,) if len(b_shape) == 1 else b_shape   # (1, k) and (k, 1)
         batch = np.broadcast_shapes(a2_shape[:-2], b2_shape[:-2])
@@ -250,10 +250,12 @@ class Matmul(Function):
         grad_a = grad_b = None
         if b is not None:
             b2 = b.reshape(b2_shape)
-            grad_a = unbroadcast(g @ xp.swapaxes(b2, -1, -2), a2_shape).reshape(a_shape)
+            grad_a = unbroadcast(kernels.matmul(g, xp.swapaxes(b2, -1, -2)),
+                                 a2_shape).reshape(a_shape)
         if a is not None:
             a2 = a.reshape(a2_shape)
-            grad_b = unbroadcast(xp.swapaxes(a2, -1, -2) @ g, b2_shape).reshape(b_shape)
+            grad_b = unbroadcast(kernels.matmul(xp.swapaxes(a2, -1, -2), g),
+                                 b2_shape).reshape(b_shape)
         return grad_a, grad_b
 
 
