@@ -66,7 +66,8 @@ def _c_contiguous(m, transposed):
 def matmul(a, b, transpose_a=False, transpose_b=False):
     """op(a) @ op(b) for 2-D a, b of one float dtype, on Numba's threads. The caller
     holds SciPy's BLAS to one thread (cpu._one_blas_thread)."""
-    (a, transpose_a), (b, transpose_b) = _c_contiguous(a, transpose_a), _c_contiguous(b, transpose_b)
+    a, transpose_a = _c_contiguous(a, transpose_a)
+    b, transpose_b = _c_contiguous(b, transpose_b)
     rows = a.shape[1] if transpose_a else a.shape[0]
     cols = b.shape[0] if transpose_b else b.shape[1]
     out = np.empty((rows, cols), dtype=a.dtype)

@@ -63,7 +63,8 @@ def test_cpu_matmul_takes_transposed_views_and_leaves_the_rest_to_numpy(dtype):
     # batched, 1-D, mixed dtypes, integers and empty operands: NumPy's own @, its errors too
     for a, b in ((np.ones((2, 3, 4), dtype), np.ones((4, 5), dtype)),
                  (np.ones(3, dtype), np.ones(3, dtype)),
-                 (x, w.T.astype(np.float16)), (np.ones((2, 3), np.int64), np.ones((3, 2), np.int64)),
+                 (x, w.T.astype(np.float16)),
+                 (np.ones((2, 3), np.int64), np.ones((3, 2), np.int64)),
                  (np.ones((0, 3), dtype), np.ones((3, 2), dtype))):
         np.testing.assert_array_equal(cpu.matmul(a, b), a @ b)
         assert cpu.matmul(a, b).dtype == (a @ b).dtype
