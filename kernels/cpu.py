@@ -352,21 +352,25 @@ def _winograd_conv(x, w4, bias=None):
     return out
 
 
+def _winograd_image_bytes(x, oc):
+    """Bytes of V and M (or dM) for one image of x: 16*(C + OC)*T entries."""
+    _, c, h, w = x.shape
+    return 16 * (c + oc) * winograd.tiles(h, w) * x.itemsize
+
+
 def _winograd_group(x, oc):
-    """Images per Winograd task: V and M of a task, 16*(C + OC)*T entries an image, within
-    the policy's winograd_task_bytes (at least one image), and a task for every thread."""
-    n, c, h, w = x.shape
-    per_image = 16 * (c + oc) * winograd.tiles(h, w) * x.itemsize
+    """Images per Winograd task: V and M of a task within the policy's winograd_task_bytes
+    (at least one image), and a task for every thread."""
     task_bytes = conv_plan.current_policy().winograd_task_bytes
-    return max(1, min(task_bytes // per_image, n // numba.get_num_threads()))
+    return max(1, min(task_bytes // _winograd_image_bytes(x, oc),
+                      x.shape[0] // numba.get_num_threads()))
 
 
 def _winograd_chunk(x, oc):
-    """Images per chunk of winograd.weight_grad: V and dM of a chunk, 16*(C + OC)*T entries
-    an image, within the policy's winograd_weight_grad_chunk_bytes (at least one image)."""
-    n, c, h, w = x.shape
-    per_image = 16 * (c + oc) * winograd.tiles(h, w) * x.itemsize
-    return max(1, min(n, conv_plan.current_policy().winograd_weight_grad_chunk_bytes // per_image))
+    """Images per chunk of winograd.weight_grad: V and dM of a chunk within the policy's
+    winograd_weight_grad_chunk_bytes (at least one image)."""
+    chunk_bytes = conv_plan.current_policy().winograd_weight_grad_chunk_bytes
+    return max(1, min(x.shape[0], chunk_bytes // _winograd_image_bytes(x, oc)))
 
 
 def _group(n, pixels):
