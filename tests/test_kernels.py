@@ -858,6 +858,39 @@ def test_maxpool_dilated_and_ceil_windows_by_brute_force(kernels, case):
                  reference.maxpool_backward(grad_out, idx, shape, *window))
 
 
+@st.composite
+def pool_cases_with_ties(draw):
+    """(x, window of 9): planes up to 40 wide (long rows take the kernels' vector loops),
+    any stride, dilation and ceil mode, values drawn from -inf, -1, 0, 1 and NaN: ties,
+    NaNs, and windows with nothing above -inf."""
+    h, w = draw(st.integers(1, 12)), draw(st.integers(1, 40))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    window = (kh, kw, draw(st.integers(1, 4)), draw(st.integers(1, 4)),
+              draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2)),
+              draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.booleans()))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), h, w)
+    try:
+        checks.pool_out_size("maxpool_forward", shape, *window)
+    except ValueError:
+        assume(False)
+    values = np.array([-np.inf, -1.0, 0.0, 1.0, np.nan])
+    x = values[np.random.default_rng(draw(SEEDS)).integers(0, 5, shape)].astype(draw(DTYPES))
+    return laid_out(x, draw(LAYOUTS)), window
+
+
+@backends
+@hypothesis_settings
+@given(pool_cases_with_ties())
+def test_maxpool_ties_nans_and_infs_as_the_reference(kernels, case):
+    # the value and the index of every window, empty ones included, exactly as the
+    # reference's tap-by-tap walk (ties to the first, the last NaN wins)
+    x, window = case
+    y, idx = kernels.maxpool_forward(x, *window)
+    y_ref, idx_ref = reference.maxpool_forward(x, *window)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+
+
 @all_modules
 def test_maxpool_backward_accumulates_overlapping_windows(kernels):
     x = np.zeros((1, 1, 3, 3))
