@@ -19,187 +19,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import checks, conv_plan, gemm_conv, pointwise_conv, thread_gemm, weight_grad, winograd
+from . import (checks, conv_plan, gemm_conv, pointwise_conv, thread_gemm, unfold,
+               weight_grad, winograd)
 from .conv_bias import add_bias, bias_or_empty
 
 
 # ---------------------------------------------------------------- im2col / col2im
-
-# The cores see cols as (C*kh*kw, N, OH*OW), a view of the (C*kh*kw, N*OH*OW) array: with
-# the image index an axis of its own, the inner loops compile as tightly as they did when
-# cols was (N, C*kh*kw, OH*OW); a flat column index b*OH*OW + p measured 2x slower. Both
-# work plane by plane: _im2col_plane writes the kh*kw rows of cols that one (image,
-# channel) plane feeds, and _col2im_plane sums them back into that plane, so the threads
-# of the whole-batch cores split the planes, and the convolution cores below use the same
-# two functions on a few images at a time.
-#
-# im2col copies, it does not compute: what costs is a test of the padding at every pixel
-# and, at stride 2, reading every other pixel. _im2col_plane does neither. A stride-s plane
-# is first cut into its s*s phase planes (_split_phases: rows y = a mod s, columns z = e mod
-# s), in which window element (i, j) of every output pixel is a plain shift: row oy + si,
-# column ox + sj of one phase. So each row of cols is one shifted copy of a phase plane (of
-# the plane itself at stride 1), whose out-of-range part is then zeroed (_window_row). Every
-# inner loop runs over range(count) from 0 with its base in a slice, which LLVM vectorises;
-# an index that might be negative, as in `oy*ow + ox + shift`, brings Python's wraparound
-# test in and it does not. col2im runs the same steps backwards. The results are the loop's
-# with the test, bit for bit: each pixel's entries are added in the same order.
-
-@njit(cache=True)
-def _window_axis(i, d, p, s, o_size, size):
-    """Window element i along one axis (dilation d, padding p, stride s): output o reads
-    input o*s + i*d - p = (o + shift)*s + phase, which lies inside for o in [lo, hi)
-    (lo == hi: for none). Returns phase, shift, lo, hi."""
-    r = i * d - p
-    phase, shift = r % s, r // s
-    lo = max(0, -shift)
-    return phase, shift, lo, max(lo, min(o_size, (size - phase + s - 1) // s - shift))
-
-
-@njit(cache=True)
-def _split_phases(x, b, ch, sh, sw, phases):
-    """phases[a, e, yy, zz] = x[b, ch, yy*sh + a, zz*sw + e], for every pixel of the plane:
-    its rows a mod sh and columns e mod sw, each (a, e) a plane of its own."""
-    h, w = x.shape[2], x.shape[3]
-    for a in range(sh):
-        for e in range(sw):
-            columns = (w - e + sw - 1) // sw
-            for yy in range((h - a + sh - 1) // sh):
-                src = x[b, ch, yy * sh + a, e:]
-                dst = phases[a, e, yy]
-                for k in range(columns):
-                    dst[k] = src[k * sw]
-
-
-@njit(cache=True)
-def _window_row(src, pitch, si, sj, y0, y1, x0, x1, oh, ow, dst):
-    """dst[oy*ow + ox] = src[(oy + si)*pitch + ox + sj] for oy in [y0, y1), ox in [x0, x1),
-    zero elsewhere: one row of cols (OH*OW long) from a plane of row length `pitch`."""
-    if y1 <= y0 or x1 <= x0:
-        y0 = y1 = 0
-    for k in range(y0 * ow):
-        dst[k] = 0
-    if pitch == ow and y1 > y0:    # one copy of the shifted plane, then the columns that
-        d = dst[y0 * ow + x0:]     # it took from the neighbouring rows are zeroed
-        s = src[(y0 + si) * pitch + x0 + sj:]
-        for k in range((y1 - 1 - y0) * ow + x1 - x0):
-            d[k] = s[k]
-        for oy in range(y0, y1):
-            row = dst[oy * ow:]
-            for k in range(x0):
-                row[k] = 0
-            for k in range(x1, ow):
-                row[k] = 0
-    else:
-        for oy in range(y0, y1):
-            row = dst[oy * ow:]
-            s = src[(oy + si) * pitch + x0 + sj:]
-            for k in range(x0):
-                row[k] = 0
-            inside = row[x0:]
-            for k in range(x1 - x0):
-                inside[k] = s[k]
-            for k in range(x1, ow):
-                row[k] = 0
-    rest = dst[y1 * ow:]
-    for k in range((oh - y1) * ow):
-        rest[k] = 0
-
-
-@njit(cache=True)
-def _im2col_plane(x, b, ch, q, kh, kw, sh, sw, ph, pw, dh, dw, phases, cols):
-    """cols[(ch*kh + i)*kw + j, q] for every window element (i, j): channel ch of image b
-    at every output pixel (zero in the padding). phases: (sh, sw, ceil(H/sh), ceil(W/sw))
-    scratch, unused at stride 1."""
-    h, w = x.shape[2], x.shape[3]
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    if sh == 1 and sw == 1:
-        planes, pitch = x[b, ch].reshape(1, 1, h * w), w
-    else:
-        _split_phases(x, b, ch, sh, sw, phases)
-        planes, pitch = phases.reshape(sh, sw, -1), phases.shape[3]
-    for i in range(kh):
-        a, si, y0, y1 = _window_axis(i, dh, ph, sh, oh, h)
-        for j in range(kw):
-            e, sj, x0, x1 = _window_axis(j, dw, pw, sw, ow, w)
-            _window_row(planes[a, e], pitch, si, sj, y0, y1, x0, x1, oh, ow,
-                        cols[(ch * kh + i) * kw + j, q])
-
-
-@njit(cache=True)
-def _phase_scratch(x, sh, sw):
-    """The shape of _im2col_plane's phases for x: (sh, sw, ceil(H/sh), ceil(W/sw)), or
-    nothing at stride 1."""
-    if sh == 1 and sw == 1:
-        return 0, 0, 0, 0
-    return sh, sw, (x.shape[2] + sh - 1) // sh, (x.shape[3] + sw - 1) // sw
-
-
-@njit(cache=True)
-def _merge_phases(phases, sh, sw, dx, b, ch):
-    """dx[b, ch, yy*sh + a, zz*sw + e] = phases[a, e, yy, zz]: _split_phases undone."""
-    h, w = dx.shape[2], dx.shape[3]
-    for a in range(sh):
-        for e in range(sw):
-            columns = (w - e + sw - 1) // sw
-            for yy in range((h - a + sh - 1) // sh):
-                src = phases[a, e, yy]
-                dst = dx[b, ch, yy * sh + a, e:]
-                for k in range(columns):
-                    dst[k * sw] = src[k]
-
-
-@njit(cache=True)
-def _add_window_row(row, pitch, si, sj, y0, y1, x0, x1, ow, dst):
-    """dst[(oy + si)*pitch + ox + sj] += row[oy*ow + ox] for oy in [y0, y1), ox in
-    [x0, x1): _window_row's adjoint, on a plane of row length `pitch`."""
-    for oy in range(y0, y1):
-        d = dst[(oy + si) * pitch + x0 + sj:]
-        s = row[oy * ow + x0:]
-        for k in range(x1 - x0):
-            d[k] += s[k]
-
-
-@njit(cache=True)
-def _col2im_plane(cols, q, b, ch, kh, kw, sh, sw, ph, pw, dh, dw, phases, dx):
-    """dx[b, ch] = the sum of the rows (ch*kh + i)*kw + j of cols at q, each entry added
-    onto the pixel _im2col_plane read it from (the padding's dropped): the adjoint. The
-    entries of a pixel are added in the order of (i, j), from zero."""
-    h, w = dx.shape[2], dx.shape[3]
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    if sh == 1 and sw == 1:
-        planes, pitch = dx[b, ch].reshape(1, 1, h * w), w
-    else:
-        planes, pitch = phases.reshape(sh, sw, -1), phases.shape[3]
-    planes[:] = 0
-    for i in range(kh):
-        a, si, y0, y1 = _window_axis(i, dh, ph, sh, oh, h)
-        for j in range(kw):
-            e, sj, x0, x1 = _window_axis(j, dw, pw, sw, ow, w)
-            _add_window_row(cols[(ch * kh + i) * kw + j, q], pitch, si, sj, y0, y1, x0, x1,
-                            ow, planes[a, e])
-    if sh != 1 or sw != 1:
-        _merge_phases(phases, sh, sw, dx, b, ch)
-
-
-@njit(cache=True, parallel=True)
-def _im2col_core(x, kh, kw, sh, sw, ph, pw, dh, dw, phases_shape, cols):
-    n, c = x.shape[0], x.shape[1]
-    for plane in prange(n * c):
-        phases = np.empty(phases_shape, dtype=x.dtype)
-        b, ch = plane // c, plane % c
-        _im2col_plane(x, b, ch, b, kh, kw, sh, sw, ph, pw, dh, dw, phases, cols)
-
-
-@njit(cache=True, parallel=True)
-def _col2im_core(cols, kh, kw, sh, sw, ph, pw, dh, dw, phases_shape, dx):
-    n, c = dx.shape[0], dx.shape[1]
-    for plane in prange(n * c):              # plane (b, ch) of dx is only written by its rows
-        phases = np.empty(phases_shape, dtype=dx.dtype)
-        b, ch = plane // c, plane % c
-        _col2im_plane(cols, b, b, ch, kh, kw, sh, sw, ph, pw, dh, dw, phases, dx)
-
 
 def im2col(x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     """Unfold every kh x kw window of x into a column, the images of the batch side by side.
@@ -211,8 +36,7 @@ def im2col(x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw, dh, dw)
     n, c, _, _ = x.shape
     cols = np.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
-    _im2col_core(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, dh, dw,
-                 _phase_scratch(x, sh, sw), cols.reshape(c * kh * kw, n, oh * ow))
+    unfold.im2col_core(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols)
     return cols
 
 
@@ -224,8 +48,7 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     """
     n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
     dx = np.empty((n, c, h, w), dtype=cols.dtype)
-    cols3 = np.ascontiguousarray(cols).reshape(c * kh * kw, n, oh * ow)
-    _col2im_core(cols3, kh, kw, sh, sw, ph, pw, dh, dw, _phase_scratch(dx, sh, sw), dx)
+    unfold.col2im_core(np.ascontiguousarray(cols), kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx)
     return dx
 
 
@@ -275,24 +98,6 @@ def _pool_gemm():
 
 
 @njit(cache=True)
-def _im2col_images(x, b0, kh, kw, sh, sw, ph, pw, dh, dw, cols):
-    """cols (C*kh*kw, m, OH*OW) = the columns of the m images b0, ..., b0 + m - 1."""
-    phases = np.empty(_phase_scratch(x, sh, sw), dtype=x.dtype)
-    for q in range(cols.shape[1]):
-        for ch in range(x.shape[1]):
-            _im2col_plane(x, b0 + q, ch, q, kh, kw, sh, sw, ph, pw, dh, dw, phases, cols)
-
-
-@njit(cache=True)
-def _col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dh, dw, dx):
-    """dx[b0:b0 + m] = the adjoint of _im2col_images applied to cols (C*kh*kw, m, OH*OW)."""
-    phases = np.empty(_phase_scratch(dx, sh, sw), dtype=dx.dtype)
-    for q in range(cols.shape[1]):
-        for ch in range(dx.shape[1]):
-            _col2im_plane(cols, q, b0 + q, ch, kh, kw, sh, sw, ph, pw, dh, dw, phases, dx)
-
-
-@njit(cache=True)
 def _copy_rows(src, dst):
     """dst[...] = src for two 2-D arrays of one shape. (As a loop: Numba compiles an
     array-to-slice assignment with its error message, about 20 s on the first run.)"""
@@ -308,7 +113,7 @@ def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, out, bias
         b0 = task * group
         m = min(group, n - b0)
         cols = np.empty((k, m, p), dtype=x.dtype)
-        _im2col_images(x, b0, kh, kw, sh, sw, ph, pw, dh, dw, cols)
+        unfold.im2col_images(x, b0, kh, kw, sh, sw, ph, pw, dh, dw, cols)
         if m == 1:                                   # (OC, C*kh*kw) @ (C*kh*kw, OH*OW)
             np.dot(w2, cols.reshape(k, p), out[b0])
         else:
@@ -334,11 +139,11 @@ def _conv2d_backward_core(g, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, need_
             gm = gm3.reshape(oc, m * p)
         cols = np.empty((k, m, p), dtype=x.dtype)
         if need_w:                                   # (C*kh*kw, m*OH*OW) @ (m*OH*OW, OC):
-            _im2col_images(x, b0, kh, kw, sh, sw, ph, pw, dh, dw, cols)   # 2x faster
+            unfold.im2col_images(x, b0, kh, kw, sh, sw, ph, pw, dh, dw, cols)   # 2x faster
             np.dot(cols.reshape(k, m * p), gm.T, dw_parts[task])    # than g @ cols^T
         if need_x:
             np.dot(w2.T, gm, cols.reshape(k, m * p))  # the gradient of the group's columns
-            _col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dh, dw, dx)
+            unfold.col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dh, dw, dx)
 
 
 def _winograd_conv(x, w4, bias=None):

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tinyres.kernels import checks, conv_plan, cpu, reference, small_gemm, weight_grad, winograd
+from tinyres.kernels import (checks, conv_plan, cpu, reference, small_gemm, unfold, weight_grad,
+                             winograd)
 
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
@@ -141,6 +142,35 @@ def test_col2im_is_the_adjoint_of_im2col(kernels, geometry, seed):
     lhs = np.sum(kernels.im2col(x, *window) * cols)
     rhs = np.sum(x * kernels.col2im(cols, x_shape, *window))
     assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("x_shape, window", [
+    ((70, 2, 8, 8), (3, 3, 1, 1, 1, 1)),        # 64 images a block: two blocks, one short
+    ((40, 3, 16, 15), (3, 3, 2, 2, 1, 1)),      # stride 2, an odd width
+    ((3, 2, 70, 66), (7, 7, 2, 2, 3, 3)),       # resnet's stem, one image a block
+    ((9, 2, 9, 9), (1, 1, 2, 2, 0, 0)),         # a 1x1 projection
+])
+def test_cpu_unfolds_blocks_of_images_as_planes(x_shape, window):
+    # where a phase plane is as large as the output, cpu.py unfolds blocks of images
+    # (kernels/unfold.py): im2col exactly the reference's, col2im bit for bit the sum
+    # that the plane-by-plane loop adds (the geometries of the hypothesis tests above hold
+    # too few entries for a second block)
+    kh, kw, sh, sw, ph, pw = window
+    n, c, h, w = x_shape
+    oh, ow = out_hw(x_shape, *window)
+    assert unfold.fits_blocks(h, w, oh, ow, sh, sw)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    np.testing.assert_array_equal(cpu.im2col(x, *window), reference.im2col(x, *window))
+    cols = rng.standard_normal((c * kh * kw, n * oh * ow)).astype(np.float32)
+    by_planes = np.empty(x_shape, dtype=np.float32)
+    phases = np.empty(unfold._phase_scratch(by_planes, sh, sw), dtype=np.float32)
+    cols3 = cols.reshape(c * kh * kw, n, oh * ow)
+    for b in range(n):
+        for ch in range(c):
+            unfold._col2im_plane(cols3, b, b, ch, kh, kw, sh, sw, ph, pw, 1, 1, phases,
+                                 by_planes)
+    np.testing.assert_array_equal(cpu.col2im(cols, x_shape, *window), by_planes)
 
 
 # ---------------------------------------------------------------- convolution
