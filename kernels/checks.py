@@ -289,3 +289,17 @@ def batchnorm_relu_backward_args(grad_out, y, x, weight, mean, invstd, training)
         raise ValueError(f"{fn}: expected more than one value per channel in training "
                          f"mode, got x of shape {x.shape}")
     return m
+
+
+def channel_affine_args(x, scale, shift):
+    """Check channel_affine's arguments: x float (N, C, ...), scale and shift (C,) of x's
+    dtype."""
+    fn = "channel_affine"
+    check_float(fn, x, "x")
+    if x.ndim < 2:
+        raise ValueError(f"{fn}: x must have a channel axis, (N, C, ...), got shape {x.shape}")
+    for name, v in (("scale", scale), ("shift", shift)):
+        check_float(fn, v, name)
+        check_shape(fn, v, name, (x.shape[1],))
+        if v.dtype != x.dtype:
+            raise TypeError(f"{fn}: {name} must have x's dtype {x.dtype}, got {v.dtype}")

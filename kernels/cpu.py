@@ -285,6 +285,29 @@ def matmul(a, b):
     return a @ b
 
 
+# ---------------------------------------------------------------- per-channel affine
+
+@njit(cache=True, parallel=True)
+def _channel_affine_core(x, scale, shift, y):
+    n, c, k = x.shape
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        s, t = scale[ch], shift[ch]
+        for i in range(k):                   # without fastmath LLVM fuses no multiply-add:
+            y[b, ch, i] = x[b, ch, i] * s + t    # the product is rounded, then the sum
+
+
+def channel_affine(x, scale, shift):
+    """y = x * scale + shift along axis 1 of x (N, C, ...), one pass over the planes, each
+    result as reference.channel_affine's (the product rounded, then the sum)."""
+    checks.channel_affine_args(x, scale, shift)
+    n, c = x.shape[0], x.shape[1]
+    x3 = np.ascontiguousarray(x).reshape(n, c, int(np.prod(x.shape[2:], dtype=np.int64)))
+    y = np.empty(x3.shape, dtype=x.dtype)
+    _channel_affine_core(x3, np.ascontiguousarray(scale), np.ascontiguousarray(shift), y)
+    return y.reshape(x.shape)
+
+
 # ---------------------------------------------------------------- batch norm
 
 # The cores see x as (N, C, H*W), so that every inner loop runs over a whole plane. The

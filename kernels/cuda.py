@@ -627,6 +627,16 @@ def adam_fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr,
                              beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled)
 
 
+def channel_affine(x, scale, shift):
+    """See reference.channel_affine: the same two steps, each its own elementwise kernel of
+    the array library (so no multiply-add is fused)."""
+    checks.channel_affine_args(x, scale, shift)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = x * scale.reshape(shape)
+    y += shift.reshape(shape)
+    return y
+
+
 def matmul(a, b):
     """a @ b, the array library's own."""
     return a @ b

@@ -248,6 +248,17 @@ def batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training=True)
             g64.sum(axis=(0, 2, 3)).astype(dtype))
 
 
+def channel_affine(x, scale, shift):
+    """y = x * scale + shift along axis 1 of x (N, C, ...), scale and shift (C,): the
+    product rounded to x's dtype, then the sum (no fused multiply-add). Batch norm in
+    evaluation, its statistics folded into scale and shift."""
+    checks.channel_affine_args(x, scale, shift)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = x * scale.reshape(shape)
+    y += shift.reshape(shape)
+    return y
+
+
 def matmul(a, b):
     """a @ b, the array library's own."""
     return a @ b

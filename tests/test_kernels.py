@@ -18,7 +18,7 @@ from tinyres.kernels import (checks, conv_plan, cpu, reference, small_gemm, unfo
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
           "relu_backward", "maxpool_forward", "maxpool_backward",
-          "batchnorm_relu_forward", "batchnorm_relu_backward", "matmul"}
+          "batchnorm_relu_forward", "batchnorm_relu_backward", "matmul", "channel_affine"}
 
 backends = pytest.mark.parametrize("kernels", [m for _, m in BACKENDS],
                                    ids=[name for name, _ in BACKENDS])
@@ -932,6 +932,32 @@ def test_maxpool_backward_accumulates_overlapping_windows(kernels):
     np.testing.assert_array_equal(grad_x, expected)
 
 
+# ---------------------------------------------------------------- per-channel affine
+
+@backends
+@hypothesis_settings
+@given(st.integers(2, 4), DTYPES, LAYOUTS, SEEDS)
+def test_channel_affine_is_the_reference_bit_for_bit(kernels, ndim, dtype, layout, seed):
+    # batch norm in evaluation: x * scale + shift per channel, the product rounded and then
+    # the sum, exactly as the reference's two NumPy steps (a fused multiply-add would
+    # differ in the last bit); NaN and infinities pass as they do there
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(d) for d in rng.integers(1, 6, ndim))
+    x = laid_out(rng.standard_normal(shape).astype(dtype), layout)
+    x.flat[0], x.flat[-1] = np.nan, np.inf
+    scale = rng.standard_normal(shape[1]).astype(dtype)
+    shift = rng.standard_normal(shape[1]).astype(dtype)
+    y = kernels.channel_affine(x, scale, shift)
+    assert y.dtype == dtype and y.shape == shape
+    np.testing.assert_array_equal(y, reference.channel_affine(x, scale, shift))
+
+
+@all_modules
+def test_channel_affine_of_an_empty_batch(kernels):
+    y = kernels.channel_affine(np.zeros((0, 3, 4, 4)), np.ones(3), np.zeros(3))
+    assert y.shape == (0, 3, 4, 4)
+
+
 # ---------------------------------------------------------------- bad input
 
 def _x(*shape, dtype=np.float32):
@@ -979,6 +1005,12 @@ BAD_CALLS = [
     ("maxpool_backward", lambda k: k.maxpool_backward(
         _x(1, 1, 2, 2), np.full((1, 1, 2, 2), 16), (1, 1, 4, 4), 2, 2, 2, 2, 0, 0),
      ValueError, "idx"),
+    ("channel_affine", lambda k: k.channel_affine(_x(3), _x(3), _x(3)), ValueError,
+     r"channel axis, \(N, C, ...\), got shape \(3,\)"),
+    ("channel_affine", lambda k: k.channel_affine(_x(2, 3, 4), _x(4), _x(3)), ValueError,
+     r"scale must have shape \(3,\)"),
+    ("channel_affine", lambda k: k.channel_affine(_x(2, 3), _x(3), _x(3, dtype=np.float64)),
+     TypeError, "shift must have x's dtype float32, got float64"),
 ]
 
 
