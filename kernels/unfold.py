@@ -38,6 +38,12 @@ from numba import njit, prange
 # ---------------------------------------------------------------- by planes
 
 @njit(cache=True)
+def _output_hw(h, w, kh, kw, sh, sw, ph, pw, dh, dw):
+    """(OH, OW) of a kh x kw window, taps (dh, dw) apart, over an H x W input."""
+    return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+
+
+@njit(cache=True)
 def _window_axis(i, d, p, s, o_size, size):
     """Window element i along one axis (dilation d, padding p, stride s): output o reads
     input o*s + i*d - p = (o + shift)*s + phase, which lies inside for o in [lo, hi)
@@ -104,8 +110,7 @@ def _im2col_plane(x, b, ch, q, kh, kw, sh, sw, ph, pw, dh, dw, phases, cols):
     at every output pixel (zero in the padding). phases: (sh, sw, ceil(H/sh), ceil(W/sw))
     scratch, unused at stride 1."""
     h, w = x.shape[2], x.shape[3]
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = _output_hw(h, w, kh, kw, sh, sw, ph, pw, dh, dw)
     if sh == 1 and sw == 1:
         planes, pitch = x[b, ch].reshape(1, 1, h * w), w
     else:
@@ -159,8 +164,7 @@ def _col2im_plane(cols, q, b, ch, kh, kw, sh, sw, ph, pw, dh, dw, phases, dx):
     onto the pixel _im2col_plane read it from (the padding's dropped): the adjoint. The
     entries of a pixel are added in the order of (i, j), from zero."""
     h, w = dx.shape[2], dx.shape[3]
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = _output_hw(h, w, kh, kw, sh, sw, ph, pw, dh, dw)
     if sh == 1 and sw == 1:
         planes, pitch = dx[b, ch].reshape(1, 1, h * w), w
     else:
@@ -364,8 +368,7 @@ def im2col_images(x, b0, kh, kw, sh, sw, ph, pw, dh, dw, cols):
     """cols (C*kh*kw, m, OH*OW) = the columns of the m images b0, ..., b0 + m - 1."""
     _, c, h, w = x.shape
     _, m, p = cols.shape
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = _output_hw(h, w, kh, kw, sh, sw, ph, pw, dh, dw)
     if fits_blocks(h, w, oh, ow, sh, sw):
         block = np.empty((sh * sw, m * p), dtype=x.dtype)
         cols2 = cols.reshape(cols.shape[0], m * p)
@@ -383,8 +386,7 @@ def col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dh, dw, dx):
     """dx[b0:b0 + m] = the adjoint of im2col_images applied to cols (C*kh*kw, m, OH*OW)."""
     _, c, h, w = dx.shape
     _, m, p = cols.shape
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = _output_hw(h, w, kh, kw, sh, sw, ph, pw, dh, dw)
     if fits_blocks(h, w, oh, ow, sh, sw):
         block = np.empty((sh * sw, m * p), dtype=dx.dtype)
         row = np.empty(m * p, dtype=dx.dtype)
