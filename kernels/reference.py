@@ -137,7 +137,8 @@ def batchnorm_backward(grad_out, x, weight, mean, invstd):
 def relu_forward(x):
     """max(x, 0) elementwise; x of any shape, y like x (NaN passes through)."""
     checks.check_float("relu_forward", x, "x")
-    return np.maximum(x, x.dtype.type(0))
+    return np.where(x < 0, x.dtype.type(0), x)   # -0.0 stays -0.0, as PyTorch (np.maximum
+                                                 # would return 0.0 there)
 
 
 def relu_backward(grad_out, x):

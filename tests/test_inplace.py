@@ -135,6 +135,16 @@ def test_hand_written_sgd_step_updates_the_parameter():
     assert ours[1:] == theirs[1:] == (True, True)
 
 
+@pytest.mark.parametrize("inplace", [False, True])
+def test_relu_keeps_the_sign_of_zero_as_torch(inplace):
+    # relu(-0.0) is -0.0 in PyTorch, in place or not: only values below zero are replaced
+    values = [-2.0, -0.0, 0.0, 3.0, float("nan")]
+    got = tinyres.nn.functional.relu(tinyres.tensor(values), inplace=inplace).numpy()
+    want = torch.nn.functional.relu(torch.tensor(values), inplace=inplace).numpy()
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
 def test_relu_inplace_layer_writes_into_its_input_and_differentiates():
     results = {}
     for name, lib in LIBS.items():

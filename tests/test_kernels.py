@@ -701,6 +701,7 @@ def test_relu_follows_pytorch(kernels):
     grad_out = np.array([1.0, 2.0, 3.0, 4.0, 5.0], dtype=np.float32)
     y = kernels.relu_forward(x)
     np.testing.assert_array_equal(y, [0.0, 0.0, 0.0, 0.5, np.nan])
+    np.testing.assert_array_equal(np.signbit(y), [False, True, False, False, False])  # -0.0
     # torch's relu backward is threshold_backward: zero where x <= 0, so a NaN passes
     np.testing.assert_array_equal(kernels.relu_backward(grad_out, x), [0, 0, 0, 4, 5])
     assert y.dtype == np.float32

@@ -255,8 +255,9 @@ def clamp_(t, min=None, max=None):
 
 
 def _relu_into(array):
-    """max(array, 0) written into array, the reference kernel's formula (NaN passes)."""
-    get_array_module(array).maximum(array, array.dtype.type(0), out=array)
+    """max(array, 0) written into array, as the kernels' relu_forward: zero where it is
+    negative, so NaN passes and -0.0 stays -0.0 (as PyTorch's relu_)."""
+    array[array < 0] = 0
 
 
 def relu_(t):
