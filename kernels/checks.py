@@ -183,6 +183,25 @@ def batchnorm_backward_args(grad_out, x, weight, mean, invstd):
     return m
 
 
+def relu_forward_args(x, out):
+    """Check relu_forward's arguments: x float; out, where given, of x's shape and dtype."""
+    check_float("relu_forward", x, "x")
+    if out is not None:
+        check_float("relu_forward", out, "out")
+        check_shape("relu_forward", out, "out", x.shape)
+        if out.dtype != x.dtype:
+            raise TypeError(f"relu_forward: out must have x's dtype {x.dtype}, got {out.dtype}")
+
+
+def add_scaled_args(a, b):
+    """Check add_scaled's arguments: a and b float arrays of one shape and dtype."""
+    check_float("add_scaled", a, "a")
+    check_float("add_scaled", b, "b")
+    check_shape("add_scaled", b, "b", a.shape)
+    if b.dtype != a.dtype:
+        raise TypeError(f"add_scaled: b must have a's dtype {a.dtype}, got {b.dtype}")
+
+
 def relu_backward_args(grad_out, x):
     """Check relu_backward's arguments."""
     check_float("relu_backward", grad_out, "grad_out")

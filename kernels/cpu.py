@@ -457,13 +457,33 @@ def _relu_backward_core(grad_out, x, grad_x):
         grad_x[k] = 0 if x[k] <= 0 else grad_out[k]   # a NaN lets the gradient through
 
 
-def relu_forward(x):
-    """max(x, 0) elementwise; x of any shape, y like x (NaN passes through)."""
-    checks.check_float("relu_forward", x, "x")
+def relu_forward(x, out=None):
+    """max(x, 0) elementwise; x of any shape, y like x (NaN passes through, -0.0 stays), or
+    written into `out` where given (x itself for an in-place ReLU: each element is read
+    before it is written)."""
+    checks.relu_forward_args(x, out)
     x = np.ascontiguousarray(x)
-    y = np.empty_like(x)
+    y = out if out is not None and out.flags.c_contiguous else np.empty_like(x)
     _relu_forward_core(x.reshape(-1), y.reshape(-1))
-    return y
+    if out is not None and y is not out:
+        out[...] = y
+    return y if out is None else out
+
+
+@njit(cache=True, parallel=True)
+def _add_scaled_core(a, b, scale, out):
+    for k in prange(a.size):
+        out[k] = a[k] + scale * b[k]         # scale of a's dtype: the product, then the sum
+
+
+def add_scaled(a, b, scale=1.0):
+    """a + scale * b elementwise, one parallel pass, each result as reference.add_scaled's
+    (scale rounded to the arrays' dtype, the product rounded, then the sum; 1 * b is b)."""
+    checks.add_scaled_args(a, b)
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    out = np.empty_like(a)
+    _add_scaled_core(a.reshape(-1), b.reshape(-1), a.dtype.type(scale), out.reshape(-1))
+    return out
 
 
 def relu_backward(grad_out, x):

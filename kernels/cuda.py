@@ -377,14 +377,17 @@ class Launchers:
                              grad_x, *_i32(n, c, h * w)))
         return grad_x, sum_gxhat, sum_g
 
-    def relu_forward(self, x):
-        """See reference.relu_forward."""
+    def relu_forward(self, x, out=None):
+        """See reference.relu_forward (out may be x: each element is read, then written)."""
         self._check_devices("relu_forward", x=x)
-        checks.check_float("relu_forward", x, "x")
+        checks.relu_forward_args(x, out)
         x = self.xp.ascontiguousarray(x)
-        y = self.xp.empty_like(x)
+        contiguous = out is not None and out.flags.c_contiguous
+        y = out if contiguous else self.xp.empty_like(x)
         self._launch("relu_forward", x.dtype, x.size, (x, y, np.int64(x.size)))
-        return y
+        if out is not None and not contiguous:
+            out[...] = y
+        return y if out is None else out
 
     def relu_backward(self, grad_out, x):
         """See reference.relu_backward."""
@@ -578,9 +581,9 @@ def batchnorm_backward(grad_out, x, weight, mean, invstd):
     return _gpu().batchnorm_backward(grad_out, x, weight, mean, invstd)
 
 
-def relu_forward(x):
-    """max(x, 0) elementwise, on the GPU."""
-    return _gpu().relu_forward(x)
+def relu_forward(x, out=None):
+    """max(x, 0) elementwise, on the GPU (into out where given)."""
+    return _gpu().relu_forward(x, out)
 
 
 def relu_backward(grad_out, x):
@@ -635,6 +638,13 @@ def channel_affine(x, scale, shift):
     y = x * scale.reshape(shape)
     y += shift.reshape(shape)
     return y
+
+
+def add_scaled(a, b, scale=1.0):
+    """See reference.add_scaled: the same steps, each its own elementwise kernel of the
+    array library (so no multiply-add is fused)."""
+    checks.add_scaled_args(a, b)
+    return a + b if scale == 1.0 else a + a.dtype.type(scale) * b
 
 
 def matmul(a, b):

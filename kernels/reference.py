@@ -134,11 +134,23 @@ def batchnorm_backward(grad_out, x, weight, mean, invstd):
     return grad_x.astype(dtype), grad_weight.astype(dtype), grad_bias.astype(dtype)
 
 
-def relu_forward(x):
-    """max(x, 0) elementwise; x of any shape, y like x (NaN passes through)."""
-    checks.check_float("relu_forward", x, "x")
-    return np.where(x < 0, x.dtype.type(0), x)   # -0.0 stays -0.0, as PyTorch (np.maximum
-                                                 # would return 0.0 there)
+def relu_forward(x, out=None):
+    """max(x, 0) elementwise; x of any shape, y like x (NaN passes through), written into
+    `out` where given (x's shape and dtype; x itself for an in-place ReLU)."""
+    checks.relu_forward_args(x, out)
+    y = np.where(x < 0, x.dtype.type(0), x)   # -0.0 stays -0.0, as PyTorch (np.maximum would
+    if out is None:                           # return 0.0 there)
+        return y
+    out[...] = y
+    return out
+
+
+def add_scaled(a, b, scale=1.0):
+    """a + scale * b elementwise, a and b of one shape and float dtype: scale rounded to
+    their dtype, the product rounded, then the sum (NumPy's order for `a + scale * b` with
+    a Python float). The residual addition, ResidualAdd.forward."""
+    checks.add_scaled_args(a, b)
+    return a + b if scale == 1.0 else a + a.dtype.type(scale) * b
 
 
 def relu_backward(grad_out, x):

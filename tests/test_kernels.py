@@ -18,7 +18,8 @@ from tinyres.kernels import (checks, conv_plan, cpu, reference, small_gemm, unfo
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
           "relu_backward", "maxpool_forward", "maxpool_backward",
-          "batchnorm_relu_forward", "batchnorm_relu_backward", "matmul", "channel_affine"}
+          "batchnorm_relu_forward", "batchnorm_relu_backward", "matmul", "channel_affine",
+          "add_scaled"}
 
 backends = pytest.mark.parametrize("kernels", [m for _, m in BACKENDS],
                                    ids=[name for name, _ in BACKENDS])
@@ -953,6 +954,43 @@ def test_channel_affine_is_the_reference_bit_for_bit(kernels, ndim, dtype, layou
     np.testing.assert_array_equal(y, reference.channel_affine(x, scale, shift))
 
 
+@backends
+@hypothesis_settings
+@given(st.integers(1, 4), DTYPES, LAYOUTS, st.sampled_from([1.0, 0.5, -1.3, 0.0]), SEEDS)
+def test_add_scaled_is_the_reference_bit_for_bit(kernels, ndim, dtype, layout, scale, seed):
+    # the residual addition a + scale * b: scale rounded to the dtype, the product, then
+    # the sum, exactly as NumPy's a + scale * b; NaN and infinities pass
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(d) for d in rng.integers(1, 6, ndim))
+    a = laid_out(rng.standard_normal(shape).astype(dtype), layout)
+    b = laid_out(rng.standard_normal(shape).astype(dtype), layout)
+    a.flat[0], b.flat[-1] = np.nan, -np.inf
+    got = kernels.add_scaled(a, b, scale)
+    assert got.dtype == dtype and got.shape == shape
+    with np.errstate(invalid="ignore"):                 # 0 * inf is NaN, as it should be
+        np.testing.assert_array_equal(got, reference.add_scaled(a, b, scale))
+        np.testing.assert_array_equal(reference.add_scaled(a, b, scale), a + scale * b)
+
+
+@all_modules
+@pytest.mark.parametrize("into", ["itself", "another array", "a strided view"])
+def test_relu_forward_into_out(kernels, into):
+    # relu_forward(x, out=x) is the in-place ReLU: out holds the result, x's values as the
+    # copy's (-0.0 kept, NaN passed), and nothing else is written
+    x = np.array([[-2.0, -0.0, 0.0], [0.5, np.nan, -np.inf]], dtype=np.float32)
+    want = reference.relu_forward(x.copy())
+    if into == "itself":
+        out = x
+    elif into == "another array":
+        out = np.full_like(x, 7.0)
+    else:
+        out = np.full((2, 6), 7.0, dtype=np.float32)[:, ::2]
+    got = kernels.relu_forward(x, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(want))
+
+
 @all_modules
 def test_channel_affine_of_an_empty_batch(kernels):
     y = kernels.channel_affine(np.zeros((0, 3, 4, 4)), np.ones(3), np.zeros(3))
@@ -1006,6 +1044,14 @@ BAD_CALLS = [
     ("maxpool_backward", lambda k: k.maxpool_backward(
         _x(1, 1, 2, 2), np.full((1, 1, 2, 2), 16), (1, 1, 4, 4), 2, 2, 2, 2, 0, 0),
      ValueError, "idx"),
+    ("relu_forward", lambda k: k.relu_forward(_x(2, 3), out=_x(3, 2)), ValueError,
+     r"out must have shape \(2, 3\)"),
+    ("relu_forward", lambda k: k.relu_forward(_x(2, 3), out=_x(2, 3, dtype=np.float64)),
+     TypeError, "out must have x's dtype float32"),
+    ("add_scaled", lambda k: k.add_scaled(_x(2, 3), _x(3, 2)), ValueError,
+     r"b must have shape \(2, 3\)"),
+    ("add_scaled", lambda k: k.add_scaled(_x(2, 3), _x(2, 3, dtype=np.float64)), TypeError,
+     "b must have a's dtype float32, got float64"),
     ("channel_affine", lambda k: k.channel_affine(_x(3), _x(3), _x(3)), ValueError,
      r"channel axis, \(N, C, ...\), got shape \(3,\)"),
     ("channel_affine", lambda k: k.channel_affine(_x(2, 3, 4), _x(4), _x(3)), ValueError,

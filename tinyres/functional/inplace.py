@@ -28,7 +28,7 @@ import numpy as np
 
 from tinyres.autograd import (Function, _shares_memory, enable_grad, is_grad_enabled,
                               is_inference_mode_enabled, no_grad)
-from tinyres.backend import get_array_module
+from tinyres.backend import get_array_module, kernels_for
 from tinyres.tensor import Tensor
 
 
@@ -255,9 +255,12 @@ def clamp_(t, min=None, max=None):
 
 
 def _relu_into(array):
-    """max(array, 0) written into array, as the kernels' relu_forward: zero where it is
-    negative, so NaN passes and -0.0 stays -0.0 (as PyTorch's relu_)."""
-    array[array < 0] = 0
+    """max(array, 0) written into array: zero where it is negative, so NaN passes and -0.0
+    stays -0.0 (as PyTorch's relu_); float arrays by the kernels' relu_forward."""
+    if array.dtype in (np.float32, np.float64):
+        kernels_for(array).relu_forward(array, out=array)
+    else:
+        array[array < 0] = 0
 
 
 def relu_(t):
