@@ -183,23 +183,26 @@ def batchnorm_backward_args(grad_out, x, weight, mean, invstd):
     return m
 
 
+def check_like(fn, a, name, shape, like, like_name):
+    """Raise unless a is a float array of this shape and of like's dtype."""
+    check_float(fn, a, name)
+    check_shape(fn, a, name, shape)
+    if a.dtype != like.dtype:
+        raise TypeError(f"{fn}: {name} must have {like_name}'s dtype {like.dtype}, got "
+                        f"{a.dtype}")
+
+
 def relu_forward_args(x, out):
     """Check relu_forward's arguments: x float; out, where given, of x's shape and dtype."""
     check_float("relu_forward", x, "x")
     if out is not None:
-        check_float("relu_forward", out, "out")
-        check_shape("relu_forward", out, "out", x.shape)
-        if out.dtype != x.dtype:
-            raise TypeError(f"relu_forward: out must have x's dtype {x.dtype}, got {out.dtype}")
+        check_like("relu_forward", out, "out", x.shape, x, "x")
 
 
 def add_scaled_args(a, b):
     """Check add_scaled's arguments: a and b float arrays of one shape and dtype."""
     check_float("add_scaled", a, "a")
-    check_float("add_scaled", b, "b")
-    check_shape("add_scaled", b, "b", a.shape)
-    if b.dtype != a.dtype:
-        raise TypeError(f"add_scaled: b must have a's dtype {a.dtype}, got {b.dtype}")
+    check_like("add_scaled", b, "b", a.shape, a, "a")
 
 
 def relu_backward_args(grad_out, x):
@@ -318,7 +321,4 @@ def channel_affine_args(x, scale, shift):
     if x.ndim < 2:
         raise ValueError(f"{fn}: x must have a channel axis, (N, C, ...), got shape {x.shape}")
     for name, v in (("scale", scale), ("shift", shift)):
-        check_float(fn, v, name)
-        check_shape(fn, v, name, (x.shape[1],))
-        if v.dtype != x.dtype:
-            raise TypeError(f"{fn}: {name} must have x's dtype {x.dtype}, got {v.dtype}")
+        check_like(fn, v, name, (x.shape[1],), x, "x")
