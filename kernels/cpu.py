@@ -462,9 +462,8 @@ def relu_forward(x, out=None):
     written into `out` where given (x itself for an in-place ReLU: each element is read
     before it is written)."""
     checks.relu_forward_args(x, out)
-    x = np.ascontiguousarray(x)
-    y = out if out is not None and out.flags.c_contiguous else np.empty_like(x)
-    _relu_forward_core(x.reshape(-1), y.reshape(-1))
+    y = out if out is not None and out.flags.c_contiguous else np.empty(x.shape, x.dtype)
+    _relu_forward_core(np.ascontiguousarray(x).reshape(-1), y.reshape(-1))   # (0-d too)
     if out is not None and y is not out:
         out[...] = y
     return y if out is None else out
@@ -480,9 +479,9 @@ def add_scaled(a, b, scale=1.0):
     """a + scale * b elementwise, one parallel pass, each result as reference.add_scaled's
     (scale rounded to the arrays' dtype, the product rounded, then the sum; 1 * b is b)."""
     checks.add_scaled_args(a, b)
-    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    out = np.empty_like(a)
-    _add_scaled_core(a.reshape(-1), b.reshape(-1), a.dtype.type(scale), out.reshape(-1))
+    out = np.empty(a.shape, dtype=a.dtype)           # a's shape, 0-d included
+    _add_scaled_core(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
+                     a.dtype.type(scale), out.reshape(-1))
     return out
 
 

@@ -381,9 +381,9 @@ class Launchers:
         """See reference.relu_forward (out may be x: each element is read, then written)."""
         self._check_devices("relu_forward", x=x)
         checks.relu_forward_args(x, out)
-        x = self.xp.ascontiguousarray(x)
         contiguous = out is not None and out.flags.c_contiguous
-        y = out if contiguous else self.xp.empty_like(x)
+        y = out if contiguous else self.xp.empty(x.shape, dtype=x.dtype)   # x's shape, 0-d too
+        x = self.xp.ascontiguousarray(x)
         self._launch("relu_forward", x.dtype, x.size, (x, y, np.int64(x.size)))
         if out is not None and not contiguous:
             out[...] = y

@@ -973,6 +973,17 @@ def test_add_scaled_is_the_reference_bit_for_bit(kernels, ndim, dtype, layout, s
 
 
 @all_modules
+def test_elementwise_kernels_keep_a_0d_shape(kernels):
+    # a 0-d array stays 0-d (np.ascontiguousarray alone would make it 1-d)
+    x = np.array(-1.5, dtype=np.float32)
+    assert kernels.relu_forward(x).shape == ()
+    assert kernels.add_scaled(x, np.array(2.0, dtype=np.float32), 0.5).shape == ()
+    assert float(kernels.add_scaled(x, np.array(2.0, dtype=np.float32), 0.5)) == -0.5
+    out = np.array(3.0, dtype=np.float32)
+    assert kernels.relu_forward(x, out=out) is out and float(out) == 0.0
+
+
+@all_modules
 @pytest.mark.parametrize("into", ["itself", "another array", "a strided view"])
 def test_relu_forward_into_out(kernels, into):
     # relu_forward(x, out=x) is the in-place ReLU: out holds the result, x's values as the
