@@ -489,9 +489,9 @@ def relu_backward(grad_out, x):
     """grad_out * 1[not x <= 0] elementwise: zero where x <= 0, NaN lets the gradient
     through (as PyTorch); any shape."""
     checks.relu_backward_args(grad_out, x)
-    grad_out, x = np.ascontiguousarray(grad_out), np.ascontiguousarray(x)
-    grad_x = np.empty_like(grad_out)
-    _relu_backward_core(grad_out.reshape(-1), x.reshape(-1), grad_x.reshape(-1))
+    grad_x = np.empty(grad_out.shape, dtype=grad_out.dtype)      # its shape, 0-d too
+    _relu_backward_core(np.ascontiguousarray(grad_out).reshape(-1),
+                        np.ascontiguousarray(x).reshape(-1), grad_x.reshape(-1))
     return grad_x
 
 

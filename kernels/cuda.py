@@ -393,9 +393,9 @@ class Launchers:
         """See reference.relu_backward."""
         self._check_devices("relu_backward", grad_out=grad_out, x=x)
         checks.relu_backward_args(grad_out, x)
+        grad_x = self.xp.empty(grad_out.shape, dtype=grad_out.dtype)   # its shape, 0-d too
         g = self.xp.ascontiguousarray(grad_out)
         x = self.xp.ascontiguousarray(x, dtype=g.dtype)
-        grad_x = self.xp.empty_like(g)
         self._launch("relu_backward", g.dtype, g.size, (g, x, grad_x, np.int64(g.size)))
         return grad_x
 

@@ -145,6 +145,18 @@ def test_relu_keeps_the_sign_of_zero_as_torch(inplace):
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
 
 
+@pytest.mark.parametrize("value", [-1.5, 2.0])
+def test_relu_of_a_0d_tensor_as_torch(value):
+    # a 0-d tensor stays 0-d through relu and its gradient (it came back 1-d once)
+    x = tinyres.tensor(value, requires_grad=True)
+    tx = torch.tensor(value, requires_grad=True)
+    y, ty = tinyres.nn.functional.relu(x), torch.nn.functional.relu(tx)
+    y.backward()
+    ty.backward()
+    assert y.shape == tuple(ty.shape) == () and x.grad.shape == ()
+    assert float(y) == float(ty) and float(x.grad) == float(tx.grad)
+
+
 def test_relu_inplace_layer_writes_into_its_input_and_differentiates():
     results = {}
     for name, lib in LIBS.items():

@@ -977,6 +977,7 @@ def test_elementwise_kernels_keep_a_0d_shape(kernels):
     # a 0-d array stays 0-d (np.ascontiguousarray alone would make it 1-d)
     x = np.array(-1.5, dtype=np.float32)
     assert kernels.relu_forward(x).shape == ()
+    assert kernels.relu_backward(np.array(1.0, dtype=np.float32), x).shape == ()
     assert kernels.add_scaled(x, np.array(2.0, dtype=np.float32), 0.5).shape == ()
     assert float(kernels.add_scaled(x, np.array(2.0, dtype=np.float32), 0.5)) == -0.5
     out = np.array(3.0, dtype=np.float32)
