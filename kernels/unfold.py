@@ -65,8 +65,12 @@ def _split_phases(x, b, ch, sh, sw, phases):
             for yy in range((h - a + sh - 1) // sh):
                 src = x[b, ch, yy * sh + a, e:]
                 dst = phases[a, e, yy]
-                for k in range(columns):
-                    dst[k] = src[k * sw]
+                if sw == 1:                  # a plain copy, which vectorises
+                    for k in range(columns):
+                        dst[k] = src[k]
+                else:
+                    for k in range(columns):
+                        dst[k] = src[k * sw]
 
 
 @njit(cache=True)
@@ -191,43 +195,20 @@ def fits_blocks(h, w, oh, ow, sh, sw):
 @njit(cache=True)
 def _split_block(x, b0, ch, sh, sw, oh, ow, block):
     """block (sh*sw, m*OH*OW): row a*sw + e holds phase (a, e) of channel ch of the images
-    b0, ..., b0 + m - 1 side by side, block[a*sw + e, (q*OH + yy)*OW + zz] =
-    x[b0 + q, ch, yy*sh + a, zz*sw + e] (at stride 1, the planes themselves); what lies
-    past a phase's end is left as it was, and only ever read into zeroed entries."""
-    h, w = x.shape[2], x.shape[3]
-    p = oh * ow
-    for q in range(block.shape[1] // p):
-        for a in range(sh):
-            for e in range(sw):
-                columns = (w - e + sw - 1) // sw
-                phase = block[a * sw + e, q * p:]
-                for yy in range((h - a + sh - 1) // sh):
-                    src = x[b0 + q, ch, yy * sh + a, e:]
-                    dst = phase[yy * ow:]
-                    if sw == 1:
-                        for k in range(columns):
-                            dst[k] = src[k]
-                    else:
-                        for k in range(columns):
-                            dst[k] = src[k * sw]
+    b0, ..., b0 + m - 1 side by side, each image's as _split_phases cuts it (at stride 1,
+    the planes themselves); what lies past a phase's end is left as it was, and only ever
+    read into zeroed entries."""
+    phases = block.reshape(sh, sw, block.shape[1] // (oh * ow), oh, ow)
+    for q in range(phases.shape[2]):
+        _split_phases(x, b0 + q, ch, sh, sw, phases[:, :, q])
 
 
 @njit(cache=True)
 def _merge_block(block, sh, sw, oh, ow, b0, ch, dx):
-    """dx[b0 + q, ch, yy*sh + a, zz*sw + e] = block[a*sw + e, (q*OH + yy)*OW + zz]: the
-    adjoint's way back from _split_block's layout, every pixel written once."""
-    h, w = dx.shape[2], dx.shape[3]
-    p = oh * ow
-    for q in range(block.shape[1] // p):
-        for a in range(sh):
-            for e in range(sw):
-                columns = (w - e + sw - 1) // sw
-                phase = block[a * sw + e, q * p:]
-                for yy in range((h - a + sh - 1) // sh):
-                    src = phase[yy * ow:]
-                    dst = dx[b0 + q, ch, yy * sh + a, e:]
-                    for k in range(columns):
-                        dst[k * sw] = src[k]
+    """_split_block undone into dx, image by image (_merge_phases)."""
+    phases = block.reshape(sh, sw, block.shape[1] // (oh * ow), oh, ow)
+    for q in range(phases.shape[2]):
+        _merge_phases(phases[:, :, q], sh, sw, dx, b0 + q, ch)
 
 
 @njit(cache=True)
