@@ -20,7 +20,15 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
                   channels, and for the weight gradient of those with at least
                   `winograd_weight_grad_min_channels` channels (whatever their pixels: its
                   16 GEMMs run over the tiles of the whole batch);
-                  its 16 GEMMs by the BLAS, or as a Numba loop (small_gemm.py)
+    winograd-lanes  the same F(2x2, 3x3) with a task's images side by side as lanes
+                  (winograd_lanes.py), in place of `winograd`: for the output and input
+                  gradient of layers whose output is at most `winograd_lanes_max_width`
+                  wide, where it also takes layers with fewer pixels than
+                  `winograd_min_pixels_per_channel` asks (resnet18's 512-channel 7x7
+                  layers: its GEMMs run over the tiles of several images), and for the
+                  Winograd weight gradient of those at most
+                  `winograd_weight_grad_lanes_max_width` wide;
+                  both layouts run their 16 GEMMs by the BLAS, or as a Numba loop (small_gemm.py)
                   where both channel counts are at most `winograd_loop_gemm_max_channels`
                   (32, resnet20's first two stages, where SciPy's BLAS runs an AVX2 or
                   older kernel of OpenBLAS's; None, the loop off, where it runs an
@@ -77,6 +85,11 @@ class ConvPolicy:
     # whose V and dM take at most winograd_weight_grad_chunk_bytes
     winograd_weight_grad_min_channels: int | None = 128
     winograd_weight_grad_chunk_bytes: int = 64 * 1024 * 1024
+    # outputs at most this wide: Winograd's output and input gradient in lanes
+    # (winograd_lanes.py), whatever their pixels; its weight gradient in lanes up to the
+    # second width
+    winograd_lanes_max_width: int | None = 8
+    winograd_weight_grad_lanes_max_width: int | None = 28
     shifted_rows_min_width: int = 16                   # OW >= this, 3x3 s1 p1
     pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this
 
@@ -84,7 +97,8 @@ class ConvPolicy:
     def only(cls, algorithm):
         """A policy that runs one GEMM path everywhere: 'one-gemm' or 'per-image'."""
         off = dict(winograd_min_pixels_per_channel=None, shifted_rows_min_width=None,
-                   winograd_weight_grad_min_channels=None, pointwise_max_stride=None)
+                   winograd_weight_grad_min_channels=None, pointwise_max_stride=None,
+                   winograd_lanes_max_width=None, winograd_weight_grad_lanes_max_width=None)
         if algorithm == "one-gemm":
             return cls(per_image_min_pixels_per_channel=None,
                        per_image_forward_min_pixels_per_channel=None, **off)
@@ -161,6 +175,10 @@ def _at_least(value, threshold):
     return threshold is not None and value >= threshold
 
 
+def _at_most(value, threshold):
+    return threshold is not None and value <= threshold
+
+
 def _pair(value):
     return (value, value) if isinstance(value, int) else tuple(value)
 
@@ -202,13 +220,21 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
                        f"a channel), {forward_gemm} for the output (from "
                        f"{policy.per_image_forward_min_pixels_per_channel})")
 
-    winograd = (same3 and threads_ok and min(c, oc) >= policy.winograd_min_channels
-                and _at_least(pixels, _scaled(policy.winograd_min_pixels_per_channel, oc)))
+    min_pixels = policy.winograd_min_pixels_per_channel
+    lanes = same3 and _at_most(ow, policy.winograd_lanes_max_width)
+    winograd = (same3 and threads_ok and min_pixels is not None
+                and min(c, oc) >= policy.winograd_min_channels
+                and (lanes or _at_least(pixels, _scaled(min_pixels, oc))))
     if same3:
         reasons.append(f"3x3 stride 1 padding 1, {c} -> {oc} channels, {pixels} pixels: "
                        f"{'winograd' if winograd else 'no winograd'} (from "
-                       f"{policy.winograd_min_pixels_per_channel} pixels a channel and "
+                       f"{min_pixels} pixels a channel, or any where the output is at most "
+                       f"{policy.winograd_lanes_max_width} wide, and "
                        f"{policy.winograd_min_channels} channels)")
+    if winograd:
+        reasons.append(f"output {ow} wide: Winograd's tiles "
+                       + ("in lanes, images side by side" if lanes else "image by image")
+                       + f" (lanes up to {policy.winograd_lanes_max_width} wide)")
     if winograd:
         loop = winograd_loop_gemm(c, oc, policy)
         most = policy.winograd_loop_gemm_max_channels
@@ -219,16 +245,21 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
                        " (the loop is off by default on its AVX-512 kernels)")
     winograd_w = same3 and threads_ok and _at_least(
         min(c, oc), policy.winograd_weight_grad_min_channels)
+    lanes_w = _at_most(ow, policy.winograd_weight_grad_lanes_max_width)
+    layout_w = "winograd-lanes" if lanes_w else "winograd"
     shifted = same3 and not winograd_w and _at_least(ow, policy.shifted_rows_min_width)
     if same3:
         reasons.append(f"{c} -> {oc} channels, output {ow} wide: weight gradient "
-                       + ("by winograd over the whole batch" if winograd_w else
+                       + (f"by {layout_w} over the whole batch" if winograd_w else
                           "from shifted rows" if shifted else "by GEMM")
                        + f" (winograd from {policy.winograd_weight_grad_min_channels} "
-                       f"channels, else shifted rows from {policy.shifted_rows_min_width} wide)")
-    return ConvPlan(forward="winograd" if winograd else forward_gemm,
-                    grad_input="winograd" if winograd else gemm,
-                    grad_weight="winograd" if winograd_w else "shifted-rows" if shifted else gemm,
+                       f"channels, in lanes up to "
+                       f"{policy.winograd_weight_grad_lanes_max_width} wide, else shifted "
+                       f"rows from {policy.shifted_rows_min_width} wide)")
+    layout = "winograd-lanes" if lanes else "winograd"
+    return ConvPlan(forward=layout if winograd else forward_gemm,
+                    grad_input=layout if winograd else gemm,
+                    grad_weight=layout_w if winograd_w else "shifted-rows" if shifted else gemm,
                     reasons=tuple(reasons))
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import (checks, conv_plan, gemm_conv, pointwise_conv, thread_gemm, unfold,
-               weight_grad, winograd)
+               weight_grad, winograd, winograd_lanes)
 from .conv_bias import add_bias, bias_or_empty
 
 
@@ -146,21 +146,36 @@ def _conv2d_backward_core(g, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, need_
             unfold.col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dh, dw, dx)
 
 
-def _winograd_conv(x, w4, bias=None):
+def _winograd_conv(x, w4, layout, bias=None):
     """The 3x3 stride-1 padding-1 convolution of x (contiguous) with w4 (OC, C, 3, 3),
-    plus bias where given."""
+    plus bias where given, by Winograd in the plan's layout: 'winograd' (winograd.py) or
+    'winograd-lanes' (winograd_lanes.py)."""
     n, _, h, w = x.shape
     out = np.empty((n, w4.shape[0], h, w), dtype=x.dtype)
-    winograd.forward_core(x, winograd.weight_transform(w4), _winograd_group(x, w4.shape[0]),
-                          out, bias_or_empty(bias, x.dtype),
-                          conv_plan.winograd_loop_gemm(w4.shape[1], w4.shape[0]))
+    u, bias = winograd.weight_transform(w4), bias_or_empty(bias, x.dtype)
+    loop = conv_plan.winograd_loop_gemm(w4.shape[1], w4.shape[0])
+    if layout == "winograd-lanes":
+        winograd_lanes.forward_core(x, u, winograd_lanes.LANES, out, bias, loop)
+    else:
+        winograd.forward_core(x, u, _winograd_group(x, w4.shape[0]), out, bias, loop)
     return out
 
 
-def _winograd_image_bytes(x, oc):
-    """Bytes of V and M (or dM) for one image of x: 16*(C + OC)*T entries."""
+def _winograd_weight_grad(g, x, layout):
+    """The weight gradient (OC, C, 3, 3) of a 3x3 stride-1 padding-1 layer by Winograd in
+    the plan's layout, V and dM of at most winograd_weight_grad_chunk_bytes at a time."""
+    if layout == "winograd-lanes":
+        lanes = winograd_lanes.LANES
+        task_bytes = lanes * _winograd_image_bytes(x, g.shape[1], winograd_lanes.tiles)
+        chunk_bytes = conv_plan.current_policy().winograd_weight_grad_chunk_bytes
+        return winograd_lanes.weight_grad(g, x, lanes, max(1, chunk_bytes // task_bytes))
+    return winograd.weight_grad(g, x, _winograd_chunk(x, g.shape[1]))
+
+
+def _winograd_image_bytes(x, oc, tiles=winograd.tiles):
+    """Bytes of V and M (or dM) for one image of x: 16*(C + OC)*T entries, T its tiles."""
     _, c, h, w = x.shape
-    return 16 * (c + oc) * winograd.tiles(h, w) * x.itemsize
+    return 16 * (c + oc) * tiles(h, w) * x.itemsize
 
 
 def _winograd_group(x, oc):
@@ -210,8 +225,8 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=Non
                                             dh, dw, groups, bias, matmul)
     x = np.ascontiguousarray(x)
     with _one_blas_thread():
-        if plan.forward == "winograd":
-            return _winograd_conv(x, w2.reshape(oc, -1, 3, 3), bias)
+        if plan.forward in ("winograd", "winograd-lanes"):
+            return _winograd_conv(x, w2.reshape(oc, -1, 3, 3), plan.forward, bias)
         if plan.forward == "pointwise":
             return pointwise_conv.forward(x, w2, sh, sw, bias)
         out = np.empty((n, oc, oh * ow), dtype=x.dtype)
@@ -233,13 +248,14 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
         with _one_blas_thread():
             return pointwise_conv.backward(g, x, w2, sh, sw, need_x, need_w,
                                            _even_group(x.shape[0], g.shape[2] * g.shape[3]))
-    if need_x and plan.grad_input == "winograd":
+    if need_x and plan.grad_input in ("winograd", "winograd-lanes"):
         with _one_blas_thread():
-            grad_x = _winograd_conv(g, winograd.flipped(w2.reshape(oc, -1, 3, 3)))
+            grad_x = _winograd_conv(g, winograd.flipped(w2.reshape(oc, -1, 3, 3)),
+                                    plan.grad_input)
         need_x = False
-    if need_w and plan.grad_weight == "winograd":
+    if need_w and plan.grad_weight in ("winograd", "winograd-lanes"):
         with _one_blas_thread():
-            grad_w2 = winograd.weight_grad(g, x, _winograd_chunk(x, oc)).reshape(w2.shape)
+            grad_w2 = _winograd_weight_grad(g, x, plan.grad_weight).reshape(w2.shape)
         need_w = False
     if need_w and plan.grad_weight == "shifted-rows":
         grad_w2 = weight_grad.weight_grad(g, x, 4 * numba.get_num_threads()).reshape(w2.shape)

@@ -221,7 +221,7 @@ def _output_tiles(mm, b0, out):
 
 
 @njit(cache=True, inline="always")
-def _a_adjoint(e0, e1, d0, d1, d2, d3):
+def a_adjoint(e0, e1, d0, d1, d2, d3):
     """d0..d3 = e0, e0 + e1, e0 - e1, -e1 elementwise: the adjoint of A^T's two rows
     (m0 + m1 + m2, m1 - m2 - m3), each output its own loop, which vectorises."""
     for j in range(e0.size):
@@ -257,10 +257,10 @@ def _output_tiles_adjoint(g, b0, gm):
                 if ow % 2:
                     y4[a, 0, ty, ow // 2] = g[b0 + q, o, row, ow - 1]
             for a in range(2):                       # along the columns: dY[a] -> ds[a]
-                _a_adjoint(y[a, 0], y[a, 1], ds[a, 0], ds[a, 1], ds[a, 2], ds[a, 3])
+                a_adjoint(y[a, 0], y[a, 1], ds[a, 0], ds[a, 1], ds[a, 2], ds[a, 3])
             for k in range(4):                       # down the rows: ds[:, k] -> dM[:, k]
                 j0, j1 = q * t, (q + 1) * t
-                _a_adjoint(ds[0, k], ds[1, k], gm[k, o, j0:j1], gm[4 + k, o, j0:j1],
+                a_adjoint(ds[0, k], ds[1, k], gm[k, o, j0:j1], gm[4 + k, o, j0:j1],
                            gm[8 + k, o, j0:j1], gm[12 + k, o, j0:j1])
 
 
@@ -283,7 +283,7 @@ def _output_tiles_adjoint_all(g, gm):
 
 
 @njit(cache=True, parallel=True)
-def _grad_u_gemms(gm, v, out):
+def grad_u_gemms(gm, v, out):
     """out[xi] = gm[xi] @ v[xi]^T for the 16 entries, (OC, m*T) @ (m*T, C), shared among
     the threads, each GEMM by the BLAS on the thread that owns it."""
     for xi in prange(16):
@@ -309,7 +309,7 @@ def weight_grad(g, x, images_per_chunk):
         gm = np.empty((16, oc, m * t), dtype=x.dtype)
         _input_tiles_all(x[b0:b0 + m], v)
         _output_tiles_adjoint_all(g[b0:b0 + m], gm)
-        _grad_u_gemms(gm, v, part)
+        grad_u_gemms(gm, v, part)
         gu += part
     return weight_transform_adjoint(gu)
 

@@ -4,6 +4,7 @@ conv_policy(), and held to kernels/reference.py (float32 to 1e-5, float64 to 1e-
 shapes, non-contiguous inputs and every combination of needed gradients; then through
 tinyres.nn.functional.conv2d against PyTorch and tinyres.gradcheck.
 """
+import dataclasses
 import os
 import subprocess
 import sys
@@ -174,17 +175,26 @@ def test_gemm_paths_match_reference(policy, case, needs):
         check_against_reference(x, w2, window, g, needs)
 
 
-def test_few_pixel_layers_take_one_gemm_unless_the_forward_threshold_is_lowered():
-    # resnet18's last 3x3 layer: 49 output pixels for 512 channels; its weight gradient
-    # is Winograd's over the whole batch (512 channels) where GEMMs run in Numba's threads
+def test_few_pixel_layers_take_winograd_in_lanes_or_one_gemm():
+    # resnet18's last 3x3 layer: 49 output pixels for 512 channels, fewer than Winograd's
+    # image-by-image layout asks; 7 wide, it takes Winograd in lanes for all three passes
+    # where GEMMs run in Numba's threads. 14 wide (196 pixels), it is too wide for lanes
+    # and takes one GEMM for its output and input gradient
     plan = conv_plan.conv_algorithm((16, 512, 7, 7), (512, 512, 3, 3), 1, 1)
+    wider = conv_plan.conv_algorithm((16, 512, 14, 14), (512, 512, 3, 3), 1, 1)
     if conv_plan.scipy_blas() is None:
         assert (plan.forward, plan.grad_input, plan.grad_weight) == ("one-gemm",) * 3
         return
+    assert (plan.forward, plan.grad_input, plan.grad_weight) == ("winograd-lanes",) * 3
+    assert (wider.forward, wider.grad_input, wider.grad_weight) == (
+        "one-gemm", "one-gemm", "winograd-lanes")
+    no_lanes = conv_plan.ConvPolicy(winograd_lanes_max_width=None,
+                                    winograd_weight_grad_lanes_max_width=None)
+    plan = conv_plan.conv_algorithm((16, 512, 7, 7), (512, 512, 3, 3), 1, 1, policy=no_lanes)
     assert (plan.forward, plan.grad_input, plan.grad_weight) == (
         "one-gemm", "one-gemm", "winograd")
-    low = conv_plan.ConvPolicy(per_image_forward_min_pixels_per_channel=0,
-                               winograd_weight_grad_min_channels=None)
+    low = dataclasses.replace(no_lanes, per_image_forward_min_pixels_per_channel=0,
+                              winograd_weight_grad_min_channels=None)
     plan = conv_plan.conv_algorithm((16, 512, 7, 7), (512, 512, 3, 3), 1, 1, policy=low)
     assert (plan.forward, plan.grad_input, plan.grad_weight) == (
         "per-image", "one-gemm", "one-gemm")

@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tinyres.kernels import (checks, conv_plan, cpu, reference, small_gemm, unfold, weight_grad,
-                             winograd)
+                             winograd, winograd_lanes)
 
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
@@ -186,24 +186,33 @@ PER_IMAGE_USABLE = pytest.mark.skipif(
     reason="SciPy shares NumPy's BLAS here: cpu.py does not run GEMMs inside its threads")
 NO_SHORTCUTS = {"winograd_min_pixels_per_channel": None, "shifted_rows_min_width": None,
                 "winograd_weight_grad_min_channels": None, "pointwise_max_stride": None}
+WINOGRAD = {**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0,
+            "winograd_min_pixels_per_channel": 0, "winograd_min_channels": 0,
+            "winograd_loop_gemm_max_channels": None, "winograd_lanes_max_width": None}
+LANES_EVERYWHERE = {"winograd_lanes_max_width": 10**6}
+WINOGRAD_WEIGHT_GRADIENT = {**NO_SHORTCUTS, "winograd_weight_grad_min_channels": 0,
+                            "winograd_weight_grad_lanes_max_width": None}
 CPU_CONV_PATHS = pytest.mark.parametrize("path", [
     pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0},
                  id="per-image", marks=PER_IMAGE_USABLE),
-    pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0,
-                  "winograd_min_pixels_per_channel": 0, "winograd_min_channels": 0,
-                  "winograd_loop_gemm_max_channels": None},
-                 id="winograd", marks=PER_IMAGE_USABLE),     # GEMMs by the BLAS
-    pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0,
-                  "winograd_min_pixels_per_channel": 0, "winograd_min_channels": 0,
-                  "winograd_loop_gemm_max_channels": 16},
+    pytest.param(WINOGRAD, id="winograd", marks=PER_IMAGE_USABLE),     # GEMMs by the BLAS
+    pytest.param({**WINOGRAD, "winograd_loop_gemm_max_channels": 16},
                  id="winograd, loop GEMMs", marks=PER_IMAGE_USABLE),
+    pytest.param({**WINOGRAD, **LANES_EVERYWHERE}, id="winograd in lanes",
+                 marks=PER_IMAGE_USABLE),
+    pytest.param({**WINOGRAD, **LANES_EVERYWHERE, "winograd_loop_gemm_max_channels": 16},
+                 id="winograd in lanes, loop GEMMs", marks=PER_IMAGE_USABLE),
     pytest.param({**NO_SHORTCUTS, "shifted_rows_min_width": 0},
                  id="direct weight gradient"),
-    pytest.param({**NO_SHORTCUTS, "winograd_weight_grad_min_channels": 0},
-                 id="winograd weight gradient", marks=PER_IMAGE_USABLE),
-    pytest.param({**NO_SHORTCUTS, "winograd_weight_grad_min_channels": 0,
-                  "winograd_weight_grad_chunk_bytes": 1},
+    pytest.param(WINOGRAD_WEIGHT_GRADIENT, id="winograd weight gradient",
+                 marks=PER_IMAGE_USABLE),
+    pytest.param({**WINOGRAD_WEIGHT_GRADIENT, "winograd_weight_grad_chunk_bytes": 1},
                  id="winograd weight gradient, an image a chunk", marks=PER_IMAGE_USABLE),
+    pytest.param({**WINOGRAD_WEIGHT_GRADIENT, "winograd_weight_grad_lanes_max_width": 10**6},
+                 id="winograd weight gradient in lanes", marks=PER_IMAGE_USABLE),
+    pytest.param({**WINOGRAD_WEIGHT_GRADIENT, "winograd_weight_grad_lanes_max_width": 10**6,
+                  "winograd_weight_grad_chunk_bytes": 1},
+                 id="winograd weight gradient in lanes, a task a chunk", marks=PER_IMAGE_USABLE),
     pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": None,
                   "per_image_forward_min_pixels_per_channel": None}, id="one-GEMM")])
 
@@ -547,6 +556,86 @@ def test_winograd_weight_transform_adjoint_is_its_gradient(oc, c):
                  expected.astype(np.float32))
 
 
+# ---- Winograd in lanes (winograd_lanes.py): a task's images side by side
+
+@pytest.mark.parametrize("n", [1, 7, 9, 17])
+@pytest.mark.parametrize("lanes", [1, 3, 8])
+@pytest.mark.parametrize("h, w", [(1, 1), (2, 3), (5, 7), (8, 8)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_lanes_match_the_reference(n, lanes, h, w, dtype):
+    # batches that `lanes` does not divide (a last task of fewer images, whose idle lanes
+    # must add nothing), one task and several, odd and even sizes, a 1x1 plane
+    rng = np.random.default_rng(n * 100 + lanes * 10 + h)
+    c, oc = 3, 4
+    x, g = random(rng, (n, c, h, w), dtype), random(rng, (n, oc, h, w), dtype)
+    w4, bias = random(rng, (oc, c, 3, 3), dtype), random(rng, (oc,), dtype)
+    out = np.full((n, oc, h, w), np.nan, dtype=dtype)
+    winograd_lanes.forward_core(x, winograd.weight_transform(w4), lanes, out, bias, False)
+    window = (3, 3, 1, 1, 1, 1)
+    expected = reference.conv2d_forward(x, w4.reshape(oc, -1), *window)
+    assert_close(out, expected + bias[None, :, None, None])
+    _, grad_w2 = reference.conv2d_backward(g, x, w4.reshape(oc, -1), *window)
+    for tasks_per_chunk in (1, 2, 100):
+        assert_close(winograd_lanes.weight_grad(g, x, lanes, tasks_per_chunk),
+                     grad_w2.reshape(oc, c, 3, 3))
+
+
+@pytest.mark.parametrize("n, h, w", [(9, 8, 8), (4, 7, 5), (16, 3, 3)])
+def test_winograd_lanes_give_the_image_by_image_output_bit_for_bit(n, h, w):
+    # the same transforms in the same order, only laid out otherwise: with the GEMMs as
+    # small_gemm.py's loop (a sum per output column, whatever the columns around it), the
+    # two layouts give the same float32 output, bit for bit
+    rng = np.random.default_rng(n)
+    x, w4 = random(rng, (n, 16, h, w), np.float32), random(rng, (8, 16, 3, 3), np.float32)
+    u, no_bias = winograd.weight_transform(w4), np.empty(0, np.float32)
+    by_lanes, by_image = np.empty((n, 8, h, w), np.float32), np.empty((n, 8, h, w), np.float32)
+    winograd_lanes.forward_core(x, u, winograd_lanes.LANES, by_lanes, no_bias, True)
+    winograd.forward_core(x, u, 1, by_image, no_bias, True)
+    np.testing.assert_array_equal(by_lanes, by_image)
+
+
+@pytest.mark.parametrize("oh, ow", [(1, 1), (2, 3), (7, 7), (6, 9)])
+def test_winograd_lanes_output_gradient_tiles_are_the_adjoint_of_the_output_transform(oh, ow):
+    # <A^T M A, dY> = <M, A dY A^T> over every tile and lane; lanes past the batch and
+    # pixels past an odd edge are dropped by the output, so their gradient is zero
+    rng = np.random.default_rng(oh * 10 + ow)
+    n, lanes, oc = 5, 4, 3
+    t = winograd_lanes.tiles(oh, ow) * lanes
+    mm, dy = rng.standard_normal((16, oc, t)), rng.standard_normal((n, oc, oh, ow))
+    y, out = np.empty((oc, 2, 2, t)), np.zeros((n, oc, oh, ow))
+    winograd_lanes._output_tiles(mm, y)
+    winograd_lanes._lanes_out(y, (ow + 1) // 2, lanes, 1, 4, out)      # images 1..4
+    tiles_dy, gm = np.zeros((oc, 2, 2, t)), np.empty((16, oc, t))
+    winograd_lanes._grad_lanes_in(dy, 1, 4, (ow + 1) // 2, lanes, tiles_dy)
+    winograd_lanes._output_tiles_adjoint(tiles_dy, gm)
+    assert np.sum(out[1:] * dy[1:]) == pytest.approx(np.sum(mm * gm), rel=1e-12)
+
+
+def test_conv_plan_takes_winograd_in_lanes_up_to_its_widths():
+    policy = conv_plan.ConvPolicy(winograd_lanes_max_width=8,
+                                  winograd_weight_grad_lanes_max_width=28,
+                                  winograd_weight_grad_min_channels=64)
+    threads = conv_plan.scipy_blas() is not None
+    for width, forward, grad_weight in [(8, "winograd-lanes", "winograd-lanes"),
+                                        (9, "winograd", "winograd-lanes"),
+                                        (28, "winograd", "winograd-lanes"),
+                                        (29, "winograd", "winograd")]:
+        plan = conv_plan.conv_algorithm((16, 64, width, width), (64, 64, 3, 3), 1, 1,
+                                        policy=policy)
+        if threads:
+            assert (plan.forward, plan.grad_input, plan.grad_weight) == (
+                forward, forward, grad_weight)
+        else:
+            assert "winograd" not in plan.forward + plan.grad_weight
+    # a 2-pixel plane takes lanes though it has fewer pixels than the image-by-image
+    # layout asks for; with Winograd off, it takes none
+    small = conv_plan.conv_algorithm((16, 64, 2, 1), (64, 64, 3, 3), 1, 1, policy=policy)
+    assert small.forward == ("winograd-lanes" if threads else "one-gemm")
+    off = dataclasses.replace(policy, winograd_min_pixels_per_channel=None)
+    assert conv_plan.conv_algorithm((16, 64, 8, 8), (64, 64, 3, 3), 1, 1,
+                                    policy=off).forward != "winograd-lanes"
+
+
 @pytest.mark.parametrize("oh, ow", [(1, 1), (2, 2), (3, 5), (7, 7), (6, 9)])
 def test_winograd_output_gradient_tiles_are_the_adjoint_of_the_output_transform(oh, ow):
     # <A^T M A, dY> = <M, A dY A^T> over all tiles, spare ones and those past an odd
@@ -566,10 +655,12 @@ def test_conv_plan_takes_the_winograd_weight_gradient_from_its_channels():
     narrow = conv_plan.conv_algorithm((16, 64, 56, 56), (64, 64, 3, 3), 1, 1, policy=policy)
     mixed = conv_plan.conv_algorithm((16, 64, 14, 14), (128, 64, 3, 3), 1, 1, policy=policy)
     strided = conv_plan.conv_algorithm((16, 128, 28, 28), (128, 128, 3, 3), 2, 1, policy=policy)
-    expected = "winograd" if conv_plan.scipy_blas() is not None else "shifted-rows"
-    assert wide.grad_weight == expected
+    large = conv_plan.conv_algorithm((16, 128, 56, 56), (128, 128, 3, 3), 1, 1, policy=policy)
+    threads = conv_plan.scipy_blas() is not None
+    assert wide.grad_weight == ("winograd-lanes" if threads else "shifted-rows")   # 28 wide
+    assert large.grad_weight == ("winograd" if threads else "shifted-rows")        # 56 wide
     assert narrow.grad_weight == "shifted-rows"
-    assert mixed.grad_weight != "winograd" and strided.grad_weight != "winograd"
+    assert "winograd" not in mixed.grad_weight and "winograd" not in strided.grad_weight
     off = dataclasses.replace(policy, winograd_weight_grad_min_channels=None)
     assert conv_plan.conv_algorithm((16, 128, 28, 28), (128, 128, 3, 3), 1, 1,
                                     policy=off).grad_weight == "shifted-rows"

@@ -1,0 +1,246 @@
+"""Winograd's F(2x2, 3x3) on small planes, for kernels/cpu.py: the images of a task side by
+side, as lanes.
+
+The transforms are winograd.py's (the same sums in the same order: V = B^T d B, the GEMMs
+M[xi] = U[xi] @ V[xi], y = A^T M A, and for the weight gradient dM = A dY A^T, dU[xi] =
+dM[xi] @ V[xi]^T, dw = G^T dU G); only the layout differs. winograd.py lays out the
+tiles of one image and channel at a time, a spare tile at the end of each row of tiles: on
+an 8x8 or 7x7 plane that is 20 tiles of which 4 are spare, so a fifth of the GEMMs' work is
+thrown away, and every transform loop is 20 entries long, too short to run fast. Here the
+images b0, ..., b0 + m - 1 of a task are interleaved: entry (tile, i) of image i sits at
+column tile*M + i (M = `lanes`, at least m). Then
+
+  - a tile's right-hand neighbour is M columns on, so a row of tiles of all M images is
+    one loop of tw*M entries (tw tiles a row), and no spare tile is needed: the padded
+    plane is cut into its even and odd rows (pe, po) and columns (pe[c, 0], pe[c, 1]),
+    each row tw + 1 column pairs long, and d0..d3 of tile tx are the pairs at tx and tx + 1;
+  - the GEMMs run over th*tw*M columns (M = 8: 128 on an 8x8 plane instead of 20), all of
+    them useful.
+
+The price is a transpose in and out: the images' planes are copied into lanes
+(`_lanes_in`) and the output copied back (`_lanes_out`). On larger planes, where
+winograd.py's loops are long and its spare tiles few, that copy costs more than it saves:
+conv_plan.py sends a layer here only when its output is at most
+`winograd_lanes_max_width` wide (measured in benchmarks/README.md, "How the CPU layer
+picks a convolution"). Lanes past m (the last task of a batch that M does not divide) stay
+zero in every buffer, so they add nothing to the weight gradient and are never written out.
+"""
+import numpy as np
+from numba import njit, prange
+
+from . import small_gemm
+from .conv_bias import add_bias
+from .winograd import a_adjoint, grad_u_gemms, weight_transform_adjoint
+
+LANES = 8          # images a task: measured against 4 and 16 (benchmarks/README.md)
+
+
+@njit(cache=True)
+def _tile_grid(h, w):
+    """(th, tw): the 2x2 output tiles of an h x w output, down and across."""
+    return (h + 1) // 2, (w + 1) // 2
+
+
+@njit(cache=True)
+def tiles(h, w):
+    """The tiles of one image of an h x w output: th*tw, none spare."""
+    th, tw = _tile_grid(h, w)
+    return th * tw
+
+
+@njit(cache=True)
+def _lanes_in(x, b0, m, lanes, pe, po):
+    """The planes of images b0 .. b0+m-1 of x (N, C, H, W), with their ring of zero padding,
+    into lanes: pe[ch, s, row, k*lanes + i] = padded pixel (2*row, 2*k + s) of image b0 + i,
+    po the odd padded rows 2*row + 1 alike. Entries never written (padding, past the edge,
+    lanes past m) keep the zeros pe and po were made with."""
+    _, c, h, w = x.shape
+    for ch in range(c):
+        for y in range(h):                       # padded row y + 1
+            p = pe if (y + 1) % 2 == 0 else po
+            row = (y + 1) // 2
+            for z in range(w):                   # padded column z + 1
+                s, k = (z + 1) % 2, (z + 1) // 2
+                dst = p[ch, s, row, k * lanes:k * lanes + m]
+                for i in range(m):
+                    dst[i] = x[b0 + i, ch, y, z]
+
+
+@njit(cache=True, inline="always")
+def _b_transform(d0, d1, d2, d3, v0, v1, v2, v3):
+    """v0..v3 = d0 - d2, d1 + d2, d2 - d1, d1 - d3 elementwise: B^T applied to the four
+    entries d0..d3 of every column (or B to those of every row), in one loop that reads
+    each input once. Its inputs come in as slices (the shifted ones too): an index such as
+    j + lanes, lanes known only at run time, kept LLVM from vectorising the loop well
+    (4-7x slower, measured)."""
+    for j in range(v0.size):
+        a, b, c, d = d0[j], d1[j], d2[j], d3[j]
+        v0[j] = a - c
+        v1[j] = b + c
+        v2[j] = c - b
+        v3[j] = b - d
+
+
+@njit(cache=True)
+def _input_tiles(pe, po, th, tw, lanes, v):
+    """v (16, C, th*tw*lanes): V[4a + k] = (B^T d B)[a, k] of every tile and lane, d the
+    4x4 tile whose padded rows are 2ty..2ty+3 and columns 2tx..2tx+3."""
+    n = tw * lanes                               # a row of tiles, all lanes
+    t = th * n
+    de = np.empty((4, (th + 1) * n), dtype=pe.dtype)   # d B of the even padded rows
+    do = np.empty((4, (th + 1) * n), dtype=pe.dtype)   # ... and of the odd ones
+    for ch in range(pe.shape[0]):
+        for p, d in ((pe, de), (po, do)):        # d B along each padded row: d0..d3 of
+            for row in range(th + 1):            # tile tx are the column pairs at tx, tx+1
+                e, o = p[ch, 0, row], p[ch, 1, row]
+                j0, j1 = row * n, (row + 1) * n
+                _b_transform(e[:n], o[:n], e[lanes:lanes + n], o[lanes:lanes + n],
+                             d[0, j0:j1], d[1, j0:j1], d[2, j0:j1], d[3, j0:j1])
+        for k in range(4):                       # B^T (d B): the tile's rows are de, do at
+            _b_transform(de[k, :t], do[k, :t], de[k, n:n + t], do[k, n:n + t],  # its row
+                         v[k, ch], v[4 + k, ch], v[8 + k, ch], v[12 + k, ch])   # and one on
+
+
+@njit(cache=True)
+def _output_tiles(mm, y):
+    """y (OC, 2, 2, T) = A^T M A of every tile and lane, M = mm[:, o, column] as 4x4:
+    y[o, a, e, column] is output pixel (2ty + a, 2tx + e) of that tile and lane."""
+    t = mm.shape[2]
+    s = np.empty((2, 4, t), dtype=mm.dtype)      # A^T M: rows m0 + m1 + m2, m1 - m2 - m3
+    for o in range(mm.shape[1]):
+        for k in range(4):
+            m0, m1, m2, m3 = mm[k, o], mm[4 + k, o], mm[8 + k, o], mm[12 + k, o]
+            s0, s1 = s[0, k], s[1, k]
+            for j in range(t):
+                s0[j] = m0[j] + m1[j] + m2[j]
+            for j in range(t):
+                s1[j] = m1[j] - m2[j] - m3[j]
+        for a in range(2):                       # the same along the rows
+            s0, s1, s2, s3 = s[a, 0], s[a, 1], s[a, 2], s[a, 3]
+            y0, y1 = y[o, a, 0], y[o, a, 1]
+            for j in range(t):
+                y0[j] = s0[j] + s1[j] + s2[j]
+            for j in range(t):
+                y1[j] = s1[j] - s2[j] - s3[j]
+
+
+@njit(cache=True)
+def _lanes_out(y, tw, lanes, b0, m, out):
+    """out[b0 + i, o, row, col] = y's entry for that pixel and lane i, for i < m (the
+    inverse of _lanes_in's interleaving, on the output's tiles)."""
+    _, oc, oh, ow = out.shape
+    for o in range(oc):
+        for row in range(oh):
+            a, ty = row % 2, row // 2
+            for col in range(ow):
+                e, tx = col % 2, col // 2
+                j = (ty * tw + tx) * lanes
+                src = y[o, a, e, j:j + m]
+                for i in range(m):
+                    out[b0 + i, o, row, col] = src[i]
+
+
+@njit(cache=True, parallel=True)
+def forward_core(x, u, lanes, out, bias, loop_gemm):
+    """out (N, OC, H, W) = the 3x3 stride-1 padding-1 convolution of x (N, C, H, W) with
+    U = winograd.weight_transform(w), plus bias (an empty array: none), `lanes` images a
+    task. loop_gemm: the 16 GEMMs by small_gemm.py's loop instead of the BLAS."""
+    n, c, h, w = x.shape
+    oc = out.shape[1]
+    th, tw = _tile_grid(h, w)
+    t = th * tw * lanes
+    for task in prange((n + lanes - 1) // lanes):
+        b0 = task * lanes
+        m = min(lanes, n - b0)
+        pe = np.zeros((c, 2, th + 1, (tw + 1) * lanes), dtype=x.dtype)
+        po = np.zeros((c, 2, th + 1, (tw + 1) * lanes), dtype=x.dtype)
+        _lanes_in(x, b0, m, lanes, pe, po)
+        v = np.empty((16, c, t), dtype=x.dtype)
+        _input_tiles(pe, po, th, tw, lanes, v)
+        mm = np.empty((16, oc, t), dtype=x.dtype)
+        for xi in range(16):                     # (OC, C) @ (C, th*tw*lanes)
+            if loop_gemm:
+                small_gemm.matmul_into(u[xi], v[xi], mm[xi])
+            else:
+                np.dot(u[xi], v[xi], mm[xi])
+        y = np.empty((oc, 2, 2, t), dtype=x.dtype)
+        _output_tiles(mm, y)
+        _lanes_out(y, tw, lanes, b0, m, out)
+        add_bias(out.reshape(n, oc, -1), b0, m, bias)
+
+
+# ---- the weight gradient: the lanes of every task side by side, 16 GEMMs over all of them
+
+@njit(cache=True)
+def _grad_lanes_in(g, b0, m, tw, lanes, dy):
+    """dy (OC, 2, 2, T): output gradient pixel (2ty + a, 2tx + e) of image b0 + i at
+    dy[o, a, e, (ty*tw + tx)*lanes + i], as _output_tiles writes y; what is never written
+    (past g's edge, lanes past m) keeps the zeros dy was made with."""
+    _, oc, oh, ow = g.shape
+    for o in range(oc):
+        for row in range(oh):
+            a, ty = row % 2, row // 2
+            for col in range(ow):
+                e, tx = col % 2, col // 2
+                j = (ty * tw + tx) * lanes
+                dst = dy[o, a, e, j:j + m]
+                for i in range(m):
+                    dst[i] = g[b0 + i, o, row, col]
+
+
+@njit(cache=True)
+def _output_tiles_adjoint(dy, gm):
+    """gm (16, OC, T) = A dY A^T of every tile and lane, dY its 2x2 of dy: the gradient of
+    _output_tiles, along the columns of dY and then down the rows (winograd.a_adjoint)."""
+    t = gm.shape[2]
+    ds = np.empty((2, 4, t), dtype=gm.dtype)
+    for o in range(gm.shape[1]):
+        for a in range(2):                       # along the columns: dY[a] -> ds[a]
+            a_adjoint(dy[o, a, 0], dy[o, a, 1], ds[a, 0], ds[a, 1], ds[a, 2], ds[a, 3])
+        for k in range(4):                       # down the rows: ds[:, k] -> dM[:, k]
+            a_adjoint(ds[0, k], ds[1, k], gm[k, o], gm[4 + k, o], gm[8 + k, o],
+                       gm[12 + k, o])
+
+
+@njit(cache=True, parallel=True)
+def _tiles_of_tasks(g, x, lanes, v, gm):
+    """v (16, C, tasks*T) and gm (16, OC, tasks*T): V of x and dM of g, task after task
+    (T = th*tw*lanes columns each), the tasks shared among the threads."""
+    n, c, h, w = x.shape
+    oc = g.shape[1]
+    th, tw = _tile_grid(h, w)
+    t = th * tw * lanes
+    for task in prange((n + lanes - 1) // lanes):
+        b0 = task * lanes
+        m = min(lanes, n - b0)
+        pe = np.zeros((c, 2, th + 1, (tw + 1) * lanes), dtype=x.dtype)
+        po = np.zeros((c, 2, th + 1, (tw + 1) * lanes), dtype=x.dtype)
+        _lanes_in(x, b0, m, lanes, pe, po)
+        _input_tiles(pe, po, th, tw, lanes, v[:, :, task * t:(task + 1) * t])
+        dy = np.zeros((oc, 2, 2, t), dtype=x.dtype)
+        _grad_lanes_in(g, b0, m, tw, lanes, dy)
+        _output_tiles_adjoint(dy, gm[:, :, task * t:(task + 1) * t])
+
+
+def weight_grad(g, x, lanes, tasks_per_chunk):
+    """The weight gradient (OC, C, 3, 3) of the 3x3 stride-1 padding-1 convolution of x
+    (N, C, H, W) whose output gradient is g (N, OC, H, W), both C-contiguous, as
+    winograd.weight_grad computes it, in lanes: V and dM of `tasks_per_chunk` tasks of
+    `lanes` images at a time, the chunks' dU summed. The caller holds SciPy's BLAS to one
+    thread (cpu.py)."""
+    n, c, h, w = x.shape
+    oc = g.shape[1]
+    th, tw = _tile_grid(h, w)
+    t = th * tw * lanes
+    gu = np.zeros((16, oc, c), dtype=x.dtype)
+    part = np.empty_like(gu)
+    chunk = tasks_per_chunk * lanes
+    for b0 in range(0, n, chunk):
+        m = min(chunk, n - b0)
+        tasks = -(-m // lanes)
+        v = np.empty((16, c, tasks * t), dtype=x.dtype)
+        gm = np.empty((16, oc, tasks * t), dtype=x.dtype)
+        _tiles_of_tasks(g[b0:b0 + m], x[b0:b0 + m], lanes, v, gm)
+        grad_u_gemms(gm, v, part)
+        gu += part
+    return weight_transform_adjoint(gu)
