@@ -397,6 +397,26 @@ def winograd_gemm_table(record, relpath):
              f"(1024 x 1024): {peak:.1f} GFLOP/s.", ""] + markdown(head, body))
 
 
+def _policy_text(changes):
+    return ", ".join(f"{k}={v}" for k, v in changes.items()) or "the default"
+
+
+def policy_ab_table(record, relpath):
+    """policy_ab.py's rows: each case under policy A and policy B in one process, taking
+    turns, the medians and the ratios B/A, and the plans where they differ."""
+    machine, settings = record.get("machine") or {}, record["settings"]
+    head = ["case", "A ms", "B ms", "B / A", "paired B / A", "A's plan", "B's plan"]
+    body = [[r["case"]["name"], f"{r['median_a']:.2f}", f"{r['median_b']:.2f}",
+             f"{r['ratio_b_a']:.2f}", f"{r['paired_ratio_b_a']:.2f}",
+             r["plan_a"] or "-", r["plan_b"] or "-"] for r in record["rows"]]
+    return ([f"`benchmarks/{relpath}`: {cpu_text(machine)}.", blas_text(machine) + ".",
+             f"{versions_text(machine)}; policy A: {_policy_text(settings['a'])}; "
+             f"policy B: {_policy_text(settings['b'])}; {settings['rounds']} rounds of an A "
+             f"and a B step in turns after {settings['warmup']} warm-up steps each, "
+             f"{settings['threads']} threads, one process, BLAS environment "
+             f"{settings['blas_env']}.", ""] + markdown(head, body))
+
+
 def _dig(record, path):
     for key in path.split(".") if path else []:
         record = record[key]
@@ -479,6 +499,8 @@ def render(spec, base=BENCH):
         lines = gpu_conv_table(load(files[0], base), files[0], opts.get("key", ""))
     elif kind == "winograd-gemm":
         lines = winograd_gemm_table(load(files[0], base), files[0])
+    elif kind == "policy-ab":
+        lines = policy_ab_table(load(files[0], base), files[0])
     else:
         raise ValueError(f"report.py: unknown table kind {kind!r} in marker {spec!r}")
     return "\n".join(lines) + "\n"

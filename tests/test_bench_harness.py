@@ -19,6 +19,7 @@ sys.path.insert(0, str(BENCH))
 import _process  # noqa: E402
 import _timing  # noqa: E402
 import cpu_bench  # noqa: E402
+from tinyres.kernels import conv_plan  # noqa: E402
 
 PARENT_ENV = {"PATH": "/usr/bin", "OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512",
               "OPENBLAS_NUM_THREADS": "2", "MALLOC_ARENA_MAX": "2",
@@ -317,3 +318,35 @@ def test_a_tiny_run_measures_both_engines_under_the_same_settings(tmp_path):
     assert all(len(first["results"][e]["calls_ms"]) == 2 for e in ("tinyres", "torch"))
     assert set(record["engines_info"]["tuned"]) == {"tinyres", "torch"}
     assert "  tinyres: " in done.stdout and "First calls, allocator tuned" in done.stdout
+
+
+def test_policy_ab_runs_both_policies_in_turns_and_says_what_each_picked(tmp_path):
+    out = tmp_path / "ab.json"
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell")
+    done = subprocess.run([sys.executable, str(BENCH / "policy_ab.py"), "--tiny",
+                           "--a", "winograd_min_channels=1", "--b", "", "--rounds", "3",
+                           "--warmup", "1", "--json", str(out)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["settings"]["a"] == {"winograd_min_channels": 1}
+    assert record["settings"]["b"] == {} and record["settings"]["blas_env"] == "detect"
+    assert record["machine"]["blas"]["environment"] == {}     # removed, as cpu_bench.py does
+    infer, conv = record["rows"]
+    for row in (infer, conv):
+        assert len(row["ms_a"]) == len(row["ms_b"]) == 3
+        assert row["median_a"] > 0 and row["median_b"] > 0
+    assert infer["plan_a"] is None
+    # the toy layer has 4 channels: Winograd only where A lowers its channel threshold
+    assert "winograd" not in conv["plan_b"]
+    threads = conv_plan.scipy_blas() is not None
+    assert conv["plan_a"].startswith("winograd-lanes/") == threads
+
+
+def test_policy_ab_refuses_a_field_the_policy_does_not_have():
+    done = subprocess.run([sys.executable, str(BENCH / "policy_ab.py"), "--tiny",
+                           "--a", "winograd_lanes=8"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert "expected field=value with a field of ConvPolicy" in done.stderr
+    assert "'winograd_lanes=8'" in done.stderr

@@ -214,6 +214,29 @@ def test_winograd_gemm_table_gives_the_split_the_rates_and_the_share_of_peak():
                          "| 20.0 | 30.0 | 25.0 | 22.5 | 25% | 0.123 | 0.150 |")
 
 
+def test_policy_ab_table_gives_both_medians_the_ratios_and_the_plans(tmp_path):
+    case = {"name": "r20 conv3x3/s1 64->64 128x64x8x8 fwd+bwd", "kind": "conv"}
+    record = {"machine": MACHINE,
+              "settings": {"a": {"winograd_lanes_max_width": None}, "b": {}, "rounds": 15,
+                           "warmup": 2, "threads": 2, "blas_env": "detect"},
+              "rows": [{"case": case, "median_a": 12.5, "median_b": 10.0, "ratio_b_a": 0.8,
+                        "paired_ratio_b_a": 0.79, "plan_a": "winograd/winograd/per-image",
+                        "plan_b": "winograd-lanes/winograd-lanes/per-image"},
+                       {"case": {"name": "resnet20 train step batch 128", "kind": "train"},
+                        "median_a": 300.0, "median_b": 291.0, "ratio_b_a": 0.97,
+                        "paired_ratio_b_a": 0.968, "plan_a": None, "plan_b": None}]}
+    lines = report.policy_ab_table(record, "results/p.json")
+    assert lines[0].startswith("`benchmarks/results/p.json`: AMD EPYC 9999")
+    assert ("policy A: winograd_lanes_max_width=None; policy B: the default; 15 rounds"
+            in lines[2])
+    assert lines[-2] == ("| r20 conv3x3/s1 64->64 128x64x8x8 fwd+bwd | 12.50 | 10.00 | 0.80 "
+                         "| 0.79 | winograd/winograd/per-image | "
+                         "winograd-lanes/winograd-lanes/per-image |")
+    assert lines[-1] == "| resnet20 train step batch 128 | 300.00 | 291.00 | 0.97 | 0.97 | - | - |"
+    (tmp_path / "p.json").write_text(json.dumps(record))
+    assert report.render("policy-ab p.json", base=str(tmp_path)).splitlines()[-1] == lines[-1]
+
+
 # ----- roofline arithmetic, by hand -------------------------------------------------------
 def test_gpu_conv_table_reads_the_run_where_the_file_keeps_it():
     conv = {"machine": {"gpu": "G", "cupy": "14", "cupy_compute_type": "FP32", "torch": "2",
