@@ -87,9 +87,9 @@ class ConvPolicy:
     winograd_weight_grad_chunk_bytes: int = 64 * 1024 * 1024
     # outputs at most this wide: Winograd's output and input gradient in lanes
     # (winograd_lanes.py), whatever their pixels; its weight gradient in lanes up to the
-    # second width
+    # second width (the same: at 14 and 28 wide, lanes and image by image measured level)
     winograd_lanes_max_width: int | None = 8
-    winograd_weight_grad_lanes_max_width: int | None = 28
+    winograd_weight_grad_lanes_max_width: int | None = 8
     shifted_rows_min_width: int = 16                   # OW >= this, 3x3 s1 p1
     pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this
 

@@ -650,7 +650,8 @@ def test_winograd_output_gradient_tiles_are_the_adjoint_of_the_output_transform(
 
 
 def test_conv_plan_takes_the_winograd_weight_gradient_from_its_channels():
-    policy = conv_plan.ConvPolicy(winograd_weight_grad_min_channels=128)
+    policy = conv_plan.ConvPolicy(winograd_weight_grad_min_channels=128,
+                                  winograd_weight_grad_lanes_max_width=28)
     wide = conv_plan.conv_algorithm((16, 128, 28, 28), (128, 128, 3, 3), 1, 1, policy=policy)
     narrow = conv_plan.conv_algorithm((16, 64, 56, 56), (64, 64, 3, 3), 1, 1, policy=policy)
     mixed = conv_plan.conv_algorithm((16, 64, 14, 14), (128, 64, 3, 3), 1, 1, policy=policy)
