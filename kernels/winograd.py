@@ -198,21 +198,12 @@ def _output_tiles(mm, b0, out):
     y = y4.reshape(2, 2, t)                        # ... as y4[a, e, ty, tx] = y[a, e, tile]
     for q in range(mm.shape[2] // t):
         for o in range(oc):
+            j0, j1 = q * t, (q + 1) * t
             for k in range(4):
-                m0, m1 = mm[k, o, q * t:(q + 1) * t], mm[4 + k, o, q * t:(q + 1) * t]
-                m2, m3 = mm[8 + k, o, q * t:(q + 1) * t], mm[12 + k, o, q * t:(q + 1) * t]
-                s0, s1 = s[0, k], s[1, k]
-                for j in range(t):
-                    s0[j] = m0[j] + m1[j] + m2[j]
-                for j in range(t):
-                    s1[j] = m1[j] - m2[j] - m3[j]
+                a_rows(mm[k, o, j0:j1], mm[4 + k, o, j0:j1], mm[8 + k, o, j0:j1],
+                       mm[12 + k, o, j0:j1], s[0, k], s[1, k])
             for a in range(2):                   # the same along the rows
-                s0, s1, s2, s3 = s[a, 0], s[a, 1], s[a, 2], s[a, 3]
-                y0, y1 = y[a, 0], y[a, 1]
-                for j in range(t):
-                    y0[j] = s0[j] + s1[j] + s2[j]
-                for j in range(t):
-                    y1[j] = s1[j] - s2[j] - s3[j]
+                a_rows(s[a, 0], s[a, 1], s[a, 2], s[a, 3], y[a, 0], y[a, 1])
             for row in range(oh):
                 a, ty = row % 2, row // 2
                 for tx in range(ow // 2):        # written as pairs, which vectorises
@@ -220,6 +211,16 @@ def _output_tiles(mm, b0, out):
                     out[b0 + q, o, row, 2 * tx + 1] = y4[a, 1, ty, tx]
                 if ow % 2:
                     out[b0 + q, o, row, ow - 1] = y4[a, 0, ty, ow // 2]
+
+
+@njit(cache=True, inline="always")
+def a_rows(m0, m1, m2, m3, s0, s1):
+    """s0, s1 = m0 + m1 + m2, m1 - m2 - m3 elementwise: A^T's two rows applied to the four
+    entries m0..m3 of every column (or A to those of every row), each output its own loop."""
+    for j in range(s0.size):
+        s0[j] = m0[j] + m1[j] + m2[j]
+    for j in range(s0.size):
+        s1[j] = m1[j] - m2[j] - m3[j]
 
 
 @njit(cache=True, inline="always")

@@ -30,7 +30,7 @@ from numba import njit, prange
 
 from . import small_gemm
 from .conv_bias import add_bias
-from .winograd import a_adjoint, grad_u_gemms, weight_transform_adjoint
+from .winograd import a_adjoint, a_rows, grad_u_gemms, weight_transform_adjoint
 
 LANES = 8          # images a task: measured against 4 and 16 (benchmarks/README.md)
 
@@ -102,26 +102,27 @@ def _input_tiles(pe, po, th, tw, lanes, v):
 
 
 @njit(cache=True)
+def _task_input_tiles(x, b0, m, lanes, v):
+    """v (16, C, th*tw*lanes) = V of the images b0 .. b0+m-1 of x in lanes: their planes
+    into zeroed phase planes (_lanes_in), then the transform (_input_tiles)."""
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    th, tw = _tile_grid(h, w)
+    pe = np.zeros((c, 2, th + 1, (tw + 1) * lanes), dtype=x.dtype)
+    po = np.zeros((c, 2, th + 1, (tw + 1) * lanes), dtype=x.dtype)
+    _lanes_in(x, b0, m, lanes, pe, po)
+    _input_tiles(pe, po, th, tw, lanes, v)
+
+
+@njit(cache=True)
 def _output_tiles(mm, y):
     """y (OC, 2, 2, T) = A^T M A of every tile and lane, M = mm[:, o, column] as 4x4:
     y[o, a, e, column] is output pixel (2ty + a, 2tx + e) of that tile and lane."""
-    t = mm.shape[2]
-    s = np.empty((2, 4, t), dtype=mm.dtype)      # A^T M: rows m0 + m1 + m2, m1 - m2 - m3
+    s = np.empty((2, 4, mm.shape[2]), dtype=mm.dtype)    # A^T M (winograd.a_rows)
     for o in range(mm.shape[1]):
         for k in range(4):
-            m0, m1, m2, m3 = mm[k, o], mm[4 + k, o], mm[8 + k, o], mm[12 + k, o]
-            s0, s1 = s[0, k], s[1, k]
-            for j in range(t):
-                s0[j] = m0[j] + m1[j] + m2[j]
-            for j in range(t):
-                s1[j] = m1[j] - m2[j] - m3[j]
+            a_rows(mm[k, o], mm[4 + k, o], mm[8 + k, o], mm[12 + k, o], s[0, k], s[1, k])
         for a in range(2):                       # the same along the rows
-            s0, s1, s2, s3 = s[a, 0], s[a, 1], s[a, 2], s[a, 3]
-            y0, y1 = y[o, a, 0], y[o, a, 1]
-            for j in range(t):
-                y0[j] = s0[j] + s1[j] + s2[j]
-            for j in range(t):
-                y1[j] = s1[j] - s2[j] - s3[j]
+            a_rows(s[a, 0], s[a, 1], s[a, 2], s[a, 3], y[o, a, 0], y[o, a, 1])
 
 
 @njit(cache=True)
@@ -152,11 +153,8 @@ def forward_core(x, u, lanes, out, bias, loop_gemm):
     for task in prange((n + lanes - 1) // lanes):
         b0 = task * lanes
         m = min(lanes, n - b0)
-        pe = np.zeros((c, 2, th + 1, (tw + 1) * lanes), dtype=x.dtype)
-        po = np.zeros((c, 2, th + 1, (tw + 1) * lanes), dtype=x.dtype)
-        _lanes_in(x, b0, m, lanes, pe, po)
         v = np.empty((16, c, t), dtype=x.dtype)
-        _input_tiles(pe, po, th, tw, lanes, v)
+        _task_input_tiles(x, b0, m, lanes, v)
         mm = np.empty((16, oc, t), dtype=x.dtype)
         for xi in range(16):                     # (OC, C) @ (C, th*tw*lanes)
             if loop_gemm:
@@ -213,10 +211,7 @@ def _tiles_of_tasks(g, x, lanes, v, gm):
     for task in prange((n + lanes - 1) // lanes):
         b0 = task * lanes
         m = min(lanes, n - b0)
-        pe = np.zeros((c, 2, th + 1, (tw + 1) * lanes), dtype=x.dtype)
-        po = np.zeros((c, 2, th + 1, (tw + 1) * lanes), dtype=x.dtype)
-        _lanes_in(x, b0, m, lanes, pe, po)
-        _input_tiles(pe, po, th, tw, lanes, v[:, :, task * t:(task + 1) * t])
+        _task_input_tiles(x, b0, m, lanes, v[:, :, task * t:(task + 1) * t])
         dy = np.zeros((oc, 2, 2, t), dtype=x.dtype)
         _grad_lanes_in(g, b0, m, tw, lanes, dy)
         _output_tiles_adjoint(dy, gm[:, :, task * t:(task + 1) * t])
