@@ -32,7 +32,10 @@ from . import small_gemm
 from .conv_bias import add_bias
 from .winograd import a_adjoint, a_rows, grad_u_gemms, weight_transform_adjoint
 
-LANES = 8          # images a task: measured against 4 and 16 (benchmarks/README.md)
+# images a task: with 8 the forward ran as fast as with 4 or faster, and faster than with
+# 16, on 64- and 16-channel 8x8 and 256- and 512-channel 7x7 layers (scratch runs, one
+# thread's BLAS each, not kept)
+LANES = 8
 
 
 @njit(cache=True)
