@@ -190,12 +190,17 @@ def versions_text(machine):
             f"{_num(machine.get('loadavg_at_start'), '.1f')} at start")
 
 
+def machine_lines(machine, relpath):
+    """A results file's name with the CPU it ran on, then its BLAS libraries and kernels."""
+    return [f"`benchmarks/{relpath}`: {cpu_text(machine)}.", blas_text(machine) + "."]
+
+
 def header(record, relpath, workers=True):
     """The lines that say what a file's figures ran on (and, with `workers`, what each
     engine's worker reported of itself)."""
     machine = record.get("machine") or {}
-    lines = [f"`benchmarks/{relpath}`: {cpu_text(machine)}.", blas_text(machine) + ".",
-             settings_text(record) + ".", versions_text(machine) + "."]
+    lines = machine_lines(machine, relpath) + [settings_text(record) + ".",
+                                               versions_text(machine) + "."]
     engines = workers_lines(record) if workers else []
     return lines + ([""] + engines if engines else [])
 
@@ -389,7 +394,7 @@ def winograd_gemm_table(record, relpath):
                      f"{g['as_run']:.1f}", f"{g['tile_major']:.1f}", f"{g['images_8x']:.1f}",
                      f"{g['numba_loop']:.1f}", _pct(g["as_run"] / peak),
                      f"{r['ms_per_image']:.3f}", f"{r['ms_per_image_8x']:.3f}"])
-    return ([f"`benchmarks/{relpath}`: {cpu_text(machine)}.", blas_text(machine) + ".",
+    return (machine_lines(machine, relpath) + [
              f"{versions_text(machine)}; Numba compiled for"
              f"{_process.target_text(record.get('numba_target')) or ' (not recorded)'}; "
              f"one thread, best of {record.get('reps')} timings, "
@@ -409,7 +414,7 @@ def policy_ab_table(record, relpath):
     body = [[r["case"]["name"], f"{r['median_a']:.2f}", f"{r['median_b']:.2f}",
              f"{r['ratio_b_a']:.2f}", f"{r['paired_ratio_b_a']:.2f}",
              r["plan_a"] or "-", r["plan_b"] or "-"] for r in record["rows"]]
-    return ([f"`benchmarks/{relpath}`: {cpu_text(machine)}.", blas_text(machine) + ".",
+    return (machine_lines(machine, relpath) + [
              f"{versions_text(machine)}; policy A: {_policy_text(settings['a'])}; "
              f"policy B: {_policy_text(settings['b'])}; {settings['rounds']} rounds of an A "
              f"and a B step in turns after {settings['warmup']} warm-up steps each, "

@@ -235,7 +235,6 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
         reasons.append(f"output {ow} wide: Winograd's tiles "
                        + ("in lanes, images side by side" if lanes else "image by image")
                        + f" (lanes up to {policy.winograd_lanes_max_width} wide)")
-    if winograd:
         loop = winograd_loop_gemm(c, oc, policy)
         most = policy.winograd_loop_gemm_max_channels
         reasons.append(f"winograd's GEMMs {'as a Numba loop' if loop else 'by the BLAS'} "

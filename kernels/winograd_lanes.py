@@ -128,6 +128,13 @@ def _output_tiles(mm, y):
             a_rows(s[a, 0], s[a, 1], s[a, 2], s[a, 3], y[o, a, 0], y[o, a, 1])
 
 
+@njit(cache=True, inline="always")
+def _slot(row, col, tw, lanes):
+    """Where output pixel (row, col) of lane 0 sits in y and dy (OC, 2, 2, T): its place
+    (a, e) in its 2x2 tile and the tile's first column j (lane i at j + i)."""
+    return row % 2, col % 2, ((row // 2) * tw + col // 2) * lanes
+
+
 @njit(cache=True)
 def _lanes_out(y, tw, lanes, b0, m, out):
     """out[b0 + i, o, row, col] = y's entry for that pixel and lane i, for i < m (the
@@ -135,10 +142,8 @@ def _lanes_out(y, tw, lanes, b0, m, out):
     _, oc, oh, ow = out.shape
     for o in range(oc):
         for row in range(oh):
-            a, ty = row % 2, row // 2
             for col in range(ow):
-                e, tx = col % 2, col // 2
-                j = (ty * tw + tx) * lanes
+                a, e, j = _slot(row, col, tw, lanes)
                 src = y[o, a, e, j:j + m]
                 for i in range(m):
                     out[b0 + i, o, row, col] = src[i]
@@ -180,10 +185,8 @@ def _grad_lanes_in(g, b0, m, tw, lanes, dy):
     _, oc, oh, ow = g.shape
     for o in range(oc):
         for row in range(oh):
-            a, ty = row % 2, row // 2
             for col in range(ow):
-                e, tx = col % 2, col // 2
-                j = (ty * tw + tx) * lanes
+                a, e, j = _slot(row, col, tw, lanes)
                 dst = dy[o, a, e, j:j + m]
                 for i in range(m):
                     dst[i] = g[b0 + i, o, row, col]
@@ -207,7 +210,7 @@ def _output_tiles_adjoint(dy, gm):
 def _tiles_of_tasks(g, x, lanes, v, gm):
     """v (16, C, tasks*T) and gm (16, OC, tasks*T): V of x and dM of g, task after task
     (T = th*tw*lanes columns each), the tasks shared among the threads."""
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     oc = g.shape[1]
     th, tw = _tile_grid(h, w)
     t = th * tw * lanes
