@@ -17,17 +17,18 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
                   sends every ungrouped layer's output there)
     winograd      F(2x2, 3x3) (winograd.py), for the output and the input gradient of 3x3
                   stride-1 padding-1 layers (undilated, ungrouped) with enough pixels and
-                  channels, and for the weight gradient of those with at least
-                  `winograd_weight_grad_min_channels` channels (whatever their pixels: its
-                  16 GEMMs run over the tiles of the whole batch);
+                  channels, and for the weight gradient of those wider than lanes take
+                  with at least `winograd_weight_grad_min_channels` channels (its 16
+                  GEMMs run over the tiles of the whole batch);
     winograd-lanes  the same F(2x2, 3x3) with a task's images side by side as lanes
                   (winograd_lanes.py), in place of `winograd`: for the output and input
                   gradient of layers whose output is at most `winograd_lanes_max_width`
                   wide, where it also takes layers with fewer pixels than
                   `winograd_min_pixels_per_channel` asks (resnet18's 512-channel 7x7
-                  layers: its GEMMs run over the tiles of several images), and for the
-                  Winograd weight gradient of those at most
-                  `winograd_weight_grad_lanes_max_width` wide;
+                  layers: its GEMMs run over the tiles of several images); and for the
+                  weight gradient of those at most `winograd_weight_grad_lanes_max_width`
+                  wide (28), whatever their channels (from `winograd_min_channels`), each
+                  task's V and dM summed into its thread's dU while in cache;
                   both layouts run their 16 GEMMs by the BLAS, or as a Numba loop (small_gemm.py)
                   where both channel counts are at most `winograd_loop_gemm_max_channels`
                   (32, resnet20's first two stages, where SciPy's BLAS runs an AVX2 or
@@ -82,14 +83,17 @@ class ConvPolicy:
         default_factory=lambda: default_loop_gemm_max_channels())
     # the weight gradient of 3x3 s1 p1 layers of at least this many channels (C and OC) by
     # Winograd's adjoint over the whole batch (winograd.weight_grad), in chunks of images
-    # whose V and dM take at most winograd_weight_grad_chunk_bytes
+    # whose V and dM take at most winograd_weight_grad_chunk_bytes (in lanes: the threads'
+    # dU within it)
     winograd_weight_grad_min_channels: int | None = 128
     winograd_weight_grad_chunk_bytes: int = 64 * 1024 * 1024
     # outputs at most this wide: Winograd's output and input gradient in lanes
-    # (winograd_lanes.py), whatever their pixels; its weight gradient in lanes up to the
-    # second width (the same: at 14 and 28 wide, lanes and image by image measured level)
+    # (winograd_lanes.py), whatever their pixels
     winograd_lanes_max_width: int | None = 8
-    winograd_weight_grad_lanes_max_width: int | None = 8
+    # outputs at most this wide: the weight gradient by Winograd in lanes, a task's V and
+    # dM used while in cache (winograd_min_channels and up; ahead of shifted rows, GEMMs and
+    # image-by-image Winograd up to 28 wide, behind at 32 and 56: benchmarks/README.md)
+    winograd_weight_grad_lanes_max_width: int | None = 28
     shifted_rows_min_width: int = 16                   # OW >= this, 3x3 s1 p1
     pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this
 
@@ -242,23 +246,24 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
                           else "(the loop is off)")
                        + f", SciPy's BLAS running OpenBLAS's {blas_kernel()} kernel"
                        " (the loop is off by default on its AVX-512 kernels)")
-    winograd_w = same3 and threads_ok and _at_least(
-        min(c, oc), policy.winograd_weight_grad_min_channels)
-    lanes_w = _at_most(ow, policy.winograd_weight_grad_lanes_max_width)
-    layout_w = "winograd-lanes" if lanes_w else "winograd"
-    shifted = same3 and not winograd_w and _at_least(ow, policy.shifted_rows_min_width)
+    winograd_ok = same3 and threads_ok and min(c, oc) >= policy.winograd_min_channels
+    lanes_w = winograd_ok and _at_most(ow, policy.winograd_weight_grad_lanes_max_width)
+    planes_w = winograd_ok and _at_least(min(c, oc), policy.winograd_weight_grad_min_channels)
+    layout_w = "winograd-lanes" if lanes_w else "winograd" if planes_w else None
+    shifted = same3 and layout_w is None and _at_least(ow, policy.shifted_rows_min_width)
     if same3:
         reasons.append(f"{c} -> {oc} channels, output {ow} wide: weight gradient "
-                       + (f"by {layout_w} over the whole batch" if winograd_w else
+                       + (f"by {layout_w}" if layout_w else
                           "from shifted rows" if shifted else "by GEMM")
-                       + f" (winograd from {policy.winograd_weight_grad_min_channels} "
-                       f"channels, in lanes up to "
-                       f"{policy.winograd_weight_grad_lanes_max_width} wide, else shifted "
-                       f"rows from {policy.shifted_rows_min_width} wide)")
+                       + f" (winograd in lanes up to "
+                       f"{policy.winograd_weight_grad_lanes_max_width} wide, image by image "
+                       f"from {policy.winograd_weight_grad_min_channels} channels, both from "
+                       f"{policy.winograd_min_channels}; else shifted rows from "
+                       f"{policy.shifted_rows_min_width} wide)")
     layout = "winograd-lanes" if lanes else "winograd"
     return ConvPlan(forward=layout if winograd else forward_gemm,
                     grad_input=layout if winograd else gemm,
-                    grad_weight=layout_w if winograd_w else "shifted-rows" if shifted else gemm,
+                    grad_weight=layout_w or ("shifted-rows" if shifted else gemm),
                     reasons=tuple(reasons))
 
 

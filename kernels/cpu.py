@@ -163,19 +163,20 @@ def _winograd_conv(x, w4, layout, bias=None):
 
 def _winograd_weight_grad(g, x, layout):
     """The weight gradient (OC, C, 3, 3) of a 3x3 stride-1 padding-1 layer by Winograd in
-    the plan's layout, V and dM of at most winograd_weight_grad_chunk_bytes at a time."""
+    the plan's layout, its scratch (V and dM image by image, the threads' dU in lanes)
+    within winograd_weight_grad_chunk_bytes."""
+    chunk_bytes = conv_plan.current_policy().winograd_weight_grad_chunk_bytes
     if layout == "winograd-lanes":
-        lanes = winograd_lanes.LANES
-        task_bytes = lanes * _winograd_image_bytes(x, g.shape[1], winograd_lanes.tiles)
-        chunk_bytes = conv_plan.current_policy().winograd_weight_grad_chunk_bytes
-        return winograd_lanes.weight_grad(g, x, lanes, max(1, chunk_bytes // task_bytes))
-    return winograd.weight_grad(g, x, _winograd_chunk(x, g.shape[1]))
+        part_bytes = 16 * g.shape[1] * x.shape[1] * x.itemsize
+        parts = min(numba.get_num_threads(), max(1, chunk_bytes // part_bytes))
+        return winograd_lanes.weight_grad(g, x, winograd_lanes.LANES, parts)
+    return winograd.weight_grad(g, x, _winograd_chunk(x, g.shape[1], chunk_bytes))
 
 
-def _winograd_image_bytes(x, oc, tiles=winograd.tiles):
+def _winograd_image_bytes(x, oc):
     """Bytes of V and M (or dM) for one image of x: 16*(C + OC)*T entries, T its tiles."""
     _, c, h, w = x.shape
-    return 16 * (c + oc) * tiles(h, w) * x.itemsize
+    return 16 * (c + oc) * winograd.tiles(h, w) * x.itemsize
 
 
 def _winograd_group(x, oc):
@@ -186,10 +187,9 @@ def _winograd_group(x, oc):
                       x.shape[0] // numba.get_num_threads()))
 
 
-def _winograd_chunk(x, oc):
-    """Images per chunk of winograd.weight_grad: V and dM of a chunk within the policy's
-    winograd_weight_grad_chunk_bytes (at least one image)."""
-    chunk_bytes = conv_plan.current_policy().winograd_weight_grad_chunk_bytes
+def _winograd_chunk(x, oc, chunk_bytes):
+    """Images per chunk of winograd.weight_grad: V and dM of a chunk within chunk_bytes
+    (at least one image)."""
     return max(1, min(x.shape[0], chunk_bytes // _winograd_image_bytes(x, oc)))
 
 

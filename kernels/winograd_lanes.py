@@ -30,7 +30,7 @@ from numba import njit, prange
 
 from . import small_gemm
 from .conv_bias import add_bias
-from .winograd import a_adjoint, a_rows, grad_u_gemms, weight_transform_adjoint
+from .winograd import a_adjoint, a_rows, weight_transform_adjoint
 
 # images a task: with 8 the forward ran as fast as with 4 or faster, and faster than with
 # 16, on 64- and 16-channel 8x8 and 256- and 512-channel 7x7 layers (scratch runs, one
@@ -207,41 +207,54 @@ def _output_tiles_adjoint(dy, gm):
 
 
 @njit(cache=True, parallel=True)
-def _tiles_of_tasks(g, x, lanes, v, gm):
-    """v (16, C, tasks*T) and gm (16, OC, tasks*T): V of x and dM of g, task after task
-    (T = th*tw*lanes columns each), the tasks shared among the threads."""
-    n, _, h, w = x.shape
-    oc = g.shape[1]
-    th, tw = _tile_grid(h, w)
-    t = th * tw * lanes
-    for task in prange((n + lanes - 1) // lanes):
-        b0 = task * lanes
-        m = min(lanes, n - b0)
-        _task_input_tiles(x, b0, m, lanes, v[:, :, task * t:(task + 1) * t])
-        dy = np.zeros((oc, 2, 2, t), dtype=x.dtype)
-        _grad_lanes_in(g, b0, m, tw, lanes, dy)
-        _output_tiles_adjoint(dy, gm[:, :, task * t:(task + 1) * t])
-
-
-def weight_grad(g, x, lanes, tasks_per_chunk):
-    """The weight gradient (OC, C, 3, 3) of the 3x3 stride-1 padding-1 convolution of x
-    (N, C, H, W) whose output gradient is g (N, OC, H, W), both C-contiguous, as
-    winograd.weight_grad computes it, in lanes: V and dM of `tasks_per_chunk` tasks of
-    `lanes` images at a time, the chunks' dU summed. The caller holds SciPy's BLAS to one
-    thread (cpu.py)."""
+def _weight_grad_parts(g, x, lanes, gu_parts):
+    """gu_parts[p] (16, OC, C) = sum over the tasks of part p of dM[xi] @ V[xi]^T: the tasks
+    of `lanes` images cut into gu_parts.shape[0] runs, one run a part, the parts shared
+    among the threads. A task's V and dM (16 x (C + OC) x T, T = th*tw*lanes) are made and
+    used at once, in cache: its 16 GEMMs go straight into the part's dU (its first task)
+    or through a scratch (OC, C) added on (the others)."""
     n, c, h, w = x.shape
     oc = g.shape[1]
     th, tw = _tile_grid(h, w)
     t = th * tw * lanes
-    gu = np.zeros((16, oc, c), dtype=x.dtype)
-    part = np.empty_like(gu)
-    chunk = tasks_per_chunk * lanes
-    for b0 in range(0, n, chunk):
-        m = min(chunk, n - b0)
-        tasks = -(-m // lanes)
-        v = np.empty((16, c, tasks * t), dtype=x.dtype)
-        gm = np.empty((16, oc, tasks * t), dtype=x.dtype)
-        _tiles_of_tasks(g[b0:b0 + m], x[b0:b0 + m], lanes, v, gm)
-        grad_u_gemms(gm, v, part)
-        gu += part
+    tasks = (n + lanes - 1) // lanes
+    parts = gu_parts.shape[0]
+    for part in prange(parts):
+        first, last = part * tasks // parts, (part + 1) * tasks // parts
+        v = np.empty((16, c, t), dtype=x.dtype)
+        gm = np.empty((16, oc, t), dtype=x.dtype)
+        dy = np.empty((oc, 2, 2, t), dtype=x.dtype)
+        product = np.empty((oc, c), dtype=x.dtype)
+        for task in range(first, last):
+            b0 = task * lanes
+            m = min(lanes, n - b0)
+            _task_input_tiles(x, b0, m, lanes, v)
+            dy[...] = 0                          # what _grad_lanes_in leaves stays zero
+            _grad_lanes_in(g, b0, m, tw, lanes, dy)
+            _output_tiles_adjoint(dy, gm)
+            for xi in range(16):                 # (OC, T) @ (T, C)
+                if task == first:
+                    np.dot(gm[xi], v[xi].T, gu_parts[part, xi])
+                else:
+                    np.dot(gm[xi], v[xi].T, product)
+                    gu_parts[part, xi] += product
+
+
+def weight_grad(g, x, lanes, parts):
+    """The weight gradient (OC, C, 3, 3) of the 3x3 stride-1 padding-1 convolution of x
+    (N, C, H, W) whose output gradient is g (N, OC, H, W), both C-contiguous, as
+    winograd.weight_grad computes it, in lanes: the tasks of `lanes` images in `parts`
+    runs (at most one a task), each run's dU summed task by task in its thread
+    (_weight_grad_parts), then the parts' dU in order. Nothing the size of the batch's V
+    or dM is ever in memory; the parts' dU take parts x 16 x OC x C entries. The caller
+    holds SciPy's BLAS to one thread (cpu.py)."""
+    n, c = x.shape[0], x.shape[1]
+    parts = max(1, min(parts, -(-n // lanes)))
+    gu_parts = np.empty((parts, 16, g.shape[1], c), dtype=x.dtype)
+    if n == 0:
+        gu_parts[...] = 0
+    _weight_grad_parts(g, x, lanes, gu_parts)
+    gu = gu_parts[0]
+    for part in range(1, parts):
+        gu += gu_parts[part]
     return weight_transform_adjoint(gu)

@@ -165,7 +165,7 @@ def gemm_cases(draw):
     conv_plan.ConvPolicy.only("per-image"),
     conv_plan.ConvPolicy(per_image_min_pixels_per_channel=None,
                          winograd_min_pixels_per_channel=None, shifted_rows_min_width=None,
-                         pointwise_max_stride=None)],
+                         pointwise_max_stride=None, winograd_weight_grad_lanes_max_width=None)],
     ids=["one-gemm", "per-image", "per-image forward, one-gemm gradients"])
 @path_settings
 @given(gemm_cases(), NEEDS)
@@ -178,9 +178,9 @@ def test_gemm_paths_match_reference(policy, case, needs):
 def test_few_pixel_layers_take_winograd_in_lanes_or_one_gemm():
     # resnet18's last 3x3 layer: 49 output pixels for 512 channels, fewer than Winograd's
     # image-by-image layout asks; 7 wide, it takes Winograd in lanes for all three passes
-    # where GEMMs run in Numba's threads. 14 wide (196 pixels), it is too wide for lanes
-    # and takes one GEMM for its output and input gradient, Winograd image by image for
-    # its weight gradient
+    # where GEMMs run in Numba's threads. 14 wide (196 pixels), it is too wide for lanes'
+    # output and input gradient and takes one GEMM for them, Winograd in lanes for its
+    # weight gradient (lanes up to 28 wide there)
     plan = conv_plan.conv_algorithm((16, 512, 7, 7), (512, 512, 3, 3), 1, 1)
     wider = conv_plan.conv_algorithm((16, 512, 14, 14), (512, 512, 3, 3), 1, 1)
     if conv_plan.scipy_blas() is None:
@@ -188,7 +188,7 @@ def test_few_pixel_layers_take_winograd_in_lanes_or_one_gemm():
         return
     assert (plan.forward, plan.grad_input, plan.grad_weight) == ("winograd-lanes",) * 3
     assert (wider.forward, wider.grad_input, wider.grad_weight) == (
-        "one-gemm", "one-gemm", "winograd")
+        "one-gemm", "one-gemm", "winograd-lanes")
     no_lanes = conv_plan.ConvPolicy(winograd_lanes_max_width=None,
                                     winograd_weight_grad_lanes_max_width=None)
     plan = conv_plan.conv_algorithm((16, 512, 7, 7), (512, 512, 3, 3), 1, 1, policy=no_lanes)

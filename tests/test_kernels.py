@@ -185,13 +185,14 @@ PER_IMAGE_USABLE = pytest.mark.skipif(
     conv_plan.scipy_blas() is None,
     reason="SciPy shares NumPy's BLAS here: cpu.py does not run GEMMs inside its threads")
 NO_SHORTCUTS = {"winograd_min_pixels_per_channel": None, "shifted_rows_min_width": None,
-                "winograd_weight_grad_min_channels": None, "pointwise_max_stride": None}
+                "winograd_weight_grad_min_channels": None, "pointwise_max_stride": None,
+                "winograd_weight_grad_lanes_max_width": None}
 WINOGRAD = {**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0,
             "winograd_min_pixels_per_channel": 0, "winograd_min_channels": 0,
             "winograd_loop_gemm_max_channels": None, "winograd_lanes_max_width": None}
 LANES_EVERYWHERE = {"winograd_lanes_max_width": 10**6}
 WINOGRAD_WEIGHT_GRADIENT = {**NO_SHORTCUTS, "winograd_weight_grad_min_channels": 0,
-                            "winograd_weight_grad_lanes_max_width": None}
+                            "winograd_min_channels": 0}
 CPU_CONV_PATHS = pytest.mark.parametrize("path", [
     pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0},
                  id="per-image", marks=PER_IMAGE_USABLE),
@@ -212,7 +213,7 @@ CPU_CONV_PATHS = pytest.mark.parametrize("path", [
                  id="winograd weight gradient in lanes", marks=PER_IMAGE_USABLE),
     pytest.param({**WINOGRAD_WEIGHT_GRADIENT, "winograd_weight_grad_lanes_max_width": 10**6,
                   "winograd_weight_grad_chunk_bytes": 1},
-                 id="winograd weight gradient in lanes, a task a chunk", marks=PER_IMAGE_USABLE),
+                 id="winograd weight gradient in lanes, one part", marks=PER_IMAGE_USABLE),
     pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": None,
                   "per_image_forward_min_pixels_per_channel": None}, id="one-GEMM")])
 
@@ -575,8 +576,8 @@ def test_winograd_lanes_match_the_reference(n, lanes, h, w, dtype):
     expected = reference.conv2d_forward(x, w4.reshape(oc, -1), *window)
     assert_close(out, expected + bias[None, :, None, None])
     _, grad_w2 = reference.conv2d_backward(g, x, w4.reshape(oc, -1), *window)
-    for tasks_per_chunk in (1, 2, 100):
-        assert_close(winograd_lanes.weight_grad(g, x, lanes, tasks_per_chunk),
+    for parts in (1, 2, 3, 100):                    # more parts than tasks: one a task
+        assert_close(winograd_lanes.weight_grad(g, x, lanes, parts),
                      grad_w2.reshape(oc, c, 3, 3))
 
 
@@ -649,22 +650,31 @@ def test_winograd_output_gradient_tiles_are_the_adjoint_of_the_output_transform(
     assert np.sum(out * dy) == pytest.approx(np.sum(mm * gm), rel=1e-12)
 
 
-def test_conv_plan_takes_the_winograd_weight_gradient_from_its_channels():
+def test_conv_plan_takes_the_winograd_weight_gradient_by_width_and_channels():
+    # up to winograd_weight_grad_lanes_max_width wide: in lanes, from winograd_min_channels;
+    # wider: image by image from winograd_weight_grad_min_channels, else shifted rows
     policy = conv_plan.ConvPolicy(winograd_weight_grad_min_channels=128,
-                                  winograd_weight_grad_lanes_max_width=28)
-    wide = conv_plan.conv_algorithm((16, 128, 28, 28), (128, 128, 3, 3), 1, 1, policy=policy)
-    narrow = conv_plan.conv_algorithm((16, 64, 56, 56), (64, 64, 3, 3), 1, 1, policy=policy)
-    mixed = conv_plan.conv_algorithm((16, 64, 14, 14), (128, 64, 3, 3), 1, 1, policy=policy)
-    strided = conv_plan.conv_algorithm((16, 128, 28, 28), (128, 128, 3, 3), 2, 1, policy=policy)
-    large = conv_plan.conv_algorithm((16, 128, 56, 56), (128, 128, 3, 3), 1, 1, policy=policy)
+                                  winograd_weight_grad_lanes_max_width=28,
+                                  winograd_min_channels=8)
+    def grad_weight(c, oc, width, stride=1, policy=policy):
+        return conv_plan.conv_algorithm((16, c, width, width), (oc, c, 3, 3), stride, 1,
+                                        policy=policy).grad_weight
     threads = conv_plan.scipy_blas() is not None
-    assert wide.grad_weight == ("winograd-lanes" if threads else "shifted-rows")   # 28 wide
-    assert large.grad_weight == ("winograd" if threads else "shifted-rows")        # 56 wide
-    assert narrow.grad_weight == "shifted-rows"
-    assert "winograd" not in mixed.grad_weight and "winograd" not in strided.grad_weight
+    lanes, planes = ("winograd-lanes", "winograd") if threads else ("shifted-rows",) * 2
+    assert grad_weight(128, 128, 28) == lanes
+    assert grad_weight(64, 128, 14) == lanes
+    assert grad_weight(8, 8, 16) == lanes
+    assert grad_weight(7, 8, 16) == "shifted-rows"          # fewer than 8 channels
+    assert grad_weight(7, 8, 8) == "per-image"
+    assert grad_weight(128, 128, 56) == planes               # wider than lanes take
+    assert grad_weight(64, 64, 56) == "shifted-rows"         # ... with under 128 channels
+    assert "winograd" not in grad_weight(128, 128, 56, stride=2)
     off = dataclasses.replace(policy, winograd_weight_grad_min_channels=None)
-    assert conv_plan.conv_algorithm((16, 128, 28, 28), (128, 128, 3, 3), 1, 1,
-                                    policy=off).grad_weight == "shifted-rows"
+    assert grad_weight(128, 128, 56, policy=off) == "shifted-rows"
+    assert grad_weight(128, 128, 28, policy=off) == lanes
+    no_lanes = dataclasses.replace(policy, winograd_weight_grad_lanes_max_width=None)
+    assert grad_weight(128, 128, 28, policy=no_lanes) == planes
+    assert grad_weight(64, 64, 28, policy=no_lanes) == "shifted-rows"
 
 
 # ---------------------------------------------------------------- batch norm
