@@ -146,18 +146,20 @@ def _conv2d_backward_core(g, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, need_
             unfold.col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dh, dw, dx)
 
 
-def _winograd_conv(x, w4, layout, bias=None):
-    """The 3x3 stride-1 padding-1 convolution of x (contiguous) with w4 (OC, C, 3, 3),
-    plus bias where given, by Winograd in the plan's layout: 'winograd' (winograd.py) or
-    'winograd-lanes' (winograd_lanes.py)."""
+def _winograd_conv(x, u, layout, bias=None):
+    """The 3x3 stride-1 padding-1 convolution of x (contiguous) with the weight whose
+    transform is u (16, OC, C) (winograd.weight_transform), plus bias where given, by
+    Winograd in the plan's layout: 'winograd' (winograd.py) or 'winograd-lanes'
+    (winograd_lanes.py)."""
     n, _, h, w = x.shape
-    out = np.empty((n, w4.shape[0], h, w), dtype=x.dtype)
-    u, bias = winograd.weight_transform(w4), bias_or_empty(bias, x.dtype)
-    loop = conv_plan.winograd_loop_gemm(w4.shape[1], w4.shape[0])
+    oc = u.shape[1]
+    out = np.empty((n, oc, h, w), dtype=x.dtype)
+    bias = bias_or_empty(bias, x.dtype)
+    loop = conv_plan.winograd_loop_gemm(u.shape[2], oc)
     if layout == "winograd-lanes":
         winograd_lanes.forward_core(x, u, winograd_lanes.LANES, out, bias, loop)
     else:
-        winograd.forward_core(x, u, _winograd_group(x, w4.shape[0]), out, bias, loop)
+        winograd.forward_core(x, u, _winograd_group(x, oc), out, bias, loop)
     return out
 
 
@@ -226,7 +228,8 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=Non
     x = np.ascontiguousarray(x)
     with _one_blas_thread():
         if plan.forward in ("winograd", "winograd-lanes"):
-            return _winograd_conv(x, w2.reshape(oc, -1, 3, 3), plan.forward, bias)
+            u = winograd.weight_transform(w2.reshape(oc, -1, 3, 3))
+            return _winograd_conv(x, u, plan.forward, bias)
         if plan.forward == "pointwise":
             return pointwise_conv.forward(x, w2, sh, sw, bias)
         out = np.empty((n, oc, oh * ow), dtype=x.dtype)
@@ -250,8 +253,8 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
                                            _even_group(x.shape[0], g.shape[2] * g.shape[3]))
     if need_x and plan.grad_input in ("winograd", "winograd-lanes"):
         with _one_blas_thread():
-            grad_x = _winograd_conv(g, winograd.flipped(w2.reshape(oc, -1, 3, 3)),
-                                    plan.grad_input)
+            u = winograd.flipped_weight_transform(w2.reshape(oc, -1, 3, 3))
+            grad_x = _winograd_conv(g, u, plan.grad_input)
         need_x = False
     if need_w and plan.grad_weight in ("winograd", "winograd-lanes"):
         with _one_blas_thread():

@@ -12,8 +12,9 @@ out as the sums in _along_rows, _input_tiles and _output_tiles),
 which is exactly the 3x3 correlation: 16 multiplications per tile and channel pair
 instead of 4*9 = 36, so the GEMMs do 2.25x less work than im2col's, and the transforms are
 additions. The gradient of the input is the same convolution of grad_out with the weight
-flipped and its channels swapped (`flipped`). The weight gradient is the adjoint of the
-same pieces (`weight_grad`): dM = A dY A^T for every output-gradient tile, then
+rotated 180 degrees and its channels swapped (`flipped`; `flipped_weight_transform`
+transforms it without the copy). The weight gradient is the adjoint of the same pieces
+(`weight_grad`): dM = A dY A^T for every output-gradient tile, then
 dU[xi] = dM[xi] @ V[xi]^T summed over the tiles of all images (16 GEMMs whose inner
 dimension is the whole batch's tiles), then dw = G^T dU G. The transforms of float32 data
 lose a few bits against the direct sum (tests/test_kernels.py holds them to the reference).
@@ -66,31 +67,56 @@ def _gt_rows(d0, d1, d2, d3):
     return d0 + 0.5 * (d1 + d2), 0.5 * (d1 - d2), 0.5 * (d1 + d2) + d3
 
 
+@njit(cache=True, inline="always")
+def _tap(w, i, j, first, step):
+    """Entry (i, j) of the 3x3 weight w, in float64: w[i, j] (first 0, step 1) or, rotated
+    180 degrees, w[2 - i, 2 - j] (first 2, step -1)."""
+    return np.float64(w[first + step * i, first + step * j])
+
+
 @njit(cache=True, parallel=True)
-def weight_transform(w4):
-    """w4 (OC, C, 3, 3) -> U (16, OC, C), U[4a + b] = (G w G^T)[a, b], in w4's dtype
-    (computed in float64): _g_rows down each column of w, then along each row of G w.
-    A thread takes an output channel at a time and writes its 16 values per channel to a
-    scratch row, then U's 16 rows from the scratch: written straight into U, the 16
-    entries of one (oc, c) lie OC*C apart, and those stores evict one another from the
-    cache."""
+def _weight_transform(w4, flip):
+    """U = G w G^T for every (oc, c) of w4 (OC, C, 3, 3), in w4's dtype (computed in
+    float64): _g_rows down each column of w, then along each row of G w. flip: of the
+    rotated weight with its channels swapped, U (16, C, OC), read from w4 in place.
+    A thread takes a row of U at a time (an output channel of the transformed weight) and
+    writes its 16 values per column to a scratch row, then U's 16 rows from the scratch:
+    written straight into U, the 16 entries of one (row, column) lie rows*columns apart,
+    and those stores evict one another from the cache."""
     oc, c = w4.shape[0], w4.shape[1]
-    u = np.empty((16, oc, c), dtype=w4.dtype)
-    for o in prange(oc):
-        scratch = np.empty((c, 16), dtype=w4.dtype)
-        for ch in range(c):
-            w = w4[o, ch]
-            g0 = _g_rows(np.float64(w[0, 0]), np.float64(w[1, 0]), np.float64(w[2, 0]))
-            g1 = _g_rows(np.float64(w[0, 1]), np.float64(w[1, 1]), np.float64(w[2, 1]))
-            g2 = _g_rows(np.float64(w[0, 2]), np.float64(w[1, 2]), np.float64(w[2, 2]))
+    rows, columns = (c, oc) if flip else (oc, c)
+    first, step = (2, -1) if flip else (0, 1)     # w[i, j] is w4[., ., first + step*i, ...]
+    u = np.empty((16, rows, columns), dtype=w4.dtype)
+    for r in prange(rows):
+        scratch = np.empty((columns, 16), dtype=w4.dtype)
+        for q in range(columns):
+            w = w4[q, r] if flip else w4[r, q]
+            g0 = _g_rows(_tap(w, 0, 0, first, step), _tap(w, 1, 0, first, step),
+                         _tap(w, 2, 0, first, step))
+            g1 = _g_rows(_tap(w, 0, 1, first, step), _tap(w, 1, 1, first, step),
+                         _tap(w, 2, 1, first, step))
+            g2 = _g_rows(_tap(w, 0, 2, first, step), _tap(w, 1, 2, first, step),
+                         _tap(w, 2, 2, first, step))
             for a in range(4):                  # g0, g1, g2: the columns of G w
                 t = _g_rows(g0[a], g1[a], g2[a])    # row a of G w G^T
                 for b in range(4):
-                    scratch[ch, 4 * a + b] = t[b]
+                    scratch[q, 4 * a + b] = t[b]
         for k in range(16):
-            for ch in range(c):
-                u[k, o, ch] = scratch[ch, k]
+            for q in range(columns):
+                u[k, r, q] = scratch[q, k]
     return u
+
+
+def weight_transform(w4):
+    """w4 (OC, C, 3, 3) -> U (16, OC, C), U[4a + b] = (G w G^T)[a, b]: the weights of
+    the output's 16 GEMMs."""
+    return _weight_transform(w4, False)
+
+
+def flipped_weight_transform(w4):
+    """weight_transform(flipped(w4)), (16, C, OC), without flipped's copy: the weights of
+    the input gradient's 16 GEMMs, the same sums of the same numbers."""
+    return _weight_transform(w4, True)
 
 
 @njit(cache=True, parallel=True)

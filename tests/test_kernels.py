@@ -543,6 +543,22 @@ def test_winograd_weight_transform_is_g_w_gt(dtype):
     assert_close(got, expected.reshape(16, 3, 5).astype(dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("oc, c", [(3, 5), (1, 1), (40, 7)])
+def test_winograd_flipped_weight_transform_is_the_transform_of_the_flipped_weight(dtype,
+                                                                                  oc, c):
+    # the input gradient's weights, read from w4 in place: bit for bit the transform of
+    # the rotated, channel-swapped copy, a non-contiguous weight too
+    rng = np.random.default_rng(oc * c)
+    w4 = random(rng, (oc, c, 3, 3), dtype)
+    expected = winograd.weight_transform(winograd.flipped(w4))
+    assert expected.shape == (16, c, oc)
+    np.testing.assert_array_equal(winograd.flipped_weight_transform(w4), expected)
+    strided = random(rng, (oc, 2 * c, 3, 3), dtype)[:, ::2]
+    np.testing.assert_array_equal(winograd.flipped_weight_transform(strided),
+                                  winograd.weight_transform(winograd.flipped(strided)))
+
+
 @pytest.mark.parametrize("oc, c", [(3, 5), (1, 1), (40, 7)])
 def test_winograd_weight_transform_adjoint_is_its_gradient(oc, c):
     # <G w G^T, dU> = <w, G^T dU G> for every w and dU: the weight gradient's last step is
