@@ -6,14 +6,15 @@ and by which GEMM the Winograd layers run; a lesson that trains a network must h
 all of them. This script executes each lesson (its solutions too, as tests/test_notebooks.py
 does) once per order and prints the errors of its cells:
 
-    python notebooks/summation_orders.py 05 08            # the 22 orders below
+    python notebooks/summation_orders.py 05 08            # the 28 orders below
     python notebooks/summation_orders.py --quick 05       # 3 of them
 
 An order is a set of environment variables for the kernel (OPENBLAS_CORETYPE names an
 x86 kernel of OpenBLAS's; the Haswell kernel is what OpenBLAS detects on an AVX2 machine)
 and the Winograd GEMMs by tinyres's loop or by the BLAS (which of them is the default
 depends on the kernel: the loop on OpenBLAS's AVX2 and older kernels, the BLAS on its
-AVX-512 ones). On an AVX-512 machine the detected kernel is an AVX-512 one.
+AVX-512 ones). On an AVX-512 machine the detected kernel is an AVX-512 one, so the Haswell
+kernel is on the list in its own right (on an AVX2 machine it is the detected one twice).
 """
 import argparse
 import itertools
@@ -27,7 +28,8 @@ from nbclient.exceptions import CellExecutionError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_lessons as lessons  # noqa: E402
 
-KERNELS = [{}, {"OPENBLAS_CORETYPE": "Sandybridge"}, {"OPENBLAS_CORETYPE": "Nehalem"}]
+KERNELS = [{}, {"OPENBLAS_CORETYPE": "Haswell"}, {"OPENBLAS_CORETYPE": "Sandybridge"},
+           {"OPENBLAS_CORETYPE": "Nehalem"}]
 THREADS = [{}, {"NUMBA_NUM_THREADS": "8"},
            {"NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}]
 MORE_THREADS = [{"NUMBA_NUM_THREADS": str(t), "OPENBLAS_NUM_THREADS": str(t)} for t in (3, 4)]
@@ -48,8 +50,8 @@ PROBE = ("import numba, threadpoolctl\n"
 
 
 def orders(quick=False):
-    """(environment, gemm) pairs: 3 kernels x 3 thread settings, and 2 more thread counts
-    on the detected kernel, each with both GEMMs (22); --quick: 3."""
+    """(environment, gemm) pairs: 4 kernels x 3 thread settings, and 2 more thread counts
+    on the detected kernel, each with both GEMMs (28); --quick: 3."""
     if quick:
         return [({}, "loop"), (dict(KERNELS[1], **THREADS[2]), "loop"), ({}, "blas")]
     envs = [dict(k, **t) for k, t in itertools.product(KERNELS, THREADS)] + MORE_THREADS

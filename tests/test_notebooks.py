@@ -117,7 +117,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
 # other numbers (most of all for the deep plain nets). Their checks must hold on a
 # student's machine too, so they run here a second time with other sums: OpenBLAS held to
 # its Sandy Bridge kernels (AVX, no FMA). (notebooks/summation_orders.py runs them under all
-# 22 orders the lessons were tried with, thread counts from 1 to 8 among them.)
+# 28 orders the lessons were tried with, thread counts from 1 to 8 among them.)
 TRAINING_LESSONS = [p for p in NOTEBOOKS if p.stem[:2] in ("05", "08")]
 ANOTHER_ORDER = {"OPENBLAS_CORETYPE": "Sandybridge"}
 
@@ -143,7 +143,7 @@ def test_summation_orders_switch_the_winograd_gemms(tmp_path, monkeypatch):
         nbformat.write(nb, tmp_path / "probe.ipynb")
         ran = lessons.execute(tmp_path / "probe.ipynb", tmp_path)
         assert ran.cells[1].outputs[0].text.strip() == loop
-    assert len(orders.orders()) == 22 and len(set(map(str, orders.orders()))) == 22
+    assert len(orders.orders()) == 28 and len(set(map(str, orders.orders()))) == 28
 
 
 def test_build_command_writes_pages(tmp_path, monkeypatch):
