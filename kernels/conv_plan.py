@@ -34,9 +34,10 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
                   (32, resnet20's first two stages, where SciPy's BLAS runs an AVX2 or
                   older kernel of OpenBLAS's; None, the loop off, where it runs an
                   AVX-512 one: default_loop_gemm_max_channels)
-    shifted-rows  the weight gradient of the other 3x3 layers at least
+    shifted-rows  the weight gradient of the other 3x3 padding-1 layers at least
                   `shifted_rows_min_width` wide, summed from shifted rows of x and
-                  grad_out (weight_grad.py)
+                  grad_out (weight_grad.py): at stride 1, and at stride 2 (the
+                  downsampling layers, from the phases of x) up to `shifted_rows_max_stride`
     pointwise     1x1 unpadded layers with a stride of at most `pointwise_max_stride`: GEMMs
                   on the NCHW planes themselves, the strided ones on a subsample of x, no
                   im2col, col2im or transposes (pointwise_conv.py), for all three passes
@@ -94,7 +95,8 @@ class ConvPolicy:
     # dM used while in cache (winograd_min_channels and up; ahead of shifted rows, GEMMs and
     # image-by-image Winograd up to 28 wide, behind at 32 and 56: benchmarks/README.md)
     winograd_weight_grad_lanes_max_width: int | None = 28
-    shifted_rows_min_width: int = 16                   # OW >= this, 3x3 s1 p1
+    shifted_rows_min_width: int = 16                   # OW >= this, 3x3 p1
+    shifted_rows_max_stride: int | None = 2            # 3x3 p1 layers of stride <= this
     pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this
 
     @classmethod
@@ -165,9 +167,16 @@ def scipy_blas():
 
 
 def _is_3x3_same(kh, kw, sh, sw, ph, pw, dh, dw, groups):
-    """Winograd's and the shifted rows' one case: a dense (undilated, ungrouped) 3x3
-    stride-1 padding-1 layer."""
+    """Winograd's case: a dense (undilated, ungrouped) 3x3 stride-1 padding-1 layer."""
     return (kh, kw, sh, sw, ph, pw, dh, dw, groups) == (3, 3, 1, 1, 1, 1, 1, 1, 1)
+
+
+def _shifted_rows_stride(kh, kw, sh, sw, ph, pw, dh, dw, groups):
+    """The shifted rows' cases: a dense 3x3 padding-1 layer at stride 1 or 2 (the same
+    both ways): that stride, else None."""
+    if (kh, kw, ph, pw, dh, dw, groups) == (3, 3, 1, 1, 1, 1, 1) and sh == sw in (1, 2):
+        return sh
+    return None
 
 
 def _is_1x1(kh, kw, ph, pw):
@@ -250,7 +259,15 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
     lanes_w = winograd_ok and _at_most(ow, policy.winograd_weight_grad_lanes_max_width)
     planes_w = winograd_ok and _at_least(min(c, oc), policy.winograd_weight_grad_min_channels)
     layout_w = "winograd-lanes" if lanes_w else "winograd" if planes_w else None
-    shifted = same3 and layout_w is None and _at_least(ow, policy.shifted_rows_min_width)
+    rows_stride = _shifted_rows_stride(kh, kw, sh, sw, ph, pw, dh, dw, groups)
+    shifted = (rows_stride is not None and layout_w is None
+               and _at_least(ow, policy.shifted_rows_min_width)
+               and _at_most(rows_stride, policy.shifted_rows_max_stride))
+    if rows_stride == 2:
+        reasons.append(f"3x3 stride 2 padding 1, output {ow} wide: weight gradient "
+                       + ("from shifted rows of the input's phases" if shifted else "by GEMM")
+                       + f" (from {policy.shifted_rows_min_width} wide, up to stride "
+                       f"{policy.shifted_rows_max_stride})")
     if same3:
         reasons.append(f"{c} -> {oc} channels, output {ow} wide: weight gradient "
                        + (f"by {layout_w}" if layout_w else

@@ -261,7 +261,8 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
             grad_w2 = _winograd_weight_grad(g, x, plan.grad_weight).reshape(w2.shape)
         need_w = False
     if need_w and plan.grad_weight == "shifted-rows":
-        grad_w2 = weight_grad.weight_grad(g, x, 4 * numba.get_num_threads()).reshape(w2.shape)
+        grad_w2 = weight_grad.weight_grad(g, x, 4 * numba.get_num_threads(),
+                                          sh).reshape(w2.shape)
         need_w = False
     if need_x or need_w:                     # what is left, by GEMMs
         gemm = plan.grad_input if need_x else plan.grad_weight

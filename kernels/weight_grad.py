@@ -1,5 +1,5 @@
-"""The weight gradient of a 3x3 stride-1 padding-1 convolution as sums of shifted rows, for
-kernels/cpu.py: no im2col, no GEMM.
+"""The weight gradient of a 3x3 padding-1 convolution, stride 1 or 2, as sums of shifted
+rows, for kernels/cpu.py: no im2col, no GEMM.
 
     grad_w[o, c, i, j] = sum over images and output pixels (y, z) of
                          g[o, y, z] * x[c, y + i - 1, z + j - 1]     (zero outside x)
@@ -17,6 +17,15 @@ sums, 7 loads per 12 multiply-adds). On narrow outputs each sum is short and end
 costs about as much as the sum, so the CPU layer takes this path only where the output is
 at least ConvPolicy.shifted_rows_min_width wide (kernels/conv_plan.py; the measurements
 are in benchmarks/README.md).
+
+At stride 2 (3x3, padding 1: the downsampling layers) output pixel (y, z) meets padded
+input pixel (2y + i, 2z + j). Cut the padded plane into its four phases, even and odd rows
+by even and odd columns, each (OH+1) x (OW+1) and flat: xq[c, a, e]. Window element (i, j)
+reads phase (i % 2, j % 2) at (y + i//2, z + j//2), so with gp's rows OW+1 long
+
+    grad_w[o, c, i, j] = sum over p of gp[o, p] * xq[c, i % 2, j % 2][p + (i//2)*(OW+1) + j//2]
+
+the same shifted rows, from the phases: no window is copied out (as im2col would).
 
 The sums run in the input's dtype and may be reassociated (fastmath "reassoc", and
 "contract" for fused multiply-adds), as in any GEMM.
@@ -42,69 +51,116 @@ def _pad_image(x, g, b, xp, gp):
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
+def _add_rows(r0, r1, r2, gp, ch, i, zero, dw):
+    """dw[:, ch, i, j] += sum over p of gp[:, p] * rj[p] for j = 0, 1, 2: window row i of
+    input channel ch, its three elements read from the rows r0, r1, r2 (each as long as a
+    row of gp); zero: a zero of the input's dtype (a padding entry)."""
+    oc, n = dw.shape[0], gp.shape[1]
+    o = 0
+    while o + 4 <= oc:                      # four output channels x the three offsets j
+        q0, q1, q2, q3 = gp[o], gp[o + 1], gp[o + 2], gp[o + 3]
+        a00 = a01 = a02 = a10 = a11 = a12 = zero
+        a20 = a21 = a22 = a30 = a31 = a32 = zero
+        for p in range(n):
+            x0, x1, x2 = r0[p], r1[p], r2[p]
+            a00 += q0[p] * x0
+            a01 += q0[p] * x1
+            a02 += q0[p] * x2
+            a10 += q1[p] * x0
+            a11 += q1[p] * x1
+            a12 += q1[p] * x2
+            a20 += q2[p] * x0
+            a21 += q2[p] * x1
+            a22 += q2[p] * x2
+            a30 += q3[p] * x0
+            a31 += q3[p] * x1
+            a32 += q3[p] * x2
+        sums = ((a00, a01, a02), (a10, a11, a12), (a20, a21, a22), (a30, a31, a32))
+        for k in range(4):
+            for j in range(3):
+                dw[o + k, ch, i, j] += sums[k][j]
+        o += 4
+    while o < oc:                           # the last OC % 4 channels, one at a time
+        q0 = gp[o]
+        a00 = a01 = a02 = zero
+        for p in range(n):
+            a00 += q0[p] * r0[p]
+            a01 += q0[p] * r1[p]
+            a02 += q0[p] * r2[p]
+        dw[o, ch, i, 0] += a00
+        dw[o, ch, i, 1] += a01
+        dw[o, ch, i, 2] += a02
+        o += 1
+
+
+@njit(cache=True)
 def _add_image(xp, gp, wp, dw):
     """dw (OC, C, 3, 3) += the weight gradient of one padded image (see above)."""
-    oc, c = dw.shape[0], dw.shape[1]
     n = gp.shape[1]                         # H*(W+2) entries of a row of gp
-    zero = xp[0, 0]                         # a zero of the input's dtype (a padding entry)
-    for ch in range(c):
+    for ch in range(dw.shape[1]):
         for i in range(3):
             s = i * wp
-            r0, r1, r2 = xp[ch, s:s + n], xp[ch, s + 1:s + 1 + n], xp[ch, s + 2:s + 2 + n]
-            o = 0
-            while o + 4 <= oc:              # four output channels x the three offsets j
-                q0, q1, q2, q3 = gp[o], gp[o + 1], gp[o + 2], gp[o + 3]
-                a00 = a01 = a02 = a10 = a11 = a12 = zero
-                a20 = a21 = a22 = a30 = a31 = a32 = zero
-                for p in range(n):
-                    x0, x1, x2 = r0[p], r1[p], r2[p]
-                    a00 += q0[p] * x0
-                    a01 += q0[p] * x1
-                    a02 += q0[p] * x2
-                    a10 += q1[p] * x0
-                    a11 += q1[p] * x1
-                    a12 += q1[p] * x2
-                    a20 += q2[p] * x0
-                    a21 += q2[p] * x1
-                    a22 += q2[p] * x2
-                    a30 += q3[p] * x0
-                    a31 += q3[p] * x1
-                    a32 += q3[p] * x2
-                sums = ((a00, a01, a02), (a10, a11, a12), (a20, a21, a22), (a30, a31, a32))
-                for k in range(4):
-                    for j in range(3):
-                        dw[o + k, ch, i, j] += sums[k][j]
-                o += 4
-            while o < oc:                   # the last OC % 4 channels, one at a time
-                q0 = gp[o]
-                a00 = a01 = a02 = zero
-                for p in range(n):
-                    a00 += q0[p] * r0[p]
-                    a01 += q0[p] * r1[p]
-                    a02 += q0[p] * r2[p]
-                dw[o, ch, i, 0] += a00
-                dw[o, ch, i, 1] += a01
-                dw[o, ch, i, 2] += a02
-                o += 1
+            _add_rows(xp[ch, s:s + n], xp[ch, s + 1:s + 1 + n], xp[ch, s + 2:s + 2 + n],
+                      gp, ch, i, xp[0, 0], dw)
+
+
+@njit(cache=True)
+def _phase_image(x, g, b, xq, gp):
+    """xq[c, a, e] = phase (a, e) of plane c of x[b] padded by one (rows 2u + a, columns
+    2v + e of the padded plane at u*(OW+1) + v), flat; gp[o] = plane o of g[b] with rows of
+    OW+1 entries. What no pixel lands on stays the zero it was allocated as."""
+    _, c, h, w = x.shape
+    owp = g.shape[3] + 1
+    for ch in range(c):
+        for y in range(h):
+            a, u = (y + 1) % 2, (y + 1) // 2
+            for z in range(w):
+                xq[ch, a, (z + 1) % 2, u * owp + (z + 1) // 2] = x[b, ch, y, z]
+    for o in range(g.shape[1]):
+        for y in range(g.shape[2]):
+            for z in range(g.shape[3]):
+                gp[o, y * owp + z] = g[b, o, y, z]
+
+
+@njit(cache=True)
+def _add_image_stride2(xq, gp, owp, dw):
+    """dw (OC, C, 3, 3) += the weight gradient of one image at stride 2 (see above): window
+    row i reads phase row i % 2, i//2 rows on; elements j = 0, 1, 2 the even phase, the
+    odd, and the even one entry on."""
+    n = gp.shape[1]                         # OH*(OW+1) entries of a row of gp
+    for ch in range(dw.shape[1]):
+        for i in range(3):
+            s, even, odd = (i // 2) * owp, xq[ch, i % 2, 0], xq[ch, i % 2, 1]
+            _add_rows(even[s:s + n], odd[s:s + n], even[s + 1:s + 1 + n], gp, ch, i,
+                      xq[0, 0, 0, 0], dw)
 
 
 @njit(cache=True, parallel=True)
-def _weight_grad_core(g, x, group, dw_parts):
+def _weight_grad_core(g, x, group, stride, dw_parts):
     n, c, h, w = x.shape
+    oh, ow = g.shape[2], g.shape[3]
     for task in prange(dw_parts.shape[0]):  # each task sums its images into a part of its own
-        xp = np.zeros((c, (h + 2) * (w + 2) + 2), dtype=x.dtype)   # +2: the last shift
-        gp = np.zeros((g.shape[1], h * (w + 2)), dtype=x.dtype)
         dw_parts[task] = 0
-        for b in range(task * group, min(n, (task + 1) * group)):
-            _pad_image(x, g, b, xp, gp)
-            _add_image(xp, gp, w + 2, dw_parts[task])
+        if stride == 1:
+            xp = np.zeros((c, (h + 2) * (w + 2) + 2), dtype=x.dtype)   # +2: the last shift
+            gp = np.zeros((g.shape[1], h * (w + 2)), dtype=x.dtype)
+            for b in range(task * group, min(n, (task + 1) * group)):
+                _pad_image(x, g, b, xp, gp)
+                _add_image(xp, gp, w + 2, dw_parts[task])
+        else:
+            xq = np.zeros((c, 2, 2, (oh + 1) * (ow + 1) + 1), dtype=x.dtype)  # +1: the shift
+            gp = np.zeros((g.shape[1], oh * (ow + 1)), dtype=x.dtype)
+            for b in range(task * group, min(n, (task + 1) * group)):
+                _phase_image(x, g, b, xq, gp)
+                _add_image_stride2(xq, gp, ow + 1, dw_parts[task])
 
 
-def weight_grad(g, x, tasks):
-    """grad_w (OC, C, 3, 3) of the 3x3 stride-1 padding-1 convolution of x (N, C, H, W),
-    given g = grad_out (N, OC, H, W), both C-contiguous; the batch cut into `tasks`."""
+def weight_grad(g, x, tasks, stride=1):
+    """grad_w (OC, C, 3, 3) of the 3x3 padding-1 convolution of x (N, C, H, W) at stride 1
+    or 2, given g = grad_out (N, OC, OH, OW), both C-contiguous; the batch cut into
+    `tasks`."""
     n = x.shape[0]
     group = max(1, -(-n // tasks))          # an empty batch: no parts, a zero sum
     dw_parts = np.empty((-(-n // group), g.shape[1], x.shape[1], 3, 3), dtype=x.dtype)
-    _weight_grad_core(g, x, group, dw_parts)
+    _weight_grad_core(g, x, group, stride, dw_parts)
     return dw_parts.sum(axis=0)

@@ -274,6 +274,18 @@ def test_conv2d_3x3_same_matches_reference(path, n, c, oc, h, w, dtype, layout, 
         check_conv2d_against_reference(case, (True, True))
 
 
+@CPU_CONV_PATHS
+@hypothesis_settings
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 7), st.integers(1, 9),
+       st.integers(1, 9), DTYPES, LAYOUTS, SEEDS)
+def test_conv2d_3x3_stride_2_matches_reference(path, n, c, oc, h, w, dtype, layout, seed):
+    # the downsampling geometry, whose weight gradient weight_grad.py takes from the phases
+    # of x: odd and even sizes (a last phase row or column short), 1x1 images
+    case = ((n, c, h, w), (oc, c * 9), (3, 3, 2, 2, 1, 1), dtype, layout, seed)
+    with conv_plan.conv_policy(**path):
+        check_conv2d_against_reference(case, (True, True))
+
+
 def check_conv2d_against_reference(case, needs):
     x_shape, w2_shape, window, dtype, layout, seed = case
     rng = np.random.default_rng(seed)
@@ -843,7 +855,8 @@ def test_maxpool_nan_follows_pytorch(kernels):
 # ---------------------------------------------------------------- empty batches
 
 EMPTY_CONVS = [(1, 1, 0, 5), (3, 1, 1, 5), (3, 2, 1, 5), (1, 2, 0, 5),
-               (3, 1, 1, conv_plan.ConvPolicy().shifted_rows_min_width)]  # weight_grad.py
+               (3, 1, 1, conv_plan.ConvPolicy().shifted_rows_min_width),      # weight_grad.py
+               (3, 2, 1, 2 * conv_plan.ConvPolicy().shifted_rows_min_width)]  # ... at stride 2
 
 
 @all_modules
@@ -866,6 +879,39 @@ def test_direct_weight_grad_of_an_empty_batch_is_zero():
     grad_w = weight_grad.weight_grad(g, x, tasks=4)
     assert grad_w.shape == (3, 2, 3, 3)
     np.testing.assert_array_equal(grad_w, 0.0)
+    grad_w = weight_grad.weight_grad(g[:, :, :2, :2], x, tasks=4, stride=2)
+    np.testing.assert_array_equal(grad_w, np.zeros((3, 2, 3, 3)))
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (2, 2), (5, 8), (8, 5), (7, 7), (32, 32)])
+@pytest.mark.parametrize("tasks", [1, 3])
+def test_direct_weight_grad_at_stride_2_matches_the_reference(h, w, tasks):
+    # float64, to rounding: the phases of x (odd sizes leave a phase row or column of
+    # padding), output channels in blocks of 4 and the 3 past them
+    rng = np.random.default_rng(h * 100 + w)
+    n, c, oc = 4, 3, 7
+    x = rng.standard_normal((n, c, h, w))
+    g = rng.standard_normal((n, oc, (h + 1) // 2, (w + 1) // 2))
+    w2 = rng.standard_normal((oc, c * 9))
+    _, expected = reference.conv2d_backward(g, x, w2, 3, 3, 2, 2, 1, 1)
+    got = weight_grad.weight_grad(g, x, tasks, stride=2)
+    np.testing.assert_allclose(got.reshape(oc, -1), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_plan_takes_shifted_rows_at_stride_2_from_its_width():
+    policy = conv_plan.ConvPolicy(shifted_rows_min_width=16, shifted_rows_max_stride=2)
+    def grad_weight(width, stride=2, padding=1, policy=policy):
+        return conv_plan.conv_algorithm((8, 16, width, width), (32, 16, 3, 3), stride,
+                                        padding, policy=policy).grad_weight
+    assert grad_weight(32) == "shifted-rows"                 # a 16-wide output
+    assert grad_weight(30) != "shifted-rows"                 # 15 wide
+    assert grad_weight(32, stride=(2, 1)) != "shifted-rows"  # the strides differ
+    assert grad_weight(32, stride=3) != "shifted-rows"
+    assert grad_weight(32, padding=0) != "shifted-rows"
+    one = dataclasses.replace(policy, shifted_rows_max_stride=1)
+    assert grad_weight(32, policy=one) != "shifted-rows"
+    assert grad_weight(16, stride=1, policy=one) in ("shifted-rows", "winograd",
+                                                     "winograd-lanes")
 
 
 @all_modules
