@@ -97,7 +97,10 @@ def test_lesion_resnet_survives_plain_does_not(out_dir):
     residual, plain = result["runs"]
     assert (residual["net"], plain["net"]) == ("residual", "plain")
     assert len(residual["deleted"]) == len(plain["deleted"]) == 7
-    assert residual["mean_increase"] < plain["mean_increase"] - 0.3
+    # lesson 08's claim: the plain twin's mean rise at least twice the residual net's (an
+    # absolute gap of 0.3 failed under one float32 summation order at 0.297: the residual
+    # net's rise 0.06-0.11 and the plain's 0.39-0.66 under five orders, quick runs)
+    assert plain["mean_increase"] > 2 * max(residual["mean_increase"], 0)
     # deleting a block from the middle/end of the resnet costs little
     late = [e for name, e in residual["deleted"] if name.startswith(("layer2", "layer3"))]
     assert max(late) < residual["base_error"] + 0.1

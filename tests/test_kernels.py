@@ -263,25 +263,17 @@ def test_conv2d_matches_reference(path, case, needs):
 
 
 @CPU_CONV_PATHS
+@pytest.mark.parametrize("stride", [1, 2])
 @hypothesis_settings
 @given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 7), st.integers(1, 9),
        st.integers(1, 9), DTYPES, LAYOUTS, SEEDS)
-def test_conv2d_3x3_same_matches_reference(path, n, c, oc, h, w, dtype, layout, seed):
-    # the geometry Winograd and weight_grad.py take, odd and even sizes (tiles past the
-    # edge), 1x1 images, output channels in weight_grad.py's blocks of 4 and past them
-    case = ((n, c, h, w), (oc, c * 9), (3, 3, 1, 1, 1, 1), dtype, layout, seed)
-    with conv_plan.conv_policy(**path):
-        check_conv2d_against_reference(case, (True, True))
-
-
-@CPU_CONV_PATHS
-@hypothesis_settings
-@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 7), st.integers(1, 9),
-       st.integers(1, 9), DTYPES, LAYOUTS, SEEDS)
-def test_conv2d_3x3_stride_2_matches_reference(path, n, c, oc, h, w, dtype, layout, seed):
-    # the downsampling geometry, whose weight gradient weight_grad.py takes from the phases
-    # of x: odd and even sizes (a last phase row or column short), 1x1 images
-    case = ((n, c, h, w), (oc, c * 9), (3, 3, 2, 2, 1, 1), dtype, layout, seed)
+def test_conv2d_3x3_padding_1_matches_reference(path, stride, n, c, oc, h, w, dtype, layout,
+                                                seed):
+    # the geometry Winograd and weight_grad.py take (stride 1), and the downsampling one
+    # whose weight gradient weight_grad.py takes from the phases of x (stride 2): odd and
+    # even sizes (tiles past the edge, a phase row or column short), 1x1 images, output
+    # channels in weight_grad.py's blocks of 4 and past them
+    case = ((n, c, h, w), (oc, c * 9), (3, 3, stride, stride, 1, 1), dtype, layout, seed)
     with conv_plan.conv_policy(**path):
         check_conv2d_against_reference(case, (True, True))
 
