@@ -312,7 +312,7 @@ def _output_tiles_adjoint_all(g, gm):
 
 
 @njit(cache=True, parallel=True)
-def grad_u_gemms(gm, v, out):
+def _grad_u_gemms(gm, v, out):
     """out[xi] = gm[xi] @ v[xi]^T for the 16 entries, (OC, m*T) @ (m*T, C), shared among
     the threads, each GEMM by the BLAS on the thread that owns it."""
     for xi in prange(16):
@@ -338,7 +338,7 @@ def weight_grad(g, x, images_per_chunk):
         gm = np.empty((16, oc, m * t), dtype=x.dtype)
         _input_tiles_all(x[b0:b0 + m], v)
         _output_tiles_adjoint_all(g[b0:b0 + m], gm)
-        grad_u_gemms(gm, v, part)
+        _grad_u_gemms(gm, v, part)
         gu += part
     return weight_transform_adjoint(gu)
 
