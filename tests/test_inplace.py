@@ -364,6 +364,29 @@ def test_relu_inplace_keeps_its_output_in_the_tensor_and_checks_it():
     assert saved is y.array                    # no second copy of the activation
 
 
+def test_relu_inplace_recorded_writes_without_a_buffer():
+    """relu_ with a graph recorded writes max(y, 0) straight into y's memory: no array of
+    y's size is allocated on the way (NumPy reports its buffers to tracemalloc), and the
+    values and gradient are relu's."""
+    import tracemalloc
+    def doubled():
+        x = tinyres.tensor(np.linspace(-1, 1, 65536, dtype=np.float32).reshape(256, 256),
+                           requires_grad=True)
+        return x, x * 2
+    doubled()[1].relu_()                       # imports and compiles what relu_ needs
+    x, y = doubled()
+    memory = y.array
+    tracemalloc.start()
+    y.relu_()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < memory.nbytes // 8, (peak, memory.nbytes)
+    assert y.array is memory
+    np.testing.assert_array_equal(y.array, np.maximum(2 * x.array, 0))
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.array, np.where(x.array > 0, 2, 0).astype(np.float32))
+
+
 def torchvision_style_block(lib):
     """A user's residual block written the torchvision way: in-place ReLUs and
     `out += identity`, run forward and backward."""

@@ -31,8 +31,10 @@ def _sigmoid(x):
 
 class ReLU(Function):
     @staticmethod
-    def forward(ctx, x):
-        out = kernels_for(x).relu_forward(x)
+    def forward(ctx, x, out=None):
+        # out: the array to write into (relu_ passes the input's own memory: its backward
+        # reads only the output, so the recorded in-place form needs no second buffer)
+        out = kernels_for(x).relu_forward(x, out=out)
         ctx.save_for_backward(out)          # out > 0 exactly where x > 0
         return out
 

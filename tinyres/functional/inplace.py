@@ -142,10 +142,13 @@ def _save_output_in_place(ctx, result, t):
     ctx.saved_versions = tuple(checks)
 
 
-def apply_inplace(t, op, compute, *others, direct=None):
+def apply_inplace(t, op, compute, *others, direct=None, into=None):
     """Write compute(t, *others), an ordinary out-of-place op, into t's memory. `direct`,
     when given, writes the same values into a float array in place (one pass, no buffer):
-    it is used only when no graph is recorded."""
+    it is used only when no graph is recorded. `into(source, array)`, when given, is
+    compute recorded with its output written straight into `array` (t's memory): for an
+    op whose backward reads its output and not its input (relu), so that the recorded
+    form is one pass too, with nothing to copy back."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{op}: expected a Tensor, got {type(t).__name__}")
     check_writable(t, op)
@@ -165,12 +168,15 @@ def apply_inplace(t, op, compute, *others, direct=None):
     others = tuple(source if o is t else o for o in others)
     if recording and t._view_of is not None:
         return _write_through_view(t, op, source, compute, others)
-    with contextlib.nullcontext() if recording else no_grad():
-        result = _in_dtype_of(t, op, compute(source, *others))
-    if recording and result._ctx is not None:
-        _keep_saved_values(result._ctx, t.array)
-    xp = get_array_module(t.array)
-    xp.copyto(t.array, result.array, casting="unsafe")
+    if recording and into is not None:
+        result = into(source, t.array)       # already in t's memory, saved from there
+    else:
+        with contextlib.nullcontext() if recording else no_grad():
+            result = _in_dtype_of(t, op, compute(source, *others))
+        if recording and result._ctx is not None:
+            _keep_saved_values(result._ctx, t.array)
+        xp = get_array_module(t.array)
+        xp.copyto(t.array, result.array, casting="unsafe")
     t._version_counter.value += 1
     if recording:
         t._ctx, t.requires_grad = result._ctx, True
@@ -264,8 +270,9 @@ def _relu_into(array):
 
 
 def relu_(t):
-    from tinyres.functional.activation import relu
-    return apply_inplace(t, "relu_", relu, direct=_relu_into)
+    from tinyres.functional.activation import ReLU, relu
+    return apply_inplace(t, "relu_", relu, direct=_relu_into,
+                         into=lambda source, array: ReLU.apply(source, out=array))
 
 
 def _as_source(value, like, op):
