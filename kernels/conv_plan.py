@@ -20,6 +20,11 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
                   channels, and for the weight gradient of those wider than lanes take
                   with at least `winograd_weight_grad_min_channels` channels (its 16
                   GEMMs run over the tiles of the whole batch);
+    winograd-4x4  F(4x4, 3x3) (winograd4.py), in place of `winograd` for the output and
+                  the input gradient of layers at least `winograd_4x4_min_width` wide with
+                  at least `winograd_4x4_min_channels` channels: 36 GEMMs on 4x4 output
+                  tiles, 1.78x fewer multiplications than F(2x2, 3x3)'s, float32 results
+                  some 20x further from the exact sum (still about 1e-5 of the output);
     winograd-lanes  the same F(2x2, 3x3) with a task's images side by side as lanes
                   (winograd_lanes.py), in place of `winograd`: for the output and input
                   gradient of layers whose output is at most `winograd_lanes_max_width`
@@ -91,6 +96,12 @@ class ConvPolicy:
     # outputs at most this wide: Winograd's output and input gradient in lanes
     # (winograd_lanes.py), whatever their pixels
     winograd_lanes_max_width: int | None = 8
+    # outputs at least this wide, of at least winograd_4x4_min_channels channels (C and
+    # OC): Winograd's output and input gradient by F(4x4, 3x3) (winograd4.py), 4x fewer
+    # multiplications than im2col's where F(2x2, 3x3) does 2.25x; ahead on resnet18's
+    # 64@56 and 128@28 layers, behind on 16@32, 32@16 and 256@14 (benchmarks/README.md)
+    winograd_4x4_min_width: int | None = 28
+    winograd_4x4_min_channels: int = 64
     # outputs at most this wide: the weight gradient by Winograd in lanes, a task's V and
     # dM used while in cache (winograd_min_channels and up; ahead of shifted rows, GEMMs and
     # image-by-image Winograd up to 28 wide, behind at 32 and 56: benchmarks/README.md)
@@ -244,10 +255,15 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
                        f"{min_pixels} pixels a channel, or any where the output is at most "
                        f"{policy.winograd_lanes_max_width} wide, and "
                        f"{policy.winograd_min_channels} channels)")
+    four = (not lanes and _at_least(ow, policy.winograd_4x4_min_width)
+            and min(c, oc) >= policy.winograd_4x4_min_channels)
     if winograd:
         reasons.append(f"output {ow} wide: Winograd's tiles "
-                       + ("in lanes, images side by side" if lanes else "image by image")
-                       + f" (lanes up to {policy.winograd_lanes_max_width} wide)")
+                       + ("in lanes, images side by side" if lanes else
+                          "4x4, F(4x4, 3x3), image by image" if four else "image by image")
+                       + f" (lanes up to {policy.winograd_lanes_max_width} wide; 4x4 tiles "
+                       f"from {policy.winograd_4x4_min_width} wide and "
+                       f"{policy.winograd_4x4_min_channels} channels)")
         loop = winograd_loop_gemm(c, oc, policy)
         most = policy.winograd_loop_gemm_max_channels
         reasons.append(f"winograd's GEMMs {'as a Numba loop' if loop else 'by the BLAS'} "
@@ -277,7 +293,7 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
                        f"from {policy.winograd_weight_grad_min_channels} channels, both from "
                        f"{policy.winograd_min_channels}; else shifted rows from "
                        f"{policy.shifted_rows_min_width} wide)")
-    layout = "winograd-lanes" if lanes else "winograd"
+    layout = "winograd-lanes" if lanes else "winograd-4x4" if four else "winograd"
     return ConvPlan(forward=layout if winograd else forward_gemm,
                     grad_input=layout if winograd else gemm,
                     grad_weight=layout_w or ("shifted-rows" if shifted else gemm),

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import (checks, conv_plan, gemm_conv, pointwise_conv, thread_gemm, unfold,
-               weight_grad, winograd, winograd_lanes)
+               weight_grad, winograd, winograd4, winograd_lanes)
 from .conv_bias import add_bias, bias_or_empty
 
 
@@ -146,11 +146,23 @@ def _conv2d_backward_core(g, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, need_
             unfold.col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dh, dw, dx)
 
 
+WINOGRAD_LAYOUTS = ("winograd", "winograd-lanes", "winograd-4x4")
+
+
+def _winograd_weight(w2, oc, layout, flip=False):
+    """The transformed weight U of w2 (OC, C*9) for the layout's Winograd: F(4x4, 3x3)'s
+    (36, OC, C) for 'winograd-4x4' (winograd4.py), else F(2x2, 3x3)'s (16, OC, C); flip:
+    of the weight the input gradient convolves with, (., C, OC)."""
+    w4 = w2.reshape(oc, -1, 3, 3)
+    scheme = winograd4 if layout == "winograd-4x4" else winograd
+    return scheme.flipped_weight_transform(w4) if flip else scheme.weight_transform(w4)
+
+
 def _winograd_conv(x, u, layout, bias=None):
     """The 3x3 stride-1 padding-1 convolution of x (contiguous) with the weight whose
-    transform is u (16, OC, C) (winograd.weight_transform), plus bias where given, by
-    Winograd in the plan's layout: 'winograd' (winograd.py) or 'winograd-lanes'
-    (winograd_lanes.py)."""
+    transform is u (_winograd_weight), plus bias where given, by Winograd in the plan's
+    layout: 'winograd' (winograd.py), 'winograd-lanes' (winograd_lanes.py) or
+    'winograd-4x4' (winograd4.py)."""
     n, _, h, w = x.shape
     oc = u.shape[1]
     out = np.empty((n, oc, h, w), dtype=x.dtype)
@@ -158,6 +170,8 @@ def _winograd_conv(x, u, layout, bias=None):
     loop = conv_plan.winograd_loop_gemm(u.shape[2], oc)
     if layout == "winograd-lanes":
         winograd_lanes.forward_core(x, u, winograd_lanes.LANES, out, bias, loop)
+    elif layout == "winograd-4x4":
+        winograd4.forward_core(x, u, _winograd_group(x, oc, winograd4), out, bias, loop)
     else:
         winograd.forward_core(x, u, _winograd_group(x, oc), out, bias, loop)
     return out
@@ -175,17 +189,18 @@ def _winograd_weight_grad(g, x, layout):
     return winograd.weight_grad(g, x, _winograd_chunk(x, g.shape[1], chunk_bytes))
 
 
-def _winograd_image_bytes(x, oc):
-    """Bytes of V and M (or dM) for one image of x: 16*(C + OC)*T entries, T its tiles."""
+def _winograd_image_bytes(x, oc, scheme=winograd):
+    """Bytes of V and M (or dM) for one image of x: ENTRIES*(C + OC)*T entries, T its tiles
+    (scheme: winograd.py's F(2x2, 3x3) or winograd4.py's F(4x4, 3x3))."""
     _, c, h, w = x.shape
-    return 16 * (c + oc) * winograd.tiles(h, w) * x.itemsize
+    return scheme.ENTRIES * (c + oc) * scheme.tiles(h, w) * x.itemsize
 
 
-def _winograd_group(x, oc):
+def _winograd_group(x, oc, scheme=winograd):
     """Images per Winograd task: V and M of a task within the policy's winograd_task_bytes
     (at least one image), and a task for every thread."""
     task_bytes = conv_plan.current_policy().winograd_task_bytes
-    return max(1, min(task_bytes // _winograd_image_bytes(x, oc),
+    return max(1, min(task_bytes // _winograd_image_bytes(x, oc, scheme),
                       x.shape[0] // numba.get_num_threads()))
 
 
@@ -227,8 +242,8 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=Non
                                             dh, dw, groups, bias, matmul)
     x = np.ascontiguousarray(x)
     with _one_blas_thread():
-        if plan.forward in ("winograd", "winograd-lanes"):
-            u = winograd.weight_transform(w2.reshape(oc, -1, 3, 3))
+        if plan.forward in WINOGRAD_LAYOUTS:
+            u = _winograd_weight(w2, oc, plan.forward)
             return _winograd_conv(x, u, plan.forward, bias)
         if plan.forward == "pointwise":
             return pointwise_conv.forward(x, w2, sh, sw, bias)
@@ -251,9 +266,9 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
         with _one_blas_thread():
             return pointwise_conv.backward(g, x, w2, sh, sw, need_x, need_w,
                                            _even_group(x.shape[0], g.shape[2] * g.shape[3]))
-    if need_x and plan.grad_input in ("winograd", "winograd-lanes"):
+    if need_x and plan.grad_input in WINOGRAD_LAYOUTS:
         with _one_blas_thread():
-            u = winograd.flipped_weight_transform(w2.reshape(oc, -1, 3, 3))
+            u = _winograd_weight(w2, oc, plan.grad_input, flip=True)
             grad_x = _winograd_conv(g, u, plan.grad_input)
         need_x = False
     if need_w and plan.grad_weight in ("winograd", "winograd-lanes"):

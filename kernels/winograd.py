@@ -45,6 +45,7 @@ from . import small_gemm
 from .conv_bias import add_bias
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+ENTRIES = 16                     # entries of a transformed tile: GEMMs per layer
 
 
 @njit(cache=True)
@@ -68,7 +69,7 @@ def _gt_rows(d0, d1, d2, d3):
 
 
 @njit(cache=True, inline="always")
-def _tap(w, i, j, first, step):
+def tap(w, i, j, first, step):
     """Entry (i, j) of the 3x3 weight w, in float64: w[i, j] (first 0, step 1) or, rotated
     180 degrees, w[2 - i, 2 - j] (first 2, step -1)."""
     return np.float64(w[first + step * i, first + step * j])
@@ -91,12 +92,12 @@ def _weight_transform(w4, flip):
         scratch = np.empty((columns, 16), dtype=w4.dtype)
         for q in range(columns):
             w = w4[q, r] if flip else w4[r, q]
-            g0 = _g_rows(_tap(w, 0, 0, first, step), _tap(w, 1, 0, first, step),
-                         _tap(w, 2, 0, first, step))
-            g1 = _g_rows(_tap(w, 0, 1, first, step), _tap(w, 1, 1, first, step),
-                         _tap(w, 2, 1, first, step))
-            g2 = _g_rows(_tap(w, 0, 2, first, step), _tap(w, 1, 2, first, step),
-                         _tap(w, 2, 2, first, step))
+            g0 = _g_rows(tap(w, 0, 0, first, step), tap(w, 1, 0, first, step),
+                         tap(w, 2, 0, first, step))
+            g1 = _g_rows(tap(w, 0, 1, first, step), tap(w, 1, 1, first, step),
+                         tap(w, 2, 1, first, step))
+            g2 = _g_rows(tap(w, 0, 2, first, step), tap(w, 1, 2, first, step),
+                         tap(w, 2, 2, first, step))
             for a in range(4):                  # g0, g1, g2: the columns of G w
                 t = _g_rows(g0[a], g1[a], g2[a])    # row a of G w G^T
                 for b in range(4):

@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tinyres.kernels import (checks, conv_plan, cpu, reference, small_gemm, unfold, weight_grad,
-                             winograd, winograd_lanes)
+                             winograd, winograd4, winograd_lanes)
 
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
@@ -189,7 +189,9 @@ NO_SHORTCUTS = {"winograd_min_pixels_per_channel": None, "shifted_rows_min_width
                 "winograd_weight_grad_lanes_max_width": None}
 WINOGRAD = {**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0,
             "winograd_min_pixels_per_channel": 0, "winograd_min_channels": 0,
-            "winograd_loop_gemm_max_channels": None, "winograd_lanes_max_width": None}
+            "winograd_loop_gemm_max_channels": None, "winograd_lanes_max_width": None,
+            "winograd_4x4_min_width": None}
+WINOGRAD_4X4 = {**WINOGRAD, "winograd_4x4_min_width": 0, "winograd_4x4_min_channels": 0}
 LANES_EVERYWHERE = {"winograd_lanes_max_width": 10**6}
 WINOGRAD_WEIGHT_GRADIENT = {**NO_SHORTCUTS, "winograd_weight_grad_min_channels": 0,
                             "winograd_min_channels": 0}
@@ -199,6 +201,9 @@ CPU_CONV_PATHS = pytest.mark.parametrize("path", [
     pytest.param(WINOGRAD, id="winograd", marks=PER_IMAGE_USABLE),     # GEMMs by the BLAS
     pytest.param({**WINOGRAD, "winograd_loop_gemm_max_channels": 16},
                  id="winograd, loop GEMMs", marks=PER_IMAGE_USABLE),
+    pytest.param(WINOGRAD_4X4, id="winograd 4x4", marks=PER_IMAGE_USABLE),
+    pytest.param({**WINOGRAD_4X4, "winograd_loop_gemm_max_channels": 16},
+                 id="winograd 4x4, loop GEMMs", marks=PER_IMAGE_USABLE),
     pytest.param({**WINOGRAD, **LANES_EVERYWHERE}, id="winograd in lanes",
                  marks=PER_IMAGE_USABLE),
     pytest.param({**WINOGRAD, **LANES_EVERYWHERE, "winograd_loop_gemm_max_channels": 16},
@@ -577,6 +582,77 @@ def test_winograd_weight_transform_adjoint_is_its_gradient(oc, c):
                  expected.astype(np.float32))
 
 
+# ---- F(4x4, 3x3) (winograd4.py)
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd4_weight_transform_is_g_w_gt(dtype):
+    rng = np.random.default_rng(0)
+    w4 = random(rng, (3, 5, 3, 3), dtype)
+    expected = np.einsum("ai,ocij,bj->aboc", winograd4.G, w4.astype(np.float64), winograd4.G)
+    assert_close(winograd4.weight_transform(w4), expected.reshape(36, 3, 5).astype(dtype))
+    flipped = winograd.flipped(w4)                  # the input gradient's, read in place
+    np.testing.assert_array_equal(winograd4.flipped_weight_transform(w4),
+                                  winograd4.weight_transform(flipped))
+    strided = random(rng, (3, 10, 3, 3), dtype)[:, ::2]
+    np.testing.assert_array_equal(winograd4.flipped_weight_transform(strided),
+                                  winograd4.weight_transform(winograd.flipped(strided)))
+
+
+@pytest.mark.parametrize("n, group", [(1, 1), (5, 2), (4, 4)])
+@pytest.mark.parametrize("h, w", [(1, 1), (2, 3), (4, 4), (5, 7), (8, 8), (9, 13), (12, 6)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd4_matches_the_reference(n, group, h, w, dtype):
+    # sizes that 4 divides and those it does not (the tiles past the edge are dropped),
+    # a last task of fewer images, a 1x1 plane, a bias
+    rng = np.random.default_rng(n * 100 + h * 10 + w)
+    c, oc = 3, 4
+    x, w4 = random(rng, (n, c, h, w), dtype), random(rng, (oc, c, 3, 3), dtype)
+    bias = random(rng, (oc,), dtype)
+    out = np.full((n, oc, h, w), np.nan, dtype=dtype)
+    winograd4.forward_core(x, winograd4.weight_transform(w4), group, out, bias, False)
+    expected = reference.conv2d_forward(x, w4.reshape(oc, -1), 3, 3, 1, 1, 1, 1)
+    assert_close(out, expected + bias[None, :, None, None])
+
+
+def test_winograd4_float32_error_on_a_wide_layer():
+    # the price of the bigger tiles, measured where the plan takes them (128 channels,
+    # 28x28): float32 results within 4e-5 of the largest output (1.2e-5 measured), where
+    # F(2x2, 3x3)'s stay within 2e-6 (5e-7 measured); float64 to rounding
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 128, 28, 28))
+    w4 = rng.standard_normal((128, 128, 3, 3)) / np.sqrt(9 * 128)
+    exact = reference.conv2d_forward(x, w4.reshape(128, -1), 3, 3, 1, 1, 1, 1)
+    scale, no_bias = np.abs(exact).max(), np.empty(0)
+    for scheme, bound in [(winograd4, 4e-5), (winograd, 2e-6)]:
+        x32, w32 = x.astype(np.float32), w4.astype(np.float32)
+        out = np.empty((1, 128, 28, 28), np.float32)
+        scheme.forward_core(x32, scheme.weight_transform(w32), 1, out, no_bias.astype(np.float32),
+                            False)
+        assert np.abs(out - exact).max() < bound * scale
+        out64 = np.empty((1, 128, 28, 28))
+        scheme.forward_core(x, scheme.weight_transform(w4), 1, out64, no_bias, False)
+        assert np.abs(out64 - exact).max() < 1e-12 * scale
+
+
+def test_conv_plan_takes_winograd4_from_its_width_and_channels():
+    policy = conv_plan.ConvPolicy(winograd_4x4_min_width=28, winograd_4x4_min_channels=64)
+    if conv_plan.scipy_blas() is None:
+        pytest.skip("SciPy shares NumPy's BLAS here: no Winograd at all")
+    def layout(c, oc, width, policy=policy):
+        plan = conv_plan.conv_algorithm((16, c, width, width), (oc, c, 3, 3), 1, 1,
+                                        policy=policy)
+        assert plan.forward == plan.grad_input
+        return plan.forward
+    assert layout(64, 64, 56) == layout(128, 128, 28) == layout(64, 128, 28) == "winograd-4x4"
+    assert layout(64, 64, 27) == layout(63, 64, 56) == layout(16, 16, 32) == "winograd"
+    assert layout(256, 256, 14) == "winograd"
+    assert layout(512, 512, 7) == "winograd-lanes"
+    assert layout(64, 64, 56, dataclasses.replace(policy, winograd_4x4_min_width=None)) \
+        == "winograd"
+    plan = conv_plan.conv_algorithm((16, 64, 56, 56), (64, 64, 3, 3), 2, 1, policy=policy)
+    assert "winograd" not in plan.forward + plan.grad_input       # stride 2: none
+
+
 # ---- Winograd in lanes (winograd_lanes.py): a task's images side by side
 
 @pytest.mark.parametrize("n", [1, 7, 9, 17])
@@ -635,7 +711,8 @@ def test_winograd_lanes_output_gradient_tiles_are_the_adjoint_of_the_output_tran
 def test_conv_plan_takes_winograd_in_lanes_up_to_its_widths():
     policy = conv_plan.ConvPolicy(winograd_lanes_max_width=8,
                                   winograd_weight_grad_lanes_max_width=28,
-                                  winograd_weight_grad_min_channels=64)
+                                  winograd_weight_grad_min_channels=64,
+                                  winograd_4x4_min_width=None)
     threads = conv_plan.scipy_blas() is not None
     for width, forward, grad_weight in [(8, "winograd-lanes", "winograd-lanes"),
                                         (9, "winograd", "winograd-lanes"),
