@@ -28,9 +28,12 @@ class ConstantPad(Function):
         xp = get_array_module(a)
         crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for n, (lo, hi) in zip(a.shape, widths))
         grow = tuple((max(lo, 0), max(hi, 0)) for lo, hi in widths)
-        out = xp.pad(a[crop], grow, constant_values=value)
+        kept = a[crop]
+        out = xp.full(tuple(n + lo + hi for n, (lo, hi) in zip(kept.shape, grow)), value,
+                      dtype=a.dtype)             # value cast to a's dtype, as np.pad does
         ctx.shape, ctx.crop = a.shape, crop
         ctx.inner = tuple(slice(lo, out.shape[i] - hi) for i, (lo, hi) in enumerate(grow))
+        out[ctx.inner] = kept
         return out
 
     @staticmethod
