@@ -3,8 +3,12 @@ through it, summed where branches meet and accumulated into the leaves' .grad, a
 tensor hooks called on the way (Tensor.backward and tinyres.autograd.grad start it).
 
 Where one tensor feeds two branches (a shortcut and a residual branch), their gradients
-meet with `+` in `_backward_walk`; a leaf's .grad is added to in place (`_accumulate`).
+meet in `_backward_walk` (`_meet`: a + b); a leaf's .grad is added to in place
+(`_accumulate`).
 """
+import numpy as np
+
+from tinyres.backend import kernels_for
 from tinyres.tensor import Tensor
 
 
@@ -83,6 +87,16 @@ def _accumulate(node, grad):
         node.grad._version_counter.value += 1
 
 
+def _meet(a, b):
+    """a + b, the gradients of one tensor from two of its consumers: float arrays of one
+    shape and dtype by the kernels' add_scaled (one pass on all threads, the same sums),
+    anything else by `+`."""
+    if (type(a) is type(b) and getattr(a, "dtype", None) in (np.float32, np.float64)
+            and a.dtype == b.dtype and a.shape == b.shape):
+        return kernels_for(a).add_scaled(a, b, 1.0)
+    return a + b
+
+
 def _backward_walk(root, seed, retain_graph, more=(), capture=None):
     """Send gradients from `root` to the leaves, consumers before producers.
 
@@ -92,7 +106,7 @@ def _backward_walk(root, seed, retain_graph, more=(), capture=None):
     from tinyres.autograd import _check_finite, is_anomaly_enabled, no_grad, run_backward
     pending = {id(root): seed}     # gradient summed so far for each tensor
     for other, other_seed in more:
-        pending[id(other)] = pending[id(other)] + other_seed if id(other) in pending \
+        pending[id(other)] = _meet(pending[id(other)], other_seed) if id(other) in pending \
             else other_seed
     anomaly = is_anomaly_enabled()
     with no_grad():
@@ -119,6 +133,7 @@ def _backward_walk(root, seed, retain_graph, more=(), capture=None):
                     continue
                 # Where a tensor fed two consumers (a shortcut and a residual branch, say),
                 # their gradients add up here.
-                pending[id(parent)] = pending[id(parent)] + g if id(parent) in pending else g
+                pending[id(parent)] = _meet(pending[id(parent)], g) if id(parent) in pending \
+                    else g
             if not retain_graph:
                 ctx.free()
