@@ -236,14 +236,19 @@ def maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, dh=1, 
     return n, c, h, w, oh, ow
 
 
-def conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None):
-    """Check conv2d_forward's arguments (bias None or (OC,) of x's dtype); return (OH, OW)."""
+def conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None,
+                        scale=None):
+    """Check conv2d_forward's arguments (bias and scale None or (OC,) of x's dtype, a
+    scale only with a bias, its shift); return (OH, OW)."""
     oh, ow = check_conv2d("conv2d_forward", x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
-    if bias is not None:
-        check_shape("conv2d_forward", bias, "bias", (w2.shape[0],))
-        if bias.dtype != x.dtype:
-            raise TypeError(f"conv2d_forward: bias must have x's dtype {x.dtype}, got "
-                            f"{bias.dtype}")
+    if scale is not None and bias is None:
+        raise ValueError("conv2d_forward: a scale needs a bias (the shift added after it)")
+    for name, values in (("bias", bias), ("scale", scale)):
+        if values is not None:
+            check_shape("conv2d_forward", values, name, (w2.shape[0],))
+            if values.dtype != x.dtype:
+                raise TypeError(f"conv2d_forward: {name} must have x's dtype {x.dtype}, got "
+                                f"{values.dtype}")
     return oh, ow
 
 

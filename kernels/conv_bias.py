@@ -1,37 +1,61 @@
-"""The bias of a convolution, added by the CPU layer's convolution cores (kernels/cpu.py,
-winograd.py, pointwise_conv.py) to the images of a task just after writing them, while
-they are still in the core's cache: no separate pass over the output.
+"""What the CPU layer's convolution cores (kernels/cpu.py, winograd.py, winograd4.py,
+winograd_lanes.py, pointwise_conv.py) do to the images of a task just after writing them,
+while they are still in the core's cache, with no separate pass over the output: the
+epilogue, for the images b = b0, ..., b0 + m - 1 and every output channel o,
 
-    out[b, o, :] += bias[o]     for the images b = b0, ..., b0 + m - 1
+    out[b, o, :] += bias[o]                           a bias
+    out[b, o, :] = out[b, o, :] * scale[o] + bias[o]  a per-channel affine map: batch
+                                                      norm in evaluation (bias its shift)
+    out[b, o, :] = max(out[b, o, :], 0)               relu, after either or alone
 
-The same one float addition per element as `out += bias.reshape(1, OC, 1, 1)` after the
-convolution (which the one-GEMM path, kernels/gemm_conv.py, does), so the results are
-equal to the last bit. A convolution without a bias passes an empty array (NO_BIAS):
-Numba compiles one version for both.
+Each is the same float operations as the separate pass it replaces (`out += bias`, as
+the one-GEMM path does; channel_affine, the product rounded, then the sum; relu_forward),
+so the results are equal to the last bit. The epilogue is one tuple (scale, bias, relu),
+scale and bias arrays of the output's dtype, empty where absent (`epilogue()` makes it):
+Numba compiles one version of a core for every epilogue.
 """
 import numpy as np
 from numba import njit
 
-NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
-           np.dtype(np.float64): np.empty(0, np.float64)}
+NONE = {np.dtype(np.float32): np.empty(0, np.float32),
+        np.dtype(np.float64): np.empty(0, np.float64)}
 
 
-def bias_or_empty(bias, dtype):
-    """The bias as a contiguous array of `dtype`, or an empty one for None."""
-    if bias is None:
-        return NO_BIAS.get(np.dtype(dtype), np.empty(0, dtype))
-    return np.ascontiguousarray(bias, dtype=dtype)
+def _array_or_empty(values, dtype):
+    if values is None:
+        return NONE.get(np.dtype(dtype), np.empty(0, dtype))
+    return np.ascontiguousarray(values, dtype=dtype)
+
+
+def epilogue(dtype, bias=None, scale=None, relu=False):
+    """The epilogue tuple (scale, bias, relu) of a convolution whose output has `dtype`:
+    `bias` added (or, with `scale`, out * scale + bias), then relu where asked."""
+    if scale is not None and bias is None:
+        raise ValueError("conv epilogue: a scale needs its shift (bias)")
+    return _array_or_empty(scale, dtype), _array_or_empty(bias, dtype), bool(relu)
+
+
+NO_EPILOGUE = {dtype: epilogue(dtype) for dtype in NONE}
 
 
 @njit(cache=True)
-def add_bias(out3, b0, m, bias):
-    """out3 (N, OC, P): add bias[o] to every pixel of channel o of images b0..b0+m-1
-    (nothing when bias is empty)."""
-    if bias.shape[0] == 0:
+def finish(out3, b0, m, epilogue):
+    """out3 (N, OC, P): the epilogue on every pixel of images b0..b0+m-1 (nothing when
+    it is empty)."""
+    scale, bias, relu = epilogue
+    if bias.shape[0] == 0 and not relu:
         return
     for b in range(b0, b0 + m):
         for o in range(out3.shape[1]):
-            bo = bias[o]
             row = out3[b, o]
-            for k in range(row.shape[0]):
-                row[k] += bo
+            if scale.shape[0]:
+                s, t = scale[o], bias[o]
+                for k in range(row.shape[0]):
+                    row[k] = row[k] * s + t
+            elif bias.shape[0]:
+                t = bias[o]
+                for k in range(row.shape[0]):
+                    row[k] += t
+            if relu:
+                for k in range(row.shape[0]):
+                    row[k] = np.maximum(row[k], 0)    # as relu_forward: NaN passes

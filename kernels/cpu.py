@@ -21,7 +21,7 @@ from numba import njit, prange
 
 from . import (checks, conv_plan, gemm_conv, pointwise_conv, thread_gemm, unfold,
                weight_grad, winograd, winograd4, winograd_lanes)
-from .conv_bias import add_bias, bias_or_empty
+from .conv_bias import NO_EPILOGUE, epilogue, finish
 
 
 # ---------------------------------------------------------------- im2col / col2im
@@ -107,7 +107,7 @@ def _copy_rows(src, dst):
 
 
 @njit(cache=True, parallel=True)
-def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, out, bias):
+def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, out, ep):
     n, (oc, k), p = x.shape[0], w2.shape, out.shape[2]
     for task in prange((n + group - 1) // group):    # a task: `group` images, one GEMM
         b0 = task * group
@@ -120,7 +120,7 @@ def _conv2d_forward_core(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, out, bias
             res = np.dot(w2, cols.reshape(k, m * p)).reshape(oc, m, p)
             for q in range(m):
                 _copy_rows(res[:, q], out[b0 + q])
-        add_bias(out, b0, m, bias)
+        finish(out, b0, m, ep)
 
 
 @njit(cache=True, parallel=True)
@@ -158,22 +158,22 @@ def _winograd_weight(w2, oc, layout, flip=False):
     return scheme.flipped_weight_transform(w4) if flip else scheme.weight_transform(w4)
 
 
-def _winograd_conv(x, u, layout, bias=None):
+def _winograd_conv(x, u, layout, ep=None):
     """The 3x3 stride-1 padding-1 convolution of x (contiguous) with the weight whose
-    transform is u (_winograd_weight), plus bias where given, by Winograd in the plan's
-    layout: 'winograd' (winograd.py), 'winograd-lanes' (winograd_lanes.py) or
-    'winograd-4x4' (winograd4.py)."""
+    transform is u (_winograd_weight), then the epilogue ep (kernels/conv_bias.py; none
+    where None), by Winograd in the plan's layout: 'winograd' (winograd.py),
+    'winograd-lanes' (winograd_lanes.py) or 'winograd-4x4' (winograd4.py)."""
     n, _, h, w = x.shape
     oc = u.shape[1]
     out = np.empty((n, oc, h, w), dtype=x.dtype)
-    bias = bias_or_empty(bias, x.dtype)
+    ep = NO_EPILOGUE[x.dtype] if ep is None else ep
     loop = conv_plan.winograd_loop_gemm(u.shape[2], oc)
     if layout == "winograd-lanes":
-        winograd_lanes.forward_core(x, u, winograd_lanes.LANES, out, bias, loop)
+        winograd_lanes.forward_core(x, u, winograd_lanes.LANES, out, ep, loop)
     elif layout == "winograd-4x4":
-        winograd4.forward_core(x, u, _winograd_group(x, oc, winograd4), out, bias, loop)
+        winograd4.forward_core(x, u, _winograd_group(x, oc, winograd4), out, ep, loop)
     else:
-        winograd.forward_core(x, u, _winograd_group(x, oc), out, bias, loop)
+        winograd.forward_core(x, u, _winograd_group(x, oc), out, ep, loop)
     return out
 
 
@@ -228,28 +228,35 @@ def _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups):
                                     (sh, sw), (ph, pw), (dh, dw), groups)
 
 
-def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None):
+def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None,
+                   scale=None, relu=False):
     """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C/groups*kh*kw),
     plus bias (OC,) where given -> out (N, OC, OH, OW), by the algorithm
-    conv_plan.conv_algorithm() names for the layer; the cores add the bias to each task's
-    images while they are in cache (kernels/conv_bias.py)."""
-    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias)
+    conv_plan.conv_algorithm() names for the layer. With scale (OC,): out * scale + bias
+    (batch norm in evaluation, bias its shift); relu: max(out, 0) after. The cores apply
+    these to each task's images while they are in cache (kernels/conv_bias.py), the same
+    values as the separate passes (reference.conv2d_forward)."""
+    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias,
+                                        scale)
     n, oc = x.shape[0], w2.shape[0]
     plan = _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
     if plan.forward == "one-gemm":
         with _pool_gemm() as matmul:
-            return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow,
-                                            dh, dw, groups, bias, matmul)
-    x = np.ascontiguousarray(x)
+            out = gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow,
+                                           dh, dw, groups, None if scale is not None else bias,
+                                           matmul)
+        out = out if scale is None else channel_affine(out, scale, bias)
+        return relu_forward(out, out=out) if relu else out
+    x, ep = np.ascontiguousarray(x), epilogue(x.dtype, bias, scale, relu)
     with _one_blas_thread():
         if plan.forward in WINOGRAD_LAYOUTS:
             u = _winograd_weight(w2, oc, plan.forward)
-            return _winograd_conv(x, u, plan.forward, bias)
+            return _winograd_conv(x, u, plan.forward, ep)
         if plan.forward == "pointwise":
-            return pointwise_conv.forward(x, w2, sh, sw, bias)
+            return pointwise_conv.forward(x, w2, sh, sw, bias, scale, relu)
         out = np.empty((n, oc, oh * ow), dtype=x.dtype)
         _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw, dh, dw,
-                             _even_group(n, oh * ow), out, bias_or_empty(bias, x.dtype))
+                             _even_group(n, oh * ow), out, ep)
     return out.reshape(n, oc, oh, ow)
 
 

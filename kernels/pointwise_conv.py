@@ -22,7 +22,7 @@ kernels/conv_plan.py's choice ("pointwise").
 import numpy as np
 from numba import njit, prange
 
-from .conv_bias import add_bias, bias_or_empty
+from .conv_bias import epilogue, finish
 
 
 def is_pointwise(kh, kw, ph, pw, groups):
@@ -55,7 +55,7 @@ def _scatter(buf, b, sh, sw, oh, ow, dx):
 
 
 @njit(cache=True, parallel=True)
-def _forward_core(x, w2, sh, sw, oh, ow, out, bias):
+def _forward_core(x, w2, sh, sw, oh, ow, out, ep):
     n, c = x.shape[0], x.shape[1]
     for b in prange(n):                              # a task: one image, one GEMM
         if sh == 1 and sw == 1:
@@ -64,7 +64,7 @@ def _forward_core(x, w2, sh, sw, oh, ow, out, bias):
             buf = np.empty((c, oh * ow), dtype=x.dtype)
             _gather(x, b, sh, sw, oh, ow, buf, 0)
             np.dot(w2, buf, out[b])
-        add_bias(out, b, 1, bias)
+        finish(out, b, 1, ep)
 
 
 @njit(cache=True, parallel=True)
@@ -99,14 +99,15 @@ def _grad_weight_core(g, x, sh, sw, oh, ow, group, dw_parts):
         np.dot(xs, gs.T, dw_parts[task])               # grad_w2^T of the task, (C, OC)
 
 
-def forward(x, w2, sh, sw, bias=None):
+def forward(x, w2, sh, sw, bias=None, scale=None, relu=False):
     """out (N, OC, OH, OW) of the 1x1 convolution of x (N, C, H, W), C-contiguous, with
-    w2 (OC, C), plus bias (OC,) where given."""
+    w2 (OC, C), then the epilogue: bias (OC,) added where given (with scale: out * scale
+    + bias), relu where asked (kernels/conv_bias.py)."""
     n, _, h, w = x.shape
     oh, ow = (h - 1) // sh + 1, (w - 1) // sw + 1
     out = np.empty((n, w2.shape[0], oh * ow), dtype=x.dtype)
     _forward_core(x, np.ascontiguousarray(w2), sh, sw, oh, ow, out,
-                  bias_or_empty(bias, x.dtype))
+                  epilogue(x.dtype, bias, scale, relu))
     return out.reshape(n, w2.shape[0], oh, ow)
 
 

@@ -58,9 +58,12 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     return padded[:, :, ph:ph + h, pw:pw + w].copy()
 
 
-def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None):
+def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None,
+                   scale=None, relu=False):
     """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C/groups*kh*kw),
-    plus bias (OC,) where given (added to every pixel of its channel).
+    plus bias (OC,) where given (added to every pixel of its channel); with scale (OC,),
+    channel_affine(out, scale, bias) instead (batch norm in evaluation); relu: then
+    relu_forward.
 
     -> out (N, OC, OH, OW). With Cg = C/groups input and OCg = OC/groups output channels a
     group, output channel o reads the input channels of its group, g = o // OCg:
@@ -68,9 +71,12 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=Non
     x[n, g*Cg + c, y*sh - ph + i*dh, z*sw - pw + j*dw] (zero in the padding):
     im2col of the whole batch, then one GEMM per group (kernels/gemm_conv.py).
     """
-    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias)
-    return gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow,
-                                    dh, dw, groups, bias)
+    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias,
+                                        scale)
+    out = gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow,
+                                   dh, dw, groups, bias if scale is None else None)
+    out = out if scale is None else channel_affine(out, scale, bias)
+    return relu_forward(out) if relu else out
 
 
 def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w=True,

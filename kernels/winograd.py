@@ -42,7 +42,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import small_gemm
-from .conv_bias import add_bias
+from .conv_bias import finish
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 ENTRIES = 16                     # entries of a transformed tile: GEMMs per layer
@@ -345,9 +345,9 @@ def weight_grad(g, x, images_per_chunk):
 
 
 @njit(cache=True, parallel=True)
-def forward_core(x, u, group, out, bias, loop_gemm):
-    """out (N, OC, H, W) = the 3x3 stride-1 padding-1 convolution of x with U, plus bias
-    (an empty array: none; kernels/conv_bias.py). loop_gemm: the 16 GEMMs by
+def forward_core(x, u, group, out, epilogue, loop_gemm):
+    """out (N, OC, H, W) = the 3x3 stride-1 padding-1 convolution of x with U, then the
+    epilogue (a bias, batch norm's affine map, relu: kernels/conv_bias.py). loop_gemm: the 16 GEMMs by
     small_gemm.py's loop instead of the BLAS (for layers of few channels)."""
     n, c = x.shape[0], x.shape[1]
     oc, t = out.shape[1], tiles(out.shape[2], out.shape[3])
@@ -363,4 +363,4 @@ def forward_core(x, u, group, out, bias, loop_gemm):
             else:
                 np.dot(u[xi], v[xi], mm[xi])
         _output_tiles(mm, b0, out)
-        add_bias(out.reshape(n, oc, -1), b0, m, bias)
+        finish(out.reshape(n, oc, -1), b0, m, epilogue)

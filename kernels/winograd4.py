@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import small_gemm
-from .conv_bias import add_bias
+from .conv_bias import finish
 from .winograd import tap
 
 ENTRIES = 36                     # entries of a transformed tile: GEMMs per layer
@@ -216,9 +216,9 @@ def _output_tiles(mm, b0, out):
 
 
 @njit(cache=True, parallel=True)
-def forward_core(x, u, group, out, bias, loop_gemm):
+def forward_core(x, u, group, out, epilogue, loop_gemm):
     """out (N, OC, H, W) = the 3x3 stride-1 padding-1 convolution of x with U (36, OC, C),
-    plus bias (an empty array: none; kernels/conv_bias.py). loop_gemm: the 36 GEMMs by
+    then the epilogue (kernels/conv_bias.py). loop_gemm: the 36 GEMMs by
     small_gemm.py's loop instead of the BLAS."""
     n, c = x.shape[0], x.shape[1]
     oc, t = out.shape[1], tiles(out.shape[2], out.shape[3])
@@ -234,4 +234,4 @@ def forward_core(x, u, group, out, bias, loop_gemm):
             else:
                 np.dot(u[xi], v[xi], mm[xi])
         _output_tiles(mm, b0, out)
-        add_bias(out.reshape(n, oc, -1), b0, m, bias)
+        finish(out.reshape(n, oc, -1), b0, m, epilogue)

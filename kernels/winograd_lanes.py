@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import small_gemm
-from .conv_bias import add_bias
+from .conv_bias import finish
 from .winograd import a_adjoint, a_rows, weight_transform_adjoint
 
 # images a task: with 8 the forward ran as fast as with 4 or faster, and faster than with
@@ -150,10 +150,10 @@ def _lanes_out(y, tw, lanes, b0, m, out):
 
 
 @njit(cache=True, parallel=True)
-def forward_core(x, u, lanes, out, bias, loop_gemm):
+def forward_core(x, u, lanes, out, epilogue, loop_gemm):
     """out (N, OC, H, W) = the 3x3 stride-1 padding-1 convolution of x (N, C, H, W) with
-    U = winograd.weight_transform(w), plus bias (an empty array: none), `lanes` images a
-    task. loop_gemm: the 16 GEMMs by small_gemm.py's loop instead of the BLAS."""
+    U = winograd.weight_transform(w), then the epilogue (kernels/conv_bias.py), `lanes`
+    images a task. loop_gemm: the 16 GEMMs by small_gemm.py's loop instead of the BLAS."""
     n, c, h, w = x.shape
     oc = out.shape[1]
     th, tw = _tile_grid(h, w)
@@ -172,7 +172,7 @@ def forward_core(x, u, lanes, out, bias, loop_gemm):
         y = np.empty((oc, 2, 2, t), dtype=x.dtype)
         _output_tiles(mm, y)
         _lanes_out(y, tw, lanes, b0, m, out)
-        add_bias(out.reshape(n, oc, -1), b0, m, bias)
+        finish(out.reshape(n, oc, -1), b0, m, epilogue)
 
 
 # ---- the weight gradient: the lanes of every task side by side, 16 GEMMs over all of them

@@ -1,7 +1,9 @@
-"""The convolution's bias inside the kernel layers: conv2d_forward(..., bias) of every
+"""The convolution's epilogue inside the kernel layers: conv2d_forward(..., bias) of every
 layer and every CPU algorithm equals the convolution without a bias plus the bias, to the
 last bit (the same one addition per element, kernels/conv_bias.py), and refuses a bias of
-the wrong shape or dtype by name. F.conv2d then matches PyTorch with and without a bias.
+the wrong shape or dtype by name; with scale (batch norm in evaluation) and relu, it equals
+channel_affine then relu_forward of the plain output, to the last bit. F.conv2d then
+matches PyTorch with and without a bias.
 """
 import numpy as np
 import pytest
@@ -13,13 +15,28 @@ from tinyres.kernels import conv_plan, cpu, emulate, reference
 
 POLICIES = {
     "winograd": conv_plan.ConvPolicy(),
+    "winograd 4x4": conv_plan.ConvPolicy(winograd_4x4_min_width=0, winograd_4x4_min_channels=0,
+                                         winograd_lanes_max_width=None),
+    "winograd in lanes": conv_plan.ConvPolicy(winograd_lanes_max_width=10**6),
     "per-image": conv_plan.ConvPolicy.only("per-image"),
     "one-gemm": conv_plan.ConvPolicy.only("one-gemm"),
 }
-# (x shape, weight shape, stride, padding): a 3x3 same layer (Winograd where allowed), a
-# strided 3x3, a 1x1 stride-2 projection (pointwise), an odd 5x3 with padding
-LAYERS = [((3, 8, 9, 7), (10, 8, 3, 3), 1, 1), ((2, 5, 9, 9), (6, 5, 3, 3), 2, 1),
-          ((4, 6, 7, 8), (9, 6, 1, 1), 2, 0), ((2, 3, 8, 6), (4, 3, 5, 3), 1, 2)]
+# (x shape, weight shape, stride, padding): 3x3 same layers (Winograd where allowed: in
+# lanes up to 8 wide, image by image wider), a strided 3x3, a 1x1 stride-2 projection
+# (pointwise), an odd 5x3 with padding
+LAYERS = [((3, 8, 9, 7), (10, 8, 3, 3), 1, 1), ((3, 8, 10, 13), (9, 8, 3, 3), 1, 1),
+          ((2, 5, 9, 9), (6, 5, 3, 3), 2, 1), ((4, 6, 7, 8), (9, 6, 1, 1), 2, 0),
+          ((2, 3, 8, 6), (4, 3, 5, 3), 1, 2)]
+
+
+def test_the_layers_and_policies_take_every_forward_path():
+    if conv_plan.scipy_blas() is None:
+        pytest.skip("SciPy shares NumPy's BLAS here: one-gemm everywhere")
+    taken = {conv_plan.conv_algorithm(x_shape, w_shape, stride, padding,
+                                      policy=POLICIES[policy]).forward
+             for policy in POLICIES for x_shape, w_shape, stride, padding in LAYERS}
+    assert taken == {"winograd", "winograd-4x4", "winograd-lanes", "per-image", "one-gemm",
+                     "pointwise"}
 
 
 def _case(x_shape, w_shape, dtype, seed=0):
@@ -49,6 +66,47 @@ def test_cpu_bias_is_the_unbiased_output_plus_bias_to_the_last_bit(policy, layer
     assert biased.dtype == dtype
 
 
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("relu", [False, True], ids=["affine", "affine+relu"])
+def test_cpu_scale_and_relu_are_the_separate_passes_to_the_last_bit(policy, layer, relu):
+    # batch norm in evaluation (x * scale + shift, the product rounded, then the sum) and
+    # the ReLU after it, applied by every path's cores to each task's images in cache:
+    # the values of conv2d_forward, channel_affine and relu_forward one after the other,
+    # NaN and -0.0 included (a NaN scale on one channel, a zero shift on another)
+    x_shape, w_shape, stride, padding = layer
+    x, w2, shift = _case(x_shape, w_shape, np.float32, seed=3)
+    scale = np.random.default_rng(4).standard_normal(w_shape[0]).astype(np.float32)
+    scale[0], shift[1], scale[1] = np.nan, 0.0, -1.0
+    window = _window(w_shape, stride, padding)
+    with conv_plan.conv_policy(POLICIES[policy]):
+        plain = cpu.conv2d_forward(x, w2, *window)
+        fused = cpu.conv2d_forward(x, w2, *window, bias=shift, scale=scale, relu=relu)
+    expected = cpu.channel_affine(plain, scale, shift)
+    expected = cpu.relu_forward(expected) if relu else expected
+    np.testing.assert_array_equal(fused, expected)
+    np.testing.assert_array_equal(np.signbit(fused), np.signbit(expected))
+    assert np.isnan(fused[:, 0]).all()
+    expected_ref = reference.channel_affine(reference.conv2d_forward(x, w2, *window), scale,
+                                            shift)
+    expected_ref = reference.relu_forward(expected_ref) if relu else expected_ref
+    np.testing.assert_array_equal(
+        reference.conv2d_forward(x, w2, *window, bias=shift, scale=scale, relu=relu),
+        expected_ref)
+
+
+def test_relu_alone_and_a_scale_without_a_shift():
+    x, w2, bias = _case((2, 3, 6, 6), (4, 3, 3, 3), np.float32)
+    plain = cpu.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1)
+    np.testing.assert_array_equal(cpu.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1, relu=True),
+                                  np.maximum(plain, 0))
+    for kernels in (cpu, reference):
+        with pytest.raises(ValueError, match="conv2d_forward: a scale needs a bias"):
+            kernels.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1, scale=bias)
+        with pytest.raises(ValueError, match=r"conv2d_forward: scale must have shape \(4,\)"):
+            kernels.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1, bias=bias, scale=bias[:2])
+
+
 @pytest.mark.parametrize("layer", LAYERS)
 def test_reference_and_emulated_cuda_bias(layer):
     x_shape, w_shape, stride, padding = layer
@@ -62,6 +120,11 @@ def test_reference_and_emulated_cuda_bias(layer):
         pytest.skip(str(e))
     np.testing.assert_allclose(gpu.conv2d_forward(x, w2, *window, bias=bias), expected,
                                rtol=1e-12, atol=1e-12)
+    scale = -np.abs(bias)                    # batch norm's affine map, then relu
+    np.testing.assert_allclose(
+        gpu.conv2d_forward(x, w2, *window, bias=bias, scale=scale, relu=True),
+        np.maximum(reference.conv2d_forward(x, w2, *window) * scale.reshape(1, -1, 1, 1)
+                   + bias.reshape(1, -1, 1, 1), 0), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("kernels", [cpu, reference], ids=["cpu", "reference"])

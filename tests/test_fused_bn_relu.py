@@ -33,7 +33,7 @@ from tinyres.functional.fused import BatchNormReLU
 from tinyres.gradcheck import GradcheckError
 from tinyres.kernels import cpu, cuda, emulate
 from tinyres.kernels import reference as ref
-from tinyres.models.bn_relu import bn_relu, can_fuse, fuse_bn_relu
+from tinyres.models.bn_relu import bn_relu, can_fuse, can_fuse_conv, conv_bn, fuse_bn_relu
 from tinyres.probes import GradientProbe
 from tinyres.tensor import _topological_order
 
@@ -479,3 +479,109 @@ def test_gradient_probe_records_are_those_of_the_unfused_model():
         for key, value in b.items():
             if isinstance(value, float) and not np.isnan(value):
                 assert a[key] == pytest.approx(value, rel=1e-9, abs=1e-15), key
+
+
+# ----- conv_bn: in evaluation, batch norm and the ReLU in the convolution's epilogue -----
+def _trained_eval(model, x_shape, seed=0):
+    """model with running statistics of its own (two training batches), in eval mode."""
+    rng = np.random.default_rng(seed)
+    model.train()
+    with tinyres.no_grad():
+        for _ in range(2):
+            model(tinyres.tensor(rng.standard_normal(x_shape).astype(np.float32)))
+    return model.eval()
+
+
+@pytest.mark.parametrize("build, x_shape", [
+    (lambda: models.resnet20(), (4, 3, 32, 32)),
+    (lambda: models.resnet18(num_classes=7), (2, 3, 64, 64)),
+    (lambda: models.resnet.ResNet(models.Bottleneck, [1, 1, 1, 1], num_classes=5),
+     (2, 3, 32, 32)),
+], ids=["resnet20", "resnet18", "bottleneck"])
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_conv_bn_inference_is_the_modules_to_the_last_bit(build, x_shape, mode):
+    tinyres.manual_seed(0)
+    model = _trained_eval(build(), x_shape)
+    x = tinyres.tensor(np.random.default_rng(1).standard_normal(x_shape).astype(np.float32))
+    context = tinyres.no_grad if mode == "no_grad" else tinyres.inference_mode
+    with context():
+        fused = model(x)
+        with fuse_bn_relu(False):
+            modules = model(x)
+    np.testing.assert_array_equal(fused.numpy(), modules.numpy())
+    assert not fused.requires_grad
+
+
+def test_conv_bn_runs_the_kernels_once_in_evaluation_and_the_modules_otherwise(monkeypatch):
+    net = BnReluNet()
+    _trained_eval(net, (2, 2, 5, 5))
+    x = tinyres.randn(2, 2, 5, 5)
+    calls = []
+    real = cpu.conv2d_forward
+    monkeypatch.setattr(cpu, "conv2d_forward",
+                        lambda *a, **k: calls.append(k.get("scale") is not None) or real(*a, **k))
+    with tinyres.no_grad():
+        out = conv_bn(net.conv, net.bn, x, net.relu)
+        assert can_fuse_conv(net.conv, net.bn, net.relu, x)
+    assert calls == [True]                                  # one convolution, its epilogue
+    expected = net.relu(net.bn(net.conv(x)))
+    np.testing.assert_array_equal(out.numpy(), expected.numpy())
+    calls.clear()
+    recorded = conv_bn(net.conv, net.bn, x, net.relu)       # a graph to record: the modules
+    assert calls == [False] and recorded.requires_grad
+    recorded.sum().backward()
+    assert net.conv.weight.grad is not None
+
+
+def test_conv_bn_calls_the_modules_wherever_the_fused_pass_could_differ():
+    net = BnReluNet()
+    _trained_eval(net, (2, 2, 5, 5))
+    x = tinyres.randn(2, 2, 5, 5)
+    with tinyres.no_grad():
+        assert can_fuse_conv(net.conv, net.bn, net.relu, x)
+        assert can_fuse_conv(net.conv, net.bn, None, x)
+        with fuse_bn_relu(False):
+            assert not can_fuse_conv(net.conv, net.bn, net.relu, x)
+        net.bn.train()
+        assert not can_fuse_conv(net.conv, net.bn, net.relu, x)     # batch statistics
+        net.bn.eval()
+        assert not can_fuse_conv(net.conv, net.bn, net.relu, x.double())
+        assert not can_fuse_conv(net.conv, net.bn, net.relu, tinyres.randn(2, 3, 5, 5))
+        assert not can_fuse_conv(net.conv, net.bn, nn.LeakyReLU(), x)
+        for conv in (nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(2, 3, 3, padding="same"),
+                     nn.Conv2d(2, 3, 3, padding=1, bias=False, padding_mode="reflect"),
+                     type("MyConv", (nn.Conv2d,), {})(2, 3, 3, padding=1, bias=False)):
+            assert not can_fuse_conv(conv, net.bn, net.relu, x)
+        seen = []
+        handle = net.conv.register_forward_hook(lambda m, args, out: seen.append(out))
+        assert not can_fuse_conv(net.conv, net.bn, net.relu, x)
+        conv_bn(net.conv, net.bn, x, net.relu)
+        assert len(seen) == 1                               # the hook saw the convolution
+        handle.remove()
+    assert not can_fuse_conv(net.conv, net.bn, net.relu, x)  # grad enabled, weights need it
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_bn_inference_matches_torch(dtype):
+    # torch's resnet20 with running statistics of its own, its weights loaded into
+    # tinyres's: the same inference under no_grad (float64 to rounding, float32 within
+    # what its Winograd sums move)
+    torch = pytest.importorskip("torch")
+    import torch_resnets
+    torch.manual_seed(0)
+    theirs = torch_resnets.resnet20().to(torch.float64 if dtype == np.float64 else torch.float32)
+    rng = np.random.default_rng(5)
+    with torch.no_grad():
+        for _ in range(2):
+            theirs(torch.tensor(rng.standard_normal((8, 3, 32, 32)).astype(dtype)))
+    theirs.eval()
+    ours = models.from_state_dict("resnet20", {k: v.numpy() for k, v in
+                                               theirs.state_dict().items()}, dtype=dtype).eval()
+    x = rng.standard_normal((4, 3, 32, 32)).astype(dtype)
+    with tinyres.no_grad():
+        assert can_fuse_conv(ours.conv1, ours.bn1, ours.relu, tinyres.tensor(x))
+        out = ours(tinyres.tensor(x)).numpy()
+    with torch.no_grad():
+        expected = theirs(torch.tensor(x)).numpy()
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tinyres.kernels import (checks, conv_plan, cpu, reference, small_gemm, unfold, weight_grad,
-                             winograd, winograd4, winograd_lanes)
+from tinyres.kernels import (checks, conv_bias, conv_plan, cpu, reference, small_gemm, unfold,
+                             weight_grad, winograd, winograd4, winograd_lanes)
 
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
@@ -609,7 +609,8 @@ def test_winograd4_matches_the_reference(n, group, h, w, dtype):
     x, w4 = random(rng, (n, c, h, w), dtype), random(rng, (oc, c, 3, 3), dtype)
     bias = random(rng, (oc,), dtype)
     out = np.full((n, oc, h, w), np.nan, dtype=dtype)
-    winograd4.forward_core(x, winograd4.weight_transform(w4), group, out, bias, False)
+    winograd4.forward_core(x, winograd4.weight_transform(w4), group, out,
+                           conv_bias.epilogue(dtype, bias), False)
     expected = reference.conv2d_forward(x, w4.reshape(oc, -1), 3, 3, 1, 1, 1, 1)
     assert_close(out, expected + bias[None, :, None, None])
 
@@ -622,15 +623,16 @@ def test_winograd4_float32_error_on_a_wide_layer():
     x = rng.standard_normal((1, 128, 28, 28))
     w4 = rng.standard_normal((128, 128, 3, 3)) / np.sqrt(9 * 128)
     exact = reference.conv2d_forward(x, w4.reshape(128, -1), 3, 3, 1, 1, 1, 1)
-    scale, no_bias = np.abs(exact).max(), np.empty(0)
+    scale = np.abs(exact).max()
     for scheme, bound in [(winograd4, 4e-5), (winograd, 2e-6)]:
         x32, w32 = x.astype(np.float32), w4.astype(np.float32)
         out = np.empty((1, 128, 28, 28), np.float32)
-        scheme.forward_core(x32, scheme.weight_transform(w32), 1, out, no_bias.astype(np.float32),
-                            False)
+        scheme.forward_core(x32, scheme.weight_transform(w32), 1, out,
+                            conv_bias.epilogue(np.float32), False)
         assert np.abs(out - exact).max() < bound * scale
         out64 = np.empty((1, 128, 28, 28))
-        scheme.forward_core(x, scheme.weight_transform(w4), 1, out64, no_bias, False)
+        scheme.forward_core(x, scheme.weight_transform(w4), 1, out64,
+                            conv_bias.epilogue(np.float64), False)
         assert np.abs(out64 - exact).max() < 1e-12 * scale
 
 
@@ -667,7 +669,8 @@ def test_winograd_lanes_match_the_reference(n, lanes, h, w, dtype):
     x, g = random(rng, (n, c, h, w), dtype), random(rng, (n, oc, h, w), dtype)
     w4, bias = random(rng, (oc, c, 3, 3), dtype), random(rng, (oc,), dtype)
     out = np.full((n, oc, h, w), np.nan, dtype=dtype)
-    winograd_lanes.forward_core(x, winograd.weight_transform(w4), lanes, out, bias, False)
+    winograd_lanes.forward_core(x, winograd.weight_transform(w4), lanes, out,
+                                conv_bias.epilogue(dtype, bias), False)
     window = (3, 3, 1, 1, 1, 1)
     expected = reference.conv2d_forward(x, w4.reshape(oc, -1), *window)
     assert_close(out, expected + bias[None, :, None, None])
@@ -684,7 +687,7 @@ def test_winograd_lanes_give_the_image_by_image_output_bit_for_bit(n, h, w):
     # two layouts give the same float32 output, bit for bit
     rng = np.random.default_rng(n)
     x, w4 = random(rng, (n, 16, h, w), np.float32), random(rng, (8, 16, 3, 3), np.float32)
-    u, no_bias = winograd.weight_transform(w4), np.empty(0, np.float32)
+    u, no_bias = winograd.weight_transform(w4), conv_bias.epilogue(np.float32)
     by_lanes, by_image = np.empty((n, 8, h, w), np.float32), np.empty((n, 8, h, w), np.float32)
     winograd_lanes.forward_core(x, u, winograd_lanes.LANES, by_lanes, no_bias, True)
     winograd.forward_core(x, u, 1, by_image, no_bias, True)

@@ -43,15 +43,23 @@ class BatchNormTrain(Function):
                 grad_b if ctx.needs_input_grad[2] else None)
 
 
+def eval_affine(weight, bias, mean, var, eps, dtype):
+    """(invstd, scale, shift) of batch norm in evaluation, arrays (C,) of dtype:
+    y = (x - mean)*invstd*weight + bias = x*scale + shift, one multiply and one add per
+    element (BatchNormEval; a convolution's epilogue in models/bn_relu.py's conv_bn)."""
+    xp = get_array_module(mean)
+    invstd = (1.0 / xp.sqrt(var + eps)).astype(dtype)
+    scale = invstd if weight is None else weight * invstd
+    shift = -mean * scale if bias is None else bias - mean * scale
+    return invstd, scale, shift
+
+
 class BatchNormEval(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, mean, var, eps):
         # y = (x - mean)*invstd*w + b = x*scale + shift: one multiply and one add per element
-        xp = get_array_module(x)
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype)
-        scale = invstd if weight is None else weight * invstd
-        shift = -mean * scale if bias is None else bias - mean * scale
+        invstd, scale, shift = eval_affine(weight, bias, mean, var, eps, x.dtype)
         ctx.save_for_backward(x, mean, invstd, scale)
         ctx.shape = shape
         return kernels_for(x).channel_affine(x, scale, shift)

@@ -1,6 +1,20 @@
-"""relu(bn(x)) in the models' forwards, by the fused op wherever nothing could tell.
+"""relu(bn(x)) and relu(bn(conv(x))) in the models' forwards, by fused ops wherever
+nothing could tell.
 
     out = bn_relu(self.bn1, self.relu, self.conv1(x))      # relu(bn1(conv1(x)))
+    out = conv_bn(self.conv1, self.bn1, x, self.relu)      # the same, and in evaluation
+    out = conv_bn(self.conv2, self.bn2, out)               # bn2(conv2(out))
+
+conv_bn: in evaluation with no graph to record (the inference of a model.eval() under
+no_grad or inference_mode), batch norm is a fixed per-channel affine map, x*scale + shift
+(functional/norm.py's eval_affine, as BatchNormEval computes it), so the convolution's
+kernels apply it, and the ReLU, to each task's output while it is in cache
+(kernels/conv_bias.py): one pass over memory where there were three, the values of the
+three modules to the last bit. Everywhere else it is bn_relu(bn, relu, conv(x)) (or
+bn(conv(x))). It calls the modules whenever the fused pass could differ: bn_relu's cases
+below, bn in training, a graph to record (grad enabled and a tensor that requires it), a
+hook on the conv, a conv that is not exactly nn.Conv2d, has a bias or pads other than
+with zeros, an input that is not a 4-D tensor of the conv's channels, dtype and device.
 
 calls tinyres.nn.functional.batch_norm_relu with the BatchNorm module's own weight, bias,
 running statistics, momentum and eps, after the module's own bookkeeping
@@ -20,7 +34,10 @@ It calls the two modules instead, relu(bn(x)), whenever the fused op could diffe
 import threading
 
 from tinyres import nn
+from tinyres.autograd import is_grad_enabled, is_inference_mode_enabled
+from tinyres.backend import kernels_for
 from tinyres.functional.fused import batch_norm_relu
+from tinyres.functional.norm import eval_affine
 from tinyres.nn.hooks import has_hooks
 from tinyres.tensor import Tensor
 
@@ -54,12 +71,17 @@ def _plain(module, cls):
             and "forward" not in vars(module))
 
 
+def _plain_bn(bn, x):
+    """Fusion on, bn exactly an unhooked nn.BatchNorm2d with running statistics, x a 4-D
+    floating-point Tensor."""
+    return (fusion_enabled() and _plain(bn, nn.BatchNorm2d) and bn.track_running_stats
+            and bn.running_mean is not None and bn.running_var is not None
+            and isinstance(x, Tensor) and x.ndim == 4 and x.dtype.kind == "f")
+
+
 def can_fuse(bn, relu, x):
     """Whether bn_relu(bn, relu, x) runs the fused op (see the module docstring)."""
-    return (fusion_enabled() and _plain(bn, nn.BatchNorm2d) and _plain(relu, nn.ReLU)
-            and bn.track_running_stats and bn.running_mean is not None
-            and bn.running_var is not None and isinstance(x, Tensor) and x.ndim == 4
-            and x.dtype.kind == "f")
+    return _plain_bn(bn, x) and _plain(relu, nn.ReLU)
 
 
 def bn_relu(bn, relu, x):
@@ -70,3 +92,39 @@ def bn_relu(bn, relu, x):
     momentum = bn._momentum_this_step()     # counts the batch, as bn.forward does
     return batch_norm_relu(x, bn.running_mean, bn.running_var, bn.weight, bn.bias,
                            bn.training, momentum, bn.eps)
+
+
+def _records_graph(*tensors):
+    return (is_grad_enabled() and not is_inference_mode_enabled()
+            and any(t is not None and t.requires_grad for t in tensors))
+
+
+def can_fuse_conv(conv, bn, relu, x):
+    """Whether conv_bn(conv, bn, x, relu) runs the convolution with batch norm's affine
+    map and the ReLU in its epilogue (see the module docstring)."""
+    return (_plain_bn(bn, x) and (relu is None or _plain(relu, nn.ReLU)) and not bn.training
+            and _plain(conv, nn.Conv2d) and conv.bias is None and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str) and x.shape[1] == conv.in_channels
+            and x.dtype == conv.weight.dtype == bn.running_mean.dtype
+            and x.device == conv.weight.device
+            and not _records_graph(x, conv.weight, bn.weight, bn.bias))
+
+
+def conv_bn(conv, bn, x, relu=None):
+    """bn(conv(x)), or relu(bn(conv(x))) where relu is given: in evaluation with no graph
+    to record, one pass of the convolution's kernels with batch norm's affine map (and the
+    ReLU) applied in its epilogue; bn_relu(bn, relu, conv(x)) (or bn(conv(x))) otherwise.
+    The same values either way, to the last bit."""
+    if not can_fuse_conv(conv, bn, relu, x):
+        out = conv(x)
+        return bn(out) if relu is None else bn_relu(bn, relu, out)
+    weight = conv.weight.array
+    _, scale, shift = eval_affine(None if bn.weight is None else bn.weight.array,
+                                  None if bn.bias is None else bn.bias.array,
+                                  bn.running_mean.array, bn.running_var.array, bn.eps,
+                                  weight.dtype)
+    out = kernels_for(x.array).conv2d_forward(
+        x.array, weight.reshape(weight.shape[0], -1), *weight.shape[2:], *conv.stride,
+        *conv.padding, *conv.dilation, conv.groups, bias=shift, scale=scale,
+        relu=relu is not None)
+    return Tensor(out)

@@ -7,14 +7,16 @@ Every residual block's forward ends the same way, where a torchvision reader loo
     return self.watched(self.relu(out))
 
 so the gradient reaching the block's input is grad * (F'(x) + lambda). Inside the branch,
-`bn_relu(self.bn1, self.relu, out)` is relu(bn1(out)) by one fused op (models/bn_relu.py
-says when it calls the two modules instead). Names and
+`conv_bn(self.conv1, self.bn1, x, self.relu)` is relu(bn1(conv1(x))): in training the
+convolution, then batch norm and ReLU by one fused op; in evaluation with no graph, one
+pass of the convolution with both applied to its output in cache (models/bn_relu.py says
+when it calls the modules instead). Names and
 state_dict keys follow torchvision (conv1, bn1, layer1.0.conv1, layer2.0.downsample.0,
 fc), so weights move between the two.
 """
 from tinyres import nn
 from tinyres.functional.residual import residual_add
-from tinyres.models.bn_relu import bn_relu
+from tinyres.models.bn_relu import conv_bn
 from tinyres.functional.pad import pad
 
 
@@ -80,8 +82,8 @@ class BasicBlock(ResidualBlock):
 
     def forward(self, x):
         x, identity = self.split(x)
-        out = bn_relu(self.bn1, self.relu, self.conv1(x))    # relu(bn1(conv1(x))), fused
-        out = self.bn2(self.conv2(out))
+        out = conv_bn(self.conv1, self.bn1, x, self.relu)    # relu(bn1(conv1(x))), fused
+        out = conv_bn(self.conv2, self.bn2, out)             # bn2(conv2(out))
         if self.downsample is not None:
             identity = self.downsample(identity)
         if self.residual:                 # False in the plain twin: no shortcut at all
@@ -109,9 +111,9 @@ class Bottleneck(ResidualBlock):
 
     def forward(self, x):
         x, identity = self.split(x)
-        out = bn_relu(self.bn1, self.relu, self.conv1(x))    # relu(bn1(conv1(x))), fused
-        out = bn_relu(self.bn2, self.relu, self.conv2(out))  # relu(bn2(conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = conv_bn(self.conv1, self.bn1, x, self.relu)    # relu(bn1(conv1(x))), fused
+        out = conv_bn(self.conv2, self.bn2, out, self.relu)  # relu(bn2(conv2(out)))
+        out = conv_bn(self.conv3, self.bn3, out)             # bn3(conv3(out))
         if self.downsample is not None:
             identity = self.downsample(identity)
         if self.residual:                 # False in the plain twin: no shortcut at all
@@ -174,7 +176,7 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x):
-        x = self.maxpool(bn_relu(self.bn1, self.relu, self.conv1(x)))   # the stem
+        x = self.maxpool(conv_bn(self.conv1, self.bn1, x, self.relu))   # the stem
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))
 
@@ -251,7 +253,7 @@ class CifarResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x):
-        x = bn_relu(self.bn1, self.relu, self.conv1(x))      # the stem: relu(bn1(conv1(x)))
+        x = conv_bn(self.conv1, self.bn1, x, self.relu)      # the stem: relu(bn1(conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(self.avgpool(x).flatten(1))
 
