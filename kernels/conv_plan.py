@@ -210,15 +210,26 @@ def _pair(value):
 def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
                    policy=None):
     """The ConvPlan the CPU layer follows for x (N, C, H, W) and weight
-    (OC, C/groups, kh, kw), with torch's stride, padding (ints or pairs), dilation, groups."""
-    policy = policy or current_policy()
-    _, c, h, w = x_shape
+    (OC, C/groups, kh, kw), with torch's stride, padding (ints or pairs), dilation, groups.
+    Decided once for each layer shape, policy and BLAS (the batch size plays no part) and
+    remembered: a training step asks about each of its layers three times."""
+    return _decide(tuple(int(v) for v in x_shape[1:]), tuple(int(v) for v in weight_shape),
+                   _pair(stride), _pair(padding), _pair(dilation), groups,
+                   policy or current_policy(), scipy_blas() is not None, blas_kernel())
+
+
+@functools.lru_cache(maxsize=4096)
+def _decide(chw, weight_shape, stride, padding, dilation, groups, policy, threads_ok,
+            kernel):
+    """conv_algorithm's plan, from the whole of what it depends on: the input's (C, H, W),
+    the weight's shape, the window, the policy, whether SciPy has a BLAS of its own and
+    the kernel that BLAS runs."""
+    c, h, w = chw
     oc, _, kh, kw = weight_shape
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     pixels, same3 = oh * ow, _is_3x3_same(kh, kw, sh, sw, ph, pw, dh, dw, groups)
-    threads_ok = scipy_blas() is not None
     reasons = []
 
     if groups != 1:
@@ -269,7 +280,7 @@ def conv_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, group
         reasons.append(f"winograd's GEMMs {'as a Numba loop' if loop else 'by the BLAS'} "
                        + (f"(a loop up to {most} channels)" if most is not None
                           else "(the loop is off)")
-                       + f", SciPy's BLAS running OpenBLAS's {blas_kernel()} kernel"
+                       + f", SciPy's BLAS running OpenBLAS's {kernel} kernel"
                        " (the loop is off by default on its AVX-512 kernels)")
     winograd_ok = same3 and threads_ok and min(c, oc) >= policy.winograd_min_channels
     lanes_w = winograd_ok and _at_most(ow, policy.winograd_weight_grad_lanes_max_width)
