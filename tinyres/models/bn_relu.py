@@ -16,13 +16,13 @@ below, bn in training, a graph to record (grad enabled and a tensor that require
 hook on the conv, a conv that is not exactly nn.Conv2d, has a bias or pads other than
 with zeros, an input that is not a 4-D tensor of the conv's channels, dtype and device.
 
-calls tinyres.nn.functional.batch_norm_relu with the BatchNorm module's own weight, bias,
-running statistics, momentum and eps, after the module's own bookkeeping
+bn_relu calls tinyres.nn.functional.batch_norm_relu with the BatchNorm module's own
+weight, bias, running statistics, momentum and eps, after the module's own bookkeeping
 (num_batches_tracked, the cumulative momentum of momentum=None), so parameters, buffers,
 state_dict keys, reprs and the module tree are those of the two modules; only the graph
 holds one BatchNormReLU node where it held BatchNormTrain (or BatchNormEval) and ReLU.
 
-It calls the two modules instead, relu(bn(x)), whenever the fused op could differ:
+bn_relu calls the two modules instead, relu(bn(x)), whenever the fused op could differ:
 - a hook (forward, forward pre-, backward or backward pre-) is registered on either one;
 - bn is not exactly nn.BatchNorm2d (a subclass, SyncBatchNorm, a module put in its place),
   relu is not exactly nn.ReLU, or either has its forward replaced on the instance;
