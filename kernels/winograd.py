@@ -55,9 +55,10 @@ def tiles(oh, ow):
 
 
 @njit(cache=True, inline="always")
-def _g_rows(w0, w1, w2):
-    """G applied to the three entries w0, w1, w2 of a column (or row) of w: the four
+def _g_rows(entries):
+    """G applied to the three entries (w0, w1, w2) of a column (or row) of w: the four
     w0, (w0 + w1 + w2)/2, (w0 - w1 + w2)/2, w2."""
+    w0, w1, w2 = entries
     return w0, 0.5 * (w0 + w1 + w2), 0.5 * (w0 - w1 + w2), w2
 
 
@@ -69,10 +70,21 @@ def _gt_rows(d0, d1, d2, d3):
 
 
 @njit(cache=True, inline="always")
-def tap(w, i, j, first, step):
-    """Entry (i, j) of the 3x3 weight w, in float64: w[i, j] (first 0, step 1) or, rotated
-    180 degrees, w[2 - i, 2 - j] (first 2, step -1)."""
-    return np.float64(w[first + step * i, first + step * j])
+def column(w, j, first, step):
+    """Column j of the 3x3 weight w, its three entries in float64: w[:, j] (first 0,
+    step 1) or, rotated 180 degrees, w[::-1, 2 - j] (first 2, step -1)."""
+    k = first + step * j
+    return (np.float64(w[first, k]), np.float64(w[first + step, k]),
+            np.float64(w[first + 2 * step, k]))
+
+
+@njit(cache=True, inline="always")
+def rows_from_scratch(scratch, u, r):
+    """u[k, r, q] = scratch[q, k]: row r of every entry k of a transformed weight, from
+    the scratch its values were written to a column at a time (_weight_transform)."""
+    for k in range(scratch.shape[1]):
+        for q in range(scratch.shape[0]):
+            u[k, r, q] = scratch[q, k]
 
 
 @njit(cache=True, parallel=True)
@@ -92,19 +104,14 @@ def _weight_transform(w4, flip):
         scratch = np.empty((columns, 16), dtype=w4.dtype)
         for q in range(columns):
             w = w4[q, r] if flip else w4[r, q]
-            g0 = _g_rows(tap(w, 0, 0, first, step), tap(w, 1, 0, first, step),
-                         tap(w, 2, 0, first, step))
-            g1 = _g_rows(tap(w, 0, 1, first, step), tap(w, 1, 1, first, step),
-                         tap(w, 2, 1, first, step))
-            g2 = _g_rows(tap(w, 0, 2, first, step), tap(w, 1, 2, first, step),
-                         tap(w, 2, 2, first, step))
-            for a in range(4):                  # g0, g1, g2: the columns of G w
-                t = _g_rows(g0[a], g1[a], g2[a])    # row a of G w G^T
+            g0 = _g_rows(column(w, 0, first, step))     # the columns of G w
+            g1 = _g_rows(column(w, 1, first, step))
+            g2 = _g_rows(column(w, 2, first, step))
+            for a in range(4):
+                t = _g_rows((g0[a], g1[a], g2[a]))    # row a of G w G^T
                 for b in range(4):
                     scratch[q, 4 * a + b] = t[b]
-        for k in range(16):
-            for q in range(columns):
-                u[k, r, q] = scratch[q, k]
+        rows_from_scratch(scratch, u, r)
     return u
 
 

@@ -33,7 +33,7 @@ from numba import njit, prange
 
 from . import small_gemm
 from .conv_bias import finish
-from .winograd import tap
+from .winograd import column, rows_from_scratch
 
 ENTRIES = 36                     # entries of a transformed tile: GEMMs per layer
 
@@ -52,10 +52,11 @@ def tiles(oh, ow):
 
 
 @njit(cache=True, inline="always")
-def _g_rows(w0, w1, w2):
-    """G applied to the three entries w0, w1, w2 of a column (or row) of w: the six
+def _g_rows(entries):
+    """G applied to the three entries (w0, w1, w2) of a column (or row) of w: the six
     w0/4, -(w0 + w1 + w2)/6, -(w0 - w1 + w2)/6, w0/24 + w1/12 + w2/6,
     w0/24 - w1/12 + w2/6, w2 (multiplied by G's entries, as G holds them)."""
+    w0, w1, w2 = entries
     sixth, twelfth = 1 / 6, 1 / 12
     a = w0 * (1 / 24) + w2 * sixth
     return (0.25 * w0, -sixth * (w0 + w1 + w2), -sixth * (w0 - w1 + w2),
@@ -77,19 +78,14 @@ def _weight_transform(w4, flip):
         scratch = np.empty((columns, 36), dtype=w4.dtype)
         for q in range(columns):
             w = w4[q, r] if flip else w4[r, q]
-            g0 = _g_rows(tap(w, 0, 0, first, step), tap(w, 1, 0, first, step),
-                         tap(w, 2, 0, first, step))
-            g1 = _g_rows(tap(w, 0, 1, first, step), tap(w, 1, 1, first, step),
-                         tap(w, 2, 1, first, step))
-            g2 = _g_rows(tap(w, 0, 2, first, step), tap(w, 1, 2, first, step),
-                         tap(w, 2, 2, first, step))
-            for a in range(6):                  # g0, g1, g2: the columns of G w
-                t = _g_rows(g0[a], g1[a], g2[a])    # row a of G w G^T
+            g0 = _g_rows(column(w, 0, first, step))     # the columns of G w
+            g1 = _g_rows(column(w, 1, first, step))
+            g2 = _g_rows(column(w, 2, first, step))
+            for a in range(6):
+                t = _g_rows((g0[a], g1[a], g2[a]))    # row a of G w G^T
                 for b in range(6):
                     scratch[q, 6 * a + b] = t[b]
-        for k in range(36):
-            for q in range(columns):
-                u[k, r, q] = scratch[q, k]
+        rows_from_scratch(scratch, u, r)
     return u
 
 
