@@ -29,9 +29,9 @@ def _array_or_empty(values, dtype):
 
 def epilogue(dtype, bias=None, scale=None, relu=False):
     """The epilogue tuple (scale, bias, relu) of a convolution whose output has `dtype`:
-    `bias` added (or, with `scale`, out * scale + bias), then relu where asked."""
-    if scale is not None and bias is None:
-        raise ValueError("conv epilogue: a scale needs its shift (bias)")
+    `bias` added (or, with `scale`, out * scale + bias), then relu where asked; the
+    arguments as checks.conv2d_forward_args has checked them (a scale with a bias, both of
+    the output's dtype)."""
     return _array_or_empty(scale, dtype), _array_or_empty(bias, dtype), bool(relu)
 
 

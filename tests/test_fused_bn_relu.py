@@ -546,6 +546,12 @@ def test_conv_bn_calls_the_modules_wherever_the_fused_pass_could_differ():
         assert not can_fuse_conv(net.conv, net.bn, net.relu, x)     # batch statistics
         net.bn.eval()
         assert not can_fuse_conv(net.conv, net.bn, net.relu, x.double())
+        mixed = nn.BatchNorm2d(3)                            # float64 affine, float32 stats
+        mixed.weight.data = mixed.weight.data.double()
+        mixed.eval()
+        assert not can_fuse_conv(net.conv, mixed, net.relu, x)
+        with pytest.raises(TypeError, match="weight is float64 but the input is float32"):
+            conv_bn(net.conv, mixed, x, net.relu)            # bn_relu's own error
         assert not can_fuse_conv(net.conv, net.bn, net.relu, tinyres.randn(2, 3, 5, 5))
         assert not can_fuse_conv(net.conv, net.bn, nn.LeakyReLU(), x)
         for conv in (nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(2, 3, 3, padding="same"),

@@ -105,8 +105,8 @@ def can_fuse_conv(conv, bn, relu, x):
     return (_plain_bn(bn, x) and (relu is None or _plain(relu, nn.ReLU)) and not bn.training
             and _plain(conv, nn.Conv2d) and conv.bias is None and conv.padding_mode == "zeros"
             and not isinstance(conv.padding, str) and x.shape[1] == conv.in_channels
-            and x.dtype == conv.weight.dtype == bn.running_mean.dtype
-            and x.device == conv.weight.device
+            and all(t is None or (t.dtype == x.dtype and t.device == x.device) for t in
+                    (conv.weight, bn.running_mean, bn.running_var, bn.weight, bn.bias))
             and not _records_graph(x, conv.weight, bn.weight, bn.bias))
 
 
