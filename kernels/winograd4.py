@@ -68,8 +68,8 @@ def _weight_transform(w4, flip):
     """U (36, OC, C) = G w G^T of every (oc, c) of w4, computed in float64, through a
     scratch row as winograd._weight_transform (flip: of the rotated weight with its
     channels swapped, (36, C, OC), read from w4 in place). The same loop with six rows
-    for four: one function for both, given G's rows as a function argument, ran twice
-    as long and was compiled again in every process (Numba cached none of it)."""
+    for four: one function for both, given G's rows as a function argument, ran slower
+    and was compiled again in every process (Numba cached none of it)."""
     oc, c = w4.shape[0], w4.shape[1]
     rows, columns = (c, oc) if flip else (oc, c)
     first, step = (2, -1) if flip else (0, 1)
