@@ -19,7 +19,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import (checks, conv_plan, gemm_conv, pointwise_conv, thread_gemm, unfold,
+from . import (buffers, checks, conv_plan, gemm_conv, pointwise_conv, thread_gemm, unfold,
                weight_grad, winograd, winograd4, winograd_lanes)
 from .conv_bias import NO_EPILOGUE, epilogue, finish
 
@@ -35,7 +35,7 @@ def im2col(x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     """
     oh, ow = checks.im2col_args(x, kh, kw, sh, sw, ph, pw, dh, dw)
     n, c, _, _ = x.shape
-    cols = np.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
+    cols = buffers.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
     unfold.im2col_core(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols)
     return cols
 
@@ -47,7 +47,7 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
     from the padding are dropped. Overlapping windows accumulate.
     """
     n, c, h, w, oh, ow = checks.col2im_args(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
-    dx = np.empty((n, c, h, w), dtype=cols.dtype)
+    dx = buffers.empty((n, c, h, w), dtype=cols.dtype)
     unfold.col2im_core(np.ascontiguousarray(cols), kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx)
     return dx
 
@@ -165,7 +165,7 @@ def _winograd_conv(x, u, layout, ep=None):
     'winograd-lanes' (winograd_lanes.py) or 'winograd-4x4' (winograd4.py)."""
     n, _, h, w = x.shape
     oc = u.shape[1]
-    out = np.empty((n, oc, h, w), dtype=x.dtype)
+    out = buffers.empty((n, oc, h, w), dtype=x.dtype)
     ep = NO_EPILOGUE[x.dtype] if ep is None else ep
     loop = conv_plan.winograd_loop_gemm(u.shape[2], oc)
     if layout == "winograd-lanes":
@@ -254,7 +254,7 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=Non
             return _winograd_conv(x, u, plan.forward, ep)
         if plan.forward == "pointwise":
             return pointwise_conv.forward(x, w2, sh, sw, bias, scale, relu)
-        out = np.empty((n, oc, oh * ow), dtype=x.dtype)
+        out = buffers.empty((n, oc, oh * ow), dtype=x.dtype)
         _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw, dh, dw,
                              _even_group(n, oh * ow), out, ep)
     return out.reshape(n, oc, oh, ow)
@@ -305,8 +305,8 @@ def _per_image_backward(g, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, need_x, need_w
     """The GEMM path of conv2d_backward (ungrouped) for g and x C-contiguous."""
     n, oc, oh, ow = g.shape
     group = _even_group(n, oh * ow)
-    dx = np.empty(x.shape if need_x else (0, 0, 0, 0), dtype=x.dtype)
-    dw_parts = np.empty((-(-n // group),) + w2.shape[::-1], dtype=x.dtype)
+    dx = buffers.empty(x.shape if need_x else (0, 0, 0, 0), dtype=x.dtype)
+    dw_parts = buffers.empty((-(-n // group),) + w2.shape[::-1], dtype=x.dtype)
     _conv2d_backward_core(g.reshape(n, oc, oh * ow), x, np.ascontiguousarray(w2),
                           kh, kw, sh, sw, ph, pw, dh, dw, group, need_x, need_w, dx, dw_parts)
     return (dx if need_x else None), (dw_parts.sum(axis=0).T.copy() if need_w else None)
@@ -345,7 +345,7 @@ def channel_affine(x, scale, shift):
     checks.channel_affine_args(x, scale, shift)
     n, c = x.shape[0], x.shape[1]
     x3 = np.ascontiguousarray(x).reshape(n, c, int(np.prod(x.shape[2:], dtype=np.int64)))
-    y = np.empty(x3.shape, dtype=x.dtype)
+    y = buffers.empty(x3.shape, dtype=x.dtype)
     _channel_affine_core(x3, np.ascontiguousarray(scale), np.ascontiguousarray(shift), y)
     return y.reshape(x.shape)
 
@@ -454,7 +454,7 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps)
     mean, var = _batchnorm_stats(x3)
     invstd = 1.0 / np.sqrt(var + eps)
     scale = invstd * np.asarray(weight, dtype=np.float64)
-    y = np.empty(x.shape, dtype=x.dtype)
+    y = buffers.empty(x.shape, dtype=x.dtype)
     _batchnorm_apply(x3, mean, scale, np.asarray(bias, dtype=np.float64), _planes(y))
     if running_mean is not None:
         running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
@@ -479,7 +479,7 @@ def batchnorm_backward(grad_out, x, weight, mean, invstd):
     mean64, invstd64 = (np.asarray(v, dtype=np.float64) for v in (mean, invstd))
     grad_bias, grad_weight = _batchnorm_grad_sums(g3, None, x3, mean64, invstd64)
     coef = np.asarray(weight, dtype=np.float64) * invstd64 / m
-    grad_x = np.empty(x.shape, dtype=x.dtype)
+    grad_x = buffers.empty(x.shape, dtype=x.dtype)
     _batchnorm_grad_x(g3, None, x3, mean64, invstd64, coef, grad_bias, grad_weight,
                       _planes(grad_x))
     return grad_x, grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)
@@ -504,7 +504,7 @@ def relu_forward(x, out=None):
     written into `out` where given (x itself for an in-place ReLU: each element is read
     before it is written)."""
     checks.relu_forward_args(x, out)
-    y = out if out is not None and out.flags.c_contiguous else np.empty(x.shape, x.dtype)
+    y = out if out is not None and out.flags.c_contiguous else buffers.empty(x.shape, x.dtype)
     _relu_forward_core(np.ascontiguousarray(x).reshape(-1), y.reshape(-1))   # (0-d too)
     if out is not None and y is not out:
         out[...] = y
@@ -521,7 +521,7 @@ def add_scaled(a, b, scale=1.0):
     """a + scale * b elementwise, one parallel pass, each result as reference.add_scaled's
     (scale rounded to the arrays' dtype, the product rounded, then the sum; 1 * b is b)."""
     checks.add_scaled_args(a, b)
-    out = np.empty(a.shape, dtype=a.dtype)           # a's shape, 0-d included
+    out = buffers.empty(a.shape, dtype=a.dtype)           # a's shape, 0-d included
     _add_scaled_core(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
                      a.dtype.type(scale), out.reshape(-1))
     return out
@@ -531,7 +531,7 @@ def relu_backward(grad_out, x):
     """grad_out * 1[not x <= 0] elementwise: zero where x <= 0, NaN lets the gradient
     through (as PyTorch); any shape."""
     checks.relu_backward_args(grad_out, x)
-    grad_x = np.empty(grad_out.shape, dtype=grad_out.dtype)      # its shape, 0-d too
+    grad_x = buffers.empty(grad_out.shape, dtype=grad_out.dtype)      # its shape, 0-d too
     _relu_backward_core(np.ascontiguousarray(grad_out).reshape(-1),
                         np.ascontiguousarray(x).reshape(-1), grad_x.reshape(-1))
     return grad_x
@@ -660,8 +660,8 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw, dh=1, dw=1, ceil_mode=False):
     """
     oh, ow = checks.maxpool_forward_args(x, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode)
     n, c, _, _ = x.shape
-    y = np.empty((n, c, oh, ow), dtype=x.dtype)
-    idx = np.empty((n, c, oh, ow), dtype=np.int64)
+    y = buffers.empty((n, c, oh, ow), dtype=x.dtype)
+    idx = buffers.empty((n, c, oh, ow), dtype=np.int64)
     x = np.ascontiguousarray(x)
     _maxpool_forward_core(x, kh, kw, sh, sw, ph, pw, dh, dw, y, idx)
     return y, idx
@@ -731,7 +731,7 @@ def batchnorm_relu_forward(x, weight, bias, running_mean, running_var, momentum,
     c = x.shape[1]
     if m == 0:     # an empty batch (as PyTorch): empty y, the running statistics untouched
         return np.empty_like(x), np.zeros(c, x.dtype), np.zeros(c, x.dtype)
-    x3, y = _planes(x), np.empty(x.shape, dtype=x.dtype)
+    x3, y = _planes(x), buffers.empty(x.shape, dtype=x.dtype)
     if training:
         mean, var = _batchnorm_stats(x3)
     else:
@@ -755,7 +755,7 @@ def batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training=True)
     g3, y3, x3 = _planes(grad_out), _planes(y), _planes(x)
     mean64, invstd64 = _float64(mean), _float64(invstd)
     grad_bias, grad_weight = _batchnorm_grad_sums(g3, y3, x3, mean64, invstd64)
-    grad_x = np.empty(x.shape, dtype=x.dtype)
+    grad_x = buffers.empty(x.shape, dtype=x.dtype)
     if training:
         coef = _float64(weight) * invstd64 / m
         _batchnorm_grad_x(g3, y3, x3, mean64, invstd64, coef, grad_bias, grad_weight,

@@ -22,6 +22,7 @@ kernels/conv_plan.py's choice ("pointwise").
 import numpy as np
 from numba import njit, prange
 
+from . import buffers
 from .conv_bias import epilogue, finish
 
 
@@ -105,7 +106,7 @@ def forward(x, w2, sh, sw, bias=None, scale=None, relu=False):
     + bias), relu where asked (kernels/conv_bias.py)."""
     n, _, h, w = x.shape
     oh, ow = (h - 1) // sh + 1, (w - 1) // sw + 1
-    out = np.empty((n, w2.shape[0], oh * ow), dtype=x.dtype)
+    out = buffers.empty((n, w2.shape[0], oh * ow), dtype=x.dtype)
     _forward_core(x, np.ascontiguousarray(w2), sh, sw, oh, ow, out,
                   epilogue(x.dtype, bias, scale, relu))
     return out.reshape(n, w2.shape[0], oh, ow)
@@ -119,10 +120,10 @@ def backward(g, x, w2, sh, sw, need_x, need_w, group):
     g3 = g.reshape(n, oc, oh * ow)
     grad_x = grad_w2 = None
     if need_x:
-        grad_x = np.empty(x.shape, dtype=x.dtype)
+        grad_x = buffers.empty(x.shape, dtype=x.dtype)
         _grad_input_core(g3, np.ascontiguousarray(w2.T), sh, sw, oh, ow, grad_x)
     if need_w:
-        parts = np.empty((-(-n // group), x.shape[1], oc), dtype=x.dtype)
+        parts = buffers.empty((-(-n // group), x.shape[1], oc), dtype=x.dtype)
         _grad_weight_core(g3, x, sh, sw, oh, ow, group, parts)
         grad_w2 = np.ascontiguousarray(parts.sum(axis=0).T)
     return grad_x, grad_w2

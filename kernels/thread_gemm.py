@@ -22,6 +22,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from . import buffers
+
 
 @njit(cache=True, parallel=True)
 def _rows_of_a(a, b, transpose_b, blocks, out):
@@ -70,7 +72,7 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     b, transpose_b = _c_contiguous(b, transpose_b)
     rows = a.shape[1] if transpose_a else a.shape[0]
     cols = b.shape[0] if transpose_b else b.shape[1]
-    out = np.empty((rows, cols), dtype=a.dtype)
+    out = buffers.empty((rows, cols), dtype=a.dtype)
     blocks = max(1, min(numba.get_num_threads(), rows))
     if transpose_a:
         _columns_of_a(a, np.ascontiguousarray(b.T) if transpose_b else b, blocks, out)

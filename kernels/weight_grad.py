@@ -33,6 +33,8 @@ The sums run in the input's dtype and may be reassociated (fastmath "reassoc", a
 import numpy as np
 from numba import njit, prange
 
+from . import buffers
+
 
 @njit(cache=True)
 def _pad_image(x, g, b, xp, gp):
@@ -161,6 +163,6 @@ def weight_grad(g, x, tasks, stride=1):
     `tasks`."""
     n = x.shape[0]
     group = max(1, -(-n // tasks))          # an empty batch: no parts, a zero sum
-    dw_parts = np.empty((-(-n // group), g.shape[1], x.shape[1], 3, 3), dtype=x.dtype)
+    dw_parts = buffers.empty((-(-n // group), g.shape[1], x.shape[1], 3, 3), dtype=x.dtype)
     _weight_grad_core(g, x, group, stride, dw_parts)
     return dw_parts.sum(axis=0)

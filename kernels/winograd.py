@@ -41,7 +41,7 @@ the CPU layer picks a convolution").
 import numpy as np
 from numba import njit, prange
 
-from . import small_gemm
+from . import buffers, small_gemm
 from .conv_bias import finish
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -342,8 +342,8 @@ def weight_grad(g, x, images_per_chunk):
     part = np.empty_like(gu)
     for b0 in range(0, n, images_per_chunk):
         m = min(images_per_chunk, n - b0)
-        v = np.empty((16, c, m * t), dtype=x.dtype)
-        gm = np.empty((16, oc, m * t), dtype=x.dtype)
+        v = buffers.empty((16, c, m * t), dtype=x.dtype)
+        gm = buffers.empty((16, oc, m * t), dtype=x.dtype)
         _input_tiles_all(x[b0:b0 + m], v)
         _output_tiles_adjoint_all(g[b0:b0 + m], gm)
         _grad_u_gemms(gm, v, part)

@@ -28,7 +28,7 @@ zero in every buffer, so they add nothing to the weight gradient and are never w
 import numpy as np
 from numba import njit, prange
 
-from . import small_gemm
+from . import buffers, small_gemm
 from .conv_bias import finish
 from .winograd import a_adjoint, a_rows, weight_transform_adjoint
 
@@ -249,7 +249,7 @@ def weight_grad(g, x, lanes, parts):
     (cpu.py)."""
     n, c = x.shape[0], x.shape[1]
     parts = max(1, min(parts, -(-n // lanes)))
-    gu_parts = np.empty((parts, 16, g.shape[1], c), dtype=x.dtype)
+    gu_parts = buffers.empty((parts, 16, g.shape[1], c), dtype=x.dtype)
     gu_parts[...] = 0                            # the first write: here, not in the threads
     _weight_grad_parts(g, x, lanes, gu_parts)
     gu = gu_parts[0]

@@ -1,0 +1,152 @@
+"""kernels/buffers.py: the CPU kernels' large arrays come from blocks that are handed out
+again only when nothing references them, so the cache changes no result and never lets
+two live arrays share memory."""
+import threading
+
+import numba
+import numpy as np
+import pytest
+
+import tinyres
+from tinyres.kernels import buffers
+
+BIG = (512, 1024)                   # 2 MB of float32: above buffers.MIN_BYTES
+
+
+@pytest.fixture(autouse=True)
+def cache_on():
+    previous = buffers.enable(True)
+    yield
+    buffers.enable(previous)
+
+
+@numba.njit
+def _rows_after_first(a):
+    return a[1:]          # an array Numba makes: it keeps its parent alive
+
+
+def address(a):
+    return a.__array_interface__["data"][0]
+
+
+def test_large_arrays_come_from_blocks_small_ones_from_numpy():
+    a = buffers.empty(BIG, np.float32)
+    assert a.shape == BIG and a.dtype == np.float32 and a.flags.c_contiguous
+    assert a.flags.writeable and not a.flags.owndata
+    assert a.base.dtype == np.uint8 and a.base.nbytes == buffers.size_class(a.nbytes)
+    small = buffers.empty((10, 10), np.float64)
+    assert small.flags.owndata and small.shape == (10, 10) and small.dtype == np.float64
+    assert buffers.empty(1 << 19, "float64").shape == (1 << 19,)      # an int shape
+
+
+def test_a_freed_array_is_reused_and_a_live_one_never():
+    a = buffers.empty(BIG, np.float32)
+    where = address(a)
+    b = buffers.empty(BIG, np.float32)
+    assert address(b) != where                    # a is alive
+    del a
+    hits = buffers.stats()["hits"]
+    c = buffers.empty(BIG, np.float32)
+    assert address(c) == where and buffers.stats()["hits"] == hits + 1
+
+
+@pytest.mark.parametrize("keep", ["view", "transposed slice", "memoryview", "reshape",
+                                  "numba view"])
+def test_anything_viewing_an_array_keeps_its_block(keep):
+    a = buffers.empty(BIG, np.float32)
+    a[...] = 7.0
+    kept = {"view": lambda: a[1:],
+            "transposed slice": lambda: a.T[::3],
+            "memoryview": lambda: memoryview(a),
+            "reshape": lambda: a.reshape(-1, 4),
+            "numba view": lambda: _rows_after_first(a)}[keep]()
+    del a
+    fresh = [buffers.empty(BIG, np.float32) for _ in range(3)]
+    for f in fresh:
+        f[...] = -1.0
+    assert (np.asarray(kept) == 7.0).all()
+
+
+def test_size_classes_round_up_by_at_most_a_quarter():
+    for nbytes in [1, 7, 1 << 20, (1 << 20) + 1, 3 << 20, 5_000_001, 8 << 20, 123_456_789]:
+        size = buffers.size_class(nbytes)
+        assert nbytes <= size <= nbytes * 1.25 + 1
+    assert buffers.size_class(8 << 20) == 8 << 20
+    assert buffers.size_class((8 << 20) + 1) == 10 << 20
+
+
+def test_empty_cache_gives_back_free_blocks_only():
+    buffers.empty_cache()
+    live = buffers.empty(BIG, np.float32)
+    freed = buffers.empty((3, 512, 1024), np.float32)
+    del freed
+    before = buffers.stats()
+    buffers.empty_cache()
+    after = buffers.stats()
+    assert after["held_bytes"] == before["held_bytes"] - buffers.size_class(3 << 21)
+    assert after["in_use_bytes"] == buffers.size_class(live.nbytes)
+
+
+def test_blocks_unused_for_long_are_let_go_at_the_next_new_block():
+    buffers.empty_cache()
+    old = buffers.empty((5, 512, 1024), np.float32)         # 10 MB, then unused
+    del old
+    for _ in range(buffers.STALE_AFTER + 1):
+        buffers.empty(BIG, np.float32)                       # reuses one block
+    held = buffers.stats()["held_bytes"]
+    buffers.empty((3, 512, 1024), np.float32)                # a new block: the 10 MB go
+    assert buffers.stats()["held_bytes"] == held - (10 << 20) + (6 << 20)
+
+
+def test_disabled_cache_is_numpy():
+    buffers.enable(False)
+    a = buffers.empty(BIG, np.float32)
+    assert a.flags.owndata and buffers.enable(True) is False
+
+
+def test_threads_never_get_the_same_block():
+    errors = []
+
+    def work(value):
+        for _ in range(50):
+            a = buffers.empty(BIG, np.float32)
+            a[...] = value
+            b = buffers.empty(BIG, np.float32)
+            b[...] = -value
+            if not ((a == value).all() and (b == -value).all()):
+                errors.append(value)
+
+    threads = [threading.Thread(target=work, args=(v,)) for v in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def _train_steps(steps):
+    tinyres.manual_seed(0)
+    model = tinyres.models.get_model("resnet20")
+    opt = tinyres.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(0)
+    x = tinyres.tensor(rng.standard_normal((32, 3, 32, 32), dtype=np.float32))
+    y = tinyres.tensor(rng.integers(0, 10, 32))
+    held = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = tinyres.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        held.append(buffers.stats()["held_bytes"])
+    return [p.detach().numpy().copy() for p in model.parameters()], loss.item(), held
+
+
+def test_training_gives_the_same_numbers_with_and_without_the_cache():
+    # resnet20 at batch 32: its 16-channel activations are 2 MB, from the cache
+    with_cache, loss, held = _train_steps(4)
+    assert held[-1] == held[1] > 0           # the second step on reuses the first's blocks
+    buffers.enable(False)
+    without, loss_plain, _ = _train_steps(4)
+    assert loss == loss_plain
+    for a, b in zip(with_cache, without):
+        np.testing.assert_array_equal(a, b)
