@@ -646,6 +646,7 @@ def _maxpool_forward_core(x, kh, kw, sh, sw, ph, pw, dh, dw, y, idx):
 def _maxpool_backward_core(grad_out, idx, grad_x):
     planes, size = grad_out.shape
     for plane in prange(planes):             # idx points within the plane: no races
+        grad_x[plane] = 0                    # zeroed here, the plane then in cache
         for k in range(size):
             grad_x[plane, idx[plane, k]] += grad_out[plane, k]
 
@@ -679,7 +680,7 @@ def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1,
                                                       ph, pw, dh, dw, ceil_mode)
     grad_out, idx = checks.without_empty_windows(grad_out, idx, x_shape, kh, kw, sh, sw, ph,
                                                  pw, dh, dw, oh, ow)
-    grad_x = np.zeros((n * c, h * w), dtype=grad_out.dtype)
+    grad_x = buffers.empty((n * c, h * w), dtype=grad_out.dtype)
     _maxpool_backward_core(np.ascontiguousarray(grad_out).reshape(n * c, oh * ow),
                            np.ascontiguousarray(idx, dtype=np.int64).reshape(n * c, oh * ow),
                            grad_x)

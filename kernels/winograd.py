@@ -88,8 +88,8 @@ def rows_from_scratch(scratch, u, r):
 
 
 @njit(cache=True, parallel=True)
-def _weight_transform(w4, flip):
-    """U = G w G^T for every (oc, c) of w4 (OC, C, 3, 3), in w4's dtype (computed in
+def _weight_transform(w4, flip, u):
+    """u = G w G^T for every (oc, c) of w4 (OC, C, 3, 3), in w4's dtype (computed in
     float64): _g_rows down each column of w, then along each row of G w. flip: of the
     rotated weight with its channels swapped, U (16, C, OC), read from w4 in place.
     A thread takes a row of U at a time (an output channel of the transformed weight) and
@@ -99,7 +99,6 @@ def _weight_transform(w4, flip):
     oc, c = w4.shape[0], w4.shape[1]
     rows, columns = (c, oc) if flip else (oc, c)
     first, step = (2, -1) if flip else (0, 1)     # w[i, j] is w4[., ., first + step*i, ...]
-    u = np.empty((16, rows, columns), dtype=w4.dtype)
     for r in prange(rows):
         scratch = np.empty((columns, 16), dtype=w4.dtype)
         for q in range(columns):
@@ -112,29 +111,38 @@ def _weight_transform(w4, flip):
                 for b in range(4):
                     scratch[q, 4 * a + b] = t[b]
         rows_from_scratch(scratch, u, r)
-    return u
 
 
 def weight_transform(w4):
     """w4 (OC, C, 3, 3) -> U (16, OC, C), U[4a + b] = (G w G^T)[a, b]: the weights of
     the output's 16 GEMMs."""
-    return _weight_transform(w4, False)
+    u = buffers.empty((16,) + w4.shape[:2], w4.dtype)
+    _weight_transform(w4, False, u)
+    return u
 
 
 def flipped_weight_transform(w4):
     """weight_transform(flipped(w4)), (16, C, OC), without flipped's copy: the weights of
     the input gradient's 16 GEMMs, the same sums of the same numbers."""
-    return _weight_transform(w4, True)
+    u = buffers.empty((16, w4.shape[1], w4.shape[0]), w4.dtype)
+    _weight_transform(w4, True, u)
+    return u
 
 
-@njit(cache=True, parallel=True)
 def weight_transform_adjoint(gu):
     """dU (16, OC, C) -> dw (OC, C, 3, 3) = G^T dU G for every (oc, c), in dU's dtype
     (computed in float64): the gradient of weight_transform. U is linear in w, so this is
     its adjoint: _gt_rows along each row of dU, then down each column. Read through a
     scratch row, as weight_transform writes."""
+    dw = buffers.empty(gu.shape[1:] + (3, 3), gu.dtype)
+    _weight_transform_adjoint(gu, dw)
+    return dw
+
+
+@njit(cache=True, parallel=True)
+def _weight_transform_adjoint(gu, dw):
+    """dw = weight_transform_adjoint(gu), written into dw."""
     _, oc, c = gu.shape
-    dw = np.empty((oc, c, 3, 3), dtype=gu.dtype)
     for o in prange(oc):
         d = np.empty((c, 16), dtype=np.float64)
         for k in range(16):
@@ -149,7 +157,6 @@ def weight_transform_adjoint(gu):
                 col = _gt_rows(r0[j], r1[j], r2[j], r3[j])        # column j of G^T (dU G)
                 for i in range(3):
                     dw[o, ch, i, j] = col[i]
-    return dw
 
 
 def flipped(w4):
@@ -338,16 +345,19 @@ def weight_grad(g, x, images_per_chunk):
     The caller holds SciPy's BLAS to one thread (cpu.py)."""
     n, c, h, w = x.shape
     oc, t = g.shape[1], tiles(h, w)
-    gu = np.zeros((16, oc, c), dtype=x.dtype)
-    part = np.empty_like(gu)
+    gu = buffers.empty((16, oc, c), dtype=x.dtype)        # the first chunk's dU, then the sum
+    part = buffers.empty((16, oc, c), dtype=x.dtype) if n > images_per_chunk else gu
     for b0 in range(0, n, images_per_chunk):
         m = min(images_per_chunk, n - b0)
         v = buffers.empty((16, c, m * t), dtype=x.dtype)
         gm = buffers.empty((16, oc, m * t), dtype=x.dtype)
         _input_tiles_all(x[b0:b0 + m], v)
         _output_tiles_adjoint_all(g[b0:b0 + m], gm)
-        _grad_u_gemms(gm, v, part)
-        gu += part
+        _grad_u_gemms(gm, v, gu if b0 == 0 else part)
+        if b0 > 0:
+            gu += part
+    if n == 0:
+        gu[...] = 0
     return weight_transform_adjoint(gu)
 
 

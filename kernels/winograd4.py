@@ -31,7 +31,7 @@ run past its edge: those outputs are dropped.
 import numpy as np
 from numba import njit, prange
 
-from . import small_gemm
+from . import buffers, small_gemm
 from .conv_bias import finish
 from .winograd import column, rows_from_scratch
 
@@ -64,8 +64,8 @@ def _g_rows(entries):
 
 
 @njit(cache=True, parallel=True)
-def _weight_transform(w4, flip):
-    """U (36, OC, C) = G w G^T of every (oc, c) of w4, computed in float64, through a
+def _weight_transform(w4, flip, u):
+    """u (36, OC, C) = G w G^T of every (oc, c) of w4, computed in float64, through a
     scratch row as winograd._weight_transform (flip: of the rotated weight with its
     channels swapped, (36, C, OC), read from w4 in place). The same loop with six rows
     for four: one function for both, given G's rows as a function argument, ran slower
@@ -73,7 +73,6 @@ def _weight_transform(w4, flip):
     oc, c = w4.shape[0], w4.shape[1]
     rows, columns = (c, oc) if flip else (oc, c)
     first, step = (2, -1) if flip else (0, 1)
-    u = np.empty((36, rows, columns), dtype=w4.dtype)
     for r in prange(rows):
         scratch = np.empty((columns, 36), dtype=w4.dtype)
         for q in range(columns):
@@ -86,19 +85,22 @@ def _weight_transform(w4, flip):
                 for b in range(6):
                     scratch[q, 6 * a + b] = t[b]
         rows_from_scratch(scratch, u, r)
-    return u
 
 
 def weight_transform(w4):
     """w4 (OC, C, 3, 3) -> U (36, OC, C), U[6a + b] = (G w G^T)[a, b]: the weights of the
     output's 36 GEMMs."""
-    return _weight_transform(w4, False)
+    u = buffers.empty((36,) + w4.shape[:2], w4.dtype)
+    _weight_transform(w4, False, u)
+    return u
 
 
 def flipped_weight_transform(w4):
     """weight_transform(winograd.flipped(w4)), (36, C, OC), without the copy: the weights
     of the input gradient's 36 GEMMs."""
-    return _weight_transform(w4, True)
+    u = buffers.empty((36, w4.shape[1], w4.shape[0]), w4.dtype)
+    _weight_transform(w4, True, u)
+    return u
 
 
 @njit(cache=True, inline="always")
