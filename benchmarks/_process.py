@@ -61,7 +61,8 @@ def env_groups(environ):
             for group, prefixes in ENV_GROUPS.items()}
 
 
-def settings_lines(alloc_settings, blas_env, removed, threads, tinyres_tune):
+def settings_lines(alloc_settings, blas_env, removed, threads, tinyres_tune,
+                   buffer_cache=True):
     """The header lines that say which process settings the workers ran with."""
     tuned = " ".join(f"{k}={v}" for k, v in MALLOC_TUNED.items())
     gone = (" (the parent's " + ", ".join(f"{k}={v}" for k, v in removed.items())
@@ -79,6 +80,9 @@ def settings_lines(alloc_settings, blas_env, removed, threads, tinyres_tune):
     if tinyres_tune:
         lines.append("workers: tinyres's also call tinyres.runtime.tune() (tinyres only: "
                      "not like with like)")
+    if not buffer_cache:
+        lines.append("workers: tinyres's large arrays from np.empty, its buffer cache "
+                     "switched off (tinyres.kernels.buffers.enable(False))")
     return lines
 
 

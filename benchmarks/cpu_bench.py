@@ -14,7 +14,9 @@ allocator, with MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=214748364
 tinyres.runtime.tune() sets), or both, one table each; `--blas-env detect` (the default)
 removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the workers' environment so that
 OpenBLAS detects the CPU itself, `--blas-env inherit` keeps them. tinyres's workers call
-tinyres.runtime.tune() only with `--tune` (not like with like, and said so).
+tinyres.runtime.tune() only with `--tune` (not like with like, and said so). tinyres's
+CPU kernels keep their large arrays for reuse (kernels/buffers.py), as part of the engine;
+`--no-buffer-cache` switches that off in its workers, to measure what it buys.
 
 Inference is measured twice: warm (a worker that ran a tiny-size warm-up, then
 `--infer-warmup` full-size calls, then the rounds) and "first calls" (a fresh process per
@@ -330,7 +332,8 @@ def worker_spec(engine, case, opts, mode):
 def _measure(cases, engines, opts, env, mode):
     """Yield (case, {engine: result}) for each case, every applicable engine measured."""
     for case in cases:
-        case = dict(case, threads=opts.threads, tune=opts.tune)
+        case = dict(case, threads=opts.threads, tune=opts.tune,
+                    buffer_cache=not opts.no_buffer_cache)
         used = [e for e in engines if runs_case(e, case)]
         with engine_envs(used, env) as envs:
             specs = {e: worker_spec(e, case, opts, mode) for e in used}
@@ -381,15 +384,16 @@ def run_setting(cases, engines, opts, alloc):
 
 
 # ----- the command line --------------------------------------------------------------------
-def auto_suffix(case_set, pattern, allocs, blas_env, tune, extra=None):
+def auto_suffix(case_set, pattern, allocs, blas_env, tune, extra=None, buffer_cache=True):
     """The suffix of an automatic results-file name: the case set (unless all), 'sel'
-    when --cases narrowed it, a single allocator setting, 'blasinherit', 'tune', and
-    the user's --suffix."""
+    when --cases narrowed it, a single allocator setting, 'blasinherit', 'tune',
+    'nocache' (--no-buffer-cache) and the user's --suffix."""
     parts = [case_set] if case_set != "all" else []
     parts += ["sel"] if pattern else []
     parts += list(allocs) if len(allocs) == 1 else []
     parts += ["blasinherit"] if blas_env == "inherit" else []
     parts += ["tune"] if tune else []
+    parts += [] if buffer_cache else ["nocache"]
     parts += [extra] if extra else []
     return "_".join(parts) or None
 
@@ -431,6 +435,9 @@ def parse_args(argv):
     ap.add_argument("--list", action="store_true", help="print the case names and exit")
     ap.add_argument("--tune", action="store_true",
                     help="tinyres's workers also call tinyres.runtime.tune() (tinyres only)")
+    ap.add_argument("--no-buffer-cache", action="store_true",
+                    help="tinyres's workers take their large arrays from np.empty "
+                         "(tinyres.kernels.buffers.enable(False))")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     return ap, ap.parse_args(argv)
 
@@ -460,7 +467,8 @@ def settings_record(args, case_set, engines, allocs, argv):
             "threads": args.threads, "alloc": list(allocs),
             "malloc_tuned": dict(_process.MALLOC_TUNED), "blas_env": args.blas_env,
             "blas_env_removed": _process.removed_blas_variables(os.environ, args.blas_env),
-            "tinyres_tune": args.tune, "argv": argv}
+            "tinyres_tune": args.tune, "tinyres_buffer_cache": not args.no_buffer_cache,
+            "argv": argv}
 
 
 def describe(spec):
@@ -483,7 +491,8 @@ def main(argv=None):
     settings = settings_record(args, case_set, engines, allocs, argv)
     print("\n".join(_timing.header_lines(info)))
     print("\n".join(_process.settings_lines(allocs, args.blas_env, settings["blas_env_removed"],
-                                            args.threads, args.tune)))
+                                            args.threads, args.tune,
+                                            not args.no_buffer_cache)))
     print("memory: growth of each worker's peak RSS (VmHWM) over the case, one fresh "
           "process per (engine, case)")
     payload = {"format": 2, "machine": info, "settings": settings, "engines_info": {},
@@ -496,7 +505,8 @@ def main(argv=None):
     path = args.json
     if args.save or path == "auto":
         path = _timing.results_path(info, auto_suffix(case_set, args.cases, allocs,
-                                                      args.blas_env, args.tune, args.suffix))
+                                                      args.blas_env, args.tune, args.suffix,
+                                                      not args.no_buffer_cache))
     if path:
         _timing.write_json(path, payload)
 

@@ -44,6 +44,9 @@ def make_step(engine, case, tiny_size=False):
     if engine == "tinyres" and case.get("tune"):
         import tinyres
         tinyres.runtime.tune()      # what `python -m tinyres train` does unless --no-tune
+    if engine == "tinyres" and case.get("buffer_cache") is False:
+        from tinyres.kernels import buffers
+        buffers.enable(False)       # cpu_bench.py --no-buffer-cache
     import numpy as np
     from threadpoolctl import threadpool_limits
     threads = case.get("threads") or os.cpu_count()

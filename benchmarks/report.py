@@ -135,6 +135,8 @@ def settings_text(record):
     tuned = opts.get("tinyres_tuned", opts.get("tinyres_tune"))
     parts.append("tinyres " + ("tuned (runtime.tune())" if tuned else "untuned") if tuned
                  is not None else "tinyres tuning not recorded")
+    if opts.get("tinyres_buffer_cache") is False:
+        parts.append("tinyres's buffer cache off")
     for key in ("alloc", "blas_env", "blas_env_removed"):
         if opts.get(key) not in (None, [], {}):
             value = opts[key]

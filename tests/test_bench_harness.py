@@ -94,6 +94,9 @@ def test_settings_lines_say_what_the_workers_got():
     assert "MALLOC_MMAP_THRESHOLD_=33554432" in text and "OPENBLAS_CORETYPE=Haswell" in text
     assert "tune()" not in text
     assert "tune()" in "\n".join(_process.settings_lines(("tuned",), "inherit", {}, 2, True))
+    assert "buffer cache" not in text
+    assert "buffers.enable(False)" in "\n".join(
+        _process.settings_lines(("default",), "detect", {}, 2, False, False))
 
 
 # ----- results files ------------------------------------------------------------------------
@@ -112,6 +115,8 @@ def test_automatic_suffix_names_what_differs_from_a_full_default_run():
     assert cpu_bench.auto_suffix("goals", None, ("default", "tuned"), "detect", False) == "goals"
     assert cpu_bench.auto_suffix("quick", "r20", ("tuned",), "inherit", True, "x") == \
         "quick_sel_tuned_blasinherit_tune_x"
+    assert cpu_bench.auto_suffix("goals", None, ("default",), "detect", False, None,
+                                 False) == "goals_default_nocache"
 
 
 # ----- what a worker ran on -----------------------------------------------------------------
@@ -297,7 +302,9 @@ def test_a_tiny_run_measures_both_engines_under_the_same_settings(tmp_path):
     record = json.loads(out.read_text())
     settings = record["settings"]
     assert settings["alloc"] == ["tuned"] and settings["blas_env"] == "detect"
-    assert settings["blas_env_removed"] == {"OPENBLAS_CORETYPE": "Haswell"}
+    assert settings["blas_env_removed"] == {                 # and the L2 size, where set
+        k: env[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in env}
+    assert settings["blas_env_removed"]["OPENBLAS_CORETYPE"] == "Haswell"
     assert [r["case"]["kind"] for r in record["rows"]] == ["infer", "conv"]
     for row in record["rows"] + record["first_calls"]:
         for engine in ("tinyres", "torch"):
