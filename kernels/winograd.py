@@ -113,20 +113,25 @@ def _weight_transform(w4, flip, u):
         rows_from_scratch(scratch, u, r)
 
 
+def transformed(core, entries, w4, flip):
+    """core(w4, flip, u) into a new u: (entries, OC, C), or (entries, C, OC) where flip
+    (this file's and winograd4.py's _weight_transform)."""
+    oc, c = w4.shape[0], w4.shape[1]
+    u = buffers.empty((entries,) + ((c, oc) if flip else (oc, c)), w4.dtype)
+    core(w4, flip, u)
+    return u
+
+
 def weight_transform(w4):
     """w4 (OC, C, 3, 3) -> U (16, OC, C), U[4a + b] = (G w G^T)[a, b]: the weights of
     the output's 16 GEMMs."""
-    u = buffers.empty((16,) + w4.shape[:2], w4.dtype)
-    _weight_transform(w4, False, u)
-    return u
+    return transformed(_weight_transform, ENTRIES, w4, False)
 
 
 def flipped_weight_transform(w4):
     """weight_transform(flipped(w4)), (16, C, OC), without flipped's copy: the weights of
     the input gradient's 16 GEMMs, the same sums of the same numbers."""
-    u = buffers.empty((16, w4.shape[1], w4.shape[0]), w4.dtype)
-    _weight_transform(w4, True, u)
-    return u
+    return transformed(_weight_transform, ENTRIES, w4, True)
 
 
 def weight_transform_adjoint(gu):

@@ -31,9 +31,9 @@ run past its edge: those outputs are dropped.
 import numpy as np
 from numba import njit, prange
 
-from . import buffers, small_gemm
+from . import small_gemm
 from .conv_bias import finish
-from .winograd import column, rows_from_scratch
+from .winograd import column, rows_from_scratch, transformed
 
 ENTRIES = 36                     # entries of a transformed tile: GEMMs per layer
 
@@ -90,17 +90,13 @@ def _weight_transform(w4, flip, u):
 def weight_transform(w4):
     """w4 (OC, C, 3, 3) -> U (36, OC, C), U[6a + b] = (G w G^T)[a, b]: the weights of the
     output's 36 GEMMs."""
-    u = buffers.empty((36,) + w4.shape[:2], w4.dtype)
-    _weight_transform(w4, False, u)
-    return u
+    return transformed(_weight_transform, ENTRIES, w4, False)
 
 
 def flipped_weight_transform(w4):
     """weight_transform(winograd.flipped(w4)), (36, C, OC), without the copy: the weights
     of the input gradient's 36 GEMMs."""
-    u = buffers.empty((36, w4.shape[1], w4.shape[0]), w4.dtype)
-    _weight_transform(w4, True, u)
-    return u
+    return transformed(_weight_transform, ENTRIES, w4, True)
 
 
 @njit(cache=True, inline="always")
