@@ -138,21 +138,25 @@ def weight_transform_adjoint(gu):
     """dU (16, OC, C) -> dw (OC, C, 3, 3) = G^T dU G for every (oc, c), in dU's dtype
     (computed in float64): the gradient of weight_transform. U is linear in w, so this is
     its adjoint: _gt_rows along each row of dU, then down each column. Read through a
-    scratch row, as weight_transform writes."""
-    dw = buffers.empty(gu.shape[1:] + (3, 3), gu.dtype)
-    _weight_transform_adjoint(gu, dw)
+    scratch row, as weight_transform writes. gu may also be (P, 16, OC, C), parts whose
+    sum is dU (the threads' parts of winograd_lanes.weight_grad): they are added in
+    float64, in order, as they are read, with no pass of their own over memory."""
+    parts = gu if gu.ndim == 4 else gu.reshape((1,) + gu.shape)
+    dw = buffers.empty(parts.shape[2:] + (3, 3), gu.dtype)
+    _weight_transform_adjoint(parts, dw)
     return dw
 
 
 @njit(cache=True, parallel=True)
-def _weight_transform_adjoint(gu, dw):
-    """dw = weight_transform_adjoint(gu), written into dw."""
-    _, oc, c = gu.shape
+def _weight_transform_adjoint(parts, dw):
+    """dw = weight_transform_adjoint of the sum of parts (P, 16, OC, C), written into dw."""
+    _, _, oc, c = parts.shape
     for o in prange(oc):
-        d = np.empty((c, 16), dtype=np.float64)
-        for k in range(16):
-            for ch in range(c):
-                d[ch, k] = gu[k, o, ch]
+        d = np.zeros((c, 16), dtype=np.float64)
+        for p in range(parts.shape[0]):
+            for k in range(16):
+                for ch in range(c):
+                    d[ch, k] += parts[p, k, o, ch]
         for ch in range(c):
             r0 = _gt_rows(d[ch, 0], d[ch, 1], d[ch, 2], d[ch, 3])       # row a of dU G
             r1 = _gt_rows(d[ch, 4], d[ch, 5], d[ch, 6], d[ch, 7])

@@ -208,10 +208,11 @@ def _output_tiles_adjoint(dy, gm):
 
 @njit(cache=True, parallel=True)
 def _weight_grad_parts(g, x, lanes, gu_parts):
-    """gu_parts[p] (16, OC, C) += sum over the tasks of part p of dM[xi] @ V[xi]^T: the
-    tasks of `lanes` images cut into gu_parts.shape[0] runs, one run a part, the parts
-    shared among the threads. A task's V and dM (16 x (C + OC) x T, T = th*tw*lanes) are
-    made and used at once, in cache, its 16 GEMMs added on through a scratch (OC, C)."""
+    """gu_parts[p] (16, OC, C) = sum over the tasks of part p of dM[xi] @ V[xi]^T: the
+    tasks of `lanes` images cut into gu_parts.shape[0] runs (at most one a task), one run
+    a part, the parts shared among the threads. A task's V and dM (16 x (C + OC) x T,
+    T = th*tw*lanes) are made and used at once, in cache; a run's first task writes its
+    16 GEMMs into the part, the others add theirs on through a scratch (OC, C)."""
     n, c, h, w = x.shape
     oc = g.shape[1]
     th, tw = _tile_grid(h, w)
@@ -223,7 +224,8 @@ def _weight_grad_parts(g, x, lanes, gu_parts):
         gm = np.empty((16, oc, t), dtype=x.dtype)
         dy = np.empty((oc, 2, 2, t), dtype=x.dtype)
         product = np.empty((oc, c), dtype=x.dtype)
-        for task in range(part * tasks // parts, (part + 1) * tasks // parts):
+        first = part * tasks // parts
+        for task in range(first, (part + 1) * tasks // parts):
             b0 = task * lanes
             m = min(lanes, n - b0)
             _task_input_tiles(x, b0, m, lanes, v)
@@ -231,8 +233,11 @@ def _weight_grad_parts(g, x, lanes, gu_parts):
             _grad_lanes_in(g, b0, m, tw, lanes, dy)
             _output_tiles_adjoint(dy, gm)
             for xi in range(16):                 # (OC, T) @ (T, C)
-                np.dot(gm[xi], v[xi].T, product)
-                gu_parts[part, xi] += product
+                if task == first:
+                    np.dot(gm[xi], v[xi].T, gu_parts[part, xi])
+                else:
+                    np.dot(gm[xi], v[xi].T, product)
+                    gu_parts[part, xi] += product
 
 
 def weight_grad(g, x, lanes, parts):
@@ -240,19 +245,20 @@ def weight_grad(g, x, lanes, parts):
     (N, C, H, W) whose output gradient is g (N, OC, H, W), both C-contiguous, as
     winograd.weight_grad computes it, in lanes: the tasks of `lanes` images in `parts`
     runs (at most one a task), each run's dU summed task by task in its thread
-    (_weight_grad_parts), then the parts' dU in order. Nothing the size of the batch's V
-    or dM is ever in memory; the parts' dU take parts x 16 x OC x C entries, zeroed here,
-    in the calling thread: two parts of a 512-channel layer are 32 MiB, which glibc maps
-    afresh on every call under tinyres.runtime.tune()'s thresholds, and whose pages,
-    first written by the threads, made a 512@7 weight gradient take 54 ms against 17-22
-    (measured on a 2-core AMD EPYC). The caller holds SciPy's BLAS to one thread
-    (cpu.py)."""
+    (_weight_grad_parts), then the parts' dU, in order, as the adjoint transform reads
+    them. Nothing the size of the batch's V or dM is ever in memory; the parts' dU take
+    parts x 16 x OC x C entries (32 MiB for two parts of a 512-channel layer), written
+    once by their threads' first GEMMs, never zeroed or summed in a pass of their own.
+    Their memory comes from kernels/buffers.py, so its pages are faulted in once, not on
+    every call: a fresh 32 MiB block first written by two Numba threads took 31 ms, by
+    one 2 ms, under tinyres.runtime.tune()'s thresholds, which map a block that size
+    afresh on every call (measured on a 2-core AMD EPYC). The caller holds SciPy's BLAS to
+    one thread (cpu.py)."""
     n, c = x.shape[0], x.shape[1]
     parts = max(1, min(parts, -(-n // lanes)))
     gu_parts = buffers.empty((parts, 16, g.shape[1], c), dtype=x.dtype)
-    gu_parts[...] = 0                            # the first write: here, not in the threads
-    _weight_grad_parts(g, x, lanes, gu_parts)
-    gu = gu_parts[0]
-    for part in range(1, parts):
-        gu += gu_parts[part]
-    return weight_transform_adjoint(gu)
+    if n == 0:
+        gu_parts[...] = 0
+    else:
+        _weight_grad_parts(g, x, lanes, gu_parts)
+    return weight_transform_adjoint(gu_parts)

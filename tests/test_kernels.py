@@ -582,6 +582,21 @@ def test_winograd_weight_transform_adjoint_is_its_gradient(oc, c):
                  expected.astype(np.float32))
 
 
+@pytest.mark.parametrize("parts", [1, 2, 5])
+def test_winograd_weight_transform_adjoint_of_parts_is_that_of_their_sum(parts):
+    # parts (P, 16, OC, C) are added as they are read (in float64, in order): the adjoint of
+    # their sum; one part gives the 3-d call's result bit for bit
+    rng = np.random.default_rng(parts)
+    du = rng.standard_normal((parts, 16, 6, 5)).astype(np.float32)
+    total = du.astype(np.float64).sum(axis=0)
+    got = winograd.weight_transform_adjoint(du)
+    assert got.dtype == np.float32 and got.shape == (6, 5, 3, 3)
+    np.testing.assert_allclose(got, winograd.weight_transform_adjoint(total),
+                               rtol=1e-6, atol=1e-6)
+    if parts == 1:
+        np.testing.assert_array_equal(got, winograd.weight_transform_adjoint(du[0]))
+
+
 # ---- F(4x4, 3x3) (winograd4.py)
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
