@@ -55,6 +55,19 @@ def removed_blas_variables(base, blas_env):
     return {k: base[k] for k in BLAS_DETECTION_VARIABLES if k in base}
 
 
+def rerun_without_blas_variables(blas_env, script, argv):
+    """`--blas-env detect` for a script that runs its work in its own process: where the
+    environment pins OpenBLAS's kernel (BLAS_DETECTION_VARIABLES), start `script` again
+    with `argv` without them (os.execve: this process becomes the new one), so that
+    OpenBLAS picks its kernel from the CPU it finds. Returns where nothing is pinned, or
+    with "inherit"."""
+    if blas_env not in BLAS_ENV_SETTINGS:
+        raise ValueError(f"blas_env must be one of {BLAS_ENV_SETTINGS}, got {blas_env!r}")
+    if blas_env == "detect" and any(k in os.environ for k in BLAS_DETECTION_VARIABLES):
+        env = {k: v for k, v in os.environ.items() if k not in BLAS_DETECTION_VARIABLES}
+        os.execve(sys.executable, [sys.executable, os.path.abspath(script)] + list(argv), env)
+
+
 def env_groups(environ):
     """The variables of `environ` that change how an engine runs, grouped."""
     return {group: {k: v for k, v in sorted(environ.items()) if k.startswith(prefixes)}

@@ -117,9 +117,7 @@ def main(argv=None):
     ap.add_argument("--json", metavar="PATH", help="write the JSON here")
     ap.add_argument("--suffix", help="appended to the automatic results-file name")
     args = ap.parse_args(argv)
-    if args.blas_env == "detect" and any(os.environ.get(v) for v in _process.BLAS_DETECTION_VARIABLES):
-        env = {k: v for k, v in os.environ.items() if k not in _process.BLAS_DETECTION_VARIABLES}
-        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + argv, env)
+    _process.rerun_without_blas_variables(args.blas_env, __file__, argv)
     try:
         a, b = parse_policy(args.a), parse_policy(args.b)
     except (ValueError, SyntaxError) as err:

@@ -13,6 +13,10 @@ beside them):
     python benchmarks/roofline.py --quick          # smaller sizes, fewer repetitions
     python benchmarks/roofline.py --update results/roofline_X.json   # best of all runs
 
+OpenBLAS picks its kernel by detection: where the environment sets OPENBLAS_CORETYPE or
+OPENBLAS_L2_SIZE the script runs itself again without them (`--blas-env inherit` keeps
+them); the JSON's machine record names the kernel that ran.
+
 Each case of a cpu_bench.py results file then gets (layer_bound; report.py's table):
   FLOPs       the case's convolution FLOPs (cpu_bench.py's count: 2*N*OC*OH*OW*C*k*k a
               forward, 3x that for forward+backward); 0 for batch norm and ReLU
@@ -35,6 +39,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _process  # noqa: E402
 import _timing  # noqa: E402
 
 FLOAT32 = 4
@@ -206,7 +211,13 @@ def main(argv=None):
     ap.add_argument("--update", metavar="PATH",
                     help="add this run to an earlier record of this CPU: the peaks become "
                          "the best of all its runs (written to --json, else to PATH)")
+    ap.add_argument("--blas-env", choices=_process.BLAS_ENV_SETTINGS, default="detect",
+                    help="detect (the default): run without OPENBLAS_CORETYPE and "
+                         "OPENBLAS_L2_SIZE, so that OpenBLAS picks its kernel from the CPU; "
+                         "inherit: keep them")
     args = ap.parse_args(argv)
+    _process.rerun_without_blas_variables(args.blas_env, __file__,
+                                          sys.argv[1:] if argv is None else argv)
     info = _timing.machine_info()
     print("\n".join(_timing.header_lines(info)))
     peaks = measure(args.quick)

@@ -128,17 +128,6 @@ def measure_layer(layer, group, reps, loops):
                        "images_8x": 8 * flops / t_8 / 1e9, "numba_loop": flops / t_loop / 1e9}}
 
 
-def rerun_without_blas_variables(blas_env):
-    """--blas-env detect: run this script again without the variables that pin OpenBLAS's
-    kernel, so that it picks its kernel by detection (benchmarks/_process.py)."""
-    if blas_env != "detect":
-        return
-    pinned = [k for k in _process.BLAS_DETECTION_VARIABLES if k in os.environ]
-    if pinned:
-        env = {k: v for k, v in os.environ.items() if k not in pinned}
-        os.execve(sys.executable, [sys.executable] + sys.argv, env)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=20, help="timings per measurement (best kept)")
@@ -146,7 +135,8 @@ def main(argv=None):
     ap.add_argument("--json", metavar="PATH",
                     help="write the results ('auto': results/winograd_gemm_<cpu>_<commit>.json)")
     args = ap.parse_args(argv)
-    rerun_without_blas_variables(args.blas_env)
+    _process.rerun_without_blas_variables(args.blas_env, __file__,
+                                          sys.argv[1:] if argv is None else argv)
 
     import numba
     import numpy as np

@@ -79,6 +79,28 @@ def test_worker_env_leaves_the_parent_env_alone_and_rejects_unknown_settings():
         _process.worker_env(PARENT_ENV, "tuned", "haswell")
 
 
+@pytest.mark.parametrize("blas_env", _process.BLAS_ENV_SETTINGS)
+def test_a_script_reruns_itself_without_the_openblas_overrides_under_detect(tmp_path,
+                                                                            blas_env):
+    # the scripts that run their work in their own process (roofline.py, policy_ab.py,
+    # winograd_gemm.py) start again without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, their
+    # arguments kept; with inherit they go on as they are
+    script = tmp_path / "script.py"
+    script.write_text(f"import os, sys\nsys.path.insert(0, {str(BENCH)!r})\n"
+                      "import _process\n"
+                      "_process.rerun_without_blas_variables(sys.argv[1], __file__, "
+                      "sys.argv[1:])\n"
+                      "print(sys.argv[1:], os.environ.get('OPENBLAS_CORETYPE'), "
+                      "os.environ.get('OPENBLAS_L2_SIZE'), os.environ.get('KEPT'))\n")
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell", OPENBLAS_L2_SIZE="512", KEPT="yes")
+    out = subprocess.run([sys.executable, str(script), blas_env, "--x", "1"], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    pinned = ["None", "None"] if blas_env == "detect" else ["Haswell", "512"]
+    assert out == [f"['{blas_env}',", "'--x',", "'1']"] + pinned + ["yes"]
+    with pytest.raises(ValueError, match="blas_env"):
+        _process.rerun_without_blas_variables("haswell", str(script), [])
+
+
 def test_every_engine_gets_the_same_environment_but_compile_its_own_cache():
     env = _process.worker_env(PARENT_ENV, "tuned", "detect")
     with cpu_bench.engine_envs(["tinyres", "torch", "torch_compile"], env) as envs:
