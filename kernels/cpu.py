@@ -402,36 +402,56 @@ def _grad_and_x(grad_out, y, x, b, ch, k):
     return (0.0 if yk <= 0 else go), xk           # a NaN passes (NaN <= 0 is false)
 
 
-@njit(cache=True, parallel=True, fastmath={"reassoc"})
-def _batchnorm_grad_sums(grad_out, y, x, mean, invstd):
-    """sum(g) and sum(g * xhat) per channel, g as _grad_and_x (y None: plain batch norm)."""
-    n, c, hw = x.shape
-    sum_g = np.empty(c)
-    sum_g_xhat = np.empty(c)
-    for ch in prange(c):
-        s, t = 0.0, 0.0
-        for b in range(n):
-            for k in range(hw):
-                g, xk = _grad_and_x(grad_out, y, x, b, ch, k)
-                s += g
-                t += g * (xk - mean[ch])
-        sum_g[ch] = s
-        sum_g_xhat[ch] = t * invstd[ch]
-    return sum_g, sum_g_xhat
+@njit(cache=True, fastmath={"reassoc"})
+def _channel_grad_sums(grad_out, y, x, ch, mean):
+    """(sum(g), sum(g * (x - mean))) over channel ch's planes, g as _grad_and_x, the sums
+    reassociated (several accumulators, vectorised)."""
+    s, t = 0.0, 0.0
+    for b in range(x.shape[0]):
+        for k in range(x.shape[2]):
+            g, xk = _grad_and_x(grad_out, y, x, b, ch, k)
+            s += g
+            t += g * (xk - mean)
+    return s, t
+
+
+@njit(cache=True)
+def _channel_grad_x(grad_out, y, x, ch, mean, invstd, weight, grad_bias, grad_weight, grad_x):
+    """grad_x[:, ch] = coef * (m*g - grad_bias - xhat*grad_weight) for one channel, g as
+    _grad_and_x, coef = weight*invstd/m, xhat = (x - mean)*invstd, m = N*H*W. Compiled on
+    its own, without the sums' reassociation: each value is computed as written."""
+    n, _, hw = x.shape
+    m = float(n * hw)
+    coef = weight * invstd / m
+    for b in range(n):
+        for k in range(hw):
+            g, xk = _grad_and_x(grad_out, y, x, b, ch, k)
+            xhat = (xk - mean) * invstd
+            grad_x[b, ch, k] = coef * (m * g - grad_bias - xhat * grad_weight)
 
 
 @njit(cache=True, parallel=True)
-def _batchnorm_grad_x(grad_out, y, x, mean, invstd, coef, grad_bias, grad_weight, grad_x):
-    """grad_x = coef * (m*g - grad_bias - xhat*grad_weight), g as _grad_and_x (y None: plain
-    batch norm), coef = weight*invstd/m per channel."""
-    n, c, hw = x.shape
-    m = float(n * hw)
-    for plane in prange(n * c):
-        b, ch = plane // c, plane % c
-        for k in range(hw):
-            g, xk = _grad_and_x(grad_out, y, x, b, ch, k)
-            xhat = (xk - mean[ch]) * invstd[ch]
-            grad_x[b, ch, k] = coef[ch] * (m * g - grad_bias[ch] - xhat * grad_weight[ch])
+def _batchnorm_grad_core(grad_out, y, x, mean, invstd, weight, grad_x):
+    """(sum(g), sum(g * xhat)) per channel in float64, g as _grad_and_x (y None: plain
+    batch norm), and, unless grad_x is None, grad_x as _channel_grad_x writes it. A thread
+    takes a channel at a time, its sums and then its grad_x: that second pass reads the
+    channel's planes from the core's caches, where a pass over the whole batch for the
+    sums and another for grad_x read every plane from memory twice (the batch-norm
+    backward of a resnet18 training step at batch 16: 24.2 -> 17.5 ms, resnet20's at 128:
+    10.6 -> 8.8 ms, measured in the steps on a 2-core AMD EPYC family 26)."""
+    c = x.shape[1]
+    sum_g, sum_g_xhat = np.empty(c), np.empty(c)
+    for ch in prange(c):
+        s, t = _channel_grad_sums(grad_out, y, x, ch, mean[ch])
+        sum_g[ch], sum_g_xhat[ch] = s, t * invstd[ch]
+        if grad_x is not None:
+            _channel_grad_x(grad_out, y, x, ch, mean[ch], invstd[ch], weight[ch], s,
+                            sum_g_xhat[ch], grad_x)
+    return sum_g, sum_g_xhat
+
+
+def _float64(v):
+    return np.asarray(v, dtype=np.float64)
 
 
 def _planes(a):
@@ -475,13 +495,10 @@ def batchnorm_backward(grad_out, x, weight, mean, invstd):
     m = checks.batchnorm_backward_args(grad_out, x, weight, mean, invstd)
     if m == 0:     # an empty batch: no gradient reaches weight and bias
         return np.empty_like(x), np.zeros(x.shape[1], x.dtype), np.zeros(x.shape[1], x.dtype)
-    x3, g3 = _planes(x), _planes(grad_out)
-    mean64, invstd64 = (np.asarray(v, dtype=np.float64) for v in (mean, invstd))
-    grad_bias, grad_weight = _batchnorm_grad_sums(g3, None, x3, mean64, invstd64)
-    coef = np.asarray(weight, dtype=np.float64) * invstd64 / m
     grad_x = buffers.empty(x.shape, dtype=x.dtype)
-    _batchnorm_grad_x(g3, None, x3, mean64, invstd64, coef, grad_bias, grad_weight,
-                      _planes(grad_x))
+    grad_bias, grad_weight = _batchnorm_grad_core(_planes(grad_out), None, _planes(x),
+                                                  _float64(mean), _float64(invstd),
+                                                  _float64(weight), _planes(grad_x))
     return grad_x, grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)
 
 
@@ -690,10 +707,11 @@ def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1,
 # ---------------------------------------------------------------- batch norm + ReLU, fused
 
 # The layout of the batch-norm kernels above: the statistics by _batchnorm_stats (a task
-# per channel), the elementwise passes a task per (n, c) plane, each streaming through
-# whole planes (a task per channel with its passes kept together measured no faster: a
-# channel is N planes far apart in memory). The backward's sums and grad_x are the plain
-# batch norm's _batchnorm_grad_sums and _batchnorm_grad_x, given y for the ReLU's mask
+# per channel), the forward's elementwise pass a task per (n, c) plane, streaming through
+# whole planes (a task per channel with the statistics and the map kept together measured
+# no faster in the resnet20 and resnet18 steps: resnet20's batch-norm + ReLU forward 3.0
+# against 3.5 ms a step). The backward is the plain batch norm's _batchnorm_grad_core (a
+# task per channel, its sums and then its grad_x), given y for the ReLU's mask
 # (_grad_and_x). The mask is a select on values loaded before it, which keeps every loop
 # branchless and vectorised. Only the sums may be reassociated.
 
@@ -716,10 +734,6 @@ def _masked_scale(grad_out, y, scale, grad_x):
         for k in range(hw):
             go, yk = grad_out[b, ch, k], y[b, ch, k]
             grad_x[b, ch, k] = 0.0 if yk <= 0 else go * scale[ch]
-
-
-def _float64(v):
-    return np.asarray(v, dtype=np.float64)
 
 
 def batchnorm_relu_forward(x, weight, bias, running_mean, running_var, momentum, eps,
@@ -754,13 +768,13 @@ def batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training=True)
     if m == 0:     # an empty batch: no gradient reaches weight and bias
         return np.empty_like(x), np.zeros(c, x.dtype), np.zeros(c, x.dtype)
     g3, y3, x3 = _planes(grad_out), _planes(y), _planes(x)
-    mean64, invstd64 = _float64(mean), _float64(invstd)
-    grad_bias, grad_weight = _batchnorm_grad_sums(g3, y3, x3, mean64, invstd64)
+    mean64, invstd64, weight64 = _float64(mean), _float64(invstd), _float64(weight)
     grad_x = buffers.empty(x.shape, dtype=x.dtype)
     if training:
-        coef = _float64(weight) * invstd64 / m
-        _batchnorm_grad_x(g3, y3, x3, mean64, invstd64, coef, grad_bias, grad_weight,
-                          _planes(grad_x))
+        grad_bias, grad_weight = _batchnorm_grad_core(g3, y3, x3, mean64, invstd64, weight64,
+                                                      _planes(grad_x))
     else:
-        _masked_scale(g3, y3, _float64(weight) * invstd64, _planes(grad_x))
+        grad_bias, grad_weight = _batchnorm_grad_core(g3, y3, x3, mean64, invstd64, weight64,
+                                                      None)
+        _masked_scale(g3, y3, weight64 * invstd64, _planes(grad_x))
     return grad_x, grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)
