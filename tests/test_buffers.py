@@ -150,3 +150,38 @@ def test_training_gives_the_same_numbers_with_and_without_the_cache():
     assert loss == loss_plain
     for a, b in zip(with_cache, without):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("value, dtype", [(0, np.float32), (1.7, np.int32), (-2.5, np.float64),
+                                          (np.nan, np.float32), (True, np.float32)])
+def test_backend_full_is_np_full_and_its_large_arrays_come_from_blocks(value, dtype):
+    from tinyres.backend import full
+    for shape in [(3, 4), BIG]:
+        a = full(np, shape, value, dtype)
+        np.testing.assert_array_equal(a, np.full(shape, value, dtype=dtype))
+        assert a.dtype == np.dtype(dtype) and a.shape == shape
+        assert (a.base is not None and a.base.dtype == np.uint8) == (a.nbytes >= buffers.MIN_BYTES)
+    row = np.arange(BIG[1], dtype=np.float64) / 3           # an array, broadcast and cast
+    np.testing.assert_array_equal(full(np, BIG, row, np.float32),
+                                  np.broadcast_to(row, BIG).astype(np.float32))
+
+
+def test_padding_indexing_and_the_mean_reuse_blocks_from_step_to_step():
+    # the plain-NumPy ops of resnet20's option-A shortcut and its head: ConstantPad's
+    # output (4 MB), Mean's gradient (4 MB) and GetItem's (8 MB) are cache blocks, each
+    # step after the first served by the blocks the step before gave back
+    x = tinyres.randn(64, 16, 32, 32, requires_grad=True)
+    counts = []
+    for _ in range(3):
+        before = buffers.stats()
+        y = tinyres.nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 8, 8))
+        assert y.numpy().base is not None and y.numpy().base.dtype == np.uint8
+        y.mean().backward()
+        after = buffers.stats()
+        counts.append((after["requests"] - before["requests"], after["hits"] - before["hits"]))
+        expected = np.zeros((64, 16, 32, 32), np.float32)
+        expected[:, :, ::2, ::2] = 1 / y.numel()
+        np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-6)
+        x.grad = None
+        del y
+    assert counts[1][0] >= 3 and counts[1] == counts[2] == (counts[1][0], counts[1][0])

@@ -261,6 +261,20 @@ def get_array_module(a):
     return _cupy() if is_cuda_array(a) else np
 
 
+def full(xp, shape, value, dtype):
+    """xp.full(shape, value, dtype), value cast to dtype as np.full casts it (an array
+    broadcast to shape too). A large host array is a block of the CPU kernels' buffer cache
+    (tinyres/kernels/buffers.py), so that ops written in plain NumPy (padding, indexing's
+    and the mean's gradients) reuse the last step's memory as the kernels do, instead of
+    faulting fresh pages in under glibc's default malloc; on the GPU, CuPy's own pool."""
+    if xp is not np:
+        return xp.full(shape, value, dtype=dtype)
+    from tinyres.kernels import buffers
+    out = buffers.empty(shape, dtype)
+    np.copyto(out, value, casting="unsafe")
+    return out
+
+
 def kernels_for(a):
     """The kernel module for an array: the layer chosen with tinyres.kernels.use(), or by
     the array's device, Numba kernels (cpu.py) on the CPU and CUDA kernels on the GPU."""

@@ -10,7 +10,7 @@ import collections
 import numpy as np
 
 from tinyres.autograd import Function
-from tinyres.backend import get_array_module, kernels_for, to_device
+from tinyres.backend import full, get_array_module, kernels_for, to_device
 from tinyres.tensor import Tensor, get_default_dtype
 
 
@@ -419,7 +419,7 @@ class Mean(Function):
         # d mean(a)/da = 1/n for every averaged element (none when n = 0)
         xp = get_array_module(grad_out)
         g = _keep(grad_out, ctx.axes, ctx.keepdim) / builtins.max(ctx.count, 1)
-        return xp.broadcast_to(g, ctx.shape).astype(grad_out.dtype)
+        return full(xp, ctx.shape, g, grad_out.dtype)
 
 
 class Var(Function):

@@ -16,7 +16,7 @@ Plain xp code (NumPy or CuPy): no kernel of its own.
 import numpy as np
 
 from tinyres.autograd import Function
-from tinyres.backend import get_array_module
+from tinyres.backend import full, get_array_module
 from tinyres.functional.shape import as_int
 
 MODES = ("constant", "reflect", "replicate", "circular")
@@ -29,8 +29,8 @@ class ConstantPad(Function):
         crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for n, (lo, hi) in zip(a.shape, widths))
         grow = tuple((max(lo, 0), max(hi, 0)) for lo, hi in widths)
         kept = a[crop]
-        out = xp.full(tuple(n + lo + hi for n, (lo, hi) in zip(kept.shape, grow)), value,
-                      dtype=a.dtype)             # value cast to a's dtype, as np.pad does
+        out = full(xp, tuple(n + lo + hi for n, (lo, hi) in zip(kept.shape, grow)), value,
+                   a.dtype)                      # value cast to a's dtype, as np.pad does
         ctx.shape, ctx.crop = a.shape, crop
         ctx.inner = tuple(slice(lo, out.shape[i] - hi) for i, (lo, hi) in enumerate(grow))
         out[ctx.inner] = kept

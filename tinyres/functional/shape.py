@@ -5,7 +5,7 @@ import operator
 import numpy as np
 
 from tinyres.autograd import Function
-from tinyres.backend import get_array_module, to_device
+from tinyres.backend import full, get_array_module, to_device
 from tinyres.functional.math import cast, result_type
 from tinyres.tensor import Tensor
 
@@ -95,7 +95,7 @@ class GetItem(Function):
     def backward(ctx, grad_out):
         # scatter-add the gradient into the positions read (repeated indices accumulate)
         xp = get_array_module(grad_out)
-        grad = xp.zeros(ctx.shape, dtype=grad_out.dtype)
+        grad = full(xp, ctx.shape, 0, grad_out.dtype)
         if is_basic_index(ctx.index):      # slices and ints read each position once
             grad[ctx.index] = grad_out
         elif xp is np:
