@@ -105,13 +105,20 @@ def _input_tiles(pe, po, th, tw, lanes, v):
 
 
 @njit(cache=True)
-def _task_input_tiles(x, b0, m, lanes, v):
+def _phase_shape(x, lanes):
+    """The shape of _task_input_tiles's pe and po for x's planes."""
+    th, tw = _tile_grid(x.shape[2], x.shape[3])
+    return (x.shape[1], 2, th + 1, (tw + 1) * lanes)
+
+
+@njit(cache=True)
+def _task_input_tiles(x, b0, m, lanes, v, pe, po):
     """v (16, C, th*tw*lanes) = V of the images b0 .. b0+m-1 of x in lanes: their planes
-    into zeroed phase planes (_lanes_in), then the transform (_input_tiles)."""
-    c, h, w = x.shape[1], x.shape[2], x.shape[3]
-    th, tw = _tile_grid(h, w)
-    pe = np.zeros((c, 2, th + 1, (tw + 1) * lanes), dtype=x.dtype)
-    po = np.zeros((c, 2, th + 1, (tw + 1) * lanes), dtype=x.dtype)
+    into the phase planes pe and po (_phase_shape), zeroed here (_lanes_in), then the
+    transform (_input_tiles)."""
+    th, tw = _tile_grid(x.shape[2], x.shape[3])
+    pe[...] = 0
+    po[...] = 0
     _lanes_in(x, b0, m, lanes, pe, po)
     _input_tiles(pe, po, th, tw, lanes, v)
 
@@ -162,7 +169,9 @@ def forward_core(x, u, lanes, out, epilogue, loop_gemm):
         b0 = task * lanes
         m = min(lanes, n - b0)
         v = np.empty((16, c, t), dtype=x.dtype)
-        _task_input_tiles(x, b0, m, lanes, v)
+        pe = np.empty(_phase_shape(x, lanes), dtype=x.dtype)
+        po = np.empty(_phase_shape(x, lanes), dtype=x.dtype)
+        _task_input_tiles(x, b0, m, lanes, v, pe, po)
         mm = np.empty((16, oc, t), dtype=x.dtype)
         for xi in range(16):                     # (OC, C) @ (C, th*tw*lanes)
             if loop_gemm:
@@ -207,37 +216,32 @@ def _output_tiles_adjoint(dy, gm):
 
 
 @njit(cache=True, parallel=True)
-def _weight_grad_parts(g, x, lanes, gu_parts):
+def _weight_grad_parts(g, x, lanes, gu_parts, v, gm, dy, product, pe, po):
     """gu_parts[p] (16, OC, C) = sum over the tasks of part p of dM[xi] @ V[xi]^T: the
     tasks of `lanes` images cut into gu_parts.shape[0] runs (at most one a task), one run
     a part, the parts shared among the threads. A task's V and dM (16 x (C + OC) x T,
     T = th*tw*lanes) are made and used at once, in cache; a run's first task writes its
-    16 GEMMs into the part, the others add theirs on through a scratch (OC, C)."""
-    n, c, h, w = x.shape
-    oc = g.shape[1]
-    th, tw = _tile_grid(h, w)
-    t = th * tw * lanes
+    16 GEMMs into the part, the others add theirs on through product (OC, C). v, gm, dy,
+    product, pe and po: each part's scratch, the first axis the part (weight_grad)."""
+    n = x.shape[0]
+    tw = _tile_grid(x.shape[2], x.shape[3])[1]
     tasks = (n + lanes - 1) // lanes
     parts = gu_parts.shape[0]
     for part in prange(parts):
-        v = np.empty((16, c, t), dtype=x.dtype)
-        gm = np.empty((16, oc, t), dtype=x.dtype)
-        dy = np.empty((oc, 2, 2, t), dtype=x.dtype)
-        product = np.empty((oc, c), dtype=x.dtype)
         first = part * tasks // parts
         for task in range(first, (part + 1) * tasks // parts):
             b0 = task * lanes
             m = min(lanes, n - b0)
-            _task_input_tiles(x, b0, m, lanes, v)
-            dy[...] = 0                          # what _grad_lanes_in leaves stays zero
-            _grad_lanes_in(g, b0, m, tw, lanes, dy)
-            _output_tiles_adjoint(dy, gm)
+            _task_input_tiles(x, b0, m, lanes, v[part], pe[part], po[part])
+            dy[part][...] = 0                    # what _grad_lanes_in leaves stays zero
+            _grad_lanes_in(g, b0, m, tw, lanes, dy[part])
+            _output_tiles_adjoint(dy[part], gm[part])
             for xi in range(16):                 # (OC, T) @ (T, C)
                 if task == first:
-                    np.dot(gm[xi], v[xi].T, gu_parts[part, xi])
+                    np.dot(gm[part, xi], v[part, xi].T, gu_parts[part, xi])
                 else:
-                    np.dot(gm[xi], v[xi].T, product)
-                    gu_parts[part, xi] += product
+                    np.dot(gm[part, xi], v[part, xi].T, product[part])
+                    gu_parts[part, xi] += product[part]
 
 
 def weight_grad(g, x, lanes, parts):
@@ -249,16 +253,27 @@ def weight_grad(g, x, lanes, parts):
     them. Nothing the size of the batch's V or dM is ever in memory; the parts' dU take
     parts x 16 x OC x C entries (32 MiB for two parts of a 512-channel layer), written
     once by their threads' first GEMMs, never zeroed or summed in a pass of their own.
-    Their memory comes from kernels/buffers.py, so its pages are faulted in once, not on
+    They and each part's scratch (a task's V, dM, dY and phase planes: 10 MiB a part on
+    that layer) come from kernels/buffers.py, so their pages are faulted in once, not on
     every call: a fresh 32 MiB block first written by two Numba threads took 31 ms, by
     one 2 ms, under tinyres.runtime.tune()'s thresholds, which map a block that size
-    afresh on every call (measured on a 2-core AMD EPYC). The caller holds SciPy's BLAS to
-    one thread (cpu.py)."""
-    n, c = x.shape[0], x.shape[1]
+    afresh on every call, and the scratch, made inside the threads, cost resnet18's
+    training step 9,200 page faults under glibc's default malloc, whose threads' heaps
+    gave it back after every call (measured on 2-core AMD EPYCs). The caller holds
+    SciPy's BLAS to one thread (cpu.py)."""
+    n, c, h, w = x.shape
+    oc, dtype = g.shape[1], x.dtype
+    th, tw = _tile_grid(h, w)
+    t = th * tw * lanes
     parts = max(1, min(parts, -(-n // lanes)))
-    gu_parts = buffers.empty((parts, 16, g.shape[1], c), dtype=x.dtype)
+    gu_parts = buffers.empty((parts, 16, oc, c), dtype)
     if n == 0:
         gu_parts[...] = 0
-    else:
-        _weight_grad_parts(g, x, lanes, gu_parts)
+        return weight_transform_adjoint(gu_parts)
+    phases = (parts,) + _phase_shape(x, lanes)
+    _weight_grad_parts(g, x, lanes, gu_parts, buffers.empty((parts, 16, c, t), dtype),
+                       buffers.empty((parts, 16, oc, t), dtype),
+                       buffers.empty((parts, oc, 2, 2, t), dtype),
+                       buffers.empty((parts, oc, c), dtype), buffers.empty(phases, dtype),
+                       buffers.empty(phases, dtype))
     return weight_transform_adjoint(gu_parts)
