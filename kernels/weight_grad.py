@@ -12,8 +12,10 @@ through window element (i, j) is entry p + i*(W+2) + j of xp. So
     grad_w[o, c, i, j] = sum over p of gp[o, p] * xp[c, p + i*(W+2) + j]
 
 a dot product of two contiguous rows, the second shifted, which vectorises with no test
-inside. Four output channels and the three column offsets j are summed in one pass (12
-sums, 7 loads per 12 multiply-adds). On narrow outputs each sum is short and ending it
+inside. Eight output channels and the three column offsets j are summed in one pass (24
+sums, 11 loads per 24 multiply-adds; four channels, 7 loads per 12, ran resnet20's 16@32
+weight gradient 14% slower and resnet18's 64@56 9% slower on an AMD family 26, the same
+sums). On narrow outputs each sum is short and ending it
 costs about as much as the sum, so the CPU layer takes this path only where the output is
 at least ConvPolicy.shifted_rows_min_width wide (kernels/conv_plan.py; the measurements
 are in benchmarks/README.md).
@@ -59,10 +61,13 @@ def _add_rows(r0, r1, r2, gp, ch, i, zero, dw):
     row of gp); zero: a zero of the input's dtype (a padding entry)."""
     oc, n = dw.shape[0], gp.shape[1]
     o = 0
-    while o + 4 <= oc:                      # four output channels x the three offsets j
+    while o + 8 <= oc:                      # eight output channels x the three offsets j
         q0, q1, q2, q3 = gp[o], gp[o + 1], gp[o + 2], gp[o + 3]
+        q4, q5, q6, q7 = gp[o + 4], gp[o + 5], gp[o + 6], gp[o + 7]
         a00 = a01 = a02 = a10 = a11 = a12 = zero
         a20 = a21 = a22 = a30 = a31 = a32 = zero
+        a40 = a41 = a42 = a50 = a51 = a52 = zero
+        a60 = a61 = a62 = a70 = a71 = a72 = zero
         for p in range(n):
             x0, x1, x2 = r0[p], r1[p], r2[p]
             a00 += q0[p] * x0
@@ -77,12 +82,25 @@ def _add_rows(r0, r1, r2, gp, ch, i, zero, dw):
             a30 += q3[p] * x0
             a31 += q3[p] * x1
             a32 += q3[p] * x2
-        sums = ((a00, a01, a02), (a10, a11, a12), (a20, a21, a22), (a30, a31, a32))
-        for k in range(4):
+            a40 += q4[p] * x0
+            a41 += q4[p] * x1
+            a42 += q4[p] * x2
+            a50 += q5[p] * x0
+            a51 += q5[p] * x1
+            a52 += q5[p] * x2
+            a60 += q6[p] * x0
+            a61 += q6[p] * x1
+            a62 += q6[p] * x2
+            a70 += q7[p] * x0
+            a71 += q7[p] * x1
+            a72 += q7[p] * x2
+        sums = ((a00, a01, a02), (a10, a11, a12), (a20, a21, a22), (a30, a31, a32),
+                (a40, a41, a42), (a50, a51, a52), (a60, a61, a62), (a70, a71, a72))
+        for k in range(8):
             for j in range(3):
                 dw[o + k, ch, i, j] += sums[k][j]
-        o += 4
-    while o < oc:                           # the last OC % 4 channels, one at a time
+        o += 8
+    while o < oc:                           # the last OC % 8 channels, one at a time
         q0 = gp[o]
         a00 = a01 = a02 = zero
         for p in range(n):

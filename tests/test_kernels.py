@@ -568,6 +568,23 @@ def test_winograd_flipped_weight_transform_is_the_transform_of_the_flipped_weigh
                                   winograd.weight_transform(winograd.flipped(strided)))
 
 
+@pytest.mark.parametrize("oc", [1, 7, 8, 9, 17])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_shifted_rows_weight_gradient_matches_the_reference(oc, stride, dtype):
+    # eight output channels a pass, then one at a time: counts below, at and past eight
+    # (hypothesis's layers have at most five), odd planes, tasks that split the batch
+    rng = np.random.default_rng(oc * 10 + stride)
+    n, c, h, w = 5, 3, 7, 6
+    x = random(rng, (n, c, h, w), dtype)
+    oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+    g = random(rng, (n, oc, oh, ow), dtype)
+    w2 = random(rng, (oc, c * 9), dtype)
+    _, expected = reference.conv2d_backward(g, x, w2, 3, 3, stride, stride, 1, 1)
+    for tasks in (1, 2, 5):
+        assert_close(weight_grad.weight_grad(g, x, tasks, stride).reshape(oc, -1), expected)
+
+
 @pytest.mark.parametrize("oc, c", [(3, 5), (1, 1), (40, 7)])
 def test_winograd_weight_transform_adjoint_is_its_gradient(oc, c):
     # <G w G^T, dU> = <w, G^T dU G> for every w and dU: the weight gradient's last step is
