@@ -39,6 +39,9 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
                   (32, resnet20's first two stages, where SciPy's BLAS runs an AVX2 or
                   older kernel of OpenBLAS's; None, the loop off, where it runs an
                   AVX-512 one: default_loop_gemm_max_channels)
+    phase-gemm    the output and the input gradient of 3x3 stride-2 padding-1 layers
+                  (dense) of at most `phase_gemm_max_channels` input channels: nine GEMMs
+                  on shifted views of the input's four phases, no im2col (phase_gemm.py)
     shifted-rows  the weight gradient of the other 3x3 padding-1 layers at least
                   `shifted_rows_min_width` wide, summed from shifted rows of x and
                   grad_out (weight_grad.py): at stride 1, and at stride 2 (the
@@ -109,13 +112,22 @@ class ConvPolicy:
     shifted_rows_min_width: int = 16                   # OW >= this, 3x3 p1
     shifted_rows_max_stride: int | None = 2            # 3x3 p1 layers of stride <= this
     pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this
+    # 3x3 stride-2 padding-1 layers of at most this many input channels: the output and
+    # the input gradient by nine GEMMs on the input's phases (phase_gemm.py), no im2col;
+    # ahead of per-image im2col on resnet20's 16 and 32 channels with OpenBLAS's AVX-512
+    # kernels, behind on resnet18's 64 to 256, and behind on all with its AVX2 ones, whose
+    # GEMMs of 16 and 32 inner entries run slowly: 32 or None by the kernel SciPy's BLAS
+    # runs (default_phase_gemm_max_channels; benchmarks/README.md)
+    phase_gemm_max_channels: int | None = dataclasses.field(
+        default_factory=lambda: default_phase_gemm_max_channels())
 
     @classmethod
     def only(cls, algorithm):
         """A policy that runs one GEMM path everywhere: 'one-gemm' or 'per-image'."""
         off = dict(winograd_min_pixels_per_channel=None, shifted_rows_min_width=None,
                    winograd_weight_grad_min_channels=None, pointwise_max_stride=None,
-                   winograd_lanes_max_width=None, winograd_weight_grad_lanes_max_width=None)
+                   winograd_lanes_max_width=None, winograd_weight_grad_lanes_max_width=None,
+                   phase_gemm_max_channels=None)
         if algorithm == "one-gemm":
             return cls(per_image_min_pixels_per_channel=None,
                        per_image_forward_min_pixels_per_channel=None, **off)
@@ -255,6 +267,12 @@ def _decide(chw, weight_shape, stride, padding, dilation, groups, policy, thread
                        f"a channel), {forward_gemm} for the output (from "
                        f"{policy.per_image_forward_min_pixels_per_channel})")
 
+    phases = (threads_ok and _shifted_rows_stride(kh, kw, sh, sw, ph, pw, dh, dw, groups) == 2
+              and _at_most(c, policy.phase_gemm_max_channels))
+    if phases:
+        reasons.append(f"3x3 stride 2 padding 1, {c} input channels: phase-gemm for the "
+                       f"output and the input gradient (up to "
+                       f"{policy.phase_gemm_max_channels} channels)")
     min_pixels = policy.winograd_min_pixels_per_channel
     lanes = same3 and _at_most(ow, policy.winograd_lanes_max_width)
     winograd = (same3 and threads_ok and min_pixels is not None
@@ -305,17 +323,19 @@ def _decide(chw, weight_shape, stride, padding, dilation, groups, policy, thread
                        f"{policy.winograd_min_channels}; else shifted rows from "
                        f"{policy.shifted_rows_min_width} wide)")
     layout = "winograd-lanes" if lanes else "winograd-4x4" if four else "winograd"
-    return ConvPlan(forward=layout if winograd else forward_gemm,
-                    grad_input=layout if winograd else gemm,
+    return ConvPlan(forward=layout if winograd else "phase-gemm" if phases else forward_gemm,
+                    grad_input=layout if winograd else "phase-gemm" if phases else gemm,
                     grad_weight=layout_w or ("shifted-rows" if shifted else gemm),
                     reasons=tuple(reasons))
 
 
 # OpenBLAS's AVX-512 kernels (what it picks on a CPU with AVX-512): their small GEMMs
 # were ahead of small_gemm.py's loop at every width measured (benchmarks/README.md, "Where
-# the 3x3 layers' time goes"); its AVX2 and older kernels were behind it on 16 channels
+# the 3x3 layers' time goes"); its AVX2 and older kernels were behind it on 16 channels,
+# and behind per-image im2col on phase-gemm's GEMMs of 16 and 32 inner entries
 BLAS_KERNELS_AHEAD_OF_THE_LOOP = ("SkylakeX", "Cooperlake", "SapphireRapids")
 LOOP_GEMM_MAX_CHANNELS = 32
+PHASE_GEMM_MAX_CHANNELS = 32
 
 
 def blas_kernel():
@@ -329,6 +349,13 @@ def default_loop_gemm_max_channels():
     """The policy's default winograd_loop_gemm_max_channels: None (the BLAS) where SciPy's
     BLAS runs one of OpenBLAS's AVX-512 kernels, else LOOP_GEMM_MAX_CHANNELS."""
     return None if blas_kernel() in BLAS_KERNELS_AHEAD_OF_THE_LOOP else LOOP_GEMM_MAX_CHANNELS
+
+
+@functools.lru_cache(maxsize=None)
+def default_phase_gemm_max_channels():
+    """The policy's default phase_gemm_max_channels: PHASE_GEMM_MAX_CHANNELS where SciPy's
+    BLAS runs one of OpenBLAS's AVX-512 kernels, else None (phase-gemm off)."""
+    return PHASE_GEMM_MAX_CHANNELS if blas_kernel() in BLAS_KERNELS_AHEAD_OF_THE_LOOP else None
 
 
 def winograd_loop_gemm(c, oc, policy=None):

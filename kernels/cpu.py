@@ -19,8 +19,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import (buffers, checks, conv_plan, gemm_conv, pointwise_conv, thread_gemm, unfold,
-               weight_grad, winograd, winograd4, winograd_lanes)
+from . import (buffers, checks, conv_plan, gemm_conv, phase_gemm, pointwise_conv, thread_gemm,
+               unfold, weight_grad, winograd, winograd4, winograd_lanes)
 from .conv_bias import NO_EPILOGUE, epilogue, finish
 
 
@@ -254,6 +254,8 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=Non
             return _winograd_conv(x, u, plan.forward, ep)
         if plan.forward == "pointwise":
             return pointwise_conv.forward(x, w2, sh, sw, bias, scale, relu)
+        if plan.forward == "phase-gemm":
+            return phase_gemm.forward(x, w2, _even_group(n, oh * ow), ep)
         out = buffers.empty((n, oc, oh * ow), dtype=x.dtype)
         _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw, dh, dw,
                              _even_group(n, oh * ow), out, ep)
@@ -277,6 +279,11 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
         with _one_blas_thread():
             u = _winograd_weight(w2, oc, plan.grad_input, flip=True)
             grad_x = _winograd_conv(g, u, plan.grad_input)
+        need_x = False
+    if need_x and plan.grad_input == "phase-gemm":
+        with _one_blas_thread():
+            grad_x = phase_gemm.grad_input(g, w2, x.shape,
+                                           _even_group(x.shape[0], g.shape[2] * g.shape[3]))
         need_x = False
     if need_w and plan.grad_weight in ("winograd", "winograd-lanes"):
         with _one_blas_thread():

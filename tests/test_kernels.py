@@ -12,8 +12,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tinyres.kernels import (checks, conv_bias, conv_plan, cpu, reference, small_gemm, unfold,
-                             weight_grad, winograd, winograd4, winograd_lanes)
+from tinyres.kernels import (checks, conv_bias, conv_plan, cpu, phase_gemm, reference,
+                             small_gemm, unfold, weight_grad, winograd, winograd4,
+                             winograd_lanes)
 
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
@@ -186,7 +187,7 @@ PER_IMAGE_USABLE = pytest.mark.skipif(
     reason="SciPy shares NumPy's BLAS here: cpu.py does not run GEMMs inside its threads")
 NO_SHORTCUTS = {"winograd_min_pixels_per_channel": None, "shifted_rows_min_width": None,
                 "winograd_weight_grad_min_channels": None, "pointwise_max_stride": None,
-                "winograd_weight_grad_lanes_max_width": None}
+                "winograd_weight_grad_lanes_max_width": None, "phase_gemm_max_channels": None}
 WINOGRAD = {**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0,
             "winograd_min_pixels_per_channel": 0, "winograd_min_channels": 0,
             "winograd_loop_gemm_max_channels": None, "winograd_lanes_max_width": None,
@@ -210,6 +211,8 @@ CPU_CONV_PATHS = pytest.mark.parametrize("path", [
                  id="winograd in lanes, loop GEMMs", marks=PER_IMAGE_USABLE),
     pytest.param({**NO_SHORTCUTS, "shifted_rows_min_width": 0},
                  id="direct weight gradient"),
+    pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0,
+                  "phase_gemm_max_channels": 10**6}, id="phase-gemm", marks=PER_IMAGE_USABLE),
     pytest.param(WINOGRAD_WEIGHT_GRADIENT, id="winograd weight gradient",
                  marks=PER_IMAGE_USABLE),
     pytest.param({**WINOGRAD_WEIGHT_GRADIENT, "winograd_weight_grad_chunk_bytes": 1},
@@ -510,16 +513,24 @@ class _Blas:
 def test_the_loop_gemms_default_follows_the_blas_kernel(monkeypatch, kernel, expected):
     # OpenBLAS's AVX-512 kernels beat the loop at every width measured, its AVX2 ones lose
     # to it on 16 channels (benchmarks/README.md)
+    # and phase-gemm's GEMMs of 16 and 32 inner entries are ahead of im2col on its
+    # AVX-512 kernels only: on where the loop is off
     monkeypatch.setattr(conv_plan, "scipy_blas", lambda: _Blas(kernel))
     conv_plan.default_loop_gemm_max_channels.cache_clear()
+    conv_plan.default_phase_gemm_max_channels.cache_clear()
     try:
         assert conv_plan.default_loop_gemm_max_channels() == expected
         assert conv_plan.ConvPolicy().winograd_loop_gemm_max_channels == expected
         plan = conv_plan.conv_algorithm((128, 16, 32, 32), (16, 16, 3, 3), 1, 1)
         assert any(("as a Numba loop" if expected else "by the BLAS") in r
                    for r in plan.reasons)
+        phases = None if expected else conv_plan.PHASE_GEMM_MAX_CHANNELS
+        assert conv_plan.ConvPolicy().phase_gemm_max_channels == phases
+        plan = conv_plan.conv_algorithm((128, 32, 16, 16), (64, 32, 3, 3), 2, 1)
+        assert (plan.forward == "phase-gemm") == (phases is not None)
     finally:
         conv_plan.default_loop_gemm_max_channels.cache_clear()
+        conv_plan.default_phase_gemm_max_channels.cache_clear()
 
 
 def test_winograd_runs_its_gemms_as_a_loop_up_to_the_policys_channels():
@@ -566,6 +577,50 @@ def test_winograd_flipped_weight_transform_is_the_transform_of_the_flipped_weigh
     strided = random(rng, (oc, 2 * c, 3, 3), dtype)[:, ::2]
     np.testing.assert_array_equal(winograd.flipped_weight_transform(strided),
                                   winograd.weight_transform(winograd.flipped(strided)))
+
+
+@PER_IMAGE_USABLE
+@pytest.mark.parametrize("n, c, h, w, oc, group", [(3, 2, 5, 7, 4, 2), (4, 16, 16, 16, 8, 1),
+                                                   (5, 4, 6, 3, 3, 3), (2, 3, 1, 1, 2, 1),
+                                                   (7, 32, 8, 8, 16, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_phase_gemm_matches_the_reference(n, c, h, w, oc, group, dtype):
+    # 3x3 stride 2 padding 1: odd and even planes, a 1x1 plane, groups of images that do
+    # not divide the batch, float32 (sgemm) and float64 (dgemm); the output with each
+    # epilogue, the input gradient
+    rng = np.random.default_rng(n * 100 + c)
+    x, w2 = random(rng, (n, c, h, w), dtype), random(rng, (oc, c * 9), dtype)
+    window = (3, 3, 2, 2, 1, 1)
+    expected = reference.conv2d_forward(x, w2, *window)
+    bias, scale = random(rng, (oc,), dtype), random(rng, (oc,), dtype)
+    with cpu._one_blas_thread():
+        assert_close(phase_gemm.forward(x, w2, group, conv_bias.epilogue(dtype)), expected)
+        assert_close(phase_gemm.forward(x, w2, group, conv_bias.epilogue(dtype, bias, scale,
+                                                                          True)),
+                     np.maximum(expected * scale[:, None, None] + bias[:, None, None], 0))
+        g = random(rng, expected.shape, dtype)
+        dx, _ = reference.conv2d_backward(g, x, w2, *window)
+        assert_close(phase_gemm.grad_input(g, w2, x.shape, group), dx)
+
+
+def test_conv_plan_takes_phase_gemm_for_few_channel_downsampling_layers():
+    # dense 3x3 stride-2 padding-1 layers of at most phase_gemm_max_channels input
+    # channels, output and input gradient; the weight gradient as before; None: off
+    policy = conv_plan.ConvPolicy(phase_gemm_max_channels=32)
+    def plan(c, stride=2, padding=1, dilation=1, groups=1, k=3, policy=policy):
+        return conv_plan.conv_algorithm((128, c, 16, 16), (64, c // groups, k, k), stride,
+                                        padding, dilation, groups, policy=policy)
+    if conv_plan.scipy_blas() is None:
+        assert plan(32).forward == "one-gemm"
+        return
+    assert (plan(32).forward, plan(32).grad_input) == ("phase-gemm", "phase-gemm")
+    assert plan(32).grad_weight == plan(32, policy=dataclasses.replace(
+        policy, phase_gemm_max_channels=None)).grad_weight != "phase-gemm"
+    assert plan(16).forward == "phase-gemm"
+    for other in (plan(33), plan(32, stride=1), plan(32, padding=0), plan(32, dilation=2),
+                  plan(32, groups=2), plan(32, k=5),
+                  plan(32, policy=dataclasses.replace(policy, phase_gemm_max_channels=None))):
+        assert "phase-gemm" not in (other.forward, other.grad_input, other.grad_weight)
 
 
 @pytest.mark.parametrize("oc", [1, 7, 8, 9, 17])
