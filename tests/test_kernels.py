@@ -685,6 +685,50 @@ def test_winograd4_weight_transform_is_g_w_gt(dtype):
                                   winograd4.weight_transform(winograd.flipped(strided)))
 
 
+@pytest.mark.parametrize("n, group", [(1, 1), (5, 2), (4, 4), (7, 3)])
+@pytest.mark.parametrize("h, w", [(1, 1), (2, 3), (5, 7), (8, 8), (9, 13)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("loop_gemm", [False, True], ids=["blas", "loop"])
+def test_winograd_matches_the_reference_with_several_images_a_task(n, group, h, w, dtype,
+                                                                   loop_gemm):
+    # F(2x2, 3x3) image by image, `group` images a task (the policy's winograd_task_bytes
+    # sets it; a last task of fewer images), odd and even sizes, a 1x1 plane, a bias and
+    # ReLU; the input gradient too (the same core on grad_out and the flipped weight)
+    rng = np.random.default_rng(n * 100 + h * 10 + w)
+    c, oc = 3, 4
+    x, w4 = random(rng, (n, c, h, w), dtype), random(rng, (oc, c, 3, 3), dtype)
+    bias = random(rng, (oc,), dtype)
+    out = np.full((n, oc, h, w), np.nan, dtype=dtype)
+    winograd.forward_core(x, winograd.weight_transform(w4), group, out,
+                          conv_bias.epilogue(dtype, bias, relu=True), loop_gemm)
+    expected = reference.conv2d_forward(x, w4.reshape(oc, -1), 3, 3, 1, 1, 1, 1)
+    assert_close(out, np.maximum(expected + bias[None, :, None, None], 0))
+    g = random(rng, (n, oc, h, w), dtype)
+    dx = np.full(x.shape, np.nan, dtype=dtype)
+    winograd.forward_core(g, winograd.flipped_weight_transform(w4), group, dx,
+                          conv_bias.epilogue(dtype), loop_gemm)
+    assert_close(dx, reference.conv2d_backward(g, x, w4.reshape(oc, -1), 3, 3, 1, 1, 1, 1)[0])
+
+
+@PER_IMAGE_USABLE
+@pytest.mark.parametrize("task_bytes", [1, 10**9], ids=["an image a task", "all at once"])
+def test_the_cpu_layer_gives_the_same_winograd_result_whatever_its_task_size(task_bytes):
+    # the plan's Winograd layers through conv2d_forward and conv2d_backward, tasks of one
+    # image and of as many as a thread takes: against the reference
+    rng = np.random.default_rng(3)
+    for c, hw, four in [(16, 16, None), (8, 28, 28)]:
+        x, w2 = random(rng, (6, c, hw, hw), np.float64), random(rng, (c, c * 9), np.float64)
+        g = random(rng, (6, c, hw, hw), np.float64)
+        policy = dict(winograd_task_bytes=task_bytes, winograd_4x4_min_width=four,
+                      winograd_4x4_min_channels=8)
+        with conv_plan.conv_policy(**policy):
+            assert cpu._plan(x, w2, 3, 3, 1, 1, 1, 1, 1, 1, 1).forward.startswith("winograd")
+            out = cpu.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1)
+            dx, _ = cpu.conv2d_backward(g, x, w2, 3, 3, 1, 1, 1, 1, need_w=False)
+        assert_close(out, reference.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1))
+        assert_close(dx, reference.conv2d_backward(g, x, w2, 3, 3, 1, 1, 1, 1)[0])
+
+
 @pytest.mark.parametrize("n, group", [(1, 1), (5, 2), (4, 4)])
 @pytest.mark.parametrize("h, w", [(1, 1), (2, 3), (4, 4), (5, 7), (8, 8), (9, 13), (12, 6)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
