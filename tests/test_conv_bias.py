@@ -14,7 +14,8 @@ import tinyres.nn.functional as F
 from tinyres.kernels import conv_plan, cpu, emulate, reference
 
 POLICIES = {
-    "winograd": conv_plan.ConvPolicy(),
+    "winograd": conv_plan.ConvPolicy(phase_gemm_max_channels=None),
+    "phase-gemm": conv_plan.ConvPolicy(phase_gemm_max_channels=10**6),
     "winograd 4x4": conv_plan.ConvPolicy(winograd_4x4_min_width=0, winograd_4x4_min_channels=0,
                                          winograd_lanes_max_width=None),
     "winograd in lanes": conv_plan.ConvPolicy(winograd_lanes_max_width=10**6),
@@ -22,7 +23,8 @@ POLICIES = {
     "one-gemm": conv_plan.ConvPolicy.only("one-gemm"),
 }
 # (x shape, weight shape, stride, padding): 3x3 same layers (Winograd where allowed: in
-# lanes up to 8 wide, image by image wider), a strided 3x3, a 1x1 stride-2 projection
+# lanes up to 8 wide, image by image wider), a strided 3x3 (phase-gemm where allowed,
+# else per-image), a 1x1 stride-2 projection
 # (pointwise), an odd 5x3 with padding
 LAYERS = [((3, 8, 9, 7), (10, 8, 3, 3), 1, 1), ((3, 8, 10, 13), (9, 8, 3, 3), 1, 1),
           ((2, 5, 9, 9), (6, 5, 3, 3), 2, 1), ((4, 6, 7, 8), (9, 6, 1, 1), 2, 0),
@@ -36,7 +38,7 @@ def test_the_layers_and_policies_take_every_forward_path():
                                       policy=POLICIES[policy]).forward
              for policy in POLICIES for x_shape, w_shape, stride, padding in LAYERS}
     assert taken == {"winograd", "winograd-4x4", "winograd-lanes", "per-image", "one-gemm",
-                     "pointwise"}
+                     "pointwise", "phase-gemm"}
 
 
 def _case(x_shape, w_shape, dtype, seed=0):
