@@ -685,28 +685,30 @@ def test_winograd4_weight_transform_is_g_w_gt(dtype):
                                   winograd4.weight_transform(winograd.flipped(strided)))
 
 
+@pytest.mark.parametrize("scheme", [winograd, winograd4], ids=["F(2x2)", "F(4x4)"])
 @pytest.mark.parametrize("n, group", [(1, 1), (5, 2), (4, 4), (7, 3)])
-@pytest.mark.parametrize("h, w", [(1, 1), (2, 3), (5, 7), (8, 8), (9, 13)])
+@pytest.mark.parametrize("h, w", [(1, 1), (2, 3), (4, 4), (5, 7), (8, 8), (9, 13), (12, 6)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("loop_gemm", [False, True], ids=["blas", "loop"])
-def test_winograd_matches_the_reference_with_several_images_a_task(n, group, h, w, dtype,
-                                                                   loop_gemm):
-    # F(2x2, 3x3) image by image, `group` images a task (the policy's winograd_task_bytes
-    # sets it; a last task of fewer images), odd and even sizes, a 1x1 plane, a bias and
-    # ReLU; the input gradient too (the same core on grad_out and the flipped weight)
+def test_winograd_image_by_image_matches_the_reference(scheme, n, group, h, w, dtype,
+                                                       loop_gemm):
+    # F(2x2, 3x3) and F(4x4, 3x3) image by image, `group` images a task (the policy's
+    # winograd_task_bytes sets it; a last task of fewer images), sizes the tile divides and
+    # those it does not (the tiles past the edge are dropped), a 1x1 plane, a bias and ReLU;
+    # the input gradient too (the same core on grad_out and the flipped weight)
     rng = np.random.default_rng(n * 100 + h * 10 + w)
     c, oc = 3, 4
     x, w4 = random(rng, (n, c, h, w), dtype), random(rng, (oc, c, 3, 3), dtype)
     bias = random(rng, (oc,), dtype)
     out = np.full((n, oc, h, w), np.nan, dtype=dtype)
-    winograd.forward_core(x, winograd.weight_transform(w4), group, out,
-                          conv_bias.epilogue(dtype, bias, relu=True), loop_gemm)
+    scheme.forward_core(x, scheme.weight_transform(w4), group, out,
+                        conv_bias.epilogue(dtype, bias, relu=True), loop_gemm)
     expected = reference.conv2d_forward(x, w4.reshape(oc, -1), 3, 3, 1, 1, 1, 1)
     assert_close(out, np.maximum(expected + bias[None, :, None, None], 0))
     g = random(rng, (n, oc, h, w), dtype)
     dx = np.full(x.shape, np.nan, dtype=dtype)
-    winograd.forward_core(g, winograd.flipped_weight_transform(w4), group, dx,
-                          conv_bias.epilogue(dtype), loop_gemm)
+    scheme.forward_core(g, scheme.flipped_weight_transform(w4), group, dx,
+                        conv_bias.epilogue(dtype), loop_gemm)
     assert_close(dx, reference.conv2d_backward(g, x, w4.reshape(oc, -1), 3, 3, 1, 1, 1, 1)[0])
 
 
@@ -727,23 +729,6 @@ def test_the_cpu_layer_gives_the_same_winograd_result_whatever_its_task_size(tas
             dx, _ = cpu.conv2d_backward(g, x, w2, 3, 3, 1, 1, 1, 1, need_w=False)
         assert_close(out, reference.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1))
         assert_close(dx, reference.conv2d_backward(g, x, w2, 3, 3, 1, 1, 1, 1)[0])
-
-
-@pytest.mark.parametrize("n, group", [(1, 1), (5, 2), (4, 4)])
-@pytest.mark.parametrize("h, w", [(1, 1), (2, 3), (4, 4), (5, 7), (8, 8), (9, 13), (12, 6)])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_winograd4_matches_the_reference(n, group, h, w, dtype):
-    # sizes that 4 divides and those it does not (the tiles past the edge are dropped),
-    # a last task of fewer images, a 1x1 plane, a bias
-    rng = np.random.default_rng(n * 100 + h * 10 + w)
-    c, oc = 3, 4
-    x, w4 = random(rng, (n, c, h, w), dtype), random(rng, (oc, c, 3, 3), dtype)
-    bias = random(rng, (oc,), dtype)
-    out = np.full((n, oc, h, w), np.nan, dtype=dtype)
-    winograd4.forward_core(x, winograd4.weight_transform(w4), group, out,
-                           conv_bias.epilogue(dtype, bias), False)
-    expected = reference.conv2d_forward(x, w4.reshape(oc, -1), 3, 3, 1, 1, 1, 1)
-    assert_close(out, expected + bias[None, :, None, None])
 
 
 def test_winograd4_float32_error_on_a_wide_layer():
