@@ -82,12 +82,12 @@ def gemm(fn, transpose_a, m, n, k, a, lda, b, b_start, ldb, beta, c, c_start, ld
 
 
 @njit(cache=True)
-def _split(x, b0, m, q):
+def split_phases(x, b0, m, q):
     """q (4, C, m + 1, OH + 1, OW + 1) = the phases of images b0 .. b0+m-1 of x:
-    q[2a + e, c, i, u, v] = padded pixel (2u + a, 2v + e) of image b0 + i, zero where no
-    pixel of x falls (the padding, the spare row and column, image m: the shifts' tail)."""
+    q[2a + e, c, i, u, v] = padded pixel (2u + a, 2v + e) of image b0 + i. The entries no
+    pixel of x falls on (the padding, the spare row and column, image m: the shifts' tail)
+    are never written: q is made with zeros, and stays right for any images of x."""
     _, c, h, w = x.shape
-    q[...] = 0
     half = w // 2
     for i in range(m):
         for ch in range(c):
@@ -102,8 +102,8 @@ def _split(x, b0, m, q):
 
 @njit(cache=True)
 def _weave(q, b0, m, dx):
-    """dx[b0 .. b0+m-1] = the entries of the phases q (as _split lays them out) that
-    stand for pixels of x: _split's inverse, the padding's entries dropped."""
+    """dx[b0 .. b0+m-1] = the entries of the phases q (as split_phases lays them out)
+    that stand for pixels of x: split_phases's inverse, the padding's entries dropped."""
     _, c, h, w = dx.shape
     half = w // 2
     for i in range(m):
@@ -128,8 +128,8 @@ def forward_core(fn, x, w9, group, out, epilogue):
     for task in prange((n + group - 1) // group):
         b0 = task * group
         m = min(group, n - b0)
-        q = np.empty((4, c, m + 1, oh + 1, pitch), dtype=x.dtype)
-        _split(x, b0, m, q)
+        q = np.zeros((4, c, m + 1, oh + 1, pitch), dtype=x.dtype)
+        split_phases(x, b0, m, q)
         acc = np.empty((oc, m, oh + 1, pitch), dtype=x.dtype)
         for e in range(9):                       # (OC, C) @ phase, shifted
             phase, di, dj = SHIFTS[e]

@@ -22,10 +22,11 @@ are in benchmarks/README.md).
 
 At stride 2 (3x3, padding 1: the downsampling layers) output pixel (y, z) meets padded
 input pixel (2y + i, 2z + j). Cut the padded plane into its four phases, even and odd rows
-by even and odd columns, each (OH+1) x (OW+1) and flat: xq[c, a, e]. Window element (i, j)
-reads phase (i % 2, j % 2) at (y + i//2, z + j//2), so with gp's rows OW+1 long
+by even and odd columns, each (OH+1) x (OW+1) and flat: q[2a + e, c] (phase_gemm.py's
+split_phases, which cuts them for that file's GEMMs too). Window element (i, j) reads
+phase (i % 2, j % 2) at (y + i//2, z + j//2), so with gp's rows OW+1 long
 
-    grad_w[o, c, i, j] = sum over p of gp[o, p] * xq[c, i % 2, j % 2][p + (i//2)*(OW+1) + j//2]
+    grad_w[o, c, i, j] = sum over p of gp[o, p] * q[2(i % 2) + j % 2, c][p + (i//2)*(OW+1) + j//2]
 
 the same shifted rows, from the phases: no window is copied out (as im2col would).
 
@@ -35,7 +36,7 @@ The sums run in the input's dtype and may be reassociated (fastmath "reassoc", a
 import numpy as np
 from numba import njit, prange
 
-from . import buffers
+from . import buffers, phase_gemm
 
 
 @njit(cache=True)
@@ -125,34 +126,29 @@ def _add_image(xp, gp, wp, dw):
 
 
 @njit(cache=True)
-def _phase_image(x, g, b, xq, gp):
-    """xq[c, a, e] = phase (a, e) of plane c of x[b] padded by one (rows 2u + a, columns
-    2v + e of the padded plane at u*(OW+1) + v), flat; gp[o] = plane o of g[b] with rows of
-    OW+1 entries. What no pixel lands on stays the zero it was allocated as."""
-    _, c, h, w = x.shape
-    owp = g.shape[3] + 1
-    for ch in range(c):
-        for y in range(h):
-            a, u = (y + 1) % 2, (y + 1) // 2
-            for z in range(w):
-                xq[ch, a, (z + 1) % 2, u * owp + (z + 1) // 2] = x[b, ch, y, z]
+def _grad_rows(g, b, gp):
+    """gp[o, y, z] = g[b, o, y, z]: plane o of g[b] with rows of OW+1 entries, the last
+    one of each row the zero it was allocated as."""
     for o in range(g.shape[1]):
         for y in range(g.shape[2]):
             for z in range(g.shape[3]):
-                gp[o, y * owp + z] = g[b, o, y, z]
+                gp[o, y, z] = g[b, o, y, z]
 
 
 @njit(cache=True)
-def _add_image_stride2(xq, gp, owp, dw):
-    """dw (OC, C, 3, 3) += the weight gradient of one image at stride 2 (see above): window
-    row i reads phase row i % 2, i//2 rows on; elements j = 0, 1, 2 the even phase, the
-    odd, and the even one entry on."""
+def _add_image_stride2(q, gp, owp, dw):
+    """dw (OC, C, 3, 3) += the weight gradient of one image at stride 2 (see above), from
+    q, the image's phases as phase_gemm.split_phases lays them out (q[2a + e, c] flat: padded
+    rows 2u + a, columns 2v + e at u*(OW+1) + v, then zeros): window row i reads phase
+    row i % 2, i//2 rows on; elements j = 0, 1, 2 the even phase, the odd, and the even
+    one entry on."""
     n = gp.shape[1]                         # OH*(OW+1) entries of a row of gp
     for ch in range(dw.shape[1]):
         for i in range(3):
-            s, even, odd = (i // 2) * owp, xq[ch, i % 2, 0], xq[ch, i % 2, 1]
+            s = (i // 2) * owp
+            even, odd = q[2 * (i % 2), ch].ravel(), q[2 * (i % 2) + 1, ch].ravel()
             _add_rows(even[s:s + n], odd[s:s + n], even[s + 1:s + 1 + n], gp, ch, i,
-                      xq[0, 0, 0, 0], dw)
+                      q[0, 0, 0, 0, 0], dw)
 
 
 @njit(cache=True, parallel=True)
@@ -167,12 +163,13 @@ def _weight_grad_core(g, x, group, stride, dw_parts):
             for b in range(task * group, min(n, (task + 1) * group)):
                 _pad_image(x, g, b, xp, gp)
                 _add_image(xp, gp, w + 2, dw_parts[task])
-        else:
-            xq = np.zeros((c, 2, 2, (oh + 1) * (ow + 1) + 1), dtype=x.dtype)  # +1: the shift
-            gp = np.zeros((g.shape[1], oh * (ow + 1)), dtype=x.dtype)
+        else:                               # one image's phases and a zero one after
+            q = np.zeros((4, c, 2, oh + 1, ow + 1), dtype=x.dtype)     # it for the shift
+            gp = np.zeros((g.shape[1], oh, ow + 1), dtype=x.dtype)
             for b in range(task * group, min(n, (task + 1) * group)):
-                _phase_image(x, g, b, xq, gp)
-                _add_image_stride2(xq, gp, ow + 1, dw_parts[task])
+                phase_gemm.split_phases(x, b, 1, q)
+                _grad_rows(g, b, gp)
+                _add_image_stride2(q, gp.reshape(g.shape[1], -1), ow + 1, dw_parts[task])
 
 
 def weight_grad(g, x, tasks, stride=1):
