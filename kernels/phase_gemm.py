@@ -18,12 +18,12 @@ shift: the BLAS reads it in place (its leading dimension), and the products add 
 output (beta = 1). A task's images lie side by side in the phases (P = m images'
 (OH + 1)(OW + 1) entries, and an image's worth of zeros after the last one for the shifts
 to read), so each GEMM runs over all of them. The copies in and out index the phases as
-(phase, channel, image, row, column) with loop counters, which LLVM vectorises; the same
-copies through flat computed offsets ran 2-5x slower. The input gradient runs the same steps backwards: the
-output gradient laid out as the output (zeros in the spare entries, so that they add
-nothing), nine GEMMs W_ij^T (C, OC) @ dY added into shifted views of the phases of dx
-(the adjoint of the shift is the same shift, on the other side), then the phases woven
-back into dx, their ring of padding dropped.
+(phase, channel, image, row, column) with loop counters: a first version that sliced
+each row out of flat phases was no faster than im2col (benchmarks/README.md). The input
+gradient runs the same steps backwards: the output gradient laid out as the output (zeros
+in the spare entries, so that they add nothing), nine GEMMs W_ij^T (C, OC) @ dY added into
+shifted views of the phases of dx (the adjoint of the shift is the same shift, on the
+other side), then the phases woven back into dx, their ring of padding dropped.
 
 What im2col costs and this does not: the columns, 9 x C rows as long as the output, written
 and read again, and at stride 2 the gather of every other pixel. What it costs instead:
