@@ -333,7 +333,7 @@ def _decide(chw, weight_shape, stride, padding, dilation, groups, policy, thread
 # were ahead of small_gemm.py's loop at every width measured (benchmarks/README.md, "Where
 # the 3x3 layers' time goes"); its AVX2 and older kernels were behind it on 16 channels,
 # and behind per-image im2col on phase-gemm's GEMMs of 16 and 32 inner entries
-BLAS_KERNELS_AHEAD_OF_THE_LOOP = ("SkylakeX", "Cooperlake", "SapphireRapids")
+AVX512_BLAS_KERNELS = ("SkylakeX", "Cooperlake", "SapphireRapids")
 LOOP_GEMM_MAX_CHANNELS = 32
 PHASE_GEMM_MAX_CHANNELS = 32
 
@@ -348,14 +348,14 @@ def blas_kernel():
 def default_loop_gemm_max_channels():
     """The policy's default winograd_loop_gemm_max_channels: None (the BLAS) where SciPy's
     BLAS runs one of OpenBLAS's AVX-512 kernels, else LOOP_GEMM_MAX_CHANNELS."""
-    return None if blas_kernel() in BLAS_KERNELS_AHEAD_OF_THE_LOOP else LOOP_GEMM_MAX_CHANNELS
+    return None if blas_kernel() in AVX512_BLAS_KERNELS else LOOP_GEMM_MAX_CHANNELS
 
 
 @functools.lru_cache(maxsize=None)
 def default_phase_gemm_max_channels():
     """The policy's default phase_gemm_max_channels: PHASE_GEMM_MAX_CHANNELS where SciPy's
     BLAS runs one of OpenBLAS's AVX-512 kernels, else None (phase-gemm off)."""
-    return PHASE_GEMM_MAX_CHANNELS if blas_kernel() in BLAS_KERNELS_AHEAD_OF_THE_LOOP else None
+    return PHASE_GEMM_MAX_CHANNELS if blas_kernel() in AVX512_BLAS_KERNELS else None
 
 
 def winograd_loop_gemm(c, oc, policy=None):

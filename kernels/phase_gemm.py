@@ -101,6 +101,19 @@ def split_phases(x, b0, m, q):
 
 
 @njit(cache=True)
+def spread_rows(g, b0, m, gp):
+    """gp[o, i, y, z] = g[b0 + i, o, y, z] for the images b0 .. b0+m-1 of g (N, OC, OH,
+    OW): each row in a row of OW + 1 entries, as the phases lay out the output. The
+    entries past g's rows and columns keep the zeros gp was made with."""
+    _, oc, oh, ow = g.shape
+    for i in range(m):
+        for o in range(oc):
+            for y in range(oh):
+                for z in range(ow):
+                    gp[o, i, y, z] = g[b0 + i, o, y, z]
+
+
+@njit(cache=True)
 def _weave(q, b0, m, dx):
     """dx[b0 .. b0+m-1] = the entries of the phases q (as split_phases lays them out)
     that stand for pixels of x: split_phases's inverse, the padding's entries dropped."""
@@ -155,11 +168,7 @@ def grad_input_core(fn, g, w9, group, dx):
         b0 = task * group
         m = min(group, n - b0)
         gp = np.zeros((oc, m, oh + 1, pitch), dtype=g.dtype)   # dY as the output: spare
-        for i in range(m):                                      # entries zero
-            for o in range(oc):
-                for y in range(oh):
-                    for z in range(ow):
-                        gp[o, i, y, z] = g[b0 + i, o, y, z]
+        spread_rows(g, b0, m, gp)                               # entries zero
         dq = np.zeros((4, c, m + 1, oh + 1, pitch), dtype=g.dtype)
         for e in range(9):                       # W_ij^T (C, OC) @ dY into shifted phases
             phase, di, dj = SHIFTS[e]

@@ -126,16 +126,6 @@ def _add_image(xp, gp, wp, dw):
 
 
 @njit(cache=True)
-def _grad_rows(g, b, gp):
-    """gp[o, y, z] = g[b, o, y, z]: plane o of g[b] with rows of OW+1 entries, the last
-    one of each row the zero it was allocated as."""
-    for o in range(g.shape[1]):
-        for y in range(g.shape[2]):
-            for z in range(g.shape[3]):
-                gp[o, y, z] = g[b, o, y, z]
-
-
-@njit(cache=True)
 def _add_image_stride2(q, gp, owp, dw):
     """dw (OC, C, 3, 3) += the weight gradient of one image at stride 2 (see above), from
     q, the image's phases as phase_gemm.split_phases lays them out (q[2a + e, c] flat: padded
@@ -165,10 +155,10 @@ def _weight_grad_core(g, x, group, stride, dw_parts):
                 _add_image(xp, gp, w + 2, dw_parts[task])
         else:                               # one image's phases and a zero one after
             q = np.zeros((4, c, 2, oh + 1, ow + 1), dtype=x.dtype)     # it for the shift
-            gp = np.zeros((g.shape[1], oh, ow + 1), dtype=x.dtype)
+            gp = np.zeros((g.shape[1], 1, oh, ow + 1), dtype=x.dtype)   # rows of OW+1
             for b in range(task * group, min(n, (task + 1) * group)):
                 phase_gemm.split_phases(x, b, 1, q)
-                _grad_rows(g, b, gp)
+                phase_gemm.spread_rows(g, b, 1, gp)
                 _add_image_stride2(q, gp.reshape(g.shape[1], -1), ow + 1, dw_parts[task])
 
 

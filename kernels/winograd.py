@@ -276,11 +276,11 @@ def a_adjoint(e0, e1, d0, d1, d2, d3):
     """d0..d3 = e0, e0 + e1, e0 - e1, -e1 elementwise: the adjoint of A^T's two rows
     (m0 + m1 + m2, m1 - m2 - m3), in one loop that reads each input once."""
     for j in range(e0.size):
-        a, b = e0[j], e1[j]
-        d0[j] = a
-        d1[j] = a + b
-        d2[j] = a - b
-        d3[j] = -b
+        u0, u1 = e0[j], e1[j]
+        d0[j] = u0
+        d1[j] = u0 + u1
+        d2[j] = u0 - u1
+        d3[j] = -u1
 
 
 @njit(cache=True)
