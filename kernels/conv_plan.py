@@ -18,8 +18,9 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
     winograd      F(2x2, 3x3) (winograd.py), for the output and the input gradient of 3x3
                   stride-1 padding-1 layers (undilated, ungrouped) with enough pixels and
                   channels, and for the weight gradient of those wider than lanes take
-                  with at least `winograd_weight_grad_min_channels` channels (its 16
-                  GEMMs run over the tiles of the whole batch);
+                  with at least `winograd_weight_grad_min_channels` channels (tasks of
+                  images, each task's V and dM summed into its thread's dU while in
+                  cache, its 16 GEMMs over at least `gemm_min_columns` tiles);
     winograd-4x4  F(4x4, 3x3) (winograd4.py), in place of `winograd` for the output and
                   the input gradient of layers at least `winograd_4x4_min_width` wide with
                   at least `winograd_4x4_min_channels` channels: 36 GEMMs on 4x4 output
@@ -32,7 +33,7 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
                   `winograd_min_pixels_per_channel` asks (resnet18's 512-channel 7x7
                   layers: its GEMMs run over the tiles of several images); and for the
                   weight gradient of those at most `winograd_weight_grad_lanes_max_width`
-                  wide (28), whatever their channels (from `winograd_min_channels`), each
+                  wide (14), whatever their channels (from `winograd_min_channels`), each
                   task's V and dM summed into its thread's dU while in cache;
                   both layouts run their 16 GEMMs by the BLAS, or as a Numba loop (small_gemm.py)
                   where both channel counts are at most `winograd_loop_gemm_max_channels`
@@ -90,11 +91,12 @@ class ConvPolicy:
     # hold under all of those (tests/test_notebooks.py, docs/summation_orders.txt)
     winograd_loop_gemm_max_channels: int | None = dataclasses.field(
         default_factory=lambda: default_loop_gemm_max_channels())
-    # the weight gradient of 3x3 s1 p1 layers of at least this many channels (C and OC) by
-    # Winograd's adjoint over the whole batch (winograd.weight_grad), in chunks of images
-    # whose V and dM take at most winograd_weight_grad_chunk_bytes (in lanes: the threads'
-    # dU within it)
-    winograd_weight_grad_min_channels: int | None = 128
+    # the weight gradient of 3x3 s1 p1 layers of at least this many channels (C and OC),
+    # wider than lanes take, by Winograd's adjoint image by image (winograd.weight_grad):
+    # ahead of shifted rows on resnet18's 64@56, of lanes on its 128@28 and resnet20's
+    # 32@16, behind shifted rows on resnet20's 16@32 (benchmarks/README.md). The threads'
+    # dU (in lanes too) take at most winograd_weight_grad_chunk_bytes
+    winograd_weight_grad_min_channels: int | None = 32
     winograd_weight_grad_chunk_bytes: int = 64 * 1024 * 1024
     # outputs at most this wide: Winograd's output and input gradient in lanes
     # (winograd_lanes.py), whatever their pixels
@@ -107,8 +109,8 @@ class ConvPolicy:
     winograd_4x4_min_channels: int = 64
     # outputs at most this wide: the weight gradient by Winograd in lanes, a task's V and
     # dM used while in cache (winograd_min_channels and up; ahead of shifted rows, GEMMs and
-    # image-by-image Winograd up to 28 wide, behind at 32 and 56: benchmarks/README.md)
-    winograd_weight_grad_lanes_max_width: int | None = 28
+    # image-by-image Winograd up to 14 wide, behind at 16 and 28: benchmarks/README.md)
+    winograd_weight_grad_lanes_max_width: int | None = 14
     shifted_rows_min_width: int = 16                   # OW >= this, 3x3 p1
     shifted_rows_max_stride: int | None = 2            # 3x3 p1 layers of stride <= this
     pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this

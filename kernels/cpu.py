@@ -179,14 +179,15 @@ def _winograd_conv(x, u, layout, ep=None):
 
 def _winograd_weight_grad(g, x, layout):
     """The weight gradient (OC, C, 3, 3) of a 3x3 stride-1 padding-1 layer by Winograd in
-    the plan's layout, its scratch (V and dM image by image, the threads' dU in lanes)
-    within winograd_weight_grad_chunk_bytes."""
+    the plan's layout, in as many parts as threads, the parts' dU within
+    winograd_weight_grad_chunk_bytes."""
     chunk_bytes = conv_plan.current_policy().winograd_weight_grad_chunk_bytes
+    part_bytes = 16 * g.shape[1] * x.shape[1] * x.itemsize
+    parts = min(numba.get_num_threads(), max(1, chunk_bytes // part_bytes))
     if layout == "winograd-lanes":
-        part_bytes = 16 * g.shape[1] * x.shape[1] * x.itemsize
-        parts = min(numba.get_num_threads(), max(1, chunk_bytes // part_bytes))
         return winograd_lanes.weight_grad(g, x, winograd_lanes.LANES, parts)
-    return winograd.weight_grad(g, x, _winograd_chunk(x, g.shape[1], chunk_bytes))
+    group = _group(x.shape[0], winograd.tiles(*x.shape[2:]))   # GEMMs of gemm_min_columns
+    return winograd.weight_grad(g, x, group, parts)
 
 
 def _winograd_image_bytes(x, oc, scheme=winograd):
@@ -202,12 +203,6 @@ def _winograd_group(x, oc, scheme=winograd):
     task_bytes = conv_plan.current_policy().winograd_task_bytes
     return max(1, min(task_bytes // _winograd_image_bytes(x, oc, scheme),
                       x.shape[0] // numba.get_num_threads()))
-
-
-def _winograd_chunk(x, oc, chunk_bytes):
-    """Images per chunk of winograd.weight_grad: V and dM of a chunk within chunk_bytes
-    (at least one image)."""
-    return max(1, min(x.shape[0], chunk_bytes // _winograd_image_bytes(x, oc)))
 
 
 def _group(n, pixels):

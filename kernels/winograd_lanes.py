@@ -30,7 +30,7 @@ from numba import njit, prange
 
 from . import buffers, small_gemm
 from .conv_bias import finish
-from .winograd import a_adjoint, a_rows, weight_transform_adjoint
+from .winograd import a_adjoint, a_rows, add_gemms, weight_transform_adjoint
 
 # images a task: with 8 the forward ran as fast as with 4 or faster, and faster than with
 # 16, on 64- and 16-channel 8x8 and 256- and 512-channel 7x7 layers (scratch runs, one
@@ -236,12 +236,7 @@ def _weight_grad_parts(g, x, lanes, gu_parts, v, gm, dy, product, pe, po):
             dy[part][...] = 0                    # what _grad_lanes_in leaves stays zero
             _grad_lanes_in(g, b0, m, tw, lanes, dy[part])
             _output_tiles_adjoint(dy[part], gm[part])
-            for xi in range(16):                 # (OC, T) @ (T, C)
-                if task == first:
-                    np.dot(gm[part, xi], v[part, xi].T, gu_parts[part, xi])
-                else:
-                    np.dot(gm[part, xi], v[part, xi].T, product[part])
-                    gu_parts[part, xi] += product[part]
+            add_gemms(gm[part], v[part], task == first, gu_parts[part], product[part])
 
 
 def weight_grad(g, x, lanes, parts):

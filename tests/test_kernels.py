@@ -695,7 +695,8 @@ def test_winograd_image_by_image_matches_the_reference(scheme, n, group, h, w, d
     # F(2x2, 3x3) and F(4x4, 3x3) image by image, `group` images a task (the policy's
     # winograd_task_bytes sets it; a last task of fewer images), sizes the tile divides and
     # those it does not (the tiles past the edge are dropped), a 1x1 plane, a bias and ReLU;
-    # the input gradient too (the same core on grad_out and the flipped weight)
+    # the input gradient too (the same core on grad_out and the flipped weight), and for
+    # F(2x2) the weight gradient in tasks of `group` images, in 1 to 3 parts and one a task
     rng = np.random.default_rng(n * 100 + h * 10 + w)
     c, oc = 3, 4
     x, w4 = random(rng, (n, c, h, w), dtype), random(rng, (oc, c, 3, 3), dtype)
@@ -709,7 +710,11 @@ def test_winograd_image_by_image_matches_the_reference(scheme, n, group, h, w, d
     dx = np.full(x.shape, np.nan, dtype=dtype)
     scheme.forward_core(g, scheme.flipped_weight_transform(w4), group, dx,
                         conv_bias.epilogue(dtype), loop_gemm)
-    assert_close(dx, reference.conv2d_backward(g, x, w4.reshape(oc, -1), 3, 3, 1, 1, 1, 1)[0])
+    expected_dx, grad_w2 = reference.conv2d_backward(g, x, w4.reshape(oc, -1), 3, 3, 1, 1, 1, 1)
+    assert_close(dx, expected_dx)
+    if scheme is winograd:
+        for parts in (1, 2, 3, 100):
+            assert_close(winograd.weight_grad(g, x, group, parts), grad_w2.reshape(w4.shape))
 
 
 @PER_IMAGE_USABLE
