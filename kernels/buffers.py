@@ -85,6 +85,29 @@ def _let_go(should):
             del _classes[size]
 
 
+def _owner_refs(view):
+    """References to view's memory owner (view.base) seen from a frame that names it once."""
+    base = view.base
+    return sys.getrefcount(base)
+
+
+OWNER_REFS = _owner_refs(np.empty(2)[1:])          # a view's owner held by the view alone
+
+
+def sole_view(array):
+    """Whether nothing but `array` refers to its memory: it owns it, or it views an owner
+    (a cache block, or an array of its own) that no other array or name holds. References
+    to `array` itself are the caller's to count (backward._accumulate)."""
+    base = array.base
+    if base is None:
+        return True
+    if type(base) is not np.ndarray or base.base is not None:
+        return False
+    with _lock:
+        cached = any(entry[0] is base for group in _classes.values() for entry in group)
+    return sys.getrefcount(base) <= OWNER_REFS + cached
+
+
 def empty_cache():
     """Give every free block back to malloc (torch.cuda.empty_cache's counterpart)."""
     with _lock:

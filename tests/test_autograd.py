@@ -1,5 +1,7 @@
 """The autograd core: the backward walk, accumulation, grad mode, hooks, retain_graph,
 the gradient checker itself (including a negative control), and error messages."""
+import weakref
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ import tinyres
 import tinyres.nn.functional as F
 from tinyres.autograd import Function
 from tinyres.functional.math import binary_operands
+from tinyres.kernels import buffers
 
 
 def f64(*shape, grad=True, seed=0):
@@ -263,7 +266,53 @@ def test_each_leaf_owns_its_grad():
     assert b.grad.array[0] == 1.0
 
 
-def test_backward_copies_the_gradient_it_is_given():
+class _Returns(tinyres.Function):
+    """Identity whose backward returns made(grad_out), a weak reference to it kept in
+    `returned`."""
+    returned = []
+
+    @staticmethod
+    def forward(ctx, a, made):
+        ctx.made = made
+        return a.copy()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad = ctx.made(grad_out)
+        _Returns.returned.append(weakref.ref(grad))
+        return grad
+
+
+def _in_a_cache_block(g):
+    block = buffers.empty(g.shape, g.dtype)       # a view of one of the cache's blocks
+    np.multiply(g, 2.0, out=block)
+    return block
+
+
+def test_a_leaf_keeps_a_gradient_nothing_else_holds_and_copies_any_other():
+    # as PyTorch's AccumulateGrad: a gradient only the walk refers to becomes the leaf's
+    # .grad as it is; one that anything else may see is copied
+    kept, owners = [], []
+    cases = {"fresh": ((4, 3), lambda g: g * 2.0, True),
+             "a cache block's one view": ((256, 1024), _in_a_cache_block, True),
+             "held in a list": ((4, 3), lambda g: kept.append(g * 2.0) or kept[-1], False),
+             "a view of memory held elsewhere":
+                 ((4, 3), lambda g: owners.append(g * 2.0) or owners[-1].reshape(12).reshape(4, 3),
+                  False),
+             "not contiguous": ((4, 3), lambda g: np.repeat(g * 2.0, 2, axis=1)[:, ::2], False)}
+    for name, (shape, made, stolen) in cases.items():
+        _Returns.returned.clear()
+        x = tinyres.randn(*shape, requires_grad=True)
+        _Returns.apply(x, made=made).backward(np.ones(shape, np.float32))
+        returned = _Returns.returned[0]()
+        assert (returned is x.grad.array) == stolen, name
+        assert np.all(x.grad.array == 2.0), name
+        if not stolen and returned is not None:
+            assert not np.shares_memory(x.grad.array, returned), name
+
+
+def test_a_leaf_grad_never_aliases_the_gradient_given_to_backward():
+    # backward reads the given gradient in place (no copy, as PyTorch); a leaf copies it
     x = tinyres.randn(2, 3, requires_grad=True)
     seed = np.ones((2, 3), dtype=np.float32)
     x.backward(seed)

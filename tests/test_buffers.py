@@ -67,6 +67,20 @@ def test_anything_viewing_an_array_keeps_its_block(keep):
     assert (np.asarray(kept) == 7.0).all()
 
 
+def test_sole_view_says_whether_anything_else_holds_an_arrays_memory():
+    # what lets a leaf keep a gradient without a copy (backward._accumulate)
+    a = buffers.empty(BIG, np.float32)
+    assert buffers.sole_view(a)                      # a cache block's one view
+    other = a.reshape(-1, 4)
+    assert not buffers.sole_view(a) and not buffers.sole_view(other)
+    del other
+    assert buffers.sole_view(a)
+    owner = np.ones(12)
+    assert buffers.sole_view(owner)                  # owns its memory
+    assert not buffers.sole_view(owner[2:])          # owner still named here
+    assert buffers.sole_view(np.ones(12)[2:])        # an owner nothing else holds
+
+
 def test_size_classes_round_up_by_at_most_a_quarter():
     for nbytes in [1, 7, 1 << 20, (1 << 20) + 1, 3 << 20, 5_000_001, 8 << 20, 123_456_789]:
         size = buffers.size_class(nbytes)

@@ -6,9 +6,12 @@ Where one tensor feeds two branches (a shortcut and a residual branch), their gr
 meet in `_backward_walk` (`_meet`: a + b); a leaf's .grad is added to in place
 (`_accumulate`).
 """
+import sys
+
 import numpy as np
 
 from tinyres.backend import kernels_for
+from tinyres.kernels import buffers
 from tinyres.tensor import Tensor
 
 
@@ -77,14 +80,32 @@ def _run_post_accumulate_hooks(leaf):
 
 
 def _accumulate(node, grad):
-    """Add `grad` into node.grad: in place where it exists (as PyTorch), else a copy that
-    this tensor alone owns (the walk hands one array to several tensors: Add's backward
-    passes grad_out to both inputs)."""
+    """Add `grad` into node.grad: in place where it exists (as PyTorch), else an array this
+    tensor alone owns: `grad` itself where nothing but the walk refers to it or to its
+    memory (as PyTorch's AccumulateGrad steals a gradient no one shares), a copy where
+    anything else may (the walk hands one array to several tensors: Add's backward passes
+    grad_out to both inputs; the caller's seed; a view of memory held elsewhere)."""
     if node.grad is None:
-        node.grad = Tensor(grad.copy())
+        alone = (type(grad) is np.ndarray and sys.getrefcount(grad) <= _WALK_REFS
+                 and grad.flags.c_contiguous and grad.flags.writeable
+                 and buffers.sole_view(grad))
+        node.grad = Tensor(grad if alone else grad.copy())
     else:
         node.grad.array += grad
         node.grad._version_counter.value += 1
+
+
+def _refs_in_accumulate(node, grad):
+    """sys.getrefcount(grad) in a frame like _accumulate's (its caller names grad once)."""
+    return sys.getrefcount(grad)
+
+
+def _walk_refs():
+    grad = np.empty(0)                       # the walk's one name for a gradient
+    return _refs_in_accumulate(None, grad)
+
+
+_WALK_REFS = _walk_refs()         # references to a gradient that only the walk holds
 
 
 def _meet(a, b):
@@ -135,5 +156,6 @@ def _backward_walk(root, seed, retain_graph, more=(), capture=None):
                 # their gradients add up here.
                 pending[id(parent)] = _meet(pending[id(parent)], g) if id(parent) in pending \
                     else g
+            input_grads = g = None    # so that pending alone holds them (_accumulate)
             if not retain_graph:
                 ctx.free()

@@ -317,7 +317,9 @@ class Tensor:
             if tuple(seed.shape) != self.shape:
                 raise RuntimeError(f"backward: gradient has shape {tuple(seed.shape)}, "
                                    f"expected the output's shape {self.shape}")
-            seed = seed.astype(self.dtype, copy=True)   # never alias the caller's array
+            # read, never written (a backward never writes into grad_out; a leaf's .grad
+            # is a copy of it: backward._accumulate), so no copy, as PyTorch
+            seed = backend.get_array_module(seed).asarray(seed, dtype=self.dtype, order="C")
         _backward_walk(self, seed, retain_graph)
 
     # ----- operators (the ops live in tinyres.functional) -----------------------------
