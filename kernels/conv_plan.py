@@ -93,9 +93,10 @@ class ConvPolicy:
         default_factory=lambda: default_loop_gemm_max_channels())
     # the weight gradient of 3x3 s1 p1 layers of at least this many channels (C and OC),
     # wider than lanes take, by Winograd's adjoint image by image (winograd.weight_grad):
-    # ahead of shifted rows on resnet18's 64@56, of lanes on its 128@28 and resnet20's
-    # 32@16, behind shifted rows on resnet20's 16@32 (benchmarks/README.md). The threads'
-    # dU (in lanes too) take at most winograd_weight_grad_chunk_bytes
+    # ahead of shifted rows on resnet18's 64@56 and of lanes on its 128@28, level with or
+    # ahead of lanes on resnet20's 32@16, level with shifted rows on its 16@32, which keep
+    # them (benchmarks/README.md). The threads' dU (in lanes too) take at most
+    # winograd_weight_grad_chunk_bytes
     winograd_weight_grad_min_channels: int | None = 32
     winograd_weight_grad_chunk_bytes: int = 64 * 1024 * 1024
     # outputs at most this wide: Winograd's output and input gradient in lanes
