@@ -36,9 +36,9 @@ that. The input transform lays the padded plane out as its even rows and its odd
 (pp[0], pp[1]), whole rows of x copied as they lie, each padded row 2*(tw+1) long: the
 columns d0..d3 of tile j are then entries 2j..2j+3 of a row, read two apart, and its rows
 are the rows of pp[0] and pp[1] at tile row ty and ty + 1. The output transform writes
-its rows the same way (two outputs of a tile side by side) and copies them out whole. What the
-layout bought, and when Winograd pays at all, is measured in benchmarks/README.md ("How
-the CPU layer picks a convolution").
+its rows the same way (two outputs of a tile side by side) and copies them out whole.
+What the layout bought, and when Winograd pays at all, is measured in benchmarks/README.md
+("How the CPU layer picks a convolution").
 """
 import numpy as np
 from numba import njit, prange

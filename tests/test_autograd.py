@@ -297,7 +297,7 @@ def test_a_leaf_keeps_a_gradient_nothing_else_holds_and_copies_any_other():
              "a cache block's one view": ((256, 1024), _in_a_cache_block, True),
              "held in a list": ((4, 3), lambda g: kept.append(g * 2.0) or kept[-1], False),
              "a view of memory held elsewhere":
-                 ((4, 3), lambda g: owners.append(g * 2.0) or owners[-1].reshape(12).reshape(4, 3),
+                 ((4, 3), lambda g: owners.append((g * 2.0).ravel()) or owners[-1].reshape(4, 3),
                   False),
              "not contiguous": ((4, 3), lambda g: np.repeat(g * 2.0, 2, axis=1)[:, ::2], False)}
     for name, (shape, made, stolen) in cases.items():
