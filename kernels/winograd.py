@@ -175,6 +175,13 @@ def flipped(w4):
     return np.ascontiguousarray(w4[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
 
 
+@njit(cache=True, inline="always")
+def _row_length(w):
+    """A padded row as _padded_rows lays it out: 2*(tw + 1) for tw = (w + 1) // 2 tiles
+    and the spare one, so the columns of tile j start at 2j in every row of tiles."""
+    return 2 * ((w + 1) // 2 + 1)
+
+
 @njit(cache=True)
 def _padded_rows(x, b, ch, pp):
     """The plane x[b, ch] with its ring of zero padding, its even padded rows in pp[0] and
@@ -189,13 +196,6 @@ def _padded_rows(x, b, ch, pp):
         src = x[b, ch, y]
         for k in range(w):
             dst[k] = src[k]
-
-
-@njit(cache=True, inline="always")
-def _row_length(w):
-    """A padded row as _padded_rows lays it out: 2*(tw + 1) for tw = (w + 1) // 2 tiles
-    and the spare one, so the columns of tile j start at 2j in every row of tiles."""
-    return 2 * ((w + 1) // 2 + 1)
 
 
 @njit(cache=True)
