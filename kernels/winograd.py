@@ -346,6 +346,13 @@ def _output_tiles_adjoint(g, b0, gm):
 
 # ---- the weight gradient: tasks of images, their tiles side by side, in each thread's part
 
+@njit(cache=True, inline="always")
+def run_of(part, parts, tasks):
+    """The tasks of run `part` when `tasks` tasks are cut into `parts` runs as evenly as
+    they divide: (first, stop), range(first, stop) its tasks."""
+    return part * tasks // parts, (part + 1) * tasks // parts
+
+
 @njit(cache=True)
 def add_gemms(gm, v, first, gu, product):
     """A task's share of dU: gu[xi] = gm[xi] @ v[xi]^T for the 16 entries, (OC, T) @ (T, C),
@@ -372,8 +379,8 @@ def _weight_grad_parts(g, x, group, gu_parts, v, gm, product):
     tasks = (n + group - 1) // group
     parts = gu_parts.shape[0]
     for part in prange(parts):
-        first = part * tasks // parts
-        for task in range(first, (part + 1) * tasks // parts):
+        first, stop = run_of(part, parts, tasks)
+        for task in range(first, stop):
             b0 = task * group
             m = min(group, n - b0)
             vt = v[part, :16 * c * m * t].reshape((16, c, m * t))

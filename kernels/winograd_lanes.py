@@ -30,7 +30,7 @@ from numba import njit, prange
 
 from . import buffers, small_gemm
 from .conv_bias import finish
-from .winograd import a_adjoint, a_rows, add_gemms, weight_transform_adjoint
+from .winograd import a_adjoint, a_rows, add_gemms, run_of, weight_transform_adjoint
 
 # images a task: with 8 the forward ran as fast as with 4 or faster, and faster than with
 # 16, on 64- and 16-channel 8x8 and 256- and 512-channel 7x7 layers (scratch runs, one
@@ -228,8 +228,8 @@ def _weight_grad_parts(g, x, lanes, gu_parts, v, gm, dy, product, pe, po):
     tasks = (n + lanes - 1) // lanes
     parts = gu_parts.shape[0]
     for part in prange(parts):
-        first = part * tasks // parts
-        for task in range(first, (part + 1) * tasks // parts):
+        first, stop = run_of(part, parts, tasks)
+        for task in range(first, stop):
             b0 = task * lanes
             m = min(lanes, n - b0)
             _task_input_tiles(x, b0, m, lanes, v[part], pe[part], po[part])

@@ -712,7 +712,7 @@ def test_winograd_image_by_image_matches_the_reference(scheme, n, group, h, w, d
                         conv_bias.epilogue(dtype), loop_gemm)
     expected_dx, grad_w2 = reference.conv2d_backward(g, x, w4.reshape(oc, -1), 3, 3, 1, 1, 1, 1)
     assert_close(dx, expected_dx)
-    if scheme is winograd:
+    if scheme is winograd and not loop_gemm:       # the weight gradient has no loop GEMMs
         for parts in (1, 2, 3, 100):
             assert_close(winograd.weight_grad(g, x, group, parts), grad_w2.reshape(w4.shape))
 
