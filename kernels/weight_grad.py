@@ -12,13 +12,18 @@ through window element (i, j) is entry p + i*(W+2) + j of xp. So
     grad_w[o, c, i, j] = sum over p of gp[o, p] * xp[c, p + i*(W+2) + j]
 
 a dot product of two contiguous rows, the second shifted, which vectorises with no test
-inside. Eight output channels and the three column offsets j are summed in one pass (24
-sums, 11 loads per 24 multiply-adds; four channels, 7 loads per 12, ran resnet20's 16@32
-weight gradient 14% slower and resnet18's 64@56 9% slower on an AMD family 26, the same
-sums). On narrow outputs each sum is short and ending it
-costs about as much as the sum, so the CPU layer takes this path only where the output is
-at least ConvPolicy.shifted_rows_min_width wide (kernels/conv_plan.py; the measurements
-are in benchmarks/README.md).
+inside. Four output channels, two input channels and the three column offsets j are
+summed in one pass (_add_rows_pair: 24 sums, 10 loads per 24 multiply-adds, four rows of
+gp and two planes of x at a time, which stay in the core's first-level cache). Eight
+output channels of one input channel (_add_rows: 11 loads per 24, eight rows of gp) took
+1.15-1.25x as long, the same sums to the last bit (resnet20's 16@32 weight gradient 2.23
+against 1.90 ms, resnet18's 64@56 10.9 against 8.7, its 128@28 12.2 against 9.8; two
+threads, medians of 15, AMD family 26 with AVX-512); two output channels of four input
+channels (36 registers of 32 needed) 1.4-1.8x; four output channels of one, 7 loads per
+12, had been 1.1x. _add_rows stays for the last channel of an odd count. On narrow
+outputs each sum is short and ending it costs about as much as the sum, so the CPU layer
+takes this path only where the output is at least ConvPolicy.shifted_rows_min_width wide
+(kernels/conv_plan.py; the measurements are in benchmarks/README.md).
 
 At stride 2 (3x3, padding 1: the downsampling layers) output pixel (y, z) meets padded
 input pixel (2y + i, 2z + j). Cut the padded plane into its four phases, even and odd rows
@@ -114,31 +119,101 @@ def _add_rows(r0, r1, r2, gp, ch, i, zero, dw):
         o += 1
 
 
-@njit(cache=True)
-def _add_image(xp, gp, wp, dw):
-    """dw (OC, C, 3, 3) += the weight gradient of one padded image (see above)."""
-    n = gp.shape[1]                         # H*(W+2) entries of a row of gp
-    for ch in range(dw.shape[1]):
-        for i in range(3):
-            s = i * wp
-            _add_rows(xp[ch, s:s + n], xp[ch, s + 1:s + 1 + n], xp[ch, s + 2:s + 2 + n],
-                      gp, ch, i, xp[0, 0], dw)
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _add_rows_pair(a0, a1, a2, b0, b1, b2, gp, ch, i, zero, dw):
+    """_add_rows for the input channels ch and ch + 1 at once: dw[:, ch, i, j] += sum over
+    p of gp[:, p] * aj[p], and dw[:, ch + 1, i, j] the same of bj, for j = 0, 1, 2."""
+    oc, n = dw.shape[0], gp.shape[1]
+    o = 0
+    while o + 4 <= oc:                      # four output channels x two inputs x three j
+        q0, q1, q2, q3 = gp[o], gp[o + 1], gp[o + 2], gp[o + 3]
+        a00 = a01 = a02 = a10 = a11 = a12 = zero
+        a20 = a21 = a22 = a30 = a31 = a32 = zero
+        b00 = b01 = b02 = b10 = b11 = b12 = zero
+        b20 = b21 = b22 = b30 = b31 = b32 = zero
+        for p in range(n):
+            x0, x1, x2 = a0[p], a1[p], a2[p]
+            y0, y1, y2 = b0[p], b1[p], b2[p]
+            g0, g1, g2, g3 = q0[p], q1[p], q2[p], q3[p]
+            a00 += g0 * x0
+            a01 += g0 * x1
+            a02 += g0 * x2
+            a10 += g1 * x0
+            a11 += g1 * x1
+            a12 += g1 * x2
+            a20 += g2 * x0
+            a21 += g2 * x1
+            a22 += g2 * x2
+            a30 += g3 * x0
+            a31 += g3 * x1
+            a32 += g3 * x2
+            b00 += g0 * y0
+            b01 += g0 * y1
+            b02 += g0 * y2
+            b10 += g1 * y0
+            b11 += g1 * y1
+            b12 += g1 * y2
+            b20 += g2 * y0
+            b21 += g2 * y1
+            b22 += g2 * y2
+            b30 += g3 * y0
+            b31 += g3 * y1
+            b32 += g3 * y2
+        sums_a = ((a00, a01, a02), (a10, a11, a12), (a20, a21, a22), (a30, a31, a32))
+        sums_b = ((b00, b01, b02), (b10, b11, b12), (b20, b21, b22), (b30, b31, b32))
+        for k in range(4):
+            for j in range(3):
+                dw[o + k, ch, i, j] += sums_a[k][j]
+                dw[o + k, ch + 1, i, j] += sums_b[k][j]
+        o += 4
+    while o < oc:                           # the last OC % 4 channels, one at a time
+        q0 = gp[o]
+        a00 = a01 = a02 = b00 = b01 = b02 = zero
+        for p in range(n):
+            a00 += q0[p] * a0[p]
+            a01 += q0[p] * a1[p]
+            a02 += q0[p] * a2[p]
+            b00 += q0[p] * b0[p]
+            b01 += q0[p] * b1[p]
+            b02 += q0[p] * b2[p]
+        dw[o, ch, i, 0] += a00
+        dw[o, ch, i, 1] += a01
+        dw[o, ch, i, 2] += a02
+        dw[o, ch + 1, i, 0] += b00
+        dw[o, ch + 1, i, 1] += b01
+        dw[o, ch + 1, i, 2] += b02
+        o += 1
+
+
+@njit(cache=True, inline="always")
+def _window_row(planes, c, ch, i, n, stride, pitch):
+    """The three rows, each n long, that window row i of input channel ch reads for its
+    elements j = 0, 1, 2, from an image's planes (2-D, a plane a row): at stride 1 its
+    padded planes xp (C of them, rows `pitch` = W+2 long), plane ch from padded row i on,
+    shifted by 0, 1, 2 entries; at stride 2 its phases q (4*C of them, phase_gemm.
+    split_phases's, rows `pitch` = OW+1 long), phase row i % 2's even, odd and even one
+    entry on, i//2 rows on (see above)."""
+    if stride == 1:
+        s = i * pitch
+        return planes[ch, s:s + n], planes[ch, s + 1:s + 1 + n], planes[ch, s + 2:s + 2 + n]
+    s, even, odd = (i // 2) * pitch, 2 * (i % 2) * c + ch, (2 * (i % 2) + 1) * c + ch
+    return planes[even, s:s + n], planes[odd, s:s + n], planes[even, s + 1:s + 1 + n]
 
 
 @njit(cache=True)
-def _add_image_stride2(q, gp, owp, dw):
-    """dw (OC, C, 3, 3) += the weight gradient of one image at stride 2 (see above), from
-    q, the image's phases as phase_gemm.split_phases lays them out (q[2a + e, c] flat: padded
-    rows 2u + a, columns 2v + e at u*(OW+1) + v, then zeros): window row i reads phase
-    row i % 2, i//2 rows on; elements j = 0, 1, 2 the even phase, the odd, and the even
-    one entry on."""
-    n = gp.shape[1]                         # OH*(OW+1) entries of a row of gp
-    for ch in range(dw.shape[1]):
+def _add_image(planes, gp, stride, pitch, dw):
+    """dw (OC, C, 3, 3) += the weight gradient of one image (see above), from its planes
+    as _window_row reads them; the input channels two at a time."""
+    n, c, zero = gp.shape[1], dw.shape[1], planes[0, 0]      # a padding entry: a zero
+    for ch in range(0, c - 1, 2):
         for i in range(3):
-            s = (i // 2) * owp
-            even, odd = q[2 * (i % 2), ch].ravel(), q[2 * (i % 2) + 1, ch].ravel()
-            _add_rows(even[s:s + n], odd[s:s + n], even[s + 1:s + 1 + n], gp, ch, i,
-                      q[0, 0, 0, 0, 0], dw)
+            a0, a1, a2 = _window_row(planes, c, ch, i, n, stride, pitch)
+            b0, b1, b2 = _window_row(planes, c, ch + 1, i, n, stride, pitch)
+            _add_rows_pair(a0, a1, a2, b0, b1, b2, gp, ch, i, zero, dw)
+    if c % 2:                               # an odd count's last channel on its own
+        for i in range(3):
+            r0, r1, r2 = _window_row(planes, c, c - 1, i, n, stride, pitch)
+            _add_rows(r0, r1, r2, gp, c - 1, i, zero, dw)
 
 
 @njit(cache=True, parallel=True)
@@ -152,14 +227,15 @@ def _weight_grad_core(g, x, group, stride, dw_parts):
             gp = np.zeros((g.shape[1], h * (w + 2)), dtype=x.dtype)
             for b in range(task * group, min(n, (task + 1) * group)):
                 _pad_image(x, g, b, xp, gp)
-                _add_image(xp, gp, w + 2, dw_parts[task])
+                _add_image(xp, gp, 1, w + 2, dw_parts[task])
         else:                               # one image's phases and a zero one after
             q = np.zeros((4, c, 2, oh + 1, ow + 1), dtype=x.dtype)     # it for the shift
             gp = np.zeros((g.shape[1], 1, oh, ow + 1), dtype=x.dtype)   # rows of OW+1
             for b in range(task * group, min(n, (task + 1) * group)):
                 phase_gemm.split_phases(x, b, 1, q)
                 phase_gemm.spread_rows(g, b, 1, gp)
-                _add_image_stride2(q, gp.reshape(g.shape[1], -1), ow + 1, dw_parts[task])
+                _add_image(q.reshape(4 * c, -1), gp.reshape(g.shape[1], -1), 2, ow + 1,
+                           dw_parts[task])
 
 
 def weight_grad(g, x, tasks, stride=1):

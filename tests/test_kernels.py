@@ -623,14 +623,17 @@ def test_conv_plan_takes_phase_gemm_for_few_channel_downsampling_layers():
         assert "phase-gemm" not in (other.forward, other.grad_input, other.grad_weight)
 
 
-@pytest.mark.parametrize("oc", [1, 7, 8, 9, 17])
+@pytest.mark.parametrize("oc", [1, 4, 7, 9, 17])
+@pytest.mark.parametrize("c", [1, 2, 3, 4])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_shifted_rows_weight_gradient_matches_the_reference(oc, stride, dtype):
-    # eight output channels a pass, then one at a time: counts below, at and past eight
-    # (hypothesis's layers have at most five), odd planes, tasks that split the batch
-    rng = np.random.default_rng(oc * 10 + stride)
-    n, c, h, w = 5, 3, 7, 6
+def test_shifted_rows_weight_gradient_matches_the_reference(oc, c, stride, dtype):
+    # input channels in pairs, four output channels a pass, then one at a time, and an odd
+    # count's last input channel alone, eight output channels a pass: counts below, at and
+    # past four and eight (hypothesis's layers have at most five), odd planes, tasks that
+    # split the batch
+    rng = np.random.default_rng(oc * 100 + c * 10 + stride)
+    n, h, w = 5, 7, 6
     x = random(rng, (n, c, h, w), dtype)
     oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
     g = random(rng, (n, oc, oh, ow), dtype)
