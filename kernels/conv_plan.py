@@ -33,7 +33,7 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
                   `winograd_min_pixels_per_channel` asks (resnet18's 512-channel 7x7
                   layers: its GEMMs run over the tiles of several images); and for the
                   weight gradient of those at most `winograd_weight_grad_lanes_max_width`
-                  wide (14), whatever their channels (from `winograd_min_channels`), each
+                  wide (16), whatever their channels (from `winograd_min_channels`), each
                   task's V and dM summed into its thread's dU while in cache;
                   both layouts run their 16 GEMMs by the BLAS, or as a Numba loop (small_gemm.py)
                   where both channel counts are at most `winograd_loop_gemm_max_channels`
@@ -100,8 +100,10 @@ class ConvPolicy:
     winograd_weight_grad_min_channels: int | None = 32
     winograd_weight_grad_chunk_bytes: int = 64 * 1024 * 1024
     # outputs at most this wide: Winograd's output and input gradient in lanes
-    # (winograd_lanes.py), whatever their pixels
-    winograd_lanes_max_width: int | None = 8
+    # (winograd_lanes.py), whatever their pixels: ahead of image by image on resnet20's
+    # 32@16 and resnet18's 256@14 since the copies into lanes loop over a constant count
+    # of images, far behind at 32 (benchmarks/README.md)
+    winograd_lanes_max_width: int | None = 16
     # outputs at least this wide, of at least winograd_4x4_min_channels channels (C and
     # OC): Winograd's output and input gradient by F(4x4, 3x3) (winograd4.py), 4x fewer
     # multiplications than im2col's where F(2x2, 3x3) does 2.25x; ahead on resnet18's
@@ -110,8 +112,8 @@ class ConvPolicy:
     winograd_4x4_min_channels: int = 64
     # outputs at most this wide: the weight gradient by Winograd in lanes, a task's V and
     # dM used while in cache (winograd_min_channels and up; ahead of shifted rows, GEMMs and
-    # image-by-image Winograd up to 14 wide, behind at 16 and 28: benchmarks/README.md)
-    winograd_weight_grad_lanes_max_width: int | None = 14
+    # image-by-image Winograd up to 16 wide, behind at 28: benchmarks/README.md)
+    winograd_weight_grad_lanes_max_width: int | None = 16
     shifted_rows_min_width: int = 16                   # OW >= this, 3x3 p1
     shifted_rows_max_stride: int | None = 2            # 3x3 p1 layers of stride <= this
     pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this

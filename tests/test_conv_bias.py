@@ -23,10 +23,10 @@ POLICIES = {
     "one-gemm": conv_plan.ConvPolicy.only("one-gemm"),
 }
 # (x shape, weight shape, stride, padding): 3x3 same layers (Winograd where allowed: in
-# lanes up to 8 wide, image by image wider), a strided 3x3 (phase-gemm where allowed,
+# lanes up to 16 wide, image by image wider), a strided 3x3 (phase-gemm where allowed,
 # else per-image), a 1x1 stride-2 projection
 # (pointwise), an odd 5x3 with padding
-LAYERS = [((3, 8, 9, 7), (10, 8, 3, 3), 1, 1), ((3, 8, 10, 13), (9, 8, 3, 3), 1, 1),
+LAYERS = [((3, 8, 9, 7), (10, 8, 3, 3), 1, 1), ((3, 8, 10, 17), (9, 8, 3, 3), 1, 1),
           ((2, 5, 9, 9), (6, 5, 3, 3), 2, 1), ((4, 6, 7, 8), (9, 6, 1, 1), 2, 0),
           ((2, 3, 8, 6), (4, 3, 5, 3), 1, 2)]
 

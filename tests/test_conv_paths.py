@@ -178,18 +178,22 @@ def test_gemm_paths_match_reference(policy, case, needs):
 
 def test_few_pixel_layers_take_winograd_in_lanes_or_one_gemm():
     # resnet18's last 3x3 layer: 49 output pixels for 512 channels, fewer than Winograd's
-    # image-by-image layout asks; 7 wide, it takes Winograd in lanes for all three passes
-    # where GEMMs run in Numba's threads. 14 wide (196 pixels), it is too wide for lanes'
-    # output and input gradient and takes one GEMM for them, Winograd in lanes for its
-    # weight gradient (lanes up to 28 wide there)
+    # image-by-image layout asks; 7 wide (and 14), it takes Winograd in lanes for all three
+    # passes where GEMMs run in Numba's threads (lanes up to 16 wide). 17 wide with 600
+    # channels (289 pixels), it is too wide for lanes and has too few pixels for Winograd
+    # image by image: one GEMM for the output and the input gradient, Winograd image by
+    # image for the weight gradient
     plan = conv_plan.conv_algorithm((16, 512, 7, 7), (512, 512, 3, 3), 1, 1)
-    wider = conv_plan.conv_algorithm((16, 512, 14, 14), (512, 512, 3, 3), 1, 1)
+    fourteen = conv_plan.conv_algorithm((16, 512, 14, 14), (512, 512, 3, 3), 1, 1)
+    wider = conv_plan.conv_algorithm((16, 600, 17, 17), (600, 600, 3, 3), 1, 1)
     if conv_plan.scipy_blas() is None:
         assert (plan.forward, plan.grad_input, plan.grad_weight) == ("one-gemm",) * 3
         return
     assert (plan.forward, plan.grad_input, plan.grad_weight) == ("winograd-lanes",) * 3
+    assert (fourteen.forward, fourteen.grad_input, fourteen.grad_weight) == (
+        "winograd-lanes",) * 3
     assert (wider.forward, wider.grad_input, wider.grad_weight) == (
-        "one-gemm", "one-gemm", "winograd-lanes")
+        "one-gemm", "one-gemm", "winograd")
     no_lanes = conv_plan.ConvPolicy(winograd_lanes_max_width=None,
                                     winograd_weight_grad_lanes_max_width=None)
     plan = conv_plan.conv_algorithm((16, 512, 7, 7), (512, 512, 3, 3), 1, 1, policy=no_lanes)

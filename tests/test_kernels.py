@@ -771,8 +771,8 @@ def test_conv_plan_takes_winograd4_from_its_width_and_channels():
         return plan.forward
     assert layout(64, 64, 56) == layout(128, 128, 28) == layout(64, 128, 28) == "winograd-4x4"
     assert layout(64, 64, 27) == layout(63, 64, 56) == layout(16, 16, 32) == "winograd"
-    assert layout(256, 256, 14) == "winograd"
-    assert layout(512, 512, 7) == "winograd-lanes"
+    assert layout(32, 32, 17) == "winograd"
+    assert layout(256, 256, 14) == layout(32, 32, 16) == layout(512, 512, 7) == "winograd-lanes"
     assert layout(64, 64, 56, dataclasses.replace(policy, winograd_4x4_min_width=None)) \
         == "winograd"
     plan = conv_plan.conv_algorithm((16, 64, 56, 56), (64, 64, 3, 3), 2, 1, policy=policy)
