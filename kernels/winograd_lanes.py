@@ -179,31 +179,55 @@ def _lanes_out(y, tw, lanes, b0, m, out):
 
 
 @njit(cache=True, parallel=True)
-def forward_core(x, u, lanes, out, epilogue, loop_gemm):
+def _forward_parts(x, u, lanes, out, epilogue, loop_gemm, v, pe, po, mm, y):
     """out (N, OC, H, W) = the 3x3 stride-1 padding-1 convolution of x (N, C, H, W) with
-    U = winograd.weight_transform(w), then the epilogue (kernels/conv_bias.py), `lanes`
-    images a task. loop_gemm: the 16 GEMMs by small_gemm.py's loop instead of the BLAS."""
-    n, c, h, w = x.shape
+    U = winograd.weight_transform(w), then the epilogue (kernels/conv_bias.py): the tasks
+    of `lanes` images cut into v.shape[0] runs (at most one a task), one run a part, the
+    parts shared among the threads. v, pe, po, mm and y: each part's scratch for a task
+    (V, the phase planes, M and the output tiles), the first axis the part (forward).
+    loop_gemm: the 16 GEMMs by small_gemm.py's loop instead of the BLAS."""
+    n, h, w = x.shape[0], x.shape[2], x.shape[3]
     oc = out.shape[1]
+    tw = _tile_grid(h, w)[1]
+    tasks = (n + lanes - 1) // lanes
+    parts = v.shape[0]
+    for part in prange(parts):
+        first, stop = run_of(part, parts, tasks)
+        for task in range(first, stop):
+            b0 = task * lanes
+            m = min(lanes, n - b0)
+            _task_input_tiles(x, b0, m, lanes, v[part], pe[part], po[part])
+            for xi in range(16):                 # (OC, C) @ (C, th*tw*lanes)
+                if loop_gemm:
+                    small_gemm.matmul_into(u[xi], v[part, xi], mm[part, xi])
+                else:
+                    np.dot(u[xi], v[part, xi], mm[part, xi])
+            _output_tiles(mm[part], y[part])
+            _lanes_out(y[part], tw, lanes, b0, m, out)
+            finish(out.reshape(n, oc, -1), b0, m, epilogue)
+
+
+def forward(x, u, lanes, out, epilogue, loop_gemm, parts):
+    """out (N, OC, H, W) = the 3x3 stride-1 padding-1 convolution of x (N, C, H, W),
+    C-contiguous, with U = winograd.weight_transform(w) (16, OC, C), then the epilogue:
+    the tasks of `lanes` images in `parts` runs (_forward_parts). Each part's scratch (a
+    task's V, M, output tiles and phase planes: 16 MiB a part on resnet18's 256@14) comes
+    from kernels/buffers.py, as the weight gradient's does: made inside the threads for
+    every task instead, under glibc's default malloc, it took resnet18's 256@14 layer
+    (forward and backward) 26.4 ms against 17.1 under tinyres.runtime.tune()'s thresholds
+    (fresh processes, 2 threads, AMD family 26; measured). The caller holds SciPy's BLAS
+    to one thread (cpu.py)."""
+    n, c, h, w = x.shape
+    oc, dtype = out.shape[1], x.dtype
     th, tw = _tile_grid(h, w)
     t = th * tw * lanes
-    for task in prange((n + lanes - 1) // lanes):
-        b0 = task * lanes
-        m = min(lanes, n - b0)
-        v = np.empty((16, c, t), dtype=x.dtype)
-        pe = np.empty(_phase_shape(x, lanes), dtype=x.dtype)
-        po = np.empty(_phase_shape(x, lanes), dtype=x.dtype)
-        _task_input_tiles(x, b0, m, lanes, v, pe, po)
-        mm = np.empty((16, oc, t), dtype=x.dtype)
-        for xi in range(16):                     # (OC, C) @ (C, th*tw*lanes)
-            if loop_gemm:
-                small_gemm.matmul_into(u[xi], v[xi], mm[xi])
-            else:
-                np.dot(u[xi], v[xi], mm[xi])
-        y = np.empty((oc, 2, 2, t), dtype=x.dtype)
-        _output_tiles(mm, y)
-        _lanes_out(y, tw, lanes, b0, m, out)
-        finish(out.reshape(n, oc, -1), b0, m, epilogue)
+    parts = max(1, min(parts, -(-n // lanes)))
+    phases = (parts,) + _phase_shape(x, lanes)
+    _forward_parts(x, u, lanes, out, epilogue, loop_gemm,
+                   buffers.empty((parts, 16, c, t), dtype), buffers.empty(phases, dtype),
+                   buffers.empty(phases, dtype), buffers.empty((parts, 16, oc, t), dtype),
+                   buffers.empty((parts, oc, 2, 2, t), dtype))
+    return out
 
 
 # ---- the weight gradient: the lanes of every task side by side, 16 GEMMs over all of them

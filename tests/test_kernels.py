@@ -792,12 +792,13 @@ def test_winograd_lanes_match_the_reference(n, lanes, h, w, dtype):
     c, oc = 3, 4
     x, g = random(rng, (n, c, h, w), dtype), random(rng, (n, oc, h, w), dtype)
     w4, bias = random(rng, (oc, c, 3, 3), dtype), random(rng, (oc,), dtype)
-    out = np.full((n, oc, h, w), np.nan, dtype=dtype)
-    winograd_lanes.forward_core(x, winograd.weight_transform(w4), lanes, out,
-                                conv_bias.epilogue(dtype, bias), False)
     window = (3, 3, 1, 1, 1, 1)
     expected = reference.conv2d_forward(x, w4.reshape(oc, -1), *window)
-    assert_close(out, expected + bias[None, :, None, None])
+    for parts in (1, 2, 3, 100):                    # more parts than tasks: one a task
+        out = np.full((n, oc, h, w), np.nan, dtype=dtype)
+        winograd_lanes.forward(x, winograd.weight_transform(w4), lanes, out,
+                               conv_bias.epilogue(dtype, bias), False, parts)
+        assert_close(out, expected + bias[None, :, None, None])
     _, grad_w2 = reference.conv2d_backward(g, x, w4.reshape(oc, -1), *window)
     for parts in (1, 2, 3, 100):                    # more parts than tasks: one a task
         assert_close(winograd_lanes.weight_grad(g, x, lanes, parts),
@@ -813,7 +814,7 @@ def test_winograd_lanes_give_the_image_by_image_output_bit_for_bit(n, h, w):
     x, w4 = random(rng, (n, 16, h, w), np.float32), random(rng, (8, 16, 3, 3), np.float32)
     u, no_bias = winograd.weight_transform(w4), conv_bias.epilogue(np.float32)
     by_lanes, by_image = np.empty((n, 8, h, w), np.float32), np.empty((n, 8, h, w), np.float32)
-    winograd_lanes.forward_core(x, u, winograd_lanes.LANES, by_lanes, no_bias, True)
+    winograd_lanes.forward(x, u, winograd_lanes.LANES, by_lanes, no_bias, True, 2)
     winograd.forward_core(x, u, 1, by_image, no_bias, True)
     np.testing.assert_array_equal(by_lanes, by_image)
 
