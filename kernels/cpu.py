@@ -169,7 +169,8 @@ def _winograd_conv(x, u, layout, ep=None):
     ep = NO_EPILOGUE[x.dtype] if ep is None else ep
     loop = conv_plan.winograd_loop_gemm(u.shape[2], oc)
     if layout == "winograd-lanes":
-        winograd_lanes.forward(x, u, winograd_lanes.LANES, out, ep, loop, numba.get_num_threads())
+        winograd_lanes.forward(x, u, winograd_lanes.LANES, out, ep, loop,
+                               numba.get_num_threads())
     elif layout == "winograd-4x4":
         winograd4.forward_core(x, u, _winograd_group(x, oc, winograd4), out, ep, loop)
     else:

@@ -16,14 +16,15 @@ inside. Four output channels, two input channels and the three column offsets j 
 summed in one pass (_add_rows_pair: 24 sums, 10 loads per 24 multiply-adds, four rows of
 gp and two planes of x at a time, which stay in the core's first-level cache). Eight
 output channels of one input channel (_add_rows: 11 loads per 24, eight rows of gp) took
-1.15-1.25x as long, the same sums to the last bit (resnet20's 16@32 weight gradient 2.23
-against 1.90 ms, resnet18's 64@56 10.9 against 8.7, its 128@28 12.2 against 9.8; two
-threads, medians of 15, AMD family 26 with AVX-512); two output channels of four input
-channels (36 registers of 32 needed) 1.4-1.8x; four output channels of one, 7 loads per
-12, had been 1.1x. _add_rows stays for the last channel of an odd count. On narrow
-outputs each sum is short and ending it costs about as much as the sum, so the CPU layer
-takes this path only where the output is at least ConvPolicy.shifted_rows_min_width wide
-(kernels/conv_plan.py; the measurements are in benchmarks/README.md).
+1.15-1.25x as long, the same sums to the last bit on the resnets' layers (resnet20's
+16@32 weight gradient 2.23 against 1.90 ms, resnet18's 64@56 10.9 against 8.7, its
+128@28 12.2 against 9.8; two threads, medians of 15, AMD family 26 with AVX-512); two
+output channels of four input channels (36 registers of 32 needed) 1.4-1.8x; four output
+channels of one, 7 loads per 12, had been 1.1x. _add_rows stays for the last channel of
+an odd count. On narrow outputs each sum is short and ending it costs about as much as the
+sum, so the CPU layer takes this path only where the output is at least
+ConvPolicy.shifted_rows_min_width wide (kernels/conv_plan.py; the measurements are in
+benchmarks/README.md).
 
 At stride 2 (3x3, padding 1: the downsampling layers) output pixel (y, z) meets padded
 input pixel (2y + i, 2z + j). Cut the padded plane into its four phases, even and odd rows
