@@ -103,9 +103,9 @@ def sole_view(array):
         return True
     if type(base) is not np.ndarray or base.base is not None:
         return False
-    with _lock:
+    with _lock:                             # a cache block: the cache holds it once more
         cached = any(entry[0] is base for group in _classes.values() for entry in group)
-    return sys.getrefcount(base) <= OWNER_REFS + cached
+    return sys.getrefcount(base) <= OWNER_REFS + (1 if cached else 0)
 
 
 def empty_cache():

@@ -23,10 +23,9 @@ The batch is cut into tasks of `group` images, as in cpu.py's GEMM path, each wi
 own V and M in cache. On small planes (8x8, 7x7) this layout wastes a fifth of its GEMMs on
 spare tiles and runs short loops (on 16x16 a ninth): winograd_lanes.py lays the same
 transforms out with a task's images side by side, and conv_plan.py sends the layers up to
-16 wide there. On layers of few
-channels the 16 GEMMs run as small_gemm.py's loop, faster there than OpenBLAS's AVX2
-kernels (up to the policy's `winograd_loop_gemm_max_channels`: 32, or None where the BLAS
-runs an AVX-512 kernel).
+16 wide there. On layers of few channels the 16 GEMMs run as small_gemm.py's loop, faster
+there than OpenBLAS's AVX2 kernels (up to the policy's `winograd_loop_gemm_max_channels`:
+32, or None where the BLAS runs an AVX-512 kernel).
 Tiles of an odd-sized output run past its edge: those outputs are dropped.
 
 Layout. The tiles of an image are numbered j = ty*(tw+1) + tx: a row of tiles has one
