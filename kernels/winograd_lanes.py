@@ -38,6 +38,12 @@ from .winograd import a_adjoint, a_rows, add_gemms, run_of, weight_transform_adj
 LANES = 8
 
 
+def lanes_for(n):
+    """Images a task for a batch of n: LANES, or n where the batch is smaller (a batch of
+    one runs one lane, not eight of which seven hold zeros), at least 1."""
+    return max(1, min(LANES, n))
+
+
 @njit(cache=True)
 def _tile_grid(h, w):
     """(th, tw): the 2x2 output tiles of an h x w output, down and across."""

@@ -805,6 +805,12 @@ def test_winograd_lanes_match_the_reference(n, lanes, h, w, dtype):
                      grad_w2.reshape(oc, c, 3, 3))
 
 
+@pytest.mark.parametrize("n, lanes", [(0, 1), (1, 1), (5, 5), (8, 8), (9, 8), (128, 8)])
+def test_winograd_lanes_a_task_are_never_more_than_the_batch(n, lanes):
+    # a batch under LANES runs as many lanes as images: no GEMM columns of idle lanes
+    assert winograd_lanes.lanes_for(n) == lanes
+
+
 @pytest.mark.parametrize("n, h, w", [(9, 8, 8), (4, 7, 5), (16, 3, 3)])
 def test_winograd_lanes_give_the_image_by_image_output_bit_for_bit(n, h, w):
     # the same transforms in the same order, only laid out otherwise: with the GEMMs as
