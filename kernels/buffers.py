@@ -23,6 +23,7 @@ gives back every free block.
 `enable(False)` makes `empty` plain np.empty (for comparisons); `stats()` says what the
 cache holds.
 """
+import math
 import sys
 import threading
 
@@ -56,7 +57,7 @@ def empty(shape, dtype):
     """np.empty(shape, dtype), from a cached block where the array is large."""
     dtype = np.dtype(dtype)
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    nbytes = dtype.itemsize * math.prod(int(d) for d in shape)   # (np.prod: 2 us a call)
     if nbytes < MIN_BYTES or not _enabled[0]:
         return np.empty(shape, dtype)
     size = size_class(nbytes)

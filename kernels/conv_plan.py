@@ -163,7 +163,16 @@ _current = threading.local()
 
 def current_policy():
     """The policy in force for this thread (ConvPolicy() unless conv_policy() changed it)."""
-    return getattr(_current, "policy", None) or ConvPolicy()
+    return getattr(_current, "policy", None) or _default_policy(
+        default_loop_gemm_max_channels(), default_phase_gemm_max_channels())
+
+
+@functools.lru_cache(maxsize=None)
+def _default_policy(loop_gemm_max_channels, phase_gemm_max_channels):
+    """ConvPolicy() under these defaults (the kernel SciPy's BLAS runs), made once: a
+    training step asks for the policy a few hundred times, and making it costs microseconds."""
+    return ConvPolicy(winograd_loop_gemm_max_channels=loop_gemm_max_channels,
+                      phase_gemm_max_channels=phase_gemm_max_channels)
 
 
 @contextlib.contextmanager

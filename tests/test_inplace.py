@@ -479,3 +479,21 @@ def test_clone_owns_its_memory_and_passes_the_gradient_as_torch():
         np.testing.assert_array_equal(values(y), [2.0, 4.0])
         np.testing.assert_array_equal(values(x.grad), [2 * (3.0 + 2.0), 2 * (5.0 + 4.0)])
         assert y.grad_fn is not None and x.grad_fn is None
+
+
+def test_the_version_error_names_the_saved_tensor_and_who_saved_it():
+    x = tinyres.tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    y = x * 1.5
+    z = y * y                              # Mul saves y, its input 0
+    y.add_(1.0)
+    with pytest.raises(RuntimeError, match=r"\[float32 tensor of shape \[2, 3\], saved by Mul "
+                                           r"as its input 0\] is at version 1; expected "
+                                           r"version 0 instead"):
+        z.sum().backward()
+    x = tinyres.tensor(-np.ones(4), requires_grad=True)
+    z = (x * 1.5).relu_()                  # ReLU's output, written into y's memory
+    z.add_(1.0)
+    with pytest.raises(RuntimeError, match=r"\[float64 tensor of shape \[4\], written in "
+                                           r"place by ReLU\] is at version 2; expected "
+                                           r"version 1 instead"):
+        z.sum().backward()

@@ -226,7 +226,8 @@ class Context:
         self.function = function
         self.inputs = inputs          # the input Tensors, in order (constants are None)
         self.saved = ()
-        self.saved_versions = ()      # (index in saved, its counter, the value it must keep)
+        # (index in saved, its counter, the value it must keep, (dtype, shape, how saved))
+        self.saved_versions = ()
         self.freed = False            # True once backward ran without retain_graph
         self.needs_input_grad = tuple(t is not None and t.requires_grad for t in inputs)
 
@@ -261,14 +262,15 @@ class Context:
                             "backward. To work around you can make a clone to get a normal "
                             "tensor and use it in autograd.")
                     checks.append((k, t._version_counter, t._version_counter.value,
-                                   f"{t.dtype} tensor of shape {list(t.shape)}, saved by "
-                                   f"{self.function.__name__} as its {role}"))
+                                   (t.array.dtype, t.array.shape,
+                                    f"saved by {self.function.__name__} as its {role}")))
                     break
         self.saved_versions = tuple(checks)
 
     def check_versions(self):
-        for _, counter, expected, what in self.saved_versions:
-            if counter.value != expected:
+        for _, counter, expected, (dtype, shape, how) in self.saved_versions:
+            if counter.value != expected:    # the message made here only: str(dtype) is slow
+                what = f"{dtype} tensor of shape {list(shape)}, {how}"
                 raise RuntimeError(
                     "one of the variables needed for gradient computation has been modified "
                     f"by an inplace operation: [{what}] is at version {counter.value}; "

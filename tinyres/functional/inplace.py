@@ -137,8 +137,8 @@ def _save_output_in_place(ctx, result, t):
     ctx.saved = tuple(t.array if k in moved else a for k, a in enumerate(ctx.saved))
     checks = [c for c in ctx.saved_versions if c[0] not in moved]
     checks += [(k, t._version_counter, t._version_counter.value,
-                f"{t.dtype} tensor of shape {list(t.shape)}, written in place by "
-                f"{ctx.function.__name__}") for k in sorted(moved)]
+                (t.array.dtype, t.array.shape, f"written in place by {ctx.function.__name__}"))
+               for k in sorted(moved)]
     ctx.saved_versions = tuple(checks)
 
 
