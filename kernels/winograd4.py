@@ -33,7 +33,7 @@ from numba import njit, prange
 
 from . import small_gemm
 from .conv_bias import finish
-from .winograd import column, rows_from_scratch, transformed
+from .winograd import transformed
 
 ENTRIES = 36                     # entries of a transformed tile: GEMMs per layer
 
@@ -63,28 +63,41 @@ def _g_rows(entries):
             a + twelfth * w1, a - twelfth * w1, w2)
 
 
+@njit(cache=True, inline="always")
+def _g_into(w0, w1, w2, o):
+    """o[0..5] = _g_rows((w0, w1, w2)) entry by entry along the rows (o: six rows), in
+    float64, each result rounded once to o's dtype: one vectorised loop, as
+    winograd._g_into."""
+    for q in range(o.shape[1]):
+        g = _g_rows((np.float64(w0[q]), np.float64(w1[q]), np.float64(w2[q])))
+        for a in range(6):
+            o[a, q] = g[a]
+
+
 @njit(cache=True, parallel=True)
 def _weight_transform(w4, flip, u):
-    """u (36, OC, C) = G w G^T of every (oc, c) of w4, computed in float64, through a
-    scratch row as winograd._weight_transform (flip: of the rotated weight with its
-    channels swapped, (36, C, OC), read from w4 in place). The same loop with six rows
-    for four: one function for both, given G's rows as a function argument, ran slower
-    and was compiled again in every process (Numba cached none of it)."""
+    """u (36, OC, C) = G w G^T of every (oc, c) of w4, computed in float64 (flip: of the
+    rotated weight with its channels swapped, (36, C, OC), read from w4 in place), as
+    winograd._weight_transform lays the work out: a row of U a thread, its taps copied
+    into rows, then _g_into down the columns of w and along the rows of G w, over all
+    columns of U at once, the last step writing U's rows straight."""
     oc, c = w4.shape[0], w4.shape[1]
     rows, columns = (c, oc) if flip else (oc, c)
-    first, step = (2, -1) if flip else (0, 1)
+    first, step = (2, -1) if flip else (0, 1)     # w[i, j] is w4[., ., first + step*i, ...]
     for r in prange(rows):
-        scratch = np.empty((columns, 36), dtype=w4.dtype)
+        taps = np.empty((9, columns), dtype=np.float64)
         for q in range(columns):
-            w = w4[q, r] if flip else w4[r, q]
-            g0 = _g_rows(column(w, 0, first, step))     # the columns of G w
-            g1 = _g_rows(column(w, 1, first, step))
-            g2 = _g_rows(column(w, 2, first, step))
-            for a in range(6):
-                t = _g_rows((g0[a], g1[a], g2[a]))    # row a of G w G^T
-                for b in range(6):
-                    scratch[q, 6 * a + b] = t[b]
-        rows_from_scratch(scratch, u, r)
+            for i in range(3):
+                for j in range(3):
+                    if flip:
+                        taps[3 * i + j, q] = w4[q, r, first + step * i, first + step * j]
+                    else:
+                        taps[3 * i + j, q] = w4[r, q, i, j]
+        gw = np.empty((18, columns), dtype=np.float64)   # gw[6j + a] = (G w)[a, j]
+        for j in range(3):                               # down the columns of w
+            _g_into(taps[j], taps[3 + j], taps[6 + j], gw[6 * j:6 * j + 6])
+        for a in range(6):                               # along the rows of G w
+            _g_into(gw[a], gw[6 + a], gw[12 + a], u[6 * a:6 * a + 6, r])
 
 
 def weight_transform(w4):

@@ -554,13 +554,19 @@ def test_winograd_runs_its_gemms_as_a_loop_up_to_the_policys_channels():
         assert any("by the BLAS" in r for r in plan.reasons)
 
 
+# channel counts below, at and past a vector's width: the transforms run over all of a
+# row's channels in one loop, its vector body and its remainder
+TRANSFORM_SHAPES = pytest.mark.parametrize("oc, c", [(3, 5), (40, 37), (16, 64)])
+
+
+@TRANSFORM_SHAPES
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_winograd_weight_transform_is_g_w_gt(dtype):
+def test_winograd_weight_transform_is_g_w_gt(dtype, oc, c):
     rng = np.random.default_rng(0)
-    w4 = random(rng, (3, 5, 3, 3), dtype)
+    w4 = random(rng, (oc, c, 3, 3), dtype)
     expected = np.einsum("ai,ocij,bj->aboc", winograd.G, w4.astype(np.float64), winograd.G)
     got = winograd.weight_transform(w4)
-    assert_close(got, expected.reshape(16, 3, 5).astype(dtype))
+    assert_close(got, expected.reshape(16, oc, c).astype(dtype))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -643,7 +649,7 @@ def test_shifted_rows_weight_gradient_matches_the_reference(oc, c, stride, dtype
         assert_close(weight_grad.weight_grad(g, x, tasks, stride).reshape(oc, -1), expected)
 
 
-@pytest.mark.parametrize("oc, c", [(3, 5), (1, 1), (40, 7)])
+@pytest.mark.parametrize("oc, c", [(3, 5), (1, 1), (40, 7), (9, 40)])
 def test_winograd_weight_transform_adjoint_is_its_gradient(oc, c):
     # <G w G^T, dU> = <w, G^T dU G> for every w and dU: the weight gradient's last step is
     # the exact adjoint of the transform the forward runs (float64, to rounding)
@@ -674,16 +680,17 @@ def test_winograd_weight_transform_adjoint_of_parts_is_that_of_their_sum(parts):
 
 # ---- F(4x4, 3x3) (winograd4.py)
 
+@TRANSFORM_SHAPES
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_winograd4_weight_transform_is_g_w_gt(dtype):
+def test_winograd4_weight_transform_is_g_w_gt(dtype, oc, c):
     rng = np.random.default_rng(0)
-    w4 = random(rng, (3, 5, 3, 3), dtype)
+    w4 = random(rng, (oc, c, 3, 3), dtype)
     expected = np.einsum("ai,ocij,bj->aboc", winograd4.G, w4.astype(np.float64), winograd4.G)
-    assert_close(winograd4.weight_transform(w4), expected.reshape(36, 3, 5).astype(dtype))
+    assert_close(winograd4.weight_transform(w4), expected.reshape(36, oc, c).astype(dtype))
     flipped = winograd.flipped(w4)                  # the input gradient's, read in place
     np.testing.assert_array_equal(winograd4.flipped_weight_transform(w4),
                                   winograd4.weight_transform(flipped))
-    strided = random(rng, (3, 10, 3, 3), dtype)[:, ::2]
+    strided = random(rng, (oc, 2 * c, 3, 3), dtype)[:, ::2]
     np.testing.assert_array_equal(winograd4.flipped_weight_transform(strided),
                                   winograd4.weight_transform(winograd.flipped(strided)))
 
