@@ -206,16 +206,18 @@ def _winograd_group(x, oc, scheme=winograd):
                       x.shape[0] // numba.get_num_threads()))
 
 
-def _group(n, pixels):
-    """Images per GEMM: enough for the policy's gemm_min_columns, and a task for every thread."""
-    min_columns = conv_plan.current_policy().gemm_min_columns
+def _group(n, pixels, min_columns=None):
+    """Images per GEMM: enough for min_columns columns (the policy's gemm_min_columns
+    where None), and a task for every thread."""
+    if min_columns is None:
+        min_columns = conv_plan.current_policy().gemm_min_columns
     return max(1, min(-(-min_columns // pixels), n // numba.get_num_threads()))
 
 
-def _even_group(n, pixels):
+def _even_group(n, pixels, min_columns=None):
     """_group's images per GEMM, evened out so that every thread gets as many tasks."""
     threads = numba.get_num_threads()
-    tasks = threads * max(1, n // (threads * _group(n, pixels)))
+    tasks = threads * max(1, n // (threads * _group(n, pixels, min_columns)))
     return max(1, -(-n // tasks))
 
 
@@ -307,7 +309,8 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
 def _per_image_backward(g, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, need_x, need_w):
     """The GEMM path of conv2d_backward (ungrouped) for g and x C-contiguous."""
     n, oc, oh, ow = g.shape
-    group = _even_group(n, oh * ow)
+    group = _even_group(n, oh * ow, None if need_x else
+                        conv_plan.current_policy().per_image_weight_grad_min_columns)
     dx = buffers.empty(x.shape if need_x else (0, 0, 0, 0), dtype=x.dtype)
     dw_parts = buffers.empty((-(-n // group),) + w2.shape[::-1], dtype=x.dtype)
     _conv2d_backward_core(g.reshape(n, oc, oh * ow), x, np.ascontiguousarray(w2),

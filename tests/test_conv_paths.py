@@ -176,6 +176,18 @@ def test_gemm_paths_match_reference(policy, case, needs):
         check_against_reference(x, w2, window, g, needs)
 
 
+@THREADED
+@path_settings
+@given(gemm_cases(), st.integers(1, 300))
+def test_per_image_weight_gradient_alone_matches_reference(case, min_columns):
+    # with no input gradient asked for, the weight gradient's tasks take
+    # per_image_weight_grad_min_columns columns: any number of images a task
+    x, w2, window, g = case
+    with conv_plan.conv_policy(conv_plan.ConvPolicy.only("per-image"),
+                               per_image_weight_grad_min_columns=min_columns):
+        check_against_reference(x, w2, window, g, (False, True))
+
+
 def test_few_pixel_layers_take_winograd_in_lanes_or_one_gemm():
     # resnet18's last 3x3 layer: 49 output pixels for 512 channels, fewer than Winograd's
     # image-by-image layout asks; 7 wide (and 14), it takes Winograd in lanes for all three
