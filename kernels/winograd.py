@@ -44,6 +44,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import buffers, small_gemm
+from .prefetch import ahead
 from .conv_bias import finish
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -443,6 +444,8 @@ def forward_core(x, u, group, out, epilogue, loop_gemm):
         mm = np.empty((16, oc, m * t), dtype=x.dtype)
         _input_tiles(x, b0, v)
         for xi in range(16):                 # (OC, C) @ (C, m*T)
+            ahead(x, b0 + m, group, xi, 16, False)   # the next task's input and this
+            ahead(out, b0, m, xi, 16, True)          # task's output, a 16th a GEMM
             if loop_gemm:
                 small_gemm.matmul_into(u[xi], v[xi], mm[xi])
             else:

@@ -7,13 +7,14 @@ something. To test another backend, add (name, module) to BACKENDS.
 """
 import dataclasses
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tinyres.kernels import (checks, conv_bias, conv_plan, cpu, phase_gemm, reference,
-                             small_gemm, unfold, weight_grad, winograd, winograd4,
+from tinyres.kernels import (checks, conv_bias, conv_plan, cpu, phase_gemm, prefetch,
+                             reference, small_gemm, unfold, weight_grad, winograd, winograd4,
                              winograd_lanes)
 
 BACKENDS = [("cpu", cpu)]
@@ -1454,3 +1455,29 @@ def test_bad_input_is_rejected_with_a_clear_message(kernels, name, call, error, 
     with pytest.raises(error, match=name) as caught:
         call(kernels)
     assert caught.match(detail)
+
+
+# ---- prefetch hints (prefetch.py)
+
+@pytest.mark.parametrize("n, image, b0, m, parts", [(5, 7, 0, 2, 16), (5, 7, 4, 3, 16),
+                                                    (5, 7, 5, 1, 4), (1, 3, 0, 1, 36),
+                                                    (128, 16384, 126, 1, 16)])
+def test_prefetch_runs_cover_the_images_asked_for_once(n, image, b0, m, parts):
+    # the runs of every part, in order, are exactly the memory of images b0 .. b0+m-1 that
+    # exist: nothing past the last image, nothing twice
+    runs = [prefetch.run_bounds(n, image, b0, m, part, parts) for part in range(parts)]
+    covered = [k for first, stop in runs for k in range(first, stop)]
+    assert covered == list(range(b0 * image, min(n, b0 + m) * image))
+
+
+def test_prefetch_hints_change_nothing():
+    a = np.arange(3 * 5 * 7, dtype=np.float32).reshape(3, 5, 7)
+    before = a.copy()
+
+    @numba.njit
+    def hint_all(a):
+        for part in range(4):
+            prefetch.ahead(a, 1, 5, part, 4, False)    # images 1..2 (3..5 do not exist)
+            prefetch.ahead(a, 0, 3, part, 4, True)
+    hint_all(a)
+    np.testing.assert_array_equal(a, before)
