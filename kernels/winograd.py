@@ -81,6 +81,24 @@ def _g_into(w0, w1, w2, o0, o1, o2, o3):
                                               np.float64(w2[q])))
 
 
+@njit(cache=True, inline="always")
+def taps_of_row(w4, flip, r):
+    """The nine taps of every column q of row r of the transformed weight, as rows in
+    float64: taps[3i + j, q] = w[i, j], w = w4[r, q] or, flip, w4[q, r] rotated 180."""
+    oc, c = w4.shape[0], w4.shape[1]
+    columns = oc if flip else c
+    first, step = (2, -1) if flip else (0, 1)     # w[i, j] is w4[., ., first + step*i, ...]
+    taps = np.empty((9, columns), dtype=np.float64)
+    for q in range(columns):
+        for i in range(3):
+            for j in range(3):
+                if flip:
+                    taps[3 * i + j, q] = w4[q, r, first + step * i, first + step * j]
+                else:
+                    taps[3 * i + j, q] = w4[r, q, i, j]
+    return taps
+
+
 @njit(cache=True, parallel=True)
 def _weight_transform(w4, flip, u):
     """u = G w G^T for every (oc, c) of w4 (OC, C, 3, 3), in w4's dtype (computed in
@@ -95,16 +113,8 @@ def _weight_transform(w4, flip, u):
     26)."""
     oc, c = w4.shape[0], w4.shape[1]
     rows, columns = (c, oc) if flip else (oc, c)
-    first, step = (2, -1) if flip else (0, 1)     # w[i, j] is w4[., ., first + step*i, ...]
     for r in prange(rows):
-        taps = np.empty((9, columns), dtype=np.float64)
-        for q in range(columns):
-            for i in range(3):
-                for j in range(3):
-                    if flip:
-                        taps[3 * i + j, q] = w4[q, r, first + step * i, first + step * j]
-                    else:
-                        taps[3 * i + j, q] = w4[r, q, i, j]
+        taps = taps_of_row(w4, flip, r)
         gw = np.empty((12, columns), dtype=np.float64)   # gw[4j + a] = (G w)[a, j]
         for j in range(3):                               # down the columns of w
             _g_into(taps[j], taps[3 + j], taps[6 + j], gw[4 * j], gw[4 * j + 1],

@@ -33,7 +33,7 @@ from numba import njit, prange
 
 from . import small_gemm
 from .conv_bias import finish
-from .winograd import transformed
+from .winograd import taps_of_row, transformed
 
 ENTRIES = 36                     # entries of a transformed tile: GEMMs per layer
 
@@ -83,16 +83,8 @@ def _weight_transform(w4, flip, u):
     columns of U at once, the last step writing U's rows straight."""
     oc, c = w4.shape[0], w4.shape[1]
     rows, columns = (c, oc) if flip else (oc, c)
-    first, step = (2, -1) if flip else (0, 1)     # w[i, j] is w4[., ., first + step*i, ...]
     for r in prange(rows):
-        taps = np.empty((9, columns), dtype=np.float64)
-        for q in range(columns):
-            for i in range(3):
-                for j in range(3):
-                    if flip:
-                        taps[3 * i + j, q] = w4[q, r, first + step * i, first + step * j]
-                    else:
-                        taps[3 * i + j, q] = w4[r, q, i, j]
+        taps = taps_of_row(w4, flip, r)
         gw = np.empty((18, columns), dtype=np.float64)   # gw[6j + a] = (G w)[a, j]
         for j in range(3):                               # down the columns of w
             _g_into(taps[j], taps[3 + j], taps[6 + j], gw[6 * j:6 * j + 6])
