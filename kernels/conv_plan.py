@@ -84,8 +84,9 @@ class ConvPolicy:
     # the same for the weight gradient when per-image GEMMs compute it alone (the input's
     # gradient by another path, or not asked for), where the images' columns are the
     # GEMM's inner dimension: resnet20's s2 32->64 weight gradient 1.38-1.40 ms at 256,
-    # 1.30 at 1024 (16 images a task); the layer 0.96 of its time under the tuned malloc
-    # thresholds, level under glibc's defaults; resnet18's stem level (benchmarks/README.md)
+    # 1.30 at 1024 (16 images a task; AMD family 26, OpenBLAS's SkylakeX kernel); the
+    # layer 0.96 of its time under the tuned malloc thresholds, level under glibc's
+    # defaults; resnet18's stem level (benchmarks/README.md)
     per_image_weight_grad_min_columns: int = 1024
     winograd_min_pixels_per_channel: float = 0.5       # OH*OW >= this * OC, 3x3 s1 p1
     winograd_min_channels: int = 8                     # C and OC both at least this

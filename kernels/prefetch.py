@@ -14,7 +14,8 @@ its output transform, bursts that left the 16 GEMMs between them with nothing to
 (resnet20's 16@32 forward took 1.45 ms with its input and output in cache, 1.90-1.98
 with neither, as in a training step). Spread over the GEMMs, a sixteenth before each, the
 next task's input and this task's output are on their way while the GEMMs run: 1.75-1.80
-ms there, 1.46-1.48 with both in cache (one process, two threads, AMD family 26).
+ms there, 1.46-1.48 with both in cache (one process, two threads, AMD family 26 model 2,
+OpenBLAS's SkylakeX kernel).
 """
 from llvmlite import ir
 from numba import njit, types
