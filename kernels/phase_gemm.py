@@ -32,53 +32,17 @@ an inner dimension of C instead of one of 9C. The weight gradient stays with the
 rows (weight_grad.py) and the per-image GEMMs.
 
 The GEMMs are the BLAS's sgemm/dgemm called with their leading dimensions and beta, from
-inside Numba's threads: SciPy's BLAS (scipy.linalg.cython_blas, the library np.dot in
-Numba calls), passed to the cores as a ctypes function (`gemm_function`), which lets
-Numba keep them in its on-disk cache. The caller holds that BLAS to one thread (cpu.py).
+inside Numba's threads (kernels/blas.py: SciPy's BLAS, the library np.dot in Numba calls,
+passed to the cores as a ctypes function). The caller holds that BLAS to one thread
+(cpu.py).
 """
-import ctypes
-import functools
-
 import numpy as np
 from numba import njit, prange
 
-from . import buffers
+from . import blas, buffers
 from .conv_bias import finish
 
 SHIFTS = tuple(((i % 2) * 2 + j % 2, i // 2, j // 2) for i in range(3) for j in range(3))
-
-
-@functools.lru_cache(maxsize=None)
-def gemm_function(dtype):
-    """SciPy's BLAS sgemm (float32) or dgemm (float64), as a ctypes function of 13
-    pointers (Fortran's convention: every argument by reference), or None where SciPy is
-    missing."""
-    try:
-        from numba.extending import get_cython_function_address
-        address = get_cython_function_address("scipy.linalg.cython_blas",
-                                              "sgemm" if np.dtype(dtype) == np.float32
-                                              else "dgemm")
-    except (ImportError, ValueError):
-        return None
-    return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 13)(address)
-
-
-@njit(cache=True)
-def gemm(fn, transpose_a, m, n, k, a, lda, b, b_start, ldb, beta, c, c_start, ldc):
-    """C (m, n) = op(A) @ B + beta * C, row-major, by the BLAS function fn: A is a (m, k)
-    with rows lda apart, or with transpose_a its transpose, a (k, m); B is b (flat) from
-    b_start, k rows ldb apart; C is c (flat) from c_start, m rows ldc apart. As
-    column-major Fortran sees them, C^T = B^T @ op(A)^T."""
-    ints = np.empty(6, dtype=np.int32)
-    ints[0], ints[1], ints[2], ints[3], ints[4], ints[5] = n, m, k, ldb, lda, ldc
-    scalars = np.empty(2, dtype=c.dtype)
-    scalars[0], scalars[1] = 1, beta
-    codes = np.empty(2, dtype=np.uint8)
-    codes[0], codes[1] = ord("N"), ord("T") if transpose_a else ord("N")
-    fn(codes[0:].ctypes.data, codes[1:].ctypes.data, ints[0:].ctypes.data,
-       ints[1:].ctypes.data, ints[2:].ctypes.data, scalars[0:].ctypes.data,
-       b[b_start:].ctypes.data, ints[3:].ctypes.data, a.ctypes.data, ints[4:].ctypes.data,
-       scalars[1:].ctypes.data, c[c_start:].ctypes.data, ints[5:].ctypes.data)
 
 
 @njit(cache=True)
@@ -146,9 +110,9 @@ def forward_core(fn, x, w9, group, out, epilogue):
         acc = np.empty((oc, m, oh + 1, pitch), dtype=x.dtype)
         for e in range(9):                       # (OC, C) @ phase, shifted
             phase, di, dj = SHIFTS[e]
-            gemm(fn, False, oc, m * plane, c, w9[e], c, q[phase].ravel(),
-                 di * pitch + dj, (m + 1) * plane, 0 if e == 0 else 1, acc.ravel(), 0,
-                 m * plane)
+            blas.gemm(fn, False, False, oc, m * plane, c, w9[e], c, q[phase].ravel(),
+                      di * pitch + dj, (m + 1) * plane, 0 if e == 0 else 1, acc.ravel(), 0,
+                      m * plane)
         for i in range(m):                       # the spare row and column dropped
             for o in range(oc):
                 for y in range(oh):
@@ -172,8 +136,8 @@ def grad_input_core(fn, g, w9, group, dx):
         dq = np.zeros((4, c, m + 1, oh + 1, pitch), dtype=g.dtype)
         for e in range(9):                       # W_ij^T (C, OC) @ dY into shifted phases
             phase, di, dj = SHIFTS[e]
-            gemm(fn, True, c, m * plane, oc, w9[e], c, gp.ravel(), 0, m * plane, 1,
-                 dq[phase].ravel(), di * pitch + dj, (m + 1) * plane)
+            blas.gemm(fn, True, False, c, m * plane, oc, w9[e], c, gp.ravel(), 0,
+                      m * plane, 1, dq[phase].ravel(), di * pitch + dj, (m + 1) * plane)
         _weave(dq, b0, m, dx)
 
 
@@ -188,7 +152,7 @@ def forward(x, w2, group, epilogue):
     n, _, h, w = x.shape
     oc = w2.shape[0]
     out = buffers.empty((n, oc, (h + 1) // 2, (w + 1) // 2), x.dtype)
-    forward_core(gemm_function(x.dtype.str), x, weights(w2, oc), group, out, epilogue)
+    forward_core(blas.function(x.dtype.str), x, weights(w2, oc), group, out, epilogue)
     return out
 
 
@@ -196,5 +160,5 @@ def grad_input(g, w2, x_shape, group):
     """The input gradient (N, C, H, W) of forward, given its output gradient g
     (C-contiguous)."""
     dx = buffers.empty(x_shape, g.dtype)
-    grad_input_core(gemm_function(g.dtype.str), g, weights(w2, w2.shape[0]), group, dx)
+    grad_input_core(blas.function(g.dtype.str), g, weights(w2, w2.shape[0]), group, dx)
     return dx

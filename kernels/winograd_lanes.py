@@ -28,7 +28,7 @@ zero in every buffer, so they add nothing to the weight gradient and are never w
 import numpy as np
 from numba import njit, prange
 
-from . import buffers, small_gemm
+from . import blas, buffers, small_gemm
 from .conv_bias import finish
 from .winograd import a_adjoint, a_rows, add_gemms, run_of, weight_transform_adjoint
 
@@ -266,13 +266,14 @@ def _output_tiles_adjoint(dy, gm):
 
 
 @njit(cache=True, parallel=True)
-def _weight_grad_parts(g, x, lanes, gu_parts, v, gm, dy, product, pe, po):
+def _weight_grad_parts(fn, g, x, lanes, gu_parts, v, gm, dy, pe, po):
     """gu_parts[p] (16, OC, C) = sum over the tasks of part p of dM[xi] @ V[xi]^T: the
     tasks of `lanes` images cut into gu_parts.shape[0] runs (at most one a task), one run
     a part, the parts shared among the threads. A task's V and dM (16 x (C + OC) x T,
     T = th*tw*lanes) are made and used at once, in cache; a run's first task writes its
-    16 GEMMs into the part, the others add theirs on through product (OC, C). v, gm, dy,
-    product, pe and po: each part's scratch, the first axis the part (weight_grad)."""
+    16 GEMMs into the part, the others add theirs on (winograd.add_gemms, fn the BLAS's
+    GEMM). v, gm, dy, pe and po: each part's scratch, the first axis the part
+    (weight_grad)."""
     n = x.shape[0]
     tw = _tile_grid(x.shape[2], x.shape[3])[1]
     tasks = (n + lanes - 1) // lanes
@@ -286,7 +287,7 @@ def _weight_grad_parts(g, x, lanes, gu_parts, v, gm, dy, product, pe, po):
             dy[part][...] = 0                    # what _grad_lanes_in leaves stays zero
             _grad_lanes_in(g, b0, m, tw, lanes, dy[part])
             _output_tiles_adjoint(dy[part], gm[part])
-            add_gemms(gm[part], v[part], task == first, gu_parts[part], product[part])
+            add_gemms(fn, gm[part], v[part], task == first, gu_parts[part])
 
 
 def weight_grad(g, x, lanes, parts):
@@ -316,9 +317,9 @@ def weight_grad(g, x, lanes, parts):
         gu_parts[...] = 0
         return weight_transform_adjoint(gu_parts)
     phases = (parts,) + _phase_shape(x, lanes)
-    _weight_grad_parts(g, x, lanes, gu_parts, buffers.empty((parts, 16, c, t), dtype),
+    _weight_grad_parts(blas.function(dtype.str), g, x, lanes, gu_parts,
+                       buffers.empty((parts, 16, c, t), dtype),
                        buffers.empty((parts, 16, oc, t), dtype),
-                       buffers.empty((parts, oc, 2, 2, t), dtype),
-                       buffers.empty((parts, oc, c), dtype), buffers.empty(phases, dtype),
+                       buffers.empty((parts, oc, 2, 2, t), dtype), buffers.empty(phases, dtype),
                        buffers.empty(phases, dtype))
     return weight_transform_adjoint(gu_parts)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tinyres.kernels import (checks, conv_bias, conv_plan, cpu, phase_gemm, prefetch,
+from tinyres.kernels import (blas, checks, conv_bias, conv_plan, cpu, phase_gemm, prefetch,
                              reference, small_gemm, unfold, weight_grad, winograd, winograd4,
                              winograd_lanes)
 
@@ -608,6 +608,35 @@ def test_phase_gemm_matches_the_reference(n, c, h, w, oc, group, dtype):
         g = random(rng, expected.shape, dtype)
         dx, _ = reference.conv2d_backward(g, x, w2, *window)
         assert_close(phase_gemm.grad_input(g, w2, x.shape, group), dx)
+
+
+@PER_IMAGE_USABLE
+@pytest.mark.parametrize("transpose_a, transpose_b", [(False, False), (True, False),
+                                                      (False, True), (True, True)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blas_gemm_transposes_offsets_and_beta(transpose_a, transpose_b, dtype):
+    # C = op(A) @ op(B) + beta*C for each transpose, B read from an offset with rows ldb
+    # apart (a view, as phase_gemm's shifts), C written from an offset with rows ldc apart,
+    # beta 0 (C only written: NaN there does not leak) and 1 (added onto what C held)
+    rng = np.random.default_rng(7)
+    m, n, k = 5, 3, 4
+    a = random(rng, (k, m) if transpose_a else (m, k), dtype)
+    b_rows, b_cols = (n, k) if transpose_b else (k, n)
+    b_flat = random(rng, (3 + b_rows * (b_cols + 2),), dtype)          # rows b_cols + 2 apart
+    b = np.lib.stride_tricks.as_strided(b_flat[3:], (b_rows, b_cols),
+                                        ((b_cols + 2) * b_flat.itemsize, b_flat.itemsize))
+    product = (a.T if transpose_a else a) @ (b.T if transpose_b else b)
+    fn = blas.function(np.dtype(dtype).str)
+    for beta in (0, 1):
+        c_flat = np.full(2 + m * (n + 1), np.nan if beta == 0 else 0.5, dtype=dtype)
+        held = c_flat.copy()
+        with cpu._one_blas_thread():
+            blas.gemm(fn, transpose_a, transpose_b, m, n, k, np.ascontiguousarray(a),
+                      a.shape[1], b_flat, 3, b_cols + 2, beta, c_flat, 2, n + 1)
+        c = c_flat[2:].reshape(m, n + 1)
+        assert_close(c[:, :n], product + (0.5 if beta else 0))
+        np.testing.assert_array_equal(c[:, n], held[2:].reshape(m, n + 1)[:, n])  # untouched
+        np.testing.assert_array_equal(c_flat[:2], held[:2])
 
 
 def test_conv_plan_takes_phase_gemm_for_few_channel_downsampling_layers():
