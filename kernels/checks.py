@@ -199,10 +199,13 @@ def relu_forward_args(x, out):
         check_like("relu_forward", out, "out", x.shape, x, "x")
 
 
-def add_scaled_args(a, b):
-    """Check add_scaled's arguments: a and b float arrays of one shape and dtype."""
+def add_scaled_args(a, b, out=None):
+    """Check add_scaled's arguments: a and b float arrays of one shape and dtype; out,
+    where given, of that shape and dtype too."""
     check_float("add_scaled", a, "a")
     check_like("add_scaled", b, "b", a.shape, a, "a")
+    if out is not None:
+        check_like("add_scaled", out, "out", a.shape, a, "a")
 
 
 def relu_backward_args(grad_out, x):

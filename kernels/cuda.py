@@ -647,11 +647,12 @@ def channel_affine(x, scale, shift):
     return y
 
 
-def add_scaled(a, b, scale=1.0):
+def add_scaled(a, b, scale=1.0, out=None):
     """See reference.add_scaled: the same steps, each its own elementwise kernel of the
-    array library (so no multiply-add is fused)."""
-    checks.add_scaled_args(a, b)
-    return a + b if scale == 1.0 else a + a.dtype.type(scale) * b
+    array library (so no multiply-add is fused); into `out` where given."""
+    checks.add_scaled_args(a, b, out)
+    xp = _cupy()
+    return xp.add(a, b if scale == 1.0 else a.dtype.type(scale) * b, out=out)
 
 
 def matmul(a, b):

@@ -151,12 +151,13 @@ def relu_forward(x, out=None):
     return out
 
 
-def add_scaled(a, b, scale=1.0):
+def add_scaled(a, b, scale=1.0, out=None):
     """a + scale * b elementwise, a and b of one shape and float dtype: scale rounded to
     their dtype, the product rounded, then the sum (NumPy's order for `a + scale * b` with
-    a Python float). The residual addition, ResidualAdd.forward."""
-    checks.add_scaled_args(a, b)
-    return a + b if scale == 1.0 else a + a.dtype.type(scale) * b
+    a Python float). The residual addition, ResidualAdd.forward; written into `out` where
+    given (a itself: a += b, where the backward walk adds two gradients of one tensor)."""
+    checks.add_scaled_args(a, b, out)
+    return np.add(a, b if scale == 1.0 else a.dtype.type(scale) * b, out=out)
 
 
 def relu_backward(grad_out, x):

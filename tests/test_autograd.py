@@ -32,6 +32,79 @@ def test_a_tensor_used_twice_accumulates_both_gradients():
     np.testing.assert_allclose(x.grad.numpy(), 3.0 + 2 * x.numpy())
 
 
+class _Scale(Function):
+    """y = k*x whose backward returns a fresh array and notes its id (not the array: a
+    reference kept here would itself stop the walk from reusing it)."""
+    made = []
+
+    @staticmethod
+    def forward(ctx, x, k):
+        ctx.k = k
+        return x * k
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d(k*x)/dx = k
+        grad = grad_out * ctx.k
+        _Scale.made.append(id(grad))
+        return (grad,)
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_two_fresh_gradients_meet_in_one_of_their_arrays(first):
+    # where only the walk holds the gradient that arrived first, the second is added into
+    # it (a += b): x.grad is one of the two arrays the backwards made, with their sum
+    x = tinyres.tensor(np.ones((4, 5), np.float32), requires_grad=True)
+    _Scale.made.clear()
+    terms = [_Scale.apply(x, k=3.0).sum(), _Scale.apply(x, k=2.0).sum()]
+    (terms[first] + terms[1 - first]).backward()
+    assert len(_Scale.made) == 2 and id(x.grad.array) in _Scale.made
+    np.testing.assert_array_equal(x.grad.numpy(), 5.0)
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_a_gradient_held_elsewhere_is_not_added_into(first):
+    # t = x + 0 hands its gradient to x as it is; a hook on t keeps that array. Whichever
+    # of x's two gradients arrives first, the kept one is never written, and x's sum holds
+    x = tinyres.tensor(np.ones((4, 5), np.float32), requires_grad=True)
+    kept = []
+    t = x + 0
+    t.register_hook(lambda g: kept.append(g))
+    terms = [t.sum(), (x * 2.0).sum()]
+    (terms[first] + terms[1 - first]).backward()
+    np.testing.assert_array_equal(kept[0].numpy(), 1.0)
+    np.testing.assert_array_equal(x.grad.numpy(), 3.0)
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_one_array_handed_to_both_inputs_is_summed_into_a_new_one(first):
+    # x + x: Add's backward passes one array, here a view of a gradient a hook keeps (the
+    # reshape's), to both inputs; whichever of x's gradients arrives first, neither the
+    # view nor the memory it shows is written
+    x = tinyres.tensor(np.ones((4, 5), np.float32), requires_grad=True)
+    kept = []
+    y = (x + x).reshape(20)
+    y.register_hook(lambda g: kept.append(g))
+    terms = [y.sum(), (x * 2.0).sum()]
+    (terms[first] + terms[1 - first]).backward()
+    np.testing.assert_array_equal(kept[0].numpy(), 1.0)
+    np.testing.assert_array_equal(x.grad.numpy(), 4.0)
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_a_view_of_a_gradient_held_elsewhere_is_not_added_into(first):
+    # t = x.reshape(20) hands x a view of t's gradient, which a hook keeps: the view alone
+    # is the walk's, the memory it shows is not (buffers.sole_view), so it is not written
+    x = tinyres.tensor(np.ones((4, 5), np.float32), requires_grad=True)
+    kept = []
+    t = x.reshape(20)
+    t.register_hook(lambda g: kept.append(g))
+    terms = [t.sum(), (x * 2.0).sum()]
+    (terms[first] + terms[1 - first]).backward()
+    np.testing.assert_array_equal(kept[0].numpy(), 1.0)
+    np.testing.assert_array_equal(x.grad.numpy(), 3.0)
+
+
 def test_gradients_accumulate_across_backward_calls():
     x = f64(3)
     (x * 2.0).sum().backward()

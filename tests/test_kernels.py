@@ -1408,6 +1408,24 @@ def test_relu_forward_into_out(kernels, into):
 
 
 @all_modules
+@pytest.mark.parametrize("into", ["a itself", "b itself", "another array", "a strided view"])
+@pytest.mark.parametrize("scale", [1.0, -1.3])
+def test_add_scaled_into_out(kernels, into, scale):
+    # add_scaled(a, b, out=a) is a += scale*b (the backward walk's sum of two gradients):
+    # out holds the same values, bit for bit, as a new array would, and is what comes back
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((2, 3)).astype(np.float32), rng.standard_normal((2, 3)).astype(
+        np.float32)
+    a[0, 0], b[1, 2] = np.nan, np.inf
+    want = reference.add_scaled(a.copy(), b.copy(), scale)
+    out = {"a itself": a, "b itself": b, "another array": np.full_like(a, 7.0),
+           "a strided view": np.full((2, 6), 7.0, dtype=np.float32)[:, ::2]}[into]
+    got = kernels.add_scaled(a, b, scale, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, want)
+
+
+@all_modules
 def test_channel_affine_of_an_empty_batch(kernels):
     y = kernels.channel_affine(np.zeros((0, 3, 4, 4)), np.ones(3), np.zeros(3))
     assert y.shape == (0, 3, 4, 4)
@@ -1468,6 +1486,10 @@ BAD_CALLS = [
      r"b must have shape \(2, 3\)"),
     ("add_scaled", lambda k: k.add_scaled(_x(2, 3), _x(2, 3, dtype=np.float64)), TypeError,
      "b must have a's dtype float32, got float64"),
+    ("add_scaled", lambda k: k.add_scaled(_x(2, 3), _x(2, 3), out=_x(3, 2)), ValueError,
+     r"out must have shape \(2, 3\), got \(3, 2\)"),
+    ("add_scaled", lambda k: k.add_scaled(_x(2, 3), _x(2, 3), out=_x(2, 3, dtype=np.float64)),
+     TypeError, "out must have a's dtype float32, got float64"),
     ("channel_affine", lambda k: k.channel_affine(_x(3), _x(3), _x(3)), ValueError,
      r"channel axis, \(N, C, ...\), got shape \(3,\)"),
     ("channel_affine", lambda k: k.channel_affine(_x(2, 3, 4), _x(4), _x(3)), ValueError,

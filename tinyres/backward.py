@@ -3,8 +3,8 @@ through it, summed where branches meet and accumulated into the leaves' .grad, a
 tensor hooks called on the way (Tensor.backward and tinyres.autograd.grad start it).
 
 Where one tensor feeds two branches (a shortcut and a residual branch), their gradients
-meet in `_backward_walk` (`_meet`: a + b); a leaf's .grad is added to in place
-(`_accumulate`).
+meet in `_backward_walk` (`_meet`: a += b where nothing but the walk holds a, else
+a + b); a leaf's .grad is added to in place (`_accumulate`).
 """
 import sys
 
@@ -86,13 +86,20 @@ def _accumulate(node, grad):
     anything else may (the walk hands one array to several tensors: Add's backward passes
     grad_out to both inputs; the caller's seed; a view of memory held elsewhere)."""
     if node.grad is None:
-        alone = (type(grad) is np.ndarray and sys.getrefcount(grad) <= _WALK_REFS
-                 and grad.flags.c_contiguous and grad.flags.writeable
-                 and buffers.sole_view(grad))
-        node.grad = Tensor(grad if alone else grad.copy())
+        refs = sys.getrefcount(grad)         # counted before grad is passed on below
+        node.grad = Tensor(grad if _walk_alone(grad, refs, _WALK_REFS) else grad.copy())
     else:
         node.grad.array += grad
         node.grad._version_counter.value += 1
+
+
+def _walk_alone(grad, refs, walk_refs):
+    """Whether nothing but the walk holds `grad` or its memory: a writable C-contiguous
+    NumPy array with no more than walk_refs references (refs: sys.getrefcount(grad) in the
+    caller's frame, as a statement of its own, since a call that passes grad holds one
+    more) whose memory no other array views (buffers.sole_view)."""
+    return (type(grad) is np.ndarray and refs <= walk_refs and grad.flags.c_contiguous
+            and grad.flags.writeable and buffers.sole_view(grad))
 
 
 def _refs_in_accumulate(node, grad):
@@ -111,11 +118,28 @@ _WALK_REFS = _walk_refs()         # references to a gradient that only the walk 
 def _meet(a, b):
     """a + b, the gradients of one tensor from two of its consumers: float arrays of one
     shape and dtype by the kernels' add_scaled (one pass on all threads, the same sums),
-    anything else by `+`."""
+    into a itself (a += b) where only the walk's pending gradients hold a (_walk_alone: not
+    a view of memory held elsewhere, not an array a hook kept, not the one array Add's
+    backward handed to both inputs), else into a new array; anything else by `+`."""
     if (type(a) is type(b) and getattr(a, "dtype", None) in (np.float32, np.float64)
             and a.dtype == b.dtype and a.shape == b.shape):
-        return kernels_for(a).add_scaled(a, b, 1.0)
+        refs = sys.getrefcount(a)            # counted before a is passed on below
+        return kernels_for(a).add_scaled(a, b, 1.0,
+                                         out=a if _walk_alone(a, refs, _MEET_REFS) else None)
     return a + b
+
+
+def _refs_in_meet(a, b):
+    """sys.getrefcount(a) in a frame like _meet's."""
+    return sys.getrefcount(a)
+
+
+def _meet_refs():
+    pending = {0: np.empty(0)}              # the walk's pending gradients, which hold a
+    return _refs_in_meet(pending[0], None)
+
+
+_MEET_REFS = _meet_refs()         # references to a pending gradient that only the walk holds
 
 
 def _backward_walk(root, seed, retain_graph, more=(), capture=None):
