@@ -62,47 +62,27 @@ def test_two_fresh_gradients_meet_in_one_of_their_arrays(first):
     np.testing.assert_array_equal(x.grad.numpy(), 5.0)
 
 
+# t made from x hands x a gradient whose memory a hook on t keeps: x + 0 the array itself;
+# x.reshape(20) a view of it (the view alone is the walk's, the memory it shows is not:
+# buffers.sole_view); (x + x).reshape(20) a view Add hands to both of its inputs at once
+HELD = pytest.mark.parametrize("make, want", [
+    (lambda x: x + 0, 3.0), (lambda x: x.reshape(20), 3.0),
+    (lambda x: (x + x).reshape(20), 4.0)], ids=["itself", "a view", "one view to both"])
+
+
+@HELD
 @pytest.mark.parametrize("first", [0, 1])
-def test_a_gradient_held_elsewhere_is_not_added_into(first):
-    # t = x + 0 hands its gradient to x as it is; a hook on t keeps that array. Whichever
-    # of x's two gradients arrives first, the kept one is never written, and x's sum holds
+def test_a_gradient_held_elsewhere_is_not_added_into(make, want, first):
+    # whichever of x's gradients arrives first, the kept one is never written, and x's
+    # gradient is the sum
     x = tinyres.tensor(np.ones((4, 5), np.float32), requires_grad=True)
     kept = []
-    t = x + 0
+    t = make(x)
     t.register_hook(lambda g: kept.append(g))
     terms = [t.sum(), (x * 2.0).sum()]
     (terms[first] + terms[1 - first]).backward()
     np.testing.assert_array_equal(kept[0].numpy(), 1.0)
-    np.testing.assert_array_equal(x.grad.numpy(), 3.0)
-
-
-@pytest.mark.parametrize("first", [0, 1])
-def test_one_array_handed_to_both_inputs_is_summed_into_a_new_one(first):
-    # x + x: Add's backward passes one array, here a view of a gradient a hook keeps (the
-    # reshape's), to both inputs; whichever of x's gradients arrives first, neither the
-    # view nor the memory it shows is written
-    x = tinyres.tensor(np.ones((4, 5), np.float32), requires_grad=True)
-    kept = []
-    y = (x + x).reshape(20)
-    y.register_hook(lambda g: kept.append(g))
-    terms = [y.sum(), (x * 2.0).sum()]
-    (terms[first] + terms[1 - first]).backward()
-    np.testing.assert_array_equal(kept[0].numpy(), 1.0)
-    np.testing.assert_array_equal(x.grad.numpy(), 4.0)
-
-
-@pytest.mark.parametrize("first", [0, 1])
-def test_a_view_of_a_gradient_held_elsewhere_is_not_added_into(first):
-    # t = x.reshape(20) hands x a view of t's gradient, which a hook keeps: the view alone
-    # is the walk's, the memory it shows is not (buffers.sole_view), so it is not written
-    x = tinyres.tensor(np.ones((4, 5), np.float32), requires_grad=True)
-    kept = []
-    t = x.reshape(20)
-    t.register_hook(lambda g: kept.append(g))
-    terms = [t.sum(), (x * 2.0).sum()]
-    (terms[first] + terms[1 - first]).backward()
-    np.testing.assert_array_equal(kept[0].numpy(), 1.0)
-    np.testing.assert_array_equal(x.grad.numpy(), 3.0)
+    np.testing.assert_array_equal(x.grad.numpy(), want)
 
 
 def test_gradients_accumulate_across_backward_calls():
