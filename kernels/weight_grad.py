@@ -63,6 +63,7 @@ def _pad_image(x, g, b, xp, gp):
 
 @njit(cache=True, inline="always")
 def _copy_row(src, dst):
+    """dst[z] = src[z] along src, both 1-d slices (a loop LLVM vectorises)."""
     for z in range(src.shape[0]):
         dst[z] = src[z]
 
