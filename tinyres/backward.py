@@ -135,6 +135,9 @@ def _refs_in_meet(a, b):
 
 
 def _meet_refs():
+    """The count _meet sees for a gradient only the pending dict holds, measured in the
+    same shape of frame as _WALK_REFS's, not assumed equal to it: an entry of a dict
+    passed on and a local passed on need not count alike in every Python version."""
     pending = {0: np.empty(0)}              # the walk's pending gradients, which hold a
     return _refs_in_meet(pending[0], None)
 
