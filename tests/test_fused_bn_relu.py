@@ -34,6 +34,7 @@ from tinyres.gradcheck import GradcheckError
 from tinyres.kernels import cpu, cuda, emulate
 from tinyres.kernels import reference as ref
 from tinyres.models.bn_relu import bn_relu, can_fuse, can_fuse_conv, conv_bn, fuse_bn_relu
+from tinyres.nn.utils.fusion import fold_batchnorm, fuse_conv_bn_eval
 from tinyres.probes import GradientProbe
 from tinyres.tensor import _topological_order
 
@@ -499,12 +500,17 @@ def _trained_eval(model, x_shape, seed=0):
      (2, 3, 32, 32)),
 ], ids=["resnet20", "resnet18", "bottleneck"])
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
-def test_conv_bn_inference_is_the_modules_to_the_last_bit(build, x_shape, mode):
+@pytest.mark.parametrize("folded", [False, True], ids=["bn", "folded"])
+def test_conv_bn_inference_is_the_modules_to_the_last_bit(build, x_shape, mode, folded):
+    # folded: fold_batchnorm's model (each bn an nn.Identity, each conv with a bias)
     tinyres.manual_seed(0)
     model = _trained_eval(build(), x_shape)
+    if folded:
+        model = fold_batchnorm(model)
     x = tinyres.tensor(np.random.default_rng(1).standard_normal(x_shape).astype(np.float32))
     context = tinyres.no_grad if mode == "no_grad" else tinyres.inference_mode
     with context():
+        assert can_fuse_conv(model.conv1, model.bn1, model.relu, x)
         fused = model(x)
         with fuse_bn_relu(False):
             modules = model(x)
@@ -565,6 +571,36 @@ def test_conv_bn_calls_the_modules_wherever_the_fused_pass_could_differ():
         assert len(seen) == 1                               # the hook saw the convolution
         handle.remove()
     assert not can_fuse_conv(net.conv, net.bn, net.relu, x)  # grad enabled, weights need it
+
+
+def test_conv_bn_of_a_folded_conv_runs_its_bias_and_relu_in_the_epilogue(monkeypatch):
+    net = _trained_eval(BnReluNet(), (2, 2, 5, 5))
+    conv, identity = fuse_conv_bn_eval(net.conv, net.bn), nn.Identity()
+    x = tinyres.randn(2, 2, 5, 5)
+    calls = []
+    real = cpu.conv2d_forward
+    monkeypatch.setattr(cpu, "conv2d_forward", lambda *a, **k: calls.append(
+        (k.get("bias") is not None, k.get("scale"), k.get("relu"))) or real(*a, **k))
+    with tinyres.no_grad():
+        out = conv_bn(conv, identity, x, net.relu)
+        assert calls == [(True, None, True)]                # one convolution, its epilogue
+        expected = net.relu(identity(conv(x)))
+        np.testing.assert_array_equal(out.numpy(), expected.numpy())
+        calls.clear()
+        conv_bn(conv, identity, x)                          # no ReLU: the bias alone
+        assert calls == [(True, None, False)]
+        assert can_fuse_conv(nn.Conv2d(2, 3, 3, padding=1, bias=False), identity, None, x)
+        with fuse_bn_relu(False):
+            assert not can_fuse_conv(conv, identity, net.relu, x)
+        assert not can_fuse_conv(conv, type("MyIdentity", (nn.Identity,), {})(), net.relu, x)
+        assert not can_fuse_conv(conv, identity, net.relu, x.double())    # float32 bias
+        seen = []
+        handle = identity.register_forward_hook(lambda m, args, out: seen.append(out))
+        assert not can_fuse_conv(conv, identity, net.relu, x)
+        conv_bn(conv, identity, x, net.relu)
+        assert len(seen) == 1                               # the hook saw its output
+        handle.remove()
+    assert not can_fuse_conv(conv, identity, net.relu, x)   # grad enabled, weights need it
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
