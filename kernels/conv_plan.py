@@ -43,10 +43,13 @@ The algorithms, each held to reference.py by tests/test_kernels.py and test_conv
     phase-gemm    the output and the input gradient of 3x3 stride-2 padding-1 layers
                   (dense) of at most `phase_gemm_max_channels` input channels: nine GEMMs
                   on shifted views of the input's four phases, no im2col (phase_gemm.py)
-    shifted-rows  the weight gradient of the other 3x3 padding-1 layers at least
-                  `shifted_rows_min_width` wide, summed from shifted rows of x and
-                  grad_out (weight_grad.py): at stride 1, and at stride 2 (the
-                  downsampling layers, from the phases of x) up to `shifted_rows_max_stride`
+    shifted-rows  the weight gradient of the other 3x3 padding-1 layers, summed from
+                  shifted rows of x and grad_out (weight_grad.py), at least
+                  `shifted_rows_min_width` wide: at stride 1, and at stride 2 (the
+                  downsampling layers, from the phases of x, several images a sum) up to
+                  `shifted_rows_max_stride`; at stride 2 from
+                  `shifted_rows_phases_min_width` wide where the output and input
+                  gradient run phase-gemm (no im2col columns for GEMMs to share)
     pointwise     1x1 unpadded layers with a stride of at most `pointwise_max_stride`: GEMMs
                   on the NCHW planes themselves, the strided ones on a subsample of x, no
                   im2col, col2im or transposes (pointwise_conv.py), for all three passes
@@ -122,6 +125,13 @@ class ConvPolicy:
     # image-by-image Winograd up to 16 wide, behind at 28: benchmarks/README.md)
     winograd_weight_grad_lanes_max_width: int | None = 16
     shifted_rows_min_width: int = 16                   # OW >= this, 3x3 p1
+    # 3x3 s2 p1 layers whose output and input gradient run phase-gemm: the weight gradient
+    # from shifted rows of the phases, several images a sum (weight_grad.py), from this
+    # wide: resnet20's 32->64 (8 wide) 0.9 of the per-image GEMMs' time. Not where the
+    # input gradient runs GEMMs: they share im2col's columns with the weight gradient's,
+    # and resnet18's 128->256 (14 wide) took 1.05 of its gradients' time with the weight
+    # gradient apart (benchmarks/README.md)
+    shifted_rows_phases_min_width: int | None = 8
     shifted_rows_max_stride: int | None = 2            # 3x3 p1 layers of stride <= this
     pointwise_max_stride: int = 2                      # 1x1 p0 layers with stride <= this
     # 3x3 stride-2 padding-1 layers of at most this many input channels: the output and
@@ -137,6 +147,7 @@ class ConvPolicy:
     def only(cls, algorithm):
         """A policy that runs one GEMM path everywhere: 'one-gemm' or 'per-image'."""
         off = dict(winograd_min_pixels_per_channel=None, shifted_rows_min_width=None,
+                   shifted_rows_phases_min_width=None,
                    winograd_weight_grad_min_channels=None, pointwise_max_stride=None,
                    winograd_lanes_max_width=None, winograd_weight_grad_lanes_max_width=None,
                    phase_gemm_max_channels=None)
@@ -326,13 +337,15 @@ def _decide(chw, weight_shape, stride, padding, dilation, groups, policy, thread
     planes_w = winograd_ok and _at_least(min(c, oc), policy.winograd_weight_grad_min_channels)
     layout_w = "winograd-lanes" if lanes_w else "winograd" if planes_w else None
     rows_stride = _shifted_rows_stride(kh, kw, sh, sw, ph, pw, dh, dw, groups)
+    rows_min_width = (policy.shifted_rows_phases_min_width if phases
+                      else policy.shifted_rows_min_width)
     shifted = (rows_stride is not None and layout_w is None
-               and _at_least(ow, policy.shifted_rows_min_width)
+               and _at_least(ow, rows_min_width)
                and _at_most(rows_stride, policy.shifted_rows_max_stride))
     if rows_stride == 2:
         reasons.append(f"3x3 stride 2 padding 1, output {ow} wide: weight gradient "
                        + ("from shifted rows of the input's phases" if shifted else "by GEMM")
-                       + f" (from {policy.shifted_rows_min_width} wide, up to stride "
+                       + f" (from {rows_min_width} wide, up to stride "
                        f"{policy.shifted_rows_max_stride})")
     if same3:
         reasons.append(f"{c} -> {oc} channels, output {ow} wide: weight gradient "

@@ -23,7 +23,8 @@ output channels of four input channels (36 registers of 32 needed) 1.4-1.8x; fou
 channels of one, 7 loads per 12, had been 1.1x. _add_rows stays for the last channel of
 an odd count. On narrow outputs each sum is short and ending it costs about as much as the
 sum, so the CPU layer takes this path only where the output is at least
-ConvPolicy.shifted_rows_min_width wide (kernels/conv_plan.py; the measurements are in
+ConvPolicy.shifted_rows_min_width wide (at stride 2 beside phase_gemm.py,
+shifted_rows_phases_min_width: kernels/conv_plan.py; the measurements are in
 benchmarks/README.md).
 
 At stride 2 (3x3, padding 1: the downsampling layers) output pixel (y, z) meets padded
@@ -34,7 +35,19 @@ phase (i % 2, j % 2) at (y + i//2, z + j//2), so with gp's rows OW+1 long
 
     grad_w[o, c, i, j] = sum over p of gp[o, p] * q[2(i % 2) + j % 2, c][p + (i//2)*(OW+1) + j//2]
 
-the same shifted rows, from the phases: no window is copied out (as im2col would).
+the same shifted rows, from the phases: no window is copied out (as im2col would). The
+phases of several images lie side by side, as phase_gemm.py lays out a task (each image's
+plane with its spare row, an image's worth of zeros after the last, gp's rows alike with
+a zero spare row), so that one sum runs over all of them: `images_per_sum` cuts a
+task into sums of about SUM_ENTRIES entries. The downsampling layers' outputs are small,
+and a sum over one image's was too short to pay for ending it: resnet20's 32->64
+weight gradient (81 entries an image) took 2.26 ms summed image by image, 1.06 with 16
+images a sum, against 1.29 by GEMMs; its 16->32 (289) 1.39, 1.11 with four, against
+1.36; resnet18's
+128->256 (225 entries, two images a task at batch 16) 7.63 and 6.46 against 7.17 by one
+GEMM (which its input gradient's GEMMs share: conv_plan.py keeps it there); its 64->128
+(841) 5.82 one image a sum, 6.19 two (2 threads, medians of 3 runs of 30, tuned malloc,
+AMD family 26, OpenBLAS's SkylakeX kernel; scratch runs, not kept).
 
 The sums run in the input's dtype and may be reassociated (fastmath "reassoc", and
 "contract" for fused multiply-adds), as in any GEMM.
@@ -43,6 +56,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import buffers, phase_gemm
+
+SUM_ENTRIES = 1024          # at stride 2, about the entries a sum runs over (see above)
 
 
 @njit(cache=True)
@@ -225,25 +240,46 @@ def _add_image(planes, gp, stride, pitch, dw):
 
 
 @njit(cache=True, parallel=True)
-def _weight_grad_core(g, x, group, stride, dw_parts):
+def _weight_grad_core(g, x, group, dw_parts):
+    """Stride 1: each task sums its images, one at a time, into a part of its own."""
     n, c, h, w = x.shape
-    oh, ow = g.shape[2], g.shape[3]
-    for task in prange(dw_parts.shape[0]):  # each task sums its images into a part of its own
+    for task in prange(dw_parts.shape[0]):
         dw_parts[task] = 0
-        if stride == 1:
-            xp = np.zeros((c, (h + 2) * (w + 2) + 2), dtype=x.dtype)   # +2: the last shift
-            gp = np.zeros((g.shape[1], h * (w + 2)), dtype=x.dtype)
-            for b in range(task * group, min(n, (task + 1) * group)):
-                _pad_image(x, g, b, xp, gp)
-                _add_image(xp, gp, 1, w + 2, dw_parts[task])
-        else:                               # one image's phases and a zero one after
-            q = np.zeros((4, c, 2, oh + 1, ow + 1), dtype=x.dtype)     # it for the shift
-            gp = np.zeros((g.shape[1], 1, oh, ow + 1), dtype=x.dtype)   # rows of OW+1
-            for b in range(task * group, min(n, (task + 1) * group)):
-                phase_gemm.split_phases(x, b, 1, q)
-                phase_gemm.spread_rows(g, b, 1, gp)
-                _add_image(q.reshape(4 * c, -1), gp.reshape(g.shape[1], -1), 2, ow + 1,
-                           dw_parts[task])
+        xp = np.zeros((c, (h + 2) * (w + 2) + 2), dtype=x.dtype)    # +2: the last shift
+        gp = np.zeros((g.shape[1], h * (w + 2)), dtype=x.dtype)
+        for b in range(task * group, min(n, (task + 1) * group)):
+            _pad_image(x, g, b, xp, gp)
+            _add_image(xp, gp, 1, w + 2, dw_parts[task])
+
+
+@njit(cache=True, parallel=True)
+def _weight_grad_phases_core(g, x, group, images, dw_parts):
+    """Stride 2: each task sums its images, `images` at a time side by side in their
+    phases (with a zero image after them for the shifts), into a part of its own."""
+    n, c, h, w = x.shape
+    oc, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    pitch = ow + 1
+    for task in prange(dw_parts.shape[0]):
+        dw_parts[task] = 0
+        q = np.zeros((4, c, images + 1, oh + 1, pitch), dtype=x.dtype)
+        gp = np.zeros((oc, images, oh + 1, pitch), dtype=x.dtype)
+        stop = min(n, (task + 1) * group)
+        for b0 in range(task * group, stop, images):
+            m = min(images, stop - b0)
+            if m < images:                  # fewer: the images past them zero again
+                q[...] = 0
+                gp[...] = 0
+            phase_gemm.split_phases(x, b0, m, q)
+            phase_gemm.spread_rows(g, b0, m, gp)
+            _add_image(q.reshape(4 * c, -1), gp.reshape(oc, -1), 2, pitch, dw_parts[task])
+
+
+def images_per_sum(group, oh, ow):
+    """At stride 2, the images of a task summed at once: the task's `group` images cut
+    into sums of equal size (the last may be short), as many sums as SUM_ENTRIES entries
+    of (OH+1) x (OW+1) phase planes go into the task's, rounded, at least one."""
+    sums = max(1, round(group * (oh + 1) * (ow + 1) / SUM_ENTRIES))
+    return -(-group // sums)
 
 
 def weight_grad(g, x, tasks, stride=1):
@@ -253,5 +289,9 @@ def weight_grad(g, x, tasks, stride=1):
     n = x.shape[0]
     group = max(1, -(-n // tasks))          # an empty batch: no parts, a zero sum
     dw_parts = buffers.empty((-(-n // group), g.shape[1], x.shape[1], 3, 3), dtype=x.dtype)
-    _weight_grad_core(g, x, group, stride, dw_parts)
+    if stride == 1:
+        _weight_grad_core(g, x, group, dw_parts)
+    else:
+        _weight_grad_phases_core(g, x, group, images_per_sum(group, g.shape[2], g.shape[3]),
+                                 dw_parts)
     return dw_parts.sum(axis=0)

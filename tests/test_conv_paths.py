@@ -165,6 +165,7 @@ def gemm_cases(draw):
     conv_plan.ConvPolicy.only("per-image"),
     conv_plan.ConvPolicy(per_image_min_pixels_per_channel=None,
                          winograd_min_pixels_per_channel=None, shifted_rows_min_width=None,
+                         shifted_rows_phases_min_width=None,
                          pointwise_max_stride=None, winograd_weight_grad_lanes_max_width=None,
                          phase_gemm_max_channels=None)],
     ids=["one-gemm", "per-image", "per-image forward, one-gemm gradients"])

@@ -187,6 +187,7 @@ PER_IMAGE_USABLE = pytest.mark.skipif(
     conv_plan.scipy_blas() is None,
     reason="SciPy shares NumPy's BLAS here: cpu.py does not run GEMMs inside its threads")
 NO_SHORTCUTS = {"winograd_min_pixels_per_channel": None, "shifted_rows_min_width": None,
+                "shifted_rows_phases_min_width": None,
                 "winograd_weight_grad_min_channels": None, "pointwise_max_stride": None,
                 "winograd_weight_grad_lanes_max_width": None, "phase_gemm_max_channels": None}
 WINOGRAD = {**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0,
@@ -210,8 +211,8 @@ CPU_CONV_PATHS = pytest.mark.parametrize("path", [
                  marks=PER_IMAGE_USABLE),
     pytest.param({**WINOGRAD, **LANES_EVERYWHERE, "winograd_loop_gemm_max_channels": 16},
                  id="winograd in lanes, loop GEMMs", marks=PER_IMAGE_USABLE),
-    pytest.param({**NO_SHORTCUTS, "shifted_rows_min_width": 0},
-                 id="direct weight gradient"),
+    pytest.param({**NO_SHORTCUTS, "shifted_rows_min_width": 0,
+                  "shifted_rows_phases_min_width": 0}, id="direct weight gradient"),
     pytest.param({**NO_SHORTCUTS, "per_image_min_pixels_per_channel": 0,
                   "phase_gemm_max_channels": 10**6}, id="phase-gemm", marks=PER_IMAGE_USABLE),
     pytest.param(WINOGRAD_WEIGHT_GRADIENT, id="winograd weight gradient",
@@ -641,7 +642,9 @@ def test_blas_gemm_transposes_offsets_and_beta(transpose_a, transpose_b, dtype):
 
 def test_conv_plan_takes_phase_gemm_for_few_channel_downsampling_layers():
     # dense 3x3 stride-2 padding-1 layers of at most phase_gemm_max_channels input
-    # channels, output and input gradient; the weight gradient as before; None: off
+    # channels, output and input gradient; the weight gradient then from shifted rows of
+    # the phases from shifted_rows_phases_min_width wide (8 here), by GEMMs without
+    # phase-gemm (16 wide is needed then); None: off
     policy = conv_plan.ConvPolicy(phase_gemm_max_channels=32)
     def plan(c, stride=2, padding=1, dilation=1, groups=1, k=3, policy=policy):
         return conv_plan.conv_algorithm((128, c, 16, 16), (64, c // groups, k, k), stride,
@@ -650,8 +653,9 @@ def test_conv_plan_takes_phase_gemm_for_few_channel_downsampling_layers():
         assert plan(32).forward == "one-gemm"
         return
     assert (plan(32).forward, plan(32).grad_input) == ("phase-gemm", "phase-gemm")
-    assert plan(32).grad_weight == plan(32, policy=dataclasses.replace(
-        policy, phase_gemm_max_channels=None)).grad_weight != "phase-gemm"
+    assert plan(32).grad_weight == "shifted-rows"
+    without = dataclasses.replace(policy, phase_gemm_max_channels=None)
+    assert plan(32, policy=without).grad_weight not in ("phase-gemm", "shifted-rows")
     assert plan(16).forward == "phase-gemm"
     for other in (plan(33), plan(32, stride=1), plan(32, padding=0), plan(32, dilation=2),
                   plan(32, groups=2), plan(32, k=5),
@@ -1138,8 +1142,28 @@ def test_direct_weight_grad_at_stride_2_matches_the_reference(h, w, tasks):
     np.testing.assert_allclose(got.reshape(oc, -1), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("tasks", [1, 2])
+def test_direct_weight_grad_at_stride_2_sums_several_images_at_once(tasks):
+    # 5 images of 24x24 phase planes (625 entries): sums of two images, the last of one,
+    # the images past it zeroed again (without that, the last sum reads the one before's)
+    rng = np.random.default_rng(tasks)
+    n, c, oc, h = 5, 3, 6, 48
+    group = -(-n // tasks)
+    assert weight_grad.images_per_sum(group, h // 2, h // 2) == 2 and group % 2 == 1
+    assert weight_grad.images_per_sum(16, 8, 8) == 16            # resnet20's 32->64
+    assert weight_grad.images_per_sum(16, 16, 16) == 4           # its 16->32
+    x = rng.standard_normal((n, c, h, h))
+    g = rng.standard_normal((n, oc, h // 2, h // 2))
+    _, expected = reference.conv2d_backward(g, x, rng.standard_normal((oc, c * 9)),
+                                            3, 3, 2, 2, 1, 1)
+    got = weight_grad.weight_grad(g, x, tasks, stride=2)
+    np.testing.assert_allclose(got.reshape(oc, -1), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_conv_plan_takes_shifted_rows_at_stride_2_from_its_width():
-    policy = conv_plan.ConvPolicy(shifted_rows_min_width=16, shifted_rows_max_stride=2)
+    # the output and input gradient by GEMMs (phase-gemm off): shifted_rows_min_width's rule
+    policy = conv_plan.ConvPolicy(shifted_rows_min_width=16, shifted_rows_max_stride=2,
+                                  phase_gemm_max_channels=None)
     def grad_weight(width, stride=2, padding=1, policy=policy):
         return conv_plan.conv_algorithm((8, 16, width, width), (32, 16, 3, 3), stride,
                                         padding, policy=policy).grad_weight
@@ -1152,6 +1176,19 @@ def test_conv_plan_takes_shifted_rows_at_stride_2_from_its_width():
     assert grad_weight(32, policy=one) != "shifted-rows"
     assert grad_weight(16, stride=1, policy=one) in ("shifted-rows", "winograd",
                                                      "winograd-lanes")
+
+
+def test_conv_plan_takes_shifted_rows_narrower_where_the_input_gradient_runs_phase_gemm():
+    def grad_weight(width, c=16, **fields):
+        policy = conv_plan.ConvPolicy(phase_gemm_max_channels=32, **fields)
+        return conv_plan.conv_algorithm((8, c, width, width), (2 * c, c, 3, 3), 2, 1,
+                                        policy=policy).grad_weight
+    assert grad_weight(16) == "shifted-rows"                 # 8 wide, as resnet20's 32->64
+    assert grad_weight(14) != "shifted-rows"                 # 7 wide
+    assert grad_weight(16, c=64) != "shifted-rows"           # input gradient by GEMMs
+    assert grad_weight(32, c=64) == "shifted-rows"           # ... from 16 wide
+    assert grad_weight(16, shifted_rows_phases_min_width=None) != "shifted-rows"
+    assert grad_weight(16, shifted_rows_phases_min_width=16) != "shifted-rows"
 
 
 @all_modules
