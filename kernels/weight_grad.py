@@ -43,11 +43,10 @@ task into sums of about SUM_ENTRIES entries. The downsampling layers' outputs ar
 and a sum over one image's was too short to pay for ending it: resnet20's 32->64
 weight gradient (81 entries an image) took 2.26 ms summed image by image, 1.06 with 16
 images a sum, against 1.29 by GEMMs; its 16->32 (289) 1.39, 1.11 with four, against
-1.36; resnet18's
-128->256 (225 entries, two images a task at batch 16) 7.63 and 6.46 against 7.17 by one
-GEMM (which its input gradient's GEMMs share: conv_plan.py keeps it there); its 64->128
-(841) 5.82 one image a sum, 6.19 two (2 threads, medians of 3 runs of 30, tuned malloc,
-AMD family 26, OpenBLAS's SkylakeX kernel; scratch runs, not kept).
+1.36; resnet18's 128->256 (225 entries, two images a task at batch 16) 7.63 and 6.46
+against 7.17 by one GEMM (which its input gradient's GEMMs share: conv_plan.py keeps it
+there); its 64->128 (841) 5.82 one image a sum, 6.19 two (2 threads, medians of 3 runs
+of 30, tuned malloc, AMD family 26, OpenBLAS's SkylakeX kernel; scratch runs, not kept).
 
 The sums run in the input's dtype and may be reassociated (fastmath "reassoc", and
 "contract" for fused multiply-adds), as in any GEMM.
