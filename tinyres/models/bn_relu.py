@@ -78,12 +78,16 @@ def _plain(module, cls):
             and "forward" not in vars(module))
 
 
+def _fusable_input(x):
+    """Fusion on and x a 4-D floating-point Tensor."""
+    return (fusion_enabled() and isinstance(x, Tensor) and x.ndim == 4
+            and x.dtype.kind == "f")
+
+
 def _plain_bn(bn, x):
-    """Fusion on, bn exactly an unhooked nn.BatchNorm2d with running statistics, x a 4-D
-    floating-point Tensor."""
-    return (fusion_enabled() and _plain(bn, nn.BatchNorm2d) and bn.track_running_stats
-            and bn.running_mean is not None and bn.running_var is not None
-            and isinstance(x, Tensor) and x.ndim == 4 and x.dtype.kind == "f")
+    """_fusable_input(x), bn exactly an unhooked nn.BatchNorm2d with running statistics."""
+    return (_fusable_input(x) and _plain(bn, nn.BatchNorm2d) and bn.track_running_stats
+            and bn.running_mean is not None and bn.running_var is not None)
 
 
 def can_fuse(bn, relu, x):
@@ -107,10 +111,9 @@ def _records_graph(*tensors):
 
 
 def _folded(bn, x):
-    """Fusion on, bn exactly an unhooked nn.Identity (what fold_batchnorm leaves where it
-    folded a batch norm into the convolution before it), x a 4-D floating-point Tensor."""
-    return (fusion_enabled() and _plain(bn, nn.Identity) and isinstance(x, Tensor)
-            and x.ndim == 4 and x.dtype.kind == "f")
+    """_fusable_input(x), bn exactly an unhooked nn.Identity (what fold_batchnorm leaves
+    where it folded a batch norm into the convolution before it)."""
+    return _fusable_input(x) and _plain(bn, nn.Identity)
 
 
 def _epilogue_tensors(conv, bn, x):
