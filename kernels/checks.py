@@ -255,6 +255,26 @@ def conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bia
     return oh, ow
 
 
+def conv2d_batchnorm_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, weight,
+                                  bias, running_mean, running_var):
+    """Check conv2d_batchnorm_forward's arguments before anything runs: the convolution's
+    as conv2d_forward's, then batch norm's on the output the convolution will have, as
+    batchnorm_forward's; return ((OH, OW), m = N*OH*OW)."""
+    fn = "conv2d_batchnorm_forward"
+    oh, ow = check_conv2d(fn, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
+    oc = w2.shape[0]
+    for name, v in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        if v is not None:
+            check_shape(fn, v, name, (oc,))
+    m = x.shape[0] * oh * ow
+    if m == 1:     # m == 0 (an empty batch) is allowed: empty output, stats untouched
+        raise ValueError(f"{fn}: expected more than one value per channel in training "
+                         f"mode, got a convolution output of shape "
+                         f"{(x.shape[0], oc, oh, ow)}")
+    return (oh, ow), m
+
+
 def conv2d_backward_args(grad_out, x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1):
     """Check conv2d_backward's arguments; return (OH, OW)."""
     oh, ow = check_conv2d("conv2d_backward", x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)

@@ -10,9 +10,16 @@ epilogue, for the images b = b0, ..., b0 + m - 1 and every output channel o,
 
 Each is the same float operations as the separate pass it replaces (`out += bias`, as
 the one-GEMM path does; channel_affine, the product rounded, then the sum; relu_forward),
-so the results are equal to the last bit. The epilogue is one tuple (scale, bias, relu),
-scale and bias arrays of the output's dtype, empty where absent (`epilogue()` makes it):
-Numba compiles one version of a core for every epilogue.
+so the results are equal to the last bit. Last, where asked, the moments of every plane
+as it now is, for batch norm's statistics in training (cpu.conv2d_batchnorm_forward):
+
+    stats[b, o] = plane_moments(out[b, o, :])         its sum and its squared deviations
+
+the same function on the same numbers as batch norm's own pass over a plane
+(cpu._plane_stats), so the statistics are equal to the last bit too. The epilogue is one
+tuple (scale, bias, relu, stats), scale and bias arrays of the output's dtype, stats a
+float64 (N, OC, 2) array, each empty where absent (`epilogue()` makes it): Numba compiles
+one version of a core for every epilogue.
 """
 import numpy as np
 from numba import njit
@@ -27,23 +34,45 @@ def _array_or_empty(values, dtype):
     return np.ascontiguousarray(values, dtype=dtype)
 
 
-def epilogue(dtype, bias=None, scale=None, relu=False):
-    """The epilogue tuple (scale, bias, relu) of a convolution whose output has `dtype`:
-    `bias` added (or, with `scale`, out * scale + bias), then relu where asked; the
-    arguments as checks.conv2d_forward_args has checked them (a scale with a bias, both of
-    the output's dtype)."""
-    return _array_or_empty(scale, dtype), _array_or_empty(bias, dtype), bool(relu)
+NO_STATS = np.empty((0, 0, 2))
+
+
+def epilogue(dtype, bias=None, scale=None, relu=False, plane_stats=None):
+    """The epilogue tuple (scale, bias, relu, stats) of a convolution whose output has
+    `dtype`: `bias` added (or, with `scale`, out * scale + bias), then relu where asked;
+    the arguments as checks.conv2d_forward_args has checked them (a scale with a bias, both
+    of the output's dtype). plane_stats: a float64 (N, OC, 2) array that receives the
+    moments of every output plane (plane_moments), written by the cores."""
+    stats = NO_STATS if plane_stats is None else plane_stats
+    return _array_or_empty(scale, dtype), _array_or_empty(bias, dtype), bool(relu), stats
 
 
 NO_EPILOGUE = {dtype: epilogue(dtype) for dtype in NONE}
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def plane_moments(row):
+    """(sum(row), sum((row - mean)^2)) of one plane in float64, mean = sum(row)/len(row):
+    two passes over the plane, while it is in cache. The sums may be reassociated
+    (several accumulators, vectorised), as batch norm's have always been; one compiled
+    function for both of its callers, so they agree to the last bit."""
+    total = 0.0
+    for k in range(row.shape[0]):
+        total += row[k]
+    mean = total / row.shape[0]
+    squares = 0.0
+    for k in range(row.shape[0]):
+        d = row[k] - mean
+        squares += d * d
+    return total, squares
 
 
 @njit(cache=True)
 def finish(out3, b0, m, epilogue):
     """out3 (N, OC, P): the epilogue on every pixel of images b0..b0+m-1 (nothing when
     it is empty)."""
-    scale, bias, relu = epilogue
-    if bias.shape[0] == 0 and not relu:
+    scale, bias, relu, stats = epilogue
+    if bias.shape[0] == 0 and not relu and stats.shape[0] == 0:
         return
     for b in range(b0, b0 + m):
         for o in range(out3.shape[1]):
@@ -59,3 +88,5 @@ def finish(out3, b0, m, epilogue):
             if relu:
                 for k in range(row.shape[0]):
                     row[k] = np.maximum(row[k], 0)    # as relu_forward: NaN passes
+            if stats.shape[0]:
+                stats[b, o, 0], stats[b, o, 1] = plane_moments(row)

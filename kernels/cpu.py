@@ -21,7 +21,7 @@ from numba import njit, prange
 
 from . import (buffers, checks, conv_plan, gemm_conv, phase_gemm, pointwise_conv, thread_gemm,
                unfold, weight_grad, winograd, winograd4, winograd_lanes)
-from .conv_bias import NO_EPILOGUE, epilogue, finish
+from .conv_bias import NO_EPILOGUE, epilogue, finish, plane_moments
 
 
 # ---------------------------------------------------------------- im2col / col2im
@@ -234,9 +234,19 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=Non
     (batch norm in evaluation, bias its shift); relu: max(out, 0) after. The cores apply
     these to each task's images while they are in cache (kernels/conv_bias.py), the same
     values as the separate passes (reference.conv2d_forward)."""
-    oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias,
+    out_hw = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias,
                                         scale)
-    n, oc = x.shape[0], w2.shape[0]
+    return _conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, scale, relu,
+                           out_hw)
+
+
+def _conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, scale, relu, out_hw,
+                    plane_stats=None):
+    """conv2d_forward on arguments checked by checks.conv2d_forward_args, which gave
+    out_hw = (OH, OW); plane_stats (N, OC, 2) float64, where given, receives the moments
+    of every output plane (conv_bias.plane_moments): from the cores' epilogue, or from a
+    pass of its own after the one-GEMM path."""
+    (n, oc), (oh, ow) = (x.shape[0], w2.shape[0]), out_hw
     plan = _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
     if plan.forward == "one-gemm":
         with _pool_gemm() as matmul:
@@ -244,14 +254,17 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=Non
                                            dh, dw, groups, None if scale is not None else bias,
                                            matmul)
         out = out if scale is None else channel_affine(out, scale, bias)
-        return relu_forward(out, out=out) if relu else out
-    x, ep = np.ascontiguousarray(x), epilogue(x.dtype, bias, scale, relu)
+        out = relu_forward(out, out=out) if relu else out
+        if plane_stats is not None:
+            _plane_stats(_planes(out), plane_stats)
+        return out
+    x, ep = np.ascontiguousarray(x), epilogue(x.dtype, bias, scale, relu, plane_stats)
     with _one_blas_thread():
         if plan.forward in WINOGRAD_LAYOUTS:
             u = _winograd_weight(w2, oc, plan.forward)
             return _winograd_conv(x, u, plan.forward, ep)
         if plan.forward == "pointwise":
-            return pointwise_conv.forward(x, w2, sh, sw, bias, scale, relu)
+            return pointwise_conv.forward(x, w2, sh, sw, ep)
         if plan.forward == "phase-gemm":
             return phase_gemm.forward(x, w2, _even_group(n, oh * ow), ep)
         out = buffers.empty((n, oc, oh * ow), dtype=x.dtype)
@@ -363,25 +376,49 @@ def channel_affine(x, scale, shift):
 # LLVM vectorise them into several float64 accumulators: the statistics then took a third
 # of the time of a single in-order accumulator, and they differ from it only by rounding.
 
-@njit(cache=True, parallel=True, fastmath={"reassoc"})
-def _batchnorm_stats(x):
-    n, c, hw = x.shape
-    mean = np.empty(c)                       # float64, whatever x's dtype
-    var = np.empty(c)
-    for ch in prange(c):
+@njit(cache=True, parallel=True)
+def _plane_stats(x3, stats):
+    """stats[b, ch] = conv_bias.plane_moments(x3[b, ch]) (its sum and squared deviations,
+    float64) for every plane of x3 (N, C, P): a task per plane, each read twice from the
+    core's cache."""
+    n, c, _ = x3.shape
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        stats[b, ch, 0], stats[b, ch, 1] = plane_moments(x3[b, ch])
+
+
+@njit(cache=True)
+def _combined_stats(stats, pixels):
+    """(mean, biased variance) float64 (C,) of every channel from its N planes' moments
+    (stats (N, C, 2), `pixels` values a plane): the mean of the N*pixels values, and the
+    planes' squared deviations, each plus pixels*(its mean - the mean)^2, summed in image
+    order and divided by N*pixels (Chan, Golub and LeVeque's pairwise update)."""
+    n, c, _ = stats.shape
+    count = n * pixels
+    mean, var = np.empty(c), np.empty(c)
+    for ch in range(c):
         total = 0.0
         for b in range(n):
-            for k in range(hw):
-                total += x[b, ch, k]
-        mu = total / (n * hw)
-        squares = 0.0                        # second pass: sum of (x - mean)^2
+            total += stats[b, ch, 0]
+        mu = total / count
+        squares = 0.0
         for b in range(n):
-            for k in range(hw):
-                d = x[b, ch, k] - mu
-                squares += d * d
-        mean[ch] = mu
-        var[ch] = squares / (n * hw)
+            d = stats[b, ch, 0] / pixels - mu
+            squares += stats[b, ch, 1] + pixels * d * d
+        mean[ch], var[ch] = mu, squares / count
     return mean, var
+
+
+def _batchnorm_stats(x3, plane_stats=None):
+    """(mean, biased variance) float64 (C,) over the axes (0, 2) of x3 (N, C, P), combined
+    from its planes' moments: plane_stats where a convolution's epilogue computed them
+    (conv2d_batchnorm_forward), else a pass over x3. A plane's moments are summed while
+    it is in cache, so the statistics read x3 once from memory where a channel's two
+    passes over the whole batch read it twice."""
+    if plane_stats is None:
+        plane_stats = np.empty(x3.shape[:2] + (2,))
+        _plane_stats(x3, plane_stats)
+    return _combined_stats(plane_stats, x3.shape[2])
 
 
 @njit(cache=True, parallel=True)
@@ -474,14 +511,23 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps)
     r = (1 - momentum)*r + momentum*batch_stat, using the unbiased variance.
     """
     m = checks.batchnorm_forward_args(x, weight, bias, running_mean, running_var)
+    return _batchnorm_train(x, weight, bias, running_mean, running_var, momentum, eps, m,
+                            False)
+
+
+def _batchnorm_train(x, weight, bias, running_mean, running_var, momentum, eps, m, relu,
+                     plane_stats=None):
+    """Training-mode batch norm of x, with m = N*H*W as the checks counted it, then the
+    ReLU where relu -> (y, mean, invstd) as batchnorm_forward (batchnorm_relu_forward)
+    returns them; the statistics from plane_stats where given (_batchnorm_stats), the
+    running ones updated in place."""
     if m == 0:     # an empty batch (as PyTorch): empty y, the running statistics untouched
         return np.empty_like(x), np.zeros(x.shape[1], x.dtype), np.zeros(x.shape[1], x.dtype)
-    x3 = _planes(x)
-    mean, var = _batchnorm_stats(x3)
+    x3, y = _planes(x), buffers.empty(x.shape, dtype=x.dtype)
+    mean, var = _batchnorm_stats(x3, plane_stats)
     invstd = 1.0 / np.sqrt(var + eps)
-    scale = invstd * np.asarray(weight, dtype=np.float64)
-    y = buffers.empty(x.shape, dtype=x.dtype)
-    _batchnorm_apply(x3, mean, scale, np.asarray(bias, dtype=np.float64), _planes(y))
+    apply = _batchnorm_relu_apply if relu else _batchnorm_apply
+    apply(x3, mean, invstd * _float64(weight), _float64(bias), _planes(y))
     if running_mean is not None:
         running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
     if running_var is not None:
@@ -717,8 +763,9 @@ def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1,
 
 # ---------------------------------------------------------------- batch norm + ReLU, fused
 
-# The layout of the batch-norm kernels above: the statistics by _batchnorm_stats (a task
-# per channel), the forward's elementwise pass a task per (n, c) plane, streaming through
+# The layout of the batch-norm kernels above: the statistics by _batchnorm_stats (each
+# plane's moments, a task per plane, or from a convolution's epilogue, then combined a
+# channel at a time), the forward's elementwise pass a task per (n, c) plane, streaming through
 # whole planes (a task per channel with the statistics and the map kept together measured
 # no faster in the resnet20 and resnet18 steps: resnet20's batch-norm + ReLU forward 3.0
 # against 3.5 ms a step). The backward is the plain batch norm's _batchnorm_grad_core (a
@@ -760,21 +807,35 @@ def batchnorm_relu_forward(x, weight, bias, running_mean, running_var, momentum,
     does; evaluation: the running statistics (see reference.batchnorm_relu_forward)."""
     m = checks.batchnorm_relu_forward_args(x, weight, bias, running_mean, running_var,
                                            training)
+    if training:
+        return _batchnorm_train(x, weight, bias, running_mean, running_var, momentum, eps, m,
+                                True)
     c = x.shape[1]
-    if m == 0:     # an empty batch (as PyTorch): empty y, the running statistics untouched
+    if m == 0:     # an empty batch (as PyTorch): empty y
         return np.empty_like(x), np.zeros(c, x.dtype), np.zeros(c, x.dtype)
     x3, y = _planes(x), buffers.empty(x.shape, dtype=x.dtype)
-    if training:
-        mean, var = _batchnorm_stats(x3)
-    else:
-        mean, var = _float64(running_mean), _float64(running_var)
-    invstd = 1.0 / np.sqrt(var + eps)
+    mean, invstd = _float64(running_mean), 1.0 / np.sqrt(_float64(running_var) + eps)
     _batchnorm_relu_apply(x3, mean, invstd * _float64(weight), _float64(bias), _planes(y))
-    if training and running_mean is not None:
-        running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
-    if training and running_var is not None:
-        running_var[...] = (1.0 - momentum) * running_var + momentum * var * (m / (m - 1))
     return y, mean.astype(x.dtype), invstd.astype(x.dtype)
+
+
+def conv2d_batchnorm_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, weight, bias,
+                             running_mean, running_var, momentum, eps, relu=False):
+    """Training-mode batch norm of the convolution of x, then the ReLU where relu ->
+    (out, y, mean, invstd) (see reference.conv2d_batchnorm_forward). The cores write each
+    output plane's moments while the plane is in cache (conv_bias.py's epilogue), and the
+    statistics are combined from them: the values of conv2d_forward and then
+    batchnorm_forward (batchnorm_relu_forward) to the last bit, with one pass over the
+    output fewer."""
+    out_hw, m = checks.conv2d_batchnorm_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw,
+                                                     groups, weight, bias, running_mean,
+                                                     running_var)
+    plane_stats = np.empty((x.shape[0], w2.shape[0], 2))
+    out = _conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, None, None, False,
+                          out_hw, plane_stats)
+    y, mean, invstd = _batchnorm_train(out, weight, bias, running_mean, running_var, momentum,
+                                       eps, m, relu, plane_stats)
+    return out, y, mean, invstd
 
 
 def batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training=True):

@@ -336,6 +336,21 @@ class Launchers:
         _update_running(running_mean, running_var, mean, var, momentum, m)
         return y, mean, invstd
 
+    def conv2d_batchnorm_forward(self, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, weight,
+                                 bias, running_mean, running_var, momentum, eps, relu=False):
+        """See reference.conv2d_batchnorm_forward: conv2d_forward, then the statistics
+        kernel and the elementwise pass of batchnorm_forward (batchnorm_relu_forward)."""
+        checks.conv2d_batchnorm_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups,
+                                             weight, bias, running_mean, running_var)
+        out = self.conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
+        if relu:
+            y, mean, invstd = self.batchnorm_relu_forward(out, weight, bias, running_mean,
+                                                          running_var, momentum, eps, True)
+        else:
+            y, mean, invstd = self.batchnorm_forward(out, weight, bias, running_mean,
+                                                     running_var, momentum, eps)
+        return out, y, mean, invstd
+
     def _backward_sums(self, name, arrays, shape):
         """sum(g) and sum(g * xhat) per channel: stage 1 `name` over `arrays` (its leading
         arguments), then batchnorm_backward_combine; shape = (N, C, H*W)."""
@@ -576,6 +591,14 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
     """(grad_x, grad_w2) of conv2d_forward, each None unless asked for, on the GPU."""
     return _gpu().conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x, need_w,
                                   dh, dw, groups)
+
+
+def conv2d_batchnorm_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, weight, bias,
+                             running_mean, running_var, momentum, eps, relu=False):
+    """Training-mode batch norm of a convolution (then relu) -> (out, y, mean, invstd)."""
+    return _gpu().conv2d_batchnorm_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups,
+                                           weight, bias, running_mean, running_var,
+                                           momentum, eps, relu)
 
 
 def batchnorm_forward(x, weight, bias, running_mean, running_var, momentum, eps):

@@ -100,15 +100,14 @@ def _grad_weight_core(g, x, sh, sw, oh, ow, group, dw_parts):
         np.dot(xs, gs.T, dw_parts[task])               # grad_w2^T of the task, (C, OC)
 
 
-def forward(x, w2, sh, sw, bias=None, scale=None, relu=False):
+def forward(x, w2, sh, sw, ep=None):
     """out (N, OC, OH, OW) of the 1x1 convolution of x (N, C, H, W), C-contiguous, with
-    w2 (OC, C), then the epilogue: bias (OC,) added where given (with scale: out * scale
-    + bias), relu where asked (kernels/conv_bias.py)."""
+    w2 (OC, C), then the epilogue ep (kernels/conv_bias.py; none where None)."""
     n, _, h, w = x.shape
     oh, ow = (h - 1) // sh + 1, (w - 1) // sw + 1
     out = buffers.empty((n, w2.shape[0], oh * ow), dtype=x.dtype)
     _forward_core(x, np.ascontiguousarray(w2), sh, sw, oh, ow, out,
-                  epilogue(x.dtype, bias, scale, relu))
+                  epilogue(x.dtype) if ep is None else ep)
     return out.reshape(n, w2.shape[0], oh, ow)
 
 

@@ -243,6 +243,29 @@ def batchnorm_relu_forward(x, weight, bias, running_mean, running_var, momentum,
     return relu_forward(y.astype(x.dtype)), mean.astype(x.dtype), invstd.astype(x.dtype)
 
 
+def conv2d_batchnorm_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, weight, bias,
+                             running_mean, running_var, momentum, eps, relu=False):
+    """Training-mode batch norm of a convolution's output, then the ReLU where relu: the
+    convolution (conv2d_forward, no bias) and batchnorm_forward (batchnorm_relu_forward,
+    training) of its output, one op.
+
+    -> (out, y, mean, invstd): out the convolution's output (N, OC, OH, OW), batch norm's
+    input, which its backward reads; y, mean and invstd as batch norm returns them; the
+    running statistics updated in place. Every argument is checked before anything runs.
+    A fast layer may compute the statistics as it writes the output (cpu.py does).
+    """
+    checks.conv2d_batchnorm_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups,
+                                         weight, bias, running_mean, running_var)
+    out = conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
+    if relu:
+        y, mean, invstd = batchnorm_relu_forward(out, weight, bias, running_mean, running_var,
+                                                 momentum, eps, True)
+    else:
+        y, mean, invstd = batchnorm_forward(out, weight, bias, running_mean, running_var,
+                                            momentum, eps)
+    return out, y, mean, invstd
+
+
 def batchnorm_relu_backward(grad_out, y, x, weight, mean, invstd, training=True):
     """The gradient of batchnorm_relu_forward, the ReLU's mask read from its output y.
 

@@ -29,11 +29,13 @@ import tinyres
 import tinyres.nn as nn
 import tinyres.nn.functional as F
 from tinyres import models
-from tinyres.functional.fused import BatchNormReLU
+from tinyres.functional import fused as F_fused
+from tinyres.functional.fused import BatchNormReLU, ConvBatchNorm
 from tinyres.gradcheck import GradcheckError
-from tinyres.kernels import cpu, cuda, emulate
+from tinyres.kernels import conv_plan, cpu, cuda, emulate
 from tinyres.kernels import reference as ref
-from tinyres.models.bn_relu import bn_relu, can_fuse, can_fuse_conv, conv_bn, fuse_bn_relu
+from tinyres.models.bn_relu import (bn_relu, can_fuse, can_fuse_conv, can_fuse_conv_train,
+                                    conv_bn, fuse_bn_relu)
 from tinyres.nn.utils.fusion import fold_batchnorm, fuse_conv_bn_eval
 from tinyres.probes import GradientProbe
 from tinyres.tensor import _topological_order
@@ -333,8 +335,9 @@ def test_momentum_none_is_a_type_error_as_in_torch():
 
 
 # ----------------------------------------------------------------- the models
-def fused_nodes(out):
-    return sum(t._ctx is not None and t._ctx.function is BatchNormReLU
+def fused_nodes(out, function=BatchNormReLU):
+    """How many nodes of the graph ending at out run `function`."""
+    return sum(t._ctx is not None and t._ctx.function is function
                for t in _topological_order(out))
 
 
@@ -349,11 +352,15 @@ def train_step(model, x, target, fused):
     return out, [out.numpy(), xt.grad.numpy()], grads, state
 
 
-def assert_steps_equal(model, x, target, expected_nodes, tol=1e-12):
+def assert_steps_equal(model, x, target, expected_nodes, expected_conv_nodes=0, tol=1e-12):
+    """A step with fusion equals one without; the fused graph holds expected_nodes
+    BatchNormReLU and expected_conv_nodes ConvBatchNorm nodes, the unfused one neither."""
     twin = copy.deepcopy(model)
     out, got, grads, state = train_step(model, x, target, fused=True)
     out_u, want, grads_u, state_u = train_step(twin, x, target, fused=False)
     assert fused_nodes(out) == expected_nodes and fused_nodes(out_u) == 0
+    assert fused_nodes(out, ConvBatchNorm) == expected_conv_nodes
+    assert fused_nodes(out_u, ConvBatchNorm) == 0
     pairs = [("output", got[0], want[0]), ("input grad", got[1], want[1])]
     pairs += [(k, grads[k], grads_u[k]) for k in grads_u]
     assert state.keys() == state_u.keys()
@@ -368,14 +375,19 @@ def test_cifar_resnet_fused_equals_unfused(train):
     model = models.resnet.CifarResNet(1).double().train(train)
     rng = np.random.default_rng(0)
     x, target = rng.standard_normal((3, 3, 8, 8)), rng.integers(0, 10, 3)
-    assert_steps_equal(model, x, target, expected_nodes=1 + 3)   # the stem, a bn1 a block
+    if train:     # conv_bn's one op: the stem, a bn1 and a bn2 a block (3 blocks)
+        assert_steps_equal(model, x, target, expected_nodes=0, expected_conv_nodes=1 + 2 * 3)
+    else:         # the graph recorded: convolution, then bn_relu (the stem, a bn1 a block)
+        assert_steps_equal(model, x, target, expected_nodes=1 + 3)
 
 
 def test_bottleneck_resnet_fused_equals_unfused():
     model = models.resnet.ResNet(models.Bottleneck, [1, 1, 1, 1], num_classes=5).double()
     rng = np.random.default_rng(0)
     x, target = rng.standard_normal((2, 3, 16, 16)), rng.integers(0, 5, 2)
-    assert_steps_equal(model, x, target, expected_nodes=1 + 2 * 4)   # stem, bn1 and bn2
+    # conv_bn's one op: the stem, and bn1, bn2 and bn3 of each of the 4 blocks (the
+    # downsampling shortcuts are nn.Sequential(conv, bn), called as modules)
+    assert_steps_equal(model, x, target, expected_nodes=0, expected_conv_nodes=1 + 3 * 4)
 
 
 @pytest.mark.parametrize("block", ["PreActBlock", "PreActBottleneck"])
@@ -627,3 +639,237 @@ def test_conv_bn_inference_matches_torch(dtype):
         expected = theirs(torch.tensor(x)).numpy()
     tol = 1e-10 if dtype == np.float64 else 1e-4
     np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
+
+
+# ----- conv_bn in training: batch norm's statistics from the convolution's epilogue -----
+# (layout, x shape, weight shape, stride, padding, groups, policy changes): one case for
+# every forward path of the CPU layer; the plan is asserted, so a case that stops reaching
+# its path fails
+CONV_PATHS = [
+    ("winograd", (2, 16, 17, 19), (16, 16, 3, 3), 1, 1, 1, {"winograd_lanes_max_width": 8}),
+    ("winograd-lanes", (4, 32, 9, 16), (32, 32, 3, 3), 1, 1, 1, {}),
+    ("winograd-4x4", (2, 64, 28, 29), (64, 64, 3, 3), 1, 1, 1, {}),
+    ("phase-gemm", (4, 16, 15, 16), (32, 16, 3, 3), 2, 1, 1, {"phase_gemm_max_channels": 64}),
+    ("pointwise", (2, 8, 9, 9), (6, 8, 1, 1), 2, 0, 1, {}),
+    ("per-image", (2, 3, 11, 10), (5, 3, 3, 3), 1, 1, 1, {}),
+    ("one-gemm", (2, 4, 9, 9), (6, 2, 3, 3), 1, 1, 2, {}),
+]
+
+
+def conv_bn_arrays(x_shape, w_shape, dtype, seed=0):
+    """x, w2 and batch norm's weight, bias, running mean and variance for the output's
+    channels (the output's mean well away from zero, so that the variance's sums cancel)."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(x_shape) + 3).astype(dtype)
+    w2 = rng.standard_normal((w_shape[0], int(np.prod(w_shape[1:])))).astype(dtype)
+    return [x, w2] + bn_arrays((1, w_shape[0], 1, 1), dtype, seed)[1:]
+
+
+def conv_bn_unfused(layer, x, w2, geometry, groups, vectors, relu):
+    """conv2d_forward, then batchnorm_(relu_)forward of its output, on `layer`:
+    (out, y, mean, invstd, running_mean, running_var)."""
+    w, b, rm, rv = (v.copy() for v in vectors)
+    out = layer.conv2d_forward(x, w2, *geometry, 1, 1, groups)
+    if relu:
+        y, mean, invstd = layer.batchnorm_relu_forward(out, w, b, rm, rv, 0.1, 1e-5, True)
+    else:
+        y, mean, invstd = layer.batchnorm_forward(out, w, b, rm, rv, 0.1, 1e-5)
+    return out, y, mean, invstd, rm, rv
+
+
+def conv_bn_fused(layer, x, w2, geometry, groups, vectors, relu):
+    w, b, rm, rv = (v.copy() for v in vectors)
+    return layer.conv2d_batchnorm_forward(x, w2, *geometry, 1, 1, groups, w, b, rm, rv, 0.1,
+                                          1e-5, relu) + (rm, rv)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["bn", "bn-relu"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("path", CONV_PATHS, ids=[case[0] for case in CONV_PATHS])
+def test_conv_batchnorm_forward_is_the_two_kernels_to_the_last_bit(path, dtype, relu):
+    layout, x_shape, w_shape, stride, padding, groups, changes = path
+    x, w2, *vectors = conv_bn_arrays(x_shape, w_shape, dtype)
+    geometry = w_shape[2:] + (stride, stride, padding, padding)
+    with conv_plan.conv_policy(**changes):
+        plan = conv_plan.conv_algorithm(x_shape, w_shape, stride, padding, 1, groups)
+        assert plan.forward == layout
+        got = conv_bn_fused(cpu, x, w2, geometry, groups, vectors, relu)
+        want = conv_bn_unfused(cpu, x, w2, geometry, groups, vectors, relu)
+    for k, (a, e) in enumerate(zip(got, want)):
+        assert a.dtype == e.dtype == dtype, k
+        np.testing.assert_array_equal(a, e, err_msg=f"output {k}")
+    reference = conv_bn_fused(ref, x, w2, geometry, groups, vectors, relu)
+    tol = 1e-4 if dtype == np.float32 else 1e-12    # of each array's largest entry
+    for k, (a, e) in enumerate(zip(got, reference)):
+        scale = max(float(np.abs(e).max()), 1.0)
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * scale, err_msg=f"output {k}")
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["bn", "bn-relu"])
+def test_conv_batchnorm_forward_of_the_emulated_cuda_layer_is_the_reference(layers, relu):
+    x, w2, *vectors = conv_bn_arrays((2, 3, 6, 5), (4, 3, 3, 3), np.float64)
+    geometry = (3, 3, 2, 1, 1, 1)
+    got = conv_bn_fused(layers["cuda-emulated"], x, w2, geometry, 1, vectors, relu)
+    want = conv_bn_unfused(ref, x, w2, geometry, 1, vectors, relu)
+    assert_all_close(got, want, np.float64, "cuda-emulated")
+
+
+@pytest.mark.parametrize("name", ["reference", "cpu", "cuda-emulated"])
+def test_conv_batchnorm_forward_checks_everything_before_it_runs(layers, name):
+    layer = {"reference": ref, **layers}[name]
+    x, w2, w, b, rm, rv = conv_bn_arrays((2, 3, 6, 5), (4, 3, 3, 3), np.float64)
+    before = rm.copy(), rv.copy()
+    with pytest.raises(ValueError, match=r"conv2d_batchnorm_forward: running_var must have "
+                                         r"shape \(4,\), got \(3,\)"):
+        layer.conv2d_batchnorm_forward(x, w2, 3, 3, 1, 1, 1, 1, 1, 1, 1, w, b, rm, rv[:3],
+                                       0.1, 1e-5, True)
+    with pytest.raises(ValueError, match="conv2d_batchnorm_forward: expected more than one "
+                                         "value per channel"):
+        layer.conv2d_batchnorm_forward(np.ascontiguousarray(x[:1, :, :3, :3]), w2, 3, 3, 1,
+                                       1, 0, 0, 1, 1, 1, w, b, rm, rv, 0.1, 1e-5, False)
+    np.testing.assert_array_equal(rm, before[0])
+    np.testing.assert_array_equal(rv, before[1])
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["bn", "bn-relu"])
+@pytest.mark.parametrize("geometry", [(1, 1, 1, 1), (2, 1, 1, 1), (1, 0, 2, 1), (2, 1, 1, 2)],
+                         ids=["s1", "s2", "dilated", "groups"])
+def test_conv2d_batch_norm_gradcheck_float64(geometry, relu):
+    stride, padding, dilation, groups = geometry
+    rng = np.random.default_rng(4)
+    x = tinyres.tensor(rng.standard_normal((3, 4, 6, 5)), requires_grad=True)
+    conv_w = tinyres.tensor(rng.standard_normal((6, 4 // groups, 3, 3)), requires_grad=True)
+    _, w, b, rm, rv = tensors(bn_arrays((1, 6, 1, 1), np.float64, seed=5))
+
+    def op(x, conv_w, w, b):
+        return F_fused.conv2d_batch_norm(x, conv_w, rm, rv, w, b, (stride,) * 2,
+                                         (padding,) * 2, (dilation,) * 2, groups, 0.1, 1e-5,
+                                         relu)
+    assert tinyres.gradcheck(op, [x, conv_w, w, b])
+
+
+class ConvGradientForgotten(ConvBatchNorm):
+    """A wrong backward (negative control): batch norm's gradient handed to x as it is."""
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # deliberately wrong: the convolution's backward skipped
+        grads = ConvBatchNorm.backward(ctx, grad_out)
+        return (grads[0] * 0 + 1,) + grads[1:]
+
+
+def test_gradcheck_catches_a_conv_batch_norm_backward_without_the_convolution():
+    rng = np.random.default_rng(4)
+    x = tinyres.tensor(rng.standard_normal((2, 2, 4, 4)), requires_grad=True)
+    conv_w = tinyres.tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
+    with pytest.raises(GradcheckError):
+        tinyres.gradcheck(lambda x, conv_w: ConvGradientForgotten.apply(
+            x, conv_w, None, None, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1,
+            running_mean=None, running_var=None, momentum=0.1, eps=1e-5, relu=True),
+            [x, conv_w])
+
+
+def test_conv_bn_in_training_is_the_modules_to_the_last_bit():
+    # resnet20 in float32, two training steps: outputs, gradients, running statistics and
+    # batch counts equal those of the modules called one by one
+    def steps(fused):
+        tinyres.manual_seed(0)
+        model = models.resnet20().train()
+        rng = np.random.default_rng(2)
+        with fuse_bn_relu(fused):
+            for _ in range(2):
+                x = tinyres.tensor(rng.standard_normal((6, 3, 32, 32)).astype(np.float32))
+                out = model(x)
+                model.zero_grad()
+                F.cross_entropy(out, tinyres.tensor(rng.integers(0, 10, 6))).backward()
+        nodes = fused_nodes(out, ConvBatchNorm)
+        grads = {k: p.grad.numpy() for k, p in model.named_parameters()}
+        return nodes, out.numpy(), grads, {k: v.numpy() for k, v in model.state_dict().items()}
+    nodes, out, grads, state = steps(True)
+    nodes_u, out_u, grads_u, state_u = steps(False)
+    assert (nodes, nodes_u) == (19, 0)           # the stem and two a block, 9 blocks
+    np.testing.assert_array_equal(out, out_u)
+    for k in grads_u:
+        np.testing.assert_array_equal(grads[k], grads_u[k], err_msg=k)
+    assert state.keys() == state_u.keys()
+    for k in state_u:
+        np.testing.assert_array_equal(state[k], state_u[k], err_msg=k)
+
+
+def test_conv_bn_in_training_fuses_plain_modules_only():
+    net = BnReluNet().train()
+    x = tinyres.randn(2, 2, 5, 5)
+    assert can_fuse_conv_train(net.conv, net.bn, net.relu, x)
+    assert can_fuse_conv_train(net.conv, net.bn, None, x)
+    out = conv_bn(net.conv, net.bn, x, net.relu)
+    assert fused_nodes(out, ConvBatchNorm) == 1
+    with fuse_bn_relu(False):
+        assert not can_fuse_conv_train(net.conv, net.bn, net.relu, x)
+    net.bn.eval()
+    assert not can_fuse_conv_train(net.conv, net.bn, net.relu, x)   # running statistics
+    net.bn.train()
+    for bn in (nn.BatchNorm2d(3, track_running_stats=False), nn.SyncBatchNorm(3),
+               type("MyBN", (nn.BatchNorm2d,), {})(3)):
+        assert not can_fuse_conv_train(net.conv, bn, net.relu, x)
+    for conv in (nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(2, 3, 3, padding="same"),
+                 nn.Conv2d(2, 3, 3, padding=1, bias=False, padding_mode="reflect"),
+                 type("MyConv", (nn.Conv2d,), {})(2, 3, 3, padding=1, bias=False)):
+        assert not can_fuse_conv_train(conv, net.bn, net.relu, x)
+    assert not can_fuse_conv_train(net.conv, net.bn, nn.LeakyReLU(), x)
+    assert not can_fuse_conv_train(net.conv, net.bn, net.relu, x.double())
+    assert not can_fuse_conv_train(net.conv, net.bn, net.relu, tinyres.randn(2, 3, 5, 5))
+    for module in (net.conv, net.bn, net.relu):
+        seen = []
+        handle = module.register_forward_hook(lambda m, args, out: seen.append(out))
+        assert not can_fuse_conv_train(net.conv, net.bn, net.relu, x)
+        out = conv_bn(net.conv, net.bn, x, net.relu)
+        assert len(seen) == 1 and fused_nodes(out, ConvBatchNorm) == 0
+        handle.remove()
+
+
+@pytest.mark.parametrize("case", ["input too small", "one value per channel"])
+def test_conv_bn_in_training_raises_the_modules_errors_and_counts_no_batch(case):
+    # the errors of the convolution and then bn_relu, as conv_bn called them before
+    net = BnReluNet().train()
+    if case == "input too small":
+        net.conv, x = nn.Conv2d(2, 3, 3, bias=False), tinyres.randn(2, 2, 2, 2)
+    else:
+        net.conv, x = nn.Conv2d(2, 3, 1, bias=False), tinyres.randn(1, 2, 1, 1)
+    twin = copy.deepcopy(net)
+    assert can_fuse_conv_train(net.conv, net.bn, net.relu, x)
+    ours = _error_of(lambda: conv_bn(net.conv, net.bn, x, net.relu))
+    theirs = _error_of(lambda: bn_relu(twin.bn, twin.relu, twin.conv(x)))
+    assert type(ours) is type(theirs) and str(ours) == str(theirs), (ours, theirs)
+    assert net.bn.num_batches_tracked.item() == twin.bn.num_batches_tracked.item()
+    np.testing.assert_array_equal(net.bn.running_mean.numpy(), twin.bn.running_mean.numpy())
+
+
+@pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum", "cumulative"])
+def test_conv_bn_in_training_matches_torch(momentum):
+    torch = pytest.importorskip("torch")
+    ours = BnReluNet(nn.BatchNorm2d(3, momentum=momentum)).double().train()
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1, bias=False),
+                                 torch.nn.BatchNorm2d(3, momentum=momentum),
+                                 torch.nn.ReLU()).double()
+    with torch.no_grad():
+        theirs[0].weight.copy_(torch.tensor(ours.conv.weight.numpy()))
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        x = rng.standard_normal((2, 2, 5, 5)) * 2 + 1
+        ours.zero_grad()
+        theirs.zero_grad()
+        out = conv_bn(ours.conv, ours.bn, tinyres.tensor(x), ours.relu)
+        expected = theirs(torch.tensor(x))
+        assert fused_nodes(out, ConvBatchNorm) == 1
+        g = rng.standard_normal(out.shape)
+        (out * tinyres.tensor(g)).sum().backward()
+        (expected * torch.tensor(g)).sum().backward()
+        np.testing.assert_allclose(out.numpy(), expected.detach().numpy(), rtol=1e-12,
+                                   atol=1e-12)
+        for mine, torchs in ((ours.conv.weight, theirs[0].weight), (ours.bn.weight,
+                             theirs[1].weight), (ours.bn.bias, theirs[1].bias)):
+            np.testing.assert_allclose(mine.grad.numpy(), torchs.grad.numpy(), rtol=1e-10,
+                                       atol=1e-12)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        np.testing.assert_allclose(getattr(ours.bn, name).numpy(),
+                                   getattr(theirs[1], name).numpy(), rtol=1e-12, err_msg=name)

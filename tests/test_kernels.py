@@ -20,7 +20,8 @@ from tinyres.kernels import (blas, checks, conv_bias, conv_plan, cpu, phase_gemm
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
           "relu_backward", "maxpool_forward", "maxpool_backward",
-          "batchnorm_relu_forward", "batchnorm_relu_backward", "matmul", "channel_affine",
+          "batchnorm_relu_forward", "batchnorm_relu_backward", "conv2d_batchnorm_forward",
+          "matmul", "channel_affine",
           "add_scaled"}
 
 backends = pytest.mark.parametrize("kernels", [m for _, m in BACKENDS],

@@ -108,7 +108,7 @@ def compiled_kernel_cache():
     and where it is (next to the kernels, else Numba's user-wide cache folder, or
     NUMBA_CACHE_DIR). Looks only; compiles nothing."""
     from tinyres.kernels import cpu, weight_grad, winograd
-    kernels = (cpu._conv2d_forward_core, cpu._batchnorm_stats, cpu._relu_forward_core,
+    kernels = (cpu._conv2d_forward_core, cpu._plane_stats, cpu._relu_forward_core,
                winograd.forward_core, weight_grad._weight_grad_core)
     try:
         caches = [k._cache for k in kernels]

@@ -2,8 +2,19 @@
 nothing could tell.
 
     out = bn_relu(self.bn1, self.relu, self.conv1(x))      # relu(bn1(conv1(x)))
-    out = conv_bn(self.conv1, self.bn1, x, self.relu)      # the same, and in evaluation
-    out = conv_bn(self.conv2, self.bn2, out)               # bn2(conv2(out))
+    out = conv_bn(self.conv1, self.bn1, x, self.relu)      # the same, in training and in
+    out = conv_bn(self.conv2, self.bn2, out)               # evaluation; bn2(conv2(out))
+
+conv_bn in training (bn.training, its batch statistics): one op, conv2d_batch_norm
+(functional/fused.py), whose CPU kernel has the convolution's cores write the sum and the
+squared deviations of each output plane while it is in cache (kernels/conv_bias.py), and
+batch norm's statistics combined from those instead of read from a pass over the output:
+the values, gradients, running statistics and batch counts of the modules to the last bit,
+for batch norm's own statistics are combined from the same planes' moments. The graph
+holds one ConvBatchNorm node where it held Conv2d and BatchNormReLU (or BatchNormTrain).
+It calls the modules where conv_bn in evaluation would (but for batch norm's mode and the
+graph, which the op records), and where the convolution has a bias of its own, or its
+output would hold one value a channel (batch norm's error, raised by the modules).
 
 conv_bn: in evaluation with no graph to record (the inference of a model.eval() under
 no_grad or inference_mode), batch norm is a fixed per-channel affine map, x*scale + shift
@@ -17,8 +28,7 @@ own before: the folded resnet20's inference at batch 128 took 1.02 of the unfold
 time, and now 0.99; the change took it to 0.969 of its time (0.985 under glibc's default
 malloc; one process, 15 rounds in turns, 2 threads, AMD family 26, OpenBLAS's SkylakeX
 kernel). Everywhere else it is bn_relu(bn, relu, conv(x)) (or bn(conv(x))). It calls the
-modules whenever the fused pass could differ: bn_relu's cases below, bn in training, a
-graph to record (grad enabled and a tensor that requires it), a hook on the conv, a conv
+modules whenever the fused pass could differ: bn_relu's cases below, a graph to record (grad enabled and a tensor that requires it), a hook on the conv, a conv
 that is not exactly nn.Conv2d, has a bias (unless bn is a folded model's nn.Identity) or
 pads other than with zeros, an input that is not a 4-D tensor of the conv's channels,
 dtype and device.
@@ -43,7 +53,8 @@ import threading
 from tinyres import nn
 from tinyres.autograd import is_grad_enabled, is_inference_mode_enabled
 from tinyres.backend import kernels_for
-from tinyres.functional.fused import batch_norm_relu
+from tinyres.functional.conv import _fits
+from tinyres.functional.fused import batch_norm_relu, conv2d_batch_norm
 from tinyres.functional.norm import eval_affine
 from tinyres.nn.hooks import has_hooks
 from tinyres.tensor import Tensor
@@ -127,24 +138,51 @@ def _epilogue_tensors(conv, bn, x):
     return None
 
 
+def _plain_conv(conv, relu, x, read):
+    """conv exactly an unhooked nn.Conv2d padding with zeros by numbers, of x's channels,
+    relu None or exactly an unhooked nn.ReLU, and conv's weight and the tensors in `read`
+    (None allowed) of x's dtype and device."""
+    return ((relu is None or _plain(relu, nn.ReLU))
+            and _plain(conv, nn.Conv2d) and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str) and x.shape[1] == conv.in_channels
+            and all(t is None or (t.dtype == x.dtype and t.device == x.device) for t in
+                    (conv.weight,) + read))
+
+
 def can_fuse_conv(conv, bn, relu, x):
     """Whether conv_bn(conv, bn, x, relu) runs the convolution with batch norm's affine
     map (or, bn an nn.Identity, the conv's own bias) and the ReLU in its epilogue (see the
     module docstring)."""
     read = _epilogue_tensors(conv, bn, x)
-    return (read is not None and (relu is None or _plain(relu, nn.ReLU))
-            and _plain(conv, nn.Conv2d) and conv.padding_mode == "zeros"
-            and not isinstance(conv.padding, str) and x.shape[1] == conv.in_channels
-            and all(t is None or (t.dtype == x.dtype and t.device == x.device) for t in
-                    (conv.weight,) + read)
+    return (read is not None and _plain_conv(conv, relu, x, read)
             and not _records_graph(x, conv.weight, *read))
 
 
+def can_fuse_conv_train(conv, bn, relu, x):
+    """Whether conv_bn(conv, bn, x, relu) runs the convolution and batch norm in training
+    (and the ReLU) as one op, conv2d_batch_norm, the statistics from the convolution's
+    epilogue (see the module docstring)."""
+    return (_plain_bn(bn, x) and bn.training and conv.bias is None
+            and _plain_conv(conv, relu, x, (bn.weight, bn.bias, bn.running_mean,
+                                            bn.running_var)))
+
+
 def conv_bn(conv, bn, x, relu=None):
-    """bn(conv(x)), or relu(bn(conv(x))) where relu is given: in evaluation with no graph
-    to record, one pass of the convolution's kernels with batch norm's affine map (and the
-    ReLU) applied in its epilogue; bn_relu(bn, relu, conv(x)) (or bn(conv(x))) otherwise.
-    The same values either way, to the last bit."""
+    """bn(conv(x)), or relu(bn(conv(x))) where relu is given: in training, one op whose
+    batch statistics come from the convolution's epilogue (conv2d_batch_norm); in
+    evaluation with no graph to record, one pass of the convolution's kernels with batch
+    norm's affine map (and the ReLU) applied in its epilogue; bn_relu(bn, relu, conv(x))
+    (or bn(conv(x))) otherwise. The same values either way, to the last bit."""
+    if can_fuse_conv_train(conv, bn, relu, x):
+        # the convolution's shape error, if any, before batch norm counts the batch
+        oh, ow = _fits("conv2d", x.shape, conv.kernel_size, conv.stride, conv.padding,
+                       conv.dilation)
+        if x.shape[0] * oh * ow != 1:        # one value a channel: batch norm's own error
+            momentum = bn._momentum_this_step()     # counts the batch, as bn.forward does
+            return conv2d_batch_norm(x, conv.weight, bn.running_mean, bn.running_var,
+                                     bn.weight, bn.bias, conv.stride, conv.padding,
+                                     conv.dilation, conv.groups, momentum, bn.eps,
+                                     relu is not None)
     if not can_fuse_conv(conv, bn, relu, x):
         out = conv(x)
         return bn(out) if relu is None else bn_relu(bn, relu, out)

@@ -7,10 +7,10 @@ Every residual block's forward ends the same way, where a torchvision reader loo
     return self.watched(self.relu(out))
 
 so the gradient reaching the block's input is grad * (F'(x) + lambda). Inside the branch,
-`conv_bn(self.conv1, self.bn1, x, self.relu)` is relu(bn1(conv1(x))): in training the
-convolution, then batch norm and ReLU by one fused op; in evaluation with no graph, one
-pass of the convolution with both applied to its output in cache (models/bn_relu.py says
-when it calls the modules instead). Names and
+`conv_bn(self.conv1, self.bn1, x, self.relu)` is relu(bn1(conv1(x))): in training one
+fused op (on the CPU, batch norm's statistics summed by the convolution's kernels while
+its output is in cache); in evaluation with no graph, one pass of the convolution with both applied to
+its output in cache (models/bn_relu.py says when it calls the modules instead). Names and
 state_dict keys follow torchvision (conv1, bn1, layer1.0.conv1, layer2.0.downsample.0,
 fc), so weights move between the two.
 """
