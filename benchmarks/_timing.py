@@ -10,6 +10,15 @@ builds its case and warms up while the others wait), and asks the workers in tur
 round (warm-up, then timed repetitions): tinyres round 1, torch round 1, tinyres round
 2, ... Only one worker computes at a time; the others wait on their stdin.
 
+Separate processes do not stop one runtime's idle threads from spinning on the cores the
+next worker's round needs: so the parent waits `settle_s` seconds (SETTLE_S, 0.1) before
+every round, for the machine to be quiet. Without it, on 2 cores, tinyres's rounds of
+resnet20's 32@16 forward timed 2.80 ms right after torch's rounds and 1.66 ms with
+tinyres alone, its stride-2 16->32 forward 3.50 against 2.24, while torch's timed about
+the same either way (1.53 against 1.55 ms, 1.24 against 0.93); with a pause of 0.02,
+0.1 or 0.3 s before each round, the two engines' rounds timed 1.66-1.78 and 1.49-1.62 ms,
+1.64-1.85 and 0.87-1.16 ms (AMD family 26, tuned malloc; scratch runs, not kept).
+
 A worker in mode "warm" (the default) warms up at a tiny size, builds the full-size case,
 times its first full-size call (for torch.compile, the compilation) and runs
 spec['prewarm'] more untimed calls before the rounds. A worker in mode "first_calls"
@@ -42,6 +51,7 @@ import time
 import traceback
 
 PREFIX = "@@ "
+SETTLE_S = 0.1          # seconds of quiet before each round (run_case)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -345,11 +355,12 @@ def _finish(worker, result):
     return result
 
 
-def run_case(script, specs, rounds, envs=None):
-    """Time one case on every engine, alternating rounds. specs: {engine: worker spec};
-    envs: {engine: environment}. Returns {engine: result}: 'ms' (median of all timed
-    repetitions), 'min_ms', 'round_ms' (per-round medians), 'first_call_ms',
-    'build_ms', 'peak_rss_mb', 'worker' (what it ran on), or 'error'."""
+def run_case(script, specs, rounds, envs=None, settle_s=SETTLE_S):
+    """Time one case on every engine, alternating rounds, each after settle_s seconds of
+    quiet (the module docstring says why). specs: {engine: worker spec}; envs: {engine:
+    environment}. Returns {engine: result}: 'ms' (median of all timed repetitions),
+    'min_ms', 'round_ms' (per-round medians), 'first_call_ms', 'build_ms', 'peak_rss_mb',
+    'worker' (what it ran on), or 'error'."""
     case = next(iter(specs.values()))["case"]
     workers, out, ready = _start(script, specs, envs)
     times = {e: [] for e in specs}
@@ -358,6 +369,7 @@ def run_case(script, specs, rounds, envs=None):
         for engine, worker in workers.items():
             if engine in out:
                 continue
+            time.sleep(settle_s)             # the last round's idle threads stop spinning
             msg = worker.ask("round")
             if "error" in msg:
                 out[engine] = _failed(engine, case, msg)

@@ -3,7 +3,8 @@ models (training step, inference), same shapes, same process settings.
 
 Each engine runs in its own worker process, one per (engine, case), and the engines
 alternate over rounds (see benchmarks/_timing.py for why and for the memory figure).
-A round is `--warmup` untimed repetitions then `--reps` timed ones; the table shows the
+A round is `--warmup` untimed repetitions then `--reps` timed ones, after `--settle`
+seconds of quiet (the last worker's idle threads stop spinning); the table shows the
 median over every timed repetition of every round. The engines (cpu_engines.py):
 tinyres, torch (eager), torch_compile (torch.compile with inductor, model cases only)
 and numpy (a NumPy im2col convolution, convolution cases only).
@@ -338,7 +339,8 @@ def _measure(cases, engines, opts, env, mode):
         with engine_envs(used, env) as envs:
             specs = {e: worker_spec(e, case, opts, mode) for e in used}
             if mode == "warm":
-                yield case, _timing.run_case(SCRIPT, specs, opts.rounds, envs)
+                yield case, _timing.run_case(SCRIPT, specs, opts.rounds, envs,
+                                             opts.settle)
             else:
                 yield case, _timing.run_first_calls(SCRIPT, specs, envs)
 
@@ -371,8 +373,9 @@ def run_setting(cases, engines, opts, alloc):
     env = _process.worker_env(os.environ, alloc, opts.blas_env)
     seen = {}
     print(f"\nCPU, float32, allocator {alloc}  (ratio = tinyres/torch; medians over "
-          f"{opts.rounds} rounds x {opts.reps} reps after {opts.warmup} warm-up, inference "
-          f"after {opts.infer_warmup} more; {opts.threads} threads each)")
+          f"{opts.rounds} rounds x {opts.reps} reps after {opts.warmup} warm-up, each round "
+          f"after {opts.settle} s of quiet, inference after {opts.infer_warmup} more; "
+          f"{opts.threads} threads each)")
     warm = run_table(cases, engines, opts, env, alloc, "warm", seen)
     infer = [c for c in cases if c["kind"] == "infer"]
     first = []
@@ -419,6 +422,9 @@ def parse_args(argv):
     ap.add_argument("--rounds", type=int, help="alternating rounds per engine (default 3)")
     ap.add_argument("--reps", type=int, help="timed repetitions per round (default 3)")
     ap.add_argument("--warmup", type=int, help="untimed repetitions per round (default 1)")
+    ap.add_argument("--settle", type=float, default=_timing.SETTLE_S,
+                    help="seconds of quiet before each round, for the last worker's idle "
+                         f"threads to stop spinning (default {_timing.SETTLE_S})")
     ap.add_argument("--infer-warmup", type=int,
                     help="untimed full-size inference calls before the first round (default 5)")
     ap.add_argument("--first-calls", type=int,
@@ -463,7 +469,7 @@ def settings_record(args, case_set, engines, allocs, argv):
     """The JSON's "settings": how the run was made."""
     return {"case_set": case_set, "cases_pattern": args.cases, "engines": engines,
             "rounds": args.rounds, "reps": args.reps, "warmup": args.warmup,
-            "infer_warmup": args.infer_warmup, "first_calls": args.first_calls,
+            "settle_s": args.settle, "infer_warmup": args.infer_warmup, "first_calls": args.first_calls,
             "threads": args.threads, "alloc": list(allocs),
             "malloc_tuned": dict(_process.MALLOC_TUNED), "blas_env": args.blas_env,
             "blas_env_removed": _process.removed_blas_variables(os.environ, args.blas_env),

@@ -148,7 +148,9 @@ def settings_text(record):
         parts.append(f"{opts['threads']} threads per engine")
     if opts.get("rounds"):
         parts.append(f"{opts['rounds']} rounds x {opts.get('reps', '?')} reps after "
-                     f"{opts.get('warmup', '?')} warm-up")
+                     f"{opts.get('warmup', '?')} warm-up" + (
+                         f", {opts['settle_s']} s of quiet before each round"
+                         if opts.get("settle_s") else ""))
     return "settings: " + ", ".join(parts)
 
 
