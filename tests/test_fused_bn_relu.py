@@ -873,3 +873,30 @@ def test_conv_bn_in_training_matches_torch(momentum):
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         np.testing.assert_allclose(getattr(ours.bn, name).numpy(),
                                    getattr(theirs[1], name).numpy(), rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("frozen", ["conv", "bn", "input"])
+def test_conv_bn_in_training_with_frozen_parts_is_the_modules(frozen):
+    # what needs no gradient gets none, the rest the modules' own, to the last bit
+    def step(fused):
+        tinyres.manual_seed(0)
+        net = BnReluNet().double().train()
+        params = {"conv": [net.conv.weight], "bn": [net.bn.weight, net.bn.bias],
+                  "input": []}[frozen]
+        for p in params:
+            p.requires_grad_(False)
+        x = tinyres.tensor(np.random.default_rng(1).standard_normal((2, 2, 5, 5)),
+                           requires_grad=frozen != "input")
+        with fuse_bn_relu(fused):
+            out = conv_bn(net.conv, net.bn, x, net.relu)
+            (out * out).sum().backward()
+        grads = [None if t.grad is None else t.grad.numpy()
+                 for t in (x, net.conv.weight, net.bn.weight, net.bn.bias)]
+        return fused_nodes(out, ConvBatchNorm), grads
+    nodes, grads = step(True)
+    nodes_u, grads_u = step(False)
+    assert (nodes, nodes_u) == (1, 0)
+    for a, e in zip(grads, grads_u):
+        assert (a is None) == (e is None)
+        if a is not None:
+            np.testing.assert_array_equal(a, e)
