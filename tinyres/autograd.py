@@ -17,6 +17,8 @@ import threading
 import traceback
 import weakref
 
+import numpy as np
+
 from tinyres.backend import device_of, get_array_module, is_cuda_array
 
 _state = threading.local()     # per thread, as in PyTorch: grad mode and inference mode
@@ -212,6 +214,8 @@ class VersionCounter:
 def _shares_memory(a, b):
     if a is b:
         return True
+    if type(a) is np.ndarray and type(b) is np.ndarray:    # the common case, at once
+        return bool(np.may_share_memory(a, b))
     if a is None or b is None or not hasattr(a, "shape") or not hasattr(b, "shape"):
         return False
     if is_cuda_array(a) != is_cuda_array(b):       # a copy between devices

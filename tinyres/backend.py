@@ -227,8 +227,8 @@ def cuda_device_count():
 
 
 def is_cuda_array(a):
-    """True for a CuPy array (checked without importing CuPy)."""
-    return type(a).__module__.startswith("cupy")
+    """True for a CuPy array (checked without importing CuPy; a NumPy array at once)."""
+    return type(a) is not np.ndarray and type(a).__module__.startswith("cupy")
 
 
 def device_of(a):
