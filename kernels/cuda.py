@@ -340,6 +340,8 @@ class Launchers:
                                  bias, running_mean, running_var, momentum, eps, relu=False):
         """See reference.conv2d_batchnorm_forward: conv2d_forward, then the statistics
         kernel and the elementwise pass of batchnorm_forward (batchnorm_relu_forward)."""
+        self._check_devices("conv2d_batchnorm_forward", x=x, w2=w2, weight=weight,
+                            bias=bias, running_mean=running_mean, running_var=running_var)
         checks.conv2d_batchnorm_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups,
                                              weight, bias, running_mean, running_var)
         out = self.conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)

@@ -714,6 +714,18 @@ def test_conv_batchnorm_forward_of_the_emulated_cuda_layer_is_the_reference(laye
     assert_all_close(got, want, np.float64, "cuda-emulated")
 
 
+def test_the_conv_batchnorm_launcher_refuses_arrays_on_another_device():
+    launched = []
+    launchers = cuda.Launchers(np, lambda name, dtype: lambda *a: launched.append(name),
+                               devices=(lambda a: 1, lambda: 0))   # arrays on cuda:1
+    x, w2, w, b, rm, rv = conv_bn_arrays((2, 3, 6, 5), (4, 3, 3, 3), np.float32)
+    with pytest.raises(RuntimeError, match=r"^conv2d_batchnorm_forward: array x is on cuda:1 "
+                                           r"but the kernel runs on the current device"):
+        launchers.conv2d_batchnorm_forward(x, w2, 3, 3, 1, 1, 1, 1, 1, 1, 1, w, b, rm, rv,
+                                           0.1, 1e-5, True)
+    assert launched == []
+
+
 @pytest.mark.parametrize("name", ["reference", "cpu", "cuda-emulated"])
 def test_conv_batchnorm_forward_checks_everything_before_it_runs(layers, name):
     layer = {"reference": ref, **layers}[name]
