@@ -412,9 +412,8 @@ def _combined_stats(stats, pixels):
 def _batchnorm_stats(x3, plane_stats=None):
     """(mean, biased variance) float64 (C,) over the axes (0, 2) of x3 (N, C, P), combined
     from its planes' moments: plane_stats where a convolution's epilogue computed them
-    (conv2d_batchnorm_forward), else a pass over x3. A plane's moments are summed while
-    it is in cache, so the statistics read x3 once from memory where a channel's two
-    passes over the whole batch read it twice."""
+    (conv2d_batchnorm_forward), else a pass over x3, whose second sum over a plane reads
+    it from the core's cache."""
     if plane_stats is None:
         plane_stats = np.empty(x3.shape[:2] + (2,))
         _plane_stats(x3, plane_stats)
@@ -764,20 +763,21 @@ def maxpool_backward(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1,
 # ---------------------------------------------------------------- batch norm + ReLU, fused
 
 # The layout of the batch-norm kernels above: the statistics by _batchnorm_stats (each
-# plane's moments, a task per plane, or from a convolution's epilogue, then combined a
-# channel at a time), the forward's elementwise pass a task per (n, c) plane, streaming through
-# whole planes (a task per channel with the statistics and the map kept together measured
-# no faster in the resnet20 and resnet18 steps: resnet20's batch-norm + ReLU forward 3.0
-# against 3.5 ms a step). The backward is the plain batch norm's _batchnorm_grad_core (a
-# task per channel, its sums and then its grad_x), given y for the ReLU's mask
-# (_grad_and_x). The mask is a select on values loaded before it, which keeps every loop
-# branchless and vectorised. Only the sums may be reassociated. Reading y costs: resnet20's
-# batch-norm + ReLU backward took 1.22 ms against plain batch norm's 0.72 on 16@32, 0.51
-# against 0.28 on 32@16, 0.33 against 0.13 on 64@8 (128 images, inputs cold, 2 threads,
-# AMD family 26). Tried and left: the mask recomputed from x with the forward's float64
-# constants (1.0-1.17, 0.46 and 0.19 ms: only 64@8 gains, for those constants carried
-# through all three kernel layers), and the masked gradient written to grad_x by the first
-# pass for the second to read in place of grad_out and y (level, the same values).
+# plane's moments, a task per plane or from a convolution's epilogue, then combined a
+# channel at a time), the forward's elementwise pass a task per (n, c) plane, streaming
+# through whole planes (a task per channel with the statistics and the map kept together
+# measured no faster in the resnet20 and resnet18 steps: resnet20's batch-norm + ReLU
+# forward 3.0 against 3.5 ms a step). The backward is the plain batch norm's
+# _batchnorm_grad_core (a task per channel, its sums and then its grad_x), given y for the
+# ReLU's mask (_grad_and_x). The mask is a select on values loaded before it, which keeps
+# every loop branchless and vectorised. Only the sums may be reassociated. Reading y costs:
+# resnet20's batch-norm + ReLU backward took 1.22 ms against plain batch norm's 0.72 on
+# 16@32, 0.51 against 0.28 on 32@16, 0.33 against 0.13 on 64@8 (128 images, inputs cold, 2
+# threads, AMD family 26). Tried and left: the mask recomputed from x with the forward's
+# float64 constants (1.0-1.17, 0.46 and 0.19 ms: only 64@8 gains, for those constants
+# carried through all three kernel layers), and the masked gradient written to grad_x by
+# the first pass for the second to read in place of grad_out and y (level, the same
+# values).
 
 @njit(cache=True, parallel=True)
 def _batchnorm_relu_apply(x, mean, scale, shift, y):
