@@ -912,3 +912,23 @@ def test_conv_bn_in_training_with_frozen_parts_is_the_modules(frozen):
         assert (a is None) == (e is None)
         if a is not None:
             np.testing.assert_array_equal(a, e)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 8), c=st.integers(1, 20), oc=st.integers(1, 20), h=st.integers(3, 20),
+       w=st.integers(3, 20), k=st.sampled_from([1, 3]), stride=st.integers(1, 2),
+       relu=st.booleans(), double=st.booleans(), seed=st.integers(0, 2**16))
+def test_conv_batchnorm_forward_is_the_two_kernels_on_any_layer(n, c, oc, h, w, k, stride,
+                                                                relu, double, seed):
+    # whatever path the plan picks for the layer (pointwise, per-image, Winograd in lanes
+    # or image by image, one GEMM, at these sizes), the statistics from the epilogue are
+    # batch norm's own to the last bit
+    dtype = np.float64 if double else np.float32
+    x, w2, *vectors = conv_bn_arrays((n, c, h, w), (oc, c, k, k), dtype, seed)
+    geometry = (k, k, stride, stride, k // 2, k // 2)
+    if n * (-(-h // stride)) * (-(-w // stride)) == 1:
+        return                                      # one value a channel: an error, above
+    got = conv_bn_fused(cpu, x, w2, geometry, 1, vectors, relu)
+    want = conv_bn_unfused(cpu, x, w2, geometry, 1, vectors, relu)
+    for k_out, (a, e) in enumerate(zip(got, want)):
+        np.testing.assert_array_equal(a, e, err_msg=f"output {k_out}")
