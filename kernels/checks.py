@@ -142,14 +142,20 @@ def check_pool_index(fn, idx, plane_size):
 def check_batchnorm(fn, x, **per_channel):
     """Check x (N, C, H, W) and the (C,) vectors given (None allowed); return m = N*H*W."""
     check_image(fn, x, "x")
-    n, c, h, w = x.shape
+    return _batch_values(fn, x.shape, "x", **per_channel)
+
+
+def _batch_values(fn, shape, what, **per_channel):
+    """Check the (C,) vectors given (None allowed) against the shape (N, C, H, W) of
+    `what`, batch norm's input in training; return m = N*H*W, more than one."""
+    n, c, h, w = shape
     for name, v in per_channel.items():
         if v is not None:
             check_shape(fn, v, name, (c,))
     m = n * h * w
     if m == 1:     # m == 0 (an empty batch) is allowed: empty output, stats untouched
         raise ValueError(f"{fn}: expected more than one value per channel in training "
-                         f"mode, got x of shape {x.shape}")
+                         f"mode, got {what} of shape {tuple(shape)}")
     return m
 
 
@@ -262,16 +268,9 @@ def conv2d_batchnorm_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups,
     batchnorm_forward's; return ((OH, OW), m = N*OH*OW)."""
     fn = "conv2d_batchnorm_forward"
     oh, ow = check_conv2d(fn, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
-    oc = w2.shape[0]
-    for name, v in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
-                    ("running_var", running_var)):
-        if v is not None:
-            check_shape(fn, v, name, (oc,))
-    m = x.shape[0] * oh * ow
-    if m == 1:     # m == 0 (an empty batch) is allowed: empty output, stats untouched
-        raise ValueError(f"{fn}: expected more than one value per channel in training "
-                         f"mode, got a convolution output of shape "
-                         f"{(x.shape[0], oc, oh, ow)}")
+    m = _batch_values(fn, (x.shape[0], w2.shape[0], oh, ow), "a convolution output",
+                      weight=weight, bias=bias, running_mean=running_mean,
+                      running_var=running_var)
     return (oh, ow), m
 
 
