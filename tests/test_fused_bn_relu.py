@@ -932,3 +932,20 @@ def test_conv_batchnorm_forward_is_the_two_kernels_on_any_layer(n, c, oc, h, w, 
     want = conv_bn_unfused(cpu, x, w2, geometry, 1, vectors, relu)
     for k_out, (a, e) in enumerate(zip(got, want)):
         np.testing.assert_array_equal(a, e, err_msg=f"output {k_out}")
+
+
+def test_conv_bn_in_training_without_affine_parameters_is_the_modules():
+    def step(fused):
+        tinyres.manual_seed(0)
+        net = BnReluNet(nn.BatchNorm2d(3, affine=False)).double().train()
+        x = tinyres.tensor(np.random.default_rng(2).standard_normal((2, 2, 5, 5)),
+                           requires_grad=True)
+        with fuse_bn_relu(fused):
+            out = conv_bn(net.conv, net.bn, x, net.relu)
+            (out * out).sum().backward()
+        return (fused_nodes(out, ConvBatchNorm), out.numpy(), x.grad.numpy(),
+                net.conv.weight.grad.numpy(), net.bn.running_var.numpy())
+    fused, unfused = step(True), step(False)
+    assert (fused[0], unfused[0]) == (1, 0)
+    for a, e in zip(fused[1:], unfused[1:]):
+        np.testing.assert_array_equal(a, e)
