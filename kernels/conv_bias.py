@@ -13,12 +13,12 @@ the one-GEMM path does; channel_affine, the product rounded, then the sum; relu_
 so the results are equal to the last bit. Last, where asked, the moments of every plane
 as it now is, for batch norm's statistics in training (cpu.conv2d_batchnorm_forward):
 
-    stats[b, o] = plane_moments(out[b, o, :])         its sum and its squared deviations
+    stats[o, b] = plane_moments(out[b, o, :])         its sum and its squared deviations
 
 the same function on the same numbers as batch norm's own pass over a plane
 (cpu._plane_stats), so the statistics are equal to the last bit too. The epilogue is one
 tuple (scale, bias, relu, stats), scale and bias arrays of the output's dtype, stats a
-float64 (N, OC, 2) array, each empty where absent (`epilogue()` makes it): Numba compiles
+float64 (OC, N, 2) array, each empty where absent (`epilogue()` makes it): Numba compiles
 one version of a core for every epilogue.
 """
 import numpy as np
@@ -41,7 +41,7 @@ def epilogue(dtype, bias=None, scale=None, relu=False, plane_stats=None):
     """The epilogue tuple (scale, bias, relu, stats) of a convolution whose output has
     `dtype`: `bias` added (or, with `scale`, out * scale + bias), then relu where asked;
     the arguments as checks.conv2d_forward_args has checked them (a scale with a bias, both
-    of the output's dtype). plane_stats: a float64 (N, OC, 2) array that receives the
+    of the output's dtype). plane_stats: a float64 (OC, N, 2) array that receives the
     moments of every output plane (plane_moments), written by the cores."""
     stats = NO_STATS if plane_stats is None else plane_stats
     return _array_or_empty(scale, dtype), _array_or_empty(bias, dtype), bool(relu), stats
@@ -50,12 +50,22 @@ def epilogue(dtype, bias=None, scale=None, relu=False, plane_stats=None):
 NO_EPILOGUE = {dtype: epilogue(dtype) for dtype in NONE}
 
 
+@njit(cache=True, inline="always")
+def single_moments(value):
+    """plane_moments of a plane of one value, as its loops compute it."""
+    total = 0.0 + value
+    d = value - total
+    return total, 0.0 + d * d
+
+
 @njit(cache=True, fastmath={"reassoc"})
 def plane_moments(row):
     """(sum(row), sum((row - mean)^2)) of one plane in float64, mean = sum(row)/len(row):
     two passes over the plane, while it is in cache. The sums may be reassociated
     (several accumulators, vectorised), as batch norm's have always been; one compiled
     function for both of its callers, so they agree to the last bit."""
+    if row.shape[0] == 1:
+        return single_moments(row[0])
     total = 0.0
     for k in range(row.shape[0]):
         total += row[k]
@@ -89,4 +99,4 @@ def finish(out3, b0, m, epilogue):
                 for k in range(row.shape[0]):
                     row[k] = np.maximum(row[k], 0)    # as relu_forward: NaN passes
             if stats.shape[0]:
-                stats[b, o, 0], stats[b, o, 1] = plane_moments(row)
+                stats[o, b, 0], stats[o, b, 1] = plane_moments(row)
