@@ -17,7 +17,8 @@ resnet20's 32@16 forward timed 2.80 ms right after torch's rounds and 1.66 ms wi
 tinyres alone, its stride-2 16->32 forward 3.50 against 2.24, while torch's timed about
 the same either way (1.53 against 1.55 ms, 1.24 against 0.93); with a pause of 0.02,
 0.1 or 0.3 s before each round, the two engines' rounds timed 1.66-1.78 and 1.49-1.62 ms,
-1.64-1.85 and 0.87-1.16 ms (AMD family 26, tuned malloc; scratch runs, not kept).
+1.64-1.85 and 0.87-1.16 ms (AMD family 26, tuned malloc, OpenBLAS's SkylakeX kernel;
+scratch runs, not kept).
 
 A worker in mode "warm" (the default) warms up at a tiny size, builds the full-size case,
 times its first full-size call (for torch.compile, the compilation) and runs

@@ -416,7 +416,8 @@ def _plane_stats(x3, stats):
     mean, var = np.empty(c), np.empty(c)
     for ch in prange(c):
         for b in range(n):
-            if pixels == 1:          # batch norm of (N, C): no plane to slice (3x as fast)
+            if pixels == 1:          # batch norm of (N, C): no plane to slice (0.19 against
+                                     # 0.56 ms on (256, 512), 2 threads, AMD family 26)
                 stats[ch, b, 0], stats[ch, b, 1] = single_moments(x3[b, ch, 0])
             else:
                 stats[ch, b, 0], stats[ch, b, 1] = plane_moments(x3[b, ch])
