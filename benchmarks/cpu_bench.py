@@ -38,6 +38,7 @@ Columns of the warm table:
 
     python benchmarks/cpu_bench.py --goals --save      # the goal cases, both allocators
     python benchmarks/cpu_bench.py --quick             # a small subset (a few minutes)
+    python benchmarks/cpu_bench.py --small             # resnet20 at batch 8 and 32
     python benchmarks/cpu_bench.py --tiny              # toy sizes: checks the harness
     python benchmarks/cpu_bench.py --cases 'r20 conv' --engines tinyres,numpy,torch
     python benchmarks/cpu_bench.py --json benchmarks/results/cpu.json --rounds 5 --reps 5
@@ -68,6 +69,7 @@ DEFAULTS = {   # per case set: engines, rounds, reps, warmup, infer_warmup, firs
     "all": ("tinyres,torch,torch_compile", 3, 3, 1, 5, 3),
     "goals": ("tinyres,torch,torch_compile", 3, 3, 1, 5, 3),
     "quick": ("tinyres,torch", 2, 2, 1, 5, 3),
+    "small": ("tinyres,torch", 3, 5, 2, 10, 3),
     "tiny": ("tinyres,torch", 1, 1, 0, 1, 2),
 }
 
@@ -205,6 +207,12 @@ def quick_cases():
     return (model_cases()[:3] + conv_cases("r20", r20[:1]) + pointwise_cases("r20", r20[:1]))
 
 
+def small_batch_cases():
+    """resnet20's training step and inference at batch 8 and 32: where the fixed costs of
+    a step (Python, kernel launches, allocation) weigh most."""
+    return [model_case("resnet20", mode, n) for n in (8, 32) for mode in ("train", "infer")]
+
+
 def goals_cases():
     """The cases the CPU goals are stated on: the four model cases and every listed
     convolution's forward+backward (resnet20's 3x3 layers; resnet18's 3x3 layers at
@@ -221,7 +229,8 @@ def tiny_cases():
             conv_cases("tiny", [_conv(2, 4, 8, 4, 3, 1, 1)], ("fwd+bwd",))[0]]
 
 
-CASE_SETS = {"all": all_cases, "quick": quick_cases, "goals": goals_cases, "tiny": tiny_cases}
+CASE_SETS = {"all": all_cases, "quick": quick_cases, "goals": goals_cases,
+             "small": small_batch_cases, "tiny": tiny_cases}
 
 
 # ----- rows: one printed line and one JSON record per case ---------------------------------
@@ -409,6 +418,8 @@ def parse_args(argv):
     sets.add_argument("--quick", action="store_true", help="a small subset, few repetitions")
     sets.add_argument("--goals", action="store_true",
                       help="the goal cases: four model cases, the listed convs' fwd+bwd")
+    sets.add_argument("--small", action="store_true",
+                      help="resnet20's training step and inference at batch 8 and 32")
     sets.add_argument("--tiny", action="store_true",
                       help="toy sizes, 1 round of 1 rep: checks the harness, measures nothing")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON; 'auto': "
@@ -451,7 +462,7 @@ def parse_args(argv):
 def resolve(ap, args):
     """Fill the options the case set decides; returns (case set name, engines, allocs)."""
     case_set = "goals" if args.goals else "quick" if args.quick else \
-        "tiny" if args.tiny else "all"
+        "small" if args.small else "tiny" if args.tiny else "all"
     engines, rounds, reps, warmup, infer_warmup, first_calls = DEFAULTS[case_set]
     engines = [e.strip() for e in (args.engines or engines).split(",") if e.strip()]
     for e in engines:

@@ -305,6 +305,14 @@ def test_goals_are_the_model_cases_and_the_listed_convolutions():
                    (1, 2, 56), (1, 2, 28), (1, 2, 14)}
 
 
+def test_small_batches_are_resnet20s_step_and_inference_at_8_and_32():
+    names = [c["name"] for c in cpu_bench.small_batch_cases()]
+    assert names == ["resnet20 train step batch 8", "resnet20 infer step batch 8",
+                     "resnet20 train step batch 32", "resnet20 infer step batch 32"]
+    case_set, engines, _ = cpu_bench.resolve(*cpu_bench.parse_args(["--small"]))
+    assert case_set == "small" and engines == ["tinyres", "torch"]
+
+
 def test_model_flops_at_the_default_size_are_unchanged_and_scale_with_size():
     assert cpu_bench.model_forward_flops("resnet18", 1) == pytest.approx(3.64e9, rel=0.01)
     assert cpu_bench.model_convs("resnet20", 2, 32) == cpu_bench.model_convs("resnet20", 2)
