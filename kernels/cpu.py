@@ -169,8 +169,9 @@ def _winograd_conv(x, u, layout, ep=None):
     ep = NO_EPILOGUE[x.dtype] if ep is None else ep
     loop = conv_plan.winograd_loop_gemm(u.shape[2], oc)
     if layout == "winograd-lanes":
-        winograd_lanes.forward(x, u, winograd_lanes.lanes_for(n), out, ep, loop,
-                               numba.get_num_threads())
+        threads = numba.get_num_threads()
+        winograd_lanes.forward(x, u, winograd_lanes.lanes_for(n, threads), out, ep, loop,
+                               threads)
     elif layout == "winograd-4x4":
         winograd4.forward_core(x, u, _winograd_group(x, oc, winograd4), out, ep, loop)
     else:
@@ -186,7 +187,8 @@ def _winograd_weight_grad(g, x, layout):
     part_bytes = 16 * g.shape[1] * x.shape[1] * x.itemsize
     parts = min(numba.get_num_threads(), max(1, chunk_bytes // part_bytes))
     if layout == "winograd-lanes":
-        return winograd_lanes.weight_grad(g, x, winograd_lanes.lanes_for(x.shape[0]), parts)
+        lanes = winograd_lanes.lanes_for(x.shape[0], numba.get_num_threads())
+        return winograd_lanes.weight_grad(g, x, lanes, parts)
     group = _group(x.shape[0], winograd.tiles(*x.shape[2:]))   # GEMMs of gemm_min_columns
     return winograd.weight_grad(g, x, group, parts)
 

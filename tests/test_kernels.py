@@ -847,10 +847,17 @@ def test_winograd_lanes_match_the_reference(n, lanes, h, w, dtype):
                      grad_w2.reshape(oc, c, 3, 3))
 
 
-@pytest.mark.parametrize("n, lanes", [(0, 1), (1, 1), (5, 5), (8, 8), (9, 8), (128, 8)])
-def test_winograd_lanes_a_task_are_never_more_than_the_batch(n, lanes):
-    # a batch under LANES runs as many lanes as images: no GEMM columns of idle lanes
-    assert winograd_lanes.lanes_for(n) == lanes
+@pytest.mark.parametrize("n, threads, lanes", [
+    (0, 1, 1), (1, 1, 1), (5, 1, 5), (8, 1, 8), (9, 1, 8), (128, 1, 8),
+    (0, 2, 1), (1, 2, 1), (4, 2, 2), (8, 2, 4), (12, 2, 6), (16, 2, 8), (20, 2, 5),
+    (128, 2, 8), (100, 2, 8), (8, 3, 3), (128, 3, 8), (7, 16, 1)])
+def test_winograd_lanes_a_task_share_the_batch_evenly_among_the_threads(n, threads, lanes):
+    # at most LANES images a task, never more than the batch (no GEMM columns of idle
+    # lanes), as many tasks for every thread where the batch allows
+    assert winograd_lanes.lanes_for(n, threads) == lanes
+    tasks = -(-n // lanes)
+    assert lanes <= max(1, min(winograd_lanes.LANES, n))
+    assert n == 0 or tasks % threads == 0 or tasks < threads or lanes == winograd_lanes.LANES
 
 
 @pytest.mark.parametrize("n, h, w", [(9, 8, 8), (4, 7, 5), (16, 3, 3)])
