@@ -231,7 +231,8 @@ def test_small_batch_training_steps_take_no_page_faults_under_glibcs_defaults():
     # Under glibc's default malloc (no MALLOC_* settings, tinyres.runtime.tune() not
     # called), arrays from 128 KB are mmapped and trimmed heap memory is given back, so
     # with the cache starting at 1 MB each step took some 800 page faults (2,700 at batch
-    # 8) and ran 1.3x as long; from buffers.MIN_BYTES (64 KB) they are cache blocks
+    # 8, where the step ran 1.27x as long); from buffers.MIN_BYTES (64 KB) they are cache
+    # blocks
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", FAULTS_PROBE], capture_output=True,
                          text=True, check=True, env=env)
