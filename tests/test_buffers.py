@@ -141,19 +141,31 @@ def test_threads_never_get_the_same_block():
     assert errors == []
 
 
-def _train_steps(steps):
+def resnet20_training(batch):
+    """A training step of resnet20 (SGD with momentum) on a fixed random batch, seeded:
+    (the model, a function that runs one step and returns its loss)."""
     tinyres.manual_seed(0)
     model = tinyres.models.get_model("resnet20")
     opt = tinyres.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     rng = np.random.default_rng(0)
-    x = tinyres.tensor(rng.standard_normal((32, 3, 32, 32), dtype=np.float32))
-    y = tinyres.tensor(rng.integers(0, 10, 32))
-    held = []
-    for _ in range(steps):
+    x = tinyres.tensor(rng.standard_normal((batch, 3, 32, 32), dtype=np.float32))
+    y = tinyres.tensor(rng.integers(0, 10, batch))
+
+    def step():
         opt.zero_grad()
         loss = tinyres.nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
+        return loss
+
+    return model, step
+
+
+def _train_steps(steps):
+    model, step = resnet20_training(32)
+    held = []
+    for _ in range(steps):
+        loss = step()
         held.append(buffers.stats()["held_bytes"])
     return [p.detach().numpy().copy() for p in model.parameters()], loss.item(), held
 
@@ -205,17 +217,10 @@ def test_padding_indexing_and_the_mean_reuse_blocks_from_step_to_step():
 
 
 FAULTS_PROBE = """
-import resource, numpy as np, tinyres
-tinyres.manual_seed(0)
-model = tinyres.models.get_model("resnet20")
-opt = tinyres.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-rng = np.random.default_rng(0)
-x = tinyres.tensor(rng.standard_normal((4, 3, 32, 32), dtype=np.float32))
-y = tinyres.tensor(rng.integers(0, 10, 4))
-def step():
-    opt.zero_grad()
-    tinyres.nn.functional.cross_entropy(model(x), y).backward()
-    opt.step()
+import resource, sys
+sys.path.insert(0, {tests!r})
+from test_buffers import resnet20_training
+_, step = resnet20_training(4)
 for _ in range(3):
     step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -234,6 +239,7 @@ def test_small_batch_training_steps_take_no_page_faults_under_glibcs_defaults():
     # 8, where the step ran 1.27x as long); from buffers.MIN_BYTES (64 KB) they are cache
     # blocks
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    out = subprocess.run([sys.executable, "-c", FAULTS_PROBE], capture_output=True,
-                         text=True, check=True, env=env)
+    probe = FAULTS_PROBE.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, env=env)
     assert float(out.stdout.strip()) < 50, out.stdout
