@@ -246,9 +246,10 @@ def maxpool_backward_args(grad_out, idx, x_shape, kh, kw, sh, sw, ph, pw, dh=1, 
 
 
 def conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None,
-                        scale=None):
+                        scale=None, residual=None):
     """Check conv2d_forward's arguments (bias and scale None or (OC,) of x's dtype, a
-    scale only with a bias, its shift); return (OH, OW)."""
+    scale only with a bias, its shift; residual None or of the output's shape and x's
+    dtype); return (OH, OW)."""
     oh, ow = check_conv2d("conv2d_forward", x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
     if scale is not None and bias is None:
         raise ValueError("conv2d_forward: a scale needs a bias (the shift added after it)")
@@ -258,6 +259,9 @@ def conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bia
             if values.dtype != x.dtype:
                 raise TypeError(f"conv2d_forward: {name} must have x's dtype {x.dtype}, got "
                                 f"{values.dtype}")
+    if residual is not None:
+        check_like("conv2d_forward", residual, "residual (added to the output)",
+                   (x.shape[0], w2.shape[0], oh, ow), x, "x")
     return oh, ow
 
 

@@ -6,20 +6,24 @@ epilogue, for the images b = b0, ..., b0 + m - 1 and every output channel o,
     out[b, o, :] += bias[o]                           a bias
     out[b, o, :] = out[b, o, :] * scale[o] + bias[o]  a per-channel affine map: batch
                                                       norm in evaluation (bias its shift)
-    out[b, o, :] = max(out[b, o, :], 0)               relu, after either or alone
+    out[b, o, :] += lam * residual[b, o, :]           a residual block's shortcut, after
+                                                      either or alone: F(x) + lambda x
+    out[b, o, :] = max(out[b, o, :], 0)               relu, after any of them or alone
 
 Each is the same float operations as the separate pass it replaces (`out += bias`, as
-the one-GEMM path does; channel_affine, the product rounded, then the sum; relu_forward),
-so the results are equal to the last bit. Last, where asked, the moments of every plane
+the one-GEMM path does; channel_affine, the product rounded, then the sum; add_scaled,
+lambda rounded to the dtype, the product rounded, then the sum; relu_forward), so the
+results are equal to the last bit. Last, where asked, the moments of every plane
 as it now is, for batch norm's statistics in training (cpu.conv2d_batchnorm_forward):
 
     stats[o, b] = plane_moments(out[b, o, :])         its sum and its squared deviations
 
 the same function on the same numbers as batch norm's own pass over a plane
 (cpu._plane_stats), so the statistics are equal to the last bit too. The epilogue is one
-tuple (scale, bias, relu, stats), scale and bias arrays of the output's dtype, stats a
-float64 (OC, N, 2) array, each empty where absent (`epilogue()` makes it): Numba compiles
-one version of a core for every epilogue.
+tuple (scale, bias, relu, stats, residual, lam), scale and bias arrays of the output's
+dtype, stats a float64 (OC, N, 2) array, residual the output's shape as (N, OC, OH*OW),
+each empty where absent, lam a scalar of the output's dtype (`epilogue()` makes it):
+Numba compiles one version of a core for every epilogue.
 """
 import numpy as np
 from numba import njit
@@ -35,16 +39,24 @@ def _array_or_empty(values, dtype):
 
 
 NO_STATS = np.empty((0, 0, 2))
+NO_RESIDUAL = {dtype: np.empty((0, 0, 0), dtype) for dtype in NONE}
 
 
-def epilogue(dtype, bias=None, scale=None, relu=False, plane_stats=None):
-    """The epilogue tuple (scale, bias, relu, stats) of a convolution whose output has
-    `dtype`: `bias` added (or, with `scale`, out * scale + bias), then relu where asked;
-    the arguments as checks.conv2d_forward_args has checked them (a scale with a bias, both
-    of the output's dtype). plane_stats: a float64 (OC, N, 2) array that receives the
-    moments of every output plane (plane_moments), written by the cores."""
+def epilogue(dtype, bias=None, scale=None, relu=False, plane_stats=None, residual=None,
+             residual_scale=1.0):
+    """The epilogue tuple (scale, bias, relu, stats, residual, lam) of a convolution whose
+    output has `dtype`: `bias` added (or, with `scale`, out * scale + bias), then
+    residual_scale * residual, then relu where asked; the arguments as
+    checks.conv2d_forward_args has checked them (a scale with a bias, both of the output's
+    dtype; the residual C-contiguous of the output's shape and dtype). plane_stats: a
+    float64 (OC, N, 2) array that receives the moments of every output plane
+    (plane_moments), written by the cores."""
+    dtype = np.dtype(dtype)
     stats = NO_STATS if plane_stats is None else plane_stats
-    return _array_or_empty(scale, dtype), _array_or_empty(bias, dtype), bool(relu), stats
+    res = (NO_RESIDUAL.get(dtype, np.empty((0, 0, 0), dtype)) if residual is None
+           else residual.reshape(residual.shape[0], residual.shape[1], -1))
+    return (_array_or_empty(scale, dtype), _array_or_empty(bias, dtype), bool(relu), stats,
+            res, dtype.type(residual_scale))
 
 
 NO_EPILOGUE = {dtype: epilogue(dtype) for dtype in NONE}
@@ -81,8 +93,8 @@ def plane_moments(row):
 def finish(out3, b0, m, epilogue):
     """out3 (N, OC, P): the epilogue on every pixel of images b0..b0+m-1 (nothing when
     it is empty)."""
-    scale, bias, relu, stats = epilogue
-    if bias.shape[0] == 0 and not relu and stats.shape[0] == 0:
+    scale, bias, relu, stats, residual, lam = epilogue
+    if bias.shape[0] == 0 and not relu and stats.shape[0] == 0 and residual.shape[0] == 0:
         return
     for b in range(b0, b0 + m):
         for o in range(out3.shape[1]):
@@ -95,6 +107,10 @@ def finish(out3, b0, m, epilogue):
                 t = bias[o]
                 for k in range(row.shape[0]):
                     row[k] += t
+            if residual.shape[0]:                      # as add_scaled: 1 * r is r
+                r = residual[b, o]
+                for k in range(row.shape[0]):
+                    row[k] = row[k] + lam * r[k]
             if relu:
                 for k in range(row.shape[0]):
                     row[k] = np.maximum(row[k], 0)    # as relu_forward: NaN passes

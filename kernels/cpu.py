@@ -229,25 +229,28 @@ def _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups):
 
 
 def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None,
-                   scale=None, relu=False):
+                   scale=None, relu=False, residual=None, residual_scale=1.0):
     """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C/groups*kh*kw),
     plus bias (OC,) where given -> out (N, OC, OH, OW), by the algorithm
     conv_plan.conv_algorithm() names for the layer. With scale (OC,): out * scale + bias
-    (batch norm in evaluation, bias its shift); relu: max(out, 0) after. The cores apply
-    these to each task's images while they are in cache (kernels/conv_bias.py), the same
-    values as the separate passes (reference.conv2d_forward)."""
+    (batch norm in evaluation, bias its shift); with residual (the output's shape): then
+    out + residual_scale * residual (a residual block's shortcut); relu: max(out, 0)
+    after. The cores apply these to each task's images while they are in cache
+    (kernels/conv_bias.py), the same values as the separate passes
+    (reference.conv2d_forward)."""
     out_hw = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias,
-                                        scale)
+                                        scale, residual)
     return _conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, scale, relu,
-                           out_hw)
+                           out_hw, residual=residual, residual_scale=residual_scale)
 
 
 def _conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, scale, relu, out_hw,
-                    plane_stats=None):
+                    plane_stats=None, residual=None, residual_scale=1.0):
     """conv2d_forward on arguments checked by checks.conv2d_forward_args, which gave
     out_hw = (OH, OW); plane_stats (OC, N, 2) float64, where given, receives the moments
     of every output plane (conv_bias.plane_moments): from the cores' epilogue, or from a
     pass of its own after the one-GEMM path."""
+    residual = None if residual is None else np.ascontiguousarray(residual)
     (n, oc), (oh, ow) = (x.shape[0], w2.shape[0]), out_hw
     plan = _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups)
     if plan.forward == "one-gemm":
@@ -256,11 +259,14 @@ def _conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, scale, 
                                            dh, dw, groups, None if scale is not None else bias,
                                            matmul)
         out = out if scale is None else channel_affine(out, scale, bias)
+        if residual is not None:
+            out = add_scaled(out, residual, residual_scale, out=out)
         out = relu_forward(out, out=out) if relu else out
         if plane_stats is not None:
             _plane_stats(_planes(out), plane_stats)
         return out
-    x, ep = np.ascontiguousarray(x), epilogue(x.dtype, bias, scale, relu, plane_stats)
+    x = np.ascontiguousarray(x)
+    ep = epilogue(x.dtype, bias, scale, relu, plane_stats, residual, residual_scale)
     with _one_blas_thread():
         if plan.forward in WINOGRAD_LAYOUTS:
             u = _winograd_weight(w2, oc, plan.forward)

@@ -292,13 +292,15 @@ class Launchers:
                              *magic_divisor(sw)))
 
     def conv2d_forward(self, x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None,
-                       scale=None, relu=False):
+                       scale=None, relu=False, residual=None, residual_scale=1.0):
         """See reference.conv2d_forward: batched GEMMs (cuBLAS on a GPU) that write NCHW,
         over per-image columns, or over x itself for a 1x1 layer (kernels/nchw_conv.py);
         the bias, where given, one broadcast addition after (with scale, channel_affine),
-        then relu_forward where asked."""
-        self._check_devices("conv2d_forward", x=x, w2=w2, bias=bias, scale=scale)
-        checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, scale)
+        the residual's add_scaled, then relu_forward where asked."""
+        self._check_devices("conv2d_forward", x=x, w2=w2, bias=bias, scale=scale,
+                            residual=residual)
+        checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, scale,
+                                   residual)
         _check_int32("conv2d_forward", planes=x.shape[0] * x.shape[1])
         out = nchw_conv.forward(self.xp, self._unfold, x, w2, (kh, kw, sh, sw, ph, pw, dh, dw),
                                 groups, self.cols_budget)
@@ -306,6 +308,9 @@ class Launchers:
             out = channel_affine(out, scale, bias)
         elif bias is not None:
             out += bias.reshape(1, -1, 1, 1)
+        if residual is not None:        # add_scaled's steps, each a kernel of the library
+            self.xp.add(out, residual if residual_scale == 1.0 else
+                        out.dtype.type(residual_scale) * residual, out=out)
         return self.relu_forward(out, out=out) if relu else out
 
     def conv2d_backward(self, grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True,
@@ -580,12 +585,12 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
 
 
 def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None,
-                   scale=None, relu=False):
+                   scale=None, relu=False, residual=None, residual_scale=1.0):
     """The convolution of x (N, C, H, W) with w2 (OC, C/groups*kh*kw), plus bias (OC,)
-    where given (with scale: out * scale + bias), relu after where asked: im2col + cuBLAS
-    GEMMs, one batched call for the groups."""
+    where given (with scale: out * scale + bias), then residual_scale * residual where
+    given, relu after where asked: im2col + cuBLAS GEMMs, one batched call for the groups."""
     return _gpu().conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, scale,
-                                 relu)
+                                 relu, residual, residual_scale)
 
 
 def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w=True,

@@ -59,11 +59,12 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
 
 
 def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=None,
-                   scale=None, relu=False):
+                   scale=None, relu=False, residual=None, residual_scale=1.0):
     """The convolution of x (N, C, H, W) with w2 = weight.reshape(OC, C/groups*kh*kw),
     plus bias (OC,) where given (added to every pixel of its channel); with scale (OC,),
-    channel_affine(out, scale, bias) instead (batch norm in evaluation); relu: then
-    relu_forward.
+    channel_affine(out, scale, bias) instead (batch norm in evaluation); with residual
+    (the output's shape), then add_scaled(out, residual, residual_scale) (a residual
+    block's shortcut, F(x) + lambda x); relu: then relu_forward.
 
     -> out (N, OC, OH, OW). With Cg = C/groups input and OCg = OC/groups output channels a
     group, output channel o reads the input channels of its group, g = o // OCg:
@@ -72,10 +73,11 @@ def conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh=1, dw=1, groups=1, bias=Non
     im2col of the whole batch, then one GEMM per group (kernels/gemm_conv.py).
     """
     oh, ow = checks.conv2d_forward_args(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias,
-                                        scale)
+                                        scale, residual)
     out = gemm_conv.conv2d_forward(np, im2col, x, w2, kh, kw, sh, sw, ph, pw, oh, ow,
                                    dh, dw, groups, bias if scale is None else None)
     out = out if scale is None else channel_affine(out, scale, bias)
+    out = out if residual is None else add_scaled(out, residual, residual_scale)
     return relu_forward(out) if relu else out
 
 

@@ -2,8 +2,9 @@
 layer and every CPU algorithm equals the convolution without a bias plus the bias, to the
 last bit (the same one addition per element, kernels/conv_bias.py), and refuses a bias of
 the wrong shape or dtype by name; with scale (batch norm in evaluation) and relu, it equals
-channel_affine then relu_forward of the plain output, to the last bit. F.conv2d then
-matches PyTorch with and without a bias.
+channel_affine then relu_forward of the plain output, to the last bit, and with a
+residual (a block's shortcut, scaled) add_scaled before the relu. F.conv2d then matches
+PyTorch with and without a bias.
 """
 import numpy as np
 import pytest
@@ -95,6 +96,76 @@ def test_cpu_scale_and_relu_are_the_separate_passes_to_the_last_bit(policy, laye
     np.testing.assert_array_equal(
         reference.conv2d_forward(x, w2, *window, bias=shift, scale=scale, relu=relu),
         expected_ref)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("lam", [1.0, 0.3, -2.0])
+@pytest.mark.parametrize("affine", [False, True], ids=["plain", "affine"])
+def test_cpu_residual_is_the_separate_add_to_the_last_bit(policy, layer, lam, affine):
+    # a residual block's end, relu(bn(conv(x)) + lambda * shortcut), in every path's
+    # epilogue: the values of conv2d_forward, channel_affine, add_scaled and relu_forward
+    # one after the other (lambda rounded to the dtype, the product rounded, then the sum;
+    # 1 * shortcut is the shortcut), NaN and -0.0 included; the shortcut never written
+    x_shape, w_shape, stride, padding = layer
+    x, w2, shift = _case(x_shape, w_shape, np.float32, seed=5)
+    scale = np.random.default_rng(6).standard_normal(w_shape[0]).astype(np.float32)
+    window = _window(w_shape, stride, padding)
+    with conv_plan.conv_policy(POLICIES[policy]):
+        plain = cpu.conv2d_forward(x, w2, *window)
+        shortcut = np.random.default_rng(7).standard_normal(plain.shape).astype(np.float32)
+        shortcut[0, 0, 0, 0], shortcut[-1, -1, -1, -1] = np.nan, -0.0
+        kept = shortcut.copy()
+        affine_args = dict(bias=shift, scale=scale) if affine else {}
+        for relu in (False, True):
+            fused = cpu.conv2d_forward(x, w2, *window, **affine_args, relu=relu,
+                                       residual=shortcut, residual_scale=lam)
+            expected = cpu.channel_affine(plain, scale, shift) if affine else plain
+            expected = cpu.add_scaled(expected, shortcut, lam)
+            expected = cpu.relu_forward(expected) if relu else expected
+            np.testing.assert_array_equal(fused, expected)
+            np.testing.assert_array_equal(np.signbit(fused), np.signbit(expected))
+            ref_plain = reference.conv2d_forward(x, w2, *window)
+            ref_plain = reference.channel_affine(ref_plain, scale, shift) if affine else ref_plain
+            ref_expected = reference.add_scaled(ref_plain, shortcut, lam)
+            ref_expected = reference.relu_forward(ref_expected) if relu else ref_expected
+            np.testing.assert_array_equal(
+                reference.conv2d_forward(x, w2, *window, **affine_args, relu=relu,
+                                         residual=shortcut, residual_scale=lam), ref_expected)
+    np.testing.assert_array_equal(shortcut, kept)
+
+
+@pytest.mark.parametrize("kernels", [cpu, reference], ids=["cpu", "reference"])
+def test_a_residual_of_the_wrong_shape_or_dtype_is_refused_by_name(kernels):
+    x, w2, _ = _case((2, 3, 6, 6), (4, 3, 3, 3), np.float32)
+    good = np.zeros((2, 4, 6, 6), np.float32)
+    out_before = good.copy()
+    with pytest.raises(ValueError, match=r"conv2d_forward: residual \(added to the output\) "
+                                         r"must have shape \(2, 4, 6, 6\), got \(2, 3, 6, 6\)"):
+        kernels.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1, residual=x)
+    with pytest.raises(ValueError, match=r"must have shape \(2, 4, 3, 3\)"):   # stride 2
+        kernels.conv2d_forward(x, w2, 3, 3, 2, 2, 1, 1, residual=good)
+    with pytest.raises(TypeError, match="conv2d_forward: residual .* must have x's dtype "
+                                        "float32, got float64"):
+        kernels.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1, residual=good.astype(np.float64))
+    np.testing.assert_array_equal(good, out_before)
+
+
+def test_emulated_cuda_residual():
+    x, w2, bias = _case((2, 5, 7, 7), (6, 5, 3, 3), np.float64, seed=2)
+    window = _window((6, 5, 3, 3), 1, 1)
+    plain = reference.conv2d_forward(x, w2, *window)
+    shortcut = np.random.default_rng(8).standard_normal(plain.shape)
+    try:
+        gpu = emulate.backend()
+    except emulate.EmulatorUnavailable as e:
+        pytest.skip(str(e))
+    scale = -np.abs(bias)
+    np.testing.assert_allclose(
+        gpu.conv2d_forward(x, w2, *window, bias=bias, scale=scale, relu=True,
+                           residual=shortcut, residual_scale=0.5),
+        np.maximum(plain * scale.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
+                   + 0.5 * shortcut, 0), rtol=1e-12, atol=1e-12)
 
 
 def test_relu_alone_and_a_scale_without_a_shift():

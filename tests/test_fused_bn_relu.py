@@ -34,8 +34,9 @@ from tinyres.functional.fused import BatchNormReLU, ConvBatchNorm
 from tinyres.gradcheck import GradcheckError
 from tinyres.kernels import conv_plan, cpu, cuda, emulate
 from tinyres.kernels import reference as ref
+from tinyres.models import bn_relu as bn_relu_module
 from tinyres.models.bn_relu import (bn_relu, can_fuse, can_fuse_conv, can_fuse_conv_train,
-                                    conv_bn, fuse_bn_relu)
+                                    can_fuse_residual, conv_bn, conv_bn_residual, fuse_bn_relu)
 from tinyres.nn.utils.fusion import fold_batchnorm, fuse_conv_bn_eval
 from tinyres.probes import GradientProbe
 from tinyres.tensor import _topological_order
@@ -528,6 +529,87 @@ def test_conv_bn_inference_is_the_modules_to_the_last_bit(build, x_shape, mode, 
             modules = model(x)
     np.testing.assert_array_equal(fused.numpy(), modules.numpy())
     assert not fused.requires_grad
+
+
+def _count_residuals(monkeypatch):
+    """Each CPU conv2d_forward call's residual scale (None: no residual), and each
+    residual_add that conv_bn_residual's separate ops ran."""
+    calls, adds = [], []
+    real_conv, real_add = cpu.conv2d_forward, bn_relu_module.residual_add
+    monkeypatch.setattr(cpu, "conv2d_forward", lambda *a, **k: calls.append(
+        k.get("residual_scale") if k.get("residual") is not None else None)
+        or real_conv(*a, **k))
+    monkeypatch.setattr(bn_relu_module, "residual_add",
+                        lambda *a, **k: adds.append(a[2]) or real_add(*a, **k))
+    return calls, adds
+
+
+@pytest.mark.parametrize("build, x_shape, blocks", [
+    (lambda: models.resnet20(), (3, 3, 32, 32), 9),
+    (lambda: models.resnet20(shortcut_scale=0.5), (3, 3, 32, 32), 9),
+    (lambda: models.resnet18(num_classes=7), (2, 3, 64, 64), 8),
+    (lambda: models.resnet.ResNet(models.Bottleneck, [1, 2, 1, 1], num_classes=5),
+     (2, 3, 32, 32), 5),
+], ids=["resnet20", "resnet20-lambda-0.5", "resnet18", "bottleneck"])
+def test_a_block_ends_in_its_last_convolution_in_inference(monkeypatch, build, x_shape,
+                                                           blocks):
+    # relu(bn2(conv2(out)) + lambda * shortcut) in conv2's epilogue: one convolution with a
+    # residual a block (option-A, projection and identity shortcuts), no residual_add,
+    # the values of the separate ops to the last bit
+    tinyres.manual_seed(0)
+    model = _trained_eval(build(), x_shape)
+    lam = model.layer1[0].shortcut_scale
+    x = tinyres.tensor(np.random.default_rng(2).standard_normal(x_shape).astype(np.float32))
+    calls, adds = _count_residuals(monkeypatch)
+    with tinyres.no_grad():
+        fused = model(x)
+        assert [c for c in calls if c is not None] == [lam] * blocks and adds == []
+        calls.clear()
+        with fuse_bn_relu(False):
+            separate = model(x)
+    assert all(c is None for c in calls) and adds == []    # the blocks' own residual_add
+    np.testing.assert_array_equal(fused.numpy(), separate.numpy())
+
+
+def test_a_block_ends_with_the_separate_ops_wherever_they_could_differ(monkeypatch):
+    tinyres.manual_seed(0)
+    model = _trained_eval(models.resnet20(), (2, 3, 32, 32))
+    block = model.layer1[0]
+    x = tinyres.tensor(np.random.default_rng(3).standard_normal((2, 16, 32, 32))
+                       .astype(np.float32))
+    with tinyres.no_grad():
+        expected = block(x).numpy()
+        assert can_fuse_residual(block, block.conv2, block.bn2, x)
+        seen = []                                   # a hook on bn2: the modules, it sees bn2
+        handle = block.bn2.register_forward_hook(lambda m, args, out: seen.append(out))
+        assert not can_fuse_residual(block, block.conv2, block.bn2, x)
+        np.testing.assert_array_equal(block(x).numpy(), expected)
+        assert len(seen) == 1
+        handle.remove()
+        plain = models.resnet20(shortcut=None).eval().layer1[0]      # the plain twin
+        assert not plain.residual and not can_fuse_residual(plain, plain.conv2, plain.bn2, x)
+    with GradientProbe(model):                       # a probe: the separate ops, taps and all
+        assert not can_fuse_residual(block, block.conv2, block.bn2, x)
+    recorded = block(x.requires_grad_())             # a graph to record (bn1 and its ReLU
+    np.testing.assert_allclose(recorded.numpy(), expected, rtol=1e-5, atol=1e-5)  # as an op)
+    assert recorded.requires_grad
+    calls, adds = _count_residuals(monkeypatch)
+    shortcut = tinyres.tensor(x.numpy(), requires_grad=True)
+    with tinyres.no_grad():
+        h = conv_bn(block.conv1, block.bn1, x.detach(), block.relu)
+    for model_param in model.parameters():
+        model_param.requires_grad_(False)
+    # the shortcut alone records a graph: conv_bn_residual's separate ops, its gradient 1
+    out = conv_bn_residual(block.conv2, block.bn2, h, shortcut, 1.0, block.relu)
+    assert adds == [1.0] and out.requires_grad
+    np.testing.assert_array_equal(out.numpy(), expected)
+    out.sum().backward()
+    np.testing.assert_array_equal(shortcut.grad.numpy(), (expected > 0).astype(np.float32))
+    with tinyres.no_grad():                          # a shortcut of the wrong shape: its error
+        with pytest.raises(ValueError, match=r"residual_add: the branch \(2, 16, 32, 32\) "
+                                             r"and the shortcut \(2, 16, 16, 16\)"):
+            conv_bn_residual(block.conv2, block.bn2, h, shortcut.detach()[:, :, ::2, ::2],
+                             1.0, block.relu)
 
 
 def test_conv_bn_runs_the_kernels_once_in_evaluation_and_the_modules_otherwise(monkeypatch):

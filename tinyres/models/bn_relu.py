@@ -37,6 +37,13 @@ not exactly nn.Conv2d, has a bias (unless bn is a folded model's nn.Identity) or
 other than with zeros, an input that is not a 4-D tensor of the conv's channels, dtype
 and device.
 
+conv_bn_residual: the end of a residual block in inference, relu(bn(conv(x)) + lambda *
+shortcut), as one pass of the convolution's kernels, the shortcut added (and the ReLU
+applied) in the same epilogue: the residual_add and the ReLU had a pass over memory each.
+A block takes it where can_fuse_residual holds (a shortcut, no probe, conv_bn's own
+evaluation fusion) and runs its separate ops otherwise; the values are those of the
+separate ops to the last bit.
+
 bn_relu calls tinyres.nn.functional.batch_norm_relu with the BatchNorm module's own
 weight, bias, running statistics, momentum and eps, after the module's own bookkeeping
 (num_batches_tracked, the cumulative momentum of momentum=None), so parameters, buffers,
@@ -52,6 +59,7 @@ bn_relu calls the two modules instead, relu(bn(x)), whenever the fused op could 
 - fusion is switched off for this thread: `with fuse_bn_relu(False): ...` (for instance
   to draw the unfused graph with tinyres.viz, or to compare the two).
 """
+import numbers
 import threading
 
 from tinyres import nn
@@ -60,6 +68,7 @@ from tinyres.backend import kernels_for
 from tinyres.functional.conv import _fits
 from tinyres.functional.fused import batch_norm_relu, conv2d_batch_norm
 from tinyres.functional.norm import eval_affine
+from tinyres.functional.residual import residual_add
 from tinyres.nn.hooks import has_hooks
 from tinyres.tensor import Tensor
 
@@ -190,6 +199,13 @@ def conv_bn(conv, bn, x, relu=None):
     if not can_fuse_conv(conv, bn, relu, x):
         out = conv(x)
         return bn(out) if relu is None else bn_relu(bn, relu, out)
+    return Tensor(_fused_eval(conv, bn, x, relu is not None))
+
+
+def _fused_eval(conv, bn, x, relu, shortcut=None, shortcut_scale=1.0):
+    """The array of relu(bn(conv(x)) + shortcut_scale * shortcut) (the ReLU where relu, the
+    shortcut where given) by one pass of the convolution's kernels, batch norm's affine map
+    (or the folded conv's bias) applied in its epilogue, as can_fuse_conv allowed."""
     weight = conv.weight.array
     if isinstance(bn, nn.Identity):          # folded: the conv's bias is batch norm's shift
         scale, shift = None, None if conv.bias is None else conv.bias.array
@@ -198,8 +214,34 @@ def conv_bn(conv, bn, x, relu=None):
                                       None if bn.bias is None else bn.bias.array,
                                       bn.running_mean.array, bn.running_var.array, bn.eps,
                                       weight.dtype)
-    out = kernels_for(x.array).conv2d_forward(
+    return kernels_for(x.array).conv2d_forward(
         x.array, weight.reshape(weight.shape[0], -1), *weight.shape[2:], *conv.stride,
-        *conv.padding, *conv.dilation, conv.groups, bias=shift, scale=scale,
-        relu=relu is not None)
-    return Tensor(out)
+        *conv.padding, *conv.dilation, conv.groups, bias=shift, scale=scale, relu=relu,
+        residual=None if shortcut is None else shortcut.array, residual_scale=shortcut_scale)
+
+
+def can_fuse_residual(block, conv, bn, x):
+    """Whether the end of a residual block, relu(bn(conv(x)) + lambda * shortcut), may run
+    as one pass of the convolution's kernels (conv_bn_residual): a block with a shortcut
+    (not the plain twin) and no probe attached, whose conv_bn(conv, bn, x, block.relu)
+    would run fused in evaluation (can_fuse_conv: no graph to record, nothing hooked)."""
+    return (block.residual and block.probe is None
+            and can_fuse_conv(conv, bn, block.relu, x))
+
+
+def conv_bn_residual(conv, bn, x, shortcut, scale, relu):
+    """relu(bn(conv(x)) + scale * shortcut), for a block where can_fuse_residual holds: in
+    inference, one pass of the convolution's kernels with batch norm's affine map, the
+    scaled shortcut and the ReLU applied to each task's output while it is in cache
+    (kernels/conv_bias.py), the values of the separate ops to the last bit; the separate
+    ops below wherever the shortcut could tell (a tensor that records a graph, or not of
+    the output's shape, dtype and device, or a scale that is not a number)."""
+    oh, ow = _fits("conv2d", x.shape, conv.kernel_size, conv.stride, conv.padding,
+                   conv.dilation)
+    if not (isinstance(shortcut, Tensor) and isinstance(scale, numbers.Real)
+            and shortcut.shape == (x.shape[0], conv.out_channels, oh, ow)
+            and shortcut.dtype == x.dtype and shortcut.device == x.device
+            and not _records_graph(shortcut)):
+        out = residual_add(conv_bn(conv, bn, x), shortcut, scale)  # F(x) + lambda x
+        return relu(out)
+    return Tensor(_fused_eval(conv, bn, x, True, shortcut, float(scale)))

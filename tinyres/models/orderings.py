@@ -46,10 +46,6 @@ class OrderedBlock(ResidualBlock):
         self.shortcut_scale = self.join.scale
         self.stride = stride
 
-    def shortcut(self, identity):
-        """The shortcut's input, subsampled and padded where the block changes shape."""
-        return identity if self.downsample is None else self.downsample(identity)
-
     def shortcut_formula(self, grad_out, out):
         """The gradient the shortcut path carries back by the formula, from the gradient at
         the block's output (and its output value): the join's factor, behind the ReLU's
