@@ -106,6 +106,8 @@ def main(argv=None):
     ap.add_argument("--b", default="", help="policy B: field=value,... ('' the default)")
     sets = ap.add_mutually_exclusive_group()
     sets.add_argument("--goals", action="store_true", help="cpu_bench.py's goal cases")
+    sets.add_argument("--small", action="store_true",
+                      help="cpu_bench.py's small-batch cases (resnet20 at batch 8 and 32)")
     sets.add_argument("--tiny", action="store_true",
                       help="cpu_bench.py's toy cases: checks the script, measures nothing")
     ap.add_argument("--cases", metavar="PATTERN", help="regular expression on case names")
@@ -123,7 +125,7 @@ def main(argv=None):
     except (ValueError, SyntaxError) as err:
         ap.error(str(err))
     pool = (cpu_bench.goals_cases() if args.goals else cpu_bench.tiny_cases() if args.tiny
-            else cpu_bench.all_cases())
+            else cpu_bench.small_batch_cases() if args.small else cpu_bench.all_cases())
     cases = _timing.select(pool, args.cases)
     if not cases:
         ap.error(f"no case matches {args.cases!r} (cpu_bench.py --list names them)")

@@ -114,6 +114,13 @@ class ConvPolicy:
     # 32@16 and resnet18's 256@14 since the copies into lanes loop over a constant count
     # of images, far behind at 32 (benchmarks/README.md)
     winograd_lanes_max_width: int | None = 16
+    # outputs in lanes at least this wide: Winograd's output and input gradient by
+    # F(4x4, 3x3) in lanes (winograd4_lanes.py): resnet20's 32@16 forward and input
+    # gradient about 0.87 of F(2x2, 3x3)'s time in lanes at batch 128, its training step
+    # 0.97 and inference 0.95; behind on its 64@8, whose rows are two 4x4 tiles long
+    # (benchmarks/README.md). cpu.py runs F(2x2)'s lanes where a task holds fewer than 8
+    # images (cpu._winograd_layout)
+    winograd_4x4_lanes_min_width: int | None = 16
     # outputs at least this wide, of at least winograd_4x4_min_channels channels (C and
     # OC): Winograd's output and input gradient by F(4x4, 3x3) (winograd4.py), 4x fewer
     # multiplications than im2col's where F(2x2, 3x3) does 2.25x; ahead on resnet18's
@@ -318,11 +325,14 @@ def _decide(chw, weight_shape, stride, padding, dilation, groups, policy, thread
                        f"{policy.winograd_min_channels} channels)")
     four = (not lanes and _at_least(ow, policy.winograd_4x4_min_width)
             and min(c, oc) >= policy.winograd_4x4_min_channels)
+    four_lanes = lanes and _at_least(ow, policy.winograd_4x4_lanes_min_width)
     if winograd:
         reasons.append(f"output {ow} wide: Winograd's tiles "
-                       + ("in lanes, images side by side" if lanes else
+                       + ("4x4, F(4x4, 3x3), in lanes, images side by side" if four_lanes
+                          else "in lanes, images side by side" if lanes else
                           "4x4, F(4x4, 3x3), image by image" if four else "image by image")
-                       + f" (lanes up to {policy.winograd_lanes_max_width} wide; 4x4 tiles "
+                       + f" (lanes up to {policy.winograd_lanes_max_width} wide, 4x4 from "
+                       f"{policy.winograd_4x4_lanes_min_width}; 4x4 tiles image by image "
                        f"from {policy.winograd_4x4_min_width} wide and "
                        f"{policy.winograd_4x4_min_channels} channels)")
         loop = winograd_loop_gemm(c, oc, policy)
@@ -356,7 +366,8 @@ def _decide(chw, weight_shape, stride, padding, dilation, groups, policy, thread
                        f"from {policy.winograd_weight_grad_min_channels} channels, both from "
                        f"{policy.winograd_min_channels}; else shifted rows from "
                        f"{policy.shifted_rows_min_width} wide)")
-    layout = "winograd-lanes" if lanes else "winograd-4x4" if four else "winograd"
+    layout = ("winograd-4x4-lanes" if four_lanes else "winograd-lanes" if lanes
+              else "winograd-4x4" if four else "winograd")
     return ConvPlan(forward=layout if winograd else "phase-gemm" if phases else forward_gemm,
                     grad_input=layout if winograd else "phase-gemm" if phases else gemm,
                     grad_weight=layout_w or ("shifted-rows" if shifted else gemm),

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import (buffers, checks, conv_plan, gemm_conv, phase_gemm, pointwise_conv, thread_gemm,
-               unfold, weight_grad, winograd, winograd4, winograd_lanes)
+               unfold, weight_grad, winograd, winograd4, winograd4_lanes, winograd_lanes)
 from .conv_bias import NO_EPILOGUE, epilogue, finish, plane_moments, single_moments
 
 
@@ -146,15 +146,27 @@ def _conv2d_backward_core(g, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, group, need_
             unfold.col2im_images(cols, b0, kh, kw, sh, sw, ph, pw, dh, dw, dx)
 
 
-WINOGRAD_LAYOUTS = ("winograd", "winograd-lanes", "winograd-4x4")
+WINOGRAD_LAYOUTS = ("winograd", "winograd-lanes", "winograd-4x4", "winograd-4x4-lanes")
+
+
+def _winograd_layout(layout, n):
+    """The plan's Winograd layout for a batch of n: F(4x4, 3x3) in lanes only where a task
+    holds winograd_lanes.LANES images, F(2x2, 3x3)'s lanes where the batch gives a thread
+    fewer (lanes_for): F(4x4)'s rows of tiles are then too short to pay (resnet20's training
+    step at batch 8 took 1.04 of F(2x2)'s time, its inference 1.05, where at 32 both took
+    0.99 and at 128 0.97 and 0.95; one process, rounds in turns, 2 threads, AMD family 26)."""
+    if (layout == "winograd-4x4-lanes" and winograd_lanes.lanes_for(
+            n, numba.get_num_threads()) < winograd_lanes.LANES):
+        return "winograd-lanes"
+    return layout
 
 
 def _winograd_weight(w2, oc, layout, flip=False):
     """The transformed weight U of w2 (OC, C*9) for the layout's Winograd: F(4x4, 3x3)'s
-    (36, OC, C) for 'winograd-4x4' (winograd4.py), else F(2x2, 3x3)'s (16, OC, C); flip:
-    of the weight the input gradient convolves with, (., C, OC)."""
+    (36, OC, C) for 'winograd-4x4' and 'winograd-4x4-lanes' (winograd4.py), else F(2x2,
+    3x3)'s (16, OC, C); flip: of the weight the input gradient convolves with, (., C, OC)."""
     w4 = w2.reshape(oc, -1, 3, 3)
-    scheme = winograd4 if layout == "winograd-4x4" else winograd
+    scheme = winograd4 if layout in ("winograd-4x4", "winograd-4x4-lanes") else winograd
     return scheme.flipped_weight_transform(w4) if flip else scheme.weight_transform(w4)
 
 
@@ -162,16 +174,17 @@ def _winograd_conv(x, u, layout, ep=None):
     """The 3x3 stride-1 padding-1 convolution of x (contiguous) with the weight whose
     transform is u (_winograd_weight), then the epilogue ep (kernels/conv_bias.py; none
     where None), by Winograd in the plan's layout: 'winograd' (winograd.py),
-    'winograd-lanes' (winograd_lanes.py) or 'winograd-4x4' (winograd4.py)."""
+    'winograd-lanes' (winograd_lanes.py), 'winograd-4x4' (winograd4.py) or
+    'winograd-4x4-lanes' (winograd4_lanes.py)."""
     n, _, h, w = x.shape
     oc = u.shape[1]
     out = buffers.empty((n, oc, h, w), dtype=x.dtype)
     ep = NO_EPILOGUE[x.dtype] if ep is None else ep
     loop = conv_plan.winograd_loop_gemm(u.shape[2], oc)
-    if layout == "winograd-lanes":
+    if layout in ("winograd-lanes", "winograd-4x4-lanes"):
         threads = numba.get_num_threads()
-        winograd_lanes.forward(x, u, winograd_lanes.lanes_for(n, threads), out, ep, loop,
-                               threads)
+        scheme = winograd4_lanes if layout == "winograd-4x4-lanes" else winograd_lanes
+        scheme.forward(x, u, winograd_lanes.lanes_for(n, threads), out, ep, loop, threads)
     elif layout == "winograd-4x4":
         winograd4.forward_core(x, u, _winograd_group(x, oc, winograd4), out, ep, loop)
     else:
@@ -269,8 +282,8 @@ def _conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, scale, 
     ep = epilogue(x.dtype, bias, scale, relu, plane_stats, residual, residual_scale)
     with _one_blas_thread():
         if plan.forward in WINOGRAD_LAYOUTS:
-            u = _winograd_weight(w2, oc, plan.forward)
-            return _winograd_conv(x, u, plan.forward, ep)
+            layout = _winograd_layout(plan.forward, n)
+            return _winograd_conv(x, _winograd_weight(w2, oc, layout), layout, ep)
         if plan.forward == "pointwise":
             return pointwise_conv.forward(x, w2, sh, sw, ep)
         if plan.forward == "phase-gemm":
@@ -296,8 +309,8 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
                                            _even_group(x.shape[0], g.shape[2] * g.shape[3]))
     if need_x and plan.grad_input in WINOGRAD_LAYOUTS:
         with _one_blas_thread():
-            u = _winograd_weight(w2, oc, plan.grad_input, flip=True)
-            grad_x = _winograd_conv(g, u, plan.grad_input)
+            layout = _winograd_layout(plan.grad_input, g.shape[0])
+            grad_x = _winograd_conv(g, _winograd_weight(w2, oc, layout, flip=True), layout)
         need_x = False
     if need_x and plan.grad_input == "phase-gemm":
         with _one_blas_thread():

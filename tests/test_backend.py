@@ -144,4 +144,4 @@ def test_a_convolution_leaves_every_blas_thread_count_as_it_was():
     assert before == after and before
     if own_blas and os.cpu_count() > 1:
         assert [True, 1] not in before        # SciPy's BLAS runs several threads here
-        assert forward == "winograd-lanes"    # GEMMs inside Numba's threads did run
+        assert forward == "winograd-4x4-lanes"    # GEMMs inside Numba's threads did run

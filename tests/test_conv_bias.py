@@ -6,6 +6,7 @@ channel_affine then relu_forward of the plain output, to the last bit, and with 
 residual (a block's shortcut, scaled) add_scaled before the relu. F.conv2d then matches
 PyTorch with and without a bias.
 """
+import numba
 import numpy as np
 import pytest
 import torch
@@ -19,17 +20,29 @@ POLICIES = {
     "phase-gemm": conv_plan.ConvPolicy(phase_gemm_max_channels=10**6),
     "winograd 4x4": conv_plan.ConvPolicy(winograd_4x4_min_width=0, winograd_4x4_min_channels=0,
                                          winograd_lanes_max_width=None),
-    "winograd in lanes": conv_plan.ConvPolicy(winograd_lanes_max_width=10**6),
+    "winograd in lanes": conv_plan.ConvPolicy(winograd_lanes_max_width=10**6,
+                                              winograd_4x4_lanes_min_width=None),
+    "winograd 4x4 in lanes": conv_plan.ConvPolicy(winograd_lanes_max_width=10**6,
+                                                  winograd_4x4_lanes_min_width=0),
     "per-image": conv_plan.ConvPolicy.only("per-image"),
     "one-gemm": conv_plan.ConvPolicy.only("one-gemm"),
 }
 # (x shape, weight shape, stride, padding): 3x3 same layers (Winograd where allowed: in
 # lanes up to 16 wide, image by image wider), a strided 3x3 (phase-gemm where allowed,
 # else per-image), a 1x1 stride-2 projection
-# (pointwise), an odd 5x3 with padding
+# (pointwise), an odd 5x3 with padding, and a batch of 16 on a 3x3 same layer 16 wide
+# (F(4x4, 3x3) in lanes where the policy allows: tasks of 8 images on the two threads
+# `two_threads` reports)
 LAYERS = [((3, 8, 9, 7), (10, 8, 3, 3), 1, 1), ((3, 8, 10, 17), (9, 8, 3, 3), 1, 1),
           ((2, 5, 9, 9), (6, 5, 3, 3), 2, 1), ((4, 6, 7, 8), (9, 6, 1, 1), 2, 0),
-          ((2, 3, 8, 6), (4, 3, 5, 3), 1, 2)]
+          ((2, 3, 8, 6), (4, 3, 5, 3), 1, 2), ((16, 4, 7, 16), (6, 4, 3, 3), 1, 1)]
+
+
+@pytest.fixture(autouse=True)
+def two_threads(monkeypatch):
+    """The CPU layer shares its tasks as on two threads, whatever Numba's count here, so
+    that the batch of 16 runs F(4x4, 3x3)'s lanes in tasks of 8 (cpu._winograd_layout)."""
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
 
 
 def test_the_layers_and_policies_take_every_forward_path():
@@ -38,8 +51,9 @@ def test_the_layers_and_policies_take_every_forward_path():
     taken = {conv_plan.conv_algorithm(x_shape, w_shape, stride, padding,
                                       policy=POLICIES[policy]).forward
              for policy in POLICIES for x_shape, w_shape, stride, padding in LAYERS}
-    assert taken == {"winograd", "winograd-4x4", "winograd-lanes", "per-image", "one-gemm",
-                     "pointwise", "phase-gemm"}
+    assert taken == {"winograd", "winograd-4x4", "winograd-lanes", "winograd-4x4-lanes",
+                     "per-image", "one-gemm", "pointwise", "phase-gemm"}
+    assert cpu._winograd_layout("winograd-4x4-lanes", LAYERS[-1][0][0]) == "winograd-4x4-lanes"
 
 
 def _case(x_shape, w_shape, dtype, seed=0):

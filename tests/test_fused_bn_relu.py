@@ -20,6 +20,7 @@ F.batch_norm_relu (tinyres-only) and the models' bn_relu (tinyres/models/bn_relu
 import copy
 import re
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -726,10 +727,11 @@ def test_conv_bn_inference_matches_torch(dtype):
 # ----- conv_bn in training: batch norm's statistics from the convolution's epilogue -----
 # (layout, x shape, weight shape, stride, padding, groups, policy changes): one case for
 # every forward path of the CPU layer; the plan is asserted, so a case that stops reaching
-# its path fails
+# its path fails (the tasks shared as on two threads: F(4x4, 3x3)'s lanes take tasks of 8)
 CONV_PATHS = [
     ("winograd", (2, 16, 17, 19), (16, 16, 3, 3), 1, 1, 1, {"winograd_lanes_max_width": 8}),
-    ("winograd-lanes", (4, 32, 9, 16), (32, 32, 3, 3), 1, 1, 1, {}),
+    ("winograd-lanes", (4, 32, 9, 15), (32, 32, 3, 3), 1, 1, 1, {}),
+    ("winograd-4x4-lanes", (16, 8, 9, 16), (8, 8, 3, 3), 1, 1, 1, {}),
     ("winograd-4x4", (2, 64, 28, 29), (64, 64, 3, 3), 1, 1, 1, {}),
     ("phase-gemm", (4, 16, 15, 16), (32, 16, 3, 3), 2, 1, 1, {"phase_gemm_max_channels": 64}),
     ("pointwise", (2, 8, 9, 9), (6, 8, 1, 1), 2, 0, 1, {}),
@@ -768,13 +770,16 @@ def conv_bn_fused(layer, x, w2, geometry, groups, vectors, relu):
 @pytest.mark.parametrize("relu", [False, True], ids=["bn", "bn-relu"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("path", CONV_PATHS, ids=[case[0] for case in CONV_PATHS])
-def test_conv_batchnorm_forward_is_the_two_kernels_to_the_last_bit(path, dtype, relu):
+def test_conv_batchnorm_forward_is_the_two_kernels_to_the_last_bit(monkeypatch, path, dtype,
+                                                                   relu):
     layout, x_shape, w_shape, stride, padding, groups, changes = path
     x, w2, *vectors = conv_bn_arrays(x_shape, w_shape, dtype)
     geometry = w_shape[2:] + (stride, stride, padding, padding)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     with conv_plan.conv_policy(**changes):
         plan = conv_plan.conv_algorithm(x_shape, w_shape, stride, padding, 1, groups)
         assert plan.forward == layout
+        assert cpu._winograd_layout(plan.forward, x_shape[0]) == layout
         got = conv_bn_fused(cpu, x, w2, geometry, groups, vectors, relu)
         want = conv_bn_unfused(cpu, x, w2, geometry, groups, vectors, relu)
     for k, (a, e) in enumerate(zip(got, want)):

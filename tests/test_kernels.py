@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tinyres.kernels import (blas, checks, conv_bias, conv_plan, cpu, phase_gemm, prefetch,
                              reference, small_gemm, unfold, weight_grad, winograd, winograd4,
-                             winograd_lanes)
+                             winograd4_lanes, winograd_lanes)
 
 BACKENDS = [("cpu", cpu)]
 PUBLIC = {"im2col", "col2im", "conv2d_forward", "conv2d_backward", "batchnorm_forward", "batchnorm_backward", "relu_forward",
@@ -814,7 +814,12 @@ def test_conv_plan_takes_winograd4_from_its_width_and_channels():
     assert layout(64, 64, 56) == layout(128, 128, 28) == layout(64, 128, 28) == "winograd-4x4"
     assert layout(64, 64, 27) == layout(63, 64, 56) == layout(16, 16, 32) == "winograd"
     assert layout(32, 32, 17) == "winograd"
-    assert layout(256, 256, 14) == layout(32, 32, 16) == layout(512, 512, 7) == "winograd-lanes"
+    assert layout(256, 256, 14) == layout(64, 64, 8) == layout(512, 512, 7) == "winograd-lanes"
+    assert layout(32, 32, 16) == layout(16, 8, 16) == "winograd-4x4-lanes"
+    assert layout(32, 32, 16, dataclasses.replace(policy, winograd_4x4_lanes_min_width=None)) \
+        == "winograd-lanes"
+    assert layout(64, 64, 12, dataclasses.replace(policy, winograd_4x4_lanes_min_width=12)) \
+        == "winograd-4x4-lanes"
     assert layout(64, 64, 56, dataclasses.replace(policy, winograd_4x4_min_width=None)) \
         == "winograd"
     plan = conv_plan.conv_algorithm((16, 64, 56, 56), (64, 64, 3, 3), 2, 1, policy=policy)
@@ -845,6 +850,52 @@ def test_winograd_lanes_match_the_reference(n, lanes, h, w, dtype):
     for parts in (1, 2, 3, 100):                    # more parts than tasks: one a task
         assert_close(winograd_lanes.weight_grad(g, x, lanes, parts),
                      grad_w2.reshape(oc, c, 3, 3))
+
+
+@pytest.mark.parametrize("n", [1, 7, 9, 17])
+@pytest.mark.parametrize("lanes", [1, 3, 8])
+@pytest.mark.parametrize("h, w", [(1, 1), (3, 6), (5, 7), (8, 8), (16, 16)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd4_lanes_match_the_reference(n, lanes, h, w, dtype):
+    # F(4x4, 3x3) in lanes: batches that `lanes` does not divide (idle lanes add nothing),
+    # outputs that 4 does not divide (their last tiles run past the edge), a 1x1 plane
+    rng = np.random.default_rng(n * 100 + lanes * 10 + h)
+    c, oc = 3, 4
+    x = random(rng, (n, c, h, w), dtype)
+    w4, bias = random(rng, (oc, c, 3, 3), dtype), random(rng, (oc,), dtype)
+    expected = reference.conv2d_forward(x, w4.reshape(oc, -1), 3, 3, 1, 1, 1, 1)
+    for parts in (1, 2, 3, 100):                    # more parts than tasks: one a task
+        out = np.full((n, oc, h, w), np.nan, dtype=dtype)
+        winograd4_lanes.forward(x, winograd4.weight_transform(w4), lanes, out,
+                                conv_bias.epilogue(dtype, bias), False, parts)
+        assert_close(out, expected + bias[None, :, None, None])
+
+
+@pytest.mark.parametrize("n, h, w", [(9, 16, 16), (4, 7, 5), (16, 12, 13)])
+def test_winograd4_lanes_give_the_image_by_image_output_bit_for_bit(n, h, w):
+    # winograd4.py's transforms in the same order, only laid out otherwise: with the GEMMs
+    # as small_gemm.py's loop, the two layouts give the same float32 output, bit for bit
+    rng = np.random.default_rng(n)
+    x, w4 = random(rng, (n, 16, h, w), np.float32), random(rng, (8, 16, 3, 3), np.float32)
+    u, no_bias = winograd4.weight_transform(w4), conv_bias.epilogue(np.float32)
+    by_lanes, by_image = np.empty((n, 8, h, w), np.float32), np.empty((n, 8, h, w), np.float32)
+    winograd4_lanes.forward(x, u, winograd_lanes.LANES, by_lanes, no_bias, True, 2)
+    winograd4.forward_core(x, u, 1, by_image, no_bias, True)
+    np.testing.assert_array_equal(by_lanes, by_image)
+
+
+@pytest.mark.parametrize("n, threads, layout", [
+    (128, 2, "winograd-4x4-lanes"), (16, 2, "winograd-4x4-lanes"), (12, 2, "winograd-lanes"),
+    (8, 2, "winograd-lanes"), (8, 1, "winograd-4x4-lanes"), (7, 1, "winograd-lanes"),
+    (1, 1, "winograd-lanes")])
+def test_winograd4_in_lanes_runs_only_where_a_task_holds_eight_images(monkeypatch, n, threads,
+                                                                      layout):
+    # a batch that gives a thread tasks of fewer images runs F(2x2, 3x3)'s lanes; other
+    # layouts are the plan's, whatever the batch
+    monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
+    assert cpu._winograd_layout("winograd-4x4-lanes", n) == layout
+    for other in ("winograd-lanes", "winograd", "winograd-4x4"):
+        assert cpu._winograd_layout(other, n) == other
 
 
 @pytest.mark.parametrize("n, threads, lanes", [
