@@ -16,6 +16,7 @@ multiply-adds), which is why eight and not one at a time. `fastmath={"contract"}
 multiplies and adds fuse into FMA instructions and nothing else: the additions keep the
 order written, channel after channel.
 """
+import numpy as np
 from numba import njit
 
 
@@ -38,3 +39,14 @@ def matmul_into(a, b, out):
         for c in range(full, k):             # the last k % 8 rows, one at a time
             for j in range(row.size):
                 row[j] += a[i, c] * b[c, j]
+
+
+@njit(cache=True, inline="always")
+def products(u, v, mm, loop_gemm):
+    """mm[xi] = u[xi] @ v[xi] for every entry xi of a Winograd task (16 or 36 GEMMs,
+    (OC, C) @ (C, T)): by matmul_into where loop_gemm, else by the BLAS (np.dot)."""
+    for xi in range(u.shape[0]):
+        if loop_gemm:
+            matmul_into(u[xi], v[xi], mm[xi])
+        else:
+            np.dot(u[xi], v[xi], mm[xi])

@@ -225,10 +225,6 @@ def forward_core(x, u, group, out, epilogue, loop_gemm):
         v = np.empty((36, c, m * t), dtype=x.dtype)
         mm = np.empty((36, oc, m * t), dtype=x.dtype)
         _input_tiles(x, b0, v)
-        for xi in range(36):                 # (OC, C) @ (C, m*T)
-            if loop_gemm:
-                small_gemm.matmul_into(u[xi], v[xi], mm[xi])
-            else:
-                np.dot(u[xi], v[xi], mm[xi])
+        small_gemm.products(u, v, mm, loop_gemm)     # (OC, C) @ (C, m*T), 36 of them
         _output_tiles(mm, b0, out)
         finish(out.reshape(n, oc, -1), b0, m, epilogue)

@@ -133,11 +133,7 @@ def _forward_parts(x, u, lanes, out, epilogue, loop_gemm, v, p, mm, y):
             p[part][...] = 0
             _lanes_in(x, b0, m, lanes, p[part])
             _input_tiles(p[part], th, tw, lanes, v[part])
-            for xi in range(36):                 # (OC, C) @ (C, th*tw*lanes)
-                if loop_gemm:
-                    small_gemm.matmul_into(u[xi], v[part, xi], mm[part, xi])
-                else:
-                    np.dot(u[xi], v[part, xi], mm[part, xi])
+            small_gemm.products(u, v[part], mm[part], loop_gemm)  # (OC, C) @ (C, T)
             _output_tiles(mm[part], y[part])
             _lanes_out(y[part], tw, lanes, b0, m, out)
             finish(out.reshape(n, oc, -1), b0, m, epilogue)

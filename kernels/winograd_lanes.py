@@ -212,11 +212,7 @@ def _forward_parts(x, u, lanes, out, epilogue, loop_gemm, v, pe, po, mm, y):
             b0 = task * lanes
             m = min(lanes, n - b0)
             _task_input_tiles(x, b0, m, lanes, v[part], pe[part], po[part])
-            for xi in range(16):                 # (OC, C) @ (C, th*tw*lanes)
-                if loop_gemm:
-                    small_gemm.matmul_into(u[xi], v[part, xi], mm[part, xi])
-                else:
-                    np.dot(u[xi], v[part, xi], mm[part, xi])
+            small_gemm.products(u, v[part], mm[part], loop_gemm)  # (OC, C) @ (C, T)
             _output_tiles(mm[part], y[part])
             _lanes_out(y[part], tw, lanes, b0, m, out)
             finish(out.reshape(n, oc, -1), b0, m, epilogue)
