@@ -54,7 +54,7 @@ def epilogue(dtype, bias=None, scale=None, relu=False, plane_stats=None, residua
     dtype = np.dtype(dtype)
     stats = NO_STATS if plane_stats is None else plane_stats
     res = (NO_RESIDUAL.get(dtype, np.empty((0, 0, 0), dtype)) if residual is None
-           else residual.reshape(residual.shape[0], residual.shape[1], -1))
+           else residual.reshape(residual.shape[:2] + (int(np.prod(residual.shape[2:])),)))
     return (_array_or_empty(scale, dtype), _array_or_empty(bias, dtype), bool(relu), stats,
             res, dtype.type(residual_scale))
 

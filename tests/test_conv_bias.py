@@ -149,6 +149,22 @@ def test_cpu_residual_is_the_separate_add_to_the_last_bit(policy, layer, lam, af
     np.testing.assert_array_equal(shortcut, kept)
 
 
+@pytest.mark.parametrize("n", [0, 1])
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_residual_on_an_empty_batch_and_a_single_image(policy, n):
+    # an empty batch gives an empty output, as without a residual; one image, its sum
+    x, w2, _ = _case((n, 3, 16, 16), (4, 3, 3, 3), np.float32)
+    shortcut = np.random.default_rng(9).standard_normal((n, 4, 16, 16)).astype(np.float32)
+    with conv_plan.conv_policy(POLICIES[policy]):
+        out = cpu.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1, residual=shortcut, relu=True)
+        expected = cpu.relu_forward(cpu.add_scaled(cpu.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1),
+                                                   shortcut))
+    assert out.shape == (n, 4, 16, 16)
+    np.testing.assert_array_equal(out, expected)
+    assert reference.conv2d_forward(x, w2, 3, 3, 1, 1, 1, 1, residual=shortcut).shape == \
+        (n, 4, 16, 16)
+
+
 @pytest.mark.parametrize("kernels", [cpu, reference], ids=["cpu", "reference"])
 def test_a_residual_of_the_wrong_shape_or_dtype_is_refused_by_name(kernels):
     x, w2, _ = _case((2, 3, 6, 6), (4, 3, 3, 3), np.float32)
