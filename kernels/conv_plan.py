@@ -149,6 +149,12 @@ class ConvPolicy:
     # runs (default_phase_gemm_max_channels; benchmarks/README.md)
     phase_gemm_max_channels: int | None = dataclasses.field(
         default_factory=lambda: default_phase_gemm_max_channels())
+    # images a phase-gemm task (fewer where the batch gives a thread fewer; None: as many
+    # as gemm_min_columns asks, one image of resnet20's 16->32): resnet20's 16->32
+    # forward 1.31-1.41 ms in tasks of 4 against 1.51-1.94 in tasks of 1, input gradient
+    # 1.16-1.27 against 1.32-1.64; its 32->64 already ran 4 (8: 1.44-1.57 against 1.18)
+    # (batch 128, 2 threads, AMD family 26, OpenBLAS's SkylakeX kernel)
+    phase_gemm_images: int | None = 4
 
     @classmethod
     def only(cls, algorithm):

@@ -236,6 +236,14 @@ def _even_group(n, pixels, min_columns=None):
     return max(1, -(-n // tasks))
 
 
+def _phase_group(n, pixels):
+    """Images a phase-gemm task for a batch of n and `pixels` output pixels an image: the
+    policy's phase_gemm_images (counted by _even_group as columns of one pixel an image),
+    else _even_group's columns rule."""
+    images = conv_plan.current_policy().phase_gemm_images
+    return _even_group(n, pixels) if images is None else _even_group(n, 1, images)
+
+
 def _plan(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups):
     return conv_plan.conv_algorithm(x.shape, (w2.shape[0], x.shape[1] // groups, kh, kw),
                                     (sh, sw), (ph, pw), (dh, dw), groups)
@@ -287,7 +295,7 @@ def _conv2d_forward(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, scale, 
         if plan.forward == "pointwise":
             return pointwise_conv.forward(x, w2, sh, sw, ep)
         if plan.forward == "phase-gemm":
-            return phase_gemm.forward(x, w2, _even_group(n, oh * ow), ep)
+            return phase_gemm.forward(x, w2, _phase_group(n, oh * ow), ep)
         out = buffers.empty((n, oc, oh * ow), dtype=x.dtype)
         _conv2d_forward_core(x, np.ascontiguousarray(w2), kh, kw, sh, sw, ph, pw, dh, dw,
                              _even_group(n, oh * ow), out, ep)
@@ -315,7 +323,7 @@ def conv2d_backward(grad_out, x, w2, kh, kw, sh, sw, ph, pw, need_x=True, need_w
     if need_x and plan.grad_input == "phase-gemm":
         with _one_blas_thread():
             grad_x = phase_gemm.grad_input(g, w2, x.shape,
-                                           _even_group(x.shape[0], g.shape[2] * g.shape[3]))
+                                           _phase_group(x.shape[0], g.shape[2] * g.shape[3]))
         need_x = False
     if need_w and plan.grad_weight in ("winograd", "winograd-lanes"):
         with _one_blas_thread():

@@ -664,6 +664,19 @@ def test_conv_plan_takes_phase_gemm_for_few_channel_downsampling_layers():
         assert "phase-gemm" not in (other.forward, other.grad_input, other.grad_weight)
 
 
+@pytest.mark.parametrize("n, threads, images, pixels, group", [
+    (128, 2, 4, 256, 4), (128, 2, 4, 64, 4), (8, 2, 4, 256, 4), (6, 2, 4, 256, 3),
+    (4, 2, 4, 256, 2), (1, 2, 4, 256, 1), (128, 1, 4, 256, 4), (128, 2, 2, 64, 2),
+    (128, 2, None, 256, 1), (128, 2, None, 64, 4), (128, 2, None, 16, 16)])
+def test_a_phase_gemm_task_takes_the_policys_images(monkeypatch, n, threads, images, pixels,
+                                                    group):
+    # phase_gemm_images a task, fewer where the batch gives a thread fewer, evened out
+    # among the threads; None: as many as gemm_min_columns (256) asks
+    monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
+    with conv_plan.conv_policy(phase_gemm_images=images, gemm_min_columns=256):
+        assert cpu._phase_group(n, pixels) == group
+
+
 @pytest.mark.parametrize("oc", [1, 4, 7, 9, 17])
 @pytest.mark.parametrize("c", [1, 2, 3, 4])
 @pytest.mark.parametrize("stride", [1, 2])
