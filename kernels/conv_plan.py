@@ -117,7 +117,7 @@ class ConvPolicy:
     # outputs in lanes at least this wide: Winograd's output and input gradient by
     # F(4x4, 3x3) in lanes (winograd4_lanes.py): resnet20's 32@16 forward and input
     # gradient about 0.87 of F(2x2, 3x3)'s time in lanes at batch 128, its training step
-    # 0.97 and inference 0.95; behind on its 64@8, whose rows are two 4x4 tiles long
+    # 0.97-0.99 and inference 0.95; behind on its 64@8, whose rows are two 4x4 tiles long
     # (benchmarks/README.md). cpu.py runs F(2x2)'s lanes where a task holds fewer than 8
     # images (cpu._winograd_layout)
     winograd_4x4_lanes_min_width: int | None = 16

@@ -153,8 +153,9 @@ def _winograd_layout(layout, n):
     """The plan's Winograd layout for a batch of n: F(4x4, 3x3) in lanes only where a task
     holds winograd_lanes.LANES images, F(2x2, 3x3)'s lanes where the batch gives a thread
     fewer (lanes_for): F(4x4)'s rows of tiles are then too short to pay (resnet20's training
-    step at batch 8 took 1.04 of F(2x2)'s time, its inference 1.05, where at 32 both took
-    0.99 and at 128 0.97 and 0.95; one process, rounds in turns, 2 threads, AMD family 26)."""
+    step at batch 8 took 1.04 of F(2x2)'s time, its inference 1.05, where at 32 they took
+    0.99 and 0.98 and at 128 0.97-0.99 and 0.95; one process, rounds in turns, 2 threads,
+    AMD family 26)."""
     if (layout == "winograd-4x4-lanes" and winograd_lanes.lanes_for(
             n, numba.get_num_threads()) < winograd_lanes.LANES):
         return "winograd-lanes"
