@@ -14,6 +14,17 @@ or for a whole run with the environment variable TINYRES_KERNELS=reference.
 import os
 import threading
 
+# This folder is installed as tinyres.kernels (setup.py). Imported under another name too
+# (`import kernels` with the repository's root on sys.path) it would be a second copy of
+# every module, with its own convolution policy, buffer cache and layer choice, and the
+# kernels it compiled would go into Numba's on-disk cache, which is keyed by source file:
+# tinyres.kernels would later load them and fail with "No module named 'kernels'".
+if __name__ != "tinyres.kernels":
+    raise ImportError(
+        f"{__name__}: this is tinyres's kernel package; import it as tinyres.kernels "
+        f"(`from tinyres.kernels import cpu`), not as {__name__!r}: a second copy under "
+        "another name would write Numba cache entries that tinyres.kernels cannot load")
+
 LAYERS = ("reference", "cpu", "cuda")
 ENVIRONMENT_VARIABLE = "TINYRES_KERNELS"
 

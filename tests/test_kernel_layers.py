@@ -91,6 +91,21 @@ def test_the_environment_variable_chooses_for_a_whole_run():
         failed.stderr
 
 
+
+def test_the_kernel_folder_refuses_a_second_name(tmp_path):
+    # the folder that holds tinyres.kernels on sys.path makes it importable as `kernels`;
+    # that copy refuses, by name, before any of its kernels can compile into Numba's cache
+    holder = os.path.dirname(os.path.dirname(os.path.abspath(kernels.__file__)))
+    code = f"import sys; sys.path.insert(0, {holder!r}); from kernels import cpu"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    failed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert failed.returncode != 0
+    assert "ImportError: kernels: this is tinyres's kernel package; import it as " \
+           "tinyres.kernels" in failed.stderr
+    assert not any(tmp_path.rglob("*.nbi"))      # nothing compiled, nothing cached
+    assert kernels.__name__ == "tinyres.kernels" and cpu.__name__ == "tinyres.kernels.cpu"
+
 def two_training_steps(layer):
     tinyres.manual_seed(0)
     model = resnet20().double()
