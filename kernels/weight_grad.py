@@ -36,10 +36,12 @@ phase (i % 2, j % 2) at (y + i//2, z + j//2), so with gp's rows OW+1 long
     grad_w[o, c, i, j] = sum over p of gp[o, p] * q[2(i % 2) + j % 2, c][p + (i//2)*(OW+1) + j//2]
 
 the same shifted rows, from the phases: no window is copied out (as im2col would). The
-phases of several images lie side by side, as phase_gemm.py lays out a task (each image's
-plane with its spare row, an image's worth of zeros after the last, gp's rows alike with
-a zero spare row), so that one sum runs over all of them: `images_per_sum` cuts a
-task into sums of about SUM_ENTRIES entries. The downsampling layers' outputs are small,
+phases of several images lie side by side, as phase_gemm.py lays out a task (the images'
+rows side by side, OW+1 entries each, so that the row shift is (i//2) times the images'
+row; a row of zeros after the last; gp's rows alike with a zero spare column), so that
+one sum runs over all of them: `images_per_sum` cuts a task into sums of about
+SUM_ENTRIES entries (counted as (OH+1) x (OW+1) an image, the layout the figures below
+were measured in: each image's phases apart, a spare row each). The downsampling layers' outputs are small,
 and a sum over one image's was too short to pay for ending it: resnet20's 32->64
 weight gradient (81 entries an image) took 2.26 ms summed image by image, 1.06 with 16
 images a sum, against 1.29 by GEMMs; its 16->32 (289) 1.39, 1.11 with four, against
@@ -213,8 +215,8 @@ def _window_row(planes, c, ch, i, n, stride, pitch):
     elements j = 0, 1, 2, from an image's planes (2-D, a plane a row): at stride 1 its
     padded planes xp (C of them, rows `pitch` = W+2 long), plane ch from padded row i on,
     shifted by 0, 1, 2 entries; at stride 2 its phases q (4*C of them, phase_gemm.
-    split_phases's, rows `pitch` = OW+1 long), phase row i % 2's even, odd and even one
-    entry on, i//2 rows on (see above)."""
+    split_phases's, rows `pitch` = m*(OW+1) long, a row of each of m images), phase row
+    i % 2's even, odd and even one entry on, i//2 rows on (see above)."""
     if stride == 1:
         s = i * pitch
         return planes[ch, s:s + n], planes[ch, s + 1:s + 1 + n], planes[ch, s + 2:s + 2 + n]
@@ -253,15 +255,15 @@ def _weight_grad_core(g, x, group, dw_parts):
 
 @njit(cache=True, parallel=True)
 def _weight_grad_phases_core(g, x, group, images, dw_parts):
-    """Stride 2: each task sums its images, `images` at a time side by side in their
-    phases (with a zero image after them for the shifts), into a part of its own."""
+    """Stride 2: each task sums its images, `images` at a time in their phases (rows
+    interleaved, phase_gemm.py's layout), into a part of its own."""
     n, c, h, w = x.shape
     oc, oh, ow = g.shape[1], g.shape[2], g.shape[3]
-    pitch = ow + 1
     for task in prange(dw_parts.shape[0]):
         dw_parts[task] = 0
-        q = np.zeros((4, c, images + 1, oh + 1, pitch), dtype=x.dtype)
-        gp = np.zeros((oc, images, oh + 1, pitch), dtype=x.dtype)
+        rows, _, pitch = phase_gemm.layout(oh, ow, images)
+        q = np.zeros((4, c, rows, images, pitch), dtype=x.dtype)
+        gp = np.zeros((oc, oh, images, pitch), dtype=x.dtype)
         stop = min(n, (task + 1) * group)
         for b0 in range(task * group, stop, images):
             m = min(images, stop - b0)
@@ -270,7 +272,8 @@ def _weight_grad_phases_core(g, x, group, images, dw_parts):
                 gp[...] = 0
             phase_gemm.split_phases(x, b0, m, q)
             phase_gemm.spread_rows(g, b0, m, gp)
-            _add_image(q.reshape(4 * c, -1), gp.reshape(oc, -1), 2, pitch, dw_parts[task])
+            _add_image(q.reshape(4 * c, -1), gp.reshape(oc, -1), 2, images * pitch,
+                       dw_parts[task])
 
 
 def images_per_sum(group, oh, ow):
