@@ -19,8 +19,8 @@ nine GEMMs of P = OH*R columns whose second operand is a view of the phases, a c
 (OH + 2)*R entries apart, starting at the shift: the BLAS reads it in place (its leading
 dimension), and the products add up in the output (beta = 1). The copies in and out index
 with loop counters: a first version that sliced each row out of flat phases was no faster
-than im2col (benchmarks/README.md), and so was one that indexed the flat phases by
-computed offsets (2.5x this split's time: the indices no longer came from range()). The
+than im2col (benchmarks/README.md), and one that indexed flat phases by computed offsets
+took 2.6x this split's time. The
 input gradient runs the same steps backwards: the output gradient laid out as the output
 (zeros in the spare column, so that it adds nothing), nine GEMMs W_ij^T (C, OC) @ dY
 added into shifted views of the phases of dx (the adjoint of the shift is the same shift,
