@@ -20,11 +20,11 @@ nine GEMMs of P = OH*R columns whose second operand is a view of the phases, a c
 dimension), and the products add up in the output (beta = 1). The copies in and out index
 with loop counters: a first version that sliced each row out of flat phases was no faster
 than im2col (benchmarks/README.md), and one that indexed flat phases by computed offsets
-took 2.6x this split's time. The
-input gradient runs the same steps backwards: the output gradient laid out as the output
-(zeros in the spare column, so that it adds nothing), nine GEMMs W_ij^T (C, OC) @ dY
-added into shifted views of the phases of dx (the adjoint of the shift is the same shift,
-on the other side), then the phases woven back into dx, their ring of padding dropped.
+took 2.6x this split's time. The input gradient runs the same steps backwards: the output
+gradient laid out as the output (zeros in the spare column, so that it adds nothing), nine
+GEMMs W_ij^T (C, OC) @ dY added into shifted views of the phases of dx (the adjoint of the
+shift is the same shift, on the other side), then the phases woven back into dx, their
+ring of padding dropped.
 
 Each image's phases had lain apart before, (OH + 1) x (OW + 1) entries an image (81 for 64
 pixels on an 8 x 8 output), a spare row as well as a spare column; side by side by rows
@@ -37,9 +37,9 @@ OpenBLAS's SkylakeX kernel, tuned malloc; scratch runs, not kept).
 
 What im2col costs and this does not: the columns, 9 x C rows as long as the output, written
 and read again, and at stride 2 the gather of every other pixel. What it costs instead:
-the spare column (72 entries for 64 pixels on an 8 x 8 output) and nine GEMMs with an inner dimension of C instead of
-one of 9C. The weight gradient stays with the shifted rows of these phases
-(weight_grad.py) and the per-image GEMMs.
+the spare column (72 entries for 64 pixels on an 8 x 8 output) and nine GEMMs with an
+inner dimension of C instead of one of 9C. The weight gradient stays with the shifted rows
+of these phases (weight_grad.py) and the per-image GEMMs.
 
 The GEMMs are the BLAS's sgemm/dgemm called with their leading dimensions and beta, from
 inside Numba's threads (kernels/blas.py: SciPy's BLAS, the library np.dot in Numba calls,

@@ -29,23 +29,23 @@ benchmarks/README.md).
 
 At stride 2 (3x3, padding 1: the downsampling layers) output pixel (y, z) meets padded
 input pixel (2y + i, 2z + j). Cut the padded plane into its four phases, even and odd rows
-by even and odd columns, each (OH+1) x (OW+1) and flat: q[2a + e, c] (phase_gemm.py's
+by even and odd columns, each (OH+1) x (OW+1): q[2a + e, c] (phase_gemm.py's
 split_phases, which cuts them for that file's GEMMs too). Window element (i, j) reads
-phase (i % 2, j % 2) at (y + i//2, z + j//2), so with gp's rows OW+1 long
+phase (i % 2, j % 2) at (y + i//2, z + j//2). The phases of several images lie side by
+side as phase_gemm.py lays out a task: the images' rows side by side, OW+1 entries each,
+a row of all of them R entries long, a row of zeros after the last; gp's rows alike, with
+a zero spare column. Then, with p numbering both
 
-    grad_w[o, c, i, j] = sum over p of gp[o, p] * q[2(i % 2) + j % 2, c][p + (i//2)*(OW+1) + j//2]
+    grad_w[o, c, i, j] = sum over p of gp[o, p] * q[2(i % 2) + j % 2, c][p + (i//2)*R + j//2]
 
-the same shifted rows, from the phases: no window is copied out (as im2col would). The
-phases of several images lie side by side, as phase_gemm.py lays out a task (the images'
-rows side by side, OW+1 entries each, so that the row shift is (i//2) times the images'
-row; a row of zeros after the last; gp's rows alike with a zero spare column), so that
-one sum runs over all of them: `images_per_sum` cuts a task into sums of about
+the same shifted rows, from the phases: no window is copied out (as im2col would), and
+one sum runs over all the images: `images_per_sum` cuts a task into sums of about
 SUM_ENTRIES entries (counted as (OH+1) x (OW+1) an image, the layout the figures below
-were measured in: each image's phases apart, a spare row each). The downsampling layers' outputs are small,
-and a sum over one image's was too short to pay for ending it: resnet20's 32->64
-weight gradient (81 entries an image) took 2.26 ms summed image by image, 1.06 with 16
-images a sum, against 1.29 by GEMMs; its 16->32 (289) 1.39, 1.11 with four, against
-1.36; resnet18's 128->256 (225 entries, two images a task at batch 16) 7.63 and 6.46
+were measured in, each image's phases apart with a spare row). The downsampling layers'
+outputs are small, and a sum over one image's was too short to pay for ending it:
+resnet20's 32->64 weight gradient (81 entries an image) took 2.26 ms summed image by
+image, 1.06 with 16 images a sum, against 1.29 by GEMMs; its 16->32 (289) 1.39, 1.11 with
+four, against 1.36; resnet18's 128->256 (225 entries, two images a task at batch 16) 7.63 and 6.46
 against 7.17 by one GEMM (which its input gradient's GEMMs share: conv_plan.py keeps it
 there); its 64->128 (841) 5.82 one image a sum, 6.19 two (2 threads, medians of 3 runs
 of 30, tuned malloc, AMD family 26, OpenBLAS's SkylakeX kernel; scratch runs, not kept).

@@ -91,7 +91,6 @@ def test_the_environment_variable_chooses_for_a_whole_run():
         failed.stderr
 
 
-
 def test_the_kernel_folder_refuses_a_second_name(tmp_path):
     # the folder that holds tinyres.kernels on sys.path makes it importable as `kernels`;
     # that copy refuses, by name, before any of its kernels can compile into Numba's cache
@@ -105,6 +104,7 @@ def test_the_kernel_folder_refuses_a_second_name(tmp_path):
            "tinyres.kernels" in failed.stderr
     assert not any(tmp_path.rglob("*.nbi"))      # nothing compiled, nothing cached
     assert kernels.__name__ == "tinyres.kernels" and cpu.__name__ == "tinyres.kernels.cpu"
+
 
 def two_training_steps(layer):
     tinyres.manual_seed(0)
