@@ -884,19 +884,6 @@ def test_winograd4_lanes_match_the_reference(n, lanes, h, w, dtype):
         assert_close(out, expected + bias[None, :, None, None])
 
 
-@pytest.mark.parametrize("n, h, w", [(9, 16, 16), (4, 7, 5), (16, 12, 13)])
-def test_winograd4_lanes_give_the_image_by_image_output_bit_for_bit(n, h, w):
-    # winograd4.py's transforms in the same order, only laid out otherwise: with the GEMMs
-    # as small_gemm.py's loop, the two layouts give the same float32 output, bit for bit
-    rng = np.random.default_rng(n)
-    x, w4 = random(rng, (n, 16, h, w), np.float32), random(rng, (8, 16, 3, 3), np.float32)
-    u, no_bias = winograd4.weight_transform(w4), conv_bias.epilogue(np.float32)
-    by_lanes, by_image = np.empty((n, 8, h, w), np.float32), np.empty((n, 8, h, w), np.float32)
-    winograd4_lanes.forward(x, u, winograd_lanes.LANES, by_lanes, no_bias, True, 2)
-    winograd4.forward_core(x, u, 1, by_image, no_bias, True)
-    np.testing.assert_array_equal(by_lanes, by_image)
-
-
 @pytest.mark.parametrize("n, threads, layout", [
     (128, 2, "winograd-4x4-lanes"), (16, 2, "winograd-4x4-lanes"), (12, 2, "winograd-lanes"),
     (8, 2, "winograd-lanes"), (8, 1, "winograd-4x4-lanes"), (7, 1, "winograd-lanes"),
@@ -924,17 +911,21 @@ def test_winograd_lanes_a_task_share_the_batch_evenly_among_the_threads(n, threa
     assert n == 0 or tasks % threads == 0 or tasks < threads or lanes == winograd_lanes.LANES
 
 
-@pytest.mark.parametrize("n, h, w", [(9, 8, 8), (4, 7, 5), (16, 3, 3)])
-def test_winograd_lanes_give_the_image_by_image_output_bit_for_bit(n, h, w):
-    # the same transforms in the same order, only laid out otherwise: with the GEMMs as
-    # small_gemm.py's loop (a sum per output column, whatever the columns around it), the
-    # two layouts give the same float32 output, bit for bit
+@pytest.mark.parametrize("lanes_layout, by_image_layout, n, h, w", [
+    (winograd_lanes, winograd, 9, 8, 8), (winograd_lanes, winograd, 4, 7, 5),
+    (winograd_lanes, winograd, 16, 3, 3), (winograd4_lanes, winograd4, 9, 16, 16),
+    (winograd4_lanes, winograd4, 4, 7, 5), (winograd4_lanes, winograd4, 16, 12, 13)])
+def test_winograd_lanes_give_the_image_by_image_output_bit_for_bit(lanes_layout,
+                                                                   by_image_layout, n, h, w):
+    # F(2x2, 3x3) and F(4x4, 3x3): the same transforms in the same order, only laid out
+    # otherwise: with the GEMMs as small_gemm.py's loop (a sum per output column, whatever
+    # the columns around it), the two layouts give the same float32 output, bit for bit
     rng = np.random.default_rng(n)
     x, w4 = random(rng, (n, 16, h, w), np.float32), random(rng, (8, 16, 3, 3), np.float32)
-    u, no_bias = winograd.weight_transform(w4), conv_bias.epilogue(np.float32)
+    u, no_bias = by_image_layout.weight_transform(w4), conv_bias.epilogue(np.float32)
     by_lanes, by_image = np.empty((n, 8, h, w), np.float32), np.empty((n, 8, h, w), np.float32)
-    winograd_lanes.forward(x, u, winograd_lanes.LANES, by_lanes, no_bias, True, 2)
-    winograd.forward_core(x, u, 1, by_image, no_bias, True)
+    lanes_layout.forward(x, u, winograd_lanes.LANES, by_lanes, no_bias, True, 2)
+    by_image_layout.forward_core(x, u, 1, by_image, no_bias, True)
     np.testing.assert_array_equal(by_lanes, by_image)
 
 
